@@ -1,0 +1,184 @@
+//! The [`BackupBackend`] trait.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use crate::error::{BackupError, BatchError, Operation, Origin, Result};
+use crate::{BackupFlags, BackupStats, Handle, Interrupt, Page};
+
+/// A store that takes copies of pages and gives them back by [`Handle`].
+///
+/// The userspace counterpart of the kernel's `ttm_backup`. Every method takes
+/// `&self` and may be called from many threads at once; locking is the
+/// backend's business. Implementations keep these semantics (the
+/// `pagebackup-testkit` conformance suite checks each):
+///
+/// 1. A handle from [`backup_page`](Self::backup_page) gives back exactly the
+///    bytes backed up, for as long as it has not been dropped.
+/// 2. `idx` (the page's index in the caller's object) is a placement hint;
+///    two live handles never alias, whatever `idx` was passed.
+/// 3. The caller's page is not touched and may be reused once `backup_page`
+///    returns.
+/// 4. A dropped, forged or foreign handle gives
+///    [`BackupError::InvalidHandle`], never another page's bytes.
+/// 5. A failed backup issues no handle and holds no storage; a failed or
+///    interrupted restore leaves the backup in place.
+/// 6. [`drop_handle`](Self::drop_handle) releases the storage.
+/// 7. [`bytes_avail`](Self::bytes_avail) is a cheap estimate; backing up past
+///    the space gives [`BackupError::NoSpace`].
+/// 8. All operations are thread-safe.
+///
+/// Implemented for `&T`, `Box<T>` and `Arc<T>`, so `Box<dyn BackupBackend>`
+/// and `Arc<dyn BackupBackend>` are backends too.
+pub trait BackupBackend: Send + Sync + Debug {
+    /// The backend's short name (`"memory"`, `"shmem"`, ...), used in errors.
+    fn name(&self) -> &'static str;
+
+    /// Copies `page` into the backend and returns its handle.
+    ///
+    /// `idx` is the page's index within the caller's object, a hint for
+    /// locality. On error no handle is issued and no storage stays in use.
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle>;
+
+    /// Copies the page backed up under `handle` into `dst`. The backup stays
+    /// until dropped. If `intr` is set, returns
+    /// [`BackupError::Interrupted`] without restoring.
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()>;
+
+    /// Frees the backup under `handle`; the handle is invalid from then on.
+    fn drop_handle(&self, handle: Handle) -> Result<()>;
+
+    /// A cheap estimate of how many more bytes (of original pages) a backup may take.
+    fn bytes_avail(&self) -> u64;
+
+    /// Current counters.
+    fn stats(&self) -> BackupStats;
+
+    /// Returns once every backup made so far has reached the backend's own
+    /// storage (staged writes completed). The default does nothing.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Backs up `pages`, page `k` at index `first_idx + k`, appending each
+    /// handle to `handles` as it is made.
+    ///
+    /// On error, the handles of the pages backed up before the failure are in
+    /// `handles` (`completed` of them); the failing page and those after it
+    /// were not backed up. The default loops over
+    /// [`backup_page`](Self::backup_page).
+    fn backup_pages(
+        &self,
+        pages: &[&Page],
+        first_idx: u64,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+    ) -> Result<(), BatchError> {
+        handles.reserve(pages.len());
+        for (k, page) in pages.iter().enumerate() {
+            match self.backup_page(page, first_idx.wrapping_add(k as u64), flags) {
+                Ok(h) => handles.push(h),
+                Err(error) => return Err(BatchError { completed: k, error }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores `handles[k]` into `dsts[k]`, in order.
+    ///
+    /// Stops at a page boundary when `intr` is set or a page fails; pages
+    /// `0..completed` were restored. No handle is dropped. Slices of different
+    /// lengths give [`BackupError::InvalidInput`] before anything is done. The
+    /// default loops over [`copy_page`](Self::copy_page).
+    fn copy_pages(
+        &self,
+        handles: &[Handle],
+        dsts: &mut [&mut Page],
+        intr: Option<&Interrupt>,
+    ) -> Result<(), BatchError> {
+        check_batch_lengths(self.name(), handles.len(), dsts.len())?;
+        for (k, (dst, &handle)) in dsts.iter_mut().zip(handles).enumerate() {
+            self.copy_page(dst, handle, intr)
+                .map_err(|error| BatchError { completed: k, error })?;
+        }
+        Ok(())
+    }
+
+    /// Drops `handles` in order, stopping at the first that fails; handles
+    /// `0..completed` were dropped. The default loops over
+    /// [`drop_handle`](Self::drop_handle).
+    fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
+        for (k, &handle) in handles.iter().enumerate() {
+            self.drop_handle(handle)
+                .map_err(|error| BatchError { completed: k, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// The error `copy_pages` gives when its two slices differ in length.
+pub fn check_batch_lengths(backend: &'static str, handles: usize, dsts: usize) -> Result<(), BatchError> {
+    if handles == dsts {
+        return Ok(());
+    }
+    Err(BatchError {
+        completed: 0,
+        error: BackupError::InvalidInput {
+            origin: Origin::new(backend, Operation::CopyPages),
+            detail: format!("{handles} handles but {dsts} destination pages; pass one page per handle"),
+        },
+    })
+}
+
+/// Implements `BackupBackend` for a smart pointer by forwarding every method,
+/// batch forms included, so that a backend's own batch implementations are
+/// kept behind the pointer.
+macro_rules! forward_backend {
+    ($($ptr:ty),+) => {$(
+        impl<T: BackupBackend + ?Sized> BackupBackend for $ptr {
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+            fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
+                (**self).backup_page(page, idx, flags)
+            }
+            fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
+                (**self).copy_page(dst, handle, intr)
+            }
+            fn drop_handle(&self, handle: Handle) -> Result<()> {
+                (**self).drop_handle(handle)
+            }
+            fn bytes_avail(&self) -> u64 {
+                (**self).bytes_avail()
+            }
+            fn stats(&self) -> BackupStats {
+                (**self).stats()
+            }
+            fn flush(&self) -> Result<()> {
+                (**self).flush()
+            }
+            fn backup_pages(
+                &self,
+                pages: &[&Page],
+                first_idx: u64,
+                flags: BackupFlags,
+                handles: &mut Vec<Handle>,
+            ) -> Result<(), BatchError> {
+                (**self).backup_pages(pages, first_idx, flags, handles)
+            }
+            fn copy_pages(
+                &self,
+                handles: &[Handle],
+                dsts: &mut [&mut Page],
+                intr: Option<&Interrupt>,
+            ) -> Result<(), BatchError> {
+                (**self).copy_pages(handles, dsts, intr)
+            }
+            fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
+                (**self).drop_handles(handles)
+            }
+        }
+    )+};
+}
+
+forward_backend!(&T, Box<T>, Arc<T>);

@@ -1,0 +1,206 @@
+//! [`MemoryBackend`]: plain copies in process memory, the reference backend.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::error::{BackupError, Operation, Origin, Result};
+use crate::interrupt::is_set;
+use crate::{BackupBackend, BackupFlags, BackupStats, Handle, HandleCodec, Interrupt, PAGE_SIZE, Page, SlotTable};
+
+const NAME: &str = "memory";
+const SHARD_BITS: u32 = 4;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// Pages per slab chunk: 256 KiB, one allocation.
+const CHUNK_PAGES: usize = 64;
+const MAX_SLOTS_PER_SHARD: u32 = (HandleCodec::MAX_SLOTS >> SHARD_BITS) as u32;
+
+/// Plain copies of pages in process memory, no compression.
+///
+/// The reference model for tests and the memcpy baseline for benchmarks.
+/// Pages live in slabs of 64 pages (256 KiB) split over 16 shards, each behind
+/// its own lock; a thread backs up into the shard it is assigned, and a
+/// restore goes to the shard named in the handle, so threads rarely contend.
+/// Dropped slots go on a free list and are reused; slab memory is kept for
+/// reuse (it shows in [`BackupStats::memory_used`]) and returned when the
+/// backend is dropped.
+///
+/// Handles carry the slot, its generation and the instance's key (see
+/// [`HandleCodec`]): dropped, forged and foreign handles give
+/// [`BackupError::InvalidHandle`].
+pub struct MemoryBackend {
+    codec: HandleCodec,
+    shards: Box<[Mutex<Shard>]>,
+    limit_pages: u64,
+    stored_pages: AtomicU64,
+    failed_backups: AtomicU64,
+    failed_restores: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shard {
+    table: SlotTable,
+    chunks: Vec<Box<[Page]>>,
+}
+
+impl Shard {
+    fn page(&self, slot: u32) -> &Page {
+        let slot = slot as usize;
+        &self.chunks[slot / CHUNK_PAGES][slot % CHUNK_PAGES]
+    }
+
+    fn page_mut(&mut self, slot: u32) -> &mut Page {
+        let slot = slot as usize;
+        if slot / CHUNK_PAGES == self.chunks.len() {
+            self.chunks.push(Page::new_boxed_slice(CHUNK_PAGES));
+        }
+        &mut self.chunks[slot / CHUNK_PAGES][slot % CHUNK_PAGES]
+    }
+}
+
+impl MemoryBackend {
+    /// A backend limited only by the process's memory.
+    pub fn new() -> Self {
+        Self::with_limit(u64::MAX)
+    }
+
+    /// A backend that holds at most `limit_bytes` of pages (rounded down to
+    /// whole pages); backups past it give [`BackupError::NoSpace`].
+    pub fn with_limit(limit_bytes: u64) -> Self {
+        let shards = (0..SHARDS).map(|_| {
+            Mutex::new(Shard { table: SlotTable::new(MAX_SLOTS_PER_SHARD), chunks: Vec::new() })
+        });
+        MemoryBackend {
+            codec: HandleCodec::new(),
+            shards: shards.collect(),
+            limit_pages: limit_bytes / PAGE_SIZE as u64,
+            stored_pages: AtomicU64::new(0),
+            failed_backups: AtomicU64::new(0),
+            failed_restores: AtomicU64::new(0),
+        }
+    }
+
+    /// The limit in bytes, if one was set.
+    pub fn limit(&self) -> Option<u64> {
+        (self.limit_pages != u64::MAX / PAGE_SIZE as u64).then_some(self.limit_pages * PAGE_SIZE as u64)
+    }
+
+    fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
+        // A panic cannot leave a shard half-updated (every update is a single
+        // table call followed by a copy), so a poisoned lock is still sound.
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Finds the live slot `handle` names and runs `f` on it under its shard's lock.
+    fn with_live_slot<R>(&self, handle: Handle, op: Operation, f: impl FnOnce(&mut Shard, u32) -> R) -> Result<R> {
+        let slot = self.codec.slot(handle);
+        let (shard_index, local) = (slot as usize % SHARDS, slot >> SHARD_BITS);
+        let mut shard = self.shard(shard_index);
+        match shard.table.live_generation(local) {
+            Some(generation) if self.codec.matches(handle, generation) => Ok(f(&mut shard, local)),
+            _ => Err(BackupError::InvalidHandle { origin: Origin::new(NAME, op), handle }),
+        }
+    }
+
+    fn no_space(&self, detail: String) -> BackupError {
+        self.failed_backups.fetch_add(1, Ordering::Relaxed);
+        BackupError::NoSpace { origin: Origin::new(NAME, Operation::BackupPage), detail }
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    static THREAD_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The shard this thread backs up into: assigned round-robin on first use.
+fn thread_shard() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    THREAD_SHARD.with(|cell| {
+        if cell.get() == usize::MAX {
+            cell.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize % SHARDS);
+        }
+        cell.get()
+    })
+}
+
+impl BackupBackend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn backup_page(&self, page: &Page, _idx: u64, _flags: BackupFlags) -> Result<Handle> {
+        let reserved = self.stored_pages.fetch_add(1, Ordering::AcqRel);
+        if reserved >= self.limit_pages {
+            self.stored_pages.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.no_space(format!("limit of {} pages reached", self.limit_pages)));
+        }
+        let shard_index = thread_shard();
+        let mut shard = self.shard(shard_index);
+        let Some((local, generation)) = shard.table.alloc() else {
+            drop(shard);
+            self.stored_pages.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.no_space(format!("all {MAX_SLOTS_PER_SHARD} slots of shard {shard_index} are in use")));
+        };
+        shard.page_mut(local).clone_from(page);
+        let slot = (local << SHARD_BITS) | shard_index as u32;
+        Ok(self.codec.encode(slot, generation))
+    }
+
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
+        if is_set(intr) {
+            self.failed_restores.fetch_add(1, Ordering::Relaxed);
+            return Err(BackupError::Interrupted { origin: Origin::new(NAME, Operation::CopyPage) });
+        }
+        self.with_live_slot(handle, Operation::CopyPage, |shard, local| dst.clone_from(shard.page(local)))
+            .inspect_err(|_| {
+                self.failed_restores.fetch_add(1, Ordering::Relaxed);
+            })
+    }
+
+    fn drop_handle(&self, handle: Handle) -> Result<()> {
+        self.with_live_slot(handle, Operation::DropHandle, |shard, local| shard.table.release(local))?;
+        self.stored_pages.fetch_sub(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn bytes_avail(&self) -> u64 {
+        let stored = self.stored_pages.load(Ordering::Relaxed);
+        match self.limit() {
+            Some(_) => self.limit_pages.saturating_sub(stored) * PAGE_SIZE as u64,
+            None => {
+                let info = rustix::system::sysinfo();
+                (info.freeram as u64).saturating_mul(u64::from(info.mem_unit))
+            }
+        }
+    }
+
+    fn stats(&self) -> BackupStats {
+        let mut stats = BackupStats::default();
+        for index in 0..SHARDS {
+            let shard = self.shard(index);
+            stats.stored_pages += shard.table.live();
+            stats.memory_used += (shard.chunks.len() * CHUNK_PAGES * PAGE_SIZE) as u64 + shard.table.metadata_bytes();
+        }
+        stats.original_bytes = stats.stored_pages * PAGE_SIZE as u64;
+        stats.stored_bytes = stats.original_bytes;
+        stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);
+        stats.failed_restores = self.failed_restores.load(Ordering::Relaxed);
+        stats
+    }
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("limit", &self.limit())
+            .field("stored_pages", &self.stored_pages.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
