@@ -195,10 +195,16 @@ impl fmt::Display for BackupError {
                 "{origin}: invalid handle {handle}: dropped already, issued by another backend instance, or never issued"
             ),
             Self::Interrupted { .. } => {
-                write!(f, "{origin}: interrupted; the backup is still in place, clear the interrupt and retry")
+                write!(
+                    f,
+                    "{origin}: interrupted; the backup is still in place, clear the interrupt and retry"
+                )
             }
             Self::Corrupt { handle, detail, .. } => {
-                write!(f, "{origin}: stored copy of handle {handle} is corrupt: {detail}")
+                write!(
+                    f,
+                    "{origin}: stored copy of handle {handle} is corrupt: {detail}"
+                )
             }
             Self::Unsupported { detail, .. } => write!(f, "{origin}: unsupported: {detail}"),
             Self::InvalidInput { detail, .. } => write!(f, "{origin}: invalid input: {detail}"),
@@ -238,7 +244,11 @@ impl BatchError {
 
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (batch stopped after {} items)", self.error, self.completed)
+        write!(
+            f,
+            "{} (batch stopped after {} items)",
+            self.error, self.completed
+        )
     }
 }
 
@@ -258,13 +268,19 @@ mod tests {
     #[test]
     fn messages_name_backend_operation_and_remedy() {
         let origin = Origin::new("memory", Operation::BackupPage);
-        let e = BackupError::NoSpace { origin, detail: "limit of 16 pages reached".into() };
+        let e = BackupError::NoSpace {
+            origin,
+            detail: "limit of 16 pages reached".into(),
+        };
         assert_eq!(
             e.to_string(),
             "memory backend: backup_page: no space left (limit of 16 pages reached); \
              drop handles, flush, or give the backend more space"
         );
-        let b = BatchError { completed: 3, error: e };
+        let b = BatchError {
+            completed: 3,
+            error: e,
+        };
         assert_eq!(b.kind(), ErrorKind::NoSpace);
         assert!(b.to_string().ends_with("(batch stopped after 3 items)"));
         let io = BackupError::Io {

@@ -7,7 +7,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{BackupError, Operation, Origin, Result};
 use crate::interrupt::is_set;
-use crate::{BackupBackend, BackupFlags, BackupStats, Handle, HandleCodec, Interrupt, PAGE_SIZE, Page, SlotTable};
+use crate::{
+    BackupBackend, BackupFlags, BackupStats, Handle, HandleCodec, Interrupt, PAGE_SIZE, Page,
+    SlotTable,
+};
 
 const NAME: &str = "memory";
 const SHARD_BITS: u32 = 4;
@@ -69,7 +72,10 @@ impl MemoryBackend {
     /// whole pages); backups past it give [`BackupError::NoSpace`].
     pub fn with_limit(limit_bytes: u64) -> Self {
         let shards = (0..SHARDS).map(|_| {
-            Mutex::new(Shard { table: SlotTable::new(MAX_SLOTS_PER_SHARD), chunks: Vec::new() })
+            Mutex::new(Shard {
+                table: SlotTable::new(MAX_SLOTS_PER_SHARD),
+                chunks: Vec::new(),
+            })
         });
         MemoryBackend {
             codec: HandleCodec::new(),
@@ -83,29 +89,43 @@ impl MemoryBackend {
 
     /// The limit in bytes, if one was set.
     pub fn limit(&self) -> Option<u64> {
-        (self.limit_pages != u64::MAX / PAGE_SIZE as u64).then_some(self.limit_pages * PAGE_SIZE as u64)
+        (self.limit_pages != u64::MAX / PAGE_SIZE as u64)
+            .then_some(self.limit_pages * PAGE_SIZE as u64)
     }
 
     fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
         // A panic cannot leave a shard half-updated (every update is a single
         // table call followed by a copy), so a poisoned lock is still sound.
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Finds the live slot `handle` names and runs `f` on it under its shard's lock.
-    fn with_live_slot<R>(&self, handle: Handle, op: Operation, f: impl FnOnce(&mut Shard, u32) -> R) -> Result<R> {
+    fn with_live_slot<R>(
+        &self,
+        handle: Handle,
+        op: Operation,
+        f: impl FnOnce(&mut Shard, u32) -> R,
+    ) -> Result<R> {
         let slot = self.codec.slot(handle);
         let (shard_index, local) = (slot as usize % SHARDS, slot >> SHARD_BITS);
         let mut shard = self.shard(shard_index);
         match shard.table.live_generation(local) {
             Some(generation) if self.codec.matches(handle, generation) => Ok(f(&mut shard, local)),
-            _ => Err(BackupError::InvalidHandle { origin: Origin::new(NAME, op), handle }),
+            _ => Err(BackupError::InvalidHandle {
+                origin: Origin::new(NAME, op),
+                handle,
+            }),
         }
     }
 
     fn no_space(&self, detail: String) -> BackupError {
         self.failed_backups.fetch_add(1, Ordering::Relaxed);
-        BackupError::NoSpace { origin: Origin::new(NAME, Operation::BackupPage), detail }
+        BackupError::NoSpace {
+            origin: Origin::new(NAME, Operation::BackupPage),
+            detail,
+        }
     }
 }
 
@@ -146,7 +166,9 @@ impl BackupBackend for MemoryBackend {
         let Some((local, generation)) = shard.table.alloc() else {
             drop(shard);
             self.stored_pages.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.no_space(format!("all {MAX_SLOTS_PER_SHARD} slots of shard {shard_index} are in use")));
+            return Err(self.no_space(format!(
+                "all {MAX_SLOTS_PER_SHARD} slots of shard {shard_index} are in use"
+            )));
         };
         shard.page_mut(local).clone_from(page);
         let slot = (local << SHARD_BITS) | shard_index as u32;
@@ -156,16 +178,22 @@ impl BackupBackend for MemoryBackend {
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
         if is_set(intr) {
             self.failed_restores.fetch_add(1, Ordering::Relaxed);
-            return Err(BackupError::Interrupted { origin: Origin::new(NAME, Operation::CopyPage) });
+            return Err(BackupError::Interrupted {
+                origin: Origin::new(NAME, Operation::CopyPage),
+            });
         }
-        self.with_live_slot(handle, Operation::CopyPage, |shard, local| dst.clone_from(shard.page(local)))
-            .inspect_err(|_| {
-                self.failed_restores.fetch_add(1, Ordering::Relaxed);
-            })
+        self.with_live_slot(handle, Operation::CopyPage, |shard, local| {
+            dst.clone_from(shard.page(local))
+        })
+        .inspect_err(|_| {
+            self.failed_restores.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.with_live_slot(handle, Operation::DropHandle, |shard, local| shard.table.release(local))?;
+        self.with_live_slot(handle, Operation::DropHandle, |shard, local| {
+            shard.table.release(local)
+        })?;
         self.stored_pages.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
@@ -186,7 +214,8 @@ impl BackupBackend for MemoryBackend {
         for index in 0..SHARDS {
             let shard = self.shard(index);
             stats.stored_pages += shard.table.live();
-            stats.memory_used += (shard.chunks.len() * CHUNK_PAGES * PAGE_SIZE) as u64 + shard.table.metadata_bytes();
+            stats.memory_used += (shard.chunks.len() * CHUNK_PAGES * PAGE_SIZE) as u64
+                + shard.table.metadata_bytes();
         }
         stats.original_bytes = stats.stored_pages * PAGE_SIZE as u64;
         stats.stored_bytes = stats.original_bytes;

@@ -182,7 +182,9 @@ mod tests {
         let misaligned = &whole[1..PAGE_SIZE + 1];
         assert_eq!(
             Page::from_bytes(misaligned),
-            Err(PageCastError::Misaligned { addr: misaligned.as_ptr() as usize })
+            Err(PageCastError::Misaligned {
+                addr: misaligned.as_ptr() as usize
+            })
         );
         let second = Page::from_bytes_mut(&mut whole[PAGE_SIZE..]).unwrap();
         second.0[0] = 9;
@@ -192,6 +194,9 @@ mod tests {
     #[test]
     fn cast_error_messages_say_what_to_do() {
         let msg = PageCastError::Misaligned { addr: 0x1001 }.to_string();
-        assert!(msg.contains("0x1001") && msg.contains("Page::new_boxed"), "{msg}");
+        assert!(
+            msg.contains("0x1001") && msg.contains("Page::new_boxed"),
+            "{msg}"
+        );
     }
 }

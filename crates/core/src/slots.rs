@@ -19,7 +19,10 @@ pub struct SlotTable {
 impl SlotTable {
     /// A table that hands out at most `max_slots` slots, numbered from 0.
     pub fn new(max_slots: u32) -> Self {
-        SlotTable { max_slots, ..Self::default() }
+        SlotTable {
+            max_slots,
+            ..Self::default()
+        }
     }
 
     /// Allocates a slot: returns `(slot, generation)`, or `None` when every
@@ -41,7 +44,10 @@ impl SlotTable {
 
     /// The generation of `slot` if it is live.
     pub fn live_generation(&self, slot: u32) -> Option<u32> {
-        self.generations.get(slot as usize).copied().filter(|g| g % 2 == 1)
+        self.generations
+            .get(slot as usize)
+            .copied()
+            .filter(|g| g % 2 == 1)
     }
 
     /// Frees a live slot. Returns `false`, changing nothing, if it was not live.

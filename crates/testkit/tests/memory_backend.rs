@@ -1,0 +1,104 @@
+//! The conformance suite and the checkers on the reference backend, used
+//! directly and through `Box<dyn BackupBackend>` and `Arc<dyn BackupBackend>`.
+
+use std::sync::Arc;
+
+use pagebackup_core::{BackupBackend, MemoryBackend};
+use pagebackup_testkit::{
+    Check, ConcurrentConfig, ModelConfig, Subject, check_concurrent, check_model, conformance,
+};
+use rstest::rstest;
+use rstest_reuse::apply;
+
+fn direct() -> Subject {
+    Subject::new("memory", || Box::new(MemoryBackend::new()))
+        .with_limit(|bytes| Box::new(MemoryBackend::with_limit(bytes)), true)
+}
+
+fn boxed_dyn() -> Subject {
+    let wrap = |b: MemoryBackend| -> Box<dyn BackupBackend> {
+        Box::new(Box::new(b) as Box<dyn BackupBackend>)
+    };
+    Subject::new("memory via Box<dyn BackupBackend>", move || {
+        wrap(MemoryBackend::new())
+    })
+    .with_limit(move |bytes| wrap(MemoryBackend::with_limit(bytes)), true)
+}
+
+fn arc_dyn() -> Subject {
+    let wrap = |b: MemoryBackend| -> Box<dyn BackupBackend> {
+        Box::new(Arc::new(b) as Arc<dyn BackupBackend>)
+    };
+    Subject::new("memory via Arc<dyn BackupBackend>", move || {
+        wrap(MemoryBackend::new())
+    })
+    .with_limit(move |bytes| wrap(MemoryBackend::with_limit(bytes)), true)
+}
+
+#[apply(conformance)]
+fn memory(#[case] check: Check) {
+    check.run(&direct());
+}
+
+#[apply(conformance)]
+fn memory_boxed_dyn(#[case] check: Check) {
+    check.run(&boxed_dyn());
+}
+
+#[apply(conformance)]
+fn memory_arc_dyn(#[case] check: Check) {
+    check.run(&arc_dyn());
+}
+
+#[test]
+fn memory_through_a_reference() {
+    let backend = MemoryBackend::new();
+    let by_ref: &MemoryBackend = &backend;
+    pagebackup_testkit::exact_bytes(&by_ref, &Default::default());
+    assert_eq!(backend.stats().stored_pages, 0);
+}
+
+#[test]
+fn model_checker_100k_operations() {
+    let backend = MemoryBackend::new();
+    let config = ModelConfig {
+        seed: 0x1ee7,
+        ops: 100_000,
+        max_live: 2048,
+    };
+    let report = check_model(&backend, &config).unwrap_or_else(|d| panic!("{d}"));
+    println!("memory: model checker: {report}");
+    assert_eq!(report.ops, 100_000);
+    assert!(
+        report.restores > 10_000 && report.stale_rejected > 1_000,
+        "{report}"
+    );
+    assert_eq!(backend.stats().stored_pages, 0);
+}
+
+#[test]
+fn model_checker_on_a_limited_backend_sees_no_space() {
+    let backend = MemoryBackend::with_limit(32 * 4096);
+    let config = ModelConfig {
+        seed: 0xf00d,
+        ops: 20_000,
+        max_live: 64,
+    };
+    let report = check_model(&backend, &config).unwrap_or_else(|d| panic!("{d}"));
+    println!("memory (32-page limit): model checker: {report}");
+    assert!(report.no_space > 0, "{report}");
+}
+
+#[test]
+fn multi_threaded_checker_8_threads() {
+    let backend = MemoryBackend::new();
+    let config = ConcurrentConfig {
+        seed: 0xabcd,
+        threads: 8,
+        ops_per_thread: 20_000,
+    };
+    let report = check_concurrent(&backend, &config).unwrap_or_else(|e| panic!("{e}"));
+    println!("memory: multi-threaded checker: {report}");
+    assert!(report.handed_over > 1_000, "{report}");
+    assert_eq!(backend.stats().stored_pages, 0);
+}
