@@ -1,1 +1,56 @@
+//! pagebackup: back up memory pages out of the way and get them back.
+//!
+//! A caller that must give memory back under pressure — a GPU or accelerator
+//! driver's page pool, a VMM holding guest memory, a buffer pool — hands a
+//! 4 KiB [`Page`] to a [`BackupBackend`] and keeps the opaque [`Handle`] it
+//! returns; later it copies the page back by handle, or drops it. One handle
+//! scheme fronts every backend, so switching stores changes only the
+//! constructor, or the spec string given to [`open`].
+//!
+//! This crate re-exports `pagebackup-core` and, behind cargo features, the
+//! backend crates. [`open`] builds any compiled-in backend from a spec such as
+//! `memory` or `memory:limit=64MiB`; [`available_backends`] lists them.
+//!
+//! ```
+//! use pagebackup::{BackupFlags, Page};
+//!
+//! let backend = pagebackup::open("memory:limit=64MiB")?;
+//! let mut page = Page::new_boxed();
+//! page.0[..4].copy_from_slice(b"data");
+//! let handle = backend.backup_page(&page, 0, BackupFlags::NONE)?;
+//! page.0.fill(0);
+//! backend.copy_page(&mut page, handle, None)?;
+//! assert_eq!(&page.0[..4], b"data");
+//! backend.drop_handle(handle)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod error;
+mod registry;
+mod spec;
+
+pub use error::OpenError;
+pub use pagebackup_core::*;
+pub use spec::{Spec, parse_size};
+
+/// Builds a backend from a spec: `NAME` or `NAME:key=value,key=value`.
+///
+/// | backend  | feature | parameters |
+/// |----------|---------|------------|
+/// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
+///
+/// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`
+/// or `TiB`. An unknown name, an unknown key, a bad value or a backend this
+/// build lacks each gives an [`OpenError`] that says what is valid.
+pub fn open(spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
+    registry::open_in(registry::BACKENDS, spec)
+}
+
+/// The names of the backends this build contains, for [`open`].
+pub fn available_backends() -> Vec<&'static str> {
+    registry::available_in(registry::BACKENDS)
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

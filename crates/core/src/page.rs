@@ -113,7 +113,7 @@ fn check_cast(bytes: &[u8]) -> Result<(), PageCastError> {
         return Err(PageCastError::WrongLength { len: bytes.len() });
     }
     let addr = bytes.as_ptr() as usize;
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(PageCastError::Misaligned { addr });
     }
     Ok(())

@@ -213,14 +213,15 @@ impl Run<'_> {
         let refs: Vec<&Page> = self.scratch[..n].iter().collect();
         let mut handles = Vec::new();
         let result = self.b.backup_pages(&refs, idx, flags, &mut handles);
-        if let Err(e) = &result {
-            if e.completed != handles.len() {
-                return Err(self.diverge(format!(
-                    "batch reports {} completed but gave {} handles",
-                    e.completed,
-                    handles.len()
-                )));
-            }
+        if let Err(e) = &result
+            && e.completed != handles.len()
+        {
+            let detail = format!(
+                "batch reports {} completed but gave {} handles",
+                e.completed,
+                handles.len()
+            );
+            return Err(self.diverge(detail));
         }
         for (h, spec) in handles.into_iter().zip(specs) {
             self.add_live(h, spec)?;

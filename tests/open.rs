@@ -1,0 +1,95 @@
+//! `pagebackup::open`: specs that work, and the errors bad ones give.
+
+use pagebackup::{BackupBackend, OpenError, available_backends, open};
+
+fn err(spec: &str) -> OpenError {
+    match open(spec) {
+        Ok(b) => panic!("{spec:?} opened {b:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn memory_is_always_available() {
+    assert!(available_backends().contains(&"memory"));
+    let b = open("memory").unwrap();
+    assert_eq!(b.name(), "memory");
+    assert!(b.bytes_avail() > 0);
+    let limited = open("memory:limit=64MiB").unwrap();
+    assert_eq!(limited.bytes_avail(), 64 << 20);
+    assert_eq!(open(" memory : limit = 8KiB ").unwrap().bytes_avail(), 8192);
+}
+
+#[test]
+fn every_available_backend_opens_by_name() {
+    for name in available_backends() {
+        let b = open(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(b.name(), name);
+    }
+}
+
+#[test]
+fn an_unknown_backend_lists_the_available_ones() {
+    let e = err("tape");
+    assert!(matches!(&e, OpenError::UnknownBackend { name, .. } if name == "tape"));
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("unknown backend 'tape'; this build has: "),
+        "{msg}"
+    );
+    for name in available_backends() {
+        assert!(msg.contains(name), "{msg}");
+    }
+}
+
+#[test]
+fn an_unknown_key_lists_the_valid_ones() {
+    let e = err("memory:size=1MiB");
+    assert!(matches!(&e, OpenError::UnknownKey { backend: "memory", key, .. } if key == "size"));
+    assert_eq!(
+        e.to_string(),
+        "backend 'memory' has no parameter 'size'; valid: limit"
+    );
+}
+
+#[test]
+fn a_bad_value_says_what_is_expected() {
+    for value in ["lots", "1.5GiB", "-1", "64MB", "99999999999TiB"] {
+        let e = err(&format!("memory:limit={value}"));
+        assert!(
+            matches!(
+                &e,
+                OpenError::BadValue {
+                    backend: "memory",
+                    key: "limit",
+                    ..
+                }
+            ),
+            "{value}: {e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(value) && msg.contains("KiB, MiB, GiB"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn malformed_specs_are_syntax_errors() {
+    for spec in [
+        "",
+        "   ",
+        ":limit=1",
+        "memory:limit",
+        "memory:limit=",
+        "memory:limit=1,limit=2",
+        "memory:,",
+    ] {
+        assert!(matches!(err(spec), OpenError::Syntax { .. }), "{spec:?}");
+    }
+    assert_eq!(
+        err("memory:limit=1,limit=2").to_string(),
+        "bad backend spec 'memory:limit=1,limit=2': key 'limit' is given twice"
+    );
+}
