@@ -33,11 +33,16 @@ pub use error::OpenError;
 pub use pagebackup_core::*;
 pub use spec::{Spec, parse_size};
 
+/// The shmem backend (feature `shmem`).
+#[cfg(feature = "shmem")]
+pub use pagebackup_shmem as shmem;
+
 /// Builds a backend from a spec: `NAME` or `NAME:key=value,key=value`.
 ///
 /// | backend  | feature | parameters |
 /// |----------|---------|------------|
 /// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
+/// | `shmem`  | `shmem` | `capacity=SIZE`: size of the memfd (default: RAM + swap) |
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`
 /// or `TiB`. An unknown name, an unknown key, a bad value or a backend this

@@ -18,12 +18,23 @@ pub(crate) struct Entry {
     pub(crate) open: Option<Opener>,
 }
 
-pub(crate) const BACKENDS: &[Entry] = &[Entry {
-    name: "memory",
-    feature: "",
-    keys: &["limit"],
-    open: Some(open_memory),
-}];
+pub(crate) const BACKENDS: &[Entry] = &[
+    Entry {
+        name: "memory",
+        feature: "",
+        keys: &["limit"],
+        open: Some(open_memory),
+    },
+    Entry {
+        name: "shmem",
+        feature: "shmem",
+        keys: &["capacity"],
+        #[cfg(feature = "shmem")]
+        open: Some(open_shmem),
+        #[cfg(not(feature = "shmem"))]
+        open: None,
+    },
+];
 
 /// Opens `spec` with the backends of `table`.
 pub(crate) fn open_in(table: &[Entry], spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
@@ -56,6 +67,15 @@ fn open_memory(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError>
     Ok(Box::new(match params.size("limit")? {
         Some(limit) => MemoryBackend::with_limit(limit),
         None => MemoryBackend::new(),
+    }))
+}
+
+#[cfg(feature = "shmem")]
+fn open_shmem(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
+    use pagebackup_shmem::ShmemBackend;
+    Ok(Box::new(match params.size("capacity")? {
+        Some(capacity) => ShmemBackend::with_capacity(capacity)?,
+        None => ShmemBackend::new()?,
     }))
 }
 

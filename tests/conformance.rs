@@ -22,3 +22,9 @@ fn subject(name: &'static str, limit_key: &'static str, exact: bool) -> Subject 
 fn memory_spec(#[case] check: Check) {
     check.run(&subject("memory", "limit", true));
 }
+
+#[cfg(feature = "shmem")]
+#[apply(conformance)]
+fn shmem_spec(#[case] check: Check) {
+    check.run(&subject("shmem", "capacity", false));
+}

@@ -93,3 +93,40 @@ fn malformed_specs_are_syntax_errors() {
         "bad backend spec 'memory:limit=1,limit=2': key 'limit' is given twice"
     );
 }
+
+#[cfg(feature = "shmem")]
+#[test]
+fn shmem_takes_a_capacity() {
+    let b = open("shmem:capacity=1MiB").unwrap();
+    assert_eq!(b.name(), "shmem");
+    assert!(b.bytes_avail() <= 1 << 20);
+    let e = err("shmem:capacity=100");
+    assert!(
+        matches!(&e, OpenError::Backend(inner) if inner.kind() == pagebackup::ErrorKind::InvalidInput),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("capacity 100 is less than one page"),
+        "{e}"
+    );
+    assert_eq!(
+        err("shmem:limit=1MiB").to_string(),
+        "backend 'shmem' has no parameter 'limit'; valid: capacity"
+    );
+}
+
+#[cfg(not(feature = "shmem"))]
+#[test]
+fn shmem_without_its_feature_names_the_feature() {
+    let e = err("shmem");
+    assert!(
+        matches!(
+            e,
+            OpenError::NotCompiled {
+                name: "shmem",
+                feature: "shmem"
+            }
+        ),
+        "{e}"
+    );
+}

@@ -7,7 +7,11 @@
 /// free; it is bumped on every allocation and every release, so a handle made
 /// for one allocation never matches a later one (until the 32-bit generation
 /// wraps, after 2^31 reuses of the same slot). Freed slots are reused last
-/// freed first, which keeps the storage behind them warm.
+/// freed first, which keeps the storage behind them warm; [`alloc_at`]
+/// takes a particular slot instead, for backends that place pages for
+/// locality.
+///
+/// [`alloc_at`]: SlotTable::alloc_at
 #[derive(Debug, Clone, Default)]
 pub struct SlotTable {
     generations: Vec<u32>,
@@ -28,18 +32,41 @@ impl SlotTable {
     /// Allocates a slot: returns `(slot, generation)`, or `None` when every
     /// slot is live.
     pub fn alloc(&mut self) -> Option<(u32, u32)> {
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None if self.generations.len() < self.max_slots as usize => {
-                self.generations.push(0);
-                (self.generations.len() - 1) as u32
+        // The free list may hold slots since taken by `alloc_at`: skip them.
+        while let Some(slot) = self.free.pop() {
+            if let Some(generation) = self.take(slot) {
+                return Some((slot, generation));
             }
-            None => return None,
-        };
-        let generation = &mut self.generations[slot as usize];
+        }
+        let slot = u32::try_from(self.generations.len()).ok()?;
+        self.alloc_at(slot).map(|generation| (slot, generation))
+    }
+
+    /// Allocates `slot` itself if it is free, or if it is the next slot never
+    /// used (one past the highest so far, within the limit). Returns its generation.
+    pub fn alloc_at(&mut self, slot: u32) -> Option<u32> {
+        if slot as usize == self.generations.len() && slot < self.max_slots {
+            self.generations.push(0);
+        }
+        let generation = self.take(slot)?;
+        // Keep stale free-list entries bounded.
+        if self.free.len() > 2 * (self.generations.len() - self.live as usize) + 64 {
+            let generations = &self.generations;
+            self.free.retain(|&s| generations[s as usize].is_multiple_of(2));
+            self.free.sort_unstable_by(|a, b| b.cmp(a));
+            self.free.dedup();
+        }
+        Some(generation)
+    }
+
+    fn take(&mut self, slot: u32) -> Option<u32> {
+        let generation = self
+            .generations
+            .get_mut(slot as usize)
+            .filter(|g| g.is_multiple_of(2))?;
         *generation = generation.wrapping_add(1);
         self.live += 1;
-        Some((slot, *generation))
+        Some(*generation)
     }
 
     /// The generation of `slot` if it is live.
@@ -47,7 +74,7 @@ impl SlotTable {
         self.generations
             .get(slot as usize)
             .copied()
-            .filter(|g| g % 2 == 1)
+            .filter(|g| !g.is_multiple_of(2))
     }
 
     /// Frees a live slot. Returns `false`, changing nothing, if it was not live.
@@ -107,5 +134,36 @@ mod tests {
         assert_eq!(t.live_generation(99), None);
         assert!(!t.release(99));
         assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn alloc_at_takes_free_or_next_slots_only() {
+        let mut t = SlotTable::new(4);
+        assert_eq!(t.alloc_at(1), None, "slot 1 is beyond the next unused slot");
+        assert!(t.alloc_at(0).is_some());
+        assert_eq!(t.alloc_at(0), None, "slot 0 is live");
+        assert!(t.alloc_at(1).is_some());
+        assert!(t.release(0) && t.release(1));
+        // 1 was freed last, but the caller asks for 0 then 1: ascending reuse.
+        assert!(t.alloc_at(0).is_some() && t.alloc_at(1).is_some());
+        // The free list's stale entries for 0 and 1 are skipped.
+        assert_eq!(t.alloc().map(|(s, _)| s), Some(2));
+        assert_eq!(t.alloc().map(|(s, _)| s), Some(3));
+        assert_eq!(t.alloc(), None);
+        assert_eq!(t.alloc_at(4), None, "beyond the limit");
+        assert_eq!(t.live(), 4);
+    }
+
+    #[test]
+    fn stale_free_entries_stay_bounded() {
+        let mut t = SlotTable::new(1000);
+        for _ in 0..10_000 {
+            let (slot, _) = t.alloc().unwrap();
+            t.release(slot);
+            assert!(t.alloc_at(slot).is_some());
+            t.release(slot);
+        }
+        assert!(t.free.len() <= 2 * t.len() + 64 + 1, "{}", t.free.len());
+        assert_eq!(t.live(), 0);
     }
 }

@@ -1,0 +1,93 @@
+//! Slot placement: where each page goes in the memfd.
+
+use std::ops::Range;
+
+use pagebackup_core::SlotTable;
+
+/// Slots of the memfd, placed so that pages with consecutive `idx` land in
+/// consecutive slots where those are free (one contiguous write, one
+/// contiguous writeback or hole punch), otherwise in the most recently freed
+/// slot.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    pub(crate) table: SlotTable,
+    /// The `idx` and slot of the last page placed.
+    last: Option<(u64, u32)>,
+}
+
+impl Placement {
+    pub(crate) fn new(capacity_pages: u32) -> Self {
+        Placement {
+            table: SlotTable::new(capacity_pages),
+            last: None,
+        }
+    }
+
+    /// A slot for the page at `idx`: `(slot, generation)`, or `None` when full.
+    pub(crate) fn place(&mut self, idx: u64) -> Option<(u32, u32)> {
+        let follow = self.last.and_then(|(last_idx, last_slot)| {
+            let slot = last_slot.checked_add(1)?;
+            (idx == last_idx.wrapping_add(1)).then_some(slot)
+        });
+        let placed = follow
+            .and_then(|slot| {
+                self.table
+                    .alloc_at(slot)
+                    .map(|generation| (slot, generation))
+            })
+            .or_else(|| self.table.alloc())?;
+        self.last = Some((idx, placed.0));
+        Some(placed)
+    }
+}
+
+/// Splits `slots` into index ranges whose slots ascend by one: each range is
+/// one contiguous region of the memfd.
+pub(crate) fn contiguous_runs(slots: &[u32]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    (1..=slots.len()).filter_map(move |end| {
+        if end == slots.len() || slots[end - 1].checked_add(1) != Some(slots[end]) {
+            let run = start..end;
+            start = end;
+            Some(run)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_indices_get_consecutive_slots() {
+        let mut p = Placement::new(16);
+        let slots: Vec<u32> = (10..14).map(|idx| p.place(idx).unwrap().0).collect();
+        assert_eq!(slots, [0, 1, 2, 3]);
+        // A page of another object goes elsewhere, then the first object resumes.
+        assert_eq!(p.place(500).unwrap().0, 4);
+        assert_eq!(p.place(501).unwrap().0, 5);
+        for slot in [1, 2] {
+            p.table.release(slot);
+        }
+        // idx 7 follows nothing: the most recently freed slot.
+        assert_eq!(p.place(7).unwrap().0, 2);
+        assert_eq!(
+            p.place(8).unwrap().0,
+            1,
+            "slot 3 is live, so idx 8 takes the other freed slot"
+        );
+    }
+
+    #[test]
+    fn runs_split_where_slots_jump() {
+        let runs: Vec<Range<usize>> = contiguous_runs(&[4, 5, 6, 9, 10, 3, 3]).collect();
+        assert_eq!(runs, [0..3, 3..5, 5..6, 6..7]);
+        assert_eq!(contiguous_runs(&[]).count(), 0);
+        assert_eq!(
+            contiguous_runs(&[u32::MAX, 0]).collect::<Vec<_>>(),
+            [0..1, 1..2]
+        );
+    }
+}

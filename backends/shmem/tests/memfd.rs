@@ -1,0 +1,247 @@
+//! What the shmem backend does with its memfd: capacity, hole punching,
+//! sealing and writeback to swap.
+
+use std::os::fd::AsFd;
+
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, PAGE_SIZE, Page};
+use pagebackup_shmem::ShmemBackend;
+use pagebackup_testkit::{PageClass, PageSpec};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+fn allocated(backend: &ShmemBackend) -> u64 {
+    rustix::fs::fstat(backend.memfd()).unwrap().st_blocks as u64 * 512
+}
+
+fn random_pages(seed: u64, n: u64) -> (Vec<PageSpec>, Vec<Box<Page>>) {
+    let specs: Vec<PageSpec> = (0..n)
+        .map(|i| PageSpec::new(seed, i, PageClass::Random))
+        .collect();
+    let pages = specs.iter().map(PageSpec::page).collect();
+    (specs, pages)
+}
+
+fn verify_all(backend: &ShmemBackend, handles: &[Handle], specs: &[PageSpec]) {
+    let mut page = Page::new_boxed();
+    for (&h, spec) in handles.iter().zip(specs) {
+        backend.copy_page(&mut page, h, None).unwrap();
+        spec.verify(&page).unwrap();
+    }
+}
+
+#[test]
+fn capacity_is_exact_and_exhaustion_loses_nothing() {
+    let backend = ShmemBackend::with_capacity(16 * PAGE + 100).unwrap();
+    assert_eq!(backend.capacity(), 16 * PAGE);
+    let (specs, pages) = random_pages(1, 20);
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut handles = Vec::new();
+    let err = backend
+        .backup_pages(&refs, 0, BackupFlags::NONE, &mut handles)
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.completed, handles.len()),
+        (ErrorKind::NoSpace, 16, 16)
+    );
+    assert!(
+        err.to_string()
+            .contains("shmem backend: backup_pages: no space left"),
+        "{err}"
+    );
+    let single = backend
+        .backup_page(&pages[19], 19, BackupFlags::NONE)
+        .unwrap_err();
+    assert_eq!(single.kind(), ErrorKind::NoSpace);
+    assert_eq!(backend.stats().stored_pages, 16);
+    assert_eq!(backend.stats().failed_backups, 2);
+    verify_all(&backend, &handles, &specs);
+    backend.drop_handles(&handles).unwrap();
+    assert_eq!(allocated(&backend), 0);
+}
+
+#[test]
+fn a_capacity_below_one_page_is_refused() {
+    let err = ShmemBackend::with_capacity(4095).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.to_string()
+            .contains("capacity 4095 is less than one page"),
+        "{err}"
+    );
+}
+
+#[test]
+fn drops_release_the_memory() {
+    let backend = ShmemBackend::with_capacity(1 << 30).unwrap();
+    let (specs, pages) = random_pages(2, 256);
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut handles = Vec::new();
+    backend
+        .backup_pages(&refs, 0, BackupFlags::NONE, &mut handles)
+        .unwrap();
+    assert_eq!(
+        allocated(&backend),
+        256 * PAGE,
+        "consecutive idx fill 256 slots exactly"
+    );
+    // Single drops, scattered.
+    for h in handles.iter().step_by(2) {
+        backend.drop_handle(*h).unwrap();
+    }
+    assert_eq!(allocated(&backend), 128 * PAGE);
+    let rest: Vec<Handle> = handles.iter().skip(1).step_by(2).copied().collect();
+    let rest_specs: Vec<PageSpec> = specs.iter().skip(1).step_by(2).copied().collect();
+    verify_all(&backend, &rest, &rest_specs);
+    backend.drop_handles(&rest).unwrap();
+    assert_eq!(allocated(&backend), 0);
+    assert_eq!(backend.stats().stored_bytes, 0);
+}
+
+#[test]
+fn freed_slots_are_refilled_contiguously() {
+    let backend = ShmemBackend::with_capacity(1 << 20).unwrap();
+    let (specs, pages) = random_pages(3, 64);
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut first = Vec::new();
+    backend
+        .backup_pages(&refs, 0, BackupFlags::NONE, &mut first)
+        .unwrap();
+    backend.drop_handles(&first).unwrap();
+    let mut second = Vec::new();
+    backend
+        .backup_pages(&refs, 0, BackupFlags::NONE, &mut second)
+        .unwrap();
+    // The same 64 slots, in order: the memfd holds exactly 64 pages, and
+    // the old handles stay invalid.
+    assert_eq!(allocated(&backend), 64 * PAGE);
+    let mut page = Page::new_boxed();
+    assert_eq!(
+        backend
+            .copy_page(&mut page, first[0], None)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidHandle
+    );
+    verify_all(&backend, &second, &specs);
+    backend.drop_handles(&second).unwrap();
+}
+
+#[test]
+fn a_handle_twice_in_one_drop_batch_is_dropped_once() {
+    let backend = ShmemBackend::with_capacity(1 << 20).unwrap();
+    let (specs, pages) = random_pages(4, 3);
+    let handles: Vec<Handle> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| backend.backup_page(p, i as u64, BackupFlags::NONE).unwrap())
+        .collect();
+    let err = backend
+        .drop_handles(&[handles[0], handles[1], handles[0], handles[2]])
+        .unwrap_err();
+    assert_eq!((err.kind(), err.completed), (ErrorKind::InvalidHandle, 2));
+    verify_all(&backend, &handles[2..], &specs[2..]);
+    assert_eq!(backend.stats().stored_pages, 1);
+    backend.drop_handle(handles[2]).unwrap();
+}
+
+#[test]
+fn the_seal_holds_against_another_holder_of_the_fd() {
+    let backend = ShmemBackend::with_capacity(64 * PAGE).unwrap();
+    let (specs, pages) = random_pages(5, 8);
+    let handles: Vec<Handle> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| backend.backup_page(p, i as u64, BackupFlags::NONE).unwrap())
+        .collect();
+    let other = backend.memfd().as_fd().try_clone_to_owned().unwrap();
+    for len in [0, PAGE, 63 * PAGE] {
+        assert_eq!(
+            rustix::fs::ftruncate(&other, len),
+            Err(rustix::io::Errno::PERM),
+            "shrinking to {len} was allowed"
+        );
+    }
+    assert_eq!(
+        rustix::fs::ftruncate(&other, 65 * PAGE),
+        Err(rustix::io::Errno::PERM),
+        "growing was allowed"
+    );
+    assert_eq!(
+        rustix::fs::fcntl_add_seals(&other, rustix::fs::SealFlags::WRITE),
+        Err(rustix::io::Errno::PERM),
+        "further seals were allowed"
+    );
+    let seals = rustix::fs::fcntl_get_seals(&other).unwrap();
+    assert!(seals.contains(
+        rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL
+    ));
+    drop(other);
+    verify_all(&backend, &handles, &specs);
+    let h = backend
+        .backup_page(&pages[0], 99, BackupFlags::NONE)
+        .unwrap();
+    backend.drop_handle(h).unwrap();
+    backend.drop_handles(&handles).unwrap();
+}
+
+#[test]
+fn the_memfd_is_close_on_exec() {
+    let backend = ShmemBackend::with_capacity(PAGE).unwrap();
+    let flags = rustix::io::fcntl_getfd(backend.memfd()).unwrap();
+    assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+}
+
+fn swap_free() -> u64 {
+    let info = rustix::system::sysinfo();
+    info.freeswap as u64 * u64::from(info.mem_unit)
+}
+
+#[test]
+fn writeback_moves_pages_to_swap_and_they_come_back_exact() {
+    const PAGES: u64 = 1024;
+    if swap_free() < 2 * PAGES * PAGE {
+        println!(
+            "skipped: the machine has no free swap (run .ci/run as root to set up a temporary swap file)"
+        );
+        return;
+    }
+    let backend = ShmemBackend::with_capacity(1 << 30).unwrap();
+    assert!(backend.bytes_avail() > 0);
+    let (specs, pages) = random_pages(6, PAGES);
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut handles = Vec::new();
+    backend
+        .backup_pages(
+            &refs[..PAGES as usize / 2],
+            0,
+            BackupFlags::WRITEBACK,
+            &mut handles,
+        )
+        .unwrap();
+    for (i, page) in refs[PAGES as usize / 2..].iter().enumerate() {
+        handles.push(
+            backend
+                .backup_page(page, PAGES / 2 + i as u64, BackupFlags::WRITEBACK)
+                .unwrap(),
+        );
+    }
+    let swapped = backend.swapped_bytes().unwrap();
+    let stats = backend.stats();
+    println!(
+        "swapped after writeback: {swapped} of {} bytes; {stats:?}",
+        PAGES * PAGE
+    );
+    assert_eq!(stats.writeback_pages, PAGES);
+    assert!(
+        swapped >= PAGES * PAGE / 2,
+        "only {swapped} bytes of {} reached swap",
+        PAGES * PAGE
+    );
+    verify_all(&backend, &handles, &specs);
+    backend.drop_handles(&handles).unwrap();
+    assert_eq!(
+        backend.swapped_bytes().unwrap(),
+        0,
+        "dropping swapped pages frees their swap"
+    );
+}

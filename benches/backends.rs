@@ -1,0 +1,207 @@
+//! Compares every compiled-in backend and the baselines on the same pages in
+//! the same run: `cargo bench --all-features --bench backends`.
+//!
+//! Each adapter backs up the whole corpus in batches of 64 pages and frees
+//! it again (only the backup timed), then backs it up, restores it and frees
+//! it (only the restore timed). Baselines:
+//!
+//! - `baseline:memcpy`: the memory backend, a copy into RAM;
+//! - `baseline:pwrite-memfd`: one `pwrite` (backup) or `pread` (restore) per
+//!   page on a plain memfd, whose pages are punched out between rounds as a
+//!   backend's drops would.
+
+use std::io::IoSliceMut;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pagebackup::{BackupBackend, BackupFlags, Handle, MemoryBackend, PAGE_SIZE, Page};
+use pagebackup_testkit::PageSpec;
+
+/// 64 MiB: larger than the caches, as the buffers a backup gives back are.
+const CORPUS_PAGES: usize = 16384;
+const BATCH: usize = 64;
+
+/// One store under test: backs up and restores the whole corpus.
+trait Adapter {
+    fn name(&self) -> &str;
+    fn backup(&mut self, corpus: &[Page]);
+    fn restore(&mut self, out: &mut [Page]);
+    fn clear(&mut self);
+}
+
+struct Backend {
+    name: String,
+    backend: Box<dyn BackupBackend>,
+    handles: Vec<Handle>,
+}
+
+impl Adapter for Backend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn backup(&mut self, corpus: &[Page]) {
+        for (k, chunk) in corpus.chunks(BATCH).enumerate() {
+            let refs: Vec<&Page> = chunk.iter().collect();
+            self.backend
+                .backup_pages(
+                    &refs,
+                    (k * BATCH) as u64,
+                    BackupFlags::NONE,
+                    &mut self.handles,
+                )
+                .unwrap();
+        }
+        self.backend.flush().unwrap();
+    }
+    fn restore(&mut self, out: &mut [Page]) {
+        for (handles, dsts) in self.handles.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            let mut refs: Vec<&mut Page> = dsts.iter_mut().collect();
+            self.backend.copy_pages(handles, &mut refs, None).unwrap();
+        }
+    }
+    fn clear(&mut self) {
+        self.backend.drop_handles(&self.handles).unwrap();
+        self.handles.clear();
+    }
+}
+
+/// One `pwrite` / `pread` per page on a plain memfd.
+struct PwriteMemfd {
+    fd: OwnedFd,
+    len: u64,
+}
+
+impl PwriteMemfd {
+    fn new(pages: usize) -> Self {
+        let fd = rustix::fs::memfd_create("baseline", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let len = (pages * PAGE_SIZE) as u64;
+        rustix::fs::ftruncate(&fd, len).unwrap();
+        PwriteMemfd { fd, len }
+    }
+}
+
+impl Adapter for PwriteMemfd {
+    fn name(&self) -> &str {
+        "baseline:pwrite-memfd"
+    }
+    fn backup(&mut self, corpus: &[Page]) {
+        for (i, page) in corpus.iter().enumerate() {
+            rustix::io::pwrite(&self.fd, page.as_bytes(), (i * PAGE_SIZE) as u64).unwrap();
+        }
+    }
+    fn restore(&mut self, out: &mut [Page]) {
+        for (i, page) in out.iter_mut().enumerate() {
+            let mut buf = [IoSliceMut::new(page.as_bytes_mut())];
+            rustix::io::preadv(&self.fd, &mut buf, (i * PAGE_SIZE) as u64).unwrap();
+        }
+    }
+    fn clear(&mut self) {
+        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        rustix::fs::fallocate(&self.fd, mode, 0, self.len).unwrap();
+    }
+}
+
+fn adapters() -> Vec<Box<dyn Adapter>> {
+    let backend = |name: &str, backend: Box<dyn BackupBackend>| -> Box<dyn Adapter> {
+        Box::new(Backend {
+            name: name.to_string(),
+            backend,
+            handles: Vec::new(),
+        })
+    };
+    let mut all = vec![
+        backend("baseline:memcpy", Box::new(MemoryBackend::new())),
+        Box::new(PwriteMemfd::new(CORPUS_PAGES)) as Box<dyn Adapter>,
+    ];
+    #[cfg(feature = "shmem")]
+    all.push(backend(
+        "shmem",
+        Box::new(pagebackup::shmem::ShmemBackend::with_capacity(1 << 30).unwrap()),
+    ));
+    all
+}
+
+fn corpus() -> Box<[Page]> {
+    let mut pages = Page::new_boxed_slice(CORPUS_PAGES);
+    for (i, page) in pages.iter_mut().enumerate() {
+        PageSpec::mixed(0xbe7c4, i as u64).fill(page);
+    }
+    pages
+}
+
+/// Times `op` over `iters` rounds, with `setup` and `teardown` around each
+/// round untimed.
+fn timed(
+    iters: u64,
+    mut setup: impl FnMut(),
+    mut op: impl FnMut(),
+    mut teardown: impl FnMut(),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        setup();
+        let start = Instant::now();
+        op();
+        total += start.elapsed();
+        teardown();
+    }
+    total
+}
+
+fn compare(c: &mut Criterion) {
+    let corpus = corpus();
+    let mut out = Page::new_boxed_slice(CORPUS_PAGES);
+    let mut adapters = adapters();
+    let bytes = (CORPUS_PAGES * PAGE_SIZE) as u64;
+
+    let mut group = c.benchmark_group("backup");
+    group.throughput(Throughput::Bytes(bytes));
+    for a in adapters.iter_mut() {
+        let name = a.name().to_string();
+        let a = std::cell::RefCell::new(a);
+        group.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                timed(
+                    iters,
+                    || {},
+                    || a.borrow_mut().backup(&corpus),
+                    || a.borrow_mut().clear(),
+                )
+            })
+        });
+    }
+    group.finish();
+
+    // Each restore reads a fresh backup, as a real restore would (the
+    // backup and the drop around it are not timed).
+    let mut group = c.benchmark_group("restore");
+    group.throughput(Throughput::Bytes(bytes));
+    for a in adapters.iter_mut() {
+        let name = a.name().to_string();
+        let a = std::cell::RefCell::new(a);
+        let out = std::cell::RefCell::new(&mut out);
+        group.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                timed(
+                    iters,
+                    || a.borrow_mut().backup(&corpus),
+                    || a.borrow_mut().restore(&mut out.borrow_mut()),
+                    || a.borrow_mut().clear(),
+                )
+            })
+        });
+        assert!(
+            out.borrow().iter().zip(corpus.iter()).all(|(x, y)| x == y),
+            "{name} restored the wrong bytes"
+        );
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = compare
+}
+criterion_main!(benches);
