@@ -183,9 +183,12 @@ impl ShmemBackend {
     }
 
     /// Asks the kernel to page out `count` slots from `first`. Best effort:
-    /// it does nothing without swap, and a kernel without
+    /// skipped without swap (where the kernel could not page them out), and a kernel without
     /// `MADV_POPULATE_READ` / `MADV_PAGEOUT` leaves the pages in RAM.
     fn page_out(&self, first: u32, count: usize) {
+        if rustix::system::sysinfo().totalswap == 0 {
+            return;
+        }
         let (addr, len) = (self.slot_ptr(first).cast(), count * PAGE_SIZE);
         // SAFETY: the range lies inside our mapping (slots first..first+count
         // were just allocated), and neither advice changes its contents:

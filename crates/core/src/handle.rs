@@ -7,6 +7,8 @@ use std::num::NonZeroU64;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::mix::mix64;
+
 /// An opaque handle to one backed-up page.
 ///
 /// One word, never zero and always below 2^63, so that `Option<Handle>` is one
@@ -131,14 +133,6 @@ impl Default for HandleCodec {
 
 const SLOT_BITS: u32 = 31;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
-
-/// The splitmix64 finaliser: a fast bijective mixer.
-fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 #[cfg(test)]
 mod tests {
