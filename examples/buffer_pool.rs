@@ -62,12 +62,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lru: VecDeque::new(),
     };
     for n in 0..BUFFERS {
-        pool.buffers
-            .push(PageArray::new_zeroed(PAGES_EACH, shared.clone()));
+        pool.buffers.push(PageArray::new_zeroed(PAGES_EACH, shared.clone()));
         let buffer = pool.get(n)?;
         for (i, page) in buffer.iter_mut() {
-            page.0[..16]
-                .copy_from_slice(&[(n as u64).to_le_bytes(), (i as u64).to_le_bytes()].concat());
+            page.0[..16].copy_from_slice(&[(n as u64).to_le_bytes(), (i as u64).to_le_bytes()].concat());
         }
     }
     // A skewed workload: low-numbered buffers are used most.
@@ -80,11 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let buffer = pool.get(n)?;
         for (i, page) in buffer.iter() {
             assert_eq!(page.0[..8], (n as u64).to_le_bytes(), "buffer {n} page {i}");
-            assert_eq!(
-                page.0[8..16],
-                (i as u64).to_le_bytes(),
-                "buffer {n} page {i}"
-            );
+            assert_eq!(page.0[8..16], (i as u64).to_le_bytes(), "buffer {n} page {i}");
         }
     }
     let ops = backend.op_stats();
@@ -95,11 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pool.resident_pages(),
         backend.stats().stored_pages
     );
-    for (name, op) in [
-        ("backup", ops.backup),
-        ("restore", ops.restore),
-        ("drop", ops.drop),
-    ] {
+    for (name, op) in [("backup", ops.backup), ("restore", ops.restore), ("drop", ops.drop)] {
         let per_page = op.per_page().map_or("-".into(), |d| format!("{d:?}"));
         println!(
             "{name:>8}: {} calls, {} pages, {} errors, {per_page} per page",
@@ -107,10 +97,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     drop(pool);
-    assert_eq!(
-        backend.stats().stored_pages,
-        0,
-        "the pool left pages behind"
-    );
+    assert_eq!(backend.stats().stored_pages, 0, "the pool left pages behind");
     Ok(())
 }

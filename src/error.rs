@@ -58,11 +58,7 @@ impl fmt::Display for OpenError {
         match self {
             Self::Syntax { spec, detail } => write!(f, "bad backend spec '{spec}': {detail}"),
             Self::UnknownBackend { name, available } => {
-                write!(
-                    f,
-                    "unknown backend '{name}'; this build has: {}",
-                    available.join(", ")
-                )
+                write!(f, "unknown backend '{name}'; this build has: {}", available.join(", "))
             }
             Self::NotCompiled { name, feature } => write!(
                 f,
@@ -73,16 +69,9 @@ impl fmt::Display for OpenError {
                 key,
                 valid: [],
             } => {
-                write!(
-                    f,
-                    "backend '{backend}' takes no parameters, but '{key}' was given"
-                )
+                write!(f, "backend '{backend}' takes no parameters, but '{key}' was given")
             }
-            Self::UnknownKey {
-                backend,
-                key,
-                valid,
-            } => {
+            Self::UnknownKey { backend, key, valid } => {
                 write!(
                     f,
                     "backend '{backend}' has no parameter '{key}'; valid: {}",

@@ -33,6 +33,10 @@ pub use error::OpenError;
 pub use pagebackup_core::*;
 pub use spec::{Spec, parse_size};
 
+/// The compressed-RAM backend (feature `compressed`).
+#[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
+pub use pagebackup_compressed as compressed;
+
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]
 pub use pagebackup_shmem as shmem;
@@ -43,6 +47,7 @@ pub use pagebackup_shmem as shmem;
 /// |----------|---------|------------|
 /// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
 /// | `shmem`  | `shmem` | `capacity=SIZE`: size of the memfd (default: RAM + swap) |
+/// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off) |
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`
 /// or `TiB`. An unknown name, an unknown key, a bad value or a backend this

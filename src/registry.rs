@@ -34,6 +34,15 @@ pub(crate) const BACKENDS: &[Entry] = &[
         #[cfg(not(feature = "shmem"))]
         open: None,
     },
+    Entry {
+        name: "compressed",
+        feature: "compressed",
+        keys: &["algo", "level", "limit", "dict", "checksum"],
+        #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
+        open: Some(open_compressed),
+        #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
+        open: None,
+    },
 ];
 
 /// Opens `spec` with the backends of `table`.
@@ -56,11 +65,7 @@ pub(crate) fn open_in(table: &[Entry], spec: &str) -> Result<Box<dyn BackupBacke
 
 /// The compiled-in backends of `table`.
 pub(crate) fn available_in(table: &[Entry]) -> Vec<&'static str> {
-    table
-        .iter()
-        .filter(|e| e.open.is_some())
-        .map(|e| e.name)
-        .collect()
+    table.iter().filter(|e| e.open.is_some()).map(|e| e.name).collect()
 }
 
 fn open_memory(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
@@ -77,6 +82,55 @@ fn open_shmem(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> 
         Some(capacity) => ShmemBackend::with_capacity(capacity)?,
         None => ShmemBackend::new()?,
     }))
+}
+
+#[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
+fn open_compressed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
+    use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig};
+    let default = if cfg!(feature = "compressed-lz4") {
+        "lz4"
+    } else {
+        "zstd"
+    };
+    let algorithm = match params
+        .choice("algo", &["lz4", "zstd"], "lz4 or zstd")?
+        .unwrap_or(default)
+    {
+        "lz4" if params.get("level").is_some() => {
+            return Err(params.bad("level", "no level with algo=lz4 (levels are for zstd)"));
+        }
+        #[cfg(feature = "compressed-lz4")]
+        "lz4" => Algorithm::Lz4,
+        #[cfg(feature = "compressed-zstd")]
+        "zstd" => Algorithm::Zstd {
+            level: params.int("level")?.unwrap_or(1),
+        },
+        _ => {
+            return Err(params.bad(
+                "algo",
+                "a codec this build has (features compressed-lz4, compressed-zstd)",
+            ));
+        }
+    };
+    let mut config = CompressedConfig::new(algorithm).with_checksum(params.flag("checksum")?.unwrap_or(false));
+    if let Some(limit) = params.size("limit")? {
+        config = config.with_limit(limit);
+    }
+    if let Some(path) = params.get("dict") {
+        #[cfg(feature = "compressed-zstd")]
+        {
+            config = config.with_dictionary(pagebackup_compressed::Dictionary::load(path)?);
+        }
+        #[cfg(not(feature = "compressed-zstd"))]
+        {
+            let _ = path;
+            return Err(params.bad(
+                "dict",
+                "no dictionary: this build has no zstd (feature compressed-zstd)",
+            ));
+        }
+    }
+    Ok(Box::new(CompressedBackend::new(config)?))
 }
 
 /// A spec's parameters, checked against the keys its backend takes.
@@ -102,11 +156,55 @@ impl<'a> Params<'a> {
 
     /// The raw value of `key`, if given.
     pub(crate) fn get(&self, key: &str) -> Option<&'a str> {
-        self.spec
-            .params
+        self.spec.params.iter().find(|&&(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    /// The error for a bad value of `key`.
+    pub(crate) fn bad(&self, key: &'static str, expected: &'static str) -> OpenError {
+        OpenError::BadValue {
+            backend: self.backend,
+            key,
+            value: self.get(key).unwrap_or("").to_string(),
+            expected,
+        }
+    }
+
+    /// `key`, which must be one of `options` (`expected` says so), if given.
+    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
+    pub(crate) fn choice(
+        &self,
+        key: &'static str,
+        options: &[&'static str],
+        expected: &'static str,
+    ) -> Result<Option<&'static str>, OpenError> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        options
             .iter()
-            .find(|&&(k, _)| k == key)
-            .map(|&(_, v)| v)
+            .find(|&&o| o == value)
+            .map(|&o| Some(o))
+            .ok_or_else(|| self.bad(key, expected))
+    }
+
+    /// `key` as a whole number, if given.
+    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
+    pub(crate) fn int(&self, key: &'static str) -> Result<Option<i32>, OpenError> {
+        self.get(key)
+            .map(|v| v.parse().map_err(|_| self.bad(key, "a whole number")))
+            .transpose()
+    }
+
+    /// `key` as on/off (`true`/`false`, `yes`/`no` and `1`/`0` too), if given.
+    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
+    pub(crate) fn flag(&self, key: &'static str) -> Result<Option<bool>, OpenError> {
+        self.get(key)
+            .map(|v| match v {
+                "on" | "true" | "yes" | "1" => Ok(true),
+                "off" | "false" | "no" | "0" => Ok(false),
+                _ => Err(self.bad(key, "on or off")),
+            })
+            .transpose()
     }
 
     /// `key` as a size (`64MiB`), if given.

@@ -36,10 +36,7 @@ impl<'a> Spec<'a> {
             };
             let (key, value) = (key.trim(), value.trim());
             if key.is_empty() || value.is_empty() {
-                return Err(syntax(format!(
-                    "'{}' needs both a key and a value",
-                    item.trim()
-                )));
+                return Err(syntax(format!("'{}' needs both a key and a value", item.trim())));
             }
             if params.iter().any(|&(k, _)| k == key) {
                 return Err(syntax(format!("key '{key}' is given twice")));
@@ -55,9 +52,7 @@ impl<'a> Spec<'a> {
 /// it). `None` for anything else, or on overflow.
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
     let number: u64 = digits.parse().ok()?;
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {

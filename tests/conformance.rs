@@ -6,12 +6,13 @@ use pagebackup_testkit::{Check, Subject, conformance};
 use rstest::rstest;
 use rstest_reuse::apply;
 
-/// A subject built from `name`'s spec; `limit_key` is the parameter that
-/// bounds its space.
-fn subject(name: &'static str, limit_key: &'static str, exact: bool) -> Subject {
-    Subject::new(format!("open(\"{name}\")"), move || open(name).unwrap()).with_limit(
+/// A subject built from `spec`; `limit_key` is the parameter that bounds
+/// its space.
+fn subject(spec: &'static str, limit_key: &'static str, exact: bool) -> Subject {
+    let separator = if spec.contains(':') { ',' } else { ':' };
+    Subject::new(format!("open(\"{spec}\")"), move || open(spec).unwrap()).with_limit(
         move |bytes| {
-            let spec = format!("{name}:{limit_key}={bytes}");
+            let spec = format!("{spec}{separator}{limit_key}={bytes}");
             open(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"))
         },
         exact,
@@ -27,4 +28,16 @@ fn memory_spec(#[case] check: Check) {
 #[apply(conformance)]
 fn shmem_spec(#[case] check: Check) {
     check.run(&subject("shmem", "capacity", false));
+}
+
+#[cfg(feature = "compressed")]
+#[apply(conformance)]
+fn compressed_spec(#[case] check: Check) {
+    check.run(&subject("compressed", "limit", false));
+}
+
+#[cfg(feature = "compressed")]
+#[apply(conformance)]
+fn compressed_zstd_spec(#[case] check: Check) {
+    check.run(&subject("compressed:algo=zstd,level=3,checksum=on", "limit", false));
 }

@@ -33,10 +33,7 @@ fn an_unknown_backend_lists_the_available_ones() {
     let e = err("tape");
     assert!(matches!(&e, OpenError::UnknownBackend { name, .. } if name == "tape"));
     let msg = e.to_string();
-    assert!(
-        msg.starts_with("unknown backend 'tape'; this build has: "),
-        "{msg}"
-    );
+    assert!(msg.starts_with("unknown backend 'tape'; this build has: "), "{msg}");
     for name in available_backends() {
         assert!(msg.contains(name), "{msg}");
     }
@@ -46,10 +43,7 @@ fn an_unknown_backend_lists_the_available_ones() {
 fn an_unknown_key_lists_the_valid_ones() {
     let e = err("memory:size=1MiB");
     assert!(matches!(&e, OpenError::UnknownKey { backend: "memory", key, .. } if key == "size"));
-    assert_eq!(
-        e.to_string(),
-        "backend 'memory' has no parameter 'size'; valid: limit"
-    );
+    assert_eq!(e.to_string(), "backend 'memory' has no parameter 'size'; valid: limit");
 }
 
 #[test]
@@ -68,10 +62,7 @@ fn a_bad_value_says_what_is_expected() {
             "{value}: {e}"
         );
         let msg = e.to_string();
-        assert!(
-            msg.contains(value) && msg.contains("KiB, MiB, GiB"),
-            "{msg}"
-        );
+        assert!(msg.contains(value) && msg.contains("KiB, MiB, GiB"), "{msg}");
     }
 }
 
@@ -105,10 +96,7 @@ fn shmem_takes_a_capacity() {
         matches!(&e, OpenError::Backend(inner) if inner.kind() == pagebackup::ErrorKind::InvalidInput),
         "{e}"
     );
-    assert!(
-        e.to_string().contains("capacity 100 is less than one page"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("capacity 100 is less than one page"), "{e}");
     assert_eq!(
         err("shmem:limit=1MiB").to_string(),
         "backend 'shmem' has no parameter 'limit'; valid: capacity"
@@ -129,4 +117,44 @@ fn shmem_without_its_feature_names_the_feature() {
         ),
         "{e}"
     );
+}
+
+#[cfg(feature = "compressed")]
+#[test]
+fn compressed_takes_algo_level_limit_dict_and_checksum() {
+    assert_eq!(open("compressed").unwrap().name(), "compressed");
+    assert!(
+        open("compressed:algo=zstd,level=19,limit=1MiB,checksum=on")
+            .unwrap()
+            .bytes_avail()
+            <= 1 << 20
+    );
+    let cases = [
+        (
+            "compressed:algo=brotli",
+            "bad value 'brotli' for 'algo': expected lz4 or zstd",
+        ),
+        (
+            "compressed:algo=lz4,level=3",
+            "bad value '3' for 'level': expected no level with algo=lz4",
+        ),
+        (
+            "compressed:algo=zstd,level=high",
+            "bad value 'high' for 'level': expected a whole number",
+        ),
+        ("compressed:algo=zstd,level=40", "zstd level 40 is outside"),
+        (
+            "compressed:checksum=maybe",
+            "bad value 'maybe' for 'checksum': expected on or off",
+        ),
+        (
+            "compressed:algo=zstd,dict=/nonexistent/d",
+            "cannot read dictionary /nonexistent/d",
+        ),
+        ("compressed:dict=/nonexistent/d", "cannot read dictionary"),
+    ];
+    for (spec, expected) in cases {
+        let msg = err(spec).to_string();
+        assert!(msg.contains(expected), "{spec}: {msg}");
+    }
 }

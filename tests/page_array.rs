@@ -5,10 +5,7 @@
 use std::sync::Arc;
 
 use pagebackup::layers::{FaultConfig, FaultInjection};
-use pagebackup::{
-    BackupBackend, BackupFlags, ErrorKind, Interrupt, PAGE_SIZE, PageArray, available_backends,
-    open,
-};
+use pagebackup::{BackupBackend, BackupFlags, ErrorKind, Interrupt, PAGE_SIZE, PageArray, available_backends, open};
 use pagebackup_testkit::PageSpec;
 
 const PAGES: usize = 512;
@@ -84,10 +81,7 @@ fn every_backend_survives_injected_faults() {
                     faulty.counts()
                 );
                 if rate > 0.0 {
-                    assert!(
-                        interruptions > 0 && calls > 1,
-                        "{what}: no fault was injected"
-                    );
+                    assert!(interruptions > 0 && calls > 1, "{what}: no fault was injected");
                 }
             }
         }
@@ -107,8 +101,7 @@ fn buffers_larger_than_the_budget_take_turns() {
             interrupt_rate: 0.05,
             ..FaultConfig::none(9)
         };
-        let backend: Arc<dyn BackupBackend> =
-            Arc::new(FaultInjection::new(open(name).unwrap(), config));
+        let backend: Arc<dyn BackupBackend> = Arc::new(FaultInjection::new(open(name).unwrap(), config));
         let mut buffers: Vec<PageArray> = (0..BUFFERS)
             .map(|b| {
                 let mut array = PageArray::new_zeroed(PAGES_EACH, backend.clone());

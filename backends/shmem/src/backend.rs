@@ -8,8 +8,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use memmap2::{MmapOptions, MmapRaw};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, HandleCodec,
-    Interrupt, Operation, Origin, PAGE_SIZE, Page, Result, check_batch_lengths,
+    BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, HandleCodec, Interrupt, Operation,
+    Origin, PAGE_SIZE, Page, Result, check_batch_lengths,
 };
 use rustix::mm::Advice;
 
@@ -89,12 +89,8 @@ impl ShmemBackend {
         let len = pages * PAGE;
         let io = |source| BackupError::Io { origin, source };
         let memfd = memfd::create_sealed("pagebackup-shmem", len).map_err(io)?;
-        let map_len =
-            usize::try_from(len).map_err(|_| io(io::Error::from(io::ErrorKind::OutOfMemory)))?;
-        let map = MmapOptions::new()
-            .len(map_len)
-            .map_raw(&memfd)
-            .map_err(io)?;
+        let map_len = usize::try_from(len).map_err(|_| io(io::Error::from(io::ErrorKind::OutOfMemory)))?;
+        let map = MmapOptions::new().len(map_len).map_raw(&memfd).map_err(io)?;
         Ok(ShmemBackend {
             codec: HandleCodec::new(),
             memfd,
@@ -134,15 +130,11 @@ impl ShmemBackend {
     fn read(&self) -> RwLockReadGuard<'_, Placement> {
         // Every update of the placement is a single table call: a panic
         // cannot leave it half-done, so a poisoned lock is still consistent.
-        self.placement
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.placement.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Placement> {
-        self.placement
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.placement.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The live slot `handle` names.
@@ -199,8 +191,7 @@ impl ShmemBackend {
                 .and_then(|()| rustix::mm::madvise(addr, len, Advice::LinuxPageOut))
         };
         if paged.is_ok() {
-            self.writeback_pages
-                .fetch_add(count as u64, Ordering::Relaxed);
+            self.writeback_pages.fetch_add(count as u64, Ordering::Relaxed);
         }
     }
 
@@ -280,10 +271,7 @@ impl ShmemBackend {
             match self.live_slot(&placement, handle, op) {
                 Ok(slot) => slots.push(slot),
                 Err(error) => {
-                    stopped = Some(BatchError {
-                        completed: k,
-                        error,
-                    });
+                    stopped = Some(BatchError { completed: k, error });
                     break;
                 }
             }
@@ -325,10 +313,7 @@ impl ShmemBackend {
             match self.live_slot(&placement, handle, op) {
                 Ok(slot) => slots.push(slot),
                 Err(error) => {
-                    stopped = Some(BatchError {
-                        completed: k,
-                        error,
-                    });
+                    stopped = Some(BatchError { completed: k, error });
                     break;
                 }
             }
@@ -338,10 +323,7 @@ impl ShmemBackend {
                 origin: Origin::new(NAME, op),
                 handle: handles[k],
             };
-            stopped = Some(BatchError {
-                completed: k,
-                error,
-            });
+            stopped = Some(BatchError { completed: k, error });
             slots.truncate(k);
         }
         let failed_punch = contiguous_runs(&slots).find_map(|run| {
@@ -389,10 +371,7 @@ impl ShmemBackend {
         self.failed_backups.fetch_add(1, Ordering::Relaxed);
         BackupError::NoSpace {
             origin: Origin::new(NAME, op),
-            detail: format!(
-                "all {} pages of the capacity are in use",
-                self.capacity_pages
-            ),
+            detail: format!("all {} pages of the capacity are in use", self.capacity_pages),
         }
     }
 }
@@ -435,8 +414,7 @@ impl BackupBackend for ShmemBackend {
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.release(&[handle], Operation::DropHandle)
-            .map_err(|e| e.error)
+        self.release(&[handle], Operation::DropHandle).map_err(|e| e.error)
     }
 
     fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
@@ -460,9 +438,7 @@ impl BackupBackend for ShmemBackend {
         stats.stored_pages = live;
         stats.original_bytes = live * PAGE;
         stats.stored_bytes = memfd::allocated_bytes(&self.memfd).unwrap_or(0);
-        stats.resident_bytes = stats
-            .stored_bytes
-            .saturating_sub(self.swapped_bytes().unwrap_or(0));
+        stats.resident_bytes = stats.stored_bytes.saturating_sub(self.swapped_bytes().unwrap_or(0));
         stats.memory_used = stats.resident_bytes + metadata;
         stats.writeback_pages = self.writeback_pages.load(Ordering::Relaxed);
         stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);

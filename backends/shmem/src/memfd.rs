@@ -25,12 +25,7 @@ pub(crate) fn create_sealed(name: &str, len: u64) -> io::Result<OwnedFd> {
 
 /// Releases the memory behind `len` bytes at `offset`; the size stays.
 pub(crate) fn punch_hole(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()> {
-    rustix::fs::fallocate(
-        fd,
-        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-        offset,
-        len,
-    )?;
+    rustix::fs::fallocate(fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len)?;
     Ok(())
 }
 

@@ -30,11 +30,7 @@ impl Placement {
             (idx == last_idx.wrapping_add(1)).then_some(slot)
         });
         let placed = follow
-            .and_then(|slot| {
-                self.table
-                    .alloc_at(slot)
-                    .map(|generation| (slot, generation))
-            })
+            .and_then(|slot| self.table.alloc_at(slot).map(|generation| (slot, generation)))
             .or_else(|| self.table.alloc())?;
         self.last = Some((idx, placed.0));
         Some(placed)
@@ -85,9 +81,6 @@ mod tests {
         let runs: Vec<Range<usize>> = contiguous_runs(&[4, 5, 6, 9, 10, 3, 3]).collect();
         assert_eq!(runs, [0..3, 3..5, 5..6, 6..7]);
         assert_eq!(contiguous_runs(&[]).count(), 0);
-        assert_eq!(
-            contiguous_runs(&[u32::MAX, 0]).collect::<Vec<_>>(),
-            [0..1, 1..2]
-        );
+        assert_eq!(contiguous_runs(&[u32::MAX, 0]).collect::<Vec<_>>(), [0..1, 1..2]);
     }
 }

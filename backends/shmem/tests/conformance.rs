@@ -7,9 +7,7 @@ use rstest_reuse::apply;
 
 #[apply(conformance)]
 fn shmem(#[case] check: Check) {
-    let subject = Subject::new("shmem", || Box::new(ShmemBackend::new().unwrap())).with_limit(
-        |bytes| Box::new(ShmemBackend::with_capacity(bytes).unwrap()),
-        false,
-    );
+    let subject = Subject::new("shmem", || Box::new(ShmemBackend::new().unwrap()))
+        .with_limit(|bytes| Box::new(ShmemBackend::with_capacity(bytes).unwrap()), false);
     check.run(&subject);
 }

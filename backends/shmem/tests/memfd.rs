@@ -14,9 +14,7 @@ fn allocated(backend: &ShmemBackend) -> u64 {
 }
 
 fn random_pages(seed: u64, n: u64) -> (Vec<PageSpec>, Vec<Box<Page>>) {
-    let specs: Vec<PageSpec> = (0..n)
-        .map(|i| PageSpec::new(seed, i, PageClass::Random))
-        .collect();
+    let specs: Vec<PageSpec> = (0..n).map(|i| PageSpec::new(seed, i, PageClass::Random)).collect();
     let pages = specs.iter().map(PageSpec::page).collect();
     (specs, pages)
 }
@@ -39,18 +37,12 @@ fn capacity_is_exact_and_exhaustion_loses_nothing() {
     let err = backend
         .backup_pages(&refs, 0, BackupFlags::NONE, &mut handles)
         .unwrap_err();
-    assert_eq!(
-        (err.kind(), err.completed, handles.len()),
-        (ErrorKind::NoSpace, 16, 16)
-    );
+    assert_eq!((err.kind(), err.completed, handles.len()), (ErrorKind::NoSpace, 16, 16));
     assert!(
-        err.to_string()
-            .contains("shmem backend: backup_pages: no space left"),
+        err.to_string().contains("shmem backend: backup_pages: no space left"),
         "{err}"
     );
-    let single = backend
-        .backup_page(&pages[19], 19, BackupFlags::NONE)
-        .unwrap_err();
+    let single = backend.backup_page(&pages[19], 19, BackupFlags::NONE).unwrap_err();
     assert_eq!(single.kind(), ErrorKind::NoSpace);
     assert_eq!(backend.stats().stored_pages, 16);
     assert_eq!(backend.stats().failed_backups, 2);
@@ -63,11 +55,7 @@ fn capacity_is_exact_and_exhaustion_loses_nothing() {
 fn a_capacity_below_one_page_is_refused() {
     let err = ShmemBackend::with_capacity(4095).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert!(
-        err.to_string()
-            .contains("capacity 4095 is less than one page"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("capacity 4095 is less than one page"), "{err}");
 }
 
 #[test]
@@ -76,9 +64,7 @@ fn drops_release_the_memory() {
     let (specs, pages) = random_pages(2, 256);
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut handles = Vec::new();
-    backend
-        .backup_pages(&refs, 0, BackupFlags::NONE, &mut handles)
-        .unwrap();
+    backend.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).unwrap();
     assert_eq!(
         allocated(&backend),
         256 * PAGE,
@@ -103,23 +89,16 @@ fn freed_slots_are_refilled_contiguously() {
     let (specs, pages) = random_pages(3, 64);
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut first = Vec::new();
-    backend
-        .backup_pages(&refs, 0, BackupFlags::NONE, &mut first)
-        .unwrap();
+    backend.backup_pages(&refs, 0, BackupFlags::NONE, &mut first).unwrap();
     backend.drop_handles(&first).unwrap();
     let mut second = Vec::new();
-    backend
-        .backup_pages(&refs, 0, BackupFlags::NONE, &mut second)
-        .unwrap();
+    backend.backup_pages(&refs, 0, BackupFlags::NONE, &mut second).unwrap();
     // The same 64 slots, in order: the memfd holds exactly 64 pages, and
     // the old handles stay invalid.
     assert_eq!(allocated(&backend), 64 * PAGE);
     let mut page = Page::new_boxed();
     assert_eq!(
-        backend
-            .copy_page(&mut page, first[0], None)
-            .unwrap_err()
-            .kind(),
+        backend.copy_page(&mut page, first[0], None).unwrap_err().kind(),
         ErrorKind::InvalidHandle
     );
     verify_all(&backend, &second, &specs);
@@ -172,14 +151,10 @@ fn the_seal_holds_against_another_holder_of_the_fd() {
         "further seals were allowed"
     );
     let seals = rustix::fs::fcntl_get_seals(&other).unwrap();
-    assert!(seals.contains(
-        rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL
-    ));
+    assert!(seals.contains(rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL));
     drop(other);
     verify_all(&backend, &handles, &specs);
-    let h = backend
-        .backup_page(&pages[0], 99, BackupFlags::NONE)
-        .unwrap();
+    let h = backend.backup_page(&pages[0], 99, BackupFlags::NONE).unwrap();
     backend.drop_handle(h).unwrap();
     backend.drop_handles(&handles).unwrap();
 }
@@ -200,9 +175,7 @@ fn swap_free() -> u64 {
 fn writeback_moves_pages_to_swap_and_they_come_back_exact() {
     const PAGES: u64 = 1024;
     if swap_free() < 2 * PAGES * PAGE {
-        println!(
-            "skipped: the machine has no free swap (run .ci/run as root to set up a temporary swap file)"
-        );
+        println!("skipped: the machine has no free swap (run .ci/run as root to set up a temporary swap file)");
         return;
     }
     let backend = ShmemBackend::with_capacity(1 << 30).unwrap();
@@ -211,12 +184,7 @@ fn writeback_moves_pages_to_swap_and_they_come_back_exact() {
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut handles = Vec::new();
     backend
-        .backup_pages(
-            &refs[..PAGES as usize / 2],
-            0,
-            BackupFlags::WRITEBACK,
-            &mut handles,
-        )
+        .backup_pages(&refs[..PAGES as usize / 2], 0, BackupFlags::WRITEBACK, &mut handles)
         .unwrap();
     for (i, page) in refs[PAGES as usize / 2..].iter().enumerate() {
         handles.push(

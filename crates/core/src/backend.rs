@@ -79,10 +79,7 @@ pub trait BackupBackend: Send + Sync + Debug {
             match self.backup_page(page, first_idx.wrapping_add(k as u64), flags) {
                 Ok(h) => handles.push(h),
                 Err(error) => {
-                    return Err(BatchError {
-                        completed: k,
-                        error,
-                    });
+                    return Err(BatchError { completed: k, error });
                 }
             }
         }
@@ -104,10 +101,7 @@ pub trait BackupBackend: Send + Sync + Debug {
         check_batch_lengths(self.name(), handles.len(), dsts.len())?;
         for (k, (dst, &handle)) in dsts.iter_mut().zip(handles).enumerate() {
             self.copy_page(dst, handle, intr)
-                .map_err(|error| BatchError {
-                    completed: k,
-                    error,
-                })?;
+                .map_err(|error| BatchError { completed: k, error })?;
         }
         Ok(())
     }
@@ -117,21 +111,15 @@ pub trait BackupBackend: Send + Sync + Debug {
     /// [`drop_handle`](Self::drop_handle).
     fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         for (k, &handle) in handles.iter().enumerate() {
-            self.drop_handle(handle).map_err(|error| BatchError {
-                completed: k,
-                error,
-            })?;
+            self.drop_handle(handle)
+                .map_err(|error| BatchError { completed: k, error })?;
         }
         Ok(())
     }
 }
 
 /// The error `copy_pages` gives when its two slices differ in length.
-pub fn check_batch_lengths(
-    backend: &'static str,
-    handles: usize,
-    dsts: usize,
-) -> Result<(), BatchError> {
+pub fn check_batch_lengths(backend: &'static str, handles: usize, dsts: usize) -> Result<(), BatchError> {
     if handles == dsts {
         return Ok(());
     }
@@ -139,9 +127,7 @@ pub fn check_batch_lengths(
         completed: 0,
         error: BackupError::InvalidInput {
             origin: Origin::new(backend, Operation::CopyPages),
-            detail: format!(
-                "{handles} handles but {dsts} destination pages; pass one page per handle"
-            ),
+            detail: format!("{handles} handles but {dsts} destination pages; pass one page per handle"),
         },
     })
 }

@@ -201,10 +201,7 @@ impl fmt::Display for BackupError {
                 )
             }
             Self::Corrupt { handle, detail, .. } => {
-                write!(
-                    f,
-                    "{origin}: stored copy of handle {handle} is corrupt: {detail}"
-                )
+                write!(f, "{origin}: stored copy of handle {handle} is corrupt: {detail}")
             }
             Self::Unsupported { detail, .. } => write!(f, "{origin}: unsupported: {detail}"),
             Self::InvalidInput { detail, .. } => write!(f, "{origin}: invalid input: {detail}"),
@@ -244,11 +241,7 @@ impl BatchError {
 
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (batch stopped after {} items)",
-            self.error, self.completed
-        )
+        write!(f, "{} (batch stopped after {} items)", self.error, self.completed)
     }
 }
 
@@ -277,10 +270,7 @@ mod tests {
             "memory backend: backup_page: no space left (limit of 16 pages reached); \
              drop handles, flush, or give the backend more space"
         );
-        let b = BatchError {
-            completed: 3,
-            error: e,
-        };
+        let b = BatchError { completed: 3, error: e };
         assert_eq!(b.kind(), ErrorKind::NoSpace);
         assert!(b.to_string().ends_with("(batch stopped after 3 items)"));
         let io = BackupError::Io {

@@ -84,13 +84,10 @@ impl HandleCodec {
     pub fn new() -> Self {
         static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
         static PROCESS_SEED: OnceLock<u64> = OnceLock::new();
-        let seed =
-            *PROCESS_SEED.get_or_init(|| RandomState::new().hash_one(0x7061_6765_6261_636b_u64));
+        let seed = *PROCESS_SEED.get_or_init(|| RandomState::new().hash_one(0x7061_6765_6261_636b_u64));
         let n = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
         // mix64 is a bijection, so distinct counters give distinct keys.
-        HandleCodec {
-            key: mix64(n ^ seed),
-        }
+        HandleCodec { key: mix64(n ^ seed) }
     }
 
     /// The handle for `slot` at `generation`.
@@ -98,10 +95,7 @@ impl HandleCodec {
     /// # Panics
     /// If `slot >= MAX_SLOTS`: slot allocators must stay below it.
     pub fn encode(&self, slot: u32, generation: u32) -> Handle {
-        assert!(
-            u64::from(slot) < Self::MAX_SLOTS,
-            "slot {slot} out of handle range"
-        );
+        assert!(u64::from(slot) < Self::MAX_SLOTS, "slot {slot} out of handle range");
         let raw = (u64::from(self.tag(slot, generation)) << SLOT_BITS) | u64::from(slot);
         Handle::from_raw(raw).expect("tag is odd and below 2^32, so raw is in 1..2^63")
     }
@@ -142,10 +136,7 @@ mod tests {
     fn raw_range_is_one_to_max() {
         assert_eq!(Handle::from_raw(0), None);
         assert_eq!(Handle::from_raw(1).unwrap().to_raw(), 1);
-        assert_eq!(
-            Handle::from_raw(Handle::MAX_RAW).unwrap().to_raw(),
-            Handle::MAX_RAW
-        );
+        assert_eq!(Handle::from_raw(Handle::MAX_RAW).unwrap().to_raw(), Handle::MAX_RAW);
         assert_eq!(Handle::from_raw(Handle::MAX_RAW + 1), None);
         assert_eq!(Handle::from_raw(u64::MAX), None);
     }

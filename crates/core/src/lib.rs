@@ -34,6 +34,7 @@ mod page_array;
 mod page_word;
 mod slots;
 mod stats;
+mod thread_index;
 
 pub use backend::{BackupBackend, check_batch_lengths};
 pub use error::{BackupError, BatchError, ErrorKind, Operation, Origin, Result};
@@ -46,3 +47,4 @@ pub use page_array::{Counts, PageArray, Slot, Stopped};
 pub use page_word::{PageState, PageWord};
 pub use slots::SlotTable;
 pub use stats::BackupStats;
+pub use thread_index::thread_index;

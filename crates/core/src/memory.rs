@@ -1,16 +1,13 @@
 //! [`MemoryBackend`]: plain copies in process memory, the reference backend.
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{BackupError, Operation, Origin, Result};
 use crate::interrupt::is_set;
-use crate::{
-    BackupBackend, BackupFlags, BackupStats, Handle, HandleCodec, Interrupt, PAGE_SIZE, Page,
-    SlotTable,
-};
+use crate::thread_index;
+use crate::{BackupBackend, BackupFlags, BackupStats, Handle, HandleCodec, Interrupt, PAGE_SIZE, Page, SlotTable};
 
 const NAME: &str = "memory";
 const SHARD_BITS: u32 = 4;
@@ -89,25 +86,17 @@ impl MemoryBackend {
 
     /// The limit in bytes, if one was set.
     pub fn limit(&self) -> Option<u64> {
-        (self.limit_pages != u64::MAX / PAGE_SIZE as u64)
-            .then_some(self.limit_pages * PAGE_SIZE as u64)
+        (self.limit_pages != u64::MAX / PAGE_SIZE as u64).then_some(self.limit_pages * PAGE_SIZE as u64)
     }
 
     fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
         // A panic cannot leave a shard half-updated (every update is a single
         // table call followed by a copy), so a poisoned lock is still sound.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Finds the live slot `handle` names and runs `f` on it under its shard's lock.
-    fn with_live_slot<R>(
-        &self,
-        handle: Handle,
-        op: Operation,
-        f: impl FnOnce(&mut Shard, u32) -> R,
-    ) -> Result<R> {
+    fn with_live_slot<R>(&self, handle: Handle, op: Operation, f: impl FnOnce(&mut Shard, u32) -> R) -> Result<R> {
         let slot = self.codec.slot(handle);
         let (shard_index, local) = (slot as usize % SHARDS, slot >> SHARD_BITS);
         let mut shard = self.shard(shard_index);
@@ -135,21 +124,6 @@ impl Default for MemoryBackend {
     }
 }
 
-thread_local! {
-    static THREAD_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// The shard this thread backs up into: assigned round-robin on first use.
-fn thread_shard() -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    THREAD_SHARD.with(|cell| {
-        if cell.get() == usize::MAX {
-            cell.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize % SHARDS);
-        }
-        cell.get()
-    })
-}
-
 impl BackupBackend for MemoryBackend {
     fn name(&self) -> &'static str {
         NAME
@@ -161,7 +135,7 @@ impl BackupBackend for MemoryBackend {
             self.stored_pages.fetch_sub(1, Ordering::AcqRel);
             return Err(self.no_space(format!("limit of {} pages reached", self.limit_pages)));
         }
-        let shard_index = thread_shard();
+        let shard_index = thread_index() % SHARDS;
         let mut shard = self.shard(shard_index);
         let Some((local, generation)) = shard.table.alloc() else {
             drop(shard);
@@ -191,9 +165,7 @@ impl BackupBackend for MemoryBackend {
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.with_live_slot(handle, Operation::DropHandle, |shard, local| {
-            shard.table.release(local)
-        })?;
+        self.with_live_slot(handle, Operation::DropHandle, |shard, local| shard.table.release(local))?;
         self.stored_pages.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
@@ -214,8 +186,7 @@ impl BackupBackend for MemoryBackend {
         for index in 0..SHARDS {
             let shard = self.shard(index);
             stats.stored_pages += shard.table.live();
-            stats.memory_used += (shard.chunks.len() * CHUNK_PAGES * PAGE_SIZE) as u64
-                + shard.table.metadata_bytes();
+            stats.memory_used += (shard.chunks.len() * CHUNK_PAGES * PAGE_SIZE) as u64 + shard.table.metadata_bytes();
         }
         stats.original_bytes = stats.stored_pages * PAGE_SIZE as u64;
         stats.stored_bytes = stats.original_bytes;

@@ -194,9 +194,6 @@ mod tests {
     #[test]
     fn cast_error_messages_say_what_to_do() {
         let msg = PageCastError::Misaligned { addr: 0x1001 }.to_string();
-        assert!(
-            msg.contains("0x1001") && msg.contains("Page::new_boxed"),
-            "{msg}"
-        );
+        assert!(msg.contains("0x1001") && msg.contains("Page::new_boxed"), "{msg}");
     }
 }

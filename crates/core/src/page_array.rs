@@ -6,9 +6,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::{
-    BackupBackend, BackupError, BackupFlags, Handle, Interrupt, Page, PageState, PageWord,
-};
+use crate::{BackupBackend, BackupError, BackupFlags, Handle, Interrupt, Page, PageState, PageWord};
 
 /// Pages per backend call in [`PageArray::backup`] and [`PageArray::restore`].
 const BATCH: usize = 64;
@@ -48,11 +46,7 @@ pub struct Stopped {
 
 impl fmt::Display for Stopped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (after {} pages; call again to continue)",
-            self.error, self.done
-        )
+        write!(f, "{} (after {} pages; call again to continue)", self.error, self.done)
     }
 }
 
@@ -175,16 +169,13 @@ impl PageArray {
 
     /// The resident pages with their positions, mutable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Page)> {
-        self.words
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| match w.view() {
-                // SAFETY: as in `get_mut`: each resident word points to a
-                // distinct page owned by the array, and `&mut self` is held for
-                // the iterator's lifetime.
-                PageState::Resident(mut page) => Some((i, unsafe { page.as_mut() })),
-                _ => None,
-            })
+        self.words.iter().enumerate().filter_map(|(i, w)| match w.view() {
+            // SAFETY: as in `get_mut`: each resident word points to a
+            // distinct page owned by the array, and `&mut self` is held for
+            // the iterator's lifetime.
+            PageState::Resident(mut page) => Some((i, unsafe { page.as_mut() })),
+            _ => None,
+        })
     }
 
     /// Puts `page` at position `i`, replacing what was there: a resident page
@@ -194,10 +185,7 @@ impl PageArray {
         let Some(&word) = self.words.get(i) else {
             return Err(BackupError::InvalidInput {
                 origin: crate::Origin::new(self.backend.name(), crate::Operation::Maintenance),
-                detail: format!(
-                    "position {i} is past the end of a {}-page array",
-                    self.len()
-                ),
+                detail: format!("position {i} is past the end of a {}-page array", self.len()),
             });
         };
         if let PageState::Backed(handle) = word.view() {
@@ -244,14 +232,9 @@ impl PageArray {
         let mut start = 0;
         while let Some(run) = self.next_run(start, Slot::Resident) {
             start = run.end;
-            let pages: Vec<&Page> = run
-                .clone()
-                .map(|i| self.get(i).expect("resident"))
-                .collect();
+            let pages: Vec<&Page> = run.clone().map(|i| self.get(i).expect("resident")).collect();
             handles.clear();
-            let result = self
-                .backend
-                .backup_pages(&pages, run.start as u64, flags, &mut handles);
+            let result = self.backend.backup_pages(&pages, run.start as u64, flags, &mut handles);
             for (k, &handle) in handles.iter().enumerate() {
                 let word = &mut self.words[run.start + k];
                 free_word(*word);
@@ -259,10 +242,7 @@ impl PageArray {
             }
             done += handles.len();
             if let Err(e) = result {
-                return Err(Stopped {
-                    done,
-                    error: e.error,
-                });
+                return Err(Stopped { done, error: e.error });
             }
         }
         Ok(done)
@@ -281,16 +261,11 @@ impl PageArray {
         let mut start = 0;
         while let Some(run) = self.next_run(start, Slot::Backed) {
             start = run.end;
-            let handles: Vec<Handle> = run
-                .clone()
-                .map(|i| self.handle(i).expect("backed"))
-                .collect();
+            let handles: Vec<Handle> = run.clone().map(|i| self.handle(i).expect("backed")).collect();
             let mut pages: Vec<Box<Page>> = handles.iter().map(|_| Page::new_boxed()).collect();
             let mut dsts: Vec<&mut Page> = pages.iter_mut().map(|p| &mut **p).collect();
             let copied = self.backend.copy_pages(&handles, &mut dsts, intr);
-            let back = copied
-                .as_ref()
-                .map_or_else(|e| e.completed, |()| handles.len());
+            let back = copied.as_ref().map_or_else(|e| e.completed, |()| handles.len());
             // Drop the handles of the pages that are back; a page whose
             // handle cannot be dropped stays backed up, to be restored again.
             let dropped = self.backend.drop_handles(&handles[..back]);
@@ -300,10 +275,7 @@ impl PageArray {
             }
             done += kept;
             if let Err(e) = copied.and(dropped) {
-                return Err(Stopped {
-                    done,
-                    error: e.error,
-                });
+                return Err(Stopped { done, error: e.error });
             }
         }
         Ok(done)

@@ -7,9 +7,7 @@ use std::ptr::NonNull;
 use crate::{Handle, Page};
 
 #[cfg(not(target_pointer_width = "64"))]
-compile_error!(
-    "pagebackup needs a 64-bit target: a tagged page word holds a 63-bit handle in one pointer-sized word"
-);
+compile_error!("pagebackup needs a 64-bit target: a tagged page word holds a 63-bit handle in one pointer-sized word");
 
 /// A tagged page word: a resident page's address (aligned, low bit 0), a
 /// handle (`raw << 1 | 1`), or empty (0).
@@ -63,8 +61,7 @@ impl PageWord {
     /// What the word holds.
     pub fn view(self) -> PageState {
         if self.0 & 1 == 1 {
-            let handle = Handle::from_raw((self.0 >> 1) as u64)
-                .expect("an odd word shifted right is in 1..2^63");
+            let handle = Handle::from_raw((self.0 >> 1) as u64).expect("an odd word shifted right is in 1..2^63");
             PageState::Backed(handle)
         } else {
             match NonNull::new(self.0 as *mut Page) {

@@ -52,8 +52,7 @@ impl SlotTable {
         // Keep stale free-list entries bounded.
         if self.free.len() > 2 * (self.generations.len() - self.live as usize) + 64 {
             let generations = &self.generations;
-            self.free
-                .retain(|&s| generations[s as usize].is_multiple_of(2));
+            self.free.retain(|&s| generations[s as usize].is_multiple_of(2));
             self.free.sort_unstable_by(|a, b| b.cmp(a));
             self.free.dedup();
         }

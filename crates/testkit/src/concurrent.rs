@@ -55,10 +55,7 @@ struct Counters {
 /// shared pool from which other threads take, verify and drop them, and drops
 /// its own. At the end every page left is verified and dropped. Returns the
 /// first failure, naming the thread and seed.
-pub fn check_concurrent(
-    b: &dyn BackupBackend,
-    config: &ConcurrentConfig,
-) -> Result<ConcurrentReport, String> {
+pub fn check_concurrent(b: &dyn BackupBackend, config: &ConcurrentConfig) -> Result<ConcurrentReport, String> {
     let pool: Mutex<Vec<(Handle, PageSpec)>> = Mutex::new(Vec::new());
     let counters = Counters::default();
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
@@ -104,14 +101,8 @@ pub fn check_concurrent(
     })
 }
 
-fn restore_verify(
-    b: &dyn BackupBackend,
-    page: &mut Page,
-    h: Handle,
-    spec: PageSpec,
-) -> Result<(), String> {
-    b.copy_page(page, h, None)
-        .map_err(|e| format!("copy of {h:?}: {e}"))?;
+fn restore_verify(b: &dyn BackupBackend, page: &mut Page, h: Handle, spec: PageSpec) -> Result<(), String> {
+    b.copy_page(page, h, None).map_err(|e| format!("copy of {h:?}: {e}"))?;
     spec.verify(page).map_err(|m| format!("handle {h:?}: {m}"))
 }
 
@@ -151,9 +142,7 @@ fn worker(
                 b.backup_pages(&refs, next, BackupFlags::NONE, &mut handles)
                     .map_err(|e| e.to_string())?;
                 own.extend(handles.into_iter().zip(specs));
-                counters
-                    .backups
-                    .fetch_add(pages.len() as u64, Ordering::Relaxed);
+                counters.backups.fetch_add(pages.len() as u64, Ordering::Relaxed);
             }
             4..=5 if !own.is_empty() => {
                 let (h, spec) = own[rng.index(own.len())];

@@ -77,9 +77,9 @@ impl fmt::Display for Mismatch {
 impl std::error::Error for Mismatch {}
 
 const WORDS: &[&str] = &[
-    "the", "page", "backup", "memory", "handle", "restore", "swap", "kernel", "buffer", "of",
-    "and", "to", "a", "in", "is", "for", "driver", "pool", "shrink", "file", "zram", "compress",
-    "data", "with", "that", "on", "error", "return", "struct", "index",
+    "the", "page", "backup", "memory", "handle", "restore", "swap", "kernel", "buffer", "of", "and", "to", "a", "in",
+    "is", "for", "driver", "pool", "shrink", "file", "zram", "compress", "data", "with", "that", "on", "error",
+    "return", "struct", "index",
 ];
 
 impl PageSpec {
@@ -91,8 +91,7 @@ impl PageSpec {
     /// Page `index` of stream `seed`, with a class drawn from both (about
     /// one page in six of each class).
     pub fn mixed(seed: u64, index: u64) -> Self {
-        let class =
-            PageClass::ALL[SplitMix64::for_index(seed ^ 0xc1a5, index).index(PageClass::ALL.len())];
+        let class = PageClass::ALL[SplitMix64::for_index(seed ^ 0xc1a5, index).index(PageClass::ALL.len())];
         PageSpec { seed, index, class }
     }
 
@@ -196,11 +195,7 @@ fn fill_numeric(bytes: &mut [u8; PAGE_SIZE], rng: &mut SplitMix64) {
     let step = 1 + rng.below(16) as i64;
     for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
         let v = start + step * i as i64 + (rng.below(3) as i64 - 1);
-        let word = if floats {
-            (v as f32 / 16.0).to_bits()
-        } else {
-            v as u32
-        };
+        let word = if floats { (v as f32 / 16.0).to_bits() } else { v as u32 };
         chunk.copy_from_slice(&word.to_le_bytes());
     }
 }
@@ -232,11 +227,7 @@ mod tests {
         let first = same.words().next().unwrap();
         assert!(first != 0 && same.words().all(|w| w == first));
         let text = PageSpec::new(1, 1, PageClass::Text).page();
-        assert!(
-            text.0
-                .iter()
-                .all(|b| b.is_ascii_graphic() || b" \n".contains(b))
-        );
+        assert!(text.0.iter().all(|b| b.is_ascii_graphic() || b" \n".contains(b)));
         let random = PageSpec::new(1, 1, PageClass::Random).page();
         let distinct: std::collections::HashSet<u8> = random.0.iter().copied().collect();
         assert!(distinct.len() > 200);
@@ -244,8 +235,7 @@ mod tests {
 
     #[test]
     fn mixed_streams_cover_every_class() {
-        let seen: std::collections::HashSet<PageClass> =
-            (0..200).map(|i| PageSpec::mixed(5, i).class).collect();
+        let seen: std::collections::HashSet<PageClass> = (0..200).map(|i| PageSpec::mixed(5, i).class).collect();
         assert_eq!(seen.len(), PageClass::ALL.len());
     }
 }

@@ -34,8 +34,8 @@ pub use model::{Divergence, ModelConfig, ModelReport, check_model};
 pub use rng::SplitMix64;
 pub use subject::{Capabilities, Subject};
 pub use suite::{
-    Check, LIMIT_PAGES, batch_matches_single, batch_stops_at_failure, caller_page_reusable,
-    conformance, drop_releases_storage, dropped_handles_invalid, errors_name_backend_and_operation,
-    exact_bytes, foreign_handles_invalid, forged_handles_invalid, idx_never_aliases,
-    interrupt_and_resume, model_sequence, no_space, run_all, threads, writeback_and_flush,
+    Check, LIMIT_PAGES, batch_matches_single, batch_stops_at_failure, caller_page_reusable, conformance,
+    drop_releases_storage, dropped_handles_invalid, errors_name_backend_and_operation, exact_bytes,
+    foreign_handles_invalid, forged_handles_invalid, idx_never_aliases, interrupt_and_resume, model_sequence, no_space,
+    run_all, threads, writeback_and_flush,
 };

@@ -3,9 +3,7 @@
 
 use std::fmt;
 
-use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, ErrorKind, Handle, Interrupt, Page,
-};
+use pagebackup_core::{BackupBackend, BackupError, BackupFlags, ErrorKind, Handle, Interrupt, Page};
 
 use crate::{PageSpec, SplitMix64};
 
@@ -44,13 +42,7 @@ impl fmt::Display for ModelReport {
         write!(
             f,
             "{} operations: {} backups, {} restores verified, {} drops, {} stale handles rejected, {} NoSpace, {} interrupted",
-            self.ops,
-            self.backups,
-            self.restores,
-            self.drops,
-            self.stale_rejected,
-            self.no_space,
-            self.interrupted
+            self.ops, self.backups, self.restores, self.drops, self.stale_rejected, self.no_space, self.interrupted
         )
     }
 }
@@ -163,9 +155,7 @@ impl Run<'_> {
             87..=89 => self.interrupted_copy(),
             90..=91 => {
                 self.op = "flush";
-                self.b
-                    .flush()
-                    .map_err(|e| self.diverge(format!("flush failed: {e}")))
+                self.b.flush().map_err(|e| self.diverge(format!("flush failed: {e}")))
             }
             _ => {
                 self.op = "stats";
@@ -234,9 +224,7 @@ impl Run<'_> {
 
     fn add_live(&mut self, h: Handle, spec: PageSpec) -> Result<(), Divergence> {
         if let Some((_, other)) = self.live.iter().find(|(l, _)| *l == h) {
-            return Err(self.diverge(format!(
-                "handle {h:?} issued for {spec:?} is still live for {other:?}"
-            )));
+            return Err(self.diverge(format!("handle {h:?} issued for {spec:?} is still live for {other:?}")));
         }
         self.live.push((h, spec));
         self.report.backups += 1;
@@ -249,17 +237,14 @@ impl Run<'_> {
         self.b
             .copy_page(&mut self.scratch[0], h, None)
             .map_err(|e| self.diverge(format!("copy of live {h:?}: {e}")))?;
-        spec.verify(&self.scratch[0])
-            .map_err(|m| self.diverge(m.to_string()))?;
+        spec.verify(&self.scratch[0]).map_err(|m| self.diverge(m.to_string()))?;
         self.report.restores += 1;
         Ok(())
     }
 
     fn pick_live(&mut self) -> Vec<(Handle, PageSpec)> {
         let n = (1 + self.rng.index(MAX_BATCH)).min(self.live.len());
-        (0..n)
-            .map(|_| self.live[self.rng.index(self.live.len())])
-            .collect()
+        (0..n).map(|_| self.live[self.rng.index(self.live.len())]).collect()
     }
 
     fn copy_batch(&mut self) -> Result<(), Divergence> {
@@ -348,9 +333,7 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            Err(e) => Err(self.diverge(format!(
-                "expected Interrupted before the end of the batch: {e}"
-            ))),
+            Err(e) => Err(self.diverge(format!("expected Interrupted before the end of the batch: {e}"))),
             Ok(()) => Err(self.diverge("a set interrupt was ignored".into())),
         }
     }
@@ -359,9 +342,7 @@ impl Run<'_> {
         let held = self.b.stats().stored_pages;
         let expected = self.base_pages + self.live.len() as u64;
         if held != expected {
-            return Err(self.diverge(format!(
-                "stats().stored_pages is {held}, the model holds {expected}"
-            )));
+            return Err(self.diverge(format!("stats().stored_pages is {held}, the model holds {expected}")));
         }
         Ok(())
     }

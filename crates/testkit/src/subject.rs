@@ -54,10 +54,7 @@ pub struct Subject {
 
 impl Subject {
     /// A subject named `name` whose instances `create` builds.
-    pub fn new(
-        name: impl Into<String>,
-        create: impl Fn() -> Box<dyn BackupBackend> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, create: impl Fn() -> Box<dyn BackupBackend> + Send + Sync + 'static) -> Self {
         Subject {
             name: name.into(),
             create: Box::new(create),

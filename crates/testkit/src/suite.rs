@@ -6,9 +6,7 @@
 
 use std::collections::HashSet;
 
-use pagebackup_core::{
-    BackupBackend, BackupFlags, ErrorKind, Handle, Interrupt, PAGE_SIZE, Page, PageState, PageWord,
-};
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, Interrupt, PAGE_SIZE, Page, PageState, PageWord};
 
 use crate::concurrent::{ConcurrentConfig, check_concurrent};
 use crate::model::{ModelConfig, check_model};
@@ -84,9 +82,7 @@ impl Check {
             Check::CallerPageReusable => caller_page_reusable(&*backend, &caps),
             Check::DroppedHandlesInvalid => dropped_handles_invalid(&*backend, &caps),
             Check::ForgedHandlesInvalid => forged_handles_invalid(&*backend, &caps),
-            Check::ForeignHandlesInvalid => {
-                foreign_handles_invalid(&*backend, &*subject.create(), &caps)
-            }
+            Check::ForeignHandlesInvalid => foreign_handles_invalid(&*backend, &*subject.create(), &caps),
             Check::NoSpace => match subject.limited(LIMIT_PAGES * PAGE_SIZE as u64) {
                 Some(limited) => {
                     no_space(&*limited, &caps, LIMIT_PAGES * PAGE_SIZE as u64);
@@ -99,9 +95,7 @@ impl Check {
             Check::BatchStopsAtFailure => batch_stops_at_failure(&*backend, &caps),
             Check::InterruptAndResume => interrupt_and_resume(&*backend, &caps),
             Check::WritebackAndFlush => writeback_and_flush(&*backend, &caps),
-            Check::ErrorsNameBackendAndOperation => {
-                errors_name_backend_and_operation(&*backend, &caps)
-            }
+            Check::ErrorsNameBackendAndOperation => errors_name_backend_and_operation(&*backend, &caps),
             Check::ModelSequence => model_sequence(&*backend, &caps),
             Check::Threads => threads(&*backend, &caps),
         }
@@ -152,11 +146,7 @@ fn expect_kind<T: std::fmt::Debug>(
 ) {
     match result {
         Err(e) if e.kind() == kind => {}
-        Err(e) => panic!(
-            "{}: {what}: expected {kind:?}, got {:?}: {e}",
-            b.name(),
-            e.kind()
-        ),
+        Err(e) => panic!("{}: {what}: expected {kind:?}, got {:?}: {e}", b.name(), e.kind()),
         Ok(v) => panic!("{}: {what}: expected {kind:?}, got Ok({v:?})", b.name()),
     }
 }
@@ -196,21 +186,7 @@ pub fn exact_bytes(b: &dyn BackupBackend, _caps: &Capabilities) {
 /// Semantic 2: `idx` is only a hint: pages backed up at the same `idx`, at
 /// extreme values and out of order, never share storage.
 pub fn idx_never_aliases(b: &dyn BackupBackend, _caps: &Capabilities) {
-    let idxs = [
-        0,
-        0,
-        0,
-        1,
-        1,
-        u64::MAX,
-        u64::MAX,
-        u64::MAX - 1,
-        1 << 40,
-        7,
-        3,
-        7,
-        0,
-    ];
+    let idxs = [0, 0, 0, 1, 1, u64::MAX, u64::MAX, u64::MAX - 1, 1 << 40, 7, 3, 7, 0];
     let live: Vec<(Handle, PageSpec)> = idxs
         .iter()
         .enumerate()
@@ -268,12 +244,7 @@ pub fn dropped_handles_invalid(b: &dyn BackupBackend, _caps: &Capabilities) {
         ErrorKind::InvalidHandle,
         "copy of a dropped handle",
     );
-    expect_kind(
-        b,
-        b.drop_handle(h),
-        ErrorKind::InvalidHandle,
-        "second drop of a handle",
-    );
+    expect_kind(b, b.drop_handle(h), ErrorKind::InvalidHandle, "second drop of a handle");
     // Reuse the storage: the old handle must not reach the new pages.
     let later: Vec<(Handle, PageSpec)> = (1..17)
         .map(|i| {
@@ -319,13 +290,7 @@ pub fn forged_handles_invalid(b: &dyn BackupBackend, _caps: &Capabilities) {
         .collect();
     let issued: HashSet<Handle> = live.iter().map(|&(h, _)| h).collect();
     let mut forged: Vec<u64> = (1..=512).collect();
-    forged.extend([
-        Handle::MAX_RAW,
-        Handle::MAX_RAW - 1,
-        1 << 62,
-        (1 << 31) - 1,
-        1 << 31,
-    ]);
+    forged.extend([Handle::MAX_RAW, Handle::MAX_RAW - 1, 1 << 62, (1 << 31) - 1, 1 << 31]);
     for &(h, _) in &live {
         forged.extend((0..63).map(|bit| h.to_raw() ^ (1 << bit)));
         forged.push(h.to_raw().wrapping_add(1));
@@ -333,12 +298,12 @@ pub fn forged_handles_invalid(b: &dyn BackupBackend, _caps: &Capabilities) {
     }
     let mut rng = SplitMix64::new(SEED);
     forged.extend((0..2000).map(|_| rng.next_u64() >> 1));
-    forged.extend((0..64).map(
-        |_| match PageWord::from_raw((rng.next_u64() | 1) as usize).view() {
+    forged.extend(
+        (0..64).map(|_| match PageWord::from_raw((rng.next_u64() | 1) as usize).view() {
             PageState::Backed(h) => h.to_raw(),
             other => panic!("an odd page word must decode to a handle, got {other:?}"),
-        },
-    ));
+        }),
+    );
     let mut dst = Page::new_boxed();
     for raw in forged {
         let Some(h) = Handle::from_raw(raw) else {
@@ -368,19 +333,10 @@ pub fn forged_handles_invalid(b: &dyn BackupBackend, _caps: &Capabilities) {
 
 /// Semantic 4: handles issued by one instance are rejected by another, in
 /// both directions, and the rejection leaves both instances' pages intact.
-pub fn foreign_handles_invalid(
-    a: &dyn BackupBackend,
-    other: &dyn BackupBackend,
-    _caps: &Capabilities,
-) {
+pub fn foreign_handles_invalid(a: &dyn BackupBackend, other: &dyn BackupBackend, _caps: &Capabilities) {
     let fill = |b: &dyn BackupBackend, seed: u64| -> Vec<(Handle, PageSpec)> {
         (0..8)
-            .map(|i| {
-                (
-                    backup(b, PageSpec::mixed(seed, i), i),
-                    PageSpec::mixed(seed, i),
-                )
-            })
+            .map(|i| (backup(b, PageSpec::mixed(seed, i), i), PageSpec::mixed(seed, i)))
             .collect()
     };
     let (in_a, in_other) = (fill(a, SEED ^ 6), fill(other, SEED ^ 7)); // same idx 0..8 in both
@@ -516,9 +472,7 @@ pub fn no_space(b: &dyn BackupBackend, caps: &Capabilities, limit: u64) {
 /// the held pages and bytes back to zero.
 pub fn drop_releases_storage(b: &dyn BackupBackend, _caps: &Capabilities) {
     let base = b.stats();
-    let handles: Vec<Handle> = (0..48)
-        .map(|i| backup(b, PageSpec::mixed(SEED ^ 9, i), i))
-        .collect();
+    let handles: Vec<Handle> = (0..48).map(|i| backup(b, PageSpec::mixed(SEED ^ 9, i), i)).collect();
     let full = b.stats();
     assert_eq!(
         full.stored_pages,
@@ -557,8 +511,7 @@ pub fn batch_matches_single(b: &dyn BackupBackend, _caps: &Capabilities) {
     let pages: Vec<Box<Page>> = specs.iter().map(PageSpec::page).collect();
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut batch = Vec::new();
-    b.backup_pages(&refs, 100, BackupFlags::NONE, &mut batch)
-        .unwrap();
+    b.backup_pages(&refs, 100, BackupFlags::NONE, &mut batch).unwrap();
     assert_eq!(
         batch.len(),
         specs.len(),
@@ -585,8 +538,7 @@ pub fn batch_matches_single(b: &dyn BackupBackend, _caps: &Capabilities) {
         }
     }
     // Empty batches are no-ops.
-    b.backup_pages(&[], 0, BackupFlags::NONE, &mut Vec::new())
-        .unwrap();
+    b.backup_pages(&[], 0, BackupFlags::NONE, &mut Vec::new()).unwrap();
     b.copy_pages(&[], &mut [], None).unwrap();
     b.drop_handles(&[]).unwrap();
     b.drop_handles(&batch).unwrap();
@@ -606,14 +558,8 @@ pub fn batch_matches_single(b: &dyn BackupBackend, _caps: &Capabilities) {
 /// how many it completed, and leaves the rest untouched; mismatched slice
 /// lengths are rejected before anything is done.
 pub fn batch_stops_at_failure(b: &dyn BackupBackend, _caps: &Capabilities) {
-    let specs: Vec<PageSpec> = (0..6)
-        .map(|i| PageSpec::new(SEED ^ 11, i, PageClass::Text))
-        .collect();
-    let live: Vec<Handle> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| backup(b, s, i as u64))
-        .collect();
+    let specs: Vec<PageSpec> = (0..6).map(|i| PageSpec::new(SEED ^ 11, i, PageClass::Text)).collect();
+    let live: Vec<Handle> = specs.iter().enumerate().map(|(i, &s)| backup(b, s, i as u64)).collect();
     let dead = backup(b, PageSpec::new(SEED ^ 11, 99, PageClass::Random), 9);
     b.drop_handle(dead).unwrap();
 
@@ -669,18 +615,13 @@ pub fn batch_stops_at_failure(b: &dyn BackupBackend, _caps: &Capabilities) {
 /// resuming from the reported point restores the rest.
 pub fn interrupt_and_resume(b: &dyn BackupBackend, _caps: &Capabilities) {
     let specs: Vec<PageSpec> = (0..16).map(|i| PageSpec::mixed(SEED ^ 12, i)).collect();
-    let handles: Vec<Handle> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| backup(b, s, i as u64))
-        .collect();
+    let handles: Vec<Handle> = specs.iter().enumerate().map(|(i, &s)| backup(b, s, i as u64)).collect();
     let intr = Interrupt::new();
     let mut dsts = Page::new_boxed_slice(specs.len());
 
     // A clear flag lets the first half through.
     let mut dst_refs: Vec<&mut Page> = dsts[..8].iter_mut().collect();
-    b.copy_pages(&handles[..8], &mut dst_refs, Some(&intr))
-        .unwrap();
+    b.copy_pages(&handles[..8], &mut dst_refs, Some(&intr)).unwrap();
 
     intr.interrupt();
     let mut single = Page::new_boxed();
@@ -695,18 +636,12 @@ pub fn interrupt_and_resume(b: &dyn BackupBackend, _caps: &Capabilities) {
         .copy_pages(&handles[8..], &mut dst_refs, Some(&intr))
         .expect_err("copy_pages with the interrupt set");
     assert_eq!(err.kind(), ErrorKind::Interrupted, "{}: {err}", b.name());
-    assert!(
-        err.completed <= 8,
-        "{}: completed {} of 8",
-        b.name(),
-        err.completed
-    );
+    assert!(err.completed <= 8, "{}: completed {} of 8", b.name(), err.completed);
     let resume = 8 + err.completed;
 
     intr.clear();
     let mut dst_refs: Vec<&mut Page> = dsts[resume..].iter_mut().collect();
-    b.copy_pages(&handles[resume..], &mut dst_refs, Some(&intr))
-        .unwrap();
+    b.copy_pages(&handles[resume..], &mut dst_refs, Some(&intr)).unwrap();
     for (dst, spec) in dsts.iter().zip(&specs) {
         spec.verify(dst)
             .unwrap_or_else(|m| panic!("{}: after resume: {m}", b.name()));
@@ -721,25 +656,17 @@ pub fn writeback_and_flush(b: &dyn BackupBackend, _caps: &Capabilities) {
     let mut live: Vec<(Handle, PageSpec)> = specs[..8]
         .iter()
         .enumerate()
-        .map(|(i, &s)| {
-            (
-                b.backup_page(&s.page(), i as u64, BackupFlags::WRITEBACK)
-                    .unwrap(),
-                s,
-            )
-        })
+        .map(|(i, &s)| (b.backup_page(&s.page(), i as u64, BackupFlags::WRITEBACK).unwrap(), s))
         .collect();
     let pages: Vec<Box<Page>> = specs[8..].iter().map(PageSpec::page).collect();
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut handles = Vec::new();
-    b.backup_pages(&refs, 8, BackupFlags::WRITEBACK, &mut handles)
-        .unwrap();
+    b.backup_pages(&refs, 8, BackupFlags::WRITEBACK, &mut handles).unwrap();
     live.extend(handles.into_iter().zip(specs[8..].iter().copied()));
     for &(h, spec) in &live {
         expect_page(b, h, spec);
     }
-    b.flush()
-        .unwrap_or_else(|e| panic!("{}: flush failed: {e}", b.name()));
+    b.flush().unwrap_or_else(|e| panic!("{}: flush failed: {e}", b.name()));
     for &(h, spec) in &live {
         expect_page(b, h, spec);
     }

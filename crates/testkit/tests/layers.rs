@@ -50,22 +50,13 @@ fn instrumented_counts_pages_errors_and_time() {
     let pages: Vec<Box<Page>> = (0..12).map(|i| PageSpec::mixed(3, i).page()).collect();
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut handles = Vec::new();
-    assert!(
-        b.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles)
-            .is_err()
-    );
+    assert!(b.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).is_err());
     let mut dst = Page::new_boxed();
     b.copy_page(&mut dst, handles[0], None).unwrap();
     b.drop_handles(&handles).unwrap();
     let s = b.op_stats();
-    assert_eq!(
-        (s.backup.calls, s.backup.pages, s.backup.errors),
-        (1, 12, 1)
-    );
-    assert_eq!(
-        (s.restore.calls, s.restore.pages, s.restore.errors),
-        (1, 1, 0)
-    );
+    assert_eq!((s.backup.calls, s.backup.pages, s.backup.errors), (1, 12, 1));
+    assert_eq!((s.restore.calls, s.restore.pages, s.restore.errors), (1, 1, 0));
     assert_eq!((s.drop.calls, s.drop.pages), (1, 10));
     assert!(s.backup.total >= s.backup.max && s.backup.max > std::time::Duration::ZERO);
     assert!(s.restore.per_page().is_some());

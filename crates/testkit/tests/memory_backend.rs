@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use pagebackup_core::{BackupBackend, MemoryBackend};
-use pagebackup_testkit::{
-    Check, ConcurrentConfig, ModelConfig, Subject, check_concurrent, check_model, conformance,
-};
+use pagebackup_testkit::{Check, ConcurrentConfig, ModelConfig, Subject, check_concurrent, check_model, conformance};
 use rstest::rstest;
 use rstest_reuse::apply;
 
@@ -16,23 +14,15 @@ fn direct() -> Subject {
 }
 
 fn boxed_dyn() -> Subject {
-    let wrap = |b: MemoryBackend| -> Box<dyn BackupBackend> {
-        Box::new(Box::new(b) as Box<dyn BackupBackend>)
-    };
-    Subject::new("memory via Box<dyn BackupBackend>", move || {
-        wrap(MemoryBackend::new())
-    })
-    .with_limit(move |bytes| wrap(MemoryBackend::with_limit(bytes)), true)
+    let wrap = |b: MemoryBackend| -> Box<dyn BackupBackend> { Box::new(Box::new(b) as Box<dyn BackupBackend>) };
+    Subject::new("memory via Box<dyn BackupBackend>", move || wrap(MemoryBackend::new()))
+        .with_limit(move |bytes| wrap(MemoryBackend::with_limit(bytes)), true)
 }
 
 fn arc_dyn() -> Subject {
-    let wrap = |b: MemoryBackend| -> Box<dyn BackupBackend> {
-        Box::new(Arc::new(b) as Arc<dyn BackupBackend>)
-    };
-    Subject::new("memory via Arc<dyn BackupBackend>", move || {
-        wrap(MemoryBackend::new())
-    })
-    .with_limit(move |bytes| wrap(MemoryBackend::with_limit(bytes)), true)
+    let wrap = |b: MemoryBackend| -> Box<dyn BackupBackend> { Box::new(Arc::new(b) as Arc<dyn BackupBackend>) };
+    Subject::new("memory via Arc<dyn BackupBackend>", move || wrap(MemoryBackend::new()))
+        .with_limit(move |bytes| wrap(MemoryBackend::with_limit(bytes)), true)
 }
 
 #[apply(conformance)]
@@ -69,10 +59,7 @@ fn model_checker_100k_operations() {
     let report = check_model(&backend, &config).unwrap_or_else(|d| panic!("{d}"));
     println!("memory: model checker: {report}");
     assert_eq!(report.ops, 100_000);
-    assert!(
-        report.restores > 10_000 && report.stale_rejected > 1_000,
-        "{report}"
-    );
+    assert!(report.restores > 10_000 && report.stale_rejected > 1_000, "{report}");
     assert_eq!(backend.stats().stored_pages, 0);
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use pagebackup_core::layers::{FaultConfig, FaultInjection};
 use pagebackup_core::{
-    BackupBackend, BackupFlags, Counts, ErrorKind, Interrupt, MemoryBackend, PAGE_SIZE, Page,
-    PageArray, PageState, Slot,
+    BackupBackend, BackupFlags, Counts, ErrorKind, Interrupt, MemoryBackend, PAGE_SIZE, Page, PageArray, PageState,
+    Slot,
 };
 use pagebackup_testkit::PageSpec;
 
@@ -50,19 +50,10 @@ fn backup_and_restore_in_place() {
             empty: 0
         }
     );
-    assert!(
-        array
-            .words()
-            .iter()
-            .all(|w| matches!(w.view(), PageState::Backed(_)))
-    );
+    assert!(array.words().iter().all(|w| matches!(w.view(), PageState::Backed(_))));
     assert!(array.get(0).is_none());
     assert_eq!(backend.stats().stored_pages, 200);
-    assert_eq!(
-        array.backup(BackupFlags::NONE).unwrap(),
-        0,
-        "nothing left to back up"
-    );
+    assert_eq!(array.backup(BackupFlags::NONE).unwrap(), 0, "nothing left to back up");
     assert_eq!(array.restore(None).unwrap(), 200);
     assert_eq!(backend.stats().stored_pages, 0, "restore drops each handle");
     verify(&array);
@@ -71,14 +62,10 @@ fn backup_and_restore_in_place() {
 
 #[test]
 fn a_full_backend_leaves_a_partly_backed_up_array_that_continues() {
-    let backend: Arc<dyn BackupBackend> =
-        Arc::new(MemoryBackend::with_limit(70 * PAGE_SIZE as u64));
+    let backend: Arc<dyn BackupBackend> = Arc::new(MemoryBackend::with_limit(70 * PAGE_SIZE as u64));
     let mut array = filled(100, backend.clone());
     let stopped = array.backup(BackupFlags::NONE).unwrap_err();
-    assert_eq!(
-        (stopped.done, stopped.error.kind()),
-        (70, ErrorKind::NoSpace)
-    );
+    assert_eq!((stopped.done, stopped.error.kind()), (70, ErrorKind::NoSpace));
     assert_eq!(
         array.counts(),
         Counts {
@@ -105,10 +92,7 @@ fn an_interrupted_restore_resumes_where_it_stopped() {
     let intr = Interrupt::new();
     intr.interrupt();
     let stopped = array.restore(Some(&intr)).unwrap_err();
-    assert_eq!(
-        (stopped.done, stopped.error.kind()),
-        (0, ErrorKind::Interrupted)
-    );
+    assert_eq!((stopped.done, stopped.error.kind()), (0, ErrorKind::Interrupted));
     assert_eq!(array.counts().backed, 150);
     intr.clear();
     assert_eq!(array.restore(Some(&intr)).unwrap(), 150);
@@ -161,8 +145,7 @@ fn injected_faults_stop_backup_and_restore_part_way_and_both_resume() {
 
 #[test]
 fn purge_frees_pages_and_drops_backups() {
-    let backend: Arc<dyn BackupBackend> =
-        Arc::new(MemoryBackend::with_limit(40 * PAGE_SIZE as u64));
+    let backend: Arc<dyn BackupBackend> = Arc::new(MemoryBackend::with_limit(40 * PAGE_SIZE as u64));
     let mut array = filled(64, backend.clone());
     array.backup(BackupFlags::NONE).unwrap_err();
     assert_eq!(array.purge().unwrap(), 64);
@@ -205,8 +188,7 @@ fn set_replaces_a_page_and_drops_its_backup() {
     let err = array.set(9, Page::new_boxed()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(
-        err.to_string()
-            .contains("position 9 is past the end of a 4-page array"),
+        err.to_string().contains("position 9 is past the end of a 4-page array"),
         "{err}"
     );
 }

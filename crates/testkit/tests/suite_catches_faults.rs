@@ -7,8 +7,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, MemoryBackend,
-    Operation, Origin, Page, Result,
+    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, MemoryBackend, Operation, Origin, Page,
+    Result,
 };
 use pagebackup_testkit::{Capabilities, Check, Subject};
 
@@ -79,12 +79,10 @@ impl BackupBackend for KeyedByIdx {
     }
     fn copy_page(&self, dst: &mut Page, handle: Handle, _intr: Option<&Interrupt>) -> Result<()> {
         let map = self.0.lock().unwrap();
-        let page = map
-            .get(&(handle.to_raw() - 1))
-            .ok_or(BackupError::InvalidHandle {
-                origin: Origin::new("keyed-by-idx", Operation::CopyPage),
-                handle,
-            })?;
+        let page = map.get(&(handle.to_raw() - 1)).ok_or(BackupError::InvalidHandle {
+            origin: Origin::new("keyed-by-idx", Operation::CopyPage),
+            handle,
+        })?;
         dst.clone_from(page);
         Ok(())
     }
@@ -158,10 +156,7 @@ fn a_backend_keyed_by_idx_is_caught() {
         Check::ForeignHandlesInvalid,
         Check::DroppedHandlesInvalid,
     ] {
-        assert!(
-            fails(check, &subject),
-            "{check:?} passed a backend keyed by idx"
-        );
+        assert!(fails(check, &subject), "{check:?} passed a backend keyed by idx");
     }
     assert_eq!(subject.capabilities(), Capabilities::NONE);
 }

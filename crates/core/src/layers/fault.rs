@@ -162,8 +162,7 @@ impl<B: BackupBackend> BackupBackend for FaultInjection<B> {
         let Some(failing) = self.first_failing_backup(pages.len()) else {
             return self.inner.backup_pages(pages, first_idx, flags, handles);
         };
-        self.inner
-            .backup_pages(&pages[..failing], first_idx, flags, handles)?;
+        self.inner.backup_pages(&pages[..failing], first_idx, flags, handles)?;
         Err(BatchError {
             completed: failing,
             error: self.backup_fault(Operation::BackupPages),
@@ -191,8 +190,7 @@ impl<B: BackupBackend> BackupBackend for FaultInjection<B> {
         let Some(failing) = failing else {
             return self.inner.copy_pages(handles, dsts, intr);
         };
-        self.inner
-            .copy_pages(&handles[..failing], &mut dsts[..failing], intr)?;
+        self.inner.copy_pages(&handles[..failing], &mut dsts[..failing], intr)?;
         Err(BatchError {
             completed: failing,
             error: self.interrupted(Operation::CopyPages),

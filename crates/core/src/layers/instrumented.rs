@@ -171,9 +171,7 @@ impl<B: BackupBackend> BackupBackend for Instrumented<B> {
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.run(&self.drop, "drop_handle", 1, || {
-            self.inner.drop_handle(handle)
-        })
+        self.run(&self.drop, "drop_handle", 1, || self.inner.drop_handle(handle))
     }
 
     fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {

@@ -1,0 +1,193 @@
+//! The codecs, with contexts kept per thread: lz4 (lz4_flex's block format,
+//! its hash table reused) and zstd (bulk API, frame header trimmed, one
+//! context per level and dictionary).
+
+use std::fmt;
+
+use pagebackup_core::{PAGE_SIZE, Page};
+
+#[cfg(feature = "zstd")]
+use crate::Dictionary;
+
+/// A compression algorithm and its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// LZ4 (lz4_flex, safe Rust): the fastest, zram's usual choice.
+    #[cfg(feature = "lz4")]
+    Lz4,
+    /// Zstandard at `level` (negative levels are faster, up to 22 smaller).
+    #[cfg(feature = "zstd")]
+    Zstd {
+        /// The compression level.
+        level: i32,
+    },
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            #[cfg(feature = "lz4")]
+            Algorithm::Lz4 => f.write_str("lz4"),
+            #[cfg(feature = "zstd")]
+            Algorithm::Zstd { level } => write!(f, "zstd-{level}"),
+        }
+    }
+}
+
+/// Bytes of the per-thread buffer pages are compressed into: room for
+/// lz4's worst case (`lz4_flex::block::get_maximum_output_size(4096)`).
+pub(crate) const SCRATCH_LEN: usize = 2 * PAGE_SIZE;
+
+/// An algorithm with its dictionary: what encodes and decodes one backend's pages.
+#[derive(Debug, Clone)]
+pub(crate) struct Codec {
+    algorithm: Algorithm,
+    #[cfg(feature = "zstd")]
+    dictionary: Option<Dictionary>,
+}
+
+impl Codec {
+    #[cfg(feature = "zstd")]
+    pub(crate) fn new(algorithm: Algorithm, dictionary: Option<Dictionary>) -> Self {
+        Codec { algorithm, dictionary }
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    pub(crate) fn new(algorithm: Algorithm) -> Self {
+        Codec { algorithm }
+    }
+
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Compresses `page` into `out`; `None` if the result is longer than
+    /// `max_len` (the page is then stored raw) or the codec fails.
+    pub(crate) fn compress(&self, page: &Page, out: &mut [u8; SCRATCH_LEN], max_len: usize) -> Option<usize> {
+        let len = match self.algorithm {
+            // lz4_flex wants room for its worst case, and stops only at the end.
+            #[cfg(feature = "lz4")]
+            Algorithm::Lz4 => lz4::compress(page, out),
+            // zstd gives up as soon as `max_len` is exceeded.
+            #[cfg(feature = "zstd")]
+            Algorithm::Zstd { level } => {
+                zstd_codec::compress(level, self.dictionary.as_ref(), page, &mut out[..max_len])
+            }
+        }?;
+        (len <= max_len).then_some(len)
+    }
+
+    /// Decompresses `src` into `dst`, which it must fill exactly.
+    pub(crate) fn decompress(&self, src: &[u8], dst: &mut Page) -> Result<(), String> {
+        let len = match self.algorithm {
+            #[cfg(feature = "lz4")]
+            Algorithm::Lz4 => lz4::decompress(src, dst),
+            #[cfg(feature = "zstd")]
+            Algorithm::Zstd { .. } => zstd_codec::decompress(self.dictionary.as_ref(), src, dst),
+        }?;
+        if len != PAGE_SIZE {
+            return Err(format!("{} decoded {len} bytes instead of a page", self.algorithm));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "lz4")]
+mod lz4 {
+    use std::cell::RefCell;
+
+    use lz4_flex::block::{CompressTable, compress_into_with_table, decompress_into};
+    use pagebackup_core::Page;
+
+    thread_local! {
+        static TABLE: RefCell<CompressTable> = RefCell::new(CompressTable::small());
+    }
+
+    pub(super) fn compress(page: &Page, out: &mut [u8]) -> Option<usize> {
+        TABLE.with(|t| compress_into_with_table(page.as_bytes(), out, &mut t.borrow_mut()).ok())
+    }
+
+    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, String> {
+        decompress_into(src, dst.as_bytes_mut()).map_err(|e| format!("lz4: {e}"))
+    }
+}
+
+#[cfg(feature = "zstd")]
+mod zstd_codec {
+    use std::cell::RefCell;
+    use std::io;
+
+    use pagebackup_core::Page;
+    use zstd::bulk::{Compressor, Decompressor};
+    use zstd::zstd_safe::CParameter;
+
+    use crate::Dictionary;
+
+    /// Contexts kept per thread; a few, for the few level and dictionary
+    /// combinations one program uses.
+    const KEPT: usize = 8;
+
+    #[derive(Default)]
+    struct Contexts {
+        compressors: Vec<((i32, u64), Compressor<'static>)>,
+        decompressors: Vec<(u64, Decompressor<'static>)>,
+    }
+
+    thread_local! {
+        static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
+    }
+
+    fn keep<K: PartialEq, V>(
+        list: &mut Vec<(K, V)>,
+        key: K,
+        make: impl FnOnce() -> io::Result<V>,
+    ) -> io::Result<&mut V> {
+        let pos = match list.iter().position(|(k, _)| *k == key) {
+            Some(pos) => pos,
+            None => {
+                if list.len() == KEPT {
+                    list.remove(0);
+                }
+                list.push((key, make()?));
+                list.len() - 1
+            }
+        };
+        Ok(&mut list[pos].1)
+    }
+
+    fn compressor(level: i32, dict: Option<&Dictionary>) -> io::Result<Compressor<'static>> {
+        let mut c = match dict {
+            Some(d) => Compressor::with_dictionary(level, d.bytes())?,
+            None => Compressor::new(level)?,
+        };
+        // The backend knows every page's size and dictionary: leave them,
+        // and the frame checksum, out of the frame header.
+        c.set_parameter(CParameter::ContentSizeFlag(false))?;
+        c.set_parameter(CParameter::ChecksumFlag(false))?;
+        c.set_parameter(CParameter::DictIdFlag(false))?;
+        Ok(c)
+    }
+
+    pub(super) fn compress(level: i32, dict: Option<&Dictionary>, page: &Page, out: &mut [u8]) -> Option<usize> {
+        CONTEXTS.with(|ctx| {
+            let mut ctx = ctx.borrow_mut();
+            let key = (level, dict.map_or(0, Dictionary::id));
+            let c = keep(&mut ctx.compressors, key, || compressor(level, dict)).ok()?;
+            c.compress_to_buffer(page.as_bytes().as_slice(), out).ok()
+        })
+    }
+
+    pub(super) fn decompress(dict: Option<&Dictionary>, src: &[u8], dst: &mut Page) -> Result<usize, String> {
+        CONTEXTS.with(|ctx| {
+            let mut ctx = ctx.borrow_mut();
+            let d = keep(&mut ctx.decompressors, dict.map_or(0, Dictionary::id), || match dict {
+                Some(d) => Decompressor::with_dictionary(d.bytes()),
+                None => Decompressor::new(),
+            })
+            .map_err(|e| format!("zstd context: {e}"))?;
+            d.decompress_to_buffer(src, dst.as_bytes_mut().as_mut_slice())
+                .map_err(|e| format!("zstd: {e}"))
+        })
+    }
+}
