@@ -9,6 +9,9 @@
 //! - `baseline:pwrite-memfd`: one `pwrite` (backup) or `pread` (restore) per
 //!   page on a plain memfd, whose pages are punched out between rounds as a
 //!   backend's drops would;
+//! - `baseline:pwrite-file`, `baseline:uring-file`: one `pwrite`/`pread`,
+//!   or one io_uring write/read, per page on an unlinked file in the
+//!   temporary directory, where the file backend puts its file;
 //! - `baseline:lz4_flex`, `baseline:zstd-1`: the raw codecs compressing each
 //!   page into (and decompressing it from) a preallocated buffer, no store:
 //!   the compressed backend's overhead is its distance from these.
@@ -65,30 +68,88 @@ impl Adapter for Backend {
 }
 
 /// One `pwrite` / `pread` per page on a plain memfd.
-struct PwriteMemfd {
+struct PerPage {
+    name: &'static str,
     fd: OwnedFd,
     len: u64,
+    /// Submit each page as its own io_uring operation instead of a syscall.
+    ring: Option<io_uring::IoUring>,
 }
 
-impl PwriteMemfd {
-    fn new(pages: usize) -> Self {
+impl PerPage {
+    /// A plain memfd of `pages` pages.
+    fn memfd(pages: usize) -> Self {
         let fd = rustix::fs::memfd_create("baseline", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        Self::with_fd("baseline:pwrite-memfd", fd, pages, false)
+    }
+
+    /// An unlinked file in the temporary directory, where the file backend puts its own.
+    fn tmpfile(name: &'static str, pages: usize, uring: bool) -> Self {
+        let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::CLOEXEC;
+        let fd = rustix::fs::open(std::env::temp_dir(), flags, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        Self::with_fd(name, fd, pages, uring)
+    }
+
+    fn with_fd(name: &'static str, fd: OwnedFd, pages: usize, uring: bool) -> Self {
         let len = (pages * PAGE_SIZE) as u64;
         rustix::fs::ftruncate(&fd, len).unwrap();
-        PwriteMemfd { fd, len }
+        PerPage {
+            name,
+            fd,
+            len,
+            ring: uring.then(|| io_uring::IoUring::new(BATCH as u32).unwrap()),
+        }
+    }
+
+    /// One io_uring operation per page, `BATCH` submitted together.
+    fn uring(&mut self, pages: usize, mut op: impl FnMut(usize) -> io_uring::squeue::Entry) {
+        let ring = self.ring.as_mut().expect("a ring");
+        for start in (0..pages).step_by(BATCH) {
+            let end = (start + BATCH).min(pages);
+            for i in start..end {
+                // SAFETY: the entry's buffer is a page of the corpus or of the
+                // output, which outlives this call; we wait for every
+                // completion before the next group and before returning.
+                unsafe { ring.submission().push(&op(i)).unwrap() };
+            }
+            ring.submit_and_wait(end - start).unwrap();
+            for cqe in ring.completion() {
+                assert_eq!(cqe.result(), PAGE_SIZE as i32);
+            }
+        }
     }
 }
 
-impl Adapter for PwriteMemfd {
+impl Adapter for PerPage {
     fn name(&self) -> &str {
-        "baseline:pwrite-memfd"
+        self.name
     }
     fn backup(&mut self, corpus: &[Page]) {
+        if self.ring.is_some() {
+            let fd = io_uring::types::Fd(std::os::fd::AsRawFd::as_raw_fd(&self.fd));
+            return self.uring(corpus.len(), |i| {
+                let page = corpus[i].as_bytes();
+                io_uring::opcode::Write::new(fd, page.as_ptr(), PAGE_SIZE as u32)
+                    .offset((i * PAGE_SIZE) as u64)
+                    .build()
+            });
+        }
         for (i, page) in corpus.iter().enumerate() {
             rustix::io::pwrite(&self.fd, page.as_bytes(), (i * PAGE_SIZE) as u64).unwrap();
         }
     }
     fn restore(&mut self, out: &mut [Page]) {
+        if self.ring.is_some() {
+            let fd = io_uring::types::Fd(std::os::fd::AsRawFd::as_raw_fd(&self.fd));
+            let base = out.as_mut_ptr();
+            return self.uring(out.len(), |i| {
+                // SAFETY: i < out.len(), so the page is inside `out`.
+                let page = unsafe { base.add(i) }.cast::<u8>();
+                io_uring::opcode::Read::new(fd, page, PAGE_SIZE as u32)
+                    .offset((i * PAGE_SIZE) as u64)
+                    .build()
+            });
+        }
         for (i, page) in out.iter_mut().enumerate() {
             let mut buf = [IoSliceMut::new(page.as_bytes_mut())];
             rustix::io::preadv(&self.fd, &mut buf, (i * PAGE_SIZE) as u64).unwrap();
@@ -188,13 +249,19 @@ fn adapters() -> Vec<Box<dyn Adapter>> {
     };
     let mut all = vec![
         backend("baseline:memcpy", Box::new(MemoryBackend::new())),
-        Box::new(PwriteMemfd::new(CORPUS_PAGES)) as Box<dyn Adapter>,
+        Box::new(PerPage::memfd(CORPUS_PAGES)) as Box<dyn Adapter>,
     ];
     #[cfg(feature = "shmem")]
     all.push(backend(
         "shmem",
         Box::new(pagebackup::shmem::ShmemBackend::with_capacity(1 << 30).unwrap()),
     ));
+    all.push(Box::new(PerPage::tmpfile("baseline:pwrite-file", CORPUS_PAGES, false)));
+    all.push(Box::new(PerPage::tmpfile("baseline:uring-file", CORPUS_PAGES, true)));
+    #[cfg(feature = "file")]
+    for spec in ["file:io=uring", "file:io=sync"] {
+        all.push(backend(spec, pagebackup::open(spec).unwrap()));
+    }
     all.push(Box::new(RawCodec::lz4()));
     all.push(Box::new(RawCodec::zstd()));
     #[cfg(feature = "compressed-lz4")]

@@ -37,6 +37,10 @@ pub use spec::{Spec, parse_size};
 #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
 pub use pagebackup_compressed as compressed;
 
+/// The plain-file backend (feature `file`).
+#[cfg(feature = "file")]
+pub use pagebackup_file as file;
+
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]
 pub use pagebackup_shmem as shmem;
@@ -47,6 +51,7 @@ pub use pagebackup_shmem as shmem;
 /// |----------|---------|------------|
 /// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
 /// | `shmem`  | `shmem` | `capacity=SIZE`: size of the memfd (default: RAM + swap) |
+/// | `file`   | `file`  | `dir=PATH` (default: the temp dir), `path=PATH` (a named file instead), `max_size=SIZE`, `io=auto\|uring\|sync` |
 /// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off) |
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`

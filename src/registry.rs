@@ -35,6 +35,15 @@ pub(crate) const BACKENDS: &[Entry] = &[
         open: None,
     },
     Entry {
+        name: "file",
+        feature: "file",
+        keys: &["dir", "path", "max_size", "io"],
+        #[cfg(feature = "file")]
+        open: Some(open_file),
+        #[cfg(not(feature = "file"))]
+        open: None,
+    },
+    Entry {
         name: "compressed",
         feature: "compressed",
         keys: &["algo", "level", "limit", "dict", "checksum"],
@@ -82,6 +91,27 @@ fn open_shmem(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> 
         Some(capacity) => ShmemBackend::with_capacity(capacity)?,
         None => ShmemBackend::new()?,
     }))
+}
+
+#[cfg(feature = "file")]
+fn open_file(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
+    use pagebackup_file::{FileBackend, FileConfig, IoMode};
+    let io = match params.choice("io", &["auto", "uring", "sync"], "auto, uring or sync")? {
+        Some("uring") => IoMode::Uring,
+        Some("sync") => IoMode::Sync,
+        _ => IoMode::Auto,
+    };
+    let mut config = FileConfig::new().with_io(io);
+    if let Some(dir) = params.get("dir") {
+        config = config.with_dir(dir);
+    }
+    if let Some(path) = params.get("path") {
+        config = config.with_path(path);
+    }
+    if let Some(max) = params.size("max_size")? {
+        config = config.with_max_size(max);
+    }
+    Ok(Box::new(FileBackend::new(config)?))
 }
 
 #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]

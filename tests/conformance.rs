@@ -41,3 +41,15 @@ fn compressed_spec(#[case] check: Check) {
 fn compressed_zstd_spec(#[case] check: Check) {
     check.run(&subject("compressed:algo=zstd,level=3,checksum=on", "limit", false));
 }
+
+#[cfg(feature = "file")]
+#[apply(conformance)]
+fn file_spec(#[case] check: Check) {
+    check.run(&subject("file", "max_size", true));
+}
+
+#[cfg(feature = "file")]
+#[apply(conformance)]
+fn file_sync_spec(#[case] check: Check) {
+    check.run(&subject("file:io=sync", "max_size", true));
+}

@@ -158,3 +158,24 @@ fn compressed_takes_algo_level_limit_dict_and_checksum() {
         assert!(msg.contains(expected), "{spec}: {msg}");
     }
 }
+
+#[cfg(feature = "file")]
+#[test]
+fn file_takes_dir_path_max_size_and_io() {
+    let b = open("file:io=sync,max_size=1MiB").unwrap();
+    assert_eq!(b.name(), "file");
+    assert_eq!(b.stats().io_path, Some("pwritev"));
+    assert!(b.bytes_avail() <= 1 << 20);
+    let cases = [
+        ("file:io=aio", "bad value 'aio' for 'io': expected auto, uring or sync"),
+        (
+            "file:dir=/nonexistent/x",
+            "cannot create a temporary file in /nonexistent/x",
+        ),
+        ("file:max_size=big", "bad value 'big' for 'max_size'"),
+    ];
+    for (spec, expected) in cases {
+        let msg = err(spec).to_string();
+        assert!(msg.contains(expected), "{spec}: {msg}");
+    }
+}

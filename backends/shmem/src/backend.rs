@@ -9,12 +9,11 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use memmap2::{MmapOptions, MmapRaw};
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, HandleCodec, Interrupt, Operation,
-    Origin, PAGE_SIZE, Page, Result, check_batch_lengths,
+    Origin, PAGE_SIZE, Page, Placement, Result, check_batch_lengths, contiguous_runs,
 };
 use rustix::mm::Advice;
 
 use crate::memfd;
-use crate::placement::{Placement, contiguous_runs};
 
 const NAME: &str = "shmem";
 const PAGE: u64 = PAGE_SIZE as u64;

@@ -19,7 +19,6 @@
 
 mod backend;
 mod memfd;
-mod placement;
 mod smaps;
 
 pub use backend::ShmemBackend;

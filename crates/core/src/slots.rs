@@ -89,6 +89,20 @@ impl SlotTable {
         true
     }
 
+    /// Invalidates a live slot's handle but keeps the slot taken, for a
+    /// backend that must finish work on it (an in-flight write) before
+    /// [`release`](Self::release) frees it. Returns `false`, changing
+    /// nothing, if the slot was not live. The slot still counts as live.
+    pub fn retire(&mut self, slot: u32) -> bool {
+        match self.generations.get_mut(slot as usize) {
+            Some(generation) if !generation.is_multiple_of(2) => {
+                *generation = generation.wrapping_add(2);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Live slots.
     pub fn live(&self) -> u64 {
         self.live
@@ -152,6 +166,19 @@ mod tests {
         assert_eq!(t.alloc(), None);
         assert_eq!(t.alloc_at(4), None, "beyond the limit");
         assert_eq!(t.live(), 4);
+    }
+
+    #[test]
+    fn a_retired_slot_has_a_new_generation_and_stays_taken() {
+        let mut t = SlotTable::new(2);
+        let (slot, generation) = t.alloc().unwrap();
+        assert!(t.retire(slot));
+        let now = t.live_generation(slot).unwrap();
+        assert_ne!(now, generation, "the old handle no longer matches");
+        assert_eq!(t.alloc_at(slot), None, "a retired slot is not free");
+        assert!(t.release(slot));
+        assert!(!t.retire(slot), "a free slot cannot be retired");
+        assert_eq!(t.alloc().map(|(s, _)| s), Some(slot));
     }
 
     #[test]

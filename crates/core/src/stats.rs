@@ -32,4 +32,7 @@ pub struct BackupStats {
     pub failed_backups: u64,
     /// Restores that failed (interruptions included).
     pub failed_restores: u64,
+    /// The I/O path the backend uses (`"io_uring"`, `"pwritev"`), where it
+    /// does I/O.
+    pub io_path: Option<&'static str>,
 }

@@ -1,22 +1,25 @@
-//! Slot placement: where each page goes in the memfd.
+//! [`Placement`]: where each page goes in a backend's file or memfd, so
+//! that one object's pages stay together.
 
 use std::ops::Range;
 
-use pagebackup_core::SlotTable;
+use crate::SlotTable;
 
-/// Slots of the memfd, placed so that pages with consecutive `idx` land in
-/// consecutive slots where those are free (one contiguous write, one
+/// Slots of a backend's storage, placed so that pages with consecutive `idx`
+/// land in consecutive slots where those are free (one contiguous write, one
 /// contiguous writeback or hole punch), otherwise in the most recently freed
 /// slot.
 #[derive(Debug)]
-pub(crate) struct Placement {
-    pub(crate) table: SlotTable,
+pub struct Placement {
+    /// The slots and their generations.
+    pub table: SlotTable,
     /// The `idx` and slot of the last page placed.
     last: Option<(u64, u32)>,
 }
 
 impl Placement {
-    pub(crate) fn new(capacity_pages: u32) -> Self {
+    /// Placement over `capacity_pages` slots.
+    pub fn new(capacity_pages: u32) -> Self {
         Placement {
             table: SlotTable::new(capacity_pages),
             last: None,
@@ -24,7 +27,7 @@ impl Placement {
     }
 
     /// A slot for the page at `idx`: `(slot, generation)`, or `None` when full.
-    pub(crate) fn place(&mut self, idx: u64) -> Option<(u32, u32)> {
+    pub fn place(&mut self, idx: u64) -> Option<(u32, u32)> {
         let follow = self.last.and_then(|(last_idx, last_slot)| {
             let slot = last_slot.checked_add(1)?;
             (idx == last_idx.wrapping_add(1)).then_some(slot)
@@ -39,7 +42,7 @@ impl Placement {
 
 /// Splits `slots` into index ranges whose slots ascend by one: each range is
 /// one contiguous region of the memfd.
-pub(crate) fn contiguous_runs(slots: &[u32]) -> impl Iterator<Item = Range<usize>> + '_ {
+pub fn contiguous_runs(slots: &[u32]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut start = 0;
     (1..=slots.len()).filter_map(move |end| {
         if end == slots.len() || slots[end - 1].checked_add(1) != Some(slots[end]) {

@@ -1,0 +1,112 @@
+//! The backing file: an unlinked `O_TMPFILE`, a create-then-unlink file where
+//! the file system has no `O_TMPFILE`, or a named file removed on drop.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{FallocateFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::FileConfig;
+
+/// The backend's file.
+#[derive(Debug)]
+pub(crate) struct BackingFile {
+    fd: OwnedFd,
+    /// The path of a named file, removed on drop.
+    named: Option<PathBuf>,
+    /// How the file was made: `O_TMPFILE`, `unlinked` or `named`.
+    pub(crate) kind: &'static str,
+}
+
+const MODE: u32 = 0o600;
+
+impl BackingFile {
+    pub(crate) fn create(config: &FileConfig) -> io::Result<Self> {
+        let flags = OFlags::RDWR | OFlags::CLOEXEC;
+        if let Some(path) = &config.path {
+            let fd = rustix::fs::open(path, flags | OFlags::CREATE | OFlags::EXCL, Mode::from_raw_mode(MODE))
+                .map_err(|e| with_path(e, "create", path))?;
+            return Ok(BackingFile {
+                fd,
+                named: Some(path.clone()),
+                kind: "named",
+            });
+        }
+        let dir = config.dir.clone().unwrap_or_else(std::env::temp_dir);
+        match rustix::fs::open(&dir, flags | OFlags::TMPFILE, Mode::from_raw_mode(MODE)) {
+            Ok(fd) => Ok(BackingFile {
+                fd,
+                named: None,
+                kind: "O_TMPFILE",
+            }),
+            // File systems without O_TMPFILE say EOPNOTSUPP (or EISDIR on old kernels).
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Self::create_unlinked(&dir, flags),
+            Err(e) => Err(with_path(e, "create a temporary file in", &dir)),
+        }
+    }
+
+    fn create_unlinked(dir: &Path, flags: OFlags) -> io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = dir.join(format!(
+            ".pagebackup-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let fd = rustix::fs::open(&path, flags | OFlags::CREATE | OFlags::EXCL, Mode::from_raw_mode(MODE))
+            .map_err(|e| with_path(e, "create", &path))?;
+        rustix::fs::unlink(&path).map_err(|e| with_path(e, "unlink", &path))?;
+        Ok(BackingFile {
+            fd,
+            named: None,
+            kind: "unlinked",
+        })
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Releases the blocks behind `len` bytes at `offset`.
+    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        rustix::fs::fallocate(
+            &self.fd,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )?;
+        Ok(())
+    }
+
+    /// Bytes of blocks allocated to the file.
+    pub(crate) fn allocated_bytes(&self) -> io::Result<u64> {
+        Ok(rustix::fs::fstat(&self.fd)?.st_blocks as u64 * 512)
+    }
+
+    /// Bytes free for unprivileged users on the file's file system.
+    pub(crate) fn free_space(&self) -> io::Result<u64> {
+        let vfs = rustix::fs::fstatvfs(&self.fd)?;
+        Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+    }
+
+    /// The named file's path, if the file has one.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.named.as_deref()
+    }
+}
+
+impl Drop for BackingFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.named {
+            // Nothing can be reported from drop; a file already gone is fine.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn with_path(e: Errno, what: &str, path: &Path) -> io::Error {
+    let e = io::Error::from(e);
+    io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+}

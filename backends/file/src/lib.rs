@@ -1,0 +1,28 @@
+//! The plain-file backend of pagebackup: pages written to a file through
+//! io_uring, with a `pwritev`/`preadv` fallback — the "backuping to a file"
+//! that the kernel's `ttm_backup` was kept opaque for.
+//!
+//! ```
+//! use pagebackup_core::{BackupBackend, BackupFlags, Page};
+//! use pagebackup_file::{FileBackend, FileConfig};
+//!
+//! let backend = FileBackend::new(FileConfig::new().with_max_size(64 << 20))?;
+//! let mut page = Page::new_boxed();
+//! page.0[0] = 42;
+//! let handle = backend.backup_page(&page, 0, BackupFlags::NONE)?;
+//! backend.flush()?; // staged pages reach the file
+//! let mut back = Page::new_boxed();
+//! backend.copy_page(&mut back, handle, None)?;
+//! assert_eq!(back.0[0], 42);
+//! println!("written through {}", backend.io_path());
+//! # Ok::<(), pagebackup_core::BackupError>(())
+//! ```
+
+mod backend;
+mod config;
+mod file;
+mod io;
+mod uring;
+
+pub use backend::FileBackend;
+pub use config::{FileConfig, IoMode};

@@ -1,0 +1,81 @@
+//! The conformance suite on the file backend: io_uring and `pwritev` paths,
+//! each with `writeback` as the caller passes it and forced on for every
+//! backup.
+
+use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
+use pagebackup_file::{FileBackend, FileConfig, IoMode};
+use pagebackup_testkit::{Check, Subject, conformance};
+use rstest::rstest;
+use rstest_reuse::apply;
+
+/// Passes every backup on with `writeback` set.
+#[derive(Debug)]
+struct AlwaysWriteback(FileBackend);
+
+impl BackupBackend for AlwaysWriteback {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn backup_page(&self, page: &Page, idx: u64, _flags: BackupFlags) -> Result<Handle> {
+        self.0.backup_page(page, idx, BackupFlags::WRITEBACK)
+    }
+    fn backup_pages(&self, pages: &[&Page], idx: u64, _: BackupFlags, out: &mut Vec<Handle>) -> Result<(), BatchError> {
+        self.0.backup_pages(pages, idx, BackupFlags::WRITEBACK, out)
+    }
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
+        self.0.copy_page(dst, handle, intr)
+    }
+    fn copy_pages(&self, h: &[Handle], dsts: &mut [&mut Page], intr: Option<&Interrupt>) -> Result<(), BatchError> {
+        self.0.copy_pages(h, dsts, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> Result<()> {
+        self.0.drop_handle(handle)
+    }
+    fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
+        self.0.drop_handles(handles)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.0.bytes_avail()
+    }
+    fn stats(&self) -> BackupStats {
+        self.0.stats()
+    }
+    fn flush(&self) -> Result<()> {
+        self.0.flush()
+    }
+}
+
+fn subject(io: IoMode, writeback: bool) -> Subject {
+    let build = move |config: FileConfig| -> Box<dyn BackupBackend> {
+        let backend = FileBackend::new(config.with_io(io)).unwrap();
+        if writeback {
+            Box::new(AlwaysWriteback(backend))
+        } else {
+            Box::new(backend)
+        }
+    };
+    Subject::new(format!("file {io:?} writeback {writeback}"), move || {
+        build(FileConfig::new())
+    })
+    .with_limit(move |bytes| build(FileConfig::new().with_max_size(bytes)), true)
+}
+
+#[apply(conformance)]
+fn io_uring(#[case] check: Check) {
+    check.run(&subject(IoMode::Uring, false));
+}
+
+#[apply(conformance)]
+fn io_uring_writeback(#[case] check: Check) {
+    check.run(&subject(IoMode::Uring, true));
+}
+
+#[apply(conformance)]
+fn pwritev(#[case] check: Check) {
+    check.run(&subject(IoMode::Sync, false));
+}
+
+#[apply(conformance)]
+fn pwritev_writeback(#[case] check: Check) {
+    check.run(&subject(IoMode::Sync, true));
+}
