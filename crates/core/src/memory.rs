@@ -22,9 +22,9 @@ const MAX_SLOTS_PER_SHARD: u32 = (HandleCodec::MAX_SLOTS >> SHARD_BITS) as u32;
 /// Pages live in slabs of 64 pages (256 KiB) split over 16 shards, each behind
 /// its own lock; a thread backs up into the shard it is assigned, and a
 /// restore goes to the shard named in the handle, so threads rarely contend.
-/// Dropped slots go on a free list and are reused; slab memory is kept for
-/// reuse (it shows in [`BackupStats::memory_used`]) and returned when the
-/// backend is dropped.
+/// Dropped slots go on a free list and are reused, most recently freed
+/// first; a slab whose every slot is free goes back to the allocator, so
+/// [`BackupStats::memory_used`] falls as pages are dropped.
 ///
 /// Handles carry the slot, its generation and the instance's key (see
 /// [`HandleCodec`]): dropped, forged and foreign handles give
@@ -41,21 +41,43 @@ pub struct MemoryBackend {
 #[derive(Default)]
 struct Shard {
     table: SlotTable,
-    chunks: Vec<Box<[Page]>>,
+    /// Slabs of `CHUNK_PAGES` pages; `None` once every slot in it is free.
+    chunks: Vec<Option<Box<[Page]>>>,
+    /// Live slots per slab.
+    live: Vec<u16>,
 }
 
 impl Shard {
     fn page(&self, slot: u32) -> &Page {
         let slot = slot as usize;
-        &self.chunks[slot / CHUNK_PAGES][slot % CHUNK_PAGES]
+        &self.chunks[slot / CHUNK_PAGES]
+            .as_ref()
+            .expect("a live slot's slab exists")[slot % CHUNK_PAGES]
     }
 
-    fn page_mut(&mut self, slot: u32) -> &mut Page {
-        let slot = slot as usize;
-        if slot / CHUNK_PAGES == self.chunks.len() {
-            self.chunks.push(Page::new_boxed_slice(CHUNK_PAGES));
+    /// The page of a slot just allocated, making its slab if needed.
+    fn page_for_new(&mut self, slot: u32) -> &mut Page {
+        let (chunk, at) = (slot as usize / CHUNK_PAGES, slot as usize % CHUNK_PAGES);
+        if chunk == self.chunks.len() {
+            self.chunks.push(None);
+            self.live.push(0);
         }
-        &mut self.chunks[slot / CHUNK_PAGES][slot % CHUNK_PAGES]
+        self.live[chunk] += 1;
+        &mut self.chunks[chunk].get_or_insert_with(|| Page::new_boxed_slice(CHUNK_PAGES))[at]
+    }
+
+    /// Frees a slot; a slab whose last slot this was goes back to the allocator.
+    fn release(&mut self, slot: u32) {
+        let chunk = slot as usize / CHUNK_PAGES;
+        self.table.release(slot);
+        self.live[chunk] -= 1;
+        if self.live[chunk] == 0 {
+            self.chunks[chunk] = None;
+        }
+    }
+
+    fn slab_bytes(&self) -> u64 {
+        (self.chunks.iter().flatten().count() * CHUNK_PAGES * PAGE_SIZE) as u64
     }
 }
 
@@ -72,6 +94,7 @@ impl MemoryBackend {
             Mutex::new(Shard {
                 table: SlotTable::new(MAX_SLOTS_PER_SHARD),
                 chunks: Vec::new(),
+                live: Vec::new(),
             })
         });
         MemoryBackend {
@@ -144,7 +167,7 @@ impl BackupBackend for MemoryBackend {
                 "all {MAX_SLOTS_PER_SHARD} slots of shard {shard_index} are in use"
             )));
         };
-        shard.page_mut(local).clone_from(page);
+        shard.page_for_new(local).clone_from(page);
         let slot = (local << SHARD_BITS) | shard_index as u32;
         Ok(self.codec.encode(slot, generation))
     }
@@ -165,7 +188,7 @@ impl BackupBackend for MemoryBackend {
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.with_live_slot(handle, Operation::DropHandle, |shard, local| shard.table.release(local))?;
+        self.with_live_slot(handle, Operation::DropHandle, |shard, local| shard.release(local))?;
         self.stored_pages.fetch_sub(1, Ordering::AcqRel);
         Ok(())
     }
@@ -186,7 +209,7 @@ impl BackupBackend for MemoryBackend {
         for index in 0..SHARDS {
             let shard = self.shard(index);
             stats.stored_pages += shard.table.live();
-            stats.memory_used += (shard.chunks.len() * CHUNK_PAGES * PAGE_SIZE) as u64 + shard.table.metadata_bytes();
+            stats.memory_used += shard.slab_bytes() + shard.table.metadata_bytes();
         }
         stats.original_bytes = stats.stored_pages * PAGE_SIZE as u64;
         stats.stored_bytes = stats.original_bytes;

@@ -89,3 +89,20 @@ fn multi_threaded_checker_8_threads() {
     assert!(report.handed_over > 1_000, "{report}");
     assert_eq!(backend.stats().stored_pages, 0);
 }
+
+#[test]
+fn emptied_slabs_go_back_to_the_allocator() {
+    use pagebackup_core::{BackupFlags, Page};
+    let backend = MemoryBackend::new();
+    let page = Page::new_boxed();
+    let handles: Vec<_> = (0..1000)
+        .map(|i| backend.backup_page(&page, i, BackupFlags::NONE).unwrap())
+        .collect();
+    let full = backend.stats().memory_used;
+    assert!(full >= 1000 * 4096, "{full}");
+    backend.drop_handles(&handles[..500]).unwrap();
+    let half = backend.stats().memory_used;
+    assert!(half < full * 6 / 10, "{full} -> {half}");
+    backend.drop_handles(&handles[500..]).unwrap();
+    assert!(backend.stats().memory_used < 64 << 10, "{:?}", backend.stats());
+}

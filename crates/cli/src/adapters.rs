@@ -1,0 +1,431 @@
+//! Adapters: every store the benchmark compares — backends and baselines —
+//! behind one interface, so that each runs the same pages in the same way.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pagebackup::{BackupBackend, BackupFlags, Handle, MemoryBackend, PAGE_SIZE, Page};
+
+/// An error an adapter reports.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What an adapter keeps for one batch it backed up, to restore and free it.
+#[derive(Debug)]
+pub enum Stored {
+    /// Backend handles.
+    Handles(Vec<Handle>),
+    /// `count` pages at page offset `first` of a file or device.
+    Slots {
+        /// The first page offset.
+        first: u64,
+        /// Pages.
+        count: usize,
+    },
+    /// Compressed pages, back to back, with each one's length.
+    Compressed {
+        /// The compressed bytes.
+        data: Vec<u8>,
+        /// Each page's compressed length.
+        lens: Vec<usize>,
+    },
+}
+
+/// The operations a benchmark times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `backup_pages`, then `flush`.
+    Backup,
+    /// `copy_pages`.
+    Restore,
+    /// `drop_handles`.
+    Drop,
+}
+
+impl Op {
+    /// The name in reports: `backup`, `restore`, `drop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Backup => "backup",
+            Op::Restore => "restore",
+            Op::Drop => "drop",
+        }
+    }
+}
+
+/// A store under test. Methods take `&self`: the benchmark calls them from
+/// several threads at once, each thread on pages of its own.
+pub trait Adapter: Sync {
+    /// The name in reports: a backend spec, or `baseline:...`, `kernel:...`.
+    fn name(&self) -> &str;
+    /// For a backend: the baseline its `op` figures are compared with.
+    fn baseline(&self, op: Op) -> Option<String>;
+    /// Stores `pages`, page `k` at index `first_idx + k`.
+    fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error>;
+    /// Makes every backup so far complete (a backend's `flush`).
+    fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Copies what `stored` holds into `dsts`.
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error>;
+    /// Frees what `stored` holds.
+    fn release(&self, stored: Stored) -> Result<(), Error>;
+    /// Bytes of memory or storage the stored pages take now, if known.
+    fn footprint(&self) -> Option<u64>;
+}
+
+/// A pagebackup backend.
+pub struct Backend {
+    name: String,
+    backend: Box<dyn BackupBackend>,
+    baselines: [Option<String>; 2],
+}
+
+impl Backend {
+    /// The backend `spec` opens, compared with the baseline that fits it.
+    pub fn open(spec: &str) -> Result<Backend, Error> {
+        let backend = pagebackup::open(spec)?;
+        let baselines = match backend.name() {
+            "memory" => [Some("baseline:memcpy".into()), Some("baseline:memcpy".into())],
+            "shmem" => [Some("baseline:pwrite-memfd".into()), Some("baseline:memcpy".into())],
+            "file" => [Some("baseline:pwrite-file".into()), Some("baseline:pwrite-file".into())],
+            "compressed" => {
+                let codec = codec_baseline(spec);
+                [Some(codec.clone()), Some(codec)]
+            }
+            _ => [None, None],
+        };
+        Ok(Backend {
+            name: spec.to_string(),
+            backend,
+            baselines,
+        })
+    }
+
+    /// The memory backend as the memcpy baseline.
+    pub fn memcpy() -> Backend {
+        Backend {
+            name: "baseline:memcpy".into(),
+            backend: Box::new(MemoryBackend::new()),
+            baselines: [None, None],
+        }
+    }
+}
+
+/// The raw-codec baseline of a compressed spec: `baseline:lz4_flex` or
+/// `baseline:zstd-L`.
+pub fn codec_baseline(spec: &str) -> String {
+    let param = |key: &str| {
+        spec.split_once(':')
+            .and_then(|(_, rest)| {
+                rest.split(',')
+                    .find_map(|kv| kv.trim().strip_prefix(key)?.trim().strip_prefix('='))
+            })
+            .map(str::trim)
+    };
+    match param("algo") {
+        Some("zstd") => format!("baseline:zstd-{}", param("level").unwrap_or("1")),
+        _ => "baseline:lz4_flex".into(),
+    }
+}
+
+impl Adapter for Backend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn baseline(&self, op: Op) -> Option<String> {
+        match op {
+            Op::Backup => self.baselines[0].clone(),
+            Op::Restore => self.baselines[1].clone(),
+            Op::Drop => None,
+        }
+    }
+    fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error> {
+        let mut handles = Vec::with_capacity(pages.len());
+        if pages.len() == 1 {
+            handles.push(self.backend.backup_page(pages[0], first_idx, BackupFlags::NONE)?);
+        } else {
+            self.backend
+                .backup_pages(pages, first_idx, BackupFlags::NONE, &mut handles)?;
+        }
+        Ok(Stored::Handles(handles))
+    }
+    fn flush(&self) -> Result<(), Error> {
+        Ok(self.backend.flush()?)
+    }
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+        let Stored::Handles(handles) = stored else {
+            return Err("not a backend's batch".into());
+        };
+        if handles.len() == 1 {
+            return Ok(self.backend.copy_page(dsts[0], handles[0], None)?);
+        }
+        Ok(self.backend.copy_pages(handles, dsts, None)?)
+    }
+    fn release(&self, stored: Stored) -> Result<(), Error> {
+        let Stored::Handles(handles) = stored else {
+            return Err("not a backend's batch".into());
+        };
+        Ok(self.backend.drop_handles(&handles)?)
+    }
+    fn footprint(&self) -> Option<u64> {
+        let stats = self.backend.stats();
+        Some(stats.memory_used.max(stats.stored_bytes))
+    }
+}
+
+/// One `pwrite`/`pread` (or one io_uring write/read) per page on a memfd or
+/// an unlinked file.
+pub struct PerPage {
+    name: &'static str,
+    fd: OwnedFd,
+    len: u64,
+    ring: Option<Mutex<io_uring::IoUring>>,
+}
+
+impl PerPage {
+    /// `baseline:pwrite-memfd`: a plain memfd of `pages` pages.
+    pub fn memfd(pages: usize) -> Result<PerPage, Error> {
+        let fd = rustix::fs::memfd_create("pagebackup-baseline", rustix::fs::MemfdFlags::CLOEXEC)?;
+        Self::with_fd("baseline:pwrite-memfd", fd, pages, false)
+    }
+
+    /// `baseline:pwrite-file` or, with `uring`, `baseline:uring-file`: an
+    /// unlinked file in the temporary directory, where the file backend puts its own.
+    pub fn file(pages: usize, uring: bool) -> Result<PerPage, Error> {
+        let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::CLOEXEC;
+        let fd = rustix::fs::open(std::env::temp_dir(), flags, rustix::fs::Mode::from_raw_mode(0o600))?;
+        let name = if uring {
+            "baseline:uring-file"
+        } else {
+            "baseline:pwrite-file"
+        };
+        Self::with_fd(name, fd, pages, uring)
+    }
+
+    fn with_fd(name: &'static str, fd: OwnedFd, pages: usize, uring: bool) -> Result<PerPage, Error> {
+        let len = (pages * PAGE_SIZE) as u64;
+        rustix::fs::ftruncate(&fd, len)?;
+        let ring = if uring {
+            Some(Mutex::new(io_uring::IoUring::new(64)?))
+        } else {
+            None
+        };
+        Ok(PerPage { name, fd, len, ring })
+    }
+
+    /// One io_uring operation per page, submitted 64 at a time.
+    fn per_page_uring(&self, count: usize, op: impl Fn(usize) -> io_uring::squeue::Entry) -> Result<(), Error> {
+        let mut ring = self
+            .ring
+            .as_ref()
+            .expect("a ring")
+            .lock()
+            .map_err(|_| "ring lock poisoned")?;
+        for start in (0..count).step_by(64) {
+            let end = (start + 64).min(count);
+            for i in start..end {
+                // SAFETY: every entry's buffer is one of the caller's pages,
+                // which outlive this call; each group's completions are all
+                // reaped before the next group and before returning.
+                unsafe { ring.submission().push(&op(i)) }.map_err(|_| "submission queue full")?;
+            }
+            ring.submit_and_wait(end - start)?;
+            for cqe in ring.completion() {
+                if cqe.result() != PAGE_SIZE as i32 {
+                    return Err(format!("io_uring transfer returned {}", cqe.result()).into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Adapter for PerPage {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn baseline(&self, _: Op) -> Option<String> {
+        None
+    }
+    fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error> {
+        let offset = |i: usize| (first_idx + i as u64) * PAGE_SIZE as u64;
+        if self.ring.is_some() {
+            let fd = io_uring::types::Fd(self.fd.as_raw_fd());
+            self.per_page_uring(pages.len(), |i| {
+                io_uring::opcode::Write::new(fd, pages[i].as_bytes().as_ptr(), PAGE_SIZE as u32)
+                    .offset(offset(i))
+                    .build()
+            })?;
+        } else {
+            for (i, page) in pages.iter().enumerate() {
+                rustix::io::pwrite(&self.fd, page.as_bytes(), offset(i))?;
+            }
+        }
+        Ok(Stored::Slots {
+            first: first_idx,
+            count: pages.len(),
+        })
+    }
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+        let &Stored::Slots { first, .. } = stored else {
+            return Err("not a per-page batch".into());
+        };
+        let offset = |i: usize| (first + i as u64) * PAGE_SIZE as u64;
+        if self.ring.is_some() {
+            let fd = io_uring::types::Fd(self.fd.as_raw_fd());
+            let ptrs: Vec<*mut u8> = dsts.iter_mut().map(|d| d.as_bytes_mut().as_mut_ptr()).collect();
+            return self.per_page_uring(dsts.len(), |i| {
+                io_uring::opcode::Read::new(fd, ptrs[i], PAGE_SIZE as u32)
+                    .offset(offset(i))
+                    .build()
+            });
+        }
+        for (i, dst) in dsts.iter_mut().enumerate() {
+            rustix::io::preadv(&self.fd, &mut [IoSliceMut::new(dst.as_bytes_mut())], offset(i))?;
+        }
+        Ok(())
+    }
+    fn release(&self, stored: Stored) -> Result<(), Error> {
+        let Stored::Slots { first, count } = stored else {
+            return Err("not a per-page batch".into());
+        };
+        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        let page = PAGE_SIZE as u64;
+        rustix::fs::fallocate(&self.fd, mode, first * page, (count as u64 * page).min(self.len))?;
+        Ok(())
+    }
+    fn footprint(&self) -> Option<u64> {
+        rustix::fs::fstat(&self.fd).ok().map(|s| s.st_blocks as u64 * 512)
+    }
+}
+
+/// A codec alone: each page compressed into a buffer and back, no store.
+pub struct RawCodec {
+    name: String,
+    level: Option<i32>,
+    held: AtomicU64,
+}
+
+impl RawCodec {
+    /// `baseline:lz4_flex`.
+    pub fn lz4() -> RawCodec {
+        RawCodec {
+            name: "baseline:lz4_flex".into(),
+            level: None,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `baseline:zstd-L`.
+    pub fn zstd(level: i32) -> RawCodec {
+        RawCodec {
+            name: format!("baseline:zstd-{level}"),
+            level: Some(level),
+            held: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Adapter for RawCodec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn baseline(&self, _: Op) -> Option<String> {
+        None
+    }
+    fn backup(&self, pages: &[&Page], _: u64) -> Result<Stored, Error> {
+        let mut data = vec![0u8; pages.len() * (2 * PAGE_SIZE)];
+        let mut lens = Vec::with_capacity(pages.len());
+        let mut at = 0;
+        for page in pages {
+            let out = &mut data[at..at + 2 * PAGE_SIZE];
+            let len = match self.level {
+                Some(level) => ZSTD.with(|z| {
+                    z.borrow_mut()
+                        .compressor(level)?
+                        .compress_to_buffer(page.as_bytes().as_slice(), out)
+                })?,
+                None => lz4_flex::block::compress_into(page.as_bytes(), out)?,
+            };
+            lens.push(len);
+            at += len;
+        }
+        data.truncate(at);
+        self.held.fetch_add(at as u64, Ordering::Relaxed);
+        Ok(Stored::Compressed { data, lens })
+    }
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+        let Stored::Compressed { data, lens } = stored else {
+            return Err("not a codec's batch".into());
+        };
+        let mut at = 0;
+        for (dst, &len) in dsts.iter_mut().zip(lens) {
+            let src = &data[at..at + len];
+            let out = match self.level {
+                Some(_) => ZSTD.with(|z| {
+                    z.borrow_mut()
+                        .decompressor()?
+                        .decompress_to_buffer(src, dst.as_bytes_mut().as_mut_slice())
+                })?,
+                None => lz4_flex::block::decompress_into(src, dst.as_bytes_mut())?,
+            };
+            if out != PAGE_SIZE {
+                return Err(format!("{} decoded {out} bytes", self.name).into());
+            }
+            at += len;
+        }
+        Ok(())
+    }
+    fn release(&self, stored: Stored) -> Result<(), Error> {
+        let Stored::Compressed { data, .. } = stored else {
+            return Err("not a codec's batch".into());
+        };
+        self.held.fetch_sub(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    fn footprint(&self) -> Option<u64> {
+        Some(self.held.load(Ordering::Relaxed))
+    }
+}
+
+/// zstd contexts kept per thread, as the compressed backend keeps its own.
+#[derive(Default)]
+struct ZstdContexts {
+    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl ZstdContexts {
+    fn compressor(&mut self, level: i32) -> std::io::Result<&mut zstd::bulk::Compressor<'static>> {
+        if self.compressor.as_ref().is_none_or(|(l, _)| *l != level) {
+            self.compressor = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        Ok(&mut self.compressor.as_mut().expect("just made").1)
+    }
+
+    fn decompressor(&mut self) -> std::io::Result<&mut zstd::bulk::Decompressor<'static>> {
+        if self.decompressor.is_none() {
+            self.decompressor = Some(zstd::bulk::Decompressor::new()?);
+        }
+        Ok(self.decompressor.as_mut().expect("just made"))
+    }
+}
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<ZstdContexts> = std::cell::RefCell::new(ZstdContexts::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_baselines_follow_the_spec() {
+        assert_eq!(codec_baseline("compressed"), "baseline:lz4_flex");
+        assert_eq!(codec_baseline("compressed:algo=lz4,limit=1MiB"), "baseline:lz4_flex");
+        assert_eq!(codec_baseline("compressed:algo=zstd"), "baseline:zstd-1");
+        assert_eq!(codec_baseline("compressed:level=7, algo = zstd"), "baseline:zstd-7");
+    }
+}

@@ -1,0 +1,274 @@
+//! Running one adapter over the corpus: backup (with flush), restore
+//! (verified against the corpus), drop; in batches or single pages, on one
+//! thread or several.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use pagebackup::{PAGE_SIZE, Page};
+
+use crate::adapters::{Adapter, Error, Op, Stored};
+
+/// How the pages are handed to the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mode {
+    /// Pages per call (1: single-page calls).
+    pub batch: usize,
+    /// Threads, each with its own share of the corpus.
+    pub threads: usize,
+}
+
+/// Figures of one operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpFigures {
+    /// The operation.
+    pub op: Op,
+    /// Corpus bytes per second of wall time, in GB/s.
+    pub gbps: f64,
+    /// Median time per page of a call, in microseconds.
+    pub p50_us: f64,
+    /// 99th percentile time per page of a call, in microseconds.
+    pub p99_us: f64,
+}
+
+/// One adapter's figures in one mode.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The adapter's name.
+    pub adapter: String,
+    /// The mode.
+    pub mode: Mode,
+    /// Backup, restore and drop.
+    pub ops: Vec<OpFigures>,
+    /// Bytes the backed-up corpus took, if the adapter can tell.
+    pub footprint: Option<u64>,
+    /// Pages in the corpus.
+    pub pages: usize,
+}
+
+impl Run {
+    /// The figures of `op`.
+    pub fn op(&self, op: Op) -> &OpFigures {
+        self.ops.iter().find(|f| f.op == op).expect("every run times every op")
+    }
+
+    /// Original bytes per byte of footprint.
+    pub fn effective_ratio(&self) -> Option<f64> {
+        self.footprint
+            .filter(|&f| f > 0)
+            .map(|f| (self.pages * PAGE_SIZE) as f64 / f as f64)
+    }
+}
+
+/// What one thread did in one operation.
+struct Part {
+    stored: Vec<(usize, Stored)>,
+    per_page: Vec<Duration>,
+}
+
+/// Runs `adapter` over `corpus` in `mode`, `rounds` times, and keeps each
+/// operation's best round. `tick` is told of every batch done.
+pub fn run(
+    adapter: &dyn Adapter,
+    corpus: &[Page],
+    mode: Mode,
+    rounds: usize,
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Run, Error> {
+    let mut best: Option<Run> = None;
+    let mut out = Page::new_boxed_slice(corpus.len());
+    for _ in 0..rounds.max(1) {
+        let run = round(adapter, corpus, &mut out, mode, tick)?;
+        best = Some(match best {
+            None => run,
+            Some(mut b) => {
+                for (kept, new) in b.ops.iter_mut().zip(run.ops) {
+                    if new.gbps > kept.gbps {
+                        *kept = new;
+                    }
+                }
+                b.footprint = b.footprint.max(run.footprint);
+                b
+            }
+        });
+    }
+    Ok(best.expect("at least one round"))
+}
+
+fn shares(n: usize, threads: usize) -> Vec<Range<usize>> {
+    let threads = threads.clamp(1, n.max(1));
+    (0..threads).map(|t| t * n / threads..(t + 1) * n / threads).collect()
+}
+
+fn figures(op: Op, bytes: usize, wall: Duration, parts: &[Part]) -> OpFigures {
+    let mut per_page: Vec<f64> = parts
+        .iter()
+        .flat_map(|p| &p.per_page)
+        .map(|d| d.as_secs_f64() * 1e6)
+        .collect();
+    per_page.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        per_page
+            .get(((per_page.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    OpFigures {
+        op,
+        gbps: bytes as f64 / wall.as_secs_f64().max(1e-9) / 1e9,
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+    }
+}
+
+/// Runs `work` on each share, the first on this thread and each other on a
+/// thread of its own (so that a single-threaded run stays on one thread,
+/// as a real caller would); returns the parts and the wall time.
+fn timed<T: Send>(
+    shares: Vec<T>,
+    work: impl Fn(T) -> Result<Part, Error> + Sync,
+) -> Result<(Vec<Part>, Duration), Error> {
+    let start = Instant::now();
+    let parts: Vec<Result<Part, Error>> = std::thread::scope(|s| {
+        let mut shares = shares.into_iter();
+        let first = shares.next();
+        let others: Vec<_> = shares.map(|share| s.spawn(|| work(share))).collect();
+        let mut parts: Vec<Result<Part, Error>> = first.into_iter().map(&work).collect();
+        parts.extend(
+            others
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("a benchmark thread panicked".into()))),
+        );
+        parts
+    });
+    let wall = start.elapsed();
+    Ok((parts.into_iter().collect::<Result<_, _>>()?, wall))
+}
+
+fn round(
+    adapter: &dyn Adapter,
+    corpus: &[Page],
+    out: &mut [Page],
+    mode: Mode,
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Run, Error> {
+    let bytes = corpus.len() * PAGE_SIZE;
+    let batch = mode.batch.max(1);
+    let (backed, mut wall) = timed(shares(corpus.len(), mode.threads), |share| {
+        let mut part = Part {
+            stored: Vec::new(),
+            per_page: Vec::new(),
+        };
+        for start in share.clone().step_by(batch) {
+            let end = (start + batch).min(share.end);
+            let refs: Vec<&Page> = corpus[start..end].iter().collect();
+            let t = Instant::now();
+            let stored = adapter.backup(&refs, start as u64)?;
+            part.per_page.push(t.elapsed() / (end - start) as u32);
+            part.stored.push((start, stored));
+            tick((end - start) as u64);
+        }
+        Ok(part)
+    })?;
+    let flush = Instant::now();
+    adapter.flush()?;
+    wall += flush.elapsed();
+    let backup = figures(Op::Backup, bytes, wall, &backed);
+    let footprint = adapter.footprint();
+
+    // Each thread restores its own batches into its own stretch of `out`.
+    let mut rest = &mut out[..];
+    let mut jobs = Vec::new();
+    let mut offset = 0;
+    for part in &backed {
+        let len = part.stored.iter().map(|(_, s)| stored_len(s)).sum::<usize>();
+        let (mine, tail) = rest.split_at_mut(len);
+        jobs.push((offset, mine, part));
+        rest = tail;
+        offset += len;
+    }
+    let (restored, wall) = timed(jobs, |(base, dsts, part)| {
+        let mut timing = Part {
+            stored: Vec::new(),
+            per_page: Vec::new(),
+        };
+        for (start, stored) in &part.stored {
+            let len = stored_len(stored);
+            let mut refs: Vec<&mut Page> = dsts[start - base..start - base + len].iter_mut().collect();
+            let t = Instant::now();
+            adapter.restore(stored, &mut refs)?;
+            timing.per_page.push(t.elapsed() / len as u32);
+            tick(len as u64);
+        }
+        Ok(timing)
+    })?;
+    let restore = figures(Op::Restore, bytes, wall, &restored);
+    if let Some(i) = (0..corpus.len()).find(|&i| out[i] != corpus[i]) {
+        return Err(format!("{}: restored page {i} differs from the original", adapter.name()).into());
+    }
+
+    let (dropped, wall) = timed(backed, |part| {
+        let mut timing = Part {
+            stored: Vec::new(),
+            per_page: Vec::new(),
+        };
+        for (_, stored) in part.stored {
+            let len = stored_len(&stored);
+            let t = Instant::now();
+            adapter.release(stored)?;
+            timing.per_page.push(t.elapsed() / len as u32);
+            tick(len as u64);
+        }
+        Ok(timing)
+    })?;
+    let drop = figures(Op::Drop, bytes, wall, &dropped);
+    Ok(Run {
+        adapter: adapter.name().to_string(),
+        mode,
+        ops: vec![backup, restore, drop],
+        footprint,
+        pages: corpus.len(),
+    })
+}
+
+fn stored_len(stored: &Stored) -> usize {
+    match stored {
+        Stored::Handles(h) => h.len(),
+        Stored::Slots { count, .. } => *count,
+        Stored::Compressed { lens, .. } => lens.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::{Backend, RawCodec};
+
+    #[test]
+    fn every_op_is_timed_and_every_page_verified() {
+        let corpus = crate::corpus::Corpus::built_in(256);
+        for adapter in [
+            Box::new(Backend::memcpy()) as Box<dyn Adapter>,
+            Box::new(RawCodec::zstd(1)),
+        ] {
+            for mode in [
+                Mode { batch: 64, threads: 1 },
+                Mode { batch: 1, threads: 2 },
+                Mode { batch: 7, threads: 3 },
+            ] {
+                let run = run(&*adapter, &corpus.pages, mode, 2, &|_| {}).unwrap();
+                assert_eq!(run.ops.len(), 3);
+                for f in &run.ops {
+                    assert!(f.gbps > 0.0 && f.p99_us >= f.p50_us, "{f:?}");
+                }
+                assert!(run.effective_ratio().is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn shares_cover_the_corpus() {
+        assert_eq!(shares(10, 3), [0..3, 3..6, 6..10]);
+        assert_eq!(shares(2, 8), [0..1, 1..2]);
+    }
+}

@@ -1,0 +1,214 @@
+//! The `pagebackup` command end to end: bench, capture, stat, and the
+//! messages bad input gets.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn pagebackup(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pagebackup"))
+        .args(args)
+        .output()
+        .expect("the pagebackup binary runs")
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pagebackup-cli-test-{}-{name}", std::process::id()))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
+    let (json, svg) = (temp("bench.json"), temp("bench.svg"));
+    let out = pagebackup(&[
+        "bench",
+        "--pages",
+        "512",
+        "--rounds",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("every restored page verified") && table.contains("| `shmem` | backup |"),
+        "{table}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(report["machine"]["kernel"].as_str().unwrap().starts_with("Linux"));
+    assert_eq!(report["corpus"]["source"], "built-in");
+    assert_eq!(report["corpus"]["pages"], 512);
+    let results = report["results"].as_array().unwrap();
+    let names: std::collections::BTreeSet<&str> = results.iter().map(|r| r["backend"].as_str().unwrap()).collect();
+    for expected in [
+        "baseline:memcpy",
+        "baseline:pwrite-memfd",
+        "baseline:pwrite-file",
+        "baseline:lz4_flex",
+        "baseline:zstd-1",
+        "shmem",
+        "file",
+        "compressed",
+    ] {
+        assert!(names.contains(expected), "{expected} missing from {names:?}");
+    }
+    for r in results {
+        for field in ["backend", "op", "threads", "batch", "pages", "gbps", "p50_us", "p99_us"] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+        if r["op"] == "backup" {
+            assert!(
+                r["effective_ratio"].as_f64().unwrap() > 0.0 && r["memory_bytes"].as_u64().is_some(),
+                "{r}"
+            );
+        }
+    }
+    let compressed = results
+        .iter()
+        .find(|r| r["backend"] == "compressed" && r["op"] == "backup")
+        .unwrap();
+    assert_eq!(compressed["vs"], "baseline:lz4_flex");
+    assert!(compressed["ratio"].as_f64().unwrap() > 0.0);
+    let threads: std::collections::BTreeSet<u64> = results.iter().map(|r| r["threads"].as_u64().unwrap()).collect();
+    let batches: std::collections::BTreeSet<u64> = results.iter().map(|r| r["batch"].as_u64().unwrap()).collect();
+    assert_eq!(
+        (
+            threads.into_iter().collect::<Vec<_>>(),
+            batches.into_iter().collect::<Vec<_>>()
+        ),
+        (vec![1, 2], vec![1, 64])
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("<circle") && chart.contains(">compressed</text>"));
+    std::fs::remove_file(json).unwrap();
+    std::fs::remove_file(svg).unwrap();
+}
+
+#[test]
+fn a_captured_process_becomes_a_corpus() {
+    let mut child = Command::new("sleep").arg("60").spawn().expect("sleep runs");
+    let file = temp("capture.pages");
+    let out = pagebackup(&[
+        "capture",
+        "--pid",
+        &child.id().to_string(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        report.contains("captured") && report.contains("skipped") && report.contains("file-backed"),
+        "{report}"
+    );
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert!(len > 0 && len.is_multiple_of(4096), "{len}");
+
+    let stat = pagebackup(&["stat", file.to_str().unwrap()]);
+    assert!(stat.status.success() && String::from_utf8_lossy(&stat.stdout).contains(&format!("{} pages", len / 4096)));
+
+    let json = temp("capture.json");
+    let out = pagebackup(&[
+        "bench",
+        "--corpus",
+        file.to_str().unwrap(),
+        "--rounds",
+        "1",
+        "--backend",
+        "compressed",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["corpus"]["source"], file.to_str().unwrap());
+    assert_eq!(report["corpus"]["pages"], len / 4096);
+    std::fs::remove_file(file).unwrap();
+    std::fs::remove_file(json).unwrap();
+}
+
+#[test]
+fn bad_input_gets_a_message_and_a_failing_status() {
+    let odd = temp("odd.pages");
+    std::fs::write(&odd, vec![1u8; 5000]).unwrap();
+    let cases: [(Vec<&str>, &str); 6] = [
+        (
+            vec!["bench", "--backend", "tape", "--pages", "64"],
+            "--backend tape: unknown backend 'tape'",
+        ),
+        (
+            vec!["bench", "--backend", "compressed:algo=brotli", "--pages", "64"],
+            "expected lz4 or zstd",
+        ),
+        (
+            vec!["bench", "--corpus", odd.to_str().unwrap()],
+            "is 5000 bytes, not a whole number of 4096-byte pages",
+        ),
+        (
+            vec!["bench", "--corpus", "/nonexistent/corpus"],
+            "cannot read the corpus /nonexistent/corpus",
+        ),
+        (
+            vec!["capture", "--pid", "999999999", "--out", "/tmp/never-written"],
+            "no process 999999999",
+        ),
+        (vec!["bench", "--batch", "0"], "must be at least 1"),
+    ];
+    for (args, expected) in cases {
+        let out = pagebackup(&args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!PathBuf::from("/tmp/never-written").exists());
+    std::fs::remove_file(odd).unwrap();
+}
+
+#[test]
+fn the_kernel_zram_baseline_is_measured_and_reset() {
+    let free = std::fs::read_to_string("/sys/block/zram0/initstate").is_ok_and(|s| s.trim() == "0");
+    if !rustix::process::geteuid().is_root() || !free {
+        println!("skipped: --kernel-zram needs root and an unused /dev/zram0");
+        return;
+    }
+    let json = temp("zram.json");
+    let out = pagebackup(&[
+        "bench",
+        "--pages",
+        "512",
+        "--rounds",
+        "1",
+        "--backend",
+        "compressed",
+        "--kernel-zram",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let zram = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backend"] == "kernel:zram-lz4" && r["op"] == "backup")
+        .cloned();
+    let zram = zram.expect("a kernel:zram-lz4 row");
+    assert!(zram["effective_ratio"].as_f64().unwrap() > 1.0, "{zram}");
+    assert_eq!(
+        std::fs::read_to_string("/sys/block/zram0/initstate").unwrap().trim(),
+        "0",
+        "zram0 was not reset"
+    );
+    std::fs::remove_file(json).unwrap();
+}
