@@ -158,14 +158,13 @@ impl FileBackend {
     }
 
     fn live_slot(&self, state: &State, handle: Handle, op: Operation) -> Result<u32> {
-        let slot = self.codec.slot(handle);
-        match state.placement.table.live_generation(slot) {
-            Some(generation) if self.codec.matches(handle, generation) => Ok(slot),
-            _ => Err(BackupError::InvalidHandle {
+        state
+            .placement
+            .live_slot(&self.codec, handle)
+            .ok_or(BackupError::InvalidHandle {
                 origin: Origin::new(NAME, op),
                 handle,
-            }),
-        }
+            })
     }
 
     fn error(&self, op: Operation, source: io::Error) -> BackupError {
@@ -297,16 +296,7 @@ impl FileBackend {
     /// Backs up `pages` by writing them straight from the caller's memory.
     fn store(&self, pages: &[&Page], first_idx: u64, handles: &mut Vec<Handle>) -> Result<(), BatchError> {
         let op = Operation::BackupPages;
-        let mut placed: Vec<(u32, u32)> = Vec::with_capacity(pages.len());
-        {
-            let mut state = self.write();
-            for k in 0..pages.len() {
-                match state.placement.place(first_idx.wrapping_add(k as u64)) {
-                    Some(slot) => placed.push(slot),
-                    None => break,
-                }
-            }
-        }
+        let placed = self.write().placement.place_run(first_idx, pages.len());
         let slots: Vec<u32> = placed.iter().map(|&(slot, _)| slot).collect();
         let runs: Vec<(std::ops::Range<usize>, WriteRun<'_>)> = contiguous_runs(&slots)
             .map(|run| (run.clone(), (u64::from(slots[run.start]) * PAGE, &pages[run])))

@@ -138,14 +138,12 @@ impl ShmemBackend {
 
     /// The live slot `handle` names.
     fn live_slot(&self, placement: &Placement, handle: Handle, op: Operation) -> Result<u32> {
-        let slot = self.codec.slot(handle);
-        match placement.table.live_generation(slot) {
-            Some(generation) if self.codec.matches(handle, generation) => Ok(slot),
-            _ => Err(BackupError::InvalidHandle {
+        placement
+            .live_slot(&self.codec, handle)
+            .ok_or(BackupError::InvalidHandle {
                 origin: Origin::new(NAME, op),
                 handle,
-            }),
-        }
+            })
     }
 
     fn slot_ptr(&self, slot: u32) -> *mut Page {
@@ -218,16 +216,7 @@ impl ShmemBackend {
         handles: &mut Vec<Handle>,
         op: Operation,
     ) -> Result<(), BatchError> {
-        let mut placed: Vec<(u32, u32)> = Vec::with_capacity(pages.len());
-        {
-            let mut placement = self.write();
-            for k in 0..pages.len() {
-                match placement.place(first_idx.wrapping_add(k as u64)) {
-                    Some(slot) => placed.push(slot),
-                    None => break,
-                }
-            }
-        }
+        let placed = self.write().place_run(first_idx, pages.len());
         let slots: Vec<u32> = placed.iter().map(|&(slot, _)| slot).collect();
         for run in contiguous_runs(&slots) {
             if let Err(source) = self.write_run(&pages[run.clone()], slots[run.start]) {

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::SlotTable;
+use crate::{Handle, HandleCodec, SlotTable};
 
 /// Slots of a backend's storage, placed so that pages with consecutive `idx`
 /// land in consecutive slots where those are free (one contiguous write, one
@@ -37,6 +37,26 @@ impl Placement {
             .or_else(|| self.table.alloc())?;
         self.last = Some((idx, placed.0));
         Some(placed)
+    }
+}
+
+impl Placement {
+    /// Slots for up to `n` pages at `first_idx, first_idx + 1, ...`: fewer
+    /// when the slots run out.
+    pub fn place_run(&mut self, first_idx: u64, n: usize) -> Vec<(u32, u32)> {
+        (0..n)
+            .map_while(|k| self.place(first_idx.wrapping_add(k as u64)))
+            .collect()
+    }
+
+    /// The live slot `handle` names, if `codec` issued it for the slot's
+    /// current generation.
+    pub fn live_slot(&self, codec: &HandleCodec, handle: Handle) -> Option<u32> {
+        let slot = codec.slot(handle);
+        self.table
+            .live_generation(slot)
+            .filter(|&g| codec.matches(handle, g))
+            .map(|_| slot)
     }
 }
 
@@ -77,6 +97,20 @@ mod tests {
             1,
             "slot 3 is live, so idx 8 takes the other freed slot"
         );
+    }
+
+    #[test]
+    fn a_run_stops_where_the_slots_do_and_handles_name_live_slots() {
+        let mut p = Placement::new(5);
+        let codec = HandleCodec::new();
+        let run = p.place_run(100, 8);
+        assert_eq!(run.iter().map(|&(s, _)| s).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        let (slot, generation) = run[2];
+        let handle = codec.encode(slot, generation);
+        assert_eq!(p.live_slot(&codec, handle), Some(2));
+        assert_eq!(p.live_slot(&HandleCodec::new(), handle), None, "another codec's handle");
+        p.table.release(2);
+        assert_eq!(p.live_slot(&codec, handle), None, "a freed slot");
     }
 
     #[test]
