@@ -55,7 +55,8 @@ pub use pagebackup_shmem as shmem;
 /// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off) |
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`
-/// or `TiB`. An unknown name, an unknown key, a bad value or a backend this
+/// or `TiB`. Values end at the next comma, so a path given in a spec cannot
+/// contain one (build such a backend with its crate's config instead). An unknown name, an unknown key, a bad value or a backend this
 /// build lacks each gives an [`OpenError`] that says what is valid.
 pub fn open(spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
     registry::open_in(registry::BACKENDS, spec)
