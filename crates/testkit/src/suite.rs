@@ -339,7 +339,8 @@ pub fn foreign_handles_invalid(a: &dyn BackupBackend, other: &dyn BackupBackend,
             .map(|i| (backup(b, PageSpec::mixed(seed, i), i), PageSpec::mixed(seed, i)))
             .collect()
     };
-    let (in_a, in_other) = (fill(a, SEED ^ 6), fill(other, SEED ^ 7)); // same idx 0..8 in both
+    // Both instances get pages at the same idx 0..8, as two buffers would.
+    let (in_a, in_other) = (fill(a, SEED ^ 6), fill(other, SEED ^ 7));
     let shared: Vec<Handle> = in_a
         .iter()
         .filter(|(h, _)| in_other.iter().any(|(o, _)| o == h))
