@@ -110,3 +110,21 @@ fn with_path(e: Errno, what: &str, path: &Path) -> io::Error {
     let e = io::Error::from(e);
     io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_create_then_unlink_fallback_leaves_no_name() {
+        let dir = std::env::temp_dir().join(format!("pagebackup-unlinked-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = BackingFile::create_unlinked(&dir, OFlags::RDWR | OFlags::CLOEXEC).unwrap();
+        assert_eq!(file.kind, "unlinked");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the file was unlinked at once");
+        assert_eq!(rustix::fs::fstat(file.fd()).unwrap().st_mode & 0o777, MODE);
+        rustix::io::pwrite(file.fd(), b"still usable", 0).unwrap();
+        drop(file);
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}
