@@ -121,7 +121,11 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let file = BackingFile::create_unlinked(&dir, OFlags::RDWR | OFlags::CLOEXEC).unwrap();
         assert_eq!(file.kind, "unlinked");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the file was unlinked at once");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the file was unlinked at once"
+        );
         assert_eq!(rustix::fs::fstat(file.fd()).unwrap().st_mode & 0o777, MODE);
         rustix::io::pwrite(file.fd(), b"still usable", 0).unwrap();
         drop(file);

@@ -95,6 +95,20 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
 #[test]
 fn a_captured_process_becomes_a_corpus() {
     let mut child = Command::new("sleep").arg("60").spawn().expect("sleep runs");
+    // Wait until the child has finished exec'ing `sleep` and mapped its C
+    // library (or, if it has none, at least its own binary, after a while):
+    // captured before that, it is a half-built process.
+    let maps = format!("/proc/{}/maps", child.id());
+    let started = std::time::Instant::now();
+    loop {
+        let m = std::fs::read_to_string(&maps).unwrap_or_default();
+        let waited = started.elapsed().as_secs_f64();
+        if m.contains("libc") || (waited > 2.0 && m.contains("sleep")) {
+            break;
+        }
+        assert!(waited < 10.0, "sleep did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let file = temp("capture.pages");
     let out = pagebackup(&[
         "capture",
