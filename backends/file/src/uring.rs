@@ -130,10 +130,10 @@ impl Rings {
             let base = group * ENTRIES as usize;
             for (k, entry) in chunk.iter().enumerate() {
                 let entry = entry.clone().user_data((base + k) as u64);
-                // SAFETY: the entry's iovecs and the pages they point to are
-                // owned by our caller and outlive this function, which waits
-                // below for every entry it submitted before returning; the
-                // queue has room (at most ENTRIES per group, all reaped).
+                // This function waits below for every entry it submitted
+                // before returning; the queue has room (at most ENTRIES per
+                // group, all reaped).
+                // SAFETY: the entry's iovecs and their pages are the caller's and outlive this call.
                 unsafe { ring.submission().push(&entry) }.expect("the submission queue has room for a group");
             }
             wait_all(&mut ring, chunk.len())?;

@@ -148,8 +148,7 @@ impl ShmemBackend {
 
     fn slot_ptr(&self, slot: u32) -> *mut Page {
         debug_assert!(slot < self.capacity_pages);
-        // SAFETY: slot < capacity_pages and the mapping is capacity_pages
-        // pages long, so the offset stays inside the mapping.
+        // SAFETY: slot < capacity_pages, the mapping's length in pages: the offset stays inside it.
         unsafe { self.map.as_mut_ptr().add(slot as usize * PAGE_SIZE).cast() }
     }
 
@@ -179,10 +178,9 @@ impl ShmemBackend {
             return;
         }
         let (addr, len) = (self.slot_ptr(first).cast(), count * PAGE_SIZE);
-        // SAFETY: the range lies inside our mapping (slots first..first+count
-        // were just allocated), and neither advice changes its contents:
-        // POPULATE_READ maps the pages already written, PAGEOUT moves them to
+        // POPULATE_READ maps the pages already written; PAGEOUT moves them to
         // swap, from where a later access brings them back.
+        // SAFETY: the range lies inside our mapping, and neither advice changes its contents.
         let paged = unsafe {
             rustix::mm::madvise(addr, len, Advice::LinuxPopulateRead)
                 .and_then(|()| rustix::mm::madvise(addr, len, Advice::LinuxPageOut))
@@ -274,12 +272,10 @@ impl ShmemBackend {
                 });
                 break;
             }
-            // SAFETY: the slot is live and stays so while we hold the read
-            // lock (drops and reuse take the write lock), and its data was
-            // fully written before its handle existed. The source is inside
-            // the mapping (slot < capacity); the memfd cannot shrink (sealed),
-            // so the read cannot fault with SIGBUS; `dst` is a distinct,
-            // exclusively borrowed page.
+            // The slot stays live while we hold the read lock (drops and reuse
+            // take the write lock), and its data was fully written before its
+            // handle existed; the sealed memfd cannot shrink, so no SIGBUS.
+            // SAFETY: the source is a live slot inside the mapping; `dst` is a distinct, exclusive page.
             unsafe { std::ptr::copy_nonoverlapping(self.slot_ptr(slot), &mut **dst, 1) };
         }
         match stopped {

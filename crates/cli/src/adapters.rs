@@ -226,9 +226,9 @@ impl PerPage {
         for start in (0..count).step_by(64) {
             let end = (start + 64).min(count);
             for i in start..end {
-                // SAFETY: every entry's buffer is one of the caller's pages,
-                // which outlive this call; each group's completions are all
-                // reaped before the next group and before returning.
+                // Each group's completions are reaped before the next group
+                // and before returning.
+                // SAFETY: every entry's buffer is a caller's page that outlives this call.
                 unsafe { ring.submission().push(&op(i)) }.map_err(|_| "submission queue full")?;
             }
             ring.submit_and_wait(end - start)?;

@@ -76,17 +76,17 @@ impl Page {
     /// Views an aligned slice of exactly [`PAGE_SIZE`] bytes as a page.
     pub fn from_bytes(bytes: &[u8]) -> Result<&Page, PageCastError> {
         check_cast(bytes)?;
-        // SAFETY: `check_cast` verified length == size_of::<Page>() and
-        // 4096-alignment; `Page` is repr(C) over a byte array, so any
-        // initialised bytes are a valid `Page`; the lifetime is the slice's.
+        // `Page` is repr(C) over a byte array, so any initialised bytes are a
+        // valid `Page`; the returned reference borrows the slice.
+        // SAFETY: `check_cast` verified the length (one `Page`) and the 4096-alignment.
         Ok(unsafe { &*bytes.as_ptr().cast::<Page>() })
     }
 
     /// Views an aligned, mutable slice of exactly [`PAGE_SIZE`] bytes as a page.
     pub fn from_bytes_mut(bytes: &mut [u8]) -> Result<&mut Page, PageCastError> {
         check_cast(bytes)?;
-        // SAFETY: as in `from_bytes`; the exclusive borrow of the slice is
-        // carried over to the returned reference.
+        // The exclusive borrow of the slice carries over to the returned reference.
+        // SAFETY: as in `from_bytes`: length and alignment checked, any bytes are valid.
         Ok(unsafe { &mut *bytes.as_mut_ptr().cast::<Page>() })
     }
 
@@ -171,8 +171,7 @@ mod tests {
 
         let whole: &mut [u8] = {
             let ptr = pages.as_mut_ptr().cast::<u8>();
-            // SAFETY: two pages are 2 * PAGE_SIZE initialised, exclusively
-            // borrowed bytes.
+            // SAFETY: two pages are 2 * PAGE_SIZE initialised, exclusively borrowed bytes.
             unsafe { std::slice::from_raw_parts_mut(ptr, 2 * PAGE_SIZE) }
         };
         assert_eq!(

@@ -146,8 +146,8 @@ impl PageArray {
     /// The page at `i` if it is resident.
     pub fn get(&self, i: usize) -> Option<&Page> {
         match self.words.get(i)?.view() {
-            // SAFETY: resident words point to pages this array owns
-            // (allocated by `resident_word`) and frees only through `&mut self`.
+            // The array frees its pages only through `&mut self`.
+            // SAFETY: resident words point to live pages this array owns (from `resident_word`).
             PageState::Resident(page) => Some(unsafe { page.as_ref() }),
             _ => None,
         }
@@ -170,9 +170,8 @@ impl PageArray {
     /// The resident pages with their positions, mutable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Page)> {
         self.words.iter().enumerate().filter_map(|(i, w)| match w.view() {
-            // SAFETY: as in `get_mut`: each resident word points to a
-            // distinct page owned by the array, and `&mut self` is held for
-            // the iterator's lifetime.
+            // `&mut self` is held for the iterator's lifetime.
+            // SAFETY: as in `get_mut`; each resident word points to a distinct owned page.
             PageState::Resident(mut page) => Some((i, unsafe { page.as_mut() })),
             _ => None,
         })
@@ -305,9 +304,8 @@ fn resident_word(page: Box<Page>) -> PageWord {
 /// Frees the page a resident word points to; other words need nothing.
 fn free_word(word: PageWord) {
     if let PageState::Resident(page) = word.view() {
-        // SAFETY: resident words hold pointers from `Box::leak` in
-        // `resident_word`; each caller replaces the word right after, so the
-        // page is freed exactly once.
+        // Each caller replaces the word right after, so the page is freed once.
+        // SAFETY: resident words hold pointers from `Box::leak` in `resident_word`.
         drop(unsafe { Box::from_raw(page.as_ptr()) });
     }
 }
