@@ -298,11 +298,10 @@ impl FileBackend {
         let op = Operation::BackupPages;
         let placed = self.write().placement.place_run(first_idx, pages.len());
         let slots: Vec<u32> = placed.iter().map(|&(slot, _)| slot).collect();
-        let runs: Vec<(std::ops::Range<usize>, WriteRun<'_>)> = contiguous_runs(&slots)
-            .map(|run| (run.clone(), (u64::from(slots[run.start]) * PAGE, &pages[run])))
+        let runs: Vec<WriteRun<'_>> = contiguous_runs(&slots)
+            .map(|run| (u64::from(slots[run.start]) * PAGE, &pages[run]))
             .collect();
-        let ios: Vec<WriteRun<'_>> = runs.iter().map(|(_, io)| *io).collect();
-        if let Err(source) = self.io.write(self.file.fd(), &ios) {
+        if let Err(source) = self.io.write(self.file.fd(), &runs) {
             // Which runs completed is not known: none of the batch is kept.
             self.abandon(&slots);
             return Err(BatchError {

@@ -136,14 +136,15 @@ impl ShmemBackend {
         self.placement.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The live slot `handle` names.
-    fn live_slot(&self, placement: &Placement, handle: Handle, op: Operation) -> Result<u32> {
-        placement
-            .live_slot(&self.codec, handle)
-            .ok_or(BackupError::InvalidHandle {
+    /// The batch error for `handle`, item `k` of the batch, not being live.
+    fn invalid(&self, handle: Handle, k: usize, op: Operation) -> BatchError {
+        BatchError {
+            completed: k,
+            error: BackupError::InvalidHandle {
                 origin: Origin::new(NAME, op),
                 handle,
-            })
+            },
+        }
     }
 
     fn slot_ptr(&self, slot: u32) -> *mut Page {
@@ -251,17 +252,8 @@ impl ShmemBackend {
         op: Operation,
     ) -> Result<(), BatchError> {
         let placement = self.read();
-        let mut slots = Vec::with_capacity(handles.len());
-        let mut stopped = None;
-        for (k, &handle) in handles.iter().enumerate() {
-            match self.live_slot(&placement, handle, op) {
-                Ok(slot) => slots.push(slot),
-                Err(error) => {
-                    stopped = Some(BatchError { completed: k, error });
-                    break;
-                }
-            }
-        }
+        let (slots, invalid) = placement.live_slots(&self.codec, handles);
+        let mut stopped = invalid.map(|k| self.invalid(handles[k], k, op));
         for (k, (dst, &slot)) in dsts.iter_mut().zip(&slots).enumerate() {
             if intr.is_some_and(Interrupt::is_interrupted) {
                 stopped = Some(BatchError {
@@ -291,23 +283,10 @@ impl ShmemBackend {
     /// punching one hole per contiguous run of slots, reporting errors as `op`.
     fn release(&self, handles: &[Handle], op: Operation) -> Result<(), BatchError> {
         let mut placement = self.write();
-        let mut slots = Vec::with_capacity(handles.len());
-        let mut stopped = None;
-        for (k, &handle) in handles.iter().enumerate() {
-            match self.live_slot(&placement, handle, op) {
-                Ok(slot) => slots.push(slot),
-                Err(error) => {
-                    stopped = Some(BatchError { completed: k, error });
-                    break;
-                }
-            }
-        }
+        let (mut slots, invalid) = placement.live_slots(&self.codec, handles);
+        let mut stopped = invalid.map(|k| self.invalid(handles[k], k, op));
         if let Some(k) = first_repeat(&slots) {
-            let error = BackupError::InvalidHandle {
-                origin: Origin::new(NAME, op),
-                handle: handles[k],
-            };
-            stopped = Some(BatchError { completed: k, error });
+            stopped = Some(self.invalid(handles[k], k, op));
             slots.truncate(k);
         }
         let failed_punch = contiguous_runs(&slots).find_map(|run| {

@@ -58,6 +58,19 @@ impl Placement {
             .filter(|&g| codec.matches(handle, g))
             .map(|_| slot)
     }
+
+    /// The live slots of `handles`, in order, up to the first handle that is
+    /// not live, whose index comes second (`None` when all are live).
+    pub fn live_slots(&self, codec: &HandleCodec, handles: &[Handle]) -> (Vec<u32>, Option<usize>) {
+        let mut slots = Vec::with_capacity(handles.len());
+        for (k, &handle) in handles.iter().enumerate() {
+            match self.live_slot(codec, handle) {
+                Some(slot) => slots.push(slot),
+                None => return (slots, Some(k)),
+            }
+        }
+        (slots, None)
+    }
 }
 
 /// Splits `slots` into index ranges whose slots ascend by one: each range is
@@ -109,8 +122,11 @@ mod tests {
         let handle = codec.encode(slot, generation);
         assert_eq!(p.live_slot(&codec, handle), Some(2));
         assert_eq!(p.live_slot(&HandleCodec::new(), handle), None, "another codec's handle");
+        let first = codec.encode(run[0].0, run[0].1);
+        assert_eq!(p.live_slots(&codec, &[first, handle, first]), (vec![0, 2, 0], None));
         p.table.release(2);
         assert_eq!(p.live_slot(&codec, handle), None, "a freed slot");
+        assert_eq!(p.live_slots(&codec, &[first, handle, first]), (vec![0], Some(1)));
     }
 
     #[test]
