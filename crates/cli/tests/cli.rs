@@ -200,7 +200,7 @@ fn the_kernel_zram_baseline_is_measured_and_reset() {
     let out = pagebackup(&[
         "bench",
         "--pages",
-        "512",
+        "4096",
         "--rounds",
         "1",
         "--backend",
@@ -218,7 +218,9 @@ fn the_kernel_zram_baseline_is_measured_and_reset() {
         .find(|r| r["backend"] == "kernel:zram-lz4" && r["op"] == "backup")
         .cloned();
     let zram = zram.expect("a kernel:zram-lz4 row");
-    assert!(zram["effective_ratio"].as_f64().unwrap() > 1.0, "{zram}");
+    // On a few hundred pages zsmalloc's partly filled pages outweigh the
+    // compression; 16 MiB of the built-in corpus compresses to about half.
+    assert!(zram["effective_ratio"].as_f64().unwrap() > 1.5, "{zram}");
     assert_eq!(
         std::fs::read_to_string("/sys/block/zram0/initstate").unwrap().trim(),
         "0",
