@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use pagebackup_core::raw::{HandleCodec, SlotTable, thread_index};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, HandleCodec, Interrupt, Operation, Origin, PAGE_SIZE,
-    Page, Result, SlotTable, thread_index,
+    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, Result,
 };
 
 use crate::arena::{Arena, MAX_COMPRESSED, RAW_CLASS};

@@ -1,45 +1,76 @@
-//! [`FileConfig`] and [`IoMode`]: where the file goes and how it is written.
+//! [`FileConfig`] and [`IoMode`]: where the files go and how they are written.
 
 use std::path::PathBuf;
 
 /// Which I/O path the backend uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum IoMode {
-    /// io_uring where the kernel allows it, else positioned vectored
-    /// syscalls (`pwritev`/`preadv`).
+    /// Per operation, what measures fastest: positioned vectored syscalls
+    /// (`pwritev`/`preadv`) for buffered I/O, whose writes the kernel
+    /// completes by copying into the page cache (through io_uring they are
+    /// handed to worker threads and serialised per file); io_uring with
+    /// several runs in flight for `direct`, where the device does the work.
     #[default]
     Auto,
-    /// io_uring, or fail to open.
+    /// io_uring for every read and write, or fail to open.
     Uring,
     /// `pwritev`/`preadv` only.
     Sync,
 }
 
 /// Settings of a [`FileBackend`](crate::FileBackend).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FileConfig {
-    /// Directory of the unlinked `O_TMPFILE` file (default: the system
+    /// Directory of the unlinked `O_TMPFILE` files (default: the system
     /// temporary directory). Ignored when `path` is set.
     pub dir: Option<PathBuf>,
     /// A named file to create instead (exclusively, mode 0600; an existing
-    /// file is refused). It is removed when the backend is dropped.
+    /// file is refused). It is removed when the backend is dropped — only
+    /// if it is still the file the backend created (same device and inode).
+    /// A named file means one shard.
     pub path: Option<PathBuf>,
-    /// Most bytes of pages the file may hold (default: no limit but the file
-    /// system's space).
+    /// Most bytes of pages the files may hold (default: no limit but the
+    /// file system's space).
     pub max_size: Option<u64>,
     /// The I/O path.
     pub io: IoMode,
+    /// Open the files with `O_DIRECT`: pages go to the disk without filling
+    /// the page cache, so a backup really gives memory back. A file system
+    /// that refuses `O_DIRECT` (tmpfs) is an error at open.
+    pub direct: bool,
+    /// Keep a CRC-32 per page and check it on restore (default on: the data
+    /// sits on a disk, outside the process's control, and the check costs
+    /// little beside the I/O).
+    pub checksum: bool,
+    /// Files the pages are spread over, one per shard, so that threads
+    /// writing at once do not serialise on one inode's lock; rounded down to
+    /// a power of two. Default: the number of CPUs, at most 8.
+    pub shards: Option<usize>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            dir: None,
+            path: None,
+            max_size: None,
+            io: IoMode::Auto,
+            direct: false,
+            checksum: true,
+            shards: None,
+        }
+    }
 }
 
 impl FileConfig {
-    /// Defaults: an unlinked file in the temporary directory, no size
-    /// limit, io_uring where available.
+    /// Defaults: unlinked files in the temporary directory, no size limit,
+    /// buffered, checksums on, the I/O path chosen per operation.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// With the file in `dir`.
+    /// With the files in `dir`.
     pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
         self
@@ -60,6 +91,24 @@ impl FileConfig {
     /// With an I/O path.
     pub fn with_io(mut self, io: IoMode) -> Self {
         self.io = io;
+        self
+    }
+
+    /// With `O_DIRECT` on or off.
+    pub fn with_direct(mut self, on: bool) -> Self {
+        self.direct = on;
+        self
+    }
+
+    /// With checksums on or off.
+    pub fn with_checksum(mut self, on: bool) -> Self {
+        self.checksum = on;
+        self
+    }
+
+    /// With this many shards.
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
         self
     }
 }

@@ -1,11 +1,13 @@
 //! The backing file: an unlinked `O_TMPFILE`, a create-then-unlink file where
-//! the file system has no `O_TMPFILE`, or a named file removed on drop.
+//! the file system has no `O_TMPFILE`, or a named file removed on drop (if
+//! it is still the one created, and only by the process that created it).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use pagebackup_core::raw::ProcessEpoch;
 use rustix::fs::{FallocateFlags, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -15,8 +17,11 @@ use crate::FileConfig;
 #[derive(Debug)]
 pub(crate) struct BackingFile {
     fd: OwnedFd,
-    /// The path of a named file, removed on drop.
-    named: Option<PathBuf>,
+    /// The path of a named file, with the device and inode it had when
+    /// created: removed on drop if it still names that file.
+    named: Option<(PathBuf, (u64, u64))>,
+    /// The process that created the file: a `fork()` child never removes it.
+    creator: ProcessEpoch,
     /// How the file was made: `O_TMPFILE`, `unlinked` or `named`.
     pub(crate) kind: &'static str,
 }
@@ -25,13 +30,30 @@ const MODE: u32 = 0o600;
 
 impl BackingFile {
     pub(crate) fn create(config: &FileConfig) -> io::Result<Self> {
-        let flags = OFlags::RDWR | OFlags::CLOEXEC;
+        let mut flags = OFlags::RDWR | OFlags::CLOEXEC;
+        if config.direct {
+            flags |= OFlags::DIRECT;
+        }
+        let file = Self::open(config, flags).map_err(|e| match e.raw_os_error() {
+            Some(code) if config.direct && code == Errno::INVAL.raw_os_error() => io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the file system refuses O_DIRECT (direct=on): {e}; use another directory or direct=off"),
+            ),
+            _ => e,
+        })?;
+        Ok(file)
+    }
+
+    fn open(config: &FileConfig, flags: OFlags) -> io::Result<Self> {
+        let creator = ProcessEpoch::current();
         if let Some(path) = &config.path {
             let fd = rustix::fs::open(path, flags | OFlags::CREATE | OFlags::EXCL, Mode::from_raw_mode(MODE))
                 .map_err(|e| with_path(e, "create", path))?;
+            let stat = rustix::fs::fstat(&fd)?;
             return Ok(BackingFile {
                 fd,
-                named: Some(path.clone()),
+                named: Some((path.clone(), (stat.st_dev, stat.st_ino))),
+                creator,
                 kind: "named",
             });
         }
@@ -40,10 +62,12 @@ impl BackingFile {
             Ok(fd) => Ok(BackingFile {
                 fd,
                 named: None,
+                creator,
                 kind: "O_TMPFILE",
             }),
             // File systems without O_TMPFILE say EOPNOTSUPP (or EISDIR on old kernels).
-            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Self::create_unlinked(&dir, flags),
+            Err(Errno::OPNOTSUPP | Errno::ISDIR) => Self::create_unlinked(&dir, flags),
+            Err(Errno::INVAL) if !flags.contains(OFlags::DIRECT) => Self::create_unlinked(&dir, flags),
             Err(e) => Err(with_path(e, "create a temporary file in", &dir)),
         }
     }
@@ -61,6 +85,7 @@ impl BackingFile {
         Ok(BackingFile {
             fd,
             named: None,
+            creator: ProcessEpoch::current(),
             kind: "unlinked",
         })
     }
@@ -93,14 +118,23 @@ impl BackingFile {
 
     /// The named file's path, if the file has one.
     pub(crate) fn path(&self) -> Option<&Path> {
-        self.named.as_deref()
+        self.named.as_ref().map(|(path, _)| path.as_path())
     }
 }
 
 impl Drop for BackingFile {
     fn drop(&mut self) {
-        if let Some(path) = &self.named {
-            // Nothing can be reported from drop; a file already gone is fine.
+        let Some((path, created)) = &self.named else { return };
+        if !self.creator.is_current() {
+            // A fork() child: the file is the parent's.
+            return;
+        }
+        // Only the file the backend created: a file put at the path since
+        // (after someone removed or renamed ours) is not ours to remove.
+        // Nothing can be reported from drop; a file already gone is fine.
+        if let Ok(now) = rustix::fs::stat(path)
+            && (now.st_dev, now.st_ino) == *created
+        {
             let _ = std::fs::remove_file(path);
         }
     }

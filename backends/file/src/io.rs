@@ -6,8 +6,9 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::BorrowedFd;
 
 use pagebackup_core::Page;
+use pagebackup_core::raw::RunError;
 
-use crate::uring::Rings;
+use crate::uring::Ring;
 
 /// Most iovecs one vectored call takes (`IOV_MAX`).
 pub(crate) const IOV_MAX: usize = 1024;
@@ -15,12 +16,14 @@ pub(crate) const IOV_MAX: usize = 1024;
 /// Pages to write at a file offset.
 pub(crate) type WriteRun<'a> = (u64, &'a [&'a Page]);
 /// Pages to read from a file offset.
-pub(crate) type ReadRun<'a> = (u64, Vec<&'a mut Page>);
+pub(crate) type ReadRun<'a, 'p> = (u64, &'a mut [&'p mut Page]);
 
 /// The I/O path.
+#[derive(Debug)]
 pub(crate) enum Io {
-    /// io_uring rings.
-    Uring(Rings),
+    /// An io_uring ring, with the most pages one operation carries (runs
+    /// are split so that several are in flight at once).
+    Uring(Box<Ring>, usize),
     /// Positioned vectored syscalls.
     Sync,
 }
@@ -29,28 +32,28 @@ impl Io {
     /// The path's name, for stats and `Debug`.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            Io::Uring(_) => "io_uring",
+            Io::Uring(..) => "io_uring",
             Io::Sync => "pwritev",
         }
     }
 
     /// Writes every run whole.
-    pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>]) -> io::Result<()> {
+    pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         match self {
-            Io::Uring(rings) => rings.write(fd, runs),
-            Io::Sync => runs
-                .iter()
-                .try_for_each(|&(offset, pages)| write_sync(fd, offset, pages, 0)),
+            Io::Uring(ring, op_pages) => ring.write(fd, runs, *op_pages),
+            Io::Sync => runs.iter().enumerate().try_for_each(|(done, &(offset, pages))| {
+                write_sync(fd, offset, pages, 0).map_err(|error| RunError { done, error })
+            }),
         }
     }
 
     /// Fills every run's pages.
-    pub(crate) fn read(&self, fd: BorrowedFd<'_>, runs: &mut [ReadRun<'_>]) -> io::Result<()> {
+    pub(crate) fn read(&self, fd: BorrowedFd<'_>, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         match self {
-            Io::Uring(rings) => rings.read(fd, runs),
-            Io::Sync => runs
-                .iter_mut()
-                .try_for_each(|(offset, pages)| read_sync(fd, *offset, pages, 0)),
+            Io::Uring(ring, op_pages) => ring.read(fd, runs, *op_pages),
+            Io::Sync => runs.iter_mut().enumerate().try_for_each(|(done, (offset, pages))| {
+                read_sync(fd, *offset, pages, 0).map_err(|error| RunError { done, error })
+            }),
         }
     }
 }

@@ -20,8 +20,10 @@
 
 mod backend;
 mod config;
+mod device;
 mod file;
 mod io;
+mod staging;
 mod uring;
 
 pub use backend::FileBackend;

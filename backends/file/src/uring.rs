@@ -1,59 +1,56 @@
-//! [`Rings`]: a few io_uring instances with the backend's file registered,
-//! one per group of threads, each driven synchronously (submit, then wait
-//! for every completion before returning).
+//! [`Ring`]: one io_uring instance with the shard's file registered, driven
+//! synchronously (submit, then wait for every completion before returning).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Mutex, PoisonError};
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
-use pagebackup_core::{PAGE_SIZE, thread_index};
+use pagebackup_core::raw::RunError;
+use pagebackup_core::{PAGE_SIZE, Page};
 use rustix::io::Errno;
 
 use crate::io::{IOV_MAX, ReadRun, WriteRun, read_sync, write_sync};
 
-/// Rings per backend: threads share them by `thread_index() % RINGS`.
-const RINGS: usize = 4;
-/// Submission queue entries per ring: operations submitted at once.
+/// Submission queue entries: operations submitted at once.
 const ENTRIES: u32 = 64;
 
-/// io_uring instances for one file.
-pub(crate) struct Rings {
-    rings: Vec<Mutex<IoUring>>,
-    /// Whether the file is registered in every ring (index 0).
+/// An io_uring instance for one file. A shard's ring is used by the threads
+/// that back up into the shard (one, usually) and by restores of its pages.
+pub(crate) struct Ring {
+    ring: Mutex<IoUring>,
+    /// Whether the file is registered (index 0).
     registered: bool,
 }
 
-impl Rings {
-    /// Rings for `fd`, or why io_uring cannot be used: setup refused
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("registered", &self.registered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    /// A ring for `fd`, or why io_uring cannot be used: setup refused
     /// (`ENOSYS`, `EPERM` from seccomp or `io_uring_disabled`), or an opcode
     /// the backend needs is missing.
-    pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Rings, String> {
-        let mut rings = Vec::with_capacity(RINGS);
-        let mut registered = true;
-        for _ in 0..RINGS {
-            let ring = IoUring::new(ENTRIES).map_err(|e| format!("io_uring setup failed: {e}"))?;
-            let mut probe = Probe::new();
-            ring.submitter()
-                .register_probe(&mut probe)
-                .map_err(|e| format!("io_uring probe failed: {e}"))?;
-            for (code, name) in [(opcode::Writev::CODE, "WRITEV"), (opcode::Readv::CODE, "READV")] {
-                if !probe.is_supported(code) {
-                    return Err(format!("io_uring lacks IORING_OP_{name}"));
-                }
+    pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Ring, String> {
+        let ring = IoUring::new(ENTRIES).map_err(|e| format!("io_uring setup failed: {e}"))?;
+        let mut probe = Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| format!("io_uring probe failed: {e}"))?;
+        for (code, name) in [(opcode::Writev::CODE, "WRITEV"), (opcode::Readv::CODE, "READV")] {
+            if !probe.is_supported(code) {
+                return Err(format!("io_uring lacks IORING_OP_{name}"));
             }
-            registered &= ring.submitter().register_files(&[fd.as_raw_fd()]).is_ok();
-            rings.push(Mutex::new(ring));
         }
-        Ok(Rings { rings, registered })
-    }
-
-    fn ring(&self) -> std::sync::MutexGuard<'_, IoUring> {
-        // A ring is only used between a submission and its completions, all
-        // inside one call: a panic in between cannot leave work behind.
-        self.rings[thread_index() % self.rings.len()]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let registered = ring.submitter().register_files(&[fd.as_raw_fd()]).is_ok();
+        Ok(Ring {
+            ring: Mutex::new(ring),
+            registered,
+        })
     }
 
     fn target(&self, fd: BorrowedFd<'_>) -> Target {
@@ -64,44 +61,62 @@ impl Rings {
         }
     }
 
-    /// Writes every run, one `WRITEV` per run (split at `IOV_MAX` pages);
-    /// a short write is finished with `pwritev`.
-    pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>]) -> io::Result<()> {
-        let ops: Vec<(u64, &[&pagebackup_core::Page])> = split(runs.iter().map(|&(offset, pages)| (offset, pages)));
+    /// Writes every run, one `WRITEV` per `op_pages` pages of a run, all in
+    /// flight at once; a short write is finished with `pwritev`.
+    pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>], op_pages: usize) -> Result<(), RunError> {
+        let op_pages = op_pages.min(IOV_MAX);
+        // (run, offset, pages) per operation.
+        let ops: Vec<(usize, u64, &[&Page])> = runs
+            .iter()
+            .enumerate()
+            .flat_map(|(run, &(offset, pages))| {
+                pages
+                    .chunks(op_pages)
+                    .enumerate()
+                    .map(move |(k, chunk)| (run, offset + (k * op_pages * PAGE_SIZE) as u64, chunk))
+            })
+            .collect();
         let iovs: Vec<Vec<IoSlice<'_>>> = ops
             .iter()
-            .map(|(_, pages)| pages.iter().map(|p| IoSlice::new(p.as_bytes())).collect())
+            .map(|(_, _, pages)| pages.iter().map(|p| IoSlice::new(p.as_bytes())).collect())
             .collect();
         let target = self.target(fd);
-        let entries = iovs.iter().zip(&ops).map(|(iov, &(offset, _))| {
+        let entries = iovs.iter().zip(&ops).map(|(iov, &(_, offset, _))| {
             let op = match target {
                 Target::Fixed => opcode::Writev::new(types::Fixed(0), iov.as_ptr().cast(), iov.len() as u32),
                 Target::Fd(raw) => opcode::Writev::new(types::Fd(raw), iov.as_ptr().cast(), iov.len() as u32),
             };
             op.offset(offset).build()
         });
-        let results = self.run(entries.collect())?;
-        for ((offset, pages), done) in ops.into_iter().zip(results) {
-            finish(done, pages.len(), |done| write_sync(fd, offset, pages, done))?;
-        }
-        Ok(())
+        let results = self.run(entries.collect());
+        let outcomes = ops.into_iter().zip(results).map(|((run, offset, pages), done)| {
+            (
+                run,
+                finish(done, pages.len(), |done| write_sync(fd, offset, pages, done)),
+            )
+        });
+        first_failed_run(outcomes)
     }
 
-    /// Reads every run, one `READV` per run (split at `IOV_MAX` pages); a
-    /// short read is finished with `preadv`.
-    pub(crate) fn read(&self, fd: BorrowedFd<'_>, runs: &mut [ReadRun<'_>]) -> io::Result<()> {
-        let mut ops: Vec<(u64, &mut [&mut pagebackup_core::Page])> = Vec::new();
-        for (offset, pages) in runs.iter_mut() {
-            for (k, chunk) in pages.chunks_mut(IOV_MAX).enumerate() {
-                ops.push((*offset + (k * IOV_MAX * PAGE_SIZE) as u64, chunk));
+    /// Reads every run, one `READV` per `op_pages` pages of a run; a short
+    /// read is finished with `preadv`.
+    pub(crate) fn read(
+        &self,
+        fd: BorrowedFd<'_>,
+        runs: &mut [ReadRun<'_, '_>],
+        op_pages: usize,
+    ) -> Result<(), RunError> {
+        let op_pages = op_pages.min(IOV_MAX);
+        let mut ops: Vec<(usize, u64, &mut [&mut Page])> = Vec::new();
+        for (run, (offset, pages)) in runs.iter_mut().enumerate() {
+            for (k, chunk) in pages.chunks_mut(op_pages).enumerate() {
+                ops.push((run, *offset + (k * op_pages * PAGE_SIZE) as u64, chunk));
             }
         }
         let mut iovs: Vec<Vec<IoSliceMut<'_>>> = Vec::with_capacity(ops.len());
         let mut offsets = Vec::with_capacity(ops.len());
-        let mut counts = Vec::with_capacity(ops.len());
-        for (offset, pages) in ops.iter_mut() {
+        for (_, offset, pages) in ops.iter_mut() {
             offsets.push(*offset);
-            counts.push(pages.len());
             iovs.push(pages.iter_mut().map(|p| IoSliceMut::new(p.as_bytes_mut())).collect());
         }
         let target = self.target(fd);
@@ -112,20 +127,23 @@ impl Rings {
             };
             op.offset(offset).build()
         });
-        let results = self.run(entries.collect())?;
+        let results = self.run(entries.collect());
         drop(iovs);
-        for (((offset, pages), done), count) in ops.into_iter().zip(results).zip(counts) {
-            finish(done, count, |done| read_sync(fd, offset, pages, done))?;
-        }
-        Ok(())
+        let outcomes = ops.into_iter().zip(results).map(|((run, offset, pages), done)| {
+            let count = pages.len();
+            (run, finish(done, count, |done| read_sync(fd, offset, pages, done)))
+        });
+        first_failed_run(outcomes)
     }
 
     /// Submits `entries` (whose buffers the caller keeps alive) in groups of
     /// at most `ENTRIES` and waits for each group's completions; returns each
     /// entry's result.
-    fn run(&self, entries: Vec<squeue::Entry>) -> io::Result<Vec<i32>> {
+    fn run(&self, entries: Vec<squeue::Entry>) -> Vec<i32> {
         let mut results = vec![0; entries.len()];
-        let mut ring = self.ring();
+        // A ring is only used between a submission and its completions, all
+        // inside this call: a panic in between cannot leave work behind.
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         for (group, chunk) in entries.chunks(ENTRIES as usize).enumerate() {
             let base = group * ENTRIES as usize;
             for (k, entry) in chunk.iter().enumerate() {
@@ -136,25 +154,23 @@ impl Rings {
                 // SAFETY: the entry's iovecs and their pages are the caller's and outlive this call.
                 unsafe { ring.submission().push(&entry) }.expect("the submission queue has room for a group");
             }
-            wait_all(&mut ring, chunk.len())?;
+            wait_all(&mut ring, chunk.len());
             for cqe in ring.completion() {
                 results[cqe.user_data() as usize] = cqe.result();
             }
         }
-        Ok(results)
+        results
     }
 }
 
-impl Drop for Rings {
+impl Drop for Ring {
     fn drop(&mut self) {
         // A ring is torn down asynchronously by the kernel; unregistering the
         // file now releases the ring's reference to it before the backend
         // closes it, so that its file system can be unmounted at once.
-        for ring in &self.rings {
-            let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-            if self.registered {
-                let _ = ring.submitter().unregister_files();
-            }
+        if self.registered {
+            let ring = self.ring.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let _ = ring.submitter().unregister_files();
         }
     }
 }
@@ -165,14 +181,28 @@ enum Target {
     Fd(i32),
 }
 
+/// The runs' outcome from their operations' outcomes (in run order): the
+/// first run with a failed operation, and how many runs before it completed.
+fn first_failed_run(outcomes: impl Iterator<Item = (usize, io::Result<()>)>) -> Result<(), RunError> {
+    let mut first: Option<RunError> = None;
+    for (run, outcome) in outcomes {
+        if let Err(error) = outcome
+            && first.as_ref().is_none_or(|f| run < f.done)
+        {
+            first = Some(RunError { done: run, error });
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Submits what is queued and waits for `count` completions. io_uring_enter
 /// failing with operations in flight would leave the kernel writing into
 /// memory the caller is about to free: transient errors are retried, and
 /// anything else aborts rather than return.
-fn wait_all(ring: &mut IoUring, count: usize) -> io::Result<()> {
+fn wait_all(ring: &mut IoUring, count: usize) {
     loop {
         match ring.submit_and_wait(count) {
-            Ok(_) if ring.completion().len() >= count => return Ok(()),
+            Ok(_) if ring.completion().len() >= count => return,
             Ok(_) => continue,
             Err(e) if transient(&e) => continue,
             Err(e) => {
@@ -198,15 +228,4 @@ fn finish(result: i32, pages: usize, rest: impl FnOnce(usize) -> io::Result<()>)
     }
     let done = result as usize;
     if done < pages * PAGE_SIZE { rest(done) } else { Ok(()) }
-}
-
-/// Splits runs longer than `IOV_MAX` pages.
-fn split<'a>(runs: impl Iterator<Item = WriteRun<'a>>) -> Vec<WriteRun<'a>> {
-    let mut ops = Vec::new();
-    for (offset, pages) in runs {
-        for (k, chunk) in pages.chunks(IOV_MAX).enumerate() {
-            ops.push((offset + (k * IOV_MAX * PAGE_SIZE) as u64, chunk));
-        }
-    }
-    ops
 }

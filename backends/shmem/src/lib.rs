@@ -18,7 +18,8 @@
 //! ```
 
 mod backend;
+mod device;
 mod memfd;
 mod smaps;
 
-pub use backend::ShmemBackend;
+pub use backend::{ShmemBackend, ShmemConfig};

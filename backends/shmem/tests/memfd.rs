@@ -1,16 +1,22 @@
 //! What the shmem backend does with its memfd: capacity, hole punching,
 //! sealing and writeback to swap.
 
-use std::os::fd::AsFd;
-
 use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, PAGE_SIZE, Page};
-use pagebackup_shmem::ShmemBackend;
+use pagebackup_shmem::{ShmemBackend, ShmemConfig};
 use pagebackup_testkit::{PageClass, PageSpec};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
 fn allocated(backend: &ShmemBackend) -> u64 {
-    rustix::fs::fstat(backend.memfd()).unwrap().st_blocks as u64 * 512
+    backend
+        .memfds()
+        .map(|fd| rustix::fs::fstat(fd).unwrap().st_blocks as u64 * 512)
+        .sum()
+}
+
+/// A backend that releases memory at every drop.
+fn releasing(capacity: u64) -> ShmemBackend {
+    ShmemBackend::with_config(ShmemConfig::new().with_capacity(capacity).with_reuse(0)).unwrap()
 }
 
 fn random_pages(seed: u64, n: u64) -> (Vec<PageSpec>, Vec<Box<Page>>) {
@@ -29,7 +35,7 @@ fn verify_all(backend: &ShmemBackend, handles: &[Handle], specs: &[PageSpec]) {
 
 #[test]
 fn capacity_is_exact_and_exhaustion_loses_nothing() {
-    let backend = ShmemBackend::with_capacity(16 * PAGE + 100).unwrap();
+    let backend = releasing(16 * PAGE + 100);
     assert_eq!(backend.capacity(), 16 * PAGE);
     let (specs, pages) = random_pages(1, 20);
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
@@ -60,7 +66,7 @@ fn a_capacity_below_one_page_is_refused() {
 
 #[test]
 fn drops_release_the_memory() {
-    let backend = ShmemBackend::with_capacity(1 << 30).unwrap();
+    let backend = releasing(1 << 30);
     let (specs, pages) = random_pages(2, 256);
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut handles = Vec::new();
@@ -85,7 +91,7 @@ fn drops_release_the_memory() {
 
 #[test]
 fn freed_slots_are_refilled_contiguously() {
-    let backend = ShmemBackend::with_capacity(1 << 20).unwrap();
+    let backend = releasing(1 << 20);
     let (specs, pages) = random_pages(3, 64);
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut first = Vec::new();
@@ -132,7 +138,7 @@ fn the_seal_holds_against_another_holder_of_the_fd() {
         .enumerate()
         .map(|(i, p)| backend.backup_page(p, i as u64, BackupFlags::NONE).unwrap())
         .collect();
-    let other = backend.memfd().as_fd().try_clone_to_owned().unwrap();
+    let other = backend.memfds().next().unwrap().try_clone_to_owned().unwrap();
     for len in [0, PAGE, 63 * PAGE] {
         assert_eq!(
             rustix::fs::ftruncate(&other, len),
@@ -162,8 +168,51 @@ fn the_seal_holds_against_another_holder_of_the_fd() {
 #[test]
 fn the_memfd_is_close_on_exec() {
     let backend = ShmemBackend::with_capacity(PAGE).unwrap();
-    let flags = rustix::io::fcntl_getfd(backend.memfd()).unwrap();
-    assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    for fd in backend.memfds() {
+        let flags = rustix::io::fcntl_getfd(fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+}
+
+#[test]
+fn dropped_memory_is_kept_for_reuse_within_the_budget() {
+    let budget = 32;
+    let config = ShmemConfig::new()
+        .with_capacity(1 << 20)
+        .with_reuse(budget * PAGE)
+        .with_shards(1);
+    let backend = ShmemBackend::with_config(config).unwrap();
+    let (specs, pages) = random_pages(7, 64);
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut handles = Vec::new();
+    backend.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).unwrap();
+    backend.drop_handles(&handles[..16]).unwrap();
+    let stats = backend.stats();
+    assert_eq!((stats.stored_pages, stats.unreleased_bytes), (48, 16 * PAGE));
+    assert_eq!(allocated(&backend), 64 * PAGE, "kept for reuse");
+    // Over the budget: released down to half of it.
+    backend.drop_handles(&handles[16..48]).unwrap();
+    assert_eq!(backend.stats().unreleased_bytes, budget / 2 * PAGE);
+    assert_eq!(allocated(&backend), (16 + budget / 2) * PAGE);
+    // Backups reuse the kept slots first: no new memory.
+    let mut again = Vec::new();
+    backend
+        .backup_pages(&refs[..16], 0, BackupFlags::NONE, &mut again)
+        .unwrap();
+    assert_eq!(backend.stats().unreleased_bytes, 0);
+    assert_eq!(allocated(&backend), 32 * PAGE);
+    verify_all(&backend, &again, &specs[..16]);
+    verify_all(&backend, &handles[48..], &specs[48..]);
+    backend.drop_handles(&again).unwrap();
+    assert_eq!(backend.stats().unreleased_bytes, 16 * PAGE);
+    backend.release_unused();
+    assert_eq!(backend.stats().unreleased_bytes, 0);
+    assert_eq!(allocated(&backend), 16 * PAGE);
+    backend.drop_handles(&handles[48..]).unwrap();
+    // A writeback backup releases whatever is kept.
+    let h = backend.backup_page(&pages[0], 0, BackupFlags::WRITEBACK).unwrap();
+    assert_eq!(backend.stats().unreleased_bytes, 0);
+    backend.drop_handle(h).unwrap();
 }
 
 fn swap_free() -> u64 {
@@ -178,7 +227,7 @@ fn writeback_moves_pages_to_swap_and_they_come_back_exact() {
         println!("skipped: the machine has no free swap (run .ci/run as root to set up a temporary swap file)");
         return;
     }
-    let backend = ShmemBackend::with_capacity(1 << 30).unwrap();
+    let backend = releasing(1 << 30);
     assert!(backend.bytes_avail() > 0);
     let (specs, pages) = random_pages(6, PAGES);
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();

@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{BackupError, Operation, Origin, Result};
 use crate::interrupt::is_set;
-use crate::thread_index;
-use crate::{BackupBackend, BackupFlags, BackupStats, Handle, HandleCodec, Interrupt, PAGE_SIZE, Page, SlotTable};
+use crate::raw::{HandleCodec, SlotTable, thread_index};
+use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, PAGE_SIZE, Page};
 
 const NAME: &str = "memory";
 const SHARD_BITS: u32 = 4;

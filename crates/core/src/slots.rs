@@ -1,22 +1,18 @@
-//! [`SlotTable`]: slot allocation with per-slot generations, the bookkeeping
-//! behind [`HandleCodec`](crate::HandleCodec) handles.
+//! [`SlotTable`]: slot allocation with per-slot generations, most recently
+//! freed first, for backends that keep their own storage per slot.
+
+use crate::raw::Generations;
 
 /// Allocates slot numbers and tracks each slot's generation.
 ///
-/// A slot's generation is odd while the slot is live and even while it is
-/// free; it is bumped on every allocation and every release, so a handle made
-/// for one allocation never matches a later one (until the 32-bit generation
-/// wraps, after 2^31 reuses of the same slot). Freed slots are reused last
-/// freed first, which keeps the storage behind them warm; [`alloc_at`]
-/// takes a particular slot instead, for backends that place pages for
-/// locality.
-///
-/// [`alloc_at`]: SlotTable::alloc_at
+/// Freed slots are reused last freed first, which keeps the storage behind
+/// them warm; [`alloc_at`](Self::alloc_at) takes a particular slot instead.
+/// Generations follow [`Generations`]: a handle made for one allocation never
+/// matches a later one, and a slot is retired for good after 2^32 - 1 reuses.
 #[derive(Debug, Clone, Default)]
 pub struct SlotTable {
-    generations: Vec<u32>,
+    generations: Generations,
     free: Vec<u32>,
-    live: u64,
     max_slots: u32,
 }
 
@@ -34,7 +30,7 @@ impl SlotTable {
     pub fn alloc(&mut self) -> Option<(u32, u32)> {
         // The free list may hold slots since taken by `alloc_at`: skip them.
         while let Some(slot) = self.free.pop() {
-            if let Some(generation) = self.take(slot) {
+            if let Some(generation) = self.generations.take(slot) {
                 return Some((slot, generation));
             }
         }
@@ -45,47 +41,34 @@ impl SlotTable {
     /// Allocates `slot` itself if it is free, or if it is the next slot never
     /// used (one past the highest so far, within the limit). Returns its generation.
     pub fn alloc_at(&mut self, slot: u32) -> Option<u32> {
-        if slot as usize == self.generations.len() && slot < self.max_slots {
-            self.generations.push(0);
+        if slot as usize > self.generations.len() || slot >= self.max_slots {
+            return None;
         }
-        let generation = self.take(slot)?;
+        let generation = self.generations.take(slot)?;
         // Keep stale free-list entries bounded.
-        if self.free.len() > 2 * (self.generations.len() - self.live as usize) + 64 {
+        let free_slots = self.generations.len() - self.generations.live() as usize;
+        if self.free.len() > 2 * free_slots + 64 {
             let generations = &self.generations;
-            self.free.retain(|&s| generations[s as usize].is_multiple_of(2));
+            self.free.retain(|&s| generations.can_take(s));
             self.free.sort_unstable_by(|a, b| b.cmp(a));
             self.free.dedup();
         }
         Some(generation)
     }
 
-    fn take(&mut self, slot: u32) -> Option<u32> {
-        let generation = self
-            .generations
-            .get_mut(slot as usize)
-            .filter(|g| g.is_multiple_of(2))?;
-        *generation = generation.wrapping_add(1);
-        self.live += 1;
-        Some(*generation)
-    }
-
     /// The generation of `slot` if it is live.
     pub fn live_generation(&self, slot: u32) -> Option<u32> {
-        self.generations
-            .get(slot as usize)
-            .copied()
-            .filter(|g| !g.is_multiple_of(2))
+        self.generations.live_generation(slot)
     }
 
     /// Frees a live slot. Returns `false`, changing nothing, if it was not live.
     pub fn release(&mut self, slot: u32) -> bool {
-        if self.live_generation(slot).is_none() {
+        if !self.generations.free(slot) {
             return false;
         }
-        let generation = &mut self.generations[slot as usize];
-        *generation = generation.wrapping_add(1);
-        self.free.push(slot);
-        self.live -= 1;
+        if self.generations.can_take(slot) {
+            self.free.push(slot);
+        }
         true
     }
 
@@ -94,18 +77,12 @@ impl SlotTable {
     /// [`release`](Self::release) frees it. Returns `false`, changing
     /// nothing, if the slot was not live. The slot still counts as live.
     pub fn retire(&mut self, slot: u32) -> bool {
-        match self.generations.get_mut(slot as usize) {
-            Some(generation) if !generation.is_multiple_of(2) => {
-                *generation = generation.wrapping_add(2);
-                true
-            }
-            _ => false,
-        }
+        self.generations.retire(slot)
     }
 
     /// Live slots.
     pub fn live(&self) -> u64 {
-        self.live
+        self.generations.live()
     }
 
     /// Slots created so far, live or free: one past the highest slot number.
@@ -120,7 +97,7 @@ impl SlotTable {
 
     /// Bytes of heap the table itself uses.
     pub fn metadata_bytes(&self) -> u64 {
-        ((self.generations.capacity() + self.free.capacity()) * std::mem::size_of::<u32>()) as u64
+        self.generations.metadata_bytes() + (self.free.capacity() * std::mem::size_of::<u32>()) as u64
     }
 }
 
@@ -158,7 +135,6 @@ mod tests {
         assert_eq!(t.alloc_at(0), None, "slot 0 is live");
         assert!(t.alloc_at(1).is_some());
         assert!(t.release(0) && t.release(1));
-        // 1 was freed last, but the caller asks for 0 then 1: ascending reuse.
         assert!(t.alloc_at(0).is_some() && t.alloc_at(1).is_some());
         // The free list's stale entries for 0 and 1 are skipped.
         assert_eq!(t.alloc().map(|(s, _)| s), Some(2));

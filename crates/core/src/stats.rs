@@ -28,10 +28,18 @@ pub struct BackupStats {
     pub incompressible_pages: u64,
     /// Pages moved by compaction.
     pub compacted_pages: u64,
+    /// Bytes of the backend's own metadata (slot tables, checksums, free
+    /// lists, staging buffers), included in `memory_used`.
+    pub metadata_bytes: u64,
+    /// Bytes of storage still held for dropped pages, kept for reuse and
+    /// released past a budget (a slot store's deferred release).
+    pub unreleased_bytes: u64,
     /// Backups that failed.
     pub failed_backups: u64,
     /// Restores that failed (interruptions included).
     pub failed_restores: u64,
+    /// Releases of storage (hole punches) that failed.
+    pub failed_releases: u64,
     /// The I/O path the backend uses (`"io_uring"`, `"pwritev"`), where it
     /// does I/O.
     pub io_path: Option<&'static str>,

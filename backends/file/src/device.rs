@@ -1,0 +1,142 @@
+//! [`FileDevice`]: one shard's backing file as a slot store device.
+
+use std::os::fd::BorrowedFd;
+
+use pagebackup_core::PAGE_SIZE;
+use pagebackup_core::raw::{Device, ReadRun, RunError, WriteRun};
+
+use crate::file::BackingFile;
+use crate::io::{self, Io};
+use crate::staging::{STAGE_FLUSH, Staging};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// A file of page slots, written through [`Io`], with single-page writes
+/// staged in memory and written 64 at a time.
+#[derive(Debug)]
+pub(crate) struct FileDevice {
+    pub(crate) file: BackingFile,
+    pub(crate) io: Io,
+    staging: Staging,
+}
+
+impl FileDevice {
+    pub(crate) fn new(file: BackingFile, io: Io) -> Self {
+        FileDevice {
+            file,
+            io,
+            staging: Staging::default(),
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.fd()
+    }
+
+    /// Writes the staged pages, runs of contiguous slots coalesced.
+    fn flush_staged(&self) -> std::io::Result<()> {
+        self.staging.flush(|slots, pages| {
+            let mut runs: Vec<io::WriteRun<'_>> = Vec::new();
+            let mut start = 0;
+            for end in 1..=slots.len() {
+                if end == slots.len() || slots[end - 1] + 1 != slots[end] {
+                    runs.push((u64::from(slots[start]) * PAGE, &pages[start..end]));
+                    start = end;
+                }
+            }
+            self.io.write(self.fd(), &runs).map_err(|e| e.error)
+        })
+    }
+}
+
+impl Device for FileDevice {
+    /// A single page is staged (the caller's page is free at once) and
+    /// written with the 64th staged page; anything larger is written
+    /// straight from the caller's pages.
+    fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+        if let [run] = runs
+            && let [page] = run.pages
+        {
+            if self.staging.len() >= STAGE_FLUSH {
+                // A failed write fails this backup; the staged pages stay
+                // in memory for a later flush.
+                self.flush_staged().map_err(|error| RunError { done: 0, error })?;
+            }
+            self.staging.stage(run.slot, page);
+            return Ok(());
+        }
+        let runs: Vec<io::WriteRun<'_>> = runs.iter().map(|r| (u64::from(r.slot) * PAGE, r.pages)).collect();
+        self.io.write(self.fd(), &runs)
+    }
+
+    fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        if self.staging.len() == 0 {
+            let mut file_runs: Vec<io::ReadRun<'_, '_>> = runs
+                .iter_mut()
+                .map(|r| (u64::from(r.slot) * PAGE, &mut *r.pages))
+                .collect();
+            return self.io.read(self.fd(), &mut file_runs);
+        }
+        // Some pages may be staged: those come from memory, the rest of a
+        // run from the file (whole, where none of it is staged).
+        for (done, run) in runs.iter_mut().enumerate() {
+            let staged: Vec<bool> = (run.slot..)
+                .zip(run.pages.iter_mut())
+                .map(|(slot, dst)| self.staging.copy_out(slot, dst))
+                .collect();
+            let fail = |e: RunError| RunError { done, error: e.error };
+            if !staged.contains(&true) {
+                let mut whole = [(u64::from(run.slot) * PAGE, &mut *run.pages)];
+                self.io.read(self.fd(), &mut whole).map_err(fail)?;
+                continue;
+            }
+            for ((slot, dst), _) in (run.slot..)
+                .zip(run.pages.iter_mut())
+                .zip(&staged)
+                .filter(|(_, s)| !**s)
+            {
+                let mut one = [(u64::from(slot) * PAGE, std::slice::from_mut(dst))];
+                self.io.read(self.fd(), &mut one).map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&self, slot: u32, count: u32) -> std::io::Result<()> {
+        self.staging.discard(slot..slot + count);
+        self.file.punch_hole(u64::from(slot) * PAGE, u64::from(count) * PAGE)
+    }
+
+    fn writeback(&self, _slot: u32, count: u32) -> u64 {
+        // Staged pages are written now; a failure is retried by the next
+        // flush, which reports it.
+        match self.flush_staged() {
+            Ok(()) => u64::from(count),
+            Err(_) => 0,
+        }
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.flush_staged()
+    }
+
+    fn allocated_bytes(&self) -> u64 {
+        self.file.allocated_bytes().unwrap_or(0)
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.staging.bytes()
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        self.staging.bytes()
+    }
+
+    fn space_avail(&self) -> u64 {
+        self.file.free_space().unwrap_or(0).saturating_sub(self.staging.bytes())
+    }
+
+    fn io_path(&self) -> Option<&'static str> {
+        Some(self.io.name())
+    }
+}

@@ -1,0 +1,131 @@
+//! [`Staging`]: single pages held in memory until enough of them gather for
+//! one coalesced write.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use pagebackup_core::Page;
+
+/// Staged pages gathered before they are written together: 64 pages, 256 KiB.
+pub(crate) const STAGE_FLUSH: usize = 64;
+
+/// Pages backed up one at a time, by slot, until they are written.
+///
+/// A page stays here until its write has completed, so a restore that
+/// finds no staged copy finds the page on the file. One flush runs at a
+/// time (the flush lock), and a slot being flushed is released only after
+/// its write has completed, so an old write never lands on a reused slot.
+#[derive(Debug, Default)]
+pub(crate) struct Staging {
+    pages: Mutex<HashMap<u32, Staged>>,
+    /// Pages staged: a cheap check that restores need not look here.
+    count: AtomicUsize,
+    flushing: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Staged {
+    page: Arc<Page>,
+    in_flight: bool,
+}
+
+impl Staging {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Staged>> {
+        // Every update is one map call: a poisoned lock is still consistent.
+        self.pages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pages staged (written or not).
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Stages a copy of `page` for `slot`; returns how many pages wait for a write.
+    pub(crate) fn stage(&self, slot: u32, page: &Page) -> usize {
+        let mut pages = self.lock();
+        pages.insert(
+            slot,
+            Staged {
+                page: Arc::new(page.clone()),
+                in_flight: false,
+            },
+        );
+        self.count.store(pages.len(), Ordering::Relaxed);
+        pages.values().filter(|s| !s.in_flight).count()
+    }
+
+    /// Copies the staged page of `slot` into `dst`; `false` if none is staged.
+    pub(crate) fn copy_out(&self, slot: u32, dst: &mut Page) -> bool {
+        if self.len() == 0 {
+            return false;
+        }
+        match self.lock().get(&slot) {
+            Some(staged) => {
+                dst.clone_from(&staged.page);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the staged pages of `slots`; returns whether any of them
+    /// was staged. Waits for a flush writing one of them to complete.
+    pub(crate) fn discard(&self, slots: std::ops::Range<u32>) -> bool {
+        if self.len() == 0 {
+            return false;
+        }
+        let in_flight = {
+            let pages = self.lock();
+            slots.clone().any(|s| pages.get(&s).is_some_and(|p| p.in_flight))
+        };
+        let _flushing = in_flight.then(|| self.flushing.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut pages = self.lock();
+        let mut any = false;
+        for slot in slots {
+            any |= pages.remove(&slot).is_some();
+        }
+        self.count.store(pages.len(), Ordering::Relaxed);
+        any
+    }
+
+    /// Writes every staged page not in flight with `write` (given the slots
+    /// sorted and their pages), one flush at a time; written pages leave,
+    /// failed ones stay for the next flush.
+    pub(crate) fn flush<E>(&self, write: impl FnOnce(&[u32], &[&Page]) -> Result<(), E>) -> Result<(), E> {
+        let _flushing = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch: Vec<(u32, Arc<Page>)> = {
+            let mut pages = self.lock();
+            pages
+                .iter_mut()
+                .filter(|(_, s)| !s.in_flight)
+                .map(|(&slot, s)| {
+                    s.in_flight = true;
+                    (slot, Arc::clone(&s.page))
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        batch.sort_unstable_by_key(|&(slot, _)| slot);
+        let slots: Vec<u32> = batch.iter().map(|&(slot, _)| slot).collect();
+        let pages: Vec<&Page> = batch.iter().map(|(_, p)| &**p).collect();
+        let written = write(&slots, &pages);
+        let mut map = self.lock();
+        for slot in &slots {
+            if written.is_ok() {
+                map.remove(slot);
+            } else if let Some(staged) = map.get_mut(slot) {
+                staged.in_flight = false;
+            }
+        }
+        self.count.store(map.len(), Ordering::Relaxed);
+        written
+    }
+
+    /// Bytes of memory the staged pages take.
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.len() * std::mem::size_of::<Page>()) as u64
+    }
+}

@@ -1,0 +1,32 @@
+//! For backend authors: the pieces the crate's own backends are built from.
+//!
+//! A user of backends needs none of this; it is what a new backend needs to
+//! keep the contract the way the crate's backends do:
+//!
+//! - [`SlotStore`] over a [`Device`]: placement, handles, batches, the
+//!   failure rules, checksums, deferred release and `fork()` detection for
+//!   any store of page-sized slots (a memfd, a file, a block device). A
+//!   backend is then a device and a constructor.
+//! - [`HandleCodec`], [`Generations`], [`SlotTable`] and [`FreeExtents`]:
+//!   handle encoding and slot bookkeeping, for backends that keep their own
+//!   storage per slot.
+//! - [`thread_index`], to spread threads over shards, and
+//!   [`check_batch_lengths`], the error of `copy_pages` with mismatched slices.
+
+mod codec;
+mod device;
+mod epoch;
+mod extents;
+mod generations;
+mod store;
+mod thread_index;
+
+pub use crate::backend::check_batch_lengths;
+pub use crate::slots::SlotTable;
+pub use codec::HandleCodec;
+pub use device::{Device, ReadRun, RunError, WriteRun};
+pub use epoch::ProcessEpoch;
+pub use extents::FreeExtents;
+pub use generations::Generations;
+pub use store::{SlotStore, StoreConfig};
+pub use thread_index::thread_index;
