@@ -28,7 +28,7 @@ pub(crate) const BACKENDS: &[Entry] = &[
     Entry {
         name: "shmem",
         feature: "shmem",
-        keys: &["capacity"],
+        keys: &["capacity", "checksum", "reuse", "shards"],
         #[cfg(feature = "shmem")]
         open: Some(open_shmem),
         #[cfg(not(feature = "shmem"))]
@@ -37,7 +37,7 @@ pub(crate) const BACKENDS: &[Entry] = &[
     Entry {
         name: "file",
         feature: "file",
-        keys: &["dir", "path", "max_size", "io"],
+        keys: &["dir", "path", "max_size", "io", "direct", "checksum", "shards"],
         #[cfg(feature = "file")]
         open: Some(open_file),
         #[cfg(not(feature = "file"))]
@@ -86,11 +86,21 @@ fn open_memory(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError>
 
 #[cfg(feature = "shmem")]
 fn open_shmem(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
-    use pagebackup_shmem::ShmemBackend;
-    Ok(Box::new(match params.size("capacity")? {
-        Some(capacity) => ShmemBackend::with_capacity(capacity)?,
-        None => ShmemBackend::new()?,
-    }))
+    use pagebackup_shmem::{ShmemBackend, ShmemConfig};
+    let mut config = ShmemConfig::new();
+    if let Some(capacity) = params.size("capacity")? {
+        config = config.with_capacity(capacity);
+    }
+    if let Some(on) = params.flag("checksum")? {
+        config = config.with_checksum(on);
+    }
+    if let Some(reuse) = params.size("reuse")? {
+        config = config.with_reuse(reuse);
+    }
+    if let Some(shards) = params.shards()? {
+        config = config.with_shards(shards);
+    }
+    Ok(Box::new(ShmemBackend::with_config(config)?))
 }
 
 #[cfg(feature = "file")]
@@ -110,6 +120,15 @@ fn open_file(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
     }
     if let Some(max) = params.size("max_size")? {
         config = config.with_max_size(max);
+    }
+    if let Some(on) = params.flag("direct")? {
+        config = config.with_direct(on);
+    }
+    if let Some(on) = params.flag("checksum")? {
+        config = config.with_checksum(on);
+    }
+    if let Some(shards) = params.shards()? {
+        config = config.with_shards(shards);
     }
     Ok(Box::new(FileBackend::new(config)?))
 }
@@ -215,6 +234,19 @@ impl<'a> Params<'a> {
             .find(|&&o| o == value)
             .map(|&o| Some(o))
             .ok_or_else(|| self.bad(key, expected))
+    }
+
+    /// `shards` as a count of at least 1, if given.
+    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
+    pub(crate) fn shards(&self) -> Result<Option<usize>, OpenError> {
+        self.int("shards")?
+            .map(|n| {
+                usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| self.bad("shards", "a whole number of at least 1"))
+            })
+            .transpose()
     }
 
     /// `key` as a whole number, if given.

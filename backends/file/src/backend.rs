@@ -6,17 +6,11 @@ use std::path::Path;
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
 use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
 
+use crate::FileConfig;
 use crate::device::FileDevice;
-use crate::file::BackingFile;
-use crate::io::Io;
-use crate::uring::Ring;
-use crate::{FileConfig, IoMode};
 
 const NAME: &str = "file";
 const PAGE: u64 = PAGE_SIZE as u64;
-/// Pages per io_uring operation with `direct`: a run is split so that
-/// several operations are in flight at once.
-const DIRECT_OP_PAGES: usize = 16;
 
 /// Pages written to plain files, through `pwritev`/`preadv` or io_uring.
 ///
@@ -59,8 +53,6 @@ const DIRECT_OP_PAGES: usize = 16;
 ///   parent's pages stay intact.
 pub struct FileBackend {
     store: SlotStore<FileDevice>,
-    /// Why io_uring is not used, when it is not.
-    fallback: Option<String>,
 }
 
 forward_backend!(impl[] FileBackend => |s| s.store);
@@ -91,34 +83,12 @@ impl FileBackend {
             (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         };
         let shards = 1usize << shards.ilog2();
-        let mut fallback = None;
-        let mut devices = Vec::with_capacity(shards);
-        for _ in 0..shards {
-            let file = BackingFile::create(&config).map_err(|source| BackupError::Io { origin, source })?;
-            let io = match (config.io, config.direct) {
-                (IoMode::Sync, _) => Io::Sync,
-                (IoMode::Auto, false) => Io::Sync,
-                (IoMode::Auto, true) | (IoMode::Uring, _) => match Ring::new(file.fd()) {
-                    Ok(ring) => Io::Uring(Box::new(ring), if config.direct { DIRECT_OP_PAGES } else { usize::MAX }),
-                    Err(reason) if config.io == IoMode::Auto => {
-                        fallback = Some(reason);
-                        Io::Sync
-                    }
-                    Err(reason) => return Err(BackupError::Unsupported { origin, detail: reason }),
-                },
-            };
-            devices.push(FileDevice::new(file, io));
-        }
-        if fallback.is_none() && matches!(devices[0].io, Io::Sync) {
-            fallback = Some(match config.io {
-                IoMode::Sync => "io=sync was asked for".to_string(),
-                _ => "buffered writes measure faster through pwritev than through io_uring".to_string(),
-            });
-        }
+        let devices = (0..shards)
+            .map(|_| FileDevice::open(&config))
+            .collect::<Result<Vec<_>>>()?;
         let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum);
         Ok(FileBackend {
             store: SlotStore::new(store, devices),
-            fallback,
         })
     }
 
@@ -129,7 +99,7 @@ impl FileBackend {
 
     /// Why io_uring is not in use, if it is not.
     pub fn fallback_reason(&self) -> Option<&str> {
-        self.fallback.as_deref()
+        self.first().fallback.as_deref()
     }
 
     /// The named file's path, if the backend was given one.
@@ -157,7 +127,7 @@ impl fmt::Debug for FileBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileBackend")
             .field("io", &self.io_path())
-            .field("fallback_reason", &self.fallback)
+            .field("fallback_reason", &self.fallback_reason())
             .field("file", &self.file_kind())
             .field("store", &self.store)
             .finish()

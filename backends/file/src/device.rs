@@ -2,31 +2,58 @@
 
 use std::os::fd::BorrowedFd;
 
-use pagebackup_core::PAGE_SIZE;
 use pagebackup_core::raw::{Device, ReadRun, RunError, WriteRun};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE};
 
 use crate::file::BackingFile;
 use crate::io::{self, Io};
 use crate::staging::{STAGE_FLUSH, Staging};
+use crate::uring::Ring;
+use crate::{FileConfig, IoMode};
 
 const PAGE: u64 = PAGE_SIZE as u64;
+/// Pages per io_uring operation with `direct`: a run is split so that
+/// several operations are in flight at once.
+const DIRECT_OP_PAGES: usize = 16;
 
-/// A file of page slots, written through [`Io`], with single-page writes
-/// staged in memory and written 64 at a time.
+/// One file of page slots, written through `pwritev` or io_uring, with
+/// single-page writes staged in memory and written 64 at a time.
 #[derive(Debug)]
-pub(crate) struct FileDevice {
+pub struct FileDevice {
     pub(crate) file: BackingFile,
     pub(crate) io: Io,
+    /// Why io_uring is not used, when it is not.
+    pub(crate) fallback: Option<String>,
     staging: Staging,
 }
 
 impl FileDevice {
-    pub(crate) fn new(file: BackingFile, io: Io) -> Self {
-        FileDevice {
+    /// A new backing file as `config` says (its directory or path, the I/O
+    /// path, `direct`); `max_size`, `checksum` and `shards` are the store's.
+    pub fn open(config: &FileConfig) -> pagebackup_core::Result<Self> {
+        let origin = Origin::new("file", Operation::Open);
+        let file = BackingFile::create(config).map_err(|source| BackupError::Io { origin, source })?;
+        let (io, fallback) = match (config.io, config.direct) {
+            (IoMode::Sync, _) => (Io::Sync, Some("io=sync was asked for".to_string())),
+            (IoMode::Auto, false) => (
+                Io::Sync,
+                Some("buffered writes measure faster through pwritev than through io_uring".to_string()),
+            ),
+            (IoMode::Auto, true) | (IoMode::Uring, _) => match Ring::new(file.fd()) {
+                Ok(ring) => {
+                    let op_pages = if config.direct { DIRECT_OP_PAGES } else { usize::MAX };
+                    (Io::Uring(Box::new(ring), op_pages), None)
+                }
+                Err(reason) if config.io == IoMode::Auto => (Io::Sync, Some(reason)),
+                Err(reason) => return Err(BackupError::Unsupported { origin, detail: reason }),
+            },
+        };
+        Ok(FileDevice {
             file,
             io,
+            fallback,
             staging: Staging::default(),
-        }
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {

@@ -28,3 +28,9 @@ mod uring;
 
 pub use backend::FileBackend;
 pub use config::{FileConfig, IoMode};
+
+/// For backend authors: the file as a slot store device, to build other
+/// stores on (see `pagebackup_core::raw`).
+pub mod raw {
+    pub use crate::device::FileDevice;
+}

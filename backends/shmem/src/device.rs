@@ -25,7 +25,7 @@ const IOV_MAX: usize = 1024;
 ///   shrinking, so a slot inside it never faults with `SIGBUS`.
 /// - **Release** punches a hole; **writeback** is `MADV_PAGEOUT` (with swap).
 #[derive(Debug)]
-pub(crate) struct MemfdDevice {
+pub struct MemfdDevice {
     memfd: OwnedFd,
     map: MmapRaw,
     slots: u32,
@@ -33,7 +33,7 @@ pub(crate) struct MemfdDevice {
 
 impl MemfdDevice {
     /// A memfd of `slots` pages (sparse), sealed and mapped.
-    pub(crate) fn new(slots: u32) -> io::Result<Self> {
+    pub fn new(slots: u32) -> io::Result<Self> {
         let len = u64::from(slots) * PAGE;
         let memfd = memfd::create_sealed("pagebackup-shmem", len)?;
         let map_len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
@@ -41,12 +41,13 @@ impl MemfdDevice {
         Ok(MemfdDevice { memfd, map, slots })
     }
 
-    pub(crate) fn memfd(&self) -> BorrowedFd<'_> {
+    /// The memfd.
+    pub fn memfd(&self) -> BorrowedFd<'_> {
         self.memfd.as_fd()
     }
 
     /// The mapping's address range.
-    pub(crate) fn mapping_range(&self) -> std::ops::Range<usize> {
+    pub fn mapping_range(&self) -> std::ops::Range<usize> {
         let start = self.map.as_ptr() as usize;
         start..start + self.map.len()
     }

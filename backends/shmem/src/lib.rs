@@ -23,3 +23,9 @@ mod memfd;
 mod smaps;
 
 pub use backend::{ShmemBackend, ShmemConfig};
+
+/// For backend authors: the memfd as a slot store device, to build other
+/// stores on (see `pagebackup_core::raw`).
+pub mod raw {
+    pub use crate::device::MemfdDevice;
+}

@@ -22,6 +22,8 @@
 //! (The crate using the template depends on `rstest` and `rstest_reuse`.)
 
 mod concurrent;
+mod failing;
+mod failure_rules;
 mod generator;
 mod model;
 mod rng;
@@ -29,6 +31,8 @@ mod subject;
 mod suite;
 
 pub use concurrent::{ConcurrentConfig, ConcurrentReport, check_concurrent};
+pub use failing::{DeviceOp, FailingDevice, FaultPlan};
+pub use failure_rules::{MakeFailing, check_failure_rules};
 pub use generator::{Mismatch, PageClass, PageSpec};
 pub use model::{Divergence, ModelConfig, ModelReport, check_model};
 pub use rng::SplitMix64;
