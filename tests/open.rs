@@ -99,8 +99,12 @@ fn shmem_takes_a_capacity() {
     assert!(e.to_string().contains("capacity 100 is less than one page"), "{e}");
     assert_eq!(
         err("shmem:limit=1MiB").to_string(),
-        "backend 'shmem' has no parameter 'limit'; valid: capacity"
+        "backend 'shmem' has no parameter 'limit'; valid: capacity, checksum, reuse, shards"
     );
+    let e = err("shmem:capacity=100TiB");
+    assert!(e.to_string().contains("above the most a backend can address"), "{e}");
+    assert!(err("shmem:shards=0").to_string().contains("at least 1"));
+    assert!(open("shmem:capacity=1MiB,checksum=on,reuse=0,shards=2").is_ok());
 }
 
 #[cfg(not(feature = "shmem"))]

@@ -1,6 +1,6 @@
 //! The conformance suite on the file backend: io_uring and `pwritev` paths,
 //! each with `writeback` as the caller passes it and forced on for every
-//! backup.
+//! backup; `O_DIRECT`; checksums off.
 
 use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
 use pagebackup_file::{FileBackend, FileConfig, IoMode};
@@ -46,6 +46,12 @@ impl BackupBackend for AlwaysWriteback {
 }
 
 fn subject(io: IoMode, writeback: bool) -> Subject {
+    subject_with(io, writeback, FileConfig::new())
+}
+
+fn subject_with(io: IoMode, writeback: bool, base: FileConfig) -> Subject {
+    let name = format!("file {io:?} writeback {writeback} {base:?}");
+    let limited = base.clone();
     let build = move |config: FileConfig| -> Box<dyn BackupBackend> {
         let backend = FileBackend::new(config.with_io(io)).unwrap();
         if writeback {
@@ -54,10 +60,8 @@ fn subject(io: IoMode, writeback: bool) -> Subject {
             Box::new(backend)
         }
     };
-    Subject::new(format!("file {io:?} writeback {writeback}"), move || {
-        build(FileConfig::new())
-    })
-    .with_limit(move |bytes| build(FileConfig::new().with_max_size(bytes)), true)
+    Subject::new(name, move || build(base.clone()))
+        .with_limit(move |bytes| build(limited.clone().with_max_size(bytes)), true)
 }
 
 #[apply(conformance)]
@@ -78,4 +82,40 @@ fn pwritev(#[case] check: Check) {
 #[apply(conformance)]
 fn pwritev_writeback(#[case] check: Check) {
     check.run(&subject(IoMode::Sync, true));
+}
+
+/// Whether the temporary directory takes `O_DIRECT`; says so when not.
+fn direct_supported() -> bool {
+    match FileBackend::new(FileConfig::new().with_direct(true)) {
+        Ok(_) => true,
+        Err(e) => {
+            println!("SKIP: direct=on in {}: {e}", std::env::temp_dir().display());
+            false
+        }
+    }
+}
+
+#[apply(conformance)]
+fn direct(#[case] check: Check) {
+    if !direct_supported() {
+        return;
+    }
+    check.run(&subject_with(IoMode::Auto, false, FileConfig::new().with_direct(true)));
+}
+
+#[apply(conformance)]
+fn direct_writeback(#[case] check: Check) {
+    if !direct_supported() {
+        return;
+    }
+    check.run(&subject_with(IoMode::Auto, true, FileConfig::new().with_direct(true)));
+}
+
+#[apply(conformance)]
+fn no_checksum(#[case] check: Check) {
+    check.run(&subject_with(
+        IoMode::Auto,
+        false,
+        FileConfig::new().with_checksum(false),
+    ));
 }

@@ -1,13 +1,29 @@
-//! The conformance suite on the shmem backend.
+//! The conformance suite on the shmem backend: default settings (dropped
+//! memory kept for reuse), memory released at every drop, and checksums on.
 
-use pagebackup_shmem::ShmemBackend;
+use pagebackup_shmem::{ShmemBackend, ShmemConfig};
 use pagebackup_testkit::{Check, Subject, conformance};
 use rstest::rstest;
 use rstest_reuse::apply;
 
+fn subject(name: &str, config: ShmemConfig) -> Subject {
+    Subject::new(name, move || Box::new(ShmemBackend::with_config(config).unwrap())).with_limit(
+        move |bytes| Box::new(ShmemBackend::with_config(config.with_capacity(bytes)).unwrap()),
+        false,
+    )
+}
+
 #[apply(conformance)]
 fn shmem(#[case] check: Check) {
-    let subject = Subject::new("shmem", || Box::new(ShmemBackend::new().unwrap()))
-        .with_limit(|bytes| Box::new(ShmemBackend::with_capacity(bytes).unwrap()), false);
-    check.run(&subject);
+    check.run(&subject("shmem", ShmemConfig::new()));
+}
+
+#[apply(conformance)]
+fn shmem_releasing(#[case] check: Check) {
+    check.run(&subject("shmem reuse=0", ShmemConfig::new().with_reuse(0)));
+}
+
+#[apply(conformance)]
+fn shmem_checksum(#[case] check: Check) {
+    check.run(&subject("shmem checksum=on", ShmemConfig::new().with_checksum(true)));
 }

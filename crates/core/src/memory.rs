@@ -23,8 +23,9 @@ const MAX_SLOTS_PER_SHARD: u32 = (HandleCodec::MAX_SLOTS >> SHARD_BITS) as u32;
 /// its own lock; a thread backs up into the shard it is assigned, and a
 /// restore goes to the shard named in the handle, so threads rarely contend.
 /// Dropped slots go on a free list and are reused, most recently freed
-/// first; a slab whose every slot is free goes back to the allocator, so
-/// [`BackupStats::memory_used`] falls as pages are dropped.
+/// first; a slab whose every slot is free goes back to the allocator (but
+/// for one spare slab per shard), so [`BackupStats::memory_used`] falls as
+/// pages are dropped.
 ///
 /// Handles carry the slot, its generation and the instance's key (see
 /// [`HandleCodec`]): dropped, forged and foreign handles give
@@ -45,6 +46,8 @@ struct Shard {
     chunks: Vec<Option<Box<[Page]>>>,
     /// Live slots per slab.
     live: Vec<u16>,
+    /// An emptied slab kept for the next one needed.
+    spare: Option<Box<[Page]>>,
 }
 
 impl Shard {
@@ -63,21 +66,29 @@ impl Shard {
             self.live.push(0);
         }
         self.live[chunk] += 1;
-        &mut self.chunks[chunk].get_or_insert_with(|| Page::new_boxed_slice(CHUNK_PAGES))[at]
+        let spare = &mut self.spare;
+        &mut self.chunks[chunk]
+            .get_or_insert_with(|| spare.take().unwrap_or_else(|| Page::new_boxed_slice(CHUNK_PAGES)))[at]
     }
 
-    /// Frees a slot; a slab whose last slot this was goes back to the allocator.
+    /// Frees a slot; a slab whose last slot this was is kept as the shard's
+    /// one spare (so that a backup and drop in turn do not allocate and free
+    /// a slab each time), or goes back to the allocator.
     fn release(&mut self, slot: u32) {
         let chunk = slot as usize / CHUNK_PAGES;
         self.table.release(slot);
         self.live[chunk] -= 1;
         if self.live[chunk] == 0 {
-            self.chunks[chunk] = None;
+            let emptied = self.chunks[chunk].take();
+            if self.spare.is_none() {
+                self.spare = emptied;
+            }
         }
     }
 
     fn slab_bytes(&self) -> u64 {
-        (self.chunks.iter().flatten().count() * CHUNK_PAGES * PAGE_SIZE) as u64
+        let slabs = self.chunks.iter().flatten().count() + usize::from(self.spare.is_some());
+        (slabs * CHUNK_PAGES * PAGE_SIZE) as u64
     }
 }
 
@@ -95,6 +106,7 @@ impl MemoryBackend {
                 table: SlotTable::new(MAX_SLOTS_PER_SHARD),
                 chunks: Vec::new(),
                 live: Vec::new(),
+                spare: None,
             })
         });
         MemoryBackend {

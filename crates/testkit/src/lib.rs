@@ -24,6 +24,7 @@
 mod concurrent;
 mod failing;
 mod failure_rules;
+mod fork;
 mod generator;
 mod model;
 mod rng;
@@ -33,6 +34,7 @@ mod suite;
 pub use concurrent::{ConcurrentConfig, ConcurrentReport, check_concurrent};
 pub use failing::{DeviceOp, FailingDevice, FaultPlan};
 pub use failure_rules::{MakeFailing, check_failure_rules};
+pub use fork::in_forked_child;
 pub use generator::{Mismatch, PageClass, PageSpec};
 pub use model::{Divergence, ModelConfig, ModelReport, check_model};
 pub use rng::SplitMix64;
