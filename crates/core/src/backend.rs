@@ -28,6 +28,16 @@ use crate::{BackupFlags, BackupStats, Handle, Interrupt, Page};
 ///    the space gives [`BackupError::NoSpace`].
 /// 8. All operations are thread-safe.
 ///
+/// One failure rule holds for every batch: on error, exactly the first
+/// `completed` items took effect and every later one did not. After a
+/// failed [`backup_pages`](Self::backup_pages), exactly the first
+/// `completed` pages have handles (and no storage is held for the rest);
+/// after a failed [`drop_handles`](Self::drop_handles), exactly the first
+/// `completed` handles are dropped and every later one is still live and
+/// restorable; after a failed [`copy_pages`](Self::copy_pages), the first
+/// `completed` destinations hold their pages and every backup is still in
+/// place. Callers such as [`PageArray`](crate::PageArray) rely on it.
+///
 /// Implemented for `&T`, `Box<T>` and `Arc<T>`, so `Box<dyn BackupBackend>`
 /// and `Arc<dyn BackupBackend>` are backends too.
 pub trait BackupBackend: Send + Sync + Debug {
@@ -106,9 +116,10 @@ pub trait BackupBackend: Send + Sync + Debug {
         Ok(())
     }
 
-    /// Drops `handles` in order, stopping at the first that fails; handles
-    /// `0..completed` were dropped. The default loops over
-    /// [`drop_handle`](Self::drop_handle).
+    /// Drops `handles` in order, stopping at the first that fails: handles
+    /// `0..completed` were dropped, and every later one is still live and
+    /// restorable (a handle given twice is dropped once, then invalid). The
+    /// default loops over [`drop_handle`](Self::drop_handle).
     fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         for (k, &handle) in handles.iter().enumerate() {
             self.drop_handle(handle)

@@ -329,16 +329,17 @@ impl<D: Device> SlotStore<D> {
                     k += 1;
                 }
             }
-            k
+            (k, state.deferred.count > self.deferred_budget())
         };
+        let (completed, over_budget) = completed;
         if flags.writeback {
             for range in kept {
                 let sent = shard.device.writeback(range.start, range.end - range.start);
                 self.counters.writeback_pages.fetch_add(sent, Ordering::Relaxed);
             }
             self.release_deferred();
-        } else {
-            self.trim_deferred(shard);
+        } else if over_budget {
+            self.release_shard_deferred(shard, self.deferred_budget() / 2);
         }
         let error = match outcome {
             Err(RunError { error, .. }) => Some(self.io_error(op, error)),
@@ -568,9 +569,14 @@ impl<D: Device> SlotStore<D> {
         }
     }
 
+    /// Each shard's share of the deferred-release budget, in pages.
+    fn deferred_budget(&self) -> u64 {
+        self.config.deferred_release_pages / self.shards.len() as u64
+    }
+
     /// Releases a shard's deferred slots down to half its budget once it is over it.
     fn trim_deferred(&self, shard: &Shard<D>) {
-        let budget = self.config.deferred_release_pages / self.shards.len() as u64;
+        let budget = self.deferred_budget();
         if shard.lock().deferred.count > budget {
             self.release_shard_deferred(shard, budget / 2);
         }
