@@ -56,7 +56,7 @@ fn main() {
     let pages: Vec<Box<Page>> = (0..PAGES)
         .map(|i| {
             let mut p = Page::new_boxed();
-            p.0.iter_mut().enumerate().for_each(|(k, b)| *b = (k ^ i * 31) as u8);
+            p.0.iter_mut().enumerate().for_each(|(k, b)| *b = (k ^ (i * 31)) as u8);
             p
         })
         .collect();
@@ -75,7 +75,7 @@ fn main() {
         println!(
             "direct={}: {} MiB backed up through {}; the files' pages in the page cache: {:.2} MiB; Cached grew {:.2} MiB",
             if direct { "on" } else { "off" },
-            PAGES * PAGE_SIZE >> 20,
+            (PAGES * PAGE_SIZE) >> 20,
             b.io_path(),
             resident as f64 / (1 << 20) as f64,
             grown as f64 / (1 << 20) as f64,
