@@ -2,19 +2,16 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{BackupError, Operation, Origin, Result};
 use crate::interrupt::is_set;
-use crate::raw::{HandleCodec, SlotTable, thread_index};
+use crate::raw::{HandleCodec, Shards, SlotTable};
 use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, PAGE_SIZE, Page};
 
 const NAME: &str = "memory";
-const SHARD_BITS: u32 = 4;
-const SHARDS: usize = 1 << SHARD_BITS;
+const SHARDS: usize = 16;
 /// Pages per slab chunk: 256 KiB, one allocation.
 const CHUNK_PAGES: usize = 64;
-const MAX_SLOTS_PER_SHARD: u32 = (HandleCodec::MAX_SLOTS >> SHARD_BITS) as u32;
 
 /// Plain copies of pages in process memory, no compression.
 ///
@@ -32,7 +29,7 @@ const MAX_SLOTS_PER_SHARD: u32 = (HandleCodec::MAX_SLOTS >> SHARD_BITS) as u32;
 /// [`BackupError::InvalidHandle`].
 pub struct MemoryBackend {
     codec: HandleCodec,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Shards<Shard>,
     limit_pages: u64,
     stored_pages: AtomicU64,
     failed_backups: AtomicU64,
@@ -101,17 +98,16 @@ impl MemoryBackend {
     /// A backend that holds at most `limit_bytes` of pages (rounded down to
     /// whole pages); backups past it give [`BackupError::NoSpace`].
     pub fn with_limit(limit_bytes: u64) -> Self {
-        let shards = (0..SHARDS).map(|_| {
-            Mutex::new(Shard {
-                table: SlotTable::new(MAX_SLOTS_PER_SHARD),
-                chunks: Vec::new(),
-                live: Vec::new(),
-                spare: None,
-            })
+        let local_slots = (HandleCodec::MAX_SLOTS / SHARDS as u64) as u32;
+        let shards = Shards::new(SHARDS, |_| Shard {
+            table: SlotTable::new(local_slots),
+            chunks: Vec::new(),
+            live: Vec::new(),
+            spare: None,
         });
         MemoryBackend {
             codec: HandleCodec::new(),
-            shards: shards.collect(),
+            shards,
             limit_pages: limit_bytes / PAGE_SIZE as u64,
             stored_pages: AtomicU64::new(0),
             failed_backups: AtomicU64::new(0),
@@ -124,19 +120,13 @@ impl MemoryBackend {
         (self.limit_pages != u64::MAX / PAGE_SIZE as u64).then_some(self.limit_pages * PAGE_SIZE as u64)
     }
 
-    fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
-        // A panic cannot leave a shard half-updated (every update is a single
-        // table call followed by a copy), so a poisoned lock is still sound.
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Finds the live slot `handle` names and runs `f` on it under its shard's lock.
     fn with_live_slot<R>(&self, handle: Handle, op: Operation, f: impl FnOnce(&mut Shard, u32) -> R) -> Result<R> {
-        let slot = self.codec.slot(handle);
-        let (shard_index, local) = (slot as usize % SHARDS, slot >> SHARD_BITS);
-        let mut shard = self.shard(shard_index);
+        let (slot, generation) = self.codec.decode(handle);
+        let (shard_index, local) = self.shards.split(slot);
+        let mut shard = self.shards.lock(shard_index);
         match shard.table.live_generation(local) {
-            Some(generation) if self.codec.matches(handle, generation) => Ok(f(&mut shard, local)),
+            Some(live) if live == generation => Ok(f(&mut shard, local)),
             _ => Err(BackupError::InvalidHandle {
                 origin: Origin::new(NAME, op),
                 handle,
@@ -170,18 +160,18 @@ impl BackupBackend for MemoryBackend {
             self.stored_pages.fetch_sub(1, Ordering::AcqRel);
             return Err(self.no_space(format!("limit of {} pages reached", self.limit_pages)));
         }
-        let shard_index = thread_index() % SHARDS;
-        let mut shard = self.shard(shard_index);
+        let shard_index = self.shards.mine();
+        let mut shard = self.shards.lock(shard_index);
         let Some((local, generation)) = shard.table.alloc() else {
             drop(shard);
             self.stored_pages.fetch_sub(1, Ordering::AcqRel);
             return Err(self.no_space(format!(
-                "all {MAX_SLOTS_PER_SHARD} slots of shard {shard_index} are in use"
+                "all {} slots of shard {shard_index} are in use",
+                self.shards.local_slots()
             )));
         };
         shard.page_for_new(local).clone_from(page);
-        let slot = (local << SHARD_BITS) | shard_index as u32;
-        Ok(self.codec.encode(slot, generation))
+        Ok(self.codec.encode(self.shards.slot(shard_index, local), generation))
     }
 
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
@@ -218,8 +208,7 @@ impl BackupBackend for MemoryBackend {
 
     fn stats(&self) -> BackupStats {
         let mut stats = BackupStats::default();
-        for index in 0..SHARDS {
-            let shard = self.shard(index);
+        for shard in self.shards.each() {
             stats.stored_pages += shard.table.live();
             stats.memory_used += shard.slab_bytes() + shard.table.metadata_bytes();
         }

@@ -10,7 +10,8 @@
 //! - [`HandleCodec`], [`Generations`], [`SlotTable`] and [`FreeExtents`]:
 //!   handle encoding and slot bookkeeping, for backends that keep their own
 //!   storage per slot.
-//! - [`thread_index`], to spread threads over shards, and
+//! - [`Shards`], a backend's state in per-thread shards with the slot
+//!   numbering that names a slot's shard; [`thread_index`] underneath, and
 //!   [`check_batch_lengths`], the error of `copy_pages` with mismatched slices.
 
 mod codec;
@@ -18,6 +19,7 @@ mod device;
 mod epoch;
 mod extents;
 mod generations;
+mod shards;
 mod store;
 mod thread_index;
 
@@ -28,5 +30,6 @@ pub use device::{Device, ReadRun, RunError, WriteRun};
 pub use epoch::ProcessEpoch;
 pub use extents::FreeExtents;
 pub use generations::Generations;
+pub use shards::Shards;
 pub use store::{SlotStore, StoreConfig};
 pub use thread_index::thread_index;

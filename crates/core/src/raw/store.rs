@@ -5,11 +5,11 @@
 use std::fmt;
 use std::io;
 use std::ops::Range;
+use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::device::{Device, ReadRun, RunError, WriteRun};
-use super::{FreeExtents, Generations, HandleCodec, ProcessEpoch, check_batch_lengths, thread_index};
+use super::{FreeExtents, Generations, HandleCodec, ProcessEpoch, Shards, check_batch_lengths};
 use crate::error::{BackupError, BatchError, Operation, Origin, Result};
 use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, PAGE_SIZE, Page};
 
@@ -62,7 +62,7 @@ impl StoreConfig {
 /// - **Handles** come from a [`HandleCodec`]: the global slot is
 ///   `local << shard_bits | shard`; generations come from [`Generations`].
 /// - **Placement**: a thread backs up into its own shard
-///   ([`thread_index`]), so threads do not share a device's locks; within a
+///   ([`Shards::mine`]), so threads do not share a device's locks; within a
 ///   shard, [`FreeExtents`] places a batch as one run where it can, after the
 ///   object's previous page (consecutive `idx`), else lowest address first.
 ///   A shard's slots never go past its peak number of slots in use at once.
@@ -85,17 +85,12 @@ impl StoreConfig {
 pub struct SlotStore<D> {
     config: StoreConfig,
     codec: HandleCodec,
-    shards: Box<[Shard<D>]>,
-    shard_bits: u32,
+    shards: Shards<ShardState>,
+    devices: Box<[D]>,
     epoch: ProcessEpoch,
     /// Slots taken over all shards (live, being written or being dropped).
     taken: AtomicU64,
     counters: Counters,
-}
-
-struct Shard<D> {
-    device: D,
-    state: Mutex<ShardState>,
 }
 
 #[derive(Default)]
@@ -133,26 +128,19 @@ impl<D: Device> SlotStore<D> {
     /// If the number of devices is not a power of two.
     pub fn new(config: StoreConfig, devices: Vec<D>) -> Self {
         assert!(devices.len().is_power_of_two(), "shards come in powers of two");
-        let shard_bits = devices.len().trailing_zeros();
-        let per_shard = (HandleCodec::MAX_SLOTS >> shard_bits).min(config.capacity_pages) as u32;
-        let shards = devices
-            .into_iter()
-            .map(|device| Shard {
-                device,
-                state: Mutex::new(ShardState {
-                    generations: Generations::default(),
-                    extents: FreeExtents::new(per_shard),
-                    checksums: Vec::new(),
-                    deferred: SlotBits::default(),
-                    cursor: None,
-                }),
-            })
-            .collect();
+        let local_slots = (HandleCodec::MAX_SLOTS / devices.len() as u64).min(config.capacity_pages) as u32;
+        let shards = Shards::new(devices.len(), |_| ShardState {
+            generations: Generations::default(),
+            extents: FreeExtents::new(local_slots),
+            checksums: Vec::new(),
+            deferred: SlotBits::default(),
+            cursor: None,
+        });
         SlotStore {
             config,
             codec: HandleCodec::new(),
             shards,
-            shard_bits,
+            devices: devices.into_boxed_slice(),
             epoch: ProcessEpoch::current(),
             taken: AtomicU64::new(0),
             counters: Counters::default(),
@@ -167,7 +155,7 @@ impl<D: Device> SlotStore<D> {
 
     /// The shards' devices, in shard order.
     pub fn devices(&self) -> impl Iterator<Item = &D> {
-        self.shards.iter().map(|s| &s.device)
+        self.devices.iter()
     }
 
     /// The store's settings.
@@ -177,7 +165,7 @@ impl<D: Device> SlotStore<D> {
 
     /// Live pages.
     pub fn live_pages(&self) -> u64 {
-        self.shards.iter().map(|s| s.lock().generations.live()).sum()
+        self.shards.each().map(|s| s.generations.live()).sum()
     }
 
     fn origin(&self, op: Operation) -> Origin {
@@ -224,17 +212,6 @@ impl<D: Device> SlotStore<D> {
         }
     }
 
-    fn global(&self, shard: usize, slot: u32) -> u32 {
-        (slot << self.shard_bits) | shard as u32
-    }
-
-    fn split(&self, global: u32) -> (usize, u32) {
-        (
-            (global & ((1 << self.shard_bits) - 1)) as usize,
-            global >> self.shard_bits,
-        )
-    }
-
     /// Reserves up to `n` slots of the capacity; returns how many.
     fn reserve(&self, n: u64) -> u64 {
         let cap = self.capacity_pages();
@@ -272,12 +249,12 @@ impl<D: Device> SlotStore<D> {
         }
         let want = pages.len() as u64;
         let reserved = self.reserve(want);
-        let shard_index = thread_index() % self.shards.len();
-        let shard = &self.shards[shard_index];
+        let shard = self.shards.mine();
+        let device = &self.devices[shard];
         let runs = if reserved == 0 {
             Vec::new()
         } else {
-            shard.lock().place(first_idx, reserved as u32)
+            self.shards.lock(shard).place(first_idx, reserved as u32)
         };
         let placed: u64 = runs.iter().map(|r| u64::from(r.end - r.start)).sum();
         self.unreserve(reserved - placed);
@@ -301,22 +278,22 @@ impl<D: Device> SlotStore<D> {
         let outcome = if writes.is_empty() {
             Ok(())
         } else {
-            shard.device.write(&writes)
+            device.write(&writes)
         };
         let done = outcome.as_ref().err().map_or(runs.len(), |e| e.done);
         let (kept, failed) = runs.split_at(done);
         if !failed.is_empty() {
             // Nothing of a failed run stays held: its storage is released
             // before its slots are free again.
-            let unreleased = shard.release_runs(failed);
-            let mut state = shard.lock();
+            let unreleased = release_runs(device, failed);
+            let mut state = self.shards.lock(shard);
             for (range, released) in failed.iter().zip(unreleased) {
                 state.give(range.clone(), !released);
             }
             self.unreserve(failed.iter().map(|r| u64::from(r.end - r.start)).sum());
         }
         let completed = {
-            let mut state = shard.lock();
+            let mut state = self.shards.lock(shard);
             let mut k = 0;
             handles.reserve(pages.len());
             for range in kept {
@@ -325,7 +302,7 @@ impl<D: Device> SlotStore<D> {
                     if let Some(&sum) = checksums.get(k) {
                         state.set_checksum(slot, sum);
                     }
-                    handles.push(self.codec.encode(self.global(shard_index, slot), generation));
+                    handles.push(self.codec.encode(self.shards.slot(shard, slot), generation));
                     k += 1;
                 }
             }
@@ -334,7 +311,7 @@ impl<D: Device> SlotStore<D> {
         let (completed, over_budget) = completed;
         if flags.writeback {
             for range in kept {
-                let sent = shard.device.writeback(range.start, range.end - range.start);
+                let sent = device.writeback(range.start, range.end - range.start);
                 self.counters.writeback_pages.fetch_add(sent, Ordering::Relaxed);
             }
             self.release_deferred();
@@ -366,7 +343,7 @@ impl<D: Device> SlotStore<D> {
         let mut locks = ShardLocks::new(&self.shards);
         for (k, &handle) in handles.iter().enumerate() {
             let (global, generation) = self.codec.decode(handle);
-            let (shard, slot) = self.split(global);
+            let (shard, slot) = self.shards.split(global);
             let state = locks.get(shard);
             if generation == 0 || state.generations.live_generation(slot) != Some(generation) {
                 let error = BackupError::InvalidHandle {
@@ -455,7 +432,7 @@ impl<D: Device> SlotStore<D> {
                 });
                 i += len;
             }
-            if let Err(RunError { done, error }) = self.shards[shard].device.read(&mut runs) {
+            if let Err(RunError { done, error }) = self.devices[shard].read(&mut runs) {
                 let k = run_starts[done];
                 stopped = Some(BatchError {
                     completed: k,
@@ -520,7 +497,7 @@ impl<D: Device> SlotStore<D> {
                     .zip(&entries[i..])
                     .take_while(|(next, prev)| next.shard == e.shard && prev.slot.checked_add(1) == Some(next.slot))
                     .count();
-                if let Err(source) = self.shards[e.shard].device.release(e.slot, len as u32) {
+                if let Err(source) = self.devices[e.shard].release(e.slot, len as u32) {
                     self.counters.failed_releases.fetch_add(1, Ordering::Relaxed);
                     freed = i;
                     stopped = Some(BatchError {
@@ -555,7 +532,7 @@ impl<D: Device> SlotStore<D> {
             for e in &entries {
                 if !seen.contains(&e.shard) {
                     seen.push(e.shard);
-                    self.trim_deferred(&self.shards[e.shard]);
+                    self.trim_deferred(e.shard);
                 }
             }
         }
@@ -564,7 +541,7 @@ impl<D: Device> SlotStore<D> {
 
     /// Releases the storage of every dropped slot kept for reuse.
     pub fn release_deferred(&self) {
-        for shard in self.shards.iter() {
+        for shard in 0..self.shards.len() {
             self.release_shard_deferred(shard, 0);
         }
     }
@@ -575,17 +552,17 @@ impl<D: Device> SlotStore<D> {
     }
 
     /// Releases a shard's deferred slots down to half its budget once it is over it.
-    fn trim_deferred(&self, shard: &Shard<D>) {
+    fn trim_deferred(&self, shard: usize) {
         let budget = self.deferred_budget();
-        if shard.lock().deferred.count > budget {
+        if self.shards.lock(shard).deferred.count > budget {
             self.release_shard_deferred(shard, budget / 2);
         }
     }
 
     /// Releases the highest deferred slots of `shard` until at most `keep` remain.
-    fn release_shard_deferred(&self, shard: &Shard<D>, keep: u64) {
+    fn release_shard_deferred(&self, shard: usize, keep: u64) {
         let runs = {
-            let mut state = shard.lock();
+            let mut state = self.shards.lock(shard);
             let excess = state.deferred.count.saturating_sub(keep);
             let runs = state.deferred.take_highest(excess);
             for r in &runs {
@@ -596,8 +573,8 @@ impl<D: Device> SlotStore<D> {
         if runs.is_empty() {
             return;
         }
-        let unreleased = shard.release_runs(&runs);
-        let mut state = shard.lock();
+        let unreleased = release_runs(&self.devices[shard], &runs);
+        let mut state = self.shards.lock(shard);
         for (range, failed) in runs.iter().zip(unreleased) {
             if failed {
                 self.counters.failed_releases.fetch_add(1, Ordering::Relaxed);
@@ -665,21 +642,20 @@ impl<D: Device> BackupBackend for SlotStore<D> {
     /// take (the first device's estimate: a store's devices share one swap
     /// or one file system).
     fn bytes_avail(&self) -> u64 {
-        self.free_capacity_bytes().min(self.shards[0].device.space_avail())
+        self.free_capacity_bytes().min(self.devices[0].space_avail())
     }
 
     fn stats(&self) -> BackupStats {
         let mut stats = BackupStats::default();
         let mut metadata = 0;
-        for shard in self.shards.iter() {
-            let state = shard.lock();
+        for (state, device) in self.shards.each().zip(self.devices.iter()) {
             stats.stored_pages += state.generations.live();
             stats.unreleased_bytes += state.deferred.count * PAGE;
             metadata += state.metadata_bytes();
             drop(state);
-            stats.stored_bytes += shard.device.allocated_bytes();
-            stats.resident_bytes += shard.device.resident_bytes();
-            metadata += shard.device.buffered_bytes();
+            stats.stored_bytes += device.allocated_bytes();
+            stats.resident_bytes += device.resident_bytes();
+            metadata += device.buffered_bytes();
         }
         stats.original_bytes = stats.stored_pages * PAGE;
         stats.metadata_bytes = metadata;
@@ -688,15 +664,15 @@ impl<D: Device> BackupBackend for SlotStore<D> {
         stats.failed_backups = self.counters.failed_backups.load(Ordering::Relaxed);
         stats.failed_restores = self.counters.failed_restores.load(Ordering::Relaxed);
         stats.failed_releases = self.counters.failed_releases.load(Ordering::Relaxed);
-        stats.io_path = self.shards[0].device.io_path();
+        stats.io_path = self.devices[0].io_path();
         stats
     }
 
     fn flush(&self) -> Result<()> {
         let op = Operation::Flush;
         self.check_process(op)?;
-        for shard in self.shards.iter() {
-            shard.device.flush().map_err(|e| self.io_error(op, e))?;
+        for device in self.devices.iter() {
+            device.flush().map_err(|e| self.io_error(op, e))?;
         }
         Ok(())
     }
@@ -704,13 +680,13 @@ impl<D: Device> BackupBackend for SlotStore<D> {
 
 /// The lock of one shard at a time, for walking a batch whose handles
 /// name several shards: never two locks at once, so no lock order to keep.
-struct ShardLocks<'a, D> {
-    shards: &'a [Shard<D>],
+struct ShardLocks<'a> {
+    shards: &'a Shards<ShardState>,
     held: Option<(usize, MutexGuard<'a, ShardState>)>,
 }
 
-impl<'a, D> ShardLocks<'a, D> {
-    fn new(shards: &'a [Shard<D>]) -> Self {
+impl<'a> ShardLocks<'a> {
+    fn new(shards: &'a Shards<ShardState>) -> Self {
         ShardLocks { shards, held: None }
     }
 
@@ -718,27 +694,17 @@ impl<'a, D> ShardLocks<'a, D> {
     fn get(&mut self, shard: usize) -> &mut ShardState {
         if self.held.as_ref().is_none_or(|(s, _)| *s != shard) {
             drop(self.held.take());
-            self.held = Some((shard, self.shards[shard].lock()));
+            self.held = Some((shard, self.shards.lock(shard)));
         }
         &mut self.held.as_mut().expect("just locked").1
     }
 }
 
-impl<D> Shard<D> {
-    fn lock(&self) -> MutexGuard<'_, ShardState> {
-        // Every update of the state completes without a panic in between
-        // (allocation failure aborts), so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl<D: Device> Shard<D> {
-    /// Releases each run's storage; returns, per run, whether it failed.
-    fn release_runs(&self, runs: &[Range<u32>]) -> Vec<bool> {
-        runs.iter()
-            .map(|r| self.device.release(r.start, r.end - r.start).is_err())
-            .collect()
-    }
+/// Releases each run's storage; returns, per run, whether it failed.
+fn release_runs<D: Device>(device: &D, runs: &[Range<u32>]) -> Vec<bool> {
+    runs.iter()
+        .map(|r| device.release(r.start, r.end - r.start).is_err())
+        .collect()
 }
 
 impl ShardState {
