@@ -31,5 +31,5 @@ pub use epoch::ProcessEpoch;
 pub use extents::FreeExtents;
 pub use generations::Generations;
 pub use shards::Shards;
-pub use store::{SlotStore, StoreConfig};
+pub use store::{PlannedRun, ReadPlan, ReadSegment, Reservation, SlotStore, StoreConfig};
 pub use thread_index::thread_index;

@@ -111,8 +111,127 @@ struct ShardState {
     cursor: Option<(u64, u32)>,
 }
 
+/// Slots reserved for a backup by [`SlotStore::reserve`], to be written
+/// and then given to [`SlotStore::complete`].
+#[derive(Debug)]
+#[must_use = "a reservation holds its slots until it is completed"]
+pub struct Reservation {
+    shard: usize,
+    runs: Vec<Range<u32>>,
+    checksums: Vec<u32>,
+    wanted: usize,
+}
+
+impl Reservation {
+    /// The shard whose device the runs are on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The runs of contiguous slots reserved, in the order of the pages:
+    /// the first run takes the first pages. They may hold fewer slots than
+    /// pages were given (the store is full): the rest are not backed up.
+    pub fn runs(&self) -> &[Range<u32>] {
+        &self.runs
+    }
+
+    /// The device writes of the runs, for `pages` (those given to `reserve`).
+    pub fn writes<'a>(&self, pages: &'a [&'a Page]) -> Vec<WriteRun<'a>> {
+        let mut at = 0;
+        self.runs
+            .iter()
+            .map(|r| {
+                let len = (r.end - r.start) as usize;
+                at += len;
+                WriteRun {
+                    slot: r.start,
+                    pages: &pages[at - len..at],
+                }
+            })
+            .collect()
+    }
+}
+
+/// The reads of a restore, from [`SlotStore::plan_read`], to be done and
+/// then given to [`SlotStore::finish_read`].
+#[derive(Debug)]
+pub struct ReadPlan {
+    entries: Vec<Entry>,
+    /// Where the handles stopped being live, if they did.
+    stopped: Option<BatchError>,
+}
+
+/// Batch-consecutive pages of one shard, to read with one device call.
+#[derive(Debug)]
+pub struct ReadSegment {
+    /// The shard whose device holds them.
+    pub shard: usize,
+    /// The batch index of the first.
+    pub start: usize,
+    /// How many.
+    pub len: usize,
+    /// Their runs of contiguous slots, in order.
+    pub runs: Vec<PlannedRun>,
+}
+
+/// Batch-consecutive pages in contiguous slots.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedRun {
+    /// The batch index of the first.
+    pub start: usize,
+    /// The first slot (the device's numbering).
+    pub slot: u32,
+    /// How many.
+    pub len: usize,
+}
+
+impl ReadPlan {
+    /// Pages to read: the handles up to the first that is not live.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is nothing to read.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The reads, in batch order.
+    pub fn segments(&self) -> Vec<ReadSegment> {
+        let mut segments: Vec<ReadSegment> = Vec::new();
+        for e in &self.entries {
+            match segments.last_mut() {
+                Some(seg) if seg.shard == e.shard => {
+                    seg.len += 1;
+                    let run = seg.runs.last_mut().expect("a segment has a run");
+                    if run.slot.checked_add(run.len as u32) == Some(e.slot) {
+                        run.len += 1;
+                    } else {
+                        seg.runs.push(PlannedRun {
+                            start: e.k,
+                            slot: e.slot,
+                            len: 1,
+                        });
+                    }
+                }
+                _ => segments.push(ReadSegment {
+                    shard: e.shard,
+                    start: e.k,
+                    len: 1,
+                    runs: vec![PlannedRun {
+                        start: e.k,
+                        slot: e.slot,
+                        len: 1,
+                    }],
+                }),
+            }
+        }
+        segments
+    }
+}
+
 /// A validated page of a batch: its position, shard, local slot and generation.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     k: usize,
     shard: usize,
@@ -213,7 +332,7 @@ impl<D: Device> SlotStore<D> {
     }
 
     /// Reserves up to `n` slots of the capacity; returns how many.
-    fn reserve(&self, n: u64) -> u64 {
+    fn reserve_capacity(&self, n: u64) -> u64 {
         let cap = self.capacity_pages();
         let mut taken = self.taken.load(Ordering::Relaxed);
         loop {
@@ -233,7 +352,9 @@ impl<D: Device> SlotStore<D> {
     }
 
     /// Backs up `pages` at `first_idx, first_idx + 1, ...` (the batch rule
-    /// of [`BackupBackend::backup_pages`]), reporting errors as `op`.
+    /// of [`BackupBackend::backup_pages`]), reporting errors as `op`:
+    /// [`reserve`](Self::reserve), the device's write, then
+    /// [`complete`](Self::complete).
     pub fn backup(
         &self,
         pages: &[&Page],
@@ -242,15 +363,29 @@ impl<D: Device> SlotStore<D> {
         handles: &mut Vec<Handle>,
         op: Operation,
     ) -> Result<(), BatchError> {
+        let reservation = self.reserve(pages, first_idx, op)?;
+        let writes = reservation.writes(pages);
+        let outcome = if writes.is_empty() {
+            Ok(())
+        } else {
+            self.devices[reservation.shard].write(&writes)
+        };
+        self.complete(reservation, outcome, flags, handles, op)
+    }
+
+    /// The first half of a backup, for backends that write the pages
+    /// themselves (asynchronously, say): reserves slots for `pages` in the
+    /// calling thread's shard, as one run where it can, and takes their
+    /// checksums. The pages go to [`Reservation::runs`] of
+    /// [`device`](Self::device)`(reservation.shard())`; then
+    /// [`complete`](Self::complete) issues the handles. A reservation must
+    /// be completed (with the write's outcome, or a failure): until then its
+    /// slots stay taken.
+    pub fn reserve(&self, pages: &[&Page], first_idx: u64, op: Operation) -> Result<Reservation, BatchError> {
         self.check_process(op)
             .map_err(|error| BatchError { completed: 0, error })?;
-        if pages.is_empty() {
-            return Ok(());
-        }
-        let want = pages.len() as u64;
-        let reserved = self.reserve(want);
         let shard = self.shards.mine();
-        let device = &self.devices[shard];
+        let reserved = self.reserve_capacity(pages.len() as u64);
         let runs = if reserved == 0 {
             Vec::new()
         } else {
@@ -263,24 +398,34 @@ impl<D: Device> SlotStore<D> {
         } else {
             Vec::new()
         };
-        let mut at = 0;
-        let writes: Vec<WriteRun<'_>> = runs
-            .iter()
-            .map(|r| {
-                let len = (r.end - r.start) as usize;
-                at += len;
-                WriteRun {
-                    slot: r.start,
-                    pages: &pages[at - len..at],
-                }
-            })
-            .collect();
-        let outcome = if writes.is_empty() {
-            Ok(())
-        } else {
-            device.write(&writes)
-        };
-        let done = outcome.as_ref().err().map_or(runs.len(), |e| e.done);
+        Ok(Reservation {
+            shard,
+            runs,
+            checksums,
+            wanted: pages.len(),
+        })
+    }
+
+    /// The second half of a backup: given the outcome of writing the
+    /// reservation's runs, issues handles for the runs written (appended to
+    /// `handles`), releases the storage and slots of the others, and gives
+    /// the batch rule's result.
+    pub fn complete(
+        &self,
+        reservation: Reservation,
+        outcome: Result<(), RunError>,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        let Reservation {
+            shard,
+            runs,
+            checksums,
+            wanted,
+        } = reservation;
+        let device = &self.devices[shard];
+        let done = outcome.as_ref().err().map_or(runs.len(), |e| e.done.min(runs.len()));
         let (kept, failed) = runs.split_at(done);
         if !failed.is_empty() {
             // Nothing of a failed run stays held: its storage is released
@@ -292,10 +437,10 @@ impl<D: Device> SlotStore<D> {
             }
             self.unreserve(failed.iter().map(|r| u64::from(r.end - r.start)).sum());
         }
-        let completed = {
+        let (completed, over_budget) = {
             let mut state = self.shards.lock(shard);
             let mut k = 0;
-            handles.reserve(pages.len());
+            handles.reserve(wanted);
             for range in kept {
                 for slot in range.clone() {
                     let generation = state.generations.take(slot).expect("a reserved slot can be taken");
@@ -308,7 +453,6 @@ impl<D: Device> SlotStore<D> {
             }
             (k, state.deferred.count > self.deferred_budget())
         };
-        let (completed, over_budget) = completed;
         if flags.writeback {
             for range in kept {
                 let sent = device.writeback(range.start, range.end - range.start);
@@ -320,7 +464,7 @@ impl<D: Device> SlotStore<D> {
         }
         let error = match outcome {
             Err(RunError { error, .. }) => Some(self.io_error(op, error)),
-            Ok(()) if completed < pages.len() => Some(BackupError::NoSpace {
+            Ok(()) if completed < wanted => Some(BackupError::NoSpace {
                 origin: self.origin(op),
                 detail: format!("all {} pages of the capacity are in use", self.capacity_pages()),
             }),
@@ -333,6 +477,11 @@ impl<D: Device> SlotStore<D> {
             }
             None => Ok(()),
         }
+    }
+
+    /// The device of shard `shard`.
+    pub fn device(&self, shard: usize) -> &D {
+        &self.devices[shard]
     }
 
     /// Validates `handles` in order, up to the first that is not live;
@@ -389,91 +538,103 @@ impl<D: Device> SlotStore<D> {
         intr: Option<&Interrupt>,
         op: Operation,
     ) -> Result<(), BatchError> {
-        self.check_process(op)
-            .map_err(|error| BatchError { completed: 0, error })?;
-        let (entries, mut stopped) = self.validate(handles, op, false);
-        let interrupted = |k| BatchError {
+        let plan = self.plan_read(handles, op)?;
+        let mut rest = &mut dsts[..plan.len()];
+        let mut stop = None;
+        for segment in plan.segments() {
+            if intr.is_some_and(Interrupt::is_interrupted) {
+                stop = Some(self.interrupted(segment.start, op));
+                break;
+            }
+            let (mut pages, tail) = std::mem::take(&mut rest).split_at_mut(segment.len);
+            rest = tail;
+            let mut runs: Vec<ReadRun<'_, '_>> = Vec::with_capacity(segment.runs.len());
+            for run in &segment.runs {
+                let (these, tail) = std::mem::take(&mut pages).split_at_mut(run.len);
+                pages = tail;
+                runs.push(ReadRun {
+                    slot: run.slot,
+                    pages: these,
+                });
+            }
+            if let Err(RunError { done, error }) = self.devices[segment.shard].read(&mut runs) {
+                stop = Some(BatchError {
+                    completed: segment.runs[done].start,
+                    error: self.io_error(op, error),
+                });
+                break;
+            }
+        }
+        self.finish_read(plan, stop, handles, |k| &*dsts[k], op)
+    }
+
+    /// The error of a restore interrupted before item `k`.
+    pub fn interrupted(&self, k: usize, op: Operation) -> BatchError {
+        BatchError {
             completed: k,
             error: BackupError::Interrupted {
                 origin: self.origin(op),
             },
-        };
-        // Read one segment at a time: batch-consecutive entries of one shard,
-        // in runs of contiguous slots.
-        let mut rest = &mut dsts[..entries.len()];
-        let mut start = 0;
-        let mut read_to = entries.len();
-        while start < entries.len() {
-            if intr.is_some_and(Interrupt::is_interrupted) {
-                stopped = Some(interrupted(start));
-                read_to = start;
-                break;
-            }
-            let shard = entries[start].shard;
-            let end = start + entries[start..].iter().take_while(|e| e.shard == shard).count();
-            let (segment, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
-            rest = tail;
-            let mut runs = Vec::new();
-            let mut pages = segment;
-            let mut run_starts = Vec::new();
-            let mut i = start;
-            while i < end {
-                let len = 1 + entries[i + 1..end]
-                    .iter()
-                    .zip(&entries[i..end])
-                    .take_while(|(next, prev)| prev.slot.checked_add(1) == Some(next.slot))
-                    .count();
-                let (run, tail) = std::mem::take(&mut pages).split_at_mut(len);
-                pages = tail;
-                run_starts.push(i);
-                runs.push(ReadRun {
-                    slot: entries[i].slot,
-                    pages: run,
-                });
-                i += len;
-            }
-            if let Err(RunError { done, error }) = self.devices[shard].read(&mut runs) {
-                let k = run_starts[done];
-                stopped = Some(BatchError {
-                    completed: k,
-                    error: self.io_error(op, error),
-                });
-                read_to = k;
-                break;
-            }
-            start = end;
         }
+    }
+
+    /// The first half of a restore, for backends that read the pages
+    /// themselves: checks `handles` in order, up to the first that is not
+    /// live, and plans the reads as [`ReadPlan::segments`].
+    pub fn plan_read(&self, handles: &[Handle], op: Operation) -> Result<ReadPlan, BatchError> {
+        self.check_process(op)
+            .map_err(|error| BatchError { completed: 0, error })?;
+        let (entries, stopped) = self.validate(handles, op, false);
+        Ok(ReadPlan { entries, stopped })
+    }
+
+    /// The second half of a restore: `stop` is where reading stopped (an
+    /// interrupt, a failed read; `None` if every planned page was read, and
+    /// `page(k)` gives the page read for item `k`). Checks that no drop raced
+    /// the reads and that every page matches its checksum, and gives the
+    /// batch rule's result.
+    pub fn finish_read<'p>(
+        &self,
+        plan: ReadPlan,
+        stop: Option<BatchError>,
+        handles: &[Handle],
+        page: impl Fn(usize) -> &'p Page,
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        let read_to = stop
+            .as_ref()
+            .map_or(plan.entries.len(), |s| s.completed.min(plan.entries.len()));
         // A drop that raced the read may have released what was read: check
         // every page read is still live, then its checksum.
         let mut locks = ShardLocks::new(&self.shards);
-        for (entry, dst) in entries[..read_to].iter().zip(dsts.iter()) {
+        for entry in &plan.entries[..read_to] {
             let state = locks.get(entry.shard);
             let handle = handles[entry.k];
-            if state.generations.live_generation(entry.slot) != Some(entry.generation) {
-                stopped = Some(BatchError {
-                    completed: entry.k,
-                    error: BackupError::InvalidHandle {
-                        origin: self.origin(op),
-                        handle,
-                    },
-                });
-                break;
-            }
-            if self.config.checksum && state.checksums[entry.slot as usize] != checksum(dst) {
-                stopped = Some(BatchError {
-                    completed: entry.k,
-                    error: BackupError::Corrupt {
-                        origin: self.origin(op),
-                        handle,
-                        detail: "the page read back does not match its checksum (the storage changed under the \
-                                 backend); the backup is unusable, drop it"
-                            .to_string(),
-                    },
-                });
-                break;
-            }
+            let error = if state.generations.live_generation(entry.slot) != Some(entry.generation) {
+                BackupError::InvalidHandle {
+                    origin: self.origin(op),
+                    handle,
+                }
+            } else if self.config.checksum && state.checksums[entry.slot as usize] != checksum(page(entry.k)) {
+                BackupError::Corrupt {
+                    origin: self.origin(op),
+                    handle,
+                    detail: "the page read back does not match its checksum (the storage changed under the \
+                             backend); the backup is unusable, drop it"
+                        .to_string(),
+                }
+            } else {
+                continue;
+            };
+            return Err(BatchError {
+                completed: entry.k,
+                error,
+            });
         }
-        stopped.map_or(Ok(()), Err)
+        match stop.or(plan.stopped) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Drops `handles` in order (the batch rule of
