@@ -31,8 +31,9 @@ pub struct BackedUp {
 /// own it, and a backend may hand the buffer to the kernel (io_uring,
 /// O_DIRECT) for as long as the operation runs, whatever the future does.
 ///
-/// **Cancellation.** A future may be dropped at any await point. Dropping
-/// it never loses a page that was backed up, never leaks storage, never
+/// **Cancellation.** A future may be dropped at any await point. (One
+/// dropped before its first poll has done nothing, as any Rust future.)
+/// Dropping it never loses a page that was backed up, never leaks storage, never
 /// leaves the kernel reading from or writing into freed memory, and never
 /// leaves a handle issued that nobody holds:
 ///
@@ -44,7 +45,8 @@ pub struct BackedUp {
 ///   boundary, and every backup stays in place. A flag passed in stays set,
 ///   as after any interrupt: clear it before resuming, and give each
 ///   restore that may be dropped on its own a flag of its own;
-/// - a drop is carried out whether or not its future is awaited to the end;
+/// - a drop, once polled, is carried out whether or not its future is
+///   awaited to the end;
 /// - a dropped `flush` leaves the backups as they are: a later `flush`
 ///   still waits for all of them.
 #[async_trait]

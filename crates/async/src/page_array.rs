@@ -164,11 +164,11 @@ impl AsyncPageArray {
         };
         // The drop is carried out even if this future is dropped, so the
         // position lets go of the handle first.
-        if let Position::Backed(handle) = mem::replace(position, Position::Empty) {
-            if let Err(error) = self.backend.drop_handle(handle).await {
-                self.positions[i] = Position::Backed(handle);
-                return Err(error);
-            }
+        if let Position::Backed(handle) = mem::replace(position, Position::Empty)
+            && let Err(error) = self.backend.drop_handle(handle).await
+        {
+            self.positions[i] = Position::Backed(handle);
+            return Err(error);
         }
         self.positions[i] = Position::Resident(page);
         Ok(())
