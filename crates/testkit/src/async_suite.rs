@@ -19,7 +19,8 @@ const SEED: u64 = 0xa5c_5eed;
 #[non_exhaustive]
 pub enum AsyncCheck {
     /// A check of the sync suite, through [`SyncView`](crate::SyncView) on
-    /// a multi-thread runtime.
+    /// a multi-thread runtime (with one blocking thread, except for
+    /// [`Check::Threads`]).
     Sync(Check),
     /// [`buffers_come_back`]
     BuffersComeBack,
@@ -36,7 +37,10 @@ impl AsyncCheck {
     /// instance holds no page afterwards.
     pub fn run(self, subject: &AsyncSubject) {
         if let AsyncCheck::Sync(check) = self {
-            let runtime = Flavor::MultiThread.runtime();
+            let runtime = match check {
+                Check::Threads => Flavor::MultiThread.runtime(),
+                _ => one_blocking_thread(),
+            };
             return check.run(&subject.sync_view(runtime.handle().clone()));
         }
         let backend = subject.create();
@@ -44,7 +48,7 @@ impl AsyncCheck {
             AsyncCheck::Sync(_) => unreachable!("handled above"),
             AsyncCheck::BuffersComeBack => {
                 let limited = subject.limited(LIMIT_PAGES * PAGE_SIZE as u64);
-                Flavor::MultiThread.runtime().block_on(async {
+                one_blocking_thread().block_on(async {
                     buffers_come_back(&*backend).await;
                     match &limited {
                         Some(limited) => {
@@ -77,6 +81,18 @@ impl AsyncCheck {
         }
         assert_empty(&*backend);
     }
+}
+
+/// A multi-thread runtime whose blocking pool has one thread, so that the
+/// calls of one test sequence reach a sync backend from one thread, as in
+/// the sync suite. (A backend with per-thread shards, such as the compressed
+/// one, may refuse a backup for space on one thread and take it on another.)
+fn one_blocking_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .build()
+        .expect("a tokio runtime")
 }
 
 fn assert_empty(b: &dyn AsyncBackupBackend) {
