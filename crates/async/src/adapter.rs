@@ -1,6 +1,6 @@
 //! [`SyncAdapter`]: any sync [`BackupBackend`] behind [`AsyncBackupBackend`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
@@ -40,9 +40,8 @@ pub enum Execution {
 ///
 /// With [`Execution::Blocking`], calls must be made within a tokio runtime
 /// (they use [`tokio::task::spawn_blocking`]). A panic of the sync backend
-/// is resumed in the awaiting task; a runtime that shuts down before a
-/// queued backup or restore ran panics the task awaiting it, as nothing can
-/// then be given back (the job's pages are freed and it issued nothing).
+/// is resumed in the awaiting task. A call whose runtime shuts down before
+/// its job ran runs the job on the awaiting thread instead.
 #[derive(Debug)]
 pub struct SyncAdapter<B: ?Sized = dyn BackupBackend> {
     backend: Arc<B>,
@@ -76,20 +75,25 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
         &self.backend
     }
 
-    /// Runs `job` on the blocking pool and returns its output.
+    /// Runs `job` on the blocking pool and returns its output. If the
+    /// runtime shuts down before the job ran, it runs here instead, so that
+    /// its pages still come back.
     async fn on_blocking_thread<T: Send + 'static>(&self, job: impl FnOnce(&Arc<B>) -> T + Send + 'static) -> T {
+        let job = Arc::new(Mutex::new(Some(job)));
+        let queued = Arc::clone(&job);
         let backend = Arc::clone(&self.backend);
-        match tokio::task::spawn_blocking(move || job(&backend)).await {
-            Ok(out) => out,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => panic!(
-                    "{} backend: the tokio runtime shut down before a queued call could run",
-                    self.backend.name()
-                ),
-            },
+        let ran = tokio::task::spawn_blocking(move || take(&queued).map(|job| job(&backend))).await;
+        match ran {
+            Ok(Some(out)) => out,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(None) | Err(_) => take(&job).expect("a job runs once")(&self.backend),
         }
     }
+}
+
+/// Takes a queued job out, once.
+fn take<F>(job: &Mutex<Option<F>>) -> Option<F> {
+    job.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 /// Handles to be dropped from `backend` unless [`take`](Self::take)n: the
