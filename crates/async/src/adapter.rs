@@ -11,9 +11,11 @@ use crate::{AsyncBackupBackend, BackedUp};
 /// Where a [`SyncAdapter`] runs the sync backend's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Execution {
-    /// On the calling task, within its poll: for backends that never block
+    /// On the calling task: for backends that never block
     /// ([`BackupBackend::never_blocks`]), where a thread hand-off would
-    /// cost more than the call.
+    /// cost more than the call. Each call first spends one unit of tokio's
+    /// cooperative budget per page, and may yield there (before anything is
+    /// done); then it runs the sync call within one poll.
     Inline,
     /// On tokio's blocking pool, one `spawn_blocking` per call (a batch is
     /// one call), so that the runtime's workers never wait on the backend.
@@ -134,6 +136,16 @@ impl<B: BackupBackend + ?Sized> Drop for HandlesToDrop<B> {
     }
 }
 
+/// Spends `units` of the task's cooperative budget (one per page) before an
+/// inline call, yielding to the runtime if it runs out: a task that copies
+/// inline then yields as often as one doing tokio I/O (every 128 units by
+/// default), and a worker is never held by one task for long.
+async fn cooperate(units: usize) {
+    for _ in 0..units {
+        tokio::task::coop::consume_budget().await;
+    }
+}
+
 fn backup_owned(
     backend: &(impl BackupBackend + ?Sized),
     pages: &[Box<Page>],
@@ -164,6 +176,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn backup_pages(&self, pages: Vec<Box<Page>>, first_idx: u64, flags: BackupFlags) -> BackedUp {
         if self.execution == Execution::Inline {
+            cooperate(pages.len()).await;
             let (handles, result) = backup_owned(&*self.backend, &pages, first_idx, flags);
             return BackedUp { pages, handles, result };
         }
@@ -187,6 +200,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
         intr: Option<Interrupt>,
     ) -> (Result<(), BatchError>, Vec<Box<Page>>) {
         if self.execution == Execution::Inline {
+            cooperate(dsts.len()).await;
             let result = copy_owned(&*self.backend, handles, &mut dsts, intr.as_ref());
             return (result, dsts);
         }
@@ -205,6 +219,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         if self.execution == Execution::Inline {
+            cooperate(1).await;
             return self.backend.drop_handles(handles);
         }
         let job = HandlesToDrop::new(&self.backend, handles.to_vec());
@@ -221,13 +236,17 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn flush(&self) -> Result<()> {
         match self.execution {
-            Execution::Inline => self.backend.flush(),
+            Execution::Inline => {
+                cooperate(1).await;
+                self.backend.flush()
+            }
             Execution::Blocking => self.on_blocking_thread(|backend| backend.flush()).await,
         }
     }
 
     async fn backup_page(&self, page: Box<Page>, idx: u64, flags: BackupFlags) -> (Result<Handle>, Box<Page>) {
         if self.execution == Execution::Inline {
+            cooperate(1).await;
             return (self.backend.backup_page(&page, idx, flags), page);
         }
         let (issued, page) = self
@@ -243,6 +262,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn copy_page(&self, mut dst: Box<Page>, handle: Handle, intr: Option<Interrupt>) -> (Result<()>, Box<Page>) {
         if self.execution == Execution::Inline {
+            cooperate(1).await;
             return (self.backend.copy_page(&mut dst, handle, intr.as_ref()), dst);
         }
         let intr = intr.unwrap_or_default();
