@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pagebackup::{AsyncBackupBackend, BackupFlags, Handle, PAGE_SIZE, Page, open_async};
+use pagebackup::{AsyncBackupBackend, BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page, open_async};
 
 use crate::adapters::Error;
 use crate::async_baseline::SpawnBlockingPwrite;
@@ -246,85 +246,85 @@ async fn round(b: &Arc<dyn AsyncBackupBackend>, corpus: &[Page], mode: AsyncMode
     Ok(Throughput { backup, restore, drop })
 }
 
-/// The best of `rounds` rounds, per operation.
-fn best_of(
+/// The better of two figures, per operation.
+fn better(best: Option<Throughput>, t: Throughput) -> Throughput {
+    best.map_or(t, |b| Throughput {
+        backup: b.backup.max(t.backup),
+        restore: b.restore.max(t.restore),
+        drop: b.drop.max(t.drop),
+    })
+}
+
+/// The best of `rounds` rounds of `b` in `mode`, and of the sync backend
+/// `sync` (if any) with the same batch on one thread, their rounds taken in
+/// turn so that both see the same machine; each after a warm-up round (the
+/// allocator's and the backend's first touches).
+fn measure(
     runtime: &tokio::runtime::Runtime,
     b: &Arc<dyn AsyncBackupBackend>,
+    sync: Option<&dyn BackupBackend>,
     corpus: &[Page],
     mode: AsyncMode,
     rounds: usize,
-) -> Result<Throughput, Error> {
-    let mut best: Option<Throughput> = None;
-    for _ in 0..rounds.max(1) {
+) -> Result<(Throughput, Option<Throughput>), Error> {
+    let (mut best, mut best_sync) = (None, None);
+    for warm_up in std::iter::once(true).chain(std::iter::repeat_n(false, rounds.max(1))) {
+        let s = sync.map(|s| sync_round(s, corpus, mode.batch.max(1))).transpose()?;
         let t = runtime.block_on(round(b, corpus, mode))?;
-        best = Some(match best {
-            None => t,
-            Some(b) => Throughput {
-                backup: b.backup.max(t.backup),
-                restore: b.restore.max(t.restore),
-                drop: b.drop.max(t.drop),
-            },
-        });
+        if !warm_up {
+            best = Some(better(best, t));
+            best_sync = s.map(|s| better(best_sync, s));
+        }
     }
-    Ok(best.expect("at least one round"))
+    Ok((best.expect("at least one round"), best_sync))
 }
 
-/// The sync backend of `spec` on the same owned pages, `batch` pages per
-/// call, on this thread: the best of `rounds` rounds, per operation.
-fn sync_figures(spec: &str, corpus: &[Page], batch: usize, rounds: usize) -> Result<Throughput, Error> {
-    let b = pagebackup::open(spec)?;
+/// One round of the sync backend `b` on owned pages like the async runs',
+/// `batch` pages per call, on this thread.
+fn sync_round(b: &dyn BackupBackend, corpus: &[Page], batch: usize) -> Result<Throughput, Error> {
     let bytes = corpus.len() * PAGE_SIZE;
-    let mut best: Option<Throughput> = None;
-    for _ in 0..rounds.max(1) {
-        let pages = owned(corpus);
-        let start = Instant::now();
-        let mut handles = Vec::with_capacity(pages.len());
-        for (k, chunk) in pages.chunks(batch).enumerate() {
-            let idx = (k * batch) as u64;
-            match chunk {
-                [page] => handles.push(b.backup_page(page, idx, BackupFlags::NONE)?),
-                _ => {
-                    let refs: Vec<&Page> = chunk.iter().map(|p| &**p).collect();
-                    b.backup_pages(&refs, idx, BackupFlags::NONE, &mut handles)?;
-                }
+    let pages = owned(corpus);
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(pages.len());
+    for (k, chunk) in pages.chunks(batch).enumerate() {
+        let idx = (k * batch) as u64;
+        match chunk {
+            [page] => handles.push(b.backup_page(page, idx, BackupFlags::NONE)?),
+            _ => {
+                let refs: Vec<&Page> = chunk.iter().map(|p| &**p).collect();
+                b.backup_pages(&refs, idx, BackupFlags::NONE, &mut handles)?;
             }
         }
-        b.flush()?;
-        let backup = gbps(bytes, start.elapsed());
-        let mut dsts: Vec<Box<Page>> = corpus.iter().map(|_| Page::new_boxed()).collect();
-        let start = Instant::now();
-        for (chunk, dsts) in handles.chunks(batch).zip(dsts.chunks_mut(batch)) {
-            match (chunk, dsts) {
-                ([handle], [dst]) => b.copy_page(dst, *handle, None)?,
-                (chunk, dsts) => {
-                    let mut refs: Vec<&mut Page> = dsts.iter_mut().map(|p| &mut **p).collect();
-                    b.copy_pages(chunk, &mut refs, None)?;
-                }
-            }
-        }
-        let restore = gbps(bytes, start.elapsed());
-        if let Some(k) = (0..corpus.len()).find(|&k| *dsts[k] != corpus[k]) {
-            return Err(format!("{spec}: restored page {k} differs from the original").into());
-        }
-        let start = Instant::now();
-        for chunk in handles.chunks(batch) {
-            match chunk {
-                [handle] => b.drop_handle(*handle)?,
-                _ => b.drop_handles(chunk)?,
-            }
-        }
-        let t = Throughput {
-            backup,
-            restore,
-            drop: gbps(bytes, start.elapsed()),
-        };
-        best = Some(best.map_or(t, |b| Throughput {
-            backup: b.backup.max(t.backup),
-            restore: b.restore.max(t.restore),
-            drop: b.drop.max(t.drop),
-        }));
     }
-    Ok(best.expect("at least one round"))
+    b.flush()?;
+    let backup = gbps(bytes, start.elapsed());
+    let mut dsts: Vec<Box<Page>> = corpus.iter().map(|_| Page::new_boxed()).collect();
+    let start = Instant::now();
+    for (chunk, dsts) in handles.chunks(batch).zip(dsts.chunks_mut(batch)) {
+        match (chunk, dsts) {
+            ([handle], [dst]) => b.copy_page(dst, *handle, None)?,
+            (chunk, dsts) => {
+                let mut refs: Vec<&mut Page> = dsts.iter_mut().map(|p| &mut **p).collect();
+                b.copy_pages(chunk, &mut refs, None)?;
+            }
+        }
+    }
+    let restore = gbps(bytes, start.elapsed());
+    if let Some(k) = (0..corpus.len()).find(|&k| *dsts[k] != corpus[k]) {
+        return Err(format!("{}: restored page {k} differs from the original", b.name()).into());
+    }
+    let start = Instant::now();
+    for chunk in handles.chunks(batch) {
+        match chunk {
+            [handle] => b.drop_handle(*handle)?,
+            _ => b.drop_handles(chunk)?,
+        }
+    }
+    Ok(Throughput {
+        backup,
+        restore,
+        drop: gbps(bytes, start.elapsed()),
+    })
 }
 
 /// A 1 ms ticker's lateness on `runtime` while `work` runs, sorted, in
@@ -415,18 +415,19 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
     let mut runs = Vec::new();
     let mut responsive = Vec::new();
     for (name, backend, is_backend) in &subjects {
+        let sync = match is_backend {
+            true => Some(pagebackup::open(name)?),
+            false => None,
+        };
         for mode in modes {
             if !is_backend && mode.batch > 1 {
                 continue;
             }
-            let sync = match is_backend {
-                true => Some(sync_figures(name, corpus, mode.batch, bench.rounds)?),
-                false => None,
-            };
+            let (gbps, sync) = measure(&runtime, backend, sync.as_deref(), corpus, mode, bench.rounds)?;
             runs.push(AsyncRun {
                 name: name.clone(),
                 mode,
-                gbps: best_of(&runtime, backend, corpus, mode, bench.rounds)?,
+                gbps,
                 sync,
             });
         }
