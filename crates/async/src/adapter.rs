@@ -13,9 +13,9 @@ use crate::{AsyncBackupBackend, BackedUp};
 pub enum Execution {
     /// On the calling task: for backends that never block
     /// ([`BackupBackend::never_blocks`]), where a thread hand-off would
-    /// cost more than the call. Each call first spends one unit of tokio's
-    /// cooperative budget per page, and may yield there (before anything is
-    /// done); then it runs the sync call within one poll.
+    /// cost more than the call. Each call spends one unit of tokio's
+    /// cooperative budget per page and may yield there: a backup or restore
+    /// before anything is done, a drop after the drop.
     Inline,
     /// On tokio's blocking pool, one `spawn_blocking` per call (a batch is
     /// one call), so that the runtime's workers never wait on the backend.
@@ -136,7 +136,7 @@ impl<B: BackupBackend + ?Sized> Drop for HandlesToDrop<B> {
     }
 }
 
-/// Spends `units` of the task's cooperative budget (one per page) before an
+/// Spends `units` of the task's cooperative budget (one per page) around an
 /// inline call, yielding to the runtime if it runs out: a task that copies
 /// inline then yields as often as one doing tokio I/O (every 128 units by
 /// default), and a worker is never held by one task for long.
@@ -200,12 +200,14 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
         intr: Option<Interrupt>,
     ) -> (Result<(), BatchError>, Vec<Box<Page>>) {
         if self.execution == Execution::Inline {
+            let on_drop = InterruptOnDrop::new(intr.clone());
             cooperate(dsts.len()).await;
             let result = copy_owned(&*self.backend, handles, &mut dsts, intr.as_ref());
+            on_drop.disarm();
             return (result, dsts);
         }
         let intr = intr.unwrap_or_default();
-        let on_drop = InterruptOnDrop::new(intr.clone());
+        let on_drop = InterruptOnDrop::new(Some(intr.clone()));
         let handles = handles.to_vec();
         let out = self
             .on_blocking_thread(move |backend| {
@@ -219,8 +221,10 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         if self.execution == Execution::Inline {
+            // After the drop, so that a drop once polled is carried out.
+            let dropped = self.backend.drop_handles(handles);
             cooperate(1).await;
-            return self.backend.drop_handles(handles);
+            return dropped;
         }
         let job = HandlesToDrop::new(&self.backend, handles.to_vec());
         self.on_blocking_thread(move |_| job.drop_now()).await
@@ -262,11 +266,14 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn copy_page(&self, mut dst: Box<Page>, handle: Handle, intr: Option<Interrupt>) -> (Result<()>, Box<Page>) {
         if self.execution == Execution::Inline {
+            let on_drop = InterruptOnDrop::new(intr.clone());
             cooperate(1).await;
-            return (self.backend.copy_page(&mut dst, handle, intr.as_ref()), dst);
+            let result = self.backend.copy_page(&mut dst, handle, intr.as_ref());
+            on_drop.disarm();
+            return (result, dst);
         }
         let intr = intr.unwrap_or_default();
-        let on_drop = InterruptOnDrop::new(intr.clone());
+        let on_drop = InterruptOnDrop::new(Some(intr.clone()));
         let out = self
             .on_blocking_thread(move |backend| (backend.copy_page(&mut dst, handle, Some(&intr)), dst))
             .await;

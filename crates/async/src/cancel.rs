@@ -9,9 +9,9 @@ use pagebackup_core::Interrupt;
 pub(crate) struct InterruptOnDrop(Option<Interrupt>);
 
 impl InterruptOnDrop {
-    /// A guard over `intr`.
-    pub(crate) fn new(intr: Interrupt) -> Self {
-        InterruptOnDrop(Some(intr))
+    /// A guard over `intr` (none: nothing to set).
+    pub(crate) fn new(intr: Option<Interrupt>) -> Self {
+        InterruptOnDrop(intr)
     }
 
     /// The operation finished: dropping the guard no longer interrupts.
@@ -35,9 +35,10 @@ mod tests {
     #[test]
     fn drop_interrupts_unless_disarmed() {
         let intr = Interrupt::new();
-        InterruptOnDrop::new(intr.clone()).disarm();
+        InterruptOnDrop::new(Some(intr.clone())).disarm();
         assert!(!intr.is_interrupted());
-        drop(InterruptOnDrop::new(intr.clone()));
+        drop(InterruptOnDrop::new(None));
+        drop(InterruptOnDrop::new(Some(intr.clone())));
         assert!(intr.is_interrupted());
     }
 }

@@ -251,7 +251,7 @@ impl AsyncPageArray {
     pub async fn restore(&mut self, intr: Option<&Interrupt>) -> Result<usize, Stopped> {
         self.settle().await;
         let intr = intr.cloned().unwrap_or_default();
-        let on_drop = InterruptOnDrop::new(intr.clone());
+        let on_drop = InterruptOnDrop::new(Some(intr.clone()));
         let mut done = 0;
         let mut start = 0;
         while let Some(run) = self.next_run(start, Slot::Backed) {

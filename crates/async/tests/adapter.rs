@@ -86,3 +86,33 @@ fn a_call_whose_runtime_shut_down_runs_on_the_awaiting_thread() {
     ));
     assert_eq!(memory.stats().stored_pages, 0);
 }
+
+#[test]
+fn inline_calls_yield_to_other_tasks() {
+    let memory = Arc::new(MemoryBackend::new());
+    let adapter = SyncAdapter::new(memory.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = tokio::spawn({
+            let ran = Arc::clone(&ran);
+            async move { ran.store(true, std::sync::atomic::Ordering::Relaxed) }
+        });
+        let mut handles = Vec::new();
+        let mut page = page(9);
+        // On a current-thread runtime the other task runs only if these
+        // calls yield: 1000 pages are several budgets.
+        for i in 0..1000 {
+            let (handle, back) = adapter.backup_page(page, i, BackupFlags::NONE).await;
+            handles.push(handle.unwrap());
+            page = back;
+        }
+        assert!(
+            ran.load(std::sync::atomic::Ordering::Relaxed),
+            "inline calls never yielded"
+        );
+        other.await.unwrap();
+        adapter.drop_handles(&handles).await.unwrap();
+    });
+    assert_eq!(memory.stats().stored_pages, 0);
+}
