@@ -10,6 +10,8 @@
 //! This crate re-exports `pagebackup-core` and, behind cargo features, the
 //! backend crates. [`open`] builds any compiled-in backend from a spec such as
 //! `memory` or `memory:limit=64MiB`; [`available_backends`] lists them.
+//! With the feature `async`, `open_async` builds the same backends behind
+//! the async API on tokio (`AsyncBackupBackend`).
 //!
 //! ```
 //! use pagebackup::{BackupFlags, Page};
@@ -25,6 +27,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "async")]
+mod async_open;
 mod error;
 mod registry;
 mod spec;
@@ -32,6 +36,12 @@ mod spec;
 pub use error::OpenError;
 pub use pagebackup_core::*;
 pub use spec::{Spec, parse_size};
+
+/// The async API (feature `async`): the trait, the adapter and the async page array.
+#[cfg(feature = "async")]
+pub use async_open::open_async;
+#[cfg(feature = "async")]
+pub use pagebackup_async::{AsyncBackupBackend, AsyncPageArray, BackedUp, Execution, SyncAdapter};
 
 /// The compressed-RAM backend (feature `compressed`).
 #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]

@@ -183,3 +183,20 @@ fn file_takes_dir_path_max_size_and_io() {
         assert!(msg.contains(expected), "{spec}: {msg}");
     }
 }
+
+/// `open_async` takes the same specs and gives the same errors as `open`.
+#[cfg(feature = "async")]
+#[test]
+fn open_async_shares_the_grammar_and_errors_of_open() {
+    for spec in ["tape", "memory:limit=lots", "memory:size=1MiB", "memory:limit"] {
+        let sync = err(spec).to_string();
+        let e = pagebackup::open_async(spec).expect_err(spec);
+        assert_eq!(e.to_string(), sync, "{spec}");
+    }
+    for name in available_backends() {
+        let b = pagebackup::open_async(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(b.name(), name);
+    }
+    let limited = pagebackup::open_async("memory:limit=64MiB").unwrap();
+    assert_eq!(limited.bytes_avail(), 64 << 20);
+}

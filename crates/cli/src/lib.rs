@@ -4,6 +4,8 @@
 //! use the same adapters.
 
 pub mod adapters;
+pub mod async_baseline;
+pub mod async_bench;
 pub mod capture;
 pub mod corpus;
 pub mod measure;

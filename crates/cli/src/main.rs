@@ -77,6 +77,12 @@ struct BenchArgs {
     /// Draw throughput against effective ratio as SVG.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Run the async benchmark instead: every backend through `open_async`.
+    #[arg(long = "async")]
+    async_api: bool,
+    /// Operations in flight in the async benchmark.
+    #[arg(long, default_value_t = 64)]
+    depth: usize,
 }
 
 fn main() -> ExitCode {
@@ -148,6 +154,9 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         Some(path) => Corpus::from_file(path)?,
         None => Corpus::built_in(args.pages),
     };
+    if args.async_api {
+        return pagebackup_cli::async_bench::bench(&corpus.pages, &args.backends, args.depth, args.batch, args.rounds);
+    }
     let n = corpus.pages.len();
     let adapters = adapters(&args, n)?;
     let threads = args

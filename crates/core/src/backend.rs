@@ -70,6 +70,14 @@ pub trait BackupBackend: Send + Sync + Debug {
         Ok(())
     }
 
+    /// Whether every call returns without waiting: no I/O, no sleeping, no
+    /// lock held across either, only copies and short critical sections. An
+    /// async adapter runs such a backend on the calling task instead of
+    /// handing each batch to a blocking thread. The default is `false`.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+
     /// Backs up `pages`, page `k` at index `first_idx + k`, appending each
     /// handle to `handles` as it is made.
     ///
@@ -197,6 +205,9 @@ macro_rules! forward_backend {
             fn flush(&self) -> $crate::Result<()> {
                 let $s = self;
                 $inner.flush()
+            }
+            fn never_blocks(&self) -> bool {
+                (**self).never_blocks()
             }
             fn backup_pages(
                 &self,

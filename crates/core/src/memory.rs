@@ -218,6 +218,11 @@ impl BackupBackend for MemoryBackend {
         stats.failed_restores = self.failed_restores.load(Ordering::Relaxed);
         stats
     }
+
+    /// A copy under a shard lock: nothing to wait for.
+    fn never_blocks(&self) -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for MemoryBackend {

@@ -20,7 +20,35 @@
 //! ```
 //!
 //! (The crate using the template depends on `rstest` and `rstest_reuse`.)
+//!
+//! With the feature `async`, the template `async_conformance` does the same
+//! for an [`AsyncSubject`]: every check above through the async API, the
+//! checks of owned buffers, and cancellation checks that drop futures at
+//! seeded points on current-thread and multi-thread runtimes:
+//!
+//! ```
+//! # #[cfg(feature = "async")]
+//! # mod with_async {
+//! use pagebackup_core::MemoryBackend;
+//! use pagebackup_testkit::{AsyncCheck, AsyncSubject, Subject, async_conformance};
+//! use rstest::rstest;
+//! use rstest_reuse::apply;
+//!
+//! #[apply(async_conformance)]
+//! fn memory_adapted(#[case] check: AsyncCheck) {
+//!     let subject = Subject::new("memory", || Box::new(MemoryBackend::new()));
+//!     check.run(&AsyncSubject::adapted(subject, None));
+//! }
+//! # }
+//! # fn main() {}
+//! ```
 
+#[cfg(feature = "async")]
+mod async_subject;
+#[cfg(feature = "async")]
+mod async_suite;
+#[cfg(feature = "async")]
+mod cancellation;
 mod concurrent;
 mod failing;
 mod failure_rules;
@@ -30,7 +58,18 @@ mod model;
 mod rng;
 mod subject;
 mod suite;
+#[cfg(feature = "async")]
+mod sync_view;
 
+#[cfg(feature = "async")]
+pub use async_subject::AsyncSubject;
+#[cfg(feature = "async")]
+pub use async_suite::{AsyncCheck, async_conformance, buffers_come_back, failed_backups_give_pages_back};
+#[cfg(feature = "async")]
+pub use cancellation::{
+    CancelConfig, CancelReport, Flavor, check_cancellation, check_page_array_cancellation, dropped_restore_interrupts,
+    within_polls,
+};
 pub use concurrent::{ConcurrentConfig, ConcurrentReport, check_concurrent};
 pub use failing::{DeviceOp, FailingDevice, FaultPlan};
 pub use failure_rules::{MakeFailing, check_failure_rules};
@@ -45,3 +84,5 @@ pub use suite::{
     foreign_handles_invalid, forged_handles_invalid, idx_never_aliases, interrupt_and_resume, model_sequence, no_space,
     run_all, threads, writeback_and_flush,
 };
+#[cfg(feature = "async")]
+pub use sync_view::SyncView;

@@ -1,0 +1,44 @@
+//! Guards that keep the cancellation rule of
+//! [`AsyncBackupBackend`](crate::AsyncBackupBackend) when a future is dropped.
+
+use pagebackup_core::Interrupt;
+
+/// Sets an [`Interrupt`] when dropped before [`disarm`](Self::disarm): a
+/// restore whose future is dropped stops at its next page boundary.
+#[derive(Debug)]
+pub(crate) struct InterruptOnDrop(Option<Interrupt>);
+
+impl InterruptOnDrop {
+    /// A guard over `intr` (none: nothing to set).
+    pub(crate) fn new(intr: Option<Interrupt>) -> Self {
+        InterruptOnDrop(intr)
+    }
+
+    /// The operation finished: dropping the guard no longer interrupts.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Some(intr) = self.0.take() {
+            intr.interrupt();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_interrupts_unless_disarmed() {
+        let intr = Interrupt::new();
+        InterruptOnDrop::new(Some(intr.clone())).disarm();
+        assert!(!intr.is_interrupted());
+        drop(InterruptOnDrop::new(None));
+        drop(InterruptOnDrop::new(Some(intr.clone())));
+        assert!(intr.is_interrupted());
+    }
+}

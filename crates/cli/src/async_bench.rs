@@ -1,0 +1,563 @@
+//! `pagebackup bench --async`: every backend through the async API
+//! (`open_async`) with N operations in flight, against the sync backend
+//! itself and `baseline:spawn_blocking-pwrite`, and the runtime's
+//! responsiveness while they work.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pagebackup::{AsyncBackupBackend, BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page, open_async};
+
+use crate::adapters::Error;
+use crate::async_baseline::SpawnBlockingPwrite;
+
+/// The ticker's period in the responsiveness runs.
+const TICK: Duration = Duration::from_millis(1);
+/// Tasks backing up and restoring in the responsiveness runs.
+const LOAD_TASKS: usize = 64;
+
+/// What the async benchmark runs.
+#[derive(Debug, Clone)]
+pub struct AsyncBench {
+    /// Backend specs, each opened with `open_async`.
+    pub specs: Vec<String>,
+    /// Operations in flight: tasks, each with its share of the pages.
+    pub depth: usize,
+    /// Pages per call in the batched runs.
+    pub batch: usize,
+    /// Rounds of each run; the best is kept.
+    pub rounds: usize,
+}
+
+/// How the pages are handed to an async backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncMode {
+    /// Pages per call (1: single-page calls).
+    pub batch: usize,
+    /// Calls in flight.
+    pub depth: usize,
+}
+
+/// GB/s of backup (with flush), restore (verified) and drop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    /// Backup and flush.
+    pub backup: f64,
+    /// Restore.
+    pub restore: f64,
+    /// Drop.
+    pub drop: f64,
+}
+
+/// One async subject in one mode.
+#[derive(Debug, Clone)]
+pub struct AsyncRun {
+    /// The spec, or the baseline's name.
+    pub name: String,
+    /// The mode.
+    pub mode: AsyncMode,
+    /// Its figures.
+    pub gbps: Throughput,
+    /// The sync backend's figures with the same batch on one thread.
+    pub sync: Option<Throughput>,
+}
+
+/// A 2-worker runtime's timer lateness while 64 tasks work.
+#[derive(Debug, Clone)]
+pub struct Responsiveness {
+    /// The spec, or the baseline's name.
+    pub name: String,
+    /// Pages per call of the load.
+    pub batch: usize,
+    /// 99th percentile lateness of a 1 ms ticker, in microseconds.
+    pub p99_us: f64,
+    /// Largest lateness, in microseconds.
+    pub max_us: f64,
+}
+
+/// The whole async benchmark.
+#[derive(Debug, Clone)]
+pub struct AsyncReport {
+    /// Throughput runs.
+    pub runs: Vec<AsyncRun>,
+    /// Responsiveness runs.
+    pub responsiveness: Vec<Responsiveness>,
+    /// The ticker's p99 lateness on the idle runtime, in microseconds.
+    pub idle_p99_us: f64,
+}
+
+/// The runtime every run uses: two workers, as on the machine the targets
+/// are set for.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()?)
+}
+
+fn shares(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts).map(|t| t * n / parts..(t + 1) * n / parts).collect()
+}
+
+fn owned(pages: &[Page]) -> Vec<Box<Page>> {
+    pages
+        .iter()
+        .map(|p| {
+            let mut copy = Page::new_boxed();
+            (*copy).clone_from(p);
+            copy
+        })
+        .collect()
+}
+
+fn gbps(bytes: usize, wall: Duration) -> f64 {
+    bytes as f64 / wall.as_secs_f64().max(1e-9) / 1e9
+}
+
+/// Backs up `pages` (page `k` at index `first + k`) in calls of `batch`;
+/// gives back the handles, and the pages to be freed after the clock stops.
+async fn backup_share(
+    b: Arc<dyn AsyncBackupBackend>,
+    first: usize,
+    pages: Vec<Box<Page>>,
+    batch: usize,
+) -> Result<(Vec<Handle>, Vec<Box<Page>>), Error> {
+    let mut handles = Vec::with_capacity(pages.len());
+    let mut back = Vec::with_capacity(pages.len());
+    let mut pages = pages.into_iter();
+    let mut idx = first as u64;
+    loop {
+        let chunk: Vec<Box<Page>> = pages.by_ref().take(batch).collect();
+        if chunk.is_empty() {
+            return Ok((handles, back));
+        }
+        let len = chunk.len() as u64;
+        if batch == 1 {
+            let page = chunk.into_iter().next().expect("one page");
+            let (handle, page) = b.backup_page(page, idx, BackupFlags::NONE).await;
+            handles.push(handle?);
+            back.push(page);
+        } else {
+            let backed = b.backup_pages(chunk, idx, BackupFlags::NONE).await;
+            backed.result?;
+            handles.extend(backed.handles);
+            back.extend(backed.pages);
+        }
+        idx += len;
+    }
+}
+
+/// Restores `handles` into `dsts` in calls of `batch`.
+async fn restore_share(
+    b: Arc<dyn AsyncBackupBackend>,
+    handles: Arc<[Handle]>,
+    dsts: Vec<Box<Page>>,
+    batch: usize,
+) -> Result<Vec<Box<Page>>, Error> {
+    let mut back = Vec::with_capacity(dsts.len());
+    let mut dsts = dsts.into_iter();
+    for chunk in handles.chunks(batch) {
+        let pages: Vec<Box<Page>> = dsts.by_ref().take(chunk.len()).collect();
+        if batch == 1 {
+            let page = pages.into_iter().next().expect("one page");
+            let (restored, page) = b.copy_page(page, chunk[0], None).await;
+            restored?;
+            back.push(page);
+        } else {
+            let (restored, pages) = b.copy_pages(chunk, pages, None).await;
+            restored?;
+            back.extend(pages);
+        }
+    }
+    Ok(back)
+}
+
+/// Drops `handles` in calls of `batch`.
+async fn drop_share(b: Arc<dyn AsyncBackupBackend>, handles: Arc<[Handle]>, batch: usize) -> Result<(), Error> {
+    for chunk in handles.chunks(batch) {
+        match chunk {
+            [one] => b.drop_handle(*one).await?,
+            _ => b.drop_handles(chunk).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Awaits every task; the first error wins.
+async fn join<T>(tasks: Vec<tokio::task::JoinHandle<Result<T, Error>>>) -> Result<Vec<T>, Error> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.map_err(|e| format!("a benchmark task failed: {e}"))??);
+    }
+    Ok(out)
+}
+
+/// One round: back up, restore (checked against `corpus`) and drop every
+/// page, `mode.depth` tasks at once, each on its share of the pages.
+async fn round(b: &Arc<dyn AsyncBackupBackend>, corpus: &[Page], mode: AsyncMode) -> Result<Throughput, Error> {
+    let bytes = corpus.len() * PAGE_SIZE;
+    let batch = mode.batch.max(1);
+    let parts = shares(corpus.len(), mode.depth);
+    let inputs: Vec<(usize, Vec<Box<Page>>)> = parts.iter().map(|r| (r.start, owned(&corpus[r.clone()]))).collect();
+    let start = Instant::now();
+    let tasks = inputs
+        .into_iter()
+        .map(|(first, pages)| tokio::spawn(backup_share(Arc::clone(b), first, pages, batch)))
+        .collect();
+    let backed = join(tasks).await?;
+    b.flush().await?;
+    let backup = gbps(bytes, start.elapsed());
+    let (handles, freed): (Vec<Arc<[Handle]>>, Vec<_>) = backed.into_iter().map(|(h, p)| (h.into(), p)).unzip();
+    drop(freed);
+
+    let dsts: Vec<Vec<Box<Page>>> = parts
+        .iter()
+        .map(|r| r.clone().map(|_| Page::new_boxed()).collect())
+        .collect();
+    let start = Instant::now();
+    let tasks = handles
+        .iter()
+        .zip(dsts)
+        .map(|(h, dsts)| tokio::spawn(restore_share(Arc::clone(b), Arc::clone(h), dsts, batch)))
+        .collect();
+    let restored = join(tasks).await?;
+    let restore = gbps(bytes, start.elapsed());
+    for (range, pages) in parts.iter().zip(&restored) {
+        if let Some(k) = (0..range.len()).find(|&k| *pages[k] != corpus[range.start + k]) {
+            return Err(format!(
+                "{}: restored page {} differs from the original",
+                b.name(),
+                range.start + k
+            )
+            .into());
+        }
+    }
+
+    let start = Instant::now();
+    let tasks = handles
+        .iter()
+        .map(|h| tokio::spawn(drop_share(Arc::clone(b), Arc::clone(h), batch)))
+        .collect();
+    join(tasks).await?;
+    let drop = gbps(bytes, start.elapsed());
+    Ok(Throughput { backup, restore, drop })
+}
+
+/// The better of two figures, per operation.
+fn better(best: Option<Throughput>, t: Throughput) -> Throughput {
+    best.map_or(t, |b| Throughput {
+        backup: b.backup.max(t.backup),
+        restore: b.restore.max(t.restore),
+        drop: b.drop.max(t.drop),
+    })
+}
+
+/// The best of `rounds` rounds of `b` in `mode`, and of the sync backend
+/// `sync` (if any) with the same batch on one thread, their rounds taken in
+/// turn so that both see the same machine; each after a warm-up round (the
+/// allocator's and the backend's first touches).
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    b: &Arc<dyn AsyncBackupBackend>,
+    sync: Option<&dyn BackupBackend>,
+    corpus: &[Page],
+    mode: AsyncMode,
+    rounds: usize,
+) -> Result<(Throughput, Option<Throughput>), Error> {
+    let (mut best, mut best_sync) = (None, None);
+    for warm_up in std::iter::once(true).chain(std::iter::repeat_n(false, rounds.max(1))) {
+        let s = sync.map(|s| sync_round(s, corpus, mode.batch.max(1))).transpose()?;
+        let t = runtime.block_on(round(b, corpus, mode))?;
+        if !warm_up {
+            best = Some(better(best, t));
+            best_sync = s.map(|s| better(best_sync, s));
+        }
+    }
+    Ok((best.expect("at least one round"), best_sync))
+}
+
+/// One round of the sync backend `b` on owned pages like the async runs',
+/// `batch` pages per call, on this thread.
+fn sync_round(b: &dyn BackupBackend, corpus: &[Page], batch: usize) -> Result<Throughput, Error> {
+    let bytes = corpus.len() * PAGE_SIZE;
+    let pages = owned(corpus);
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(pages.len());
+    for (k, chunk) in pages.chunks(batch).enumerate() {
+        let idx = (k * batch) as u64;
+        match chunk {
+            [page] => handles.push(b.backup_page(page, idx, BackupFlags::NONE)?),
+            _ => {
+                let refs: Vec<&Page> = chunk.iter().map(|p| &**p).collect();
+                b.backup_pages(&refs, idx, BackupFlags::NONE, &mut handles)?;
+            }
+        }
+    }
+    b.flush()?;
+    let backup = gbps(bytes, start.elapsed());
+    let mut dsts: Vec<Box<Page>> = corpus.iter().map(|_| Page::new_boxed()).collect();
+    let start = Instant::now();
+    for (chunk, dsts) in handles.chunks(batch).zip(dsts.chunks_mut(batch)) {
+        match (chunk, dsts) {
+            ([handle], [dst]) => b.copy_page(dst, *handle, None)?,
+            (chunk, dsts) => {
+                let mut refs: Vec<&mut Page> = dsts.iter_mut().map(|p| &mut **p).collect();
+                b.copy_pages(chunk, &mut refs, None)?;
+            }
+        }
+    }
+    let restore = gbps(bytes, start.elapsed());
+    if let Some(k) = (0..corpus.len()).find(|&k| *dsts[k] != corpus[k]) {
+        return Err(format!("{}: restored page {k} differs from the original", b.name()).into());
+    }
+    let start = Instant::now();
+    for chunk in handles.chunks(batch) {
+        match chunk {
+            [handle] => b.drop_handle(*handle)?,
+            _ => b.drop_handles(chunk)?,
+        }
+    }
+    Ok(Throughput {
+        backup,
+        restore,
+        drop: gbps(bytes, start.elapsed()),
+    })
+}
+
+/// A 1 ms ticker's lateness on `runtime` while `work` runs, sorted, in
+/// microseconds.
+fn ticker_lateness(
+    runtime: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<Vec<f64>, Error> {
+    runtime.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let ticker = tokio::spawn(async move {
+            let mut late = Vec::new();
+            let mut deadline = tokio::time::Instant::now() + TICK;
+            while !stopped.load(Ordering::Relaxed) {
+                tokio::time::sleep_until(deadline).await;
+                let now = tokio::time::Instant::now();
+                late.push((now - deadline).as_secs_f64() * 1e6);
+                deadline = now + TICK;
+            }
+            late
+        });
+        let result = work.await;
+        stop.store(true, Ordering::Relaxed);
+        let mut late = ticker.await.map_err(|e| format!("the ticker failed: {e}"))?;
+        result?;
+        late.sort_by(f64::total_cmp);
+        Ok(late)
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The ticker's lateness while `LOAD_TASKS` tasks back up and restore the
+/// corpus through `b` in calls of `batch`.
+fn responsiveness(
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    b: &Arc<dyn AsyncBackupBackend>,
+    corpus: &[Page],
+    batch: usize,
+) -> Result<Responsiveness, Error> {
+    let mode = AsyncMode {
+        batch,
+        depth: LOAD_TASKS,
+    };
+    let late = ticker_lateness(runtime, async { round(b, corpus, mode).await.map(drop) })?;
+    Ok(Responsiveness {
+        name: name.to_string(),
+        batch,
+        p99_us: percentile(&late, 0.99),
+        max_us: late.last().copied().unwrap_or(0.0),
+    })
+}
+
+/// Runs the async benchmark over `corpus`.
+pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Error> {
+    let runtime = runtime()?;
+    let mut subjects: Vec<(String, Arc<dyn AsyncBackupBackend>, bool)> = Vec::new();
+    for spec in &bench.specs {
+        let backend = open_async(spec).map_err(|e| format!("--backend {spec}: {e}"))?;
+        subjects.push((spec.clone(), backend, true));
+    }
+    subjects.push((
+        "baseline:spawn_blocking-pwrite".into(),
+        Arc::new(SpawnBlockingPwrite::new()?),
+        false,
+    ));
+    let modes = [
+        AsyncMode {
+            batch: 1,
+            depth: bench.depth,
+        },
+        AsyncMode {
+            batch: bench.batch,
+            depth: bench.depth,
+        },
+        AsyncMode {
+            batch: bench.batch,
+            depth: 1,
+        },
+    ];
+    let mut runs = Vec::new();
+    let mut responsive = Vec::new();
+    for (name, backend, is_backend) in &subjects {
+        let sync = match is_backend {
+            true => Some(pagebackup::open(name)?),
+            false => None,
+        };
+        for mode in modes {
+            if !is_backend && mode.batch > 1 {
+                continue;
+            }
+            let (gbps, sync) = measure(&runtime, backend, sync.as_deref(), corpus, mode, bench.rounds)?;
+            runs.push(AsyncRun {
+                name: name.clone(),
+                mode,
+                gbps,
+                sync,
+            });
+        }
+        for batch in [1, bench.batch] {
+            if *is_backend || batch == 1 {
+                responsive.push(responsiveness(name, &runtime, backend, corpus, batch)?);
+            }
+        }
+    }
+    let idle = ticker_lateness(&runtime, async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    })?;
+    Ok(AsyncReport {
+        runs,
+        responsiveness: responsive,
+        idle_p99_us: percentile(&idle, 0.99),
+    })
+}
+
+/// `pagebackup bench --async`: the given backend specs (default: every
+/// backend of this build) over `corpus`, printed as tables.
+pub fn bench(corpus: &[Page], backends: &[String], depth: usize, batch: usize, rounds: usize) -> Result<(), Error> {
+    let specs = match backends.is_empty() {
+        true => pagebackup::available_backends().into_iter().map(String::from).collect(),
+        false => backends.to_vec(),
+    };
+    let bench = AsyncBench {
+        specs,
+        depth: depth.max(1),
+        batch,
+        rounds,
+    };
+    println!("{}", run_async(&bench, corpus)?.table());
+    Ok(())
+}
+
+impl AsyncReport {
+    /// The report as text tables.
+    pub fn table(&self) -> String {
+        let baseline = self
+            .runs
+            .iter()
+            .find(|r| r.name.starts_with("baseline:") && r.mode.batch == 1)
+            .map(|r| r.gbps);
+        let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}x", a / b));
+        let mut out = String::from(
+            "async API, 2-worker tokio runtime (GB/s; vs sync: the sync backend, same batch, one thread; \
+             vs spawn_blocking: baseline:spawn_blocking-pwrite, single pages at the same depth)\n",
+        );
+        out += &format!(
+            "{:<34} {:>5} {:>5} | {:>7} {:>7} {:>7} | {:>13} {:>13} | {:>13} {:>13}\n",
+            "subject",
+            "batch",
+            "depth",
+            "backup",
+            "restore",
+            "drop",
+            "bk vs sync",
+            "rs vs sync",
+            "bk vs spawn_b",
+            "rs vs spawn_b"
+        );
+        for r in &self.runs {
+            let on_baseline = baseline.filter(|_| r.mode.depth > 1);
+            out += &format!(
+                "{:<34} {:>5} {:>5} | {:>7.2} {:>7.2} {:>7.2} | {:>13} {:>13} | {:>13} {:>13}\n",
+                r.name,
+                r.mode.batch,
+                r.mode.depth,
+                r.gbps.backup,
+                r.gbps.restore,
+                r.gbps.drop,
+                ratio(r.gbps.backup, r.sync.map(|s| s.backup)),
+                ratio(r.gbps.restore, r.sync.map(|s| s.restore)),
+                ratio(r.gbps.backup, on_baseline.map(|b| b.backup)),
+                ratio(r.gbps.restore, on_baseline.map(|b| b.restore)),
+            );
+        }
+        out += &format!(
+            "\nresponsiveness: a 1 ms ticker's lateness on the 2-worker runtime while {LOAD_TASKS} tasks back up \
+             and restore the corpus (idle runtime: p99 {:.0} us)\n",
+            self.idle_p99_us
+        );
+        out += &format!("{:<34} {:>5} | {:>10} {:>10}\n", "subject", "batch", "p99 us", "max us");
+        for r in &self.responsiveness {
+            out += &format!(
+                "{:<34} {:>5} | {:>10.0} {:>10.0}\n",
+                r.name, r.batch, r.p99_us, r.max_us
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subject_and_mode_is_measured_and_verified() {
+        let corpus = crate::corpus::Corpus::built_in(256);
+        let bench = AsyncBench {
+            specs: vec!["memory".into(), "shmem".into()],
+            depth: 8,
+            batch: 16,
+            rounds: 1,
+        };
+        let report = run_async(&bench, &corpus.pages).unwrap();
+        // Three modes per backend, single pages for the baseline.
+        assert_eq!(report.runs.len(), 2 * 3 + 1);
+        assert!(report.runs.iter().all(|r| r.gbps.backup > 0.0 && r.gbps.restore > 0.0));
+        assert_eq!(
+            report
+                .responsiveness
+                .iter()
+                .map(|r| (r.name.as_str(), r.batch))
+                .collect::<Vec<_>>(),
+            [
+                ("memory", 1),
+                ("memory", 16),
+                ("shmem", 1),
+                ("shmem", 16),
+                ("baseline:spawn_blocking-pwrite", 1)
+            ]
+        );
+        let table = report.table();
+        assert!(
+            table.contains("baseline:spawn_blocking-pwrite") && table.contains("p99 us"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! The async conformance suite against every backend this build contains,
+//! each built through `pagebackup::open_async` from its spec.
+#![cfg(feature = "async")]
+
+use pagebackup::open_async;
+use pagebackup_testkit::{AsyncCheck, AsyncSubject, async_conformance};
+use rstest::rstest;
+use rstest_reuse::apply;
+
+/// A subject built from `spec`; `limit_key` is the parameter that bounds
+/// its space.
+fn subject(spec: &'static str, limit_key: &'static str, exact: bool) -> AsyncSubject {
+    let separator = if spec.contains(':') { ',' } else { ':' };
+    AsyncSubject::new(format!("open_async(\"{spec}\")"), move || open_async(spec).unwrap()).with_limit(
+        move |bytes| {
+            let spec = format!("{spec}{separator}{limit_key}={bytes}");
+            open_async(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"))
+        },
+        exact,
+    )
+}
+
+#[apply(async_conformance)]
+fn memory_spec(#[case] check: AsyncCheck) {
+    check.run(&subject("memory", "limit", true));
+}
+
+#[cfg(feature = "shmem")]
+#[apply(async_conformance)]
+fn shmem_spec(#[case] check: AsyncCheck) {
+    check.run(&subject("shmem", "capacity", false));
+}
+
+#[cfg(feature = "compressed")]
+#[apply(async_conformance)]
+fn compressed_spec(#[case] check: AsyncCheck) {
+    check.run(&subject("compressed", "limit", false));
+}
+
+#[cfg(feature = "compressed")]
+#[apply(async_conformance)]
+fn compressed_zstd_spec(#[case] check: AsyncCheck) {
+    check.run(&subject("compressed:algo=zstd,level=3,checksum=on", "limit", false));
+}
+
+#[cfg(feature = "file")]
+#[apply(async_conformance)]
+fn file_spec(#[case] check: AsyncCheck) {
+    check.run(&subject("file", "max_size", true));
+}
+
+#[cfg(feature = "file")]
+#[apply(async_conformance)]
+fn file_sync_spec(#[case] check: AsyncCheck) {
+    check.run(&subject("file:io=sync", "max_size", true));
+}
