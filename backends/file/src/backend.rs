@@ -60,35 +60,8 @@ forward_backend!(impl[] FileBackend => |s| s.store);
 impl FileBackend {
     /// A backend with `config`.
     pub fn new(config: FileConfig) -> Result<Self> {
-        let origin = Origin::new(NAME, Operation::Open);
-        let invalid = |detail| BackupError::InvalidInput { origin, detail };
-        let capacity_pages = config.max_size.map_or(HandleCodec::MAX_SLOTS, |b| b / PAGE);
-        if capacity_pages == 0 {
-            return Err(invalid(format!(
-                "max_size {} is less than one page ({PAGE_SIZE} bytes)",
-                config.max_size.unwrap_or(0)
-            )));
-        }
-        if capacity_pages > HandleCodec::MAX_SLOTS {
-            return Err(invalid(format!(
-                "max_size {} is above the most a backend can address, {} bytes (2^31 pages)",
-                config.max_size.unwrap_or(0),
-                HandleCodec::MAX_SLOTS * PAGE
-            )));
-        }
-        let shards = match (&config.path, config.shards) {
-            (Some(_), _) => 1,
-            (None, Some(0)) => return Err(invalid("shards must be at least 1".to_string())),
-            (None, Some(n)) => n,
-            (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-        };
-        let shards = 1usize << shards.ilog2();
-        let devices = (0..shards)
-            .map(|_| FileDevice::open(&config))
-            .collect::<Result<Vec<_>>>()?;
-        let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum);
         Ok(FileBackend {
-            store: SlotStore::new(store, devices),
+            store: open_store(&config)?,
         })
     }
 
@@ -121,6 +94,39 @@ impl FileBackend {
     fn first(&self) -> &FileDevice {
         self.store.devices().next().expect("a store has at least one shard")
     }
+}
+
+/// The store of a file backend with `config`: its capacity and shards
+/// checked, one file device per shard.
+pub(crate) fn open_store(config: &FileConfig) -> Result<SlotStore<FileDevice>> {
+    let origin = Origin::new(NAME, Operation::Open);
+    let invalid = |detail| BackupError::InvalidInput { origin, detail };
+    let capacity_pages = config.max_size.map_or(HandleCodec::MAX_SLOTS, |b| b / PAGE);
+    if capacity_pages == 0 {
+        return Err(invalid(format!(
+            "max_size {} is less than one page ({PAGE_SIZE} bytes)",
+            config.max_size.unwrap_or(0)
+        )));
+    }
+    if capacity_pages > HandleCodec::MAX_SLOTS {
+        return Err(invalid(format!(
+            "max_size {} is above the most a backend can address, {} bytes (2^31 pages)",
+            config.max_size.unwrap_or(0),
+            HandleCodec::MAX_SLOTS * PAGE
+        )));
+    }
+    let shards = match (&config.path, config.shards) {
+        (Some(_), _) => 1,
+        (None, Some(0)) => return Err(invalid("shards must be at least 1".to_string())),
+        (None, Some(n)) => n,
+        (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+    };
+    let shards = 1usize << shards.ilog2();
+    let devices = (0..shards)
+        .map(|_| FileDevice::open(config))
+        .collect::<Result<Vec<_>>>()?;
+    let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum);
+    Ok(SlotStore::new(store, devices))
 }
 
 impl fmt::Debug for FileBackend {

@@ -207,7 +207,8 @@ macro_rules! forward_backend {
                 $inner.flush()
             }
             fn never_blocks(&self) -> bool {
-                (**self).never_blocks()
+                let $s = self;
+                $inner.never_blocks()
             }
             fn backup_pages(
                 &self,

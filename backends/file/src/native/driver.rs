@@ -1,0 +1,287 @@
+//! [`Driver`]: one io_uring ring per shard, with operations submitted from
+//! any task and completed by one reaper thread, which hands each
+//! operation's results (and the buffers it kept alive) to the waiting future.
+
+use std::any::Any;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use io_uring::{IoUring, opcode, squeue, types};
+use tokio::sync::oneshot;
+
+/// Submission entries of a ring; completions get twice as many.
+const ENTRIES: u32 = 256;
+/// The `user_data` of the entry that stops the reaper.
+const STOP: u64 = u64::MAX;
+/// `user_data` is `op << INDEX_BITS | index of the entry in its operation`.
+const INDEX_BITS: u32 = 16;
+
+/// What an operation gives back when all its entries have completed.
+pub(crate) struct Completion {
+    /// Each entry's result, in submission order.
+    pub(crate) results: Vec<i32>,
+    /// The buffers the operation kept alive while the kernel used them.
+    pub(crate) buffers: Box<dyn Any + Send>,
+}
+
+/// What to do with a completion whose future is gone.
+pub(crate) type Orphan = Box<dyn FnOnce(Completion) + Send>;
+
+struct InFlight {
+    remaining: usize,
+    results: Vec<i32>,
+    buffers: Option<Box<dyn Any + Send>>,
+    done: Option<oneshot::Sender<Completion>>,
+    orphan: Option<Orphan>,
+}
+
+#[derive(Default)]
+struct Ops {
+    slots: Vec<Option<InFlight>>,
+    free: Vec<usize>,
+}
+
+struct Shared {
+    ring: IoUring,
+    /// Held while pushing to the submission queue and submitting.
+    submitting: Mutex<()>,
+    ops: Mutex<Ops>,
+}
+
+/// A ring for one file (registered as fixed file 0) and its reaper thread.
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+impl Driver {
+    /// A ring for `fd`, or why io_uring cannot be used.
+    pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Driver, String> {
+        let ring = IoUring::builder()
+            .setup_cqsize(2 * ENTRIES)
+            .build(ENTRIES)
+            .map_err(|e| format!("io_uring setup failed: {e}"))?;
+        ring.submitter()
+            .register_files(&[fd.as_raw_fd()])
+            .map_err(|e| format!("io_uring file registration failed: {e}"))?;
+        let shared = Arc::new(Shared {
+            ring,
+            submitting: Mutex::new(()),
+            ops: Mutex::new(Ops::default()),
+        });
+        let reaper = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("pagebackup-uring".into())
+                .spawn(move || reap(&shared))
+                .map_err(|e| format!("cannot start the io_uring reaper thread: {e}"))?
+        };
+        Ok(Driver {
+            shared,
+            reaper: Some(reaper),
+        })
+    }
+
+    /// Submits `entries` (built with [`writev`] and [`readv`]), whose
+    /// buffers `buffers` owns and keeps alive until every entry completed.
+    /// The receiver gets the completion; if it is dropped first, `orphan`
+    /// gets it instead.
+    ///
+    /// # Safety
+    /// Every pointer in `entries` must point into `buffers` (heap memory
+    /// that does not move when the box moves) or be otherwise valid until
+    /// the completion is delivered.
+    pub(crate) unsafe fn submit(
+        &self,
+        entries: Vec<squeue::Entry>,
+        buffers: Box<dyn Any + Send>,
+        orphan: Orphan,
+    ) -> oneshot::Receiver<Completion> {
+        assert!(!entries.is_empty() && entries.len() < 1 << INDEX_BITS, "1..65536 entries per operation");
+        let (done, receiver) = oneshot::channel();
+        let op = self.shared.lock_ops().insert(InFlight {
+            remaining: entries.len(),
+            results: vec![0; entries.len()],
+            buffers: Some(buffers),
+            done: Some(done),
+            orphan: Some(orphan),
+        });
+        let _submitting = self.shared.submitting.lock().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: only this function and `Drop`, both under `submitting`,
+        // make a submission queue.
+        let mut sq = unsafe { self.shared.ring.submission_shared() };
+        for (k, entry) in entries.into_iter().enumerate() {
+            let entry = entry.user_data(((op as u64) << INDEX_BITS) | k as u64);
+            // SAFETY: the caller guarantees the buffers live until the
+            // completion, which the reaper delivers only after the kernel is done.
+            while unsafe { sq.push(&entry) }.is_err() {
+                // Full: publish what is queued, let the kernel take it, go on.
+                sq.sync();
+                submit(&self.shared.ring);
+                sq.sync();
+            }
+        }
+        drop(sq);
+        submit(&self.shared.ring);
+        receiver
+    }
+}
+
+/// Submits what is queued. Failing to submit would leave futures waiting
+/// forever and buffers pinned: transient errors are retried, anything else aborts.
+fn submit(ring: &IoUring) {
+    loop {
+        match ring.submit() {
+            Ok(_) => return,
+            Err(e) if matches!(e.raw_os_error(), Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)) => {
+                std::thread::yield_now()
+            }
+            Err(e) => {
+                eprintln!("pagebackup-file: io_uring submission failed with operations queued: {e}; aborting");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// The errno values `submit` retries.
+mod libc_errno {
+    pub(super) const EINTR: i32 = 4;
+    pub(super) const EAGAIN: i32 = 11;
+    pub(super) const EBUSY: i32 = 16;
+}
+
+impl Ops {
+    fn insert(&mut self, op: InFlight) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(op);
+                i
+            }
+            None => {
+                self.slots.push(Some(op));
+                self.slots.len() - 1
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock_ops(&self) -> MutexGuard<'_, Ops> {
+        // Every update is a few assignments: a poisoned lock is consistent.
+        self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The reaper: waits for completions, records them, and delivers each
+/// operation once all its entries are in, until the stop entry arrives.
+fn reap(shared: &Shared) {
+    loop {
+        match shared.ring.submitter().submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)) => {
+                continue;
+            }
+            Err(e) => {
+                eprintln!("pagebackup-file: waiting for io_uring completions failed: {e}; aborting");
+                std::process::abort();
+            }
+        }
+        let mut finished = Vec::new();
+        let mut stop = false;
+        {
+            // SAFETY: the reaper is the only user of the completion queue.
+            let cq = unsafe { shared.ring.completion_shared() };
+            let mut ops = shared.lock_ops();
+            for cqe in cq {
+                if cqe.user_data() == STOP {
+                    stop = true;
+                    continue;
+                }
+                let (op, k) = ((cqe.user_data() >> INDEX_BITS) as usize, (cqe.user_data() & 0xffff) as usize);
+                let Some(Some(entry)) = ops.slots.get_mut(op) else { continue };
+                entry.results[k] = cqe.result();
+                entry.remaining -= 1;
+                if entry.remaining == 0 {
+                    finished.push(ops.slots[op].take().expect("just seen"));
+                    ops.free.push(op);
+                }
+            }
+        }
+        for mut op in finished {
+            let completion = Completion {
+                results: std::mem::take(&mut op.results),
+                buffers: op.buffers.take().expect("buffers stay until delivered"),
+            };
+            let done = op.done.take().expect("delivered once");
+            if let Err(completion) = done.send(completion) {
+                (op.orphan.take().expect("delivered once"))(completion);
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Every operation in flight holds its backend, so none is left now:
+        // stop the reaper, then let the ring go.
+        {
+            let _submitting = self.shared.submitting.lock().unwrap_or_else(PoisonError::into_inner);
+            let nop = opcode::Nop::new().build().user_data(STOP);
+            // SAFETY: the queue is ours (under `submitting`).
+            let mut sq = unsafe { self.shared.ring.submission_shared() };
+            // SAFETY: a NOP has no buffer.
+            while unsafe { sq.push(&nop) }.is_err() {
+                sq.sync();
+                submit(&self.shared.ring);
+                sq.sync();
+            }
+            drop(sq);
+            submit(&self.shared.ring);
+        }
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
+        }
+        let _ = self.shared.ring.submitter().unregister_files();
+    }
+}
+
+/// A `WRITEV` of `iovecs` at `offset` of the registered file.
+pub(crate) fn writev(iovecs: &[libc_iovec::Iovec], offset: u64) -> squeue::Entry {
+    opcode::Writev::new(types::Fixed(0), iovecs.as_ptr().cast(), iovecs.len() as u32)
+        .offset(offset)
+        .build()
+}
+
+/// A `READV` into `iovecs` from `offset` of the registered file.
+pub(crate) fn readv(iovecs: &[libc_iovec::Iovec], offset: u64) -> squeue::Entry {
+    opcode::Readv::new(types::Fixed(0), iovecs.as_ptr().cast(), iovecs.len() as u32)
+        .offset(offset)
+        .build()
+}
+
+/// The `struct iovec` io_uring reads, without a libc dependency.
+pub(crate) mod libc_iovec {
+    /// `struct iovec`: a base pointer and a length.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Iovec {
+        /// Start of the buffer.
+        pub(crate) base: *mut u8,
+        /// Its length in bytes.
+        pub(crate) len: usize,
+    }
+
+    // SAFETY: an iovec is plain data; what it points to is the owner's to keep valid.
+    unsafe impl Send for Iovec {}
+}
+
+/// An error from a completion's result (`-errno`).
+pub(crate) fn result_error(result: i32) -> io::Error {
+    io::Error::from_raw_os_error(-result)
+}
