@@ -106,7 +106,7 @@ fn each_io_path_says_which_it_is() {
     match auto.fallback_reason() {
         None => assert_eq!(auto.io_path(), "io_uring"),
         Some(reason) => {
-            println!("skipped the io_uring half: {reason}");
+            println!("SKIP: the io_uring half: {reason}");
             assert_eq!(auto.io_path(), "pwritev");
         }
     }
@@ -156,7 +156,7 @@ impl SmallTmpfs {
         match ok {
             Ok(status) if status.success() => Some(SmallTmpfs(dir)),
             other => {
-                println!("skipped: cannot mount a tmpfs ({other:?})");
+                println!("SKIP: cannot mount a tmpfs ({other:?})");
                 None
             }
         }
@@ -183,7 +183,7 @@ impl Drop for SmallTmpfs {
 #[test]
 fn a_full_file_system_gives_no_space_and_loses_nothing() {
     if !is_root() {
-        println!("skipped: mounting a small tmpfs needs root");
+        println!("SKIP: mounting a small tmpfs needs root");
         return;
     }
     for io in [IoMode::Auto, IoMode::Sync] {

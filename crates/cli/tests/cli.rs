@@ -193,7 +193,7 @@ fn bad_input_gets_a_message_and_a_failing_status() {
 fn the_kernel_zram_baseline_is_measured_and_reset() {
     let free = std::fs::read_to_string("/sys/block/zram0/initstate").is_ok_and(|s| s.trim() == "0");
     if !rustix::process::geteuid().is_root() || !free {
-        println!("skipped: --kernel-zram needs root and an unused /dev/zram0");
+        println!("SKIP: --kernel-zram needs root and an unused /dev/zram0");
         return;
     }
     let json = temp("zram.json");
