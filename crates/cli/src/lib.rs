@@ -6,6 +6,9 @@
 pub mod adapters;
 pub mod capture;
 pub mod corpus;
+pub mod input;
 pub mod measure;
+pub mod output;
 pub mod report;
+pub mod stop;
 pub mod zram;

@@ -10,7 +10,9 @@ use pagebackup_cli::adapters::{Adapter, Backend, Error, PerPage, RawCodec, codec
 use pagebackup_cli::capture::capture;
 use pagebackup_cli::corpus::{Corpus, classify};
 use pagebackup_cli::measure::{Mode, run};
+use pagebackup_cli::output::NewFile;
 use pagebackup_cli::report::{CorpusInfo, Machine, Report};
+use pagebackup_cli::stop;
 use pagebackup_cli::zram::KernelZram;
 
 #[derive(Parser)]
@@ -33,9 +35,13 @@ enum Command {
         /// The process.
         #[arg(long)]
         pid: u32,
-        /// The page file to write.
+        /// The page file to write (mode 0600): a new file, or with --force a
+        /// regular file to replace once the capture has succeeded.
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out if it exists (only a regular file, only on success).
+        #[arg(long)]
+        force: bool,
         /// Stop after this many pages.
         #[arg(long)]
         max_pages: Option<u64>,
@@ -80,16 +86,22 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    stop::install();
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(args),
-        Command::Capture { pid, out, max_pages } => capture_to(pid, &out, max_pages),
+        Command::Capture {
+            pid,
+            out,
+            force,
+            max_pages,
+        } => capture_to(pid, &out, force, max_pages),
         Command::Stat { file } => stat(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pagebackup: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(stop::exit_status(&e))
         }
     }
 }
@@ -186,7 +198,10 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
                 mode.batch,
                 mode.threads
             ));
-            runs.push(run(&**adapter, &corpus.pages, mode, args.rounds, &|k| progress.inc(k))?);
+            runs.push(run(&**adapter, &corpus.pages, mode, args.rounds, &|k| {
+                progress.inc(k);
+                stop::check()
+            })?);
         }
     }
     progress.finish_and_clear();
@@ -219,13 +234,13 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn capture_to(pid: u32, out: &Path, max_pages: Option<u64>) -> Result<(), Error> {
-    let file = std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let mut writer = std::io::BufWriter::new(file);
-    let report = capture(pid, &mut writer, max_pages).inspect_err(|_| {
-        let _ = std::fs::remove_file(out);
-    })?;
-    std::io::Write::flush(&mut writer)?;
+fn capture_to(pid: u32, out: &Path, force: bool, max_pages: Option<u64>) -> Result<(), Error> {
+    let mut new = NewFile::create(out, force)?;
+    let mut writer = std::io::BufWriter::new(new.file());
+    let report = capture(pid, &mut writer, max_pages)?;
+    std::io::Write::flush(&mut writer).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    drop(writer);
+    new.commit()?;
     println!(
         "captured {} pages from {} regions of process {pid} into {}",
         report.pages,

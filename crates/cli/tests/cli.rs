@@ -15,6 +15,9 @@ fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("pagebackup-cli-test-{}-{name}", std::process::id()))
 }
 
+/// Held by the tests that use `/dev/zram0`, which only one can hold at a time.
+static ZRAM0: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -191,6 +194,7 @@ fn bad_input_gets_a_message_and_a_failing_status() {
 
 #[test]
 fn the_kernel_zram_baseline_is_measured_and_reset() {
+    let _zram0 = ZRAM0.lock().unwrap_or_else(|e| e.into_inner());
     let free = std::fs::read_to_string("/sys/block/zram0/initstate").is_ok_and(|s| s.trim() == "0");
     if !rustix::process::geteuid().is_root() || !free {
         println!("SKIP: --kernel-zram needs root and an unused /dev/zram0");
@@ -227,4 +231,160 @@ fn the_kernel_zram_baseline_is_measured_and_reset() {
         "zram0 was not reset"
     );
     std::fs::remove_file(json).unwrap();
+}
+
+/// Runs the command, killing it and failing if it has not ended in `secs`.
+fn pagebackup_within(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pagebackup"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the pagebackup binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_failed_capture_keeps_an_existing_output_and_special_files_are_refused() {
+    let existing = temp("existing.pages");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let path = existing.to_str().unwrap();
+    let cases: [(Vec<&str>, String); 4] = [
+        (
+            vec!["capture", "--pid", "999999", "--out", path],
+            format!("{path} exists; pass --force to replace it"),
+        ),
+        (
+            vec!["capture", "--pid", "999999", "--out", path, "--force"],
+            "no process 999999".into(),
+        ),
+        (
+            vec!["capture", "--pid", "1", "--out", "/dev/null", "--force"],
+            "/dev/null exists and is not a regular file; refusing to replace it".into(),
+        ),
+        (
+            vec!["capture", "--pid", "1", "--out", "/tmp", "--force"],
+            "/tmp exists and is not a regular file; refusing to replace it".into(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = pagebackup(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr(&out), format!("pagebackup: {expected}\n"), "{args:?}");
+        assert_eq!(std::fs::read(&existing).unwrap(), b"keep me", "{args:?}");
+    }
+    let dir = std::env::temp_dir();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".pagebackup-cli-test-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left in {}: {leftovers:?}",
+        dir.display()
+    );
+    std::fs::remove_file(existing).unwrap();
+}
+
+#[test]
+fn fifo_and_device_inputs_are_refused_without_hanging() {
+    let fifo = temp("input.fifo");
+    rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+    let fifo_path = fifo.to_str().unwrap();
+    for path in [fifo_path, "/dev/zero"] {
+        for args in [vec!["stat", path], vec!["bench", "--corpus", path, "--rounds", "1"]] {
+            let out = pagebackup_within(&args, 20);
+            assert!(!out.status.success(), "{args:?} succeeded");
+            assert_eq!(
+                stderr(&out),
+                format!("pagebackup: the corpus {path} is not a regular file; refusing to read it\n"),
+                "{args:?}"
+            );
+        }
+    }
+    std::fs::remove_file(fifo).unwrap();
+}
+
+/// Sends `signal` to a running bench once `ready` holds for its pid, and
+/// returns its output.
+fn signalled_bench(args: &[&str], signal: rustix::process::Signal, ready: impl Fn(u32) -> bool) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_pagebackup"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the pagebackup binary runs");
+    let started = std::time::Instant::now();
+    while !ready(child.id()) {
+        assert!(started.elapsed().as_secs() < 30, "the bench never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+    let signalled = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        signalled.elapsed().as_secs() < 20,
+        "the bench took {:?} to stop",
+        signalled.elapsed()
+    );
+    out
+}
+
+#[test]
+fn sigint_stops_a_bench_with_the_shell_status() {
+    let out = signalled_bench(
+        &["bench", "--pages", "4096", "--rounds", "1000", "--backend", "memory"],
+        rustix::process::Signal::INT,
+        // Once the command blocks SIGINT (bit 1 of SigBlk) it takes the signal as a request.
+        |pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & 0b10 != 0)
+        },
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).ends_with("pagebackup: stopped by SIGINT; everything it set up was undone\n"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sigterm_during_a_kernel_zram_bench_resets_zram0() {
+    let _zram0 = ZRAM0.lock().unwrap_or_else(|e| e.into_inner());
+    let initstate = || std::fs::read_to_string("/sys/block/zram0/initstate").map(|s| s.trim().to_string());
+    if !rustix::process::geteuid().is_root() || initstate().ok().as_deref() != Some("0") {
+        println!("SKIP: --kernel-zram needs root and an unused /dev/zram0");
+        return;
+    }
+    let out = signalled_bench(
+        &[
+            "bench",
+            "--pages",
+            "4096",
+            "--rounds",
+            "1000",
+            "--backend",
+            "memory",
+            "--kernel-zram",
+        ],
+        rustix::process::Signal::TERM,
+        |_| initstate().is_ok_and(|s| s == "1"),
+    );
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert_eq!(initstate().unwrap(), "0", "zram0 was left initialised");
 }
