@@ -44,7 +44,7 @@ pub use handle::{Handle, HandleCodec};
 pub use interrupt::Interrupt;
 pub use memory::MemoryBackend;
 pub use page::{PAGE_SIZE, Page, PageCastError};
-pub use page_array::{Counts, PageArray, Slot, Stopped};
+pub use page_array::{Counts, PageArray, Slot};
 pub use page_word::{PageState, PageWord};
 pub use placement::{Placement, contiguous_runs};
 pub use slots::SlotTable;
