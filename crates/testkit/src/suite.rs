@@ -681,16 +681,19 @@ pub fn writeback_and_flush(b: &dyn BackupBackend, _caps: &Capabilities) {
 /// method for a failure inside a batch, not the single-page one.
 pub fn errors_name_backend_and_operation(b: &dyn BackupBackend, _caps: &Capabilities) {
     let h = backup(b, PageSpec::new(SEED ^ 14, 0, PageClass::Text), 0);
-    b.drop_handle(h).unwrap();
-    let mut dst = Page::new_boxed();
+    let h2 = backup(b, PageSpec::new(SEED ^ 14, 1, PageClass::Text), 1);
+    b.drop_handles(&[h, h2]).unwrap();
+    let (mut dst, mut dst2) = (Page::new_boxed(), Page::new_boxed());
     let errors = [
         (b.copy_page(&mut dst, h, None).unwrap_err(), Operation::CopyPage),
         (b.drop_handle(h).unwrap_err(), Operation::DropHandle),
         (
-            b.copy_pages(&[h], &mut [&mut *dst], None).unwrap_err().error,
+            b.copy_pages(&[h, h2], &mut [&mut *dst, &mut *dst2], None)
+                .unwrap_err()
+                .error,
             Operation::CopyPages,
         ),
-        (b.drop_handles(&[h]).unwrap_err().error, Operation::DropHandles),
+        (b.drop_handles(&[h, h2]).unwrap_err().error, Operation::DropHandles),
     ];
     for (error, op) in errors {
         let msg = error.to_string();
