@@ -144,6 +144,7 @@ pub fn check_batch_lengths(backend: &'static str, handles: usize, dsts: usize) -
 /// kept behind the pointer.
 macro_rules! forward_backend {
     ($($ptr:ty),+) => {$(
+        #[deny(clippy::missing_trait_methods)]
         impl<T: BackupBackend + ?Sized> BackupBackend for $ptr {
             fn name(&self) -> &'static str {
                 (**self).name()

@@ -130,6 +130,8 @@ impl<B: BackupBackend> Instrumented<B> {
     }
 }
 
+// Every method, so that a method added to the trait cannot silently bypass the layer.
+#[deny(clippy::missing_trait_methods)]
 impl<B: BackupBackend> BackupBackend for Instrumented<B> {
     fn name(&self) -> &'static str {
         self.inner.name()
