@@ -5,10 +5,12 @@
 
 pub mod adapters;
 pub mod capture;
+pub mod chart;
 pub mod corpus;
 pub mod input;
 pub mod measure;
 pub mod output;
 pub mod report;
 pub mod stop;
+pub mod table;
 pub mod zram;

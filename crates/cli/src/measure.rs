@@ -243,13 +243,13 @@ fn stored_len(stored: &Stored) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::{Backend, RawCodec};
+    use crate::adapters::{Prefaulted, RawCodec};
 
     #[test]
     fn every_op_is_timed_and_every_page_verified() {
         let corpus = crate::corpus::Corpus::built_in(256);
         for adapter in [
-            Box::new(Backend::memcpy()) as Box<dyn Adapter>,
+            Box::new(Prefaulted::new(256)) as Box<dyn Adapter>,
             Box::new(RawCodec::zstd(1)),
         ] {
             for mode in [

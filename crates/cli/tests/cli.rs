@@ -39,39 +39,70 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
         svg.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let table = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("every restored page verified"), "{stdout}");
+    // The summary: one aligned line per backend, no Markdown, then the
+    // recommendation; the full table only with --full.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("backend  "))
+        .expect("a summary header");
     assert!(
-        table.contains("every restored page verified") && table.contains("| `shmem` | backup |"),
-        "{table}"
+        lines[header].contains("backup GB/s") && lines[header].contains("memory saved"),
+        "{stdout}"
     );
+    let names: Vec<&str> = lines[header + 2..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["memory", "shmem", "file", "compressed"], "{stdout}");
+    assert!(
+        !stdout.contains('|') && !stdout.contains("**") && !stdout.contains('`'),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nrecommendation: "), "{stdout}");
+    assert!(!stdout.contains(" role "), "the full table without --full: {stdout}");
+
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(report["machine"]["kernel"].as_str().unwrap().starts_with("Linux"));
     assert_eq!(report["corpus"]["source"], "built-in");
     assert_eq!(report["corpus"]["pages"], 512);
     let results = report["results"].as_array().unwrap();
-    let names: std::collections::BTreeSet<&str> = results.iter().map(|r| r["backend"].as_str().unwrap()).collect();
-    for expected in [
-        "baseline:memcpy",
-        "baseline:pwrite-memfd",
-        "baseline:pwrite-file",
-        "baseline:lz4_flex",
-        "baseline:zstd-1",
-        "shmem",
-        "file",
-        "compressed",
-    ] {
-        assert!(names.contains(expected), "{expected} missing from {names:?}");
-    }
+    let names: std::collections::BTreeSet<(&str, &str)> = results
+        .iter()
+        .map(|r| (r["backend"].as_str().unwrap(), r["role"].as_str().unwrap()))
+        .collect();
+    // Only the baselines the backends are compared with.
+    let expected: std::collections::BTreeSet<(&str, &str)> = [
+        ("baseline:copy-prefaulted", "baseline"),
+        ("baseline:pwrite-memfd", "baseline"),
+        ("baseline:pwrite-file", "baseline"),
+        ("baseline:lz4_flex", "baseline"),
+        ("memory", "backend"),
+        ("shmem", "backend"),
+        ("file", "backend"),
+        ("compressed", "backend"),
+    ]
+    .into();
+    assert_eq!(names, expected);
     for r in results {
-        for field in ["backend", "op", "threads", "batch", "pages", "gbps", "p50_us", "p99_us"] {
+        for field in ["backend", "op", "threads", "batch", "pages", "p50_us", "p99_us"] {
             assert!(!r[field].is_null(), "{field} missing in {r}");
         }
-        if r["op"] == "backup" {
-            assert!(
-                r["effective_ratio"].as_f64().unwrap() > 0.0 && r["memory_bytes"].as_u64().is_some(),
-                "{r}"
-            );
+        match r["op"].as_str().unwrap() {
+            "drop" => assert!(r["gbps"].is_null() && r["ops_per_s"].as_f64().unwrap() > 0.0, "{r}"),
+            op => {
+                assert!(r["gbps"].as_f64().unwrap() > 0.0 && r["ops_per_s"].is_null(), "{r}");
+                if op == "backup" {
+                    assert!(
+                        r["effective_ratio"].as_f64().unwrap() > 0.0 && r["memory_bytes"].as_u64().is_some(),
+                        "{r}"
+                    );
+                }
+            }
         }
     }
     let compressed = results
@@ -79,7 +110,7 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
         .find(|r| r["backend"] == "compressed" && r["op"] == "backup")
         .unwrap();
     assert_eq!(compressed["vs"], "baseline:lz4_flex");
-    assert!(compressed["ratio"].as_f64().unwrap() > 0.0);
+    assert!(compressed["speed_ratio"].as_f64().unwrap() > 0.0);
     let threads: std::collections::BTreeSet<u64> = results.iter().map(|r| r["threads"].as_u64().unwrap()).collect();
     let batches: std::collections::BTreeSet<u64> = results.iter().map(|r| r["batch"].as_u64().unwrap()).collect();
     assert_eq!(
@@ -90,9 +121,70 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
         (vec![1, 2], vec![1, 64])
     );
     let chart = std::fs::read_to_string(&svg).unwrap();
-    assert!(chart.starts_with("<svg") && chart.contains("<circle") && chart.contains(">compressed</text>"));
+    assert!(chart.starts_with("<svg"), "{chart}");
+    // A legend entry per adapter; backends as circles, baselines as squares,
+    // each with a backup and a restore marker besides its legend marker.
+    for name in [
+        "compressed",
+        "baseline:lz4_flex",
+        "backends",
+        "baselines",
+        "filled: backup, hollow: restore",
+    ] {
+        assert!(
+            chart.contains(&format!(">{name}</text>")),
+            "{name} missing from the chart"
+        );
+    }
+    assert_eq!(chart.matches("<circle").count(), 4 * 3);
+    assert_eq!(
+        chart.matches("<rect x=").count(),
+        1 + 4 * 3,
+        "the plot frame and the baselines' squares"
+    );
     std::fs::remove_file(json).unwrap();
     std::fs::remove_file(svg).unwrap();
+}
+
+#[test]
+fn the_full_table_in_markdown_and_every_baseline_on_request() {
+    let out = pagebackup(&[
+        "bench",
+        "--pages",
+        "128",
+        "--rounds",
+        "1",
+        "--backend",
+        "memory",
+        "--backend",
+        "compressed:algo=zstd,level=3",
+        "--baselines",
+        "all",
+        "--full",
+        "--format",
+        "md",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| backend "), "{stdout}");
+    for name in [
+        "baseline:copy-prefaulted",
+        "baseline:pwrite-memfd",
+        "baseline:pwrite-file",
+        "baseline:lz4_flex",
+        "baseline:zstd-1",
+        "baseline:zstd-3",
+    ] {
+        assert!(stdout.contains(&format!("| {name} ")), "{name} missing: {stdout}");
+    }
+    assert!(
+        stdout.contains(" M drops/s |"),
+        "drops in operations per second: {stdout}"
+    );
+    assert!(
+        stdout.contains("x baseline:zstd-3"),
+        "the zstd-3 backend is compared with zstd-3: {stdout}"
+    );
 }
 
 #[test]
