@@ -2,7 +2,8 @@
 //! backend and the baselines on the same pages, throughput in bytes.
 //!
 //! ```text
-//! cargo bench -p pagebackup-cli --bench backends
+//! cargo bench                          # from the workspace root
+//! cargo bench -p pagebackup-benches    # these benches alone
 //! ```
 //!
 //! Each adapter backs up the corpus in batches of 64 pages and frees it
