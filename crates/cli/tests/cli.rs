@@ -377,7 +377,10 @@ fn a_failed_capture_keeps_an_existing_output_and_special_files_are_refused() {
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".pagebackup-cli-test-"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!(".{}.", existing.file_name().unwrap().to_string_lossy()))
+        })
         .collect();
     assert!(
         leftovers.is_empty(),
