@@ -2,9 +2,13 @@
 
 use std::fmt;
 
-use pagebackup_core::BackupError;
+use pagebackup_core::{BackupError, ErrorKind, Operation, Origin};
 
 /// Why a backend spec could not be opened. Every message says what is valid.
+///
+/// `?` turns it into a [`BackupError`]: a backend's own failure to start as
+/// it is, a spec that cannot be opened as [`ErrorKind::Config`] with this
+/// error as its cause.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OpenError {
@@ -49,7 +53,8 @@ pub enum OpenError {
         /// What it should be.
         expected: &'static str,
     },
-    /// The backend was configured but failed to start.
+    /// The backend was configured but failed to start. Shown as the
+    /// backend's error itself, whose source is the next in the chain.
     Backend(BackupError),
 }
 
@@ -97,8 +102,31 @@ impl fmt::Display for OpenError {
 impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Backend(e) => Some(e),
+            // Transparent: the message is the backend's, so its source comes next.
+            Self::Backend(e) => e.source(),
             _ => None,
+        }
+    }
+}
+
+impl From<OpenError> for BackupError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Backend(e) => e,
+            spec => {
+                let backend = match &spec {
+                    OpenError::NotCompiled { name, .. } => name,
+                    OpenError::UnknownKey { backend, .. } | OpenError::BadValue { backend, .. } => backend,
+                    // The spec names no backend this crate knows.
+                    _ => "pagebackup",
+                };
+                BackupError::Caused {
+                    origin: Origin::new(backend, Operation::Open),
+                    kind: ErrorKind::Config,
+                    detail: "cannot open the spec".into(),
+                    source: Box::new(spec),
+                }
+            }
         }
     }
 }

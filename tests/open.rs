@@ -200,3 +200,49 @@ fn open_async_shares_the_grammar_and_errors_of_open() {
     let limited = pagebackup::open_async("memory:limit=64MiB").unwrap();
     assert_eq!(limited.bytes_avail(), 64 << 20);
 }
+
+/// Every message of an error's chain, outermost first.
+fn chain(e: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn open_errors_compose_into_backup_errors_with_question_mark() {
+    fn open_and_back_up(spec: &str) -> pagebackup::Result<pagebackup::Handle> {
+        let backend = open(spec)?;
+        backend.backup_page(&pagebackup::Page::new_boxed(), 0, pagebackup::BackupFlags::NONE)
+    }
+    assert!(open_and_back_up("memory").is_ok());
+    let e = open_and_back_up("memory:size=1MiB").unwrap_err();
+    assert_eq!(e.kind(), pagebackup::ErrorKind::Config);
+    assert_eq!(
+        e.origin(),
+        pagebackup::Origin::new("memory", pagebackup::Operation::Open)
+    );
+    assert_eq!(
+        chain(&e),
+        ["memory backend: open: cannot open the spec: backend 'memory' has no parameter 'size'; valid: limit"]
+    );
+    let cause = e.cause().and_then(|c| c.downcast_ref::<OpenError>());
+    assert!(
+        matches!(cause, Some(OpenError::UnknownKey { backend: "memory", .. })),
+        "{cause:?}"
+    );
+    let unnamed = open_and_back_up("tape").unwrap_err();
+    assert_eq!(unnamed.origin().backend, "pagebackup");
+    assert_eq!(unnamed.kind(), pagebackup::ErrorKind::Config);
+}
+
+#[cfg(feature = "file")]
+#[test]
+fn a_backend_that_fails_to_start_appears_once_in_the_chain() {
+    let e = err("file:dir=/nonexistent/x");
+    assert!(matches!(&e, OpenError::Backend(_)), "{e:?}");
+    let messages = chain(&e);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let backup: pagebackup::BackupError = e.into();
+    assert_eq!(chain(&backup), messages);
+    assert_eq!(backup.origin().op, pagebackup::Operation::Open);
+}

@@ -12,6 +12,7 @@ use rstest_reuse::apply;
 #[derive(Debug)]
 struct AlwaysWriteback(FileBackend);
 
+#[deny(clippy::missing_trait_methods)]
 impl BackupBackend for AlwaysWriteback {
     fn name(&self) -> &'static str {
         self.0.name()
@@ -42,6 +43,9 @@ impl BackupBackend for AlwaysWriteback {
     }
     fn flush(&self) -> Result<()> {
         self.0.flush()
+    }
+    fn never_blocks(&self) -> bool {
+        self.0.never_blocks()
     }
 }
 

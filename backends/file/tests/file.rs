@@ -162,7 +162,7 @@ impl SmallTmpfs {
         match ok {
             Ok(status) if status.success() => Some(SmallTmpfs(dir)),
             other => {
-                println!("skipped: cannot mount a tmpfs ({other:?})");
+                println!("SKIP: cannot mount a tmpfs ({other:?})");
                 None
             }
         }
@@ -189,7 +189,7 @@ impl Drop for SmallTmpfs {
 #[test]
 fn a_full_file_system_gives_no_space_and_loses_nothing() {
     if !is_root() {
-        println!("skipped: mounting a small tmpfs needs root");
+        println!("SKIP: mounting a small tmpfs needs root");
         return;
     }
     for io in [IoMode::Auto, IoMode::Sync] {

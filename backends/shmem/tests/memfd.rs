@@ -224,7 +224,7 @@ fn swap_free() -> u64 {
 fn writeback_moves_pages_to_swap_and_they_come_back_exact() {
     const PAGES: u64 = 1024;
     if swap_free() < 2 * PAGES * PAGE {
-        println!("skipped: the machine has no free swap (run .ci/run as root to set up a temporary swap file)");
+        println!("SKIP: the machine has no free swap (run .ci/run as root to set up a temporary swap file)");
         return;
     }
     let backend = releasing(1 << 30);

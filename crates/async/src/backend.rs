@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
-use pagebackup_core::{BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
+use pagebackup_core::{BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Page, Result};
 
 /// What [`AsyncBackupBackend::backup_pages`] gives back.
 #[derive(Debug)]
@@ -86,25 +86,29 @@ pub trait AsyncBackupBackend: Send + Sync + Debug {
     }
 
     /// Backs up one page at index `idx` and gives it back with its handle.
-    /// The default is a batch of one.
+    /// The default is a batch of one (its error relabelled `backup_page`).
     async fn backup_page(&self, page: Box<Page>, idx: u64, flags: BackupFlags) -> (Result<Handle>, Box<Page>) {
         let mut done = self.backup_pages(vec![page], idx, flags).await;
         let page = done.pages.pop().expect("backup_pages gives every page back");
-        (done.result.map(|()| done.handles[0]).map_err(|e| e.error), page)
+        let result = done.result.map(|()| done.handles[0]);
+        (result.map_err(|e| e.error.in_op(Operation::BackupPage)), page)
     }
 
     /// Restores the page backed up under `handle` into `dst` and gives it
-    /// back. The default is a batch of one.
+    /// back. The default is a batch of one (its error relabelled `copy_page`).
     async fn copy_page(&self, dst: Box<Page>, handle: Handle, intr: Option<Interrupt>) -> (Result<()>, Box<Page>) {
         let (result, mut dsts) = self.copy_pages(&[handle], vec![dst], intr).await;
         (
-            result.map_err(|e| e.error),
+            result.map_err(|e| e.error.in_op(Operation::CopyPage)),
             dsts.pop().expect("copy_pages gives every page back"),
         )
     }
 
-    /// Frees the backup under `handle`. The default is a batch of one.
+    /// Frees the backup under `handle`. The default is a batch of one (its
+    /// error relabelled `drop_handle`).
     async fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.drop_handles(&[handle]).await.map_err(|e| e.error)
+        self.drop_handles(&[handle])
+            .await
+            .map_err(|e| e.error.in_op(Operation::DropHandle))
     }
 }

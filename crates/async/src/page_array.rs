@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use pagebackup_core::{BackupError, BackupFlags, BatchError, Counts, Handle, Interrupt, Page, Slot, Stopped};
+use pagebackup_core::{BackupError, BackupFlags, BatchError, Counts, Handle, Interrupt, Page, Slot};
 
 use crate::cancel::InterruptOnDrop;
 use crate::{AsyncBackupBackend, BackedUp};
@@ -178,7 +178,7 @@ impl AsyncPageArray {
     /// as [`PageArray::purge`](pagebackup_core::PageArray::purge) does.
     /// Returns how many positions it emptied; a backup whose drop fails
     /// stays (and the first such error is returned).
-    pub async fn purge(&mut self) -> Result<usize, Stopped> {
+    pub async fn purge(&mut self) -> Result<usize, BatchError> {
         self.settle().await;
         let mut done = 0;
         let mut backed = Vec::new();
@@ -208,14 +208,14 @@ impl AsyncPageArray {
                 }
             }
         }
-        first_error.map_or(Ok(done), |error| Err(Stopped { done, error }))
+        first_error.map_or(Ok(done), |error| Err(BatchError { completed: done, error }))
     }
 
     /// Backs up every resident page in place, as
     /// [`PageArray::backup`](pagebackup_core::PageArray::backup) does:
     /// returns how many pages it backed up, and may stop part-way with the
     /// pages backed up so far kept backed up and the rest resident.
-    pub async fn backup(&mut self, flags: BackupFlags) -> Result<usize, Stopped> {
+    pub async fn backup(&mut self, flags: BackupFlags) -> Result<usize, BatchError> {
         self.settle().await;
         let mut done = 0;
         let mut start = 0;
@@ -237,7 +237,10 @@ impl AsyncPageArray {
                 .await;
             done += backed_up;
             if let Err(e) = result {
-                return Err(Stopped { done, error: e.error });
+                return Err(BatchError {
+                    completed: done,
+                    error: e.error,
+                });
             }
         }
         Ok(done)
@@ -248,7 +251,7 @@ impl AsyncPageArray {
     /// does: interrupted (`intr` set, or this future dropped) or failed, it
     /// stops at a page boundary and keeps its progress, and the next call
     /// resumes. A flag passed in is set if this future is dropped.
-    pub async fn restore(&mut self, intr: Option<&Interrupt>) -> Result<usize, Stopped> {
+    pub async fn restore(&mut self, intr: Option<&Interrupt>) -> Result<usize, BatchError> {
         self.settle().await;
         let intr = intr.cloned().unwrap_or_default();
         let on_drop = InterruptOnDrop::new(Some(intr.clone()));
@@ -285,7 +288,10 @@ impl AsyncPageArray {
             done += restored;
             if let Err(e) = result {
                 on_drop.disarm();
-                return Err(Stopped { done, error: e.error });
+                return Err(BatchError {
+                    completed: done,
+                    error: e.error,
+                });
             }
         }
         on_drop.disarm();

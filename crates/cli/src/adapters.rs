@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pagebackup::{BackupBackend, BackupFlags, Handle, MemoryBackend, PAGE_SIZE, Page};
+use pagebackup::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
 
 /// An error an adapter reports.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -87,8 +87,8 @@ impl Backend {
     pub fn open(spec: &str) -> Result<Backend, Error> {
         let backend = pagebackup::open(spec)?;
         let baselines = match backend.name() {
-            "memory" => [Some("baseline:memcpy".into()), Some("baseline:memcpy".into())],
-            "shmem" => [Some("baseline:pwrite-memfd".into()), Some("baseline:memcpy".into())],
+            "memory" => [Some(PREFAULTED.into()), Some(PREFAULTED.into())],
+            "shmem" => [Some("baseline:pwrite-memfd".into()), Some(PREFAULTED.into())],
             "file" => [Some("baseline:pwrite-file".into()), Some("baseline:pwrite-file".into())],
             "compressed" => {
                 let codec = codec_baseline(spec);
@@ -103,13 +103,132 @@ impl Backend {
         })
     }
 
-    /// The memory backend as the memcpy baseline.
-    pub fn memcpy() -> Backend {
-        Backend {
-            name: "baseline:memcpy".into(),
-            backend: Box::new(MemoryBackend::new()),
-            baselines: [None, None],
+    /// The baselines this backend is compared with, without repeats.
+    pub fn baselines(&self) -> impl Iterator<Item = &str> {
+        let [backup, restore] = &self.baselines;
+        let restore = restore.as_ref().filter(|r| Some(*r) != backup.as_ref());
+        backup.iter().chain(restore).map(String::as_str)
+    }
+}
+
+/// The name of [`Prefaulted`], the physical limit of a copy.
+pub const PREFAULTED: &str = "baseline:copy-prefaulted";
+
+/// Every baseline `--baselines all` runs, besides the codec of each
+/// compressed spec.
+pub const ALL_BASELINES: [&str; 6] = [
+    PREFAULTED,
+    "baseline:pwrite-memfd",
+    "baseline:pwrite-file",
+    "baseline:uring-file",
+    "baseline:lz4_flex",
+    "baseline:zstd-1",
+];
+
+/// The baseline adapter called `name`, for a corpus of `pages` pages.
+pub fn baseline(name: &str, pages: usize) -> Result<Box<dyn Adapter>, Error> {
+    Ok(match name {
+        PREFAULTED => Box::new(Prefaulted::new(pages)),
+        "baseline:pwrite-memfd" => Box::new(PerPage::memfd(pages)?),
+        "baseline:pwrite-file" => Box::new(PerPage::file(pages, false)?),
+        "baseline:uring-file" => Box::new(PerPage::file(pages, true)?),
+        "baseline:lz4_flex" => Box::new(RawCodec::lz4()),
+        _ => match name.strip_prefix("baseline:zstd-") {
+            Some(level) => Box::new(RawCodec::zstd(
+                level.parse().map_err(|_| format!("bad zstd level in {name}"))?,
+            )),
+            None => return Err(format!("no baseline called {name}").into()),
+        },
+    })
+}
+
+/// Pages per lock of a [`Prefaulted`] store.
+const CHUNK: usize = 64;
+
+/// `baseline:copy-prefaulted`: one copy per page into a store allocated and
+/// faulted in once, before the first round, and reused by every round — what
+/// a copy costs with no allocator and no page faults, the physical limit of
+/// any backend that copies. (The memory backend, by contrast, allocates a
+/// page for every backup and frees it on drop.)
+pub struct Prefaulted {
+    chunks: Box<[Mutex<Box<[Page]>>]>,
+    held: AtomicU64,
+}
+
+impl Prefaulted {
+    /// A store of `pages` pages, every one written once so that it is resident.
+    pub fn new(pages: usize) -> Prefaulted {
+        let chunks = (0..pages.div_ceil(CHUNK))
+            .map(|c| {
+                let mut chunk = Page::new_boxed_slice(CHUNK.min(pages - c * CHUNK));
+                for page in chunk.iter_mut() {
+                    page.as_bytes_mut().fill(0xa5);
+                }
+                Mutex::new(chunk)
+            })
+            .collect();
+        Prefaulted {
+            chunks,
+            held: AtomicU64::new(0),
         }
+    }
+
+    /// Runs `f` on page `idx` of the store and the page of the batch at `k`.
+    fn each(&self, first_idx: u64, count: usize, mut f: impl FnMut(usize, &mut Page)) -> Result<(), Error> {
+        let mut k = 0;
+        while k < count {
+            let idx = first_idx as usize + k;
+            let (c, at) = (idx / CHUNK, idx % CHUNK);
+            let mut chunk = self
+                .chunks
+                .get(c)
+                .ok_or("past the end of the pre-faulted store")?
+                .lock()
+                .map_err(|_| "store lock poisoned")?;
+            let n = (CHUNK - at).min(count - k).min(chunk.len().saturating_sub(at));
+            if n == 0 {
+                return Err("past the end of the pre-faulted store".into());
+            }
+            for (j, page) in chunk[at..at + n].iter_mut().enumerate() {
+                f(k + j, page);
+            }
+            k += n;
+        }
+        Ok(())
+    }
+}
+
+impl Adapter for Prefaulted {
+    fn name(&self) -> &str {
+        PREFAULTED
+    }
+    fn baseline(&self, _: Op) -> Option<String> {
+        None
+    }
+    fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error> {
+        self.each(first_idx, pages.len(), |k, slot| slot.clone_from(pages[k]))?;
+        self.held.fetch_add(pages.len() as u64, Ordering::Relaxed);
+        Ok(Stored::Slots {
+            first: first_idx,
+            count: pages.len(),
+        })
+    }
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+        let &Stored::Slots { first, count } = stored else {
+            return Err("not a pre-faulted batch".into());
+        };
+        self.each(first, count.min(dsts.len()), |k, slot| dsts[k].clone_from(slot))
+    }
+    fn release(&self, stored: Stored) -> Result<(), Error> {
+        let Stored::Slots { count, .. } = stored else {
+            return Err("not a pre-faulted batch".into());
+        };
+        // The pages stay allocated and resident for the next round.
+        self.held.fetch_sub(count as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    fn footprint(&self) -> Option<u64> {
+        Some(self.held.load(Ordering::Relaxed) * PAGE_SIZE as u64)
     }
 }
 
@@ -420,6 +539,49 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_names_its_baselines_once() {
+        let names = |spec: &str| {
+            Backend::open(spec)
+                .unwrap()
+                .baselines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("memory"), [PREFAULTED]);
+        assert_eq!(names("shmem"), ["baseline:pwrite-memfd", PREFAULTED]);
+        assert_eq!(names("compressed:algo=zstd,level=3"), ["baseline:zstd-3"]);
+        for name in ALL_BASELINES {
+            assert_eq!(baseline(name, 8).unwrap().name(), name);
+        }
+        assert!(baseline("baseline:tape", 8).is_err());
+    }
+
+    #[test]
+    fn the_prefaulted_store_gives_pages_back_across_chunks() {
+        let store = Prefaulted::new(2 * CHUNK + 10);
+        let pages: Vec<Box<Page>> = (0..20u8)
+            .map(|i| {
+                let mut p = Page::new_boxed();
+                p.as_bytes_mut().fill(i);
+                p
+            })
+            .collect();
+        let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+        let stored = store.backup(&refs, CHUNK as u64 - 5).unwrap();
+        assert_eq!(store.footprint(), Some(20 * PAGE_SIZE as u64));
+        let mut out = Page::new_boxed_slice(20);
+        let mut dsts: Vec<&mut Page> = out.iter_mut().collect();
+        store.restore(&stored, &mut dsts).unwrap();
+        assert!(out.iter().zip(&pages).all(|(o, p)| o == &**p));
+        store.release(stored).unwrap();
+        assert_eq!(store.footprint(), Some(0));
+        assert!(
+            store.backup(&refs, 2 * CHUNK as u64).is_err(),
+            "20 pages from 128 overrun 138"
+        );
+    }
 
     #[test]
     fn codec_baselines_follow_the_spec() {

@@ -6,6 +6,8 @@ use std::os::unix::fs::FileExt;
 
 use pagebackup::{PAGE_SIZE, Page};
 
+use crate::adapters::Error;
+
 /// A region of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
@@ -70,8 +72,9 @@ pub struct CaptureReport {
 /// Writes the private anonymous memory of process `pid` to `out`, a page
 /// after another, up to `max_pages` pages. Regions that are not private,
 /// anonymous and readable are skipped, and so are pages the kernel will not
-/// read (guard pages): the report says which and why.
-pub fn capture(pid: u32, out: &mut dyn Write, max_pages: Option<u64>) -> Result<CaptureReport, String> {
+/// read (guard pages): the report says which and why. Stops with an error
+/// when asked to by a signal ([`crate::stop`]).
+pub fn capture(pid: u32, out: &mut dyn Write, max_pages: Option<u64>) -> Result<CaptureReport, Error> {
     let maps_path = format!("/proc/{pid}/maps");
     let maps = std::fs::read_to_string(&maps_path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => format!("no process {pid}"),
@@ -104,6 +107,7 @@ pub fn capture(pid: u32, out: &mut dyn Write, max_pages: Option<u64>) -> Result<
             if report.pages >= limit {
                 break;
             }
+            crate::stop::check()?;
             match mem.read_exact_at(page.as_bytes_mut(), addr) {
                 Ok(()) => {
                     out.write_all(page.as_bytes())
@@ -123,7 +127,7 @@ pub fn capture(pid: u32, out: &mut dyn Write, max_pages: Option<u64>) -> Result<
         report.regions += 1;
     }
     if report.pages == 0 {
-        return Err(format!("process {pid} has no readable private anonymous memory"));
+        return Err(format!("process {pid} has no readable private anonymous memory").into());
     }
     Ok(report)
 }

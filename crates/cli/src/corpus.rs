@@ -8,6 +8,7 @@ use pagebackup::{PAGE_SIZE, Page};
 use pagebackup_testkit::{PageClass, PageSpec};
 
 use crate::capture::capture;
+use crate::input::read_regular;
 
 /// Pages and where they came from.
 pub struct Corpus {
@@ -30,9 +31,9 @@ pub const BUILT_IN_MIX: [(&str, usize); 6] = [
 ];
 
 impl Corpus {
-    /// A page file: its size must be a whole number of pages.
+    /// A page file: a regular file whose size is a whole number of pages.
     pub fn from_file(path: &Path) -> Result<Corpus, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read the corpus {}: {e}", path.display()))?;
+        let bytes = read_regular(path, "the corpus")?;
         if bytes.is_empty() || !bytes.len().is_multiple_of(PAGE_SIZE) {
             return Err(format!(
                 "the corpus {} is {} bytes, not a whole number of {PAGE_SIZE}-byte pages",

@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pagebackup_cli::adapters::{Adapter, Backend, Error, PerPage, RawCodec, codec_baseline};
+use pagebackup_cli::adapters::{ALL_BASELINES, Adapter, Backend, Error, baseline};
 use pagebackup_cli::capture::capture;
 use pagebackup_cli::corpus::{Corpus, classify};
 use pagebackup_cli::measure::{Mode, run};
+use pagebackup_cli::output::NewFile;
 use pagebackup_cli::report::{CorpusInfo, Machine, Report};
+use pagebackup_cli::stop;
+use pagebackup_cli::table::Format;
 use pagebackup_cli::zram::KernelZram;
 
 #[derive(Parser)]
@@ -33,9 +36,13 @@ enum Command {
         /// The process.
         #[arg(long)]
         pid: u32,
-        /// The page file to write.
+        /// The page file to write (mode 0600): a new file, or with --force a
+        /// regular file to replace once the capture has succeeded.
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out if it exists (only a regular file, only on success).
+        #[arg(long)]
+        force: bool,
         /// Stop after this many pages.
         #[arg(long)]
         max_pages: Option<u64>,
@@ -53,6 +60,15 @@ struct BenchArgs {
     /// every backend of this build with its default options).
     #[arg(long = "backend", value_name = "SPEC")]
     backends: Vec<String>,
+    /// Which baselines to run: those the backends are compared with, or all.
+    #[arg(long, value_enum, default_value_t = Baselines::Fitting)]
+    baselines: Baselines,
+    /// Print the full table (every adapter, mode and operation) after the summary.
+    #[arg(long)]
+    full: bool,
+    /// How to print the summary and the table.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     /// Pages in the built-in corpus.
     #[arg(long, default_value_t = 16384)]
     pages: usize,
@@ -85,64 +101,73 @@ struct BenchArgs {
     depth: usize,
 }
 
+/// The baselines a bench runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Baselines {
+    /// Only those the chosen backends are compared with.
+    Fitting,
+    /// Every baseline.
+    All,
+}
+
 fn main() -> ExitCode {
+    stop::install();
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(args),
-        Command::Capture { pid, out, max_pages } => capture_to(pid, &out, max_pages),
+        Command::Capture {
+            pid,
+            out,
+            force,
+            max_pages,
+        } => capture_to(pid, &out, force, max_pages),
         Command::Stat { file } => stat(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pagebackup: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(stop::exit_status(&e))
         }
     }
 }
 
+/// The backends asked for, after the baselines they are compared with (all
+/// of them with `--baselines all`) and the kernel's zram if asked for.
 fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Error> {
     let specs: Vec<String> = if args.backends.is_empty() {
-        pagebackup::available_backends()
-            .into_iter()
-            .filter(|&b| b != "memory")
-            .map(String::from)
-            .collect()
+        pagebackup::available_backends().into_iter().map(String::from).collect()
     } else {
         args.backends.clone()
     };
-    let mut all: Vec<Box<dyn Adapter>> = vec![
-        Box::new(Backend::memcpy()),
-        Box::new(PerPage::memfd(pages)?),
-        Box::new(PerPage::file(pages, false)?),
-    ];
-    match PerPage::file(pages, true) {
-        Ok(uring) => all.push(Box::new(uring)),
-        Err(e) => eprintln!("pagebackup: baseline:uring-file left out: {e}"),
+    let backends = specs
+        .iter()
+        .map(|spec| Backend::open(spec).map_err(|e| format!("--backend {spec}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut needed: Vec<&str> = Vec::new();
+    for name in backends.iter().flat_map(Backend::baselines) {
+        if !needed.contains(&name) {
+            needed.push(name);
+        }
     }
-    let mut codecs: Vec<String> = vec!["baseline:lz4_flex".into(), "baseline:zstd-1".into()];
-    codecs.extend(
-        specs
-            .iter()
-            .filter(|s| s.starts_with("compressed"))
-            .map(|s| codec_baseline(s)),
-    );
-    codecs.dedup();
-    for codec in codecs.iter().collect::<std::collections::BTreeSet<_>>() {
-        all.push(match codec.strip_prefix("baseline:zstd-") {
-            Some(level) => Box::new(RawCodec::zstd(
-                level.parse().map_err(|_| format!("bad zstd level in {codec}"))?,
-            )),
-            None => Box::new(RawCodec::lz4()),
-        });
+    // In the order of ALL_BASELINES, the codecs of other levels after them.
+    let mut names: Vec<&str> = ALL_BASELINES
+        .into_iter()
+        .filter(|b| args.baselines == Baselines::All || needed.contains(b))
+        .collect();
+    names.extend(needed.iter().filter(|b| !ALL_BASELINES.contains(b)));
+    let mut all: Vec<Box<dyn Adapter>> = Vec::new();
+    for name in names {
+        match baseline(name, pages) {
+            Ok(adapter) => all.push(adapter),
+            // A baseline only --baselines all asked for may be missing here (io_uring).
+            Err(e) if !needed.contains(&name) => eprintln!("pagebackup: {name} left out: {e}"),
+            Err(e) => return Err(format!("{name}: {e}").into()),
+        }
     }
     if args.kernel_zram {
         all.push(Box::new(KernelZram::open(pages, "lz4")?));
     }
-    for spec in &specs {
-        all.push(Box::new(
-            Backend::open(spec).map_err(|e| format!("--backend {spec}: {e}"))?,
-        ));
-    }
+    all.extend(backends.into_iter().map(|b| Box::new(b) as Box<dyn Adapter>));
     Ok(all)
 }
 
@@ -195,7 +220,10 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
                 mode.batch,
                 mode.threads
             ));
-            runs.push(run(&**adapter, &corpus.pages, mode, args.rounds, &|k| progress.inc(k))?);
+            runs.push(run(&**adapter, &corpus.pages, mode, args.rounds, &|k| {
+                progress.inc(k);
+                stop::check()
+            })?);
         }
     }
     progress.finish_and_clear();
@@ -204,9 +232,13 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         pages: n,
         page_classes: corpus.classes.clone(),
     };
-    let report = Report::new(Machine::this(), info, &runs, |name, op| {
-        adapters.iter().find(|a| a.name() == name).and_then(|a| a.baseline(op))
-    });
+    let report = Report::new(
+        Machine::this(),
+        info,
+        &runs,
+        |name| name.starts_with("baseline:") || name.starts_with("kernel:"),
+        |name, op| adapters.iter().find(|a| a.name() == name).and_then(|a| a.baseline(op)),
+    );
     let m = &report.machine;
     println!(
         "{} pages ({} MiB) from {}; {} cores, {}, {} GiB; every restored page verified\n",
@@ -217,7 +249,10 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         m.kernel,
         m.memory_bytes >> 30
     );
-    println!("{}", report.table());
+    println!("{}", report.summary(args.format));
+    if args.full {
+        println!("{}", report.table(args.format));
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -228,13 +263,13 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn capture_to(pid: u32, out: &Path, max_pages: Option<u64>) -> Result<(), Error> {
-    let file = std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let mut writer = std::io::BufWriter::new(file);
-    let report = capture(pid, &mut writer, max_pages).inspect_err(|_| {
-        let _ = std::fs::remove_file(out);
-    })?;
-    std::io::Write::flush(&mut writer)?;
+fn capture_to(pid: u32, out: &Path, force: bool, max_pages: Option<u64>) -> Result<(), Error> {
+    let mut new = NewFile::create(out, force)?;
+    let mut writer = std::io::BufWriter::new(new.file());
+    let report = capture(pid, &mut writer, max_pages)?;
+    std::io::Write::flush(&mut writer).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    drop(writer);
+    new.commit()?;
     println!(
         "captured {} pages from {} regions of process {pid} into {}",
         report.pages,

@@ -67,13 +67,14 @@ struct Part {
 }
 
 /// Runs `adapter` over `corpus` in `mode`, `rounds` times, and keeps each
-/// operation's best round. `tick` is told of every batch done.
+/// operation's best round. `tick` is told of every batch done; an error
+/// from it (a request to stop) ends the run with that error.
 pub fn run(
     adapter: &dyn Adapter,
     corpus: &[Page],
     mode: Mode,
     rounds: usize,
-    tick: &(dyn Fn(u64) + Sync),
+    tick: &(dyn Fn(u64) -> Result<(), Error> + Sync),
 ) -> Result<Run, Error> {
     let mut best: Option<Run> = None;
     let mut out = Page::new_boxed_slice(corpus.len());
@@ -150,7 +151,7 @@ fn round(
     corpus: &[Page],
     out: &mut [Page],
     mode: Mode,
-    tick: &(dyn Fn(u64) + Sync),
+    tick: &(dyn Fn(u64) -> Result<(), Error> + Sync),
 ) -> Result<Run, Error> {
     let bytes = corpus.len() * PAGE_SIZE;
     let batch = mode.batch.max(1);
@@ -166,7 +167,7 @@ fn round(
             let stored = adapter.backup(&refs, start as u64)?;
             part.per_page.push(t.elapsed() / (end - start) as u32);
             part.stored.push((start, stored));
-            tick((end - start) as u64);
+            tick((end - start) as u64)?;
         }
         Ok(part)
     })?;
@@ -198,7 +199,7 @@ fn round(
             let t = Instant::now();
             adapter.restore(stored, &mut refs)?;
             timing.per_page.push(t.elapsed() / len as u32);
-            tick(len as u64);
+            tick(len as u64)?;
         }
         Ok(timing)
     })?;
@@ -217,7 +218,7 @@ fn round(
             let t = Instant::now();
             adapter.release(stored)?;
             timing.per_page.push(t.elapsed() / len as u32);
-            tick(len as u64);
+            tick(len as u64)?;
         }
         Ok(timing)
     })?;
@@ -242,13 +243,13 @@ fn stored_len(stored: &Stored) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::{Backend, RawCodec};
+    use crate::adapters::{Prefaulted, RawCodec};
 
     #[test]
     fn every_op_is_timed_and_every_page_verified() {
         let corpus = crate::corpus::Corpus::built_in(256);
         for adapter in [
-            Box::new(Backend::memcpy()) as Box<dyn Adapter>,
+            Box::new(Prefaulted::new(256)) as Box<dyn Adapter>,
             Box::new(RawCodec::zstd(1)),
         ] {
             for mode in [
@@ -256,7 +257,7 @@ mod tests {
                 Mode { batch: 1, threads: 2 },
                 Mode { batch: 7, threads: 3 },
             ] {
-                let run = run(&*adapter, &corpus.pages, mode, 2, &|_| {}).unwrap();
+                let run = run(&*adapter, &corpus.pages, mode, 2, &|_| Ok(())).unwrap();
                 assert_eq!(run.ops.len(), 3);
                 for f in &run.ops {
                     assert!(f.gbps > 0.0 && f.p99_us >= f.p50_us, "{f:?}");

@@ -1,11 +1,12 @@
-//! Reporting a benchmark: a table on stdout, JSON, and an SVG chart.
+//! Reporting a benchmark: a summary with a recommendation, the full table
+//! (aligned text or Markdown), JSON, and an SVG chart.
 
-use std::fmt::Write as _;
-
+use pagebackup::PAGE_SIZE;
 use serde::Serialize;
 
 use crate::adapters::Op;
 use crate::measure::Run;
+use crate::table::{Format, Table};
 
 /// The machine a benchmark ran on.
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +52,8 @@ pub struct CorpusInfo {
 pub struct ResultRow {
     /// The adapter: a backend spec, `baseline:...` or `kernel:...`.
     pub backend: String,
+    /// `backend` for a backend asked for, `baseline` for what it is compared with.
+    pub role: &'static str,
     /// `backup`, `restore` or `drop`.
     pub op: &'static str,
     /// Threads.
@@ -59,8 +62,12 @@ pub struct ResultRow {
     pub batch: usize,
     /// Pages in the corpus.
     pub pages: usize,
-    /// GB/s.
-    pub gbps: f64,
+    /// GB/s of pages backed up or restored (not for drops).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gbps: Option<f64>,
+    /// Pages dropped per second (drops only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_per_s: Option<f64>,
     /// Median time per page of a call, µs.
     pub p50_us: f64,
     /// 99th percentile time per page of a call, µs.
@@ -74,9 +81,9 @@ pub struct ResultRow {
     /// The baseline this row is compared with (backends only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs: Option<String>,
-    /// `gbps` over the baseline's `gbps` in the same mode.
+    /// Speed against `vs`: this row's GB/s over the baseline's in the same mode.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ratio: Option<f64>,
+    pub speed_ratio: Option<f64>,
 }
 
 /// The whole JSON report.
@@ -90,12 +97,47 @@ pub struct Report {
     pub results: Vec<ResultRow>,
 }
 
+/// One backend's line of the summary: the batched, single-threaded figures.
+struct Line<'a> {
+    backend: &'a str,
+    backup: &'a ResultRow,
+    restore: &'a ResultRow,
+    ratio: f64,
+}
+
+impl Line<'_> {
+    /// Harmonic mean of backup and restore GB/s: the rate of a round trip.
+    fn round_trip_gbps(&self) -> f64 {
+        let (b, r) = (gbps(self.backup), gbps(self.restore));
+        if b > 0.0 && r > 0.0 {
+            2.0 / (1.0 / b + 1.0 / r)
+        } else {
+            0.0
+        }
+    }
+
+    /// Memory saved per second of round trip: what the balance is judged on.
+    fn balance(&self) -> f64 {
+        (1.0 - 1.0 / self.ratio).max(0.0) * self.round_trip_gbps()
+    }
+
+    fn saved_percent(&self) -> f64 {
+        (1.0 - 1.0 / self.ratio) * 100.0
+    }
+}
+
+fn gbps(row: &ResultRow) -> f64 {
+    row.gbps.unwrap_or(0.0)
+}
+
 impl Report {
-    /// The report of `runs`; `baseline` names each adapter's baseline for an op.
+    /// The report of `runs`. `is_baseline` tells baselines from the backends
+    /// asked for; `baseline` names each backend's baseline for an op.
     pub fn new(
         machine: Machine,
         corpus: CorpusInfo,
         runs: &[Run],
+        is_baseline: impl Fn(&str) -> bool,
         baseline: impl Fn(&str, Op) -> Option<String>,
     ) -> Report {
         let mut results = Vec::new();
@@ -107,19 +149,25 @@ impl Report {
                         .find(|r| r.adapter == *name && r.mode == run.mode)
                         .map(|r| r.op(f.op).gbps)
                 });
-                let backup = f.op == Op::Backup;
+                let (backup, drop) = (f.op == Op::Backup, f.op == Op::Drop);
                 results.push(ResultRow {
                     backend: run.adapter.clone(),
+                    role: if is_baseline(&run.adapter) {
+                        "baseline"
+                    } else {
+                        "backend"
+                    },
                     op: f.op.name(),
                     threads: run.mode.threads,
                     batch: run.mode.batch,
                     pages: run.pages,
-                    gbps: round(f.gbps, 3),
+                    gbps: (!drop).then(|| round(f.gbps, 3)),
+                    ops_per_s: drop.then(|| (f.gbps * 1e9 / PAGE_SIZE as f64).round()),
                     p50_us: round(f.p50_us, 3),
                     p99_us: round(f.p99_us, 3),
                     effective_ratio: run.effective_ratio().filter(|_| backup).map(|r| round(r, 3)),
                     memory_bytes: run.footprint.filter(|_| backup),
-                    ratio: base.filter(|&b| b > 0.0).map(|b| round(f.gbps / b, 3)),
+                    speed_ratio: base.filter(|&b| b > 0.0).map(|b| round(f.gbps / b, 3)),
                     vs: base.and(vs),
                 });
             }
@@ -131,140 +179,168 @@ impl Report {
         }
     }
 
-    /// The results as a Markdown table, the best GB/s of each op and mode in bold.
-    pub fn table(&self) -> String {
-        let mut out = String::from(
-            "| backend | op | threads | batch | GB/s | p50 µs/page | p99 µs/page | vs | ratio | effective ratio | memory MiB |\n\
-             |---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
-        );
-        for r in &self.results {
-            let best = self
-                .results
+    /// The summary's lines: each backend asked for, batched on one thread.
+    fn lines(&self) -> Vec<Line<'_>> {
+        let batch = self.results.iter().map(|r| r.batch).max().unwrap_or(1);
+        let row = |backend: &str, op: &str| {
+            self.results
                 .iter()
-                .filter(|o| o.op == r.op && o.threads == r.threads && o.batch == r.batch)
-                .all(|o| o.gbps <= r.gbps);
-            let gbps = if best {
-                format!("**{:.2}**", r.gbps)
-            } else {
-                format!("{:.2}", r.gbps)
-            };
-            let opt = |v: Option<f64>, suffix: &str| v.map_or(String::new(), |v| format!("{v:.2}{suffix}"));
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} | {} | {gbps} | {:.2} | {:.2} | {} | {} | {} | {} |",
-                r.backend,
-                r.op,
-                r.threads,
-                r.batch,
-                r.p50_us,
-                r.p99_us,
-                r.vs.as_deref().unwrap_or(""),
-                opt(r.ratio, "x"),
-                opt(r.effective_ratio, ""),
-                opt(r.memory_bytes.map(|b| b as f64 / (1 << 20) as f64), ""),
-            );
-        }
-        out
-    }
-
-    /// An SVG chart: backup throughput (log scale) against effective
-    /// ratio, one point per adapter (batched, one thread).
-    pub fn svg(&self) -> String {
-        let mut points: Vec<(&str, f64, f64)> = self
+                .find(|r| r.backend == backend && r.op == op && r.threads == 1 && r.batch == batch)
+        };
+        let mut names: Vec<&str> = self
             .results
             .iter()
-            .filter(|r| r.op == "backup" && r.threads == 1 && r.batch > 1)
-            .filter_map(|r| Some((r.backend.as_str(), r.effective_ratio?, r.gbps.max(1e-3))))
+            .filter(|r| r.role == "backend")
+            .map(|r| r.backend.as_str())
             .collect();
-        points.sort_by(|a, b| a.2.total_cmp(&b.2));
-        let (w, h, m) = (900.0, 560.0, 80.0);
-        let max_x = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
-        let (lo, hi) = (
-            points
-                .iter()
-                .map(|p| p.2)
-                .fold(f64::MAX, f64::min)
-                .min(1.0)
-                .log10()
-                .floor(),
-            points.iter().map(|p| p.2).fold(0.1, f64::max).log10().ceil(),
-        );
-        let sx = |x: f64| m + x / max_x * (w - 2.0 * m);
-        let sy = |y: f64| h - m - (y.log10() - lo) / (hi - lo) * (h - 2.0 * m);
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{}\" y=\"28\" text-anchor=\"middle\" font-size=\"16\">Backup throughput against effective ratio ({} pages, batches, one thread)</text>\n\
-             <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">effective ratio (original bytes / bytes used)</text>\n\
-             <text x=\"22\" y=\"{}\" transform=\"rotate(-90 22 {})\" text-anchor=\"middle\">backup GB/s (log scale)</text>\n",
-            w / 2.0,
-            self.corpus.pages,
-            h - m,
-            w - m,
-            h - m,
-            h - m,
-            w / 2.0,
-            h - 24.0,
-            h / 2.0,
-            h / 2.0
-        );
-        for i in 0..=6 {
-            let x = max_x * f64::from(i) / 6.0;
-            let _ = writeln!(
-                svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x:.1}</text>",
-                sx(x),
-                h - m + 18.0
-            );
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|backend| {
+                let (backup, restore) = (row(backend, "backup")?, row(backend, "restore")?);
+                Some(Line {
+                    backend,
+                    backup,
+                    restore,
+                    ratio: backup.effective_ratio.unwrap_or(1.0),
+                })
+            })
+            .collect()
+    }
+
+    /// One line per backend asked for (batched, one thread): backup and
+    /// restore GB/s, effective ratio, memory saved, p99, and backup speed
+    /// against its baseline; then a one-line recommendation.
+    pub fn summary(&self, format: Format) -> String {
+        let lines = self.lines();
+        let batch = self.results.iter().map(|r| r.batch).max().unwrap_or(1);
+        let mut table = Table::new(&[
+            ("backend", false),
+            ("backup GB/s", true),
+            ("restore GB/s", true),
+            ("effective ratio", true),
+            ("memory saved", true),
+            ("p99 µs/page backup/restore", true),
+            ("backup speed vs baseline", false),
+        ]);
+        for l in &lines {
+            let saved = self.corpus.pages as f64 * PAGE_SIZE as f64 * (1.0 - 1.0 / l.ratio) / (1 << 20) as f64;
+            table.row(vec![
+                l.backend.to_string(),
+                format!("{:.2}", gbps(l.backup)),
+                format!("{:.2}", gbps(l.restore)),
+                format!("{:.2}", l.ratio),
+                // `+ 0.0` turns a rounded -0 into 0.
+                format!(
+                    "{:.0}% ({:.0} MiB)",
+                    l.saved_percent().round() + 0.0,
+                    saved.round() + 0.0
+                ),
+                format!("{:.2} / {:.2}", l.backup.p99_us, l.restore.p99_us),
+                match (&l.backup.vs, l.backup.speed_ratio) {
+                    (Some(vs), Some(ratio)) => format!("{ratio:.2}x {vs}"),
+                    _ => String::new(),
+                },
+            ]);
         }
-        for exp in lo as i32..=hi as i32 {
-            for mantissa in [1.0, 2.0, 5.0] {
-                let y = mantissa * 10f64.powi(exp);
-                if y.log10() <= hi {
-                    let _ = writeln!(
-                        svg,
-                        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{y}</text>",
-                        m - 6.0,
-                        sy(y) + 4.0
-                    );
-                    let _ = writeln!(
-                        svg,
-                        "<line x1=\"{m}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/>",
-                        sy(y),
-                        w - m
-                    );
-                }
-            }
+        format!(
+            "Batches of {batch} pages on one thread:\n\n{}\n{}\n",
+            table.render(format),
+            recommendation(&lines)
+        )
+    }
+
+    /// The SVG chart ([`crate::chart`]).
+    pub fn svg(&self) -> String {
+        crate::chart::svg(self)
+    }
+
+    /// Every row: each adapter, mode and operation.
+    pub fn table(&self, format: Format) -> String {
+        let mut table = Table::new(&[
+            ("backend", false),
+            ("role", false),
+            ("op", false),
+            ("threads", true),
+            ("batch", true),
+            ("throughput", true),
+            ("p50 µs/page", true),
+            ("p99 µs/page", true),
+            ("speed vs baseline", false),
+            ("effective ratio", true),
+            ("memory MiB", true),
+        ]);
+        for r in &self.results {
+            let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
+            table.row(vec![
+                r.backend.clone(),
+                r.role.to_string(),
+                r.op.to_string(),
+                r.threads.to_string(),
+                r.batch.to_string(),
+                match (r.gbps, r.ops_per_s) {
+                    (Some(g), _) => format!("{g:.2} GB/s"),
+                    (None, Some(ops)) => format!("{:.2} M drops/s", ops / 1e6),
+                    (None, None) => String::new(),
+                },
+                format!("{:.2}", r.p50_us),
+                format!("{:.2}", r.p99_us),
+                match (&r.vs, r.speed_ratio) {
+                    (Some(vs), Some(ratio)) => format!("{ratio:.2}x {vs}"),
+                    _ => String::new(),
+                },
+                opt(r.effective_ratio),
+                opt(r.memory_bytes.map(|b| b as f64 / (1 << 20) as f64)),
+            ]);
         }
-        for (k, (name, x, y)) in points.into_iter().enumerate() {
-            // Alternate labels above and below their points, so that
-            // neighbours do not write over each other.
-            let dy = if k % 2 == 0 { -8.0 } else { 16.0 };
-            let _ = writeln!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"steelblue\"/>",
-                sx(x),
-                sy(y)
-            );
-            let _ = writeln!(
-                svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-                sx(x) + 8.0,
-                sy(y) + dy,
-                escape(name)
-            );
+        table.render(format)
+    }
+}
+
+/// The one-line recommendation for this corpus, with its reason.
+fn recommendation(lines: &[Line<'_>]) -> String {
+    let best = |key: fn(&Line<'_>) -> f64| {
+        lines
+            .iter()
+            .max_by(|a, b| key(a).total_cmp(&key(b)))
+            .expect("at least one line")
+    };
+    match lines {
+        [] => "recommendation: none (no backend was measured)".into(),
+        [only] => format!(
+            "recommendation: {} (the only backend measured; compare it with others with more --backend)",
+            only.backend
+        ),
+        _ => {
+            let fastest = best(|l| l.round_trip_gbps());
+            let smallest = best(|l| l.ratio);
+            let balanced = best(|l| l.balance());
+            let why = if balanced.balance() <= 0.0 {
+                format!(
+                    "{}: no backend saves memory on this corpus, so the fastest round trip ({:.2} GB/s) wins",
+                    fastest.backend,
+                    fastest.round_trip_gbps()
+                )
+            } else {
+                format!(
+                    "{}: saves {:.0}% of the memory at a {:.2} GB/s round trip, the most memory saved per second",
+                    balanced.backend,
+                    balanced.saved_percent(),
+                    balanced.round_trip_gbps()
+                )
+            };
+            format!(
+                "recommendation: {why} (fastest: {} at {:.2} GB/s; smallest: {} at ratio {:.2})",
+                fastest.backend,
+                fastest.round_trip_gbps(),
+                smallest.backend,
+                smallest.ratio
+            )
         }
-        svg.push_str("</svg>\n");
-        svg
     }
 }
 
 fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

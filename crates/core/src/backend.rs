@@ -97,7 +97,10 @@ pub trait BackupBackend: Send + Sync + Debug {
             match self.backup_page(page, first_idx.wrapping_add(k as u64), flags) {
                 Ok(h) => handles.push(h),
                 Err(error) => {
-                    return Err(BatchError { completed: k, error });
+                    return Err(BatchError {
+                        completed: k,
+                        error: error.in_op(Operation::BackupPages),
+                    });
                 }
             }
         }
@@ -118,8 +121,10 @@ pub trait BackupBackend: Send + Sync + Debug {
     ) -> Result<(), BatchError> {
         check_batch_lengths(self.name(), handles.len(), dsts.len())?;
         for (k, (dst, &handle)) in dsts.iter_mut().zip(handles).enumerate() {
-            self.copy_page(dst, handle, intr)
-                .map_err(|error| BatchError { completed: k, error })?;
+            self.copy_page(dst, handle, intr).map_err(|error| BatchError {
+                completed: k,
+                error: error.in_op(Operation::CopyPages),
+            })?;
         }
         Ok(())
     }
@@ -130,8 +135,10 @@ pub trait BackupBackend: Send + Sync + Debug {
     /// default loops over [`drop_handle`](Self::drop_handle).
     fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         for (k, &handle) in handles.iter().enumerate() {
-            self.drop_handle(handle)
-                .map_err(|error| BatchError { completed: k, error })?;
+            self.drop_handle(handle).map_err(|error| BatchError {
+                completed: k,
+                error: error.in_op(Operation::DropHandles),
+            })?;
         }
         Ok(())
     }
@@ -167,6 +174,7 @@ pub fn check_batch_lengths(backend: &'static str, handles: usize, dsts: usize) -
 #[macro_export]
 macro_rules! forward_backend {
     (impl[$($generics:tt)*] $ty:ty => |$s:ident| $inner:expr) => {
+        #[deny(clippy::missing_trait_methods)]
         impl<$($generics)*> $crate::BackupBackend for $ty {
             fn name(&self) -> &'static str {
                 let $s = self;

@@ -1,4 +1,10 @@
 //! [`BackupError`], [`BatchError`] and the context every error carries.
+//!
+//! One rule for every error of the crate: its `Display` is the whole message
+//! on one line, the underlying error's message included, and
+//! [`source`](std::error::Error::source) gives what lies *below* what
+//! `Display` printed, so that printing a chain repeats nothing. The
+//! underlying error itself stays reachable ([`BackupError::cause`]).
 
 use std::{fmt, io};
 
@@ -26,6 +32,8 @@ pub enum Operation {
     Flush,
     /// Compaction or another maintenance call.
     Maintenance,
+    /// [`PageArray::set`](crate::PageArray::set).
+    ArraySet,
 }
 
 impl Operation {
@@ -41,6 +49,7 @@ impl Operation {
             Self::DropHandles => "drop_handles",
             Self::Flush => "flush",
             Self::Maintenance => "maintenance",
+            Self::ArraySet => "PageArray::set",
         }
     }
 }
@@ -91,6 +100,10 @@ pub enum ErrorKind {
     InvalidInput,
     /// See [`BackupError::Io`].
     Io,
+    /// The backend could not be built from its configuration: a parameter
+    /// is missing, malformed or out of range. Only construction
+    /// ([`Operation::Open`]) gives it, never an operation on a backend.
+    Config,
 }
 
 /// A failed backend operation.
@@ -152,6 +165,19 @@ pub enum BackupError {
         /// The error.
         source: io::Error,
     },
+    /// A failure another error caused (a codec's, a configuration's, the
+    /// kernel's at setup), kept whole as `source` instead of flattened into
+    /// a message.
+    Caused {
+        /// Where it failed.
+        origin: Origin,
+        /// What kind of failure it is.
+        kind: ErrorKind,
+        /// What was being done, in a few words ("cannot read the dictionary").
+        detail: String,
+        /// The error that caused it.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl BackupError {
@@ -165,6 +191,7 @@ impl BackupError {
             Self::Unsupported { .. } => ErrorKind::Unsupported,
             Self::InvalidInput { .. } => ErrorKind::InvalidInput,
             Self::Io { .. } => ErrorKind::Io,
+            Self::Caused { kind, .. } => *kind,
         }
     }
 
@@ -177,7 +204,36 @@ impl BackupError {
             | Self::Corrupt { origin, .. }
             | Self::Unsupported { origin, .. }
             | Self::InvalidInput { origin, .. }
-            | Self::Io { origin, .. } => *origin,
+            | Self::Io { origin, .. }
+            | Self::Caused { origin, .. } => *origin,
+        }
+    }
+
+    /// The same error, reported as coming from operation `op`: a batch
+    /// method that fails in one of its pages reports itself, not the
+    /// single-page method it called.
+    pub fn in_op(mut self, op: Operation) -> Self {
+        match &mut self {
+            Self::NoSpace { origin, .. }
+            | Self::InvalidHandle { origin, .. }
+            | Self::Interrupted { origin }
+            | Self::Corrupt { origin, .. }
+            | Self::Unsupported { origin, .. }
+            | Self::InvalidInput { origin, .. }
+            | Self::Io { origin, .. }
+            | Self::Caused { origin, .. } => origin.op = op,
+        }
+        self
+    }
+
+    /// The underlying error whose message `Display` includes, if any (the
+    /// I/O error, the caused-by error), for callers that want to inspect or
+    /// downcast it.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::Caused { source, .. } => Some(&**source),
+            _ => None,
         }
     }
 }
@@ -206,24 +262,28 @@ impl fmt::Display for BackupError {
             Self::Unsupported { detail, .. } => write!(f, "{origin}: unsupported: {detail}"),
             Self::InvalidInput { detail, .. } => write!(f, "{origin}: invalid input: {detail}"),
             Self::Io { source, .. } => write!(f, "{origin}: I/O error: {source}"),
+            Self::Caused { detail, source, .. } => write!(f, "{origin}: {detail}: {source}"),
         }
     }
 }
 
 impl std::error::Error for BackupError {
+    /// Below the message: the cause's own source ([`BackupError::cause`]
+    /// gives the cause, whose message `Display` already includes).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } => Some(source),
-            _ => None,
-        }
+        self.cause().and_then(std::error::Error::source)
     }
 }
 
-/// A batch operation that stopped part-way.
+/// A batch operation that stopped part-way: a backend's batch method, or a
+/// [`PageArray`](crate::PageArray)'s backup, restore or purge.
 ///
 /// Items `0..completed` of the batch were done (pages backed up, restored or
 /// dropped); item `completed` failed with `error`, and it and every item after
-/// it were left as they were.
+/// it were left as they were, so calling again with the rest continues.
+/// ([`PageArray::purge`](crate::PageArray::purge) is the one exception: it
+/// goes on past a failed drop, and `completed` counts the positions it
+/// emptied.) `?` turns it into its [`BackupError`].
 #[derive(Debug)]
 pub struct BatchError {
     /// Items done before the failure.
@@ -241,13 +301,24 @@ impl BatchError {
 
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (batch stopped after {} items)", self.error, self.completed)
+        write!(
+            f,
+            "{} (stopped after {} items; the rest were left as they were)",
+            self.error, self.completed
+        )
     }
 }
 
 impl std::error::Error for BatchError {
+    /// Below the message, which includes `error`'s: `error`'s own source.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl From<BatchError> for BackupError {
+    fn from(e: BatchError) -> Self {
+        e.error
     }
 }
 
@@ -272,12 +343,108 @@ mod tests {
         );
         let b = BatchError { completed: 3, error: e };
         assert_eq!(b.kind(), ErrorKind::NoSpace);
-        assert!(b.to_string().ends_with("(batch stopped after 3 items)"));
+        assert!(
+            b.to_string()
+                .ends_with("(stopped after 3 items; the rest were left as they were)")
+        );
         let io = BackupError::Io {
             origin: Origin::new("file", Operation::Flush),
             source: io::Error::from_raw_os_error(28),
         };
-        assert!(std::error::Error::source(&io).is_some());
         assert_eq!(io.origin().op.name(), "flush");
+        assert_eq!(
+            io.cause().unwrap().to_string(),
+            io::Error::from_raw_os_error(28).to_string()
+        );
+    }
+
+    /// Every message of a chain, outermost first.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        std::iter::successors(Some(e), |e| e.source())
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[derive(Debug)]
+    struct Leaf;
+    impl fmt::Display for Leaf {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("leaf cause")
+        }
+    }
+    impl std::error::Error for Leaf {}
+
+    #[derive(Debug)]
+    struct Middle(Leaf);
+    impl fmt::Display for Middle {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("middle")
+        }
+    }
+    impl std::error::Error for Middle {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_chain_prints_every_message_once() {
+        let caused = BackupError::Caused {
+            origin: Origin::new("compressed", Operation::Open),
+            kind: ErrorKind::Config,
+            detail: "cannot load the dictionary".into(),
+            source: Box::new(Middle(Leaf)),
+        };
+        assert_eq!(caused.kind(), ErrorKind::Config);
+        assert!(caused.cause().unwrap().downcast_ref::<Middle>().is_some());
+        let batch = BatchError {
+            completed: 2,
+            error: caused,
+        };
+        assert_eq!(
+            chain(&batch),
+            [
+                "compressed backend: open: cannot load the dictionary: middle \
+                 (stopped after 2 items; the rest were left as they were)",
+                "leaf cause"
+            ]
+        );
+        let io = BackupError::Io {
+            origin: Origin::new("file", Operation::Flush),
+            source: io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(chain(&io).len(), 1, "{:?}", chain(&io));
+    }
+
+    #[test]
+    fn a_batch_error_composes_into_a_backup_error() {
+        fn restore_all() -> Result<(), BatchError> {
+            Err(BatchError {
+                completed: 1,
+                error: BackupError::Interrupted {
+                    origin: Origin::new("memory", Operation::CopyPages),
+                },
+            })
+        }
+        fn caller() -> Result<()> {
+            restore_all()?;
+            Ok(())
+        }
+        let e = caller().unwrap_err();
+        assert_eq!(
+            (e.kind(), e.origin().op),
+            (ErrorKind::Interrupted, Operation::CopyPages)
+        );
+    }
+
+    #[test]
+    fn in_op_relabels_only_the_operation() {
+        let e = BackupError::InvalidHandle {
+            origin: Origin::new("memory", Operation::CopyPage),
+            handle: Handle::from_raw(7).unwrap(),
+        }
+        .in_op(Operation::CopyPages);
+        assert_eq!(e.origin(), Origin::new("memory", Operation::CopyPages));
+        assert_eq!(e.kind(), ErrorKind::InvalidHandle);
     }
 }

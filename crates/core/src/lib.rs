@@ -43,6 +43,6 @@ pub use handle::Handle;
 pub use interrupt::Interrupt;
 pub use memory::MemoryBackend;
 pub use page::{PAGE_SIZE, Page, PageCastError};
-pub use page_array::{Counts, PageArray, Slot, Stopped};
+pub use page_array::{Counts, PageArray, Slot};
 pub use page_word::{PageState, PageWord};
 pub use stats::BackupStats;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::{BackupBackend, BackupError, BackupFlags, Handle, Interrupt, Page, PageState, PageWord};
+use crate::{BackupBackend, BackupError, BackupFlags, BatchError, Handle, Interrupt, Page, PageState, PageWord};
 
 /// Pages per backend call in [`PageArray::backup`] and [`PageArray::restore`].
 const BATCH: usize = 64;
@@ -31,29 +31,6 @@ pub struct Counts {
     pub backed: usize,
     /// Positions with no page.
     pub empty: usize,
-}
-
-/// The result of a [`PageArray::backup`] or [`PageArray::restore`] that
-/// stopped early. What it did is kept: the array is in a valid, partly
-/// backed-up (or partly restored) state, and calling again continues.
-#[derive(Debug)]
-pub struct Stopped {
-    /// Pages backed up (or restored) by this call before it stopped.
-    pub done: usize,
-    /// Why it stopped.
-    pub error: BackupError,
-}
-
-impl fmt::Display for Stopped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (after {} pages; call again to continue)", self.error, self.done)
-    }
-}
-
-impl std::error::Error for Stopped {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
 }
 
 /// A buffer of `n` pages, each one word: a resident page, a backup handle,
@@ -183,7 +160,7 @@ impl PageArray {
     pub fn set(&mut self, i: usize, page: Box<Page>) -> Result<(), BackupError> {
         let Some(&word) = self.words.get(i) else {
             return Err(BackupError::InvalidInput {
-                origin: crate::Origin::new(self.backend.name(), crate::Operation::Maintenance),
+                origin: crate::Origin::new(self.backend.name(), crate::Operation::ArraySet),
                 detail: format!("position {i} is past the end of a {}-page array", self.len()),
             });
         };
@@ -197,9 +174,9 @@ impl PageArray {
 
     /// Frees every resident page and drops every backup without restoring:
     /// the kernel's purge, for contents the owner can recreate. Returns how
-    /// many positions it emptied. A backup whose drop fails stays (and the
-    /// first such error is returned).
-    pub fn purge(&mut self) -> Result<usize, Stopped> {
+    /// many positions it emptied. A backup whose drop fails stays: the error
+    /// is the first such failure, with `completed` the positions emptied.
+    pub fn purge(&mut self) -> Result<usize, BatchError> {
         let mut done = 0;
         let mut first_error = None;
         for word in self.words.iter_mut() {
@@ -216,7 +193,7 @@ impl PageArray {
             *word = PageWord::EMPTY;
             done += 1;
         }
-        first_error.map_or(Ok(done), |error| Err(Stopped { done, error }))
+        first_error.map_or(Ok(done), |error| Err(BatchError { completed: done, error }))
     }
 
     /// Backs up every resident page in place: its word becomes its handle
@@ -225,7 +202,7 @@ impl PageArray {
     /// Returns how many pages it backed up. It may stop part-way (the backend
     /// is full, an error): the pages backed up so far stay backed up, the
     /// rest stay resident, and a later call continues.
-    pub fn backup(&mut self, flags: BackupFlags) -> Result<usize, Stopped> {
+    pub fn backup(&mut self, flags: BackupFlags) -> Result<usize, BatchError> {
         let mut done = 0;
         let mut handles = Vec::with_capacity(BATCH);
         let mut start = 0;
@@ -241,7 +218,10 @@ impl PageArray {
             }
             done += handles.len();
             if let Err(e) = result {
-                return Err(Stopped { done, error: e.error });
+                return Err(BatchError {
+                    completed: done,
+                    error: e.error,
+                });
             }
         }
         Ok(done)
@@ -255,7 +235,7 @@ impl PageArray {
     /// pages are resident and their handles dropped, the rest are still
     /// backed up, and the next call resumes with them. No page is restored
     /// twice, and no handle is dropped before its page is back.
-    pub fn restore(&mut self, intr: Option<&Interrupt>) -> Result<usize, Stopped> {
+    pub fn restore(&mut self, intr: Option<&Interrupt>) -> Result<usize, BatchError> {
         let mut done = 0;
         let mut start = 0;
         while let Some(run) = self.next_run(start, Slot::Backed) {
@@ -274,7 +254,10 @@ impl PageArray {
             }
             done += kept;
             if let Err(e) = copied.and(dropped) {
-                return Err(Stopped { done, error: e.error });
+                return Err(BatchError {
+                    completed: done,
+                    error: e.error,
+                });
             }
         }
         Ok(done)

@@ -12,6 +12,14 @@ compile_error!("pagebackup needs a 64-bit target: a tagged page word holds a 63-
 /// A tagged page word: a resident page's address (aligned, low bit 0), a
 /// handle (`raw << 1 | 1`), or empty (0).
 ///
+/// Every value is one of the three, so reading any word, whatever it came
+/// from, never fails. The one odd word that carries no handle, 1 (the handle
+/// bits are 0, and 0 is never a handle, as in the kernel's `swp_entry_t`
+/// convention), is a second spelling of empty: it views as
+/// [`PageState::Empty`] and [`is_empty`](Self::is_empty) says so, though it
+/// is not equal to [`PageWord::EMPTY`] as a number. Only
+/// [`from_raw`](Self::from_raw) can make it.
+///
 /// The word itself owns nothing: it is a number. Whoever stores resident
 /// addresses in it (such as a page array) owns those pages and decides when
 /// the pointer may be dereferenced; reading the word is always safe, through
@@ -52,17 +60,21 @@ impl PageWord {
         self.0
     }
 
-    /// The word with this raw value. Any value is accepted; an odd value is a
-    /// handle (possibly one no backend issued: the backend will reject it).
+    /// The word with this raw value. Any value is accepted; an odd value
+    /// above 1 is a handle (possibly one no backend issued: the backend will
+    /// reject it), and 1 is empty.
     pub const fn from_raw(raw: usize) -> PageWord {
         PageWord(raw)
     }
 
-    /// What the word holds.
+    /// What the word holds: never fails, for any value.
     pub fn view(self) -> PageState {
         if self.0 & 1 == 1 {
-            let handle = Handle::from_raw((self.0 >> 1) as u64).expect("an odd word shifted right is in 1..2^63");
-            PageState::Backed(handle)
+            // An odd word shifted right is below 2^63: a handle, or 0 for the word 1.
+            match Handle::from_raw((self.0 >> 1) as u64) {
+                Some(handle) => PageState::Backed(handle),
+                None => PageState::Empty,
+            }
         } else {
             match NonNull::new(self.0 as *mut Page) {
                 Some(page) => PageState::Resident(page),
@@ -71,9 +83,9 @@ impl PageWord {
         }
     }
 
-    /// Whether the word is empty.
+    /// Whether the word is empty: 0, or the handle-less odd word 1.
     pub const fn is_empty(self) -> bool {
-        self.0 == 0
+        self.0 <= 1
     }
 }
 
@@ -111,6 +123,25 @@ mod tests {
         }
 
         #[test]
+        fn every_word_has_a_view_and_a_debug_form(raw in any::<u64>()) {
+            let word = PageWord::from_raw(raw as usize);
+            let expected = match raw {
+                0 | 1 => PageState::Empty,
+                odd if odd & 1 == 1 => PageState::Backed(Handle::from_raw(odd >> 1).unwrap()),
+                even => PageState::Resident(NonNull::new(even as usize as *mut Page).unwrap()),
+            };
+            prop_assert_eq!(word.view(), expected);
+            prop_assert_eq!(word.is_empty(), expected == PageState::Empty);
+            let shown = format!("{word:?}");
+            let expected_shown = match expected {
+                PageState::Empty => "PageWord::Empty".to_string(),
+                PageState::Backed(h) => format!("PageWord::Backed({:#x})", h.to_raw()),
+                PageState::Resident(_) => format!("PageWord::Resident({raw:#x})"),
+            };
+            prop_assert_eq!(shown, expected_shown);
+        }
+
+        #[test]
         fn every_aligned_pointer_round_trips(frame in 1usize..(usize::MAX >> 12)) {
             let addr = frame << 12;
             let ptr = NonNull::new(addr as *mut Page).unwrap();
@@ -130,6 +161,14 @@ mod tests {
         assert_eq!(PageWord::resident(top).view(), PageState::Resident(top));
         assert_eq!(PageWord::EMPTY.view(), PageState::Empty);
         assert_eq!(PageWord::from_raw(0).view(), PageState::Empty);
+        // The handle-less odd word: empty, and shown as such, not a panic.
+        assert_eq!(PageWord::from_raw(1).view(), PageState::Empty);
+        assert!(PageWord::from_raw(1).is_empty());
+        assert_eq!(format!("{:?}", PageWord::from_raw(1)), "PageWord::Empty");
+        for raw in [2, 3, usize::MAX - 1, usize::MAX] {
+            assert!(!PageWord::from_raw(raw).is_empty());
+            let _ = format!("{:?}", PageWord::from_raw(raw));
+        }
         assert_eq!(PageWord::default(), PageWord::EMPTY);
     }
 

@@ -214,7 +214,12 @@ fn no_punch_means_no_drop(make: MakeFailing<'_>) {
     // The array restores every page: copies succeed, drops fail and leave
     // the handles live, so the array keeps them and tries again.
     let err = array.restore(None).unwrap_err();
-    assert_eq!((err.error.kind(), err.done), (ErrorKind::Io, 0), "{}: {err}", b.name());
+    assert_eq!(
+        (err.error.kind(), err.completed),
+        (ErrorKind::Io, 0),
+        "{}: {err}",
+        b.name()
+    );
     plan.heal();
     assert_eq!(array.restore(None).unwrap(), 40);
     for i in 0..40 {
@@ -236,8 +241,8 @@ fn page_array_survives_a_failed_backup(make: MakeFailing<'_>) {
     plan.fail(DeviceOp::Write, 1, EIO, false);
     let err = array.backup(BackupFlags::NONE).unwrap_err();
     assert_eq!(err.error.kind(), ErrorKind::Io, "{}: {err}", b.name());
-    assert_eq!(array.counts().backed, err.done, "{}: the array's words", b.name());
-    assert_eq!(array.restore(None).unwrap(), err.done);
+    assert_eq!(array.counts().backed, err.completed, "{}: the array's words", b.name());
+    assert_eq!(array.restore(None).unwrap(), err.completed);
     for i in 0..64 {
         PageSpec::mixed(SEED ^ 7, i as u64)
             .verify(array.get(i).unwrap())

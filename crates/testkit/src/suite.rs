@@ -6,7 +6,9 @@
 
 use std::collections::HashSet;
 
-use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, Interrupt, PAGE_SIZE, Page, PageState, PageWord};
+use pagebackup_core::{
+    BackupBackend, BackupFlags, ErrorKind, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, PageState, PageWord,
+};
 
 use crate::concurrent::{ConcurrentConfig, check_concurrent};
 use crate::model::{ModelConfig, check_model};
@@ -677,16 +679,29 @@ pub fn writeback_and_flush(b: &dyn BackupBackend, _caps: &Capabilities) {
     b.flush().unwrap();
 }
 
-/// Error messages say which backend and which operation failed.
+/// Error messages say which backend and which operation failed: the batch
+/// method for a failure inside a batch, not the single-page one.
 pub fn errors_name_backend_and_operation(b: &dyn BackupBackend, _caps: &Capabilities) {
     let h = backup(b, PageSpec::new(SEED ^ 14, 0, PageClass::Text), 0);
-    b.drop_handle(h).unwrap();
-    let mut dst = Page::new_boxed();
-    let copy = b.copy_page(&mut dst, h, None).unwrap_err().to_string();
-    let drop = b.drop_handle(h).unwrap_err().to_string();
-    for (msg, op) in [(copy, "copy_page"), (drop, "drop_handle")] {
+    let h2 = backup(b, PageSpec::new(SEED ^ 14, 1, PageClass::Text), 1);
+    b.drop_handles(&[h, h2]).unwrap();
+    let (mut dst, mut dst2) = (Page::new_boxed(), Page::new_boxed());
+    let errors = [
+        (b.copy_page(&mut dst, h, None).unwrap_err(), Operation::CopyPage),
+        (b.drop_handle(h).unwrap_err(), Operation::DropHandle),
+        (
+            b.copy_pages(&[h, h2], &mut [&mut *dst, &mut *dst2], None)
+                .unwrap_err()
+                .error,
+            Operation::CopyPages,
+        ),
+        (b.drop_handles(&[h, h2]).unwrap_err().error, Operation::DropHandles),
+    ];
+    for (error, op) in errors {
+        let msg = error.to_string();
+        assert_eq!(error.origin(), Origin::new(b.name(), op), "{msg}");
         assert!(
-            msg.contains(b.name()) && msg.contains(op),
+            msg.starts_with(&format!("{} backend: {op}: ", b.name())),
             "{}: message does not name backend and {op}: {msg}",
             b.name()
         );

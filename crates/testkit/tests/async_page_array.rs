@@ -63,11 +63,11 @@ async fn a_full_backend_leaves_a_partly_backed_up_array_that_continues() {
     let memory = Arc::new(MemoryBackend::with_limit(70 * PAGE_SIZE as u64));
     let mut array = filled(100, adapted(memory)).await;
     let stopped = array.backup(BackupFlags::NONE).await.unwrap_err();
-    assert_eq!((stopped.done, stopped.error.kind()), (70, ErrorKind::NoSpace));
+    assert_eq!((stopped.completed, stopped.error.kind()), (70, ErrorKind::NoSpace));
     assert_eq!(array.counts(), counts(30, 70, 0));
     array.get_mut(99).unwrap().0[0] ^= 0xff;
     assert_eq!(array.restore(None).await.unwrap(), 70);
-    assert_eq!(array.backup(BackupFlags::NONE).await.unwrap_err().done, 70);
+    assert_eq!(array.backup(BackupFlags::NONE).await.unwrap_err().completed, 70);
     array.restore(None).await.unwrap();
     array.get_mut(99).unwrap().0[0] ^= 0xff;
     verify(&array);
@@ -81,7 +81,7 @@ async fn an_interrupted_restore_resumes_where_it_stopped() {
     let intr = Interrupt::new();
     intr.interrupt();
     let stopped = array.restore(Some(&intr)).await.unwrap_err();
-    assert_eq!((stopped.done, stopped.error.kind()), (0, ErrorKind::Interrupted));
+    assert_eq!((stopped.completed, stopped.error.kind()), (0, ErrorKind::Interrupted));
     assert_eq!(array.counts().backed, 150);
     intr.clear();
     assert_eq!(array.restore(Some(&intr)).await.unwrap(), 150);

@@ -65,7 +65,7 @@ fn a_full_backend_leaves_a_partly_backed_up_array_that_continues() {
     let backend: Arc<dyn BackupBackend> = Arc::new(MemoryBackend::with_limit(70 * PAGE_SIZE as u64));
     let mut array = filled(100, backend.clone());
     let stopped = array.backup(BackupFlags::NONE).unwrap_err();
-    assert_eq!((stopped.done, stopped.error.kind()), (70, ErrorKind::NoSpace));
+    assert_eq!((stopped.completed, stopped.error.kind()), (70, ErrorKind::NoSpace));
     assert_eq!(
         array.counts(),
         Counts {
@@ -78,7 +78,7 @@ fn a_full_backend_leaves_a_partly_backed_up_array_that_continues() {
     array.get_mut(99).unwrap().0[0] ^= 0xff;
     // Restoring frees backend space; the next backup continues.
     assert_eq!(array.restore(None).unwrap(), 70);
-    assert_eq!(array.backup(BackupFlags::NONE).unwrap_err().done, 70);
+    assert_eq!(array.backup(BackupFlags::NONE).unwrap_err().completed, 70);
     array.restore(None).unwrap();
     array.get_mut(99).unwrap().0[0] ^= 0xff;
     verify(&array);
@@ -92,7 +92,7 @@ fn an_interrupted_restore_resumes_where_it_stopped() {
     let intr = Interrupt::new();
     intr.interrupt();
     let stopped = array.restore(Some(&intr)).unwrap_err();
-    assert_eq!((stopped.done, stopped.error.kind()), (0, ErrorKind::Interrupted));
+    assert_eq!((stopped.completed, stopped.error.kind()), (0, ErrorKind::Interrupted));
     assert_eq!(array.counts().backed, 150);
     intr.clear();
     assert_eq!(array.restore(Some(&intr)).unwrap(), 150);
@@ -187,8 +187,8 @@ fn set_replaces_a_page_and_drops_its_backup() {
     assert_eq!(array.get(1).unwrap().0, [0; PAGE_SIZE]);
     let err = array.set(9, Page::new_boxed()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert!(
-        err.to_string().contains("position 9 is past the end of a 4-page array"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "memory backend: PageArray::set: invalid input: position 9 is past the end of a 4-page array"
     );
 }

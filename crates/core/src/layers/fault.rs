@@ -140,6 +140,8 @@ impl<B: BackupBackend> FaultInjection<B> {
     }
 }
 
+// Every method, so that a method added to the trait cannot silently bypass the layer.
+#[deny(clippy::missing_trait_methods)]
 impl<B: BackupBackend> BackupBackend for FaultInjection<B> {
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -215,6 +217,10 @@ impl<B: BackupBackend> BackupBackend for FaultInjection<B> {
 
     fn flush(&self) -> Result<()> {
         self.inner.flush()
+    }
+    /// The layer adds only counters and decisions: it blocks where its inner backend does.
+    fn never_blocks(&self) -> bool {
+        self.inner.never_blocks()
     }
 }
 

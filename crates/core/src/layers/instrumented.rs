@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{BatchError, Result};
+use crate::error::{BatchError, Operation, Result};
 use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, Page};
 
 /// Counts and latencies of one kind of operation.
@@ -114,11 +114,11 @@ impl<B: BackupBackend> Instrumented<B> {
     fn run<T, E: fmt::Display>(
         &self,
         counters: &Counters,
-        op: &'static str,
+        op: Operation,
         pages: usize,
         f: impl FnOnce() -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let span = tracing::trace_span!("pagebackup", backend = self.inner.name(), op, pages);
+        let span = tracing::trace_span!("pagebackup", backend = self.inner.name(), op = op.name(), pages);
         let _entered = span.enter();
         let start = Instant::now();
         let result = f();
@@ -130,13 +130,15 @@ impl<B: BackupBackend> Instrumented<B> {
     }
 }
 
+// Every method, so that a method added to the trait cannot silently bypass the layer.
+#[deny(clippy::missing_trait_methods)]
 impl<B: BackupBackend> BackupBackend for Instrumented<B> {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
 
     fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
-        self.run(&self.backup, "backup_page", 1, || {
+        self.run(&self.backup, Operation::BackupPage, 1, || {
             self.inner.backup_page(page, idx, flags)
         })
     }
@@ -148,13 +150,13 @@ impl<B: BackupBackend> BackupBackend for Instrumented<B> {
         flags: BackupFlags,
         handles: &mut Vec<Handle>,
     ) -> Result<(), BatchError> {
-        self.run(&self.backup, "backup_pages", pages.len(), || {
+        self.run(&self.backup, Operation::BackupPages, pages.len(), || {
             self.inner.backup_pages(pages, first_idx, flags, handles)
         })
     }
 
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
-        self.run(&self.restore, "copy_page", 1, || {
+        self.run(&self.restore, Operation::CopyPage, 1, || {
             self.inner.copy_page(dst, handle, intr)
         })
     }
@@ -165,17 +167,17 @@ impl<B: BackupBackend> BackupBackend for Instrumented<B> {
         dsts: &mut [&mut Page],
         intr: Option<&Interrupt>,
     ) -> Result<(), BatchError> {
-        self.run(&self.restore, "copy_pages", handles.len(), || {
+        self.run(&self.restore, Operation::CopyPages, handles.len(), || {
             self.inner.copy_pages(handles, dsts, intr)
         })
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.run(&self.drop, "drop_handle", 1, || self.inner.drop_handle(handle))
+        self.run(&self.drop, Operation::DropHandle, 1, || self.inner.drop_handle(handle))
     }
 
     fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
-        self.run(&self.drop, "drop_handles", handles.len(), || {
+        self.run(&self.drop, Operation::DropHandles, handles.len(), || {
             self.inner.drop_handles(handles)
         })
     }
@@ -189,7 +191,11 @@ impl<B: BackupBackend> BackupBackend for Instrumented<B> {
     }
 
     fn flush(&self) -> Result<()> {
-        self.run(&self.flush, "flush", 0, || self.inner.flush())
+        self.run(&self.flush, Operation::Flush, 0, || self.inner.flush())
+    }
+    /// The layer adds only counters and decisions: it blocks where its inner backend does.
+    fn never_blocks(&self) -> bool {
+        self.inner.never_blocks()
     }
 }
 

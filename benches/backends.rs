@@ -2,7 +2,8 @@
 //! backend and the baselines on the same pages, throughput in bytes.
 //!
 //! ```text
-//! cargo bench -p pagebackup-cli --bench backends
+//! cargo bench                          # from the workspace root
+//! cargo bench -p pagebackup-benches    # these benches alone
 //! ```
 //!
 //! Each adapter backs up the corpus in batches of 64 pages and frees it
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pagebackup::{PAGE_SIZE, Page};
-use pagebackup_cli::adapters::{Adapter, Backend, PerPage, RawCodec, Stored};
+use pagebackup_cli::adapters::{Adapter, Backend, PerPage, Prefaulted, RawCodec, Stored};
 use pagebackup_cli::corpus::Corpus;
 
 const PAGES: usize = 16384;
@@ -22,7 +23,7 @@ const BATCH: usize = 64;
 
 fn adapters() -> Vec<Box<dyn Adapter>> {
     let mut all: Vec<Box<dyn Adapter>> = vec![
-        Box::new(Backend::memcpy()),
+        Box::new(Prefaulted::new(PAGES)),
         Box::new(PerPage::memfd(PAGES).unwrap()),
         Box::new(PerPage::file(PAGES, false).unwrap()),
         Box::new(PerPage::file(PAGES, true).unwrap()),
