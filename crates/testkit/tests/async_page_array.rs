@@ -213,3 +213,25 @@ async fn set_replaces_a_page_and_drops_its_backup() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_restore_sets_the_interrupt_it_was_given() {
+    let memory = Arc::new(MemoryBackend::new());
+    let mut array = filled(64, adapted(memory.clone())).await;
+    array.backup(BackupFlags::NONE).await.unwrap();
+    let intr = Interrupt::new();
+    for _ in 0..20 {
+        if within_polls(array.restore(Some(&intr)), Some(1)).await.is_none() {
+            assert!(intr.is_interrupted(), "a dropped restore counts as an interrupt");
+            break;
+        }
+        // The restore finished within one poll: back up again and retry.
+        array.backup(BackupFlags::NONE).await.unwrap();
+    }
+    assert!(intr.is_interrupted(), "no restore was dropped part-way in 20 tries");
+    array.settle().await;
+    intr.clear();
+    array.restore(Some(&intr)).await.unwrap();
+    verify(&array);
+    assert_eq!(memory.stats().stored_pages, 0);
+}
