@@ -80,7 +80,7 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   from them in place by zstd, and joined in a per-thread buffer for lz4.
 ///   A chunk is freed when nothing in it is live.
 /// - **Compaction** runs by itself: a backup or drop that leaves more than a
-///   chunk and 1/32 of the live bytes reclaimable moves the live objects of
+///   chunk and 1/16 of the live bytes reclaimable moves the live objects of
 ///   the sparsest chunk to the head (one chunk per operation at most) and
 ///   frees it. [`compact`](Self::compact) moves every chunk under 7/8 live.
 /// - **Metadata** per stored page is [`METADATA_BYTES_PER_PAGE`] (16)

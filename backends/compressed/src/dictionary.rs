@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Page};
 use zstd::bulk::{Compressor, Decompressor};
+use zstd::zstd_safe::CParameter;
 
 use crate::NAME;
 
@@ -111,6 +112,12 @@ impl Dictionary {
         let zstd = |e: std::io::Error| invalid(format!("zstd refuses the dictionary: {e}"));
         let mut with = Compressor::with_dictionary(level, &self.bytes).map_err(zstd)?;
         let mut without = Compressor::new(level).map_err(zstd)?;
+        // Frames as the backend makes them: no size, checksum or dictionary id.
+        for c in [&mut with, &mut without] {
+            c.set_parameter(CParameter::ContentSizeFlag(false)).map_err(zstd)?;
+            c.set_parameter(CParameter::ChecksumFlag(false)).map_err(zstd)?;
+            c.set_parameter(CParameter::DictIdFlag(false)).map_err(zstd)?;
+        }
         let mut out = vec![0; zstd::zstd_safe::compress_bound(PAGE_SIZE)];
         let (mut a, mut b) = (0, 0);
         for page in samples {

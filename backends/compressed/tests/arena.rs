@@ -52,6 +52,14 @@ fn same_filled_and_incompressible_pages_take_their_paths() {
     // lz4); same-filled pages take nothing.
     let text_bytes = s.stored_bytes - 10 * PAGE;
     assert!(text_bytes > 0 && text_bytes < 10 * PAGE * 3 / 4, "{s:?}");
+    let arena = b.arena_stats();
+    assert_eq!((arena.raw_pages, arena.raw_bytes), (10, 10 * (PAGE + 4)), "{arena:?}");
+    assert_eq!(arena.live_bytes, s.stored_bytes + 20 * 4, "objects and their headers");
+    assert_eq!(
+        s.memory_used,
+        arena.fixed_bytes + arena.table_bytes + arena.chunks * CHUNK_BYTES,
+        "{arena:?}"
+    );
     verify_all(&b, &handles, &specs);
     b.drop_handles(&handles).unwrap();
     let s = b.stats();
