@@ -52,7 +52,7 @@ pub use pagebackup_shmem as shmem;
 /// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
 /// | `shmem`  | `shmem` | `capacity=SIZE`: size of the memfd (default: RAM + swap) |
 /// | `file`   | `file`  | `dir=PATH` (default: the temp dir), `path=PATH` (a named file instead), `max_size=SIZE`, `io=auto\|uring\|sync` |
-/// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off), `huge=BYTES` (pages compressing to more are stored raw; default 4000) |
+/// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off), `huge=BYTES` (pages compressing to more are stored raw; default 3840) |
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`
 /// or `TiB`. Values end at the next comma, so a path given in a spec cannot
