@@ -16,11 +16,13 @@ use crate::entry::Location;
 
 /// Bytes of a chunk.
 pub(crate) const CHUNK: usize = 64 << 10;
-/// Bytes of the chunk directory the arena grows by.
+/// Chunks the directory grows by at least (and by a quarter of its size
+/// beyond that, so that growing stays linear in time).
 const DIRECTORY_STEP: usize = 16;
-/// Bytes charged for one step of the directory.
-pub(crate) const DIRECTORY_STEP_BYTES: u64 =
-    (DIRECTORY_STEP * (std::mem::size_of::<Option<Chunk>>() + std::mem::size_of::<u32>())) as u64;
+/// Bytes of the directory per chunk: its slot and its place on the vacant list.
+const DIRECTORY_BYTES_PER_CHUNK: usize = std::mem::size_of::<Option<Chunk>>() + std::mem::size_of::<u32>();
+/// Bytes charged for the directory's first step.
+pub(crate) const DIRECTORY_STEP_BYTES: u64 = (DIRECTORY_STEP * DIRECTORY_BYTES_PER_CHUNK) as u64;
 /// Bytes of an object's header.
 pub(crate) const HEADER: usize = 4;
 /// Bytes of an object's checksum, when kept.
@@ -125,14 +127,19 @@ impl Arena {
     /// grow) with `keep` bytes to spare; `None` if the limit refuses.
     fn new_chunk(&mut self, budget: &Budget, keep: u64) -> Option<u32> {
         let grow = self.vacant.is_empty() && self.chunks.len() == self.chunks.capacity();
-        let cost = CHUNK as u64 + if grow { DIRECTORY_STEP_BYTES } else { 0 };
-        if !budget.reserve(cost, keep) {
+        let step = if grow {
+            DIRECTORY_STEP.max(self.chunks.len() / 4)
+        } else {
+            0
+        };
+        let directory = (step * DIRECTORY_BYTES_PER_CHUNK) as u64;
+        if !budget.reserve(CHUNK as u64 + directory, keep) {
             return None;
         }
         if grow {
-            self.chunks.reserve_exact(DIRECTORY_STEP);
+            self.chunks.reserve_exact(step);
             self.vacant.reserve_exact(self.chunks.capacity() - self.vacant.len());
-            self.bytes += DIRECTORY_STEP_BYTES;
+            self.bytes += directory;
         }
         self.bytes += CHUNK as u64;
         self.chunk_count += 1;

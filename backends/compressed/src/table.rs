@@ -10,9 +10,10 @@ use crate::entry::{ENTRY_BYTES, Entry, Stored};
 pub(crate) const SEGMENT_SLOTS: usize = 1024;
 /// Bytes of one segment's entries.
 pub(crate) const SEGMENT_BYTES: u64 = (SEGMENT_SLOTS * ENTRY_BYTES) as u64;
-/// Segments the directory grows by.
+/// Segments the directory grows by at least (and by a quarter of its size
+/// beyond that, so that growing stays linear in time).
 const DIRECTORY_STEP: usize = 16;
-/// Bytes of one step of the directory.
+/// Bytes of the directory's first step.
 pub(crate) const DIRECTORY_STEP_BYTES: u64 = (DIRECTORY_STEP * std::mem::size_of::<Segment>()) as u64;
 /// No entry: the end of a free list.
 const NONE: u32 = u32::MAX;
@@ -79,11 +80,13 @@ impl Table {
                 return Err(Refused::Full);
             }
             if self.segments.len() == self.segments.capacity() {
-                if !budget.reserve(DIRECTORY_STEP_BYTES, keep) {
+                let step = DIRECTORY_STEP.max(self.segments.len() / 4);
+                let bytes = (step * std::mem::size_of::<Segment>()) as u64;
+                if !budget.reserve(bytes, keep) {
                     return Err(Refused::Limit);
                 }
-                self.segments.reserve_exact(DIRECTORY_STEP);
-                self.bytes += DIRECTORY_STEP_BYTES;
+                self.segments.reserve_exact(step);
+                self.bytes += bytes;
             }
             self.segments.push(Segment {
                 entries: None,
