@@ -18,6 +18,35 @@ fn percentile(times: &mut [Duration], q: f64) -> f64 {
     times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6
 }
 
+/// This thread's CPU time: unlike wall time, it leaves out the time the
+/// thread was not running, which on a busy machine dominates the tail.
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Wall and CPU time of one backup each.
+#[derive(Default)]
+struct Times {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+}
+
+impl Times {
+    fn summary(&mut self) -> String {
+        let mut line = String::new();
+        for (name, times) in [("wall", &mut self.wall), ("cpu", &mut self.cpu)] {
+            line += &format!(
+                " {name} {:.1}/{:.1}/{:.1}",
+                percentile(times, 0.5),
+                percentile(times, 0.99),
+                percentile(times, 0.999)
+            );
+        }
+        line
+    }
+}
+
 /// Heap, text and numeric pages: objects of many sizes.
 fn spec(i: u64) -> PageSpec {
     let class = [PageClass::Heap, PageClass::Text, PageClass::Numeric][(i % 3) as usize];
@@ -28,23 +57,25 @@ fn churn(algorithm: Algorithm) {
     const LIVE: u64 = 4096;
     let b = CompressedBackend::new(CompressedConfig::new(algorithm)).unwrap();
     let mut live: Vec<(Handle, PageSpec)> = Vec::new();
-    let mut quiet = Vec::new();
+    let mut quiet = Times::default();
     let mut page = Page::new_boxed();
     let mut next = 0;
-    let mut backup = |b: &CompressedBackend, times: &mut Vec<Duration>, page: &mut Page| {
+    let mut backup = |b: &CompressedBackend, times: &mut Times, page: &mut Page| {
         let s = spec(next);
         next += 1;
         s.fill(page);
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_time());
         let h = b.backup_page(page, 0, BackupFlags::NONE).unwrap();
-        times.push(t.elapsed());
+        times.cpu.push(cpu_time() - c);
+        times.wall.push(t.elapsed());
         (h, s)
     };
     for _ in 0..LIVE {
         live.push(backup(&b, &mut quiet, &mut page));
     }
     // Drop a random live page and back up a new one, 10 times the live set.
-    let mut churned = Vec::new();
+    let mut churned = Times::default();
+    let mut drops = Times::default();
     let mut worst: f64 = 0.0;
     let mut x = 0x9e37_79b9_7f4a_7c15_u64;
     for _ in 0..10 * LIVE {
@@ -52,7 +83,10 @@ fn churn(algorithm: Algorithm) {
         x ^= x >> 7;
         x ^= x << 17;
         let (h, _) = live.swap_remove((x % live.len() as u64) as usize);
+        let (t, c) = (Instant::now(), cpu_time());
         b.drop_handle(h).unwrap();
+        drops.cpu.push(cpu_time() - c);
+        drops.wall.push(t.elapsed());
         live.push(backup(&b, &mut churned, &mut page));
         let ratio = b.stats().memory_used as f64 / needed(&b) as f64;
         worst = worst.max(ratio);
@@ -60,15 +94,12 @@ fn churn(algorithm: Algorithm) {
     }
     println!(
         "{algorithm}: churn of {} pages over {LIVE} live: memory used at most {worst:.3}x live bytes + metadata \
-         ({} objects moved); backup p50/p99/p99.9 µs quiet {:.1}/{:.1}/{:.1}, under churn {:.1}/{:.1}/{:.1}",
+         ({} objects moved); p50/p99/p99.9 µs of a backup quiet{}, under churn{}; of a drop under churn{}",
         10 * LIVE,
         b.stats().compacted_pages,
-        percentile(&mut quiet, 0.5),
-        percentile(&mut quiet, 0.99),
-        percentile(&mut quiet, 0.999),
-        percentile(&mut churned, 0.5),
-        percentile(&mut churned, 0.99),
-        percentile(&mut churned, 0.999),
+        quiet.summary(),
+        churned.summary(),
+        drops.summary(),
     );
     assert!(b.stats().compacted_pages > 0);
     for &(h, s) in &live {
