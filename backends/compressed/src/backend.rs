@@ -511,6 +511,28 @@ mod tests {
     }
 
     #[test]
+    fn objects_in_two_pieces_restore_with_every_codec() {
+        for algorithm in [Algorithm::Lz4, Algorithm::Zstd { level: 1 }] {
+            let b = CompressedBackend::new(CompressedConfig::new(algorithm)).unwrap();
+            let pages: Vec<Box<Page>> = (0..400).map(page).collect();
+            let handles: Vec<Handle> = pages
+                .iter()
+                .map(|p| b.backup_page(p, 0, BackupFlags::NONE).unwrap())
+                .collect();
+            let mut split = 0;
+            let mut dst = Page::new_boxed();
+            for (&h, original) in handles.iter().zip(&pages) {
+                let (shard, loc) = location(&b, h);
+                let compressed = usize::from(loc.len) < PAGE_SIZE;
+                split += usize::from(compressed && !b.shards.read(shard).arena.object(loc).1.is_empty());
+                b.copy_page(&mut dst, h, None).unwrap();
+                assert_eq!(dst, *original);
+            }
+            assert!(split >= 3, "{algorithm}: {split} compressed objects in two pieces");
+        }
+    }
+
+    #[test]
     fn damaged_objects_give_corrupt_or_a_page_never_a_panic() {
         for algorithm in [Algorithm::Lz4, Algorithm::Zstd { level: 3 }] {
             let (corrupt, _) = damage_everything(algorithm, true);
