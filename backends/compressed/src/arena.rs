@@ -110,8 +110,11 @@ impl Arena {
         if self.head == NONE { 0 } else { CHUNK - self.head_end }
     }
 
-    /// Live bytes of chunk `id`, if it is allocated.
+    /// Live bytes of chunk `id`, if it is allocated and not the head.
     pub(crate) fn live_in(&self, id: u32) -> Option<usize> {
+        if id == self.head {
+            return None;
+        }
         Some(self.chunks.get(id as usize)?.as_ref()?.live as usize)
     }
 
@@ -479,6 +482,8 @@ mod tests {
         assert_eq!(arena.head_end, CHUNK);
         let after = arena.append(&object(3, 10), 3, 0, &budget, 0).unwrap();
         assert_eq!((after.chunk != exact.chunk, after.offset), (true, 0));
+        assert_eq!(arena.live_in(after.chunk), None, "the head is never moved out");
+        assert_eq!(arena.live_in(first.chunk), Some(CHUNK - 2 + 2));
         // Walking the middle chunk finds the object running on into it and its own.
         let entries = [first, split_header, exact, after];
         let found = arena.live_objects(split_header.chunk + 1, |slot| entries.get(slot as usize).copied());

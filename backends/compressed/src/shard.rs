@@ -167,7 +167,8 @@ impl Shard {
     pub(crate) fn compact(&mut self, budget: &Budget) -> (u64, u64) {
         let (before, mut moved) = (self.arena.bytes(), 0);
         for victim in self.arena.sparse(WORTH_MOVING) {
-            // An earlier move may have freed it, or reused its id for a full chunk.
+            // An earlier move may have freed it, or reused its id for a
+            // full chunk or for the head.
             if self.arena.live_in(victim).is_some_and(|live| live < WORTH_MOVING) {
                 moved += self.evacuate(victim, budget);
             }

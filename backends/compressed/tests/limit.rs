@@ -65,6 +65,11 @@ proptest! {
             let s = b.stats();
             prop_assert!(s.memory_used <= limit, "{} > {limit}: {:?}", s.memory_used, s);
             prop_assert_eq!(s.stored_pages, live.len() as u64);
+            // Compaction moves objects around: one live page checked each time.
+            if let Some(&(h, spec)) = live.get(s.compacted_pages as usize % live.len().max(1)) {
+                b.copy_page(&mut dst, h, None).unwrap();
+                prop_assert!(spec.verify(&dst).is_ok());
+            }
         }
         for &(h, spec) in &live {
             b.copy_page(&mut dst, h, None).unwrap();
