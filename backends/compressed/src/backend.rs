@@ -92,8 +92,11 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 /// - **Limit**: everything the backend allocates (chunks, tables, its fixed
 ///   part) is charged before it is allocated and refused past
 ///   [`CompressedConfig::limit`], so `memory_used` never exceeds it; a
-///   backup that does not fit gives `NoSpace`. `bytes_avail` is the room
-///   left times the running ratio.
+///   backup that does not fit gives `NoSpace`. One chunk under the limit is
+///   kept for compaction, which may need a chunk before it frees one; at
+///   the limit, a backup first moves out a chunk holding enough garbage.
+///   `bytes_avail` is the room left, that chunk aside, times the running
+///   ratio.
 /// - **Corruption** of stored data gives `Corrupt` or, without checksums, at
 ///   worst a wrong page — never a panic or a short page.
 pub struct CompressedBackend {
@@ -376,7 +379,8 @@ impl BackupBackend for CompressedBackend {
     fn bytes_avail(&self) -> u64 {
         let used = self.budget.used();
         let room = match self.budget.limit() {
-            Some(limit) => limit.saturating_sub(used),
+            // New pages leave the compaction reserve unused.
+            Some(limit) => limit.saturating_sub(used + COMPACTION_RESERVE),
             None => {
                 let info = rustix::system::sysinfo();
                 (info.freeram as u64).saturating_mul(u64::from(info.mem_unit))
