@@ -161,3 +161,73 @@ fn two_threads_and_exited_threads_do_not_multiply_waste() {
     assert!(both as f64 <= single as f64 * 1.02, "{both} vs {single}");
     assert!(last.memory_used as f64 <= needed(&seq) as f64 * 1.10, "{last:?}");
 }
+
+/// Four threads back up, restore and drop at once, each its own pages, on
+/// a backend with and without a small limit: compaction runs in shards
+/// other threads are restoring from, and every restore is exact.
+#[test]
+fn four_threads_churn_under_a_limit_and_every_page_comes_back() {
+    for limit in [Some(CompressedBackend::min_limit() + (1 << 20)), None] {
+        let mut config = CompressedConfig::new(Algorithm::Lz4).with_checksum(true);
+        if let Some(limit) = limit {
+            config = config.with_limit(limit);
+        }
+        let b = CompressedBackend::new(config).unwrap();
+        let no_space = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (b, no_space) = (&b, &no_space);
+                s.spawn(move || {
+                    let mut live: Vec<(Handle, PageSpec)> = Vec::new();
+                    let mut page = Page::new_boxed();
+                    let mut x = 0x2545_f491_4f6c_dd1d_u64 ^ t;
+                    for i in 0..6000u64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        match x % 8 {
+                            0..=3 => {
+                                let s = spec(t << 32 | i);
+                                s.fill(&mut page);
+                                match b.backup_page(&page, i, BackupFlags::NONE) {
+                                    Ok(h) => live.push((h, s)),
+                                    Err(e) => {
+                                        assert_eq!(e.kind(), pagebackup_core::ErrorKind::NoSpace, "{e}");
+                                        assert!(limit.is_some(), "{e}");
+                                        no_space.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                            4 | 5 if !live.is_empty() => {
+                                let (h, _) = live.swap_remove((x >> 8) as usize % live.len());
+                                b.drop_handle(h).unwrap();
+                            }
+                            _ if !live.is_empty() => {
+                                let (h, s) = live[(x >> 8) as usize % live.len()];
+                                b.copy_page(&mut page, h, None).unwrap();
+                                s.verify(&page).unwrap();
+                            }
+                            _ => {}
+                        }
+                        if let Some(limit) = limit {
+                            assert!(b.stats().memory_used <= limit);
+                        }
+                    }
+                    for &(h, s) in &live {
+                        b.copy_page(&mut page, h, None).unwrap();
+                        s.verify(&page).unwrap();
+                        b.drop_handle(h).unwrap();
+                    }
+                });
+            }
+        });
+        let s = b.stats();
+        println!(
+            "limit {limit:?}: {} backups refused, {} objects moved",
+            no_space.into_inner(),
+            s.compacted_pages
+        );
+        assert_eq!((s.stored_pages, s.stored_bytes), (0, 0), "{s:?}");
+        assert!(s.compacted_pages > 0, "{s:?}");
+    }
+}
