@@ -46,7 +46,7 @@ pub(crate) const BACKENDS: &[Entry] = &[
     Entry {
         name: "compressed",
         feature: "compressed",
-        keys: &["algo", "level", "limit", "dict", "checksum"],
+        keys: &["algo", "level", "limit", "dict", "checksum", "huge"],
         #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
         open: Some(open_compressed),
         #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
@@ -164,6 +164,9 @@ fn open_compressed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenEr
     let mut config = CompressedConfig::new(algorithm).with_checksum(params.flag("checksum")?.unwrap_or(false));
     if let Some(limit) = params.size("limit")? {
         config = config.with_limit(limit);
+    }
+    if let Some(huge) = params.size("huge")? {
+        config = config.with_huge_threshold(usize::try_from(huge).unwrap_or(usize::MAX));
     }
     if let Some(path) = params.get("dict") {
         #[cfg(feature = "compressed-zstd")]

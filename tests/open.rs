@@ -125,8 +125,9 @@ fn shmem_without_its_feature_names_the_feature() {
 
 #[cfg(feature = "compressed")]
 #[test]
-fn compressed_takes_algo_level_limit_dict_and_checksum() {
+fn compressed_takes_algo_level_limit_dict_checksum_and_huge() {
     assert_eq!(open("compressed").unwrap().name(), "compressed");
+    assert_eq!(open("compressed:huge=64").unwrap().name(), "compressed");
     assert!(
         open("compressed:algo=zstd,level=19,limit=1MiB,checksum=on")
             .unwrap()
@@ -156,6 +157,12 @@ fn compressed_takes_algo_level_limit_dict_and_checksum() {
             "cannot read dictionary /nonexistent/d",
         ),
         ("compressed:dict=/nonexistent/d", "cannot read dictionary"),
+        (
+            "compressed:algo=zstd,dict=/dev/zero",
+            "cannot read dictionary /dev/zero: a device",
+        ),
+        ("compressed:huge=5000", "huge threshold 5000 is outside 64..=4095"),
+        ("compressed:limit=1KiB", "limit 1024 is below the minimum of"),
     ];
     for (spec, expected) in cases {
         let msg = err(spec).to_string();

@@ -1,363 +1,415 @@
-//! [`Arena`]: a size-class allocator in the spirit of zsmalloc. Objects of
-//! similar size share slabs of one to eight pages, so a 1.1 KiB object takes
-//! 1.1 KiB (rounded up to 32 bytes), not a page; compaction moves objects
-//! out of sparse slabs and frees them.
+//! [`Arena`]: a packed, log-structured store of objects. Each object is
+//! appended, behind a 4-byte header, at the byte where the last one ended,
+//! in chunks of [`CHUNK`] bytes; one that does not fit runs on into the
+//! next chunk. So a 1.1 KiB object takes 1.1 KiB and 4 bytes, whatever its
+//! neighbours. Each chunk counts its live bytes and is freed when none are
+//! left; [`evacuate`](Arena::evacuate) re-appends the live objects of a
+//! sparse chunk, so that it can be freed.
+//!
+//! A header is the object's slot while the object is live, and [`DEAD`]
+//! with the object's length once it is freed, so a chunk can be walked
+//! object by object. With checksums on, a CRC-32 of the object follows its
+//! header.
 
-use pagebackup_core::PAGE_SIZE;
+use crate::budget::Budget;
+use crate::entry::Location;
 
-use crate::entry::{Entry, Location, Stored};
+/// Bytes of a chunk.
+pub(crate) const CHUNK: usize = 64 << 10;
+/// Chunks the directory grows by at least (and by a quarter of its size
+/// beyond that, so that growing stays linear in time).
+const DIRECTORY_STEP: usize = 16;
+/// Bytes of the directory per chunk: its slot and its place on the vacant list.
+const DIRECTORY_BYTES_PER_CHUNK: usize = std::mem::size_of::<Option<Chunk>>() + std::mem::size_of::<u32>();
+/// Bytes charged for the directory's first step.
+pub(crate) const DIRECTORY_STEP_BYTES: u64 = (DIRECTORY_STEP * DIRECTORY_BYTES_PER_CHUNK) as u64;
+/// Bytes of an object's header.
+pub(crate) const HEADER: usize = 4;
+/// Bytes of an object's checksum, when kept.
+const CHECKSUM: usize = 4;
+/// The header of a freed object: this bit and its length.
+const DEAD: u32 = 1 << 31;
+/// No chunk.
+const NONE: u32 = u32::MAX;
 
-/// Size classes are multiples of this.
-const CLASS_STEP: usize = 32;
-/// The largest compressed object: larger ones are stored raw.
-pub(crate) const MAX_COMPRESSED: usize = 3072;
-/// Classes of compressed objects (32, 64, ..., 3072 bytes), then the raw class.
-const COMPRESSED_CLASSES: usize = MAX_COMPRESSED / CLASS_STEP;
-/// The class of raw (incompressible) pages.
-pub(crate) const RAW_CLASS: u8 = COMPRESSED_CLASSES as u8;
-/// Most pages a slab spans, as zsmalloc's default chain size: at most 4.8%
-/// of a slab is left over in any class (1% on average).
-const MAX_SLAB_PAGES: usize = 8;
-
-/// The class an object of `len` bytes goes in (`len == PAGE_SIZE`: raw).
-pub(crate) fn class_for(len: usize) -> u8 {
-    if len > MAX_COMPRESSED {
-        RAW_CLASS
-    } else {
-        (len.max(1).div_ceil(CLASS_STEP) - 1) as u8
-    }
-}
-
-/// Object size, objects per slab and slab size of one class.
-#[derive(Debug, Clone, Copy)]
-struct Shape {
-    size: usize,
-    per_slab: usize,
-    slab_bytes: usize,
-}
-
-impl Shape {
-    /// The slab of 1 to 8 pages that wastes the least (fewer pages on a
-    /// tie), among those holding at least [`MIN_PER_SLAB`] objects where any
-    /// does: as zsmalloc picks its zspage size, with the per-slab bookkeeping
-    /// spread over several objects even for raw pages.
-    fn of(class: u8) -> Shape {
-        let size = if class == RAW_CLASS {
-            PAGE_SIZE
-        } else {
-            (usize::from(class) + 1) * CLASS_STEP
-        };
-        let shapes = (1..=MAX_SLAB_PAGES).map(|pages| Shape {
-            size,
-            per_slab: pages * PAGE_SIZE / size,
-            slab_bytes: pages * PAGE_SIZE,
-        });
-        let enough = shapes.clone().filter(|s| s.per_slab >= MIN_PER_SLAB).count() > 0;
-        shapes
-            .filter(|s| !enough || s.per_slab >= MIN_PER_SLAB)
-            .min_by_key(|s| (s.slab_bytes - s.per_slab * s.size, s.slab_bytes))
-            .expect("at least one slab size")
-    }
-
-    /// What one slab of this shape costs: its bytes and its bookkeeping.
-    fn cost(self, checksums: bool) -> u64 {
-        let bookkeeping = std::mem::size_of::<Option<Slab>>()
-            + self.per_slab.div_ceil(64) * 8
-            + if checksums { self.per_slab * 4 } else { 0 };
-        (self.slab_bytes + bookkeeping) as u64
-    }
-}
-
-/// Objects a slab holds at least, where its class allows.
-const MIN_PER_SLAB: usize = 4;
-
-struct Slab {
+struct Chunk {
     data: Box<[u8]>,
-    /// One bit per object, set while the object is free.
-    free: Box<[u64]>,
-    /// Per-object checksums, when the arena keeps them.
-    sums: Box<[u32]>,
-    used: usize,
-    /// Whether the slab's id is on its class's `partial` list.
-    listed: bool,
+    /// Bytes of live objects (headers included) in this chunk.
+    live: u32,
+    /// Offset of the first header that starts here: the bytes before it
+    /// are the end of the last object of `prev`.
+    first: u32,
+    /// Offset of the last header that starts here, or [`NONE`].
+    last: u32,
+    /// The chunk whose last object runs on into this one, or [`NONE`].
+    prev: u32,
+    /// The chunk this one's last object runs on into, or [`NONE`].
+    next: u32,
 }
 
-impl Slab {
-    fn new(shape: Shape, checksums: bool) -> Slab {
-        let mut free = vec![0u64; shape.per_slab.div_ceil(64)].into_boxed_slice();
-        for obj in 0..shape.per_slab {
-            free[obj / 64] |= 1 << (obj % 64);
-        }
-        let sums = if checksums {
-            vec![0; shape.per_slab].into_boxed_slice()
-        } else {
-            Box::default()
-        };
-        Slab {
-            data: vec![0; shape.slab_bytes].into_boxed_slice(),
-            free,
-            sums,
-            used: 0,
-            listed: true,
-        }
-    }
-
-    fn take(&mut self) -> Option<u16> {
-        let (word, bits) = self.free.iter_mut().enumerate().find(|(_, w)| **w != 0)?;
-        let bit = bits.trailing_zeros() as usize;
-        *bits &= !(1 << bit);
-        self.used += 1;
-        Some((word * 64 + bit) as u16)
-    }
-
-    fn put(&mut self, obj: u16) {
-        self.free[usize::from(obj) / 64] |= 1 << (obj % 64);
-        self.used -= 1;
-    }
-}
-
-struct Class {
-    shape: Shape,
-    slabs: Vec<Option<Slab>>,
-    /// Ids of freed slabs, for reuse.
-    vacant: Vec<u32>,
-    /// Ids of slabs that may have free objects (stale ids are skipped).
-    partial: Vec<u32>,
-}
-
-/// One shard's objects, by size class.
+/// One shard's objects.
 pub(crate) struct Arena {
-    classes: Vec<Class>,
-    /// The class each size class's objects go in: the largest class with the
-    /// same slab shape, as zsmalloc merges classes. Fewer classes in use
-    /// means fewer partly filled slabs, at no cost in slab space.
-    merged: Vec<u8>,
+    chunks: Vec<Option<Chunk>>,
+    /// Ids of freed chunks, for reuse (capacity kept equal to `chunks`').
+    vacant: Vec<u32>,
+    /// The chunk objects are appended to, or [`NONE`].
+    head: u32,
+    /// Bytes of the head chunk in use.
+    head_end: usize,
     checksums: bool,
-    /// What the live slabs cost, bookkeeping included.
+    /// Bytes charged: chunks and directory.
     bytes: u64,
+    /// Bytes of live objects, headers included.
+    live: u64,
+    chunk_count: u64,
 }
 
 impl Arena {
-    /// An empty arena; with `checksums`, each object has a 32-bit checksum slot.
+    /// An empty arena; with `checksums`, each object carries a CRC-32.
     pub(crate) fn new(checksums: bool) -> Self {
-        let classes: Vec<Class> = (0..=RAW_CLASS)
-            .map(|c| Class {
-                shape: Shape::of(c),
-                slabs: Vec::new(),
-                vacant: Vec::new(),
-                partial: Vec::new(),
-            })
-            .collect();
-        let mut merged: Vec<u8> = (0..=RAW_CLASS).collect();
-        for class in (0..RAW_CLASS - 1).rev() {
-            let (this, next) = (classes[usize::from(class)].shape, classes[usize::from(class) + 1].shape);
-            if (this.slab_bytes, this.per_slab) == (next.slab_bytes, next.per_slab) {
-                merged[usize::from(class)] = merged[usize::from(class) + 1];
-            }
-        }
         Arena {
-            classes,
-            merged,
+            chunks: Vec::new(),
+            vacant: Vec::new(),
+            head: NONE,
+            head_end: 0,
             checksums,
             bytes: 0,
+            live: 0,
+            chunk_count: 0,
         }
     }
 
-    /// Bytes the live slabs take: their memory and their bookkeeping
-    /// (header, free bitmap, checksums).
+    /// Bytes in front of each object: header, and checksum when kept.
+    pub(crate) fn overhead(&self) -> usize {
+        HEADER + if self.checksums { CHECKSUM } else { 0 }
+    }
+
+    /// Bytes charged for chunks and directory.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Bytes of the class tables, whatever the arena holds: the backend's
-    /// fixed cost, plus list capacity that grows with the slab count.
-    pub(crate) fn class_bytes(&self) -> u64 {
-        let lists = self.classes.iter().map(|c| {
-            (c.vacant.capacity() + c.partial.capacity()) * 4
-                + (c.slabs.capacity() - c.slabs.iter().flatten().count()) * std::mem::size_of::<Option<Slab>>()
-        });
-        (lists.sum::<usize>() + self.classes.capacity() * std::mem::size_of::<Class>() + self.merged.capacity()) as u64
+    /// Bytes of live objects, headers included.
+    pub(crate) fn live(&self) -> u64 {
+        self.live
     }
 
-    /// Allocates an object of `len` bytes. `reserve` is asked before a new
-    /// slab is made, with the slab's size, and may refuse (a memory limit).
-    pub(crate) fn alloc(&mut self, len: usize, reserve: impl FnOnce(u64) -> bool) -> Option<Location> {
-        let class = self.merged[usize::from(class_for(len))];
-        let checksums = self.checksums;
-        let c = &mut self.classes[usize::from(class)];
-        let (slab, obj) = loop {
-            let Some(&id) = c.partial.last() else {
-                let cost = c.shape.cost(checksums);
-                if !reserve(cost) {
-                    return None;
-                }
-                self.bytes += cost;
-                let mut slab = Slab::new(c.shape, checksums);
-                let obj = slab.take().expect("a new slab has room");
-                let id = match c.vacant.pop() {
-                    Some(id) => {
-                        c.slabs[id as usize] = Some(slab);
-                        id
-                    }
-                    None => {
-                        c.slabs.push(Some(slab));
-                        (c.slabs.len() - 1) as u32
-                    }
-                };
-                c.partial.push(id);
-                break (id, obj);
-            };
-            match c.slabs[id as usize].as_mut().and_then(Slab::take) {
-                Some(obj) => break (id, obj),
-                None => {
-                    c.partial.pop();
-                    if let Some(s) = c.slabs[id as usize].as_mut() {
-                        s.listed = false;
-                    }
-                }
-            }
+    /// Chunks allocated.
+    pub(crate) fn chunks(&self) -> u64 {
+        self.chunk_count
+    }
+
+    /// Bytes of chunks that hold neither live objects nor the head's free
+    /// room: what compaction can give back.
+    pub(crate) fn garbage(&self) -> u64 {
+        (self.chunk_count * CHUNK as u64).saturating_sub(self.live + self.head_room() as u64)
+    }
+
+    /// Bytes the head chunk has left.
+    pub(crate) fn head_room(&self) -> usize {
+        if self.head == NONE { 0 } else { CHUNK - self.head_end }
+    }
+
+    /// Live bytes of chunk `id`, if it is allocated and not the head.
+    pub(crate) fn live_in(&self, id: u32) -> Option<usize> {
+        if id == self.head {
+            return None;
+        }
+        Some(self.chunks.get(id as usize)?.as_ref()?.live as usize)
+    }
+
+    fn chunk(&self, id: u32) -> &Chunk {
+        self.chunks[id as usize].as_ref().expect("a live chunk")
+    }
+
+    fn chunk_mut(&mut self, id: u32) -> &mut Chunk {
+        self.chunks[id as usize].as_mut().expect("a live chunk")
+    }
+
+    /// A new chunk, charged to `budget` (with directory room when it must
+    /// grow) with `keep` bytes to spare; `None` if the limit refuses.
+    fn new_chunk(&mut self, budget: &Budget, keep: u64) -> Option<u32> {
+        let grow = self.vacant.is_empty() && self.chunks.len() == self.chunks.capacity();
+        let step = if grow {
+            DIRECTORY_STEP.max(self.chunks.len() / 4)
+        } else {
+            0
         };
-        Some(Location {
-            class,
-            slab,
-            obj,
-            len: len as u16,
+        let directory = (step * DIRECTORY_BYTES_PER_CHUNK) as u64;
+        if !budget.reserve(CHUNK as u64 + directory, keep) {
+            return None;
+        }
+        if grow {
+            self.chunks.reserve_exact(step);
+            self.vacant.reserve_exact(self.chunks.capacity() - self.vacant.len());
+            self.bytes += directory;
+        }
+        self.bytes += CHUNK as u64;
+        self.chunk_count += 1;
+        let chunk = Chunk {
+            data: vec![0; CHUNK].into_boxed_slice(),
+            live: 0,
+            first: 0,
+            last: NONE,
+            prev: NONE,
+            next: NONE,
+        };
+        Some(match self.vacant.pop() {
+            Some(id) => {
+                self.chunks[id as usize] = Some(chunk);
+                id
+            }
+            None => {
+                self.chunks.push(Some(chunk));
+                (self.chunks.len() - 1) as u32
+            }
         })
     }
 
-    fn slab(&self, loc: Location) -> &Slab {
-        self.classes[usize::from(loc.class)].slabs[loc.slab as usize]
-            .as_ref()
-            .expect("live object in a live slab")
+    /// Frees chunk `id` if nothing in it is live and it is not the head
+    /// (the head too once the arena is empty). Returns the bytes released.
+    fn free_if_empty(&mut self, id: u32, budget: &Budget) -> u64 {
+        if id == NONE || self.chunk(id).live != 0 || (id == self.head && self.live != 0) {
+            return 0;
+        }
+        let chunk = self.chunks[id as usize].take().expect("a live chunk");
+        if chunk.prev != NONE {
+            self.chunk_mut(chunk.prev).next = NONE;
+        }
+        if chunk.next != NONE {
+            self.chunk_mut(chunk.next).prev = NONE;
+        }
+        if id == self.head {
+            self.head = NONE;
+        }
+        self.vacant.push(id);
+        self.chunk_count -= 1;
+        self.bytes -= CHUNK as u64;
+        budget.release(CHUNK as u64);
+        CHUNK as u64
     }
 
-    fn slab_mut(&mut self, loc: Location) -> &mut Slab {
-        self.classes[usize::from(loc.class)].slabs[loc.slab as usize]
-            .as_mut()
-            .expect("live object in a live slab")
+    /// `len` bytes from `offset` of chunk `id` (an offset past the chunk's
+    /// end is in the next one): in one piece, or in two where they run on.
+    fn span(&self, id: u32, offset: usize, len: usize) -> (&[u8], &[u8]) {
+        let chunk = self.chunk(id);
+        if offset >= CHUNK {
+            let next = self.chunk(chunk.next);
+            return (&next.data[offset - CHUNK..offset - CHUNK + len], &[]);
+        }
+        let here = len.min(CHUNK - offset);
+        let rest = match len - here {
+            0 => &[][..],
+            more => &self.chunk(chunk.next).data[..more],
+        };
+        (&chunk.data[offset..offset + here], rest)
     }
 
-    fn range(&self, loc: Location) -> std::ops::Range<usize> {
-        let start = usize::from(loc.obj) * self.classes[usize::from(loc.class)].shape.size;
-        start..start + usize::from(loc.len)
+    fn put(&mut self, id: u32, offset: usize, bytes: &[u8]) {
+        let (id, offset) = if offset >= CHUNK {
+            (self.chunk(id).next, offset - CHUNK)
+        } else {
+            (id, offset)
+        };
+        let here = bytes.len().min(CHUNK - offset);
+        let chunk = self.chunk_mut(id);
+        chunk.data[offset..offset + here].copy_from_slice(&bytes[..here]);
+        if here < bytes.len() {
+            let next = chunk.next;
+            self.chunk_mut(next).data[..bytes.len() - here].copy_from_slice(&bytes[here..]);
+        }
     }
 
-    /// The object's bytes.
-    pub(crate) fn object(&self, loc: Location) -> &[u8] {
-        &self.slab(loc).data[self.range(loc)]
+    /// The 4 bytes at `offset` of chunk `id`, running on into the next
+    /// chunk if need be; `None` if they would run on into a chunk that was
+    /// freed (they are then the header of a dead object).
+    fn word(&self, id: u32, offset: usize) -> Option<u32> {
+        if offset + 4 > CHUNK && self.chunk(id).next == NONE {
+            return None;
+        }
+        let (a, b) = self.span(id, offset, 4);
+        let mut word = [0; 4];
+        word[..a.len()].copy_from_slice(a);
+        word[a.len()..].copy_from_slice(b);
+        Some(u32::from_le_bytes(word))
     }
 
-    /// The object's bytes, mutable.
-    pub(crate) fn object_mut(&mut self, loc: Location) -> &mut [u8] {
-        let range = self.range(loc);
-        &mut self.slab_mut(loc).data[range]
+    /// Appends `object` for `slot` (with its checksum `sum` when the arena
+    /// keeps them). `None`, changing nothing, if a new chunk is needed and
+    /// `budget` refuses it with `keep` bytes to spare.
+    pub(crate) fn append(
+        &mut self,
+        object: &[u8],
+        slot: u32,
+        sum: u32,
+        budget: &Budget,
+        keep: u64,
+    ) -> Option<Location> {
+        debug_assert!(slot < DEAD && !object.is_empty() && object.len() <= usize::from(u16::MAX));
+        let total = self.overhead() + object.len();
+        if self.head == NONE || self.head_end == CHUNK {
+            let id = self.new_chunk(budget, keep)?;
+            self.head = id;
+            self.head_end = 0;
+        } else if self.head_end + total > CHUNK {
+            let next = self.new_chunk(budget, keep)?;
+            let head = self.head;
+            self.chunk_mut(head).next = next;
+            let run_on = self.head_end + total - CHUNK;
+            let chunk = self.chunk_mut(next);
+            chunk.prev = head;
+            chunk.first = run_on as u32;
+        }
+        let (id, offset) = (self.head, self.head_end);
+        self.put(id, offset, &slot.to_le_bytes());
+        if self.checksums {
+            self.put(id, offset + HEADER, &sum.to_le_bytes());
+        }
+        self.put(id, offset + self.overhead(), object);
+        self.count(id, offset, total, true);
+        self.chunk_mut(id).last = offset as u32;
+        if offset + total > CHUNK {
+            self.head = self.chunk(id).next;
+            self.head_end = offset + total - CHUNK;
+        } else {
+            self.head_end = offset + total;
+        }
+        self.live += total as u64;
+        Some(Location {
+            chunk: id,
+            offset: offset as u16,
+            len: object.len() as u16,
+        })
+    }
+
+    /// Adds or takes away `total` bytes from `offset` of chunk `id` to its
+    /// live count and, where they run on, the next chunk's.
+    fn count(&mut self, id: u32, offset: usize, total: usize, add: bool) {
+        let here = total.min(CHUNK - offset);
+        let next = self.chunk(id).next;
+        for (id, bytes) in [(id, here), (next, total - here)] {
+            if bytes > 0 {
+                let live = &mut self.chunk_mut(id).live;
+                *live = if add {
+                    *live + bytes as u32
+                } else {
+                    *live - bytes as u32
+                };
+            }
+        }
+    }
+
+    /// The object's bytes, in one piece or two.
+    pub(crate) fn object(&self, loc: Location) -> (&[u8], &[u8]) {
+        self.span(
+            loc.chunk,
+            usize::from(loc.offset) + self.overhead(),
+            usize::from(loc.len),
+        )
+    }
+
+    /// Flips byte `pos` of an object, to test what damage does.
+    #[cfg(test)]
+    pub(crate) fn flip(&mut self, loc: Location, pos: usize) {
+        let offset = usize::from(loc.offset) + self.overhead() + pos;
+        let (id, offset) = if offset >= CHUNK {
+            (self.chunk(loc.chunk).next, offset - CHUNK)
+        } else {
+            (loc.chunk, offset)
+        };
+        self.chunk_mut(id).data[offset] ^= 0x5a;
     }
 
     /// The object's checksum, if the arena keeps them.
     pub(crate) fn checksum(&self, loc: Location) -> Option<u32> {
-        self.slab(loc).sums.get(usize::from(loc.obj)).copied()
+        self.checksums
+            .then(|| self.word(loc.chunk, usize::from(loc.offset) + HEADER))
+            .flatten()
     }
 
-    /// Sets the object's checksum (ignored if the arena keeps none).
-    pub(crate) fn set_checksum(&mut self, loc: Location, sum: u32) {
-        if let Some(slot) = self.slab_mut(loc).sums.get_mut(usize::from(loc.obj)) {
-            *slot = sum;
-        }
+    /// Frees an object: its header becomes [`DEAD`], and chunks left with
+    /// nothing live are freed. Returns the bytes of chunk memory released.
+    pub(crate) fn free(&mut self, loc: Location, budget: &Budget) -> u64 {
+        let (id, offset) = (loc.chunk, usize::from(loc.offset));
+        let total = self.overhead() + usize::from(loc.len);
+        self.put(id, offset, &(DEAD | u32::from(loc.len)).to_le_bytes());
+        let next = if offset + total > CHUNK {
+            self.chunk(id).next
+        } else {
+            NONE
+        };
+        self.count(id, offset, total, false);
+        self.live -= total as u64;
+        let released = self.free_if_empty(id, budget) + self.free_if_empty(next, budget);
+        let head = self.head;
+        released
+            + if self.live == 0 {
+                self.free_if_empty(head, budget)
+            } else {
+                0
+            }
     }
 
-    /// Frees an object; an emptied slab is freed at once. Returns the bytes
-    /// released (the slab's cost, as [`bytes`](Self::bytes) counts it).
-    pub(crate) fn free(&mut self, loc: Location) -> u64 {
-        let c = &mut self.classes[usize::from(loc.class)];
-        let slab = c.slabs[loc.slab as usize].as_mut().expect("live object in a live slab");
-        slab.put(loc.obj);
-        if slab.used == 0 {
-            c.slabs[loc.slab as usize] = None;
-            c.vacant.push(loc.slab);
-            let cost = c.shape.cost(self.checksums);
-            self.bytes -= cost;
-            return cost;
-        }
-        if !slab.listed {
-            slab.listed = true;
-            c.partial.push(loc.slab);
-        }
-        0
+    /// The chunk with the fewest live bytes, the head left out, and its
+    /// live bytes.
+    pub(crate) fn sparsest(&self) -> Option<(u32, usize)> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(|&(id, _)| id as u32 != self.head)
+            .filter_map(|(id, c)| c.as_ref().map(|c| (id as u32, c.live as usize)))
+            .min_by_key(|&(_, live)| live)
     }
 
-    /// Moves objects out of the sparsest slabs of each class into the
-    /// fullest, until each class uses as few slabs as its objects need, and
-    /// frees the emptied slabs. `entries` are the shard's entries (free slots
-    /// hold the default entry); moved objects get their new location there.
-    /// Returns (objects moved, bytes of slab memory released).
-    pub(crate) fn compact(&mut self, entries: &mut [Entry]) -> (u64, u64) {
-        let (mut moved, mut released) = (0, 0);
-        for class in 0..=RAW_CLASS {
-            let c = &self.classes[usize::from(class)];
-            let mut live: Vec<(usize, u32)> = c
-                .slabs
-                .iter()
-                .enumerate()
-                .filter_map(|(id, s)| s.as_ref().map(|s| (s.used, id as u32)))
-                .collect();
-            let needed = live
-                .iter()
-                .map(|&(used, _)| used)
-                .sum::<usize>()
-                .div_ceil(c.shape.per_slab);
-            if live.len() <= needed {
-                continue;
+    /// Every chunk but the head with fewer than `below` live bytes.
+    pub(crate) fn sparse(&self, below: usize) -> Vec<u32> {
+        let mut ids: Vec<(u32, u32)> = self
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|&(id, _)| id as u32 != self.head)
+            .filter_map(|(id, c)| c.as_ref().map(|c| (c.live, id as u32)))
+            .filter(|&(live, _)| (live as usize) < below)
+            .map(|(live, id)| (id, live))
+            .collect();
+        ids.sort_unstable_by_key(|&(_, live)| live);
+        ids.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The live objects with bytes in chunk `id`, with their slots: the
+    /// one that runs on into it, then those whose headers are in it.
+    /// `location` gives where a slot's object is.
+    pub(crate) fn live_objects(&self, id: u32, location: impl Fn(u32) -> Option<Location>) -> Vec<(u32, Location)> {
+        let mut found = Vec::new();
+        let Some(chunk) = self.chunks.get(id as usize).and_then(Option::as_ref) else {
+            return found;
+        };
+        // The bytes of the object whose header is at `offset`, if the
+        // header is sound; a live object is added to `found`.
+        let visit = |chunk_id: u32, offset: usize, found: &mut Vec<(u32, Location)>| -> Option<usize> {
+            let header = self.word(chunk_id, offset)?;
+            if header & DEAD != 0 {
+                return Some(self.overhead() + (header & !DEAD) as usize);
             }
-            live.sort_unstable_by(|a, b| b.cmp(a));
-            let mut source = vec![false; c.slabs.len()];
-            for &(_, id) in &live[needed..] {
-                source[id as usize] = true;
+            let loc = location(header).filter(|l| (l.chunk, usize::from(l.offset)) == (chunk_id, offset))?;
+            found.push((header, loc));
+            Some(self.overhead() + usize::from(loc.len))
+        };
+        if chunk.prev != NONE {
+            let last = self.chunk(chunk.prev).last;
+            if last != NONE {
+                visit(chunk.prev, last as usize, &mut found);
             }
-            let mut keep = live[..needed].iter().map(|&(_, id)| id).peekable();
-            let mut buf = [0u8; PAGE_SIZE];
-            for entry in entries.iter_mut() {
-                let Some(Stored::Object(from)) = entry.unpack() else {
-                    continue;
-                };
-                if from.class != class || !source[from.slab as usize] {
-                    continue;
-                }
-                let (slab, obj) = loop {
-                    let id = *keep.peek().expect("kept slabs have room for every moved object");
-                    match self.classes[usize::from(class)].slabs[id as usize]
-                        .as_mut()
-                        .and_then(Slab::take)
-                    {
-                        Some(obj) => break (id, obj),
-                        None => {
-                            keep.next();
-                        }
-                    }
-                };
-                let to = Location { slab, obj, ..from };
-                let len = usize::from(from.len);
-                buf[..len].copy_from_slice(self.object(from));
-                self.object_mut(to).copy_from_slice(&buf[..len]);
-                if let Some(sum) = self.checksum(from) {
-                    self.set_checksum(to, sum);
-                }
-                released += self.free(from);
-                *entry = Entry::pack(Stored::Object(to));
-                moved += 1;
-            }
-            let c = &mut self.classes[usize::from(class)];
-            c.partial = c
-                .slabs
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(id, s)| {
-                    let s = s.as_mut()?;
-                    s.listed = s.used < c.shape.per_slab;
-                    s.listed.then_some(id as u32)
-                })
-                .collect();
         }
-        (moved, released)
+        let end = if id == self.head { self.head_end } else { CHUNK };
+        let mut offset = chunk.first as usize;
+        while offset < end {
+            match visit(id, offset, &mut found) {
+                Some(step) => offset += step,
+                None => break,
+            }
+        }
+        found
     }
 }
 
@@ -365,67 +417,101 @@ impl Arena {
 mod tests {
     use super::*;
 
+    fn object(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|k| (i * 31 + k) as u8).collect()
+    }
+
+    fn joined((a, b): (&[u8], &[u8])) -> Vec<u8> {
+        [a, b].concat()
+    }
+
     #[test]
-    fn classes_fit_their_objects_and_waste_little() {
-        assert_eq!(class_for(1), 0);
-        assert_eq!(class_for(32), 0);
-        assert_eq!(class_for(33), 1);
-        assert_eq!(class_for(MAX_COMPRESSED), RAW_CLASS - 1);
-        assert_eq!(class_for(PAGE_SIZE), RAW_CLASS);
-        for class in 0..=RAW_CLASS {
-            let s = Shape::of(class);
-            assert!(s.per_slab >= MIN_PER_SLAB && s.per_slab <= 1024, "{s:?}");
-            let waste = s.slab_bytes - s.per_slab * s.size;
-            assert!(
-                waste * 1000 / s.slab_bytes <= 48,
-                "class {class} wastes {waste} of {}",
-                s.slab_bytes
+    fn objects_are_packed_back_to_back_and_run_on_into_the_next_chunk() {
+        for checksums in [false, true] {
+            let budget = Budget::new(None, 0);
+            let mut arena = Arena::new(checksums);
+            let overhead = arena.overhead();
+            let len = 1111;
+            let locs: Vec<Location> = (0..200)
+                .map(|i| {
+                    arena
+                        .append(&object(i, len), i as u32, i as u32 * 7, &budget, 0)
+                        .unwrap()
+                })
+                .collect();
+            let total = 200 * (len + overhead);
+            assert_eq!(arena.live(), total as u64);
+            assert_eq!(
+                arena.chunks(),
+                total.div_ceil(CHUNK) as u64,
+                "no chunk is left part-filled"
             );
+            assert_eq!(
+                usize::from(locs[1].offset),
+                len + overhead,
+                "packed at byte granularity"
+            );
+            let mut runs_on = 0;
+            for (i, &loc) in locs.iter().enumerate() {
+                let parts = arena.object(loc);
+                runs_on += usize::from(!parts.1.is_empty());
+                assert_eq!(joined(parts), object(i, len));
+                assert_eq!(arena.checksum(loc), checksums.then_some(i as u32 * 7));
+            }
+            assert!(runs_on >= 3, "{runs_on} objects run on");
+            let released: u64 = locs.iter().map(|&loc| arena.free(loc, &budget)).sum();
+            assert_eq!(released, total.div_ceil(CHUNK) as u64 * CHUNK as u64);
+            assert_eq!((arena.live(), arena.chunks(), arena.garbage()), (0, 0, 0));
+            assert_eq!(budget.used(), arena.bytes(), "only the directory is left");
         }
-        // A 1.1 KiB object takes 1120 bytes of a slab, not a page.
-        let s = Shape::of(class_for(1100));
-        assert_eq!(s.size, 1120);
     }
 
     #[test]
-    fn classes_of_the_same_shape_are_merged_upward() {
-        let arena = Arena::new(false);
-        let used: std::collections::BTreeSet<u8> = arena.merged.iter().copied().collect();
-        assert!(
-            used.len() < usize::from(RAW_CLASS) * 3 / 4,
-            "{} classes in use",
-            used.len()
-        );
-        for (class, &into) in arena.merged.iter().enumerate() {
-            let (a, b) = (Shape::of(class as u8), Shape::of(into));
-            assert!(into as usize >= class && (a.slab_bytes, a.per_slab) == (b.slab_bytes, b.per_slab));
+    fn headers_that_run_on_and_objects_that_start_in_the_next_chunk() {
+        let budget = Budget::new(None, 0);
+        let mut arena = Arena::new(false);
+        // Leave 2 bytes, then 0 bytes, at the end of a chunk.
+        let first = arena.append(&object(0, CHUNK - HEADER - 2), 0, 0, &budget, 0).unwrap();
+        let split_header = arena.append(&object(1, 100), 1, 0, &budget, 0).unwrap();
+        assert_eq!(usize::from(split_header.offset), CHUNK - 2);
+        let (a, b) = arena.object(split_header);
+        assert_eq!((a.len(), b.len()), (100, 0), "the object is whole in the next chunk");
+        assert_eq!(a, &object(1, 100)[..]);
+        let fill = CHUNK - (HEADER + 100 - 2) - HEADER;
+        let exact = arena.append(&object(2, fill), 2, 0, &budget, 0).unwrap();
+        assert_eq!(arena.head_end, CHUNK);
+        let after = arena.append(&object(3, 10), 3, 0, &budget, 0).unwrap();
+        assert_eq!((after.chunk != exact.chunk, after.offset), (true, 0));
+        assert_eq!(arena.live_in(after.chunk), None, "the head is never moved out");
+        assert_eq!(arena.live_in(first.chunk), Some(CHUNK - 2 + 2));
+        // Walking the middle chunk finds the object running on into it and its own.
+        let entries = [first, split_header, exact, after];
+        let found = arena.live_objects(split_header.chunk + 1, |slot| entries.get(slot as usize).copied());
+        let slots: Vec<u32> = found.iter().map(|&(slot, _)| slot).collect();
+        assert_eq!(slots, [1, 2]);
+        for (i, loc) in entries.iter().enumerate() {
+            assert_eq!(joined(arena.object(*loc)).len(), usize::from(loc.len), "object {i}");
         }
-        assert_eq!(arena.merged[usize::from(RAW_CLASS)], RAW_CLASS);
+        arena.free(split_header, &budget);
+        let found = arena.live_objects(split_header.chunk + 1, |slot| entries.get(slot as usize).copied());
+        assert_eq!(
+            found.iter().map(|&(slot, _)| slot).collect::<Vec<_>>(),
+            [2],
+            "a dead header is skipped"
+        );
     }
 
     #[test]
-    fn objects_keep_their_bytes_and_empty_slabs_are_freed() {
-        let mut arena = Arena::new(true);
-        let locs: Vec<Location> = (0..10)
-            .map(|i| {
-                let loc = arena.alloc(1100, |_| true).unwrap();
-                arena.object_mut(loc).fill(i);
-                arena.set_checksum(loc, u32::from(i));
-                loc
-            })
-            .collect();
-        let slab_bytes = arena.bytes();
-        assert!(slab_bytes > 0 && slab_bytes < 10 * PAGE_SIZE as u64, "{slab_bytes}");
-        for (i, &loc) in locs.iter().enumerate() {
-            assert!(arena.object(loc).iter().all(|&b| b == i as u8));
-            assert_eq!(arena.checksum(loc), Some(i as u32));
-        }
-        let released: u64 = locs.iter().map(|&loc| arena.free(loc)).sum();
-        assert_eq!(released, slab_bytes);
-        assert_eq!(arena.bytes(), 0);
+    fn a_refused_chunk_changes_nothing() {
+        let budget = Budget::new(Some(CHUNK as u64 + DIRECTORY_STEP_BYTES), 0);
+        let mut arena = Arena::new(false);
+        let loc = arena.append(&object(0, CHUNK - 100), 0, 0, &budget, 0).unwrap();
+        assert_eq!(arena.append(&object(1, 200), 1, 0, &budget, 0), None);
+        assert_eq!(arena.live(), (CHUNK - 100 + HEADER) as u64);
         assert!(
-            arena.alloc(100, |_| false).is_none(),
-            "a refused reservation allocates nothing"
+            arena.append(&object(2, 90), 2, 0, &budget, 0).is_some(),
+            "what fits still goes in"
         );
+        assert_eq!(joined(arena.object(loc)), object(0, CHUNK - 100));
     }
 }

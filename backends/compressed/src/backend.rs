@@ -3,16 +3,20 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use pagebackup_core::raw::{HandleCodec, SlotTable, thread_index};
+use pagebackup_core::raw::HandleCodec;
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, Result,
 };
 
-use crate::arena::{Arena, MAX_COMPRESSED, RAW_CLASS};
+use crate::arena::{self, CHUNK, HEADER};
+use crate::budget::Budget;
 use crate::codec::{Codec, SCRATCH_LEN};
-use crate::entry::{Entry, Stored};
+use crate::config::HUGE_THRESHOLDS;
+use crate::entry::{ENTRY_BYTES, Stored};
+use crate::shard::{COMPACTION_RESERVE, Prepared, Shard};
+use crate::shards::Shards;
+use crate::table::{self, Refused};
 use crate::{Algorithm, CompressedConfig, NAME};
 
 const SHARD_BITS: u32 = 3;
@@ -20,40 +24,79 @@ const SHARDS: usize = 1 << SHARD_BITS;
 const MAX_SLOTS_PER_SHARD: u32 = (HandleCodec::MAX_SLOTS >> SHARD_BITS) as u32;
 const PAGE: u64 = PAGE_SIZE as u64;
 
-/// Bytes of handle-table metadata per stored page: a 12-byte entry (where
-/// and how the page is stored) and the slot's 4-byte generation.
-pub const HANDLE_TABLE_BYTES_PER_PAGE: u64 = (std::mem::size_of::<Entry>() + std::mem::size_of::<u32>()) as u64;
+/// Bytes of metadata per stored page: a 12-byte handle-table entry (the
+/// slot's generation, and where and how the page is stored) and, for a
+/// page in the arena, its object's 4-byte header (the page's slot while
+/// it is live, so that compaction can find the entry to update). Checksums
+/// add 4 bytes per object; a same-filled page has no header.
+pub const METADATA_BYTES_PER_PAGE: u64 = (ENTRY_BYTES + HEADER) as u64;
 
 /// What [`CompressedBackend::compact`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Compaction {
-    /// Objects moved to fuller slabs.
+    /// Objects moved out of sparse chunks.
     pub moved_pages: u64,
-    /// Bytes of slab memory freed.
+    /// Bytes of chunk memory freed.
     pub released_bytes: u64,
 }
 
-/// Pages compressed into a zram-like arena in process memory.
+/// Where a [`CompressedBackend`]'s memory goes, beyond [`BackupStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ArenaStats {
+    /// Pages stored raw because they compressed to more than the huge
+    /// threshold (zram's `huge_pages`).
+    pub raw_pages: u64,
+    /// Bytes those raw pages take in the arena, headers included.
+    pub raw_bytes: u64,
+    /// Chunks allocated, of [`CHUNK_BYTES`] each.
+    pub chunks: u64,
+    /// Bytes of live objects in the chunks, headers included.
+    pub live_bytes: u64,
+    /// Bytes of chunks that compaction could give back: neither live nor
+    /// the free end of a chunk being filled.
+    pub garbage_bytes: u64,
+    /// Bytes of handle tables (entries and directories) and chunk directories.
+    pub table_bytes: u64,
+    /// Bytes charged whatever is stored: the backend and its shards.
+    pub fixed_bytes: u64,
+}
+
+/// Bytes of one arena chunk.
+pub const CHUNK_BYTES: u64 = CHUNK as u64;
+
+/// Pages compressed into a packed arena in process memory.
 ///
 /// - **Same-filled pages** (one 8-byte word repeated, zero pages included)
 ///   are kept as that word, in their handle-table entry, with no arena space
 ///   (zram's `same_pages`).
 /// - **Other pages** are compressed (lz4 or zstd, per-thread contexts, outside
-///   any lock); if the result is larger than the huge threshold (3/4 of a
-///   page by default) the page is stored raw (zram's `huge_pages`).
-/// - **The arena** is a size-class allocator like zsmalloc: objects are
-///   rounded up to 32 bytes and share slabs of 1 to 8 pages with objects of
-///   their class; an emptied slab is freed at once, and
-///   [`compact`](Self::compact) moves objects out of sparse slabs. Slab
-///   memory comes from, and goes back to, the process's allocator.
-/// - **Metadata** per stored page is [`HANDLE_TABLE_BYTES_PER_PAGE`] (16)
-///   bytes, plus per-slab bitmaps (and 4-byte checksums when enabled).
+///   any lock); if the result is larger than the huge threshold the page is
+///   stored raw (zram's `huge_pages`).
+/// - **The arena** is log-structured: each object is appended behind a
+///   4-byte header where the previous one ended, in 64 KiB chunks, running
+///   on into the next chunk where it does not fit, so nothing is lost to
+///   size classes or part-filled slabs. An object in two pieces is decoded
+///   from them in place by zstd, and joined in a per-thread buffer for lz4.
+///   A chunk is freed when nothing in it is live.
+/// - **Compaction** runs by itself: a backup or drop that leaves more than a
+///   chunk and 1/16 of the live bytes reclaimable moves the live objects of
+///   the sparsest chunk to the head (one chunk per operation at most) and
+///   frees it. [`compact`](Self::compact) moves every chunk under 7/8 live.
+/// - **Metadata** per stored page is [`METADATA_BYTES_PER_PAGE`] (16)
+///   bytes; tables grow and shrink in segments of 1024 entries.
 /// - **Concurrency**: 8 shards, each an arena and a handle table behind its
-///   own lock; a thread backs up into the shard it is assigned, and a restore
-///   holds its shard's lock only to copy the compressed bytes out.
-/// - **Limit**: with [`CompressedConfig::limit`], a backup that would take
-///   the memory used (slabs and per-page metadata) past the limit gives
-///   `NoSpace`; `bytes_avail` is the room left times the running ratio.
+///   own lock. A thread writes to the shard it used last unless another
+///   thread holds it, so only as many shards fill as threads write at once;
+///   a restore reads its shard under a shared lock.
+/// - **Limit**: everything the backend allocates (chunks, tables, its fixed
+///   part) is charged before it is allocated and refused past
+///   [`CompressedConfig::limit`], so `memory_used` never exceeds it; a
+///   backup that does not fit gives `NoSpace`. One chunk under the limit is
+///   kept for compaction, which may need a chunk before it frees one; at
+///   the limit, a backup first moves out a chunk holding enough garbage.
+///   `bytes_avail` is the room left, that chunk aside, times the running
+///   ratio.
 /// - **Corruption** of stored data gives `Corrupt` or, without checksums, at
 ///   worst a wrong page — never a panic or a short page.
 pub struct CompressedBackend {
@@ -61,31 +104,11 @@ pub struct CompressedBackend {
     checksum: bool,
     threshold: usize,
     handles: HandleCodec,
-    shards: Box<[Mutex<Shard>]>,
-    limit: Option<u64>,
-    /// Memory the limit counts besides per-page metadata: every shard's
-    /// slabs (with their bookkeeping) and class tables.
-    accounted: AtomicU64,
-    stored_pages: AtomicU64,
+    shards: Shards<Shard>,
+    budget: Budget,
+    fixed: u64,
     failed_backups: AtomicU64,
     failed_restores: AtomicU64,
-}
-
-struct Shard {
-    table: SlotTable,
-    entries: Vec<Entry>,
-    arena: Arena,
-    /// Bytes of stored objects (zram's `compr_data_size`).
-    object_bytes: u64,
-    same_filled: u64,
-    incompressible: u64,
-    compacted: u64,
-}
-
-/// What a backup will store, worked out before taking a lock.
-enum Prepared<'a> {
-    Same(u64),
-    Object(&'a [u8]),
 }
 
 thread_local! {
@@ -93,17 +116,44 @@ thread_local! {
 }
 
 impl CompressedBackend {
+    /// The bytes charged before anything is stored.
+    pub fn fixed_bytes() -> u64 {
+        (std::mem::size_of::<CompressedBackend>() + SHARDS * std::mem::size_of::<std::sync::RwLock<Shard>>()) as u64
+    }
+
+    /// The smallest limit a backend accepts: its fixed part, a chunk and
+    /// a table segment with their directories, and the chunk kept for
+    /// compaction.
+    pub fn min_limit() -> u64 {
+        Self::fixed_bytes()
+            + CHUNK_BYTES
+            + arena::DIRECTORY_STEP_BYTES
+            + table::SEGMENT_BYTES
+            + table::DIRECTORY_STEP_BYTES
+            + COMPACTION_RESERVE
+    }
+
     /// A backend with `config`. A dictionary with lz4, a zstd level out of
-    /// range or a threshold outside 64..=3072 gives `InvalidInput`.
+    /// range, a threshold outside [`HUGE_THRESHOLDS`], a limit below
+    /// [`min_limit`](Self::min_limit) or a dictionary that does not help on
+    /// the configured samples gives `InvalidInput`.
     pub fn new(config: CompressedConfig) -> Result<Self> {
         let invalid = |detail: String| BackupError::InvalidInput {
             origin: Origin::new(NAME, Operation::Open),
             detail,
         };
-        if !(64..=MAX_COMPRESSED).contains(&config.huge_threshold) {
+        if !HUGE_THRESHOLDS.contains(&config.huge_threshold) {
             return Err(invalid(format!(
-                "huge threshold {} is outside 64..={MAX_COMPRESSED}",
-                config.huge_threshold
+                "huge threshold {} is outside {}..={}",
+                config.huge_threshold,
+                HUGE_THRESHOLDS.start(),
+                HUGE_THRESHOLDS.end()
+            )));
+        }
+        if let Some(limit) = config.limit.filter(|&l| l < Self::min_limit()) {
+            return Err(invalid(format!(
+                "limit {limit} is below the minimum of {} bytes: the backend's fixed part, a table segment and two {CHUNK}-byte chunks (one kept for compaction)",
+                Self::min_limit()
             )));
         }
         #[cfg(feature = "zstd")]
@@ -117,6 +167,10 @@ impl CompressedBackend {
                     range.end()
                 )));
             }
+            if let Some(dict) = &config.dictionary {
+                let samples: Vec<&Page> = config.dictionary_samples.iter().map(|p| &**p).collect();
+                dict.check_on(level, &samples)?;
+            }
         }
         #[cfg(feature = "zstd")]
         let codec = {
@@ -128,32 +182,15 @@ impl CompressedBackend {
         };
         #[cfg(not(feature = "zstd"))]
         let codec = Codec::new(config.algorithm);
-        let shards: Box<[Mutex<Shard>]> = (0..SHARDS)
-            .map(|_| {
-                Mutex::new(Shard {
-                    table: SlotTable::new(MAX_SLOTS_PER_SHARD),
-                    entries: Vec::new(),
-                    arena: Arena::new(config.checksum),
-                    object_bytes: 0,
-                    same_filled: 0,
-                    incompressible: 0,
-                    compacted: 0,
-                })
-            })
-            .collect();
-        let fixed: u64 = shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |s| s.arena.class_bytes()) + std::mem::size_of::<Mutex<Shard>>() as u64)
-            .sum();
+        let fixed = Self::fixed_bytes();
         Ok(CompressedBackend {
             codec,
             checksum: config.checksum,
             threshold: config.huge_threshold,
             handles: HandleCodec::new(),
-            shards,
-            limit: config.limit,
-            accounted: AtomicU64::new(fixed),
-            stored_pages: AtomicU64::new(0),
+            shards: Shards::new(SHARDS, |_| Shard::new(MAX_SLOTS_PER_SHARD, config.checksum)),
+            budget: Budget::new(config.limit, fixed),
+            fixed,
             failed_backups: AtomicU64::new(0),
             failed_restores: AtomicU64::new(0),
         })
@@ -164,117 +201,72 @@ impl CompressedBackend {
         self.codec.algorithm()
     }
 
-    /// Moves objects out of sparse slabs into fuller ones and frees the
-    /// emptied slabs, shard by shard (each shard is locked while it is
-    /// compacted). Every page stays restorable.
+    /// Moves the objects of every chunk under 7/8 live to the head of its
+    /// arena and frees the chunks, shard by shard (each shard is locked
+    /// while it is compacted). Every page stays restorable.
     pub fn compact(&self) -> Compaction {
         let mut done = Compaction::default();
-        for index in 0..SHARDS {
-            let mut guard = self.shard(index);
-            let shard = &mut *guard;
-            let (moved, released) = shard.arena.compact(&mut shard.entries);
-            shard.compacted += moved;
-            self.accounted.fetch_sub(released, Ordering::Relaxed);
+        for index in 0..self.shards.len() {
+            let (moved, released) = self.shards.write(index).compact(&self.budget);
             done.moved_pages += moved;
             done.released_bytes += released;
         }
         done
     }
 
-    fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
-        // Shard updates that can panic (allocation) happen before any state
-        // changes, so a poisoned shard is still consistent.
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The memory the limit counts, with `extra_pages` more pages stored:
-    /// slabs, class tables and the per-page handle-table entries.
-    fn used_with(&self, extra_pages: u64) -> u64 {
-        let pages = self.stored_pages.load(Ordering::Relaxed) + extra_pages;
-        self.accounted.load(Ordering::Relaxed) + pages * HANDLE_TABLE_BYTES_PER_PAGE
-    }
-
-    /// Takes `bytes` for a new slab, if the limit allows.
-    fn reserve_slab(&self, bytes: u64) -> bool {
-        let before = self.accounted.fetch_add(bytes, Ordering::Relaxed);
-        let fits = self.limit.is_none_or(|limit| {
-            let pages = self.stored_pages.load(Ordering::Relaxed) + 1;
-            before + bytes + pages * HANDLE_TABLE_BYTES_PER_PAGE <= limit
-        });
-        if !fits {
-            self.accounted.fetch_sub(bytes, Ordering::Relaxed);
+    /// Where the memory goes: raw pages, chunks, garbage, tables.
+    pub fn arena_stats(&self) -> ArenaStats {
+        let mut stats = ArenaStats {
+            fixed_bytes: self.fixed,
+            ..ArenaStats::default()
+        };
+        for index in 0..self.shards.len() {
+            let shard = self.shards.read(index);
+            let overhead = shard.arena.overhead() as u64;
+            stats.raw_pages += shard.raw;
+            stats.raw_bytes += shard.raw * (PAGE + overhead);
+            stats.chunks += shard.arena.chunks();
+            stats.live_bytes += shard.arena.live();
+            stats.garbage_bytes += shard.arena.garbage();
+            stats.table_bytes += shard.table.bytes() + shard.arena.bytes() - shard.arena.chunks() * CHUNK_BYTES;
         }
-        fits
+        stats
     }
 
-    fn no_space(&self, op: Operation, detail: String) -> BackupError {
+    fn no_space(&self, detail: String) -> BackupError {
         self.failed_backups.fetch_add(1, Ordering::Relaxed);
         BackupError::NoSpace {
-            origin: Origin::new(NAME, op),
+            origin: Origin::new(NAME, Operation::BackupPage),
             detail,
         }
     }
 
-    /// Stores a prepared page in this thread's shard.
-    fn store(&self, prepared: Prepared<'_>, raw: bool) -> Result<Handle> {
-        let op = Operation::BackupPage;
-        if self.limit.is_some_and(|limit| self.used_with(1) > limit) {
-            return Err(self.no_space(op, format!("the limit of {} bytes is reached", self.limit.unwrap_or(0))));
-        }
-        let shard_index = thread_index() % SHARDS;
-        let mut guard = self.shard(shard_index);
-        let shard = &mut *guard;
-        let Some((local, generation)) = shard.table.alloc() else {
-            return Err(self.no_space(
-                op,
-                format!("all {MAX_SLOTS_PER_SHARD} slots of shard {shard_index} are in use"),
-            ));
-        };
-        let stored = match prepared {
-            Prepared::Same(word) => {
-                shard.same_filled += 1;
-                Stored::Same(word)
+    /// Stores a prepared page in a shard no other thread is writing to.
+    fn store(&self, prepared: Prepared<'_>) -> Result<Handle> {
+        let (index, mut shard) = self.shards.pick();
+        match shard.store(prepared, &self.budget) {
+            Ok((local, generation)) => Ok(self.handles.encode(local << SHARD_BITS | index as u32, generation)),
+            Err(Refused::Full) => {
+                Err(self.no_space(format!("all {MAX_SLOTS_PER_SHARD} slots of shard {index} are in use")))
             }
-            Prepared::Object(bytes) => {
-                let Some(loc) = shard.arena.alloc(bytes.len(), |b| self.reserve_slab(b)) else {
-                    shard.table.release(local);
-                    let limit = self.limit.unwrap_or(0);
-                    return Err(self.no_space(op, format!("a new slab would pass the limit of {limit} bytes")));
-                };
-                shard.arena.object_mut(loc).copy_from_slice(bytes);
-                if self.checksum {
-                    shard.arena.set_checksum(loc, crc32fast::hash(bytes));
-                }
-                shard.object_bytes += bytes.len() as u64;
-                shard.incompressible += u64::from(raw);
-                Stored::Object(loc)
-            }
-        };
-        if local as usize == shard.entries.len() {
-            shard.entries.push(Entry::default());
+            Err(Refused::Limit) => Err(self.no_space(format!(
+                "the limit of {} bytes is reached ({} in use)",
+                self.budget.limit().unwrap_or(u64::MAX),
+                self.budget.used()
+            ))),
         }
-        shard.entries[local as usize] = Entry::pack(stored);
-        self.stored_pages.fetch_add(1, Ordering::Relaxed);
-        Ok(self
-            .handles
-            .encode(local << SHARD_BITS | shard_index as u32, generation))
     }
 
-    /// Runs `f` on the live entry `handle` names, under its shard's lock.
-    fn with_entry<R>(&self, handle: Handle, op: Operation, f: impl FnOnce(&mut Shard, u32, Stored) -> R) -> Result<R> {
+    /// The shard and local slot `handle` names.
+    fn locate(&self, handle: Handle) -> (usize, u32) {
         let slot = self.handles.slot(handle);
-        let (shard_index, local) = (slot as usize % SHARDS, slot >> SHARD_BITS);
-        let mut shard = self.shard(shard_index);
-        let live = shard
-            .table
-            .live_generation(local)
-            .filter(|&g| self.handles.matches(handle, g));
-        match live.and_then(|_| shard.entries[local as usize].unpack()) {
-            Some(stored) => Ok(f(&mut shard, local, stored)),
-            None => Err(BackupError::InvalidHandle {
-                origin: Origin::new(NAME, op),
-                handle,
-            }),
+        (slot as usize % SHARDS, slot >> SHARD_BITS)
+    }
+
+    fn invalid_handle(&self, handle: Handle, op: Operation) -> BackupError {
+        BackupError::InvalidHandle {
+            origin: Origin::new(NAME, op),
+            handle,
         }
     }
 
@@ -287,45 +279,41 @@ impl CompressedBackend {
     }
 
     fn restore(&self, dst: &mut Page, handle: Handle, scratch: &mut [u8; SCRATCH_LEN]) -> Result<()> {
-        let op = Operation::CopyPage;
-        let (stored, sum) = self.with_entry(handle, op, |shard, _, stored| {
-            let Stored::Object(loc) = stored else {
-                return (stored, None);
-            };
-            let object = shard.arena.object(loc);
-            if loc.class == RAW_CLASS {
-                dst.as_bytes_mut().copy_from_slice(object);
-            } else {
-                scratch[..object.len()].copy_from_slice(object);
+        let (index, local) = self.locate(handle);
+        let shard = self.shards.read(index);
+        let stored = match shard.table.get(local) {
+            Some((generation, stored)) if self.handles.matches(handle, generation) => stored,
+            _ => return Err(self.invalid_handle(handle, Operation::CopyPage)),
+        };
+        let loc = match stored {
+            Stored::Same(word) => {
+                fill_words(dst, word);
+                return Ok(());
             }
-            (stored, shard.arena.checksum(loc))
-        })?;
-        match stored {
-            Stored::Same(word) => fill_words(dst, word),
-            Stored::Object(loc) => {
-                let raw = loc.class == RAW_CLASS;
-                let bytes: &[u8] = if raw {
-                    dst.as_bytes()
-                } else {
-                    &scratch[..usize::from(loc.len)]
-                };
-                if let Some(sum) = sum.filter(|&s| s != crc32fast::hash(bytes)) {
-                    return Err(self.corrupt(
-                        handle,
-                        format!(
-                            "checksum {:#010x} does not match the stored {sum:#010x}",
-                            crc32fast::hash(bytes)
-                        ),
-                    ));
-                }
-                if !raw {
-                    self.codec
-                        .decompress(&scratch[..usize::from(loc.len)], dst)
-                        .map_err(|e| self.corrupt(handle, e))?;
-                }
+            Stored::Object(loc) => loc,
+        };
+        let (a, b) = shard.arena.object(loc);
+        if let Some(sum) = shard.arena.checksum(loc) {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(a);
+            crc.update(b);
+            let found = crc.finalize();
+            if found != sum {
+                return Err(self.corrupt(
+                    handle,
+                    format!("checksum {found:#010x} does not match the stored {sum:#010x}"),
+                ));
             }
         }
-        Ok(())
+        if usize::from(loc.len) == PAGE_SIZE {
+            let out = dst.as_bytes_mut();
+            out[..a.len()].copy_from_slice(a);
+            out[a.len()..].copy_from_slice(b);
+            return Ok(());
+        }
+        self.codec
+            .decompress((a, b), dst, scratch)
+            .map_err(|e| self.corrupt(handle, e))
     }
 }
 
@@ -349,14 +337,16 @@ impl BackupBackend for CompressedBackend {
 
     fn backup_page(&self, page: &Page, _idx: u64, _flags: BackupFlags) -> Result<Handle> {
         if let Some(word) = same_word(page) {
-            return self.store(Prepared::Same(word), false);
+            return self.store(Prepared::Same(word));
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            match self.codec.compress(page, &mut scratch, self.threshold) {
-                Some(len) => self.store(Prepared::Object(&scratch[..len]), false),
-                None => self.store(Prepared::Object(page.as_bytes()), true),
-            }
+            let (bytes, raw) = match self.codec.compress(page, &mut scratch, self.threshold) {
+                Some(len) => (&scratch[..len], false),
+                None => (page.as_bytes().as_slice(), true),
+            };
+            let sum = if self.checksum { crc32fast::hash(bytes) } else { 0 };
+            self.store(Prepared::Object { bytes, raw, sum })
         })
     }
 
@@ -375,52 +365,49 @@ impl BackupBackend for CompressedBackend {
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.with_entry(handle, Operation::DropHandle, |shard, local, stored| {
-            if let Stored::Object(loc) = stored {
-                let released = shard.arena.free(loc);
-                self.accounted.fetch_sub(released, Ordering::Relaxed);
-                shard.object_bytes -= u64::from(loc.len);
-                shard.incompressible -= u64::from(loc.class == RAW_CLASS);
-            } else {
-                shard.same_filled -= 1;
+        let (index, local) = self.locate(handle);
+        let mut shard = self.shards.write(index);
+        match shard.table.get(local) {
+            Some((generation, _)) if self.handles.matches(handle, generation) => {
+                shard.drop_slot(local, &self.budget);
+                Ok(())
             }
-            shard.entries[local as usize] = Entry::default();
-            shard.table.release(local);
-        })?;
-        self.stored_pages.fetch_sub(1, Ordering::Relaxed);
-        Ok(())
+            _ => Err(self.invalid_handle(handle, Operation::DropHandle)),
+        }
     }
 
     fn bytes_avail(&self) -> u64 {
-        let used = self.used_with(0);
-        let room = match self.limit {
-            Some(limit) => limit.saturating_sub(used),
+        let used = self.budget.used();
+        let room = match self.budget.limit() {
+            // New pages leave the compaction reserve unused.
+            Some(limit) => limit.saturating_sub(used + COMPACTION_RESERVE),
             None => {
                 let info = rustix::system::sysinfo();
                 (info.freeram as u64).saturating_mul(u64::from(info.mem_unit))
             }
         };
-        let original = self.stored_pages.load(Ordering::Relaxed) * PAGE;
-        if original == 0 || used == 0 {
+        let stored = used - self.fixed;
+        let original = (0..self.shards.len())
+            .map(|i| self.shards.read(i).table.live())
+            .sum::<u64>()
+            * PAGE;
+        if original == 0 || stored == 0 {
             return room;
         }
-        (room as u128 * u128::from(original) / u128::from(used)).min(u128::from(u64::MAX)) as u64
+        (room as u128 * u128::from(original) / u128::from(stored)).min(u128::from(u64::MAX)) as u64
     }
 
     fn stats(&self) -> BackupStats {
         let mut stats = BackupStats::default();
-        for index in 0..SHARDS {
-            let shard = self.shard(index);
+        for index in 0..self.shards.len() {
+            let shard = self.shards.read(index);
             stats.stored_pages += shard.table.live();
             stats.stored_bytes += shard.object_bytes;
-            stats.memory_used += shard.arena.bytes()
-                + shard.arena.class_bytes()
-                + shard.table.metadata_bytes()
-                + (shard.entries.capacity() * std::mem::size_of::<Entry>()) as u64;
             stats.same_filled_pages += shard.same_filled;
-            stats.incompressible_pages += shard.incompressible;
+            stats.incompressible_pages += shard.raw;
             stats.compacted_pages += shard.compacted;
         }
+        stats.memory_used = self.budget.used();
         stats.original_bytes = stats.stored_pages * PAGE;
         stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);
         stats.failed_restores = self.failed_restores.load(Ordering::Relaxed);
@@ -432,9 +419,10 @@ impl fmt::Debug for CompressedBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompressedBackend")
             .field("algorithm", &self.codec.algorithm())
-            .field("limit", &self.limit)
+            .field("limit", &self.budget.limit())
             .field("checksum", &self.checksum)
-            .field("stored_pages", &self.stored_pages.load(Ordering::Relaxed))
+            .field("threshold", &self.threshold)
+            .field("memory_used", &self.budget.used())
             .finish_non_exhaustive()
     }
 }
@@ -464,13 +452,17 @@ mod tests {
         page
     }
 
-    fn location(b: &CompressedBackend, h: Handle) -> (usize, u32, Location) {
-        let slot = b.handles.slot(h);
-        let (shard, local) = (slot as usize % SHARDS, slot >> SHARD_BITS);
-        let Some(Stored::Object(loc)) = b.shard(shard).entries[local as usize].unpack() else {
+    fn location(b: &CompressedBackend, h: Handle) -> (usize, Location) {
+        let (shard, local) = b.locate(h);
+        let Some((_, Stored::Object(loc))) = b.shards.read(shard).table.get(local) else {
             panic!("not an object")
         };
-        (shard, local, loc)
+        (shard, loc)
+    }
+
+    /// Flips a byte of a stored object in place.
+    fn flip(b: &CompressedBackend, shard: usize, loc: Location, pos: usize) {
+        b.shards.write(shard).arena.flip(loc, pos);
     }
 
     /// Flips bytes of every stored object (and cuts objects short) and
@@ -478,7 +470,7 @@ mod tests {
     /// gives `Corrupt` or a page — never a panic. Undone, every page is exact.
     fn damage_everything(algorithm: Algorithm, checksum: bool) -> (usize, usize) {
         let b = CompressedBackend::new(CompressedConfig::new(algorithm).with_checksum(checksum)).unwrap();
-        let pages: Vec<Box<Page>> = (0..16).map(page).collect();
+        let pages: Vec<Box<Page>> = (0..64).map(page).collect();
         let handles: Vec<Handle> = pages
             .iter()
             .map(|p| b.backup_page(p, 0, BackupFlags::NONE).unwrap())
@@ -486,9 +478,9 @@ mod tests {
         let (mut corrupt, mut wrong) = (0, 0);
         let mut dst = Page::new_boxed();
         for (&h, original) in handles.iter().zip(&pages) {
-            let (shard, local, loc) = location(&b, h);
+            let (shard, loc) = location(&b, h);
             for pos in (0..usize::from(loc.len)).step_by(usize::from(loc.len) / 24 + 1) {
-                b.shard(shard).arena.object_mut(loc)[pos] ^= 0x5a;
+                flip(&b, shard, loc, pos);
                 match b.copy_page(&mut dst, h, None) {
                     Err(e) => {
                         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
@@ -499,20 +491,21 @@ mod tests {
                         wrong += usize::from(dst != *original);
                     }
                 }
-                b.shard(shard).arena.object_mut(loc)[pos] ^= 0x5a;
+                flip(&b, shard, loc, pos);
             }
-            if loc.class != RAW_CLASS {
+            if usize::from(loc.len) != PAGE_SIZE {
+                let (_, local) = b.locate(h);
                 let cut = Location {
                     len: loc.len / 2,
                     ..loc
                 };
-                b.shard(shard).entries[local as usize] = Entry::pack(Stored::Object(cut));
+                b.shards.write(shard).table.moved(local, Stored::Object(cut));
                 let result = b.copy_page(&mut dst, h, None);
                 assert!(result.is_err() || !checksum, "a checksum missed a truncated object");
                 if let Err(e) = result {
                     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
                 }
-                b.shard(shard).entries[local as usize] = Entry::pack(Stored::Object(loc));
+                b.shards.write(shard).table.moved(local, Stored::Object(loc));
             }
             b.copy_page(&mut dst, h, None).unwrap();
             assert_eq!(dst, *original);
@@ -522,10 +515,32 @@ mod tests {
     }
 
     #[test]
+    fn objects_in_two_pieces_restore_with_every_codec() {
+        for algorithm in [Algorithm::Lz4, Algorithm::Zstd { level: 1 }] {
+            let b = CompressedBackend::new(CompressedConfig::new(algorithm)).unwrap();
+            let pages: Vec<Box<Page>> = (0..400).map(page).collect();
+            let handles: Vec<Handle> = pages
+                .iter()
+                .map(|p| b.backup_page(p, 0, BackupFlags::NONE).unwrap())
+                .collect();
+            let mut split = 0;
+            let mut dst = Page::new_boxed();
+            for (&h, original) in handles.iter().zip(&pages) {
+                let (shard, loc) = location(&b, h);
+                let compressed = usize::from(loc.len) < PAGE_SIZE;
+                split += usize::from(compressed && !b.shards.read(shard).arena.object(loc).1.is_empty());
+                b.copy_page(&mut dst, h, None).unwrap();
+                assert_eq!(dst, *original);
+            }
+            assert!(split >= 3, "{algorithm}: {split} compressed objects in two pieces");
+        }
+    }
+
+    #[test]
     fn damaged_objects_give_corrupt_or_a_page_never_a_panic() {
         for algorithm in [Algorithm::Lz4, Algorithm::Zstd { level: 3 }] {
             let (corrupt, _) = damage_everything(algorithm, true);
-            assert!(corrupt > 100);
+            assert!(corrupt > 400, "{corrupt}");
             let (corrupt, wrong) = damage_everything(algorithm, false);
             println!("{algorithm} without checksums: {corrupt} damaged restores gave Corrupt, {wrong} a wrong page");
         }

@@ -1,6 +1,7 @@
 //! The codecs, with contexts kept per thread: lz4 (lz4_flex's block format,
 //! its hash table reused) and zstd (bulk API, frame header trimmed, one
-//! context per level and dictionary).
+//! context per level and dictionary identity; an object stored in two
+//! pieces is decoded by streaming them in turn).
 
 use std::fmt;
 
@@ -78,13 +79,35 @@ impl Codec {
         (len <= max_len).then_some(len)
     }
 
-    /// Decompresses `src` into `dst`, which it must fill exactly.
-    pub(crate) fn decompress(&self, src: &[u8], dst: &mut Page) -> Result<(), String> {
+    /// Decompresses `src`, stored in one piece or in two (`src.1` empty
+    /// when in one), into `dst`, which it must fill exactly. zstd reads two
+    /// pieces as they are; lz4 needs them joined, in `scratch`.
+    pub(crate) fn decompress(
+        &self,
+        src: (&[u8], &[u8]),
+        dst: &mut Page,
+        scratch: &mut [u8; SCRATCH_LEN],
+    ) -> Result<(), String> {
         let len = match self.algorithm {
             #[cfg(feature = "lz4")]
-            Algorithm::Lz4 => lz4::decompress(src, dst),
+            Algorithm::Lz4 => {
+                if src.1.is_empty() {
+                    lz4::decompress(src.0, dst)
+                } else {
+                    let (a, b) = src;
+                    let joined = scratch
+                        .get_mut(..a.len() + b.len())
+                        .ok_or_else(|| format!("an lz4 object of {} bytes", a.len() + b.len()))?;
+                    joined[..a.len()].copy_from_slice(a);
+                    joined[a.len()..].copy_from_slice(b);
+                    lz4::decompress(joined, dst)
+                }
+            }
             #[cfg(feature = "zstd")]
-            Algorithm::Zstd { .. } => zstd_codec::decompress(self.dictionary.as_ref(), src, dst),
+            Algorithm::Zstd { .. } => {
+                let _ = &scratch;
+                zstd_codec::decompress(self.dictionary.as_ref(), src, dst)
+            }
         }?;
         if len != PAGE_SIZE {
             return Err(format!("{} decoded {len} bytes instead of a page", self.algorithm));
@@ -119,8 +142,8 @@ mod zstd_codec {
     use std::io;
 
     use pagebackup_core::Page;
-    use zstd::bulk::{Compressor, Decompressor};
-    use zstd::zstd_safe::CParameter;
+    use zstd::bulk::Compressor;
+    use zstd::zstd_safe::{CParameter, DCtx, InBuffer, OutBuffer, ResetDirective};
 
     use crate::Dictionary;
 
@@ -131,7 +154,7 @@ mod zstd_codec {
     #[derive(Default)]
     struct Contexts {
         compressors: Vec<((i32, u64), Compressor<'static>)>,
-        decompressors: Vec<(u64, Decompressor<'static>)>,
+        decompressors: Vec<(u64, DCtx<'static>)>,
     }
 
     thread_local! {
@@ -178,16 +201,55 @@ mod zstd_codec {
         })
     }
 
-    pub(super) fn decompress(dict: Option<&Dictionary>, src: &[u8], dst: &mut Page) -> Result<usize, String> {
+    fn decompressor(dict: Option<&Dictionary>) -> io::Result<DCtx<'static>> {
+        let mut d = DCtx::try_create().ok_or_else(|| io::Error::other("zstd cannot make a context"))?;
+        if let Some(dict) = dict {
+            d.load_dictionary(dict.bytes()).map_err(zstd_error)?;
+        }
+        Ok(d)
+    }
+
+    fn zstd_error(code: usize) -> io::Error {
+        io::Error::other(zstd::zstd_safe::get_error_name(code))
+    }
+
+    /// Decodes a frame stored in one piece (`src.1` empty) or two.
+    pub(super) fn decompress(dict: Option<&Dictionary>, src: (&[u8], &[u8]), dst: &mut Page) -> Result<usize, String> {
         CONTEXTS.with(|ctx| {
             let mut ctx = ctx.borrow_mut();
-            let d = keep(&mut ctx.decompressors, dict.map_or(0, Dictionary::id), || match dict {
-                Some(d) => Decompressor::with_dictionary(d.bytes()),
-                None => Decompressor::new(),
+            let d = keep(&mut ctx.decompressors, dict.map_or(0, Dictionary::id), || {
+                decompressor(dict)
             })
             .map_err(|e| format!("zstd context: {e}"))?;
-            d.decompress_to_buffer(src, dst.as_bytes_mut().as_mut_slice())
-                .map_err(|e| format!("zstd: {e}"))
+            let out = dst.as_bytes_mut().as_mut_slice();
+            if src.1.is_empty() {
+                return d.decompress(out, src.0).map_err(|e| format!("zstd: {}", zstd_error(e)));
+            }
+            // Read the two pieces in turn, with no copy to join them.
+            d.reset(ResetDirective::SessionOnly)
+                .map_err(|e| format!("zstd: {}", zstd_error(e)))?;
+            let mut output = OutBuffer::around(out);
+            let mut left = usize::MAX;
+            // The empty piece last lets zstd flush what it holds.
+            for piece in [src.0, src.1, &[]] {
+                let mut input = InBuffer::around(piece);
+                while left != 0 {
+                    let before = (input.pos(), output.pos());
+                    left = d
+                        .decompress_stream(&mut output, &mut input)
+                        .map_err(|e| format!("zstd: {}", zstd_error(e)))?;
+                    if (input.pos(), output.pos()) == before {
+                        if input.pos() < piece.len() {
+                            return Err("zstd: the frame decodes to more than a page".into());
+                        }
+                        break;
+                    }
+                }
+            }
+            if left != 0 {
+                return Err("zstd: the frame ends early".into());
+            }
+            Ok(output.pos())
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The compressed-RAM backend of pagebackup: pages compressed with lz4 or
-//! zstd into a zram-like size-class arena in process memory.
+//! zstd into a packed, log-structured arena in process memory.
 //!
 //! ```
 //! use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig};
@@ -25,17 +25,21 @@ compile_error!("pagebackup-compressed needs a codec: enable the `lz4` or the `zs
 
 mod arena;
 mod backend;
+mod budget;
 mod codec;
 mod config;
 #[cfg(feature = "zstd")]
 mod dictionary;
 mod entry;
+mod shard;
+mod shards;
+mod table;
 
-pub use backend::{Compaction, CompressedBackend, HANDLE_TABLE_BYTES_PER_PAGE};
+pub use backend::{ArenaStats, CHUNK_BYTES, Compaction, CompressedBackend, METADATA_BYTES_PER_PAGE};
 pub use codec::Algorithm;
-pub use config::CompressedConfig;
+pub use config::{CompressedConfig, DEFAULT_HUGE_THRESHOLD, HUGE_THRESHOLDS};
 #[cfg(feature = "zstd")]
-pub use dictionary::{Dictionary, train_dictionary};
+pub use dictionary::{Dictionary, MAX_DICTIONARY_BYTES, train_dictionary};
 
 /// The backend's name in errors and specs.
 const NAME: &str = "compressed";

@@ -1,5 +1,6 @@
 //! The conformance suite on the compressed backend: lz4, zstd, zstd with a
-//! dictionary, and lz4 with checksums, each also with a memory limit.
+//! dictionary, checksums, the highest and lowest huge thresholds, each also
+//! with a memory limit.
 
 use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig, Dictionary, train_dictionary};
 use pagebackup_core::{BackupBackend, Page};
@@ -43,5 +44,21 @@ fn zstd_with_dictionary(#[case] check: Check) {
 fn lz4_with_checksums(#[case] check: Check) {
     check.run(&subject("compressed lz4 + checksums", || {
         CompressedConfig::new(Algorithm::Lz4).with_checksum(true)
+    }));
+}
+
+#[apply(conformance)]
+fn zstd_with_checksums_and_the_highest_threshold(#[case] check: Check) {
+    check.run(&subject("compressed zstd-1 + checksums, huge=4095", || {
+        CompressedConfig::new(Algorithm::Zstd { level: 1 })
+            .with_checksum(true)
+            .with_huge_threshold(4095)
+    }));
+}
+
+#[apply(conformance)]
+fn lz4_with_the_lowest_threshold(#[case] check: Check) {
+    check.run(&subject("compressed lz4, huge=64", || {
+        CompressedConfig::new(Algorithm::Lz4).with_huge_threshold(64)
     }));
 }

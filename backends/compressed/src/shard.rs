@@ -1,0 +1,178 @@
+//! [`Shard`]: one handle table and the arena its objects live in, with the
+//! compaction that keeps the arena dense.
+
+use pagebackup_core::PAGE_SIZE;
+
+use crate::arena::{Arena, CHUNK};
+use crate::budget::Budget;
+use crate::entry::{Location, Stored};
+use crate::table::{Refused, Table};
+
+/// Chunks with fewer live bytes than this are worth moving when
+/// [`compact`](Shard::compact) is asked for: each frees at least an eighth of
+/// a chunk for the bytes it copies.
+pub(crate) const WORTH_MOVING: usize = CHUNK * 7 / 8;
+
+/// Bytes new pages leave unused under the limit, for compaction: moving a
+/// chunk out may need a new chunk before the old one is freed.
+pub(crate) const COMPACTION_RESERVE: u64 = CHUNK as u64;
+
+/// What a backup stores, worked out before the shard is locked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Prepared<'a> {
+    /// A same-filled page's word.
+    Same(u64),
+    /// Compressed bytes, or the page itself (`raw`), with their checksum.
+    Object {
+        /// The bytes.
+        bytes: &'a [u8],
+        /// Whether they are the page itself.
+        raw: bool,
+        /// Their CRC-32, if the arena keeps checksums (else 0).
+        sum: u32,
+    },
+}
+
+/// One shard's pages.
+pub(crate) struct Shard {
+    pub(crate) table: Table,
+    pub(crate) arena: Arena,
+    /// Bytes of stored objects, headers left out (zram's `compr_data_size`).
+    pub(crate) object_bytes: u64,
+    pub(crate) same_filled: u64,
+    pub(crate) raw: u64,
+    pub(crate) compacted: u64,
+}
+
+impl Shard {
+    /// An empty shard of at most `max_slots` pages.
+    pub(crate) fn new(max_slots: u32, checksums: bool) -> Self {
+        Shard {
+            table: Table::new(max_slots),
+            arena: Arena::new(checksums),
+            object_bytes: 0,
+            same_filled: 0,
+            raw: 0,
+            compacted: 0,
+        }
+    }
+
+    /// Stores a page: its slot and generation. On `Refused`, nothing is
+    /// stored and nothing is charged that was not charged before.
+    pub(crate) fn store(&mut self, prepared: Prepared<'_>, budget: &Budget) -> Result<(u32, u32), Refused> {
+        let (bytes, raw, sum) = match prepared {
+            Prepared::Same(word) => {
+                let done = self.table.alloc(Stored::Same(word), budget, COMPACTION_RESERVE)?;
+                self.same_filled += 1;
+                return Ok(done);
+            }
+            Prepared::Object { bytes, raw, sum } => (bytes, raw, sum),
+        };
+        let placeholder = Stored::Object(Location {
+            chunk: u32::MAX,
+            offset: 0,
+            len: 0,
+        });
+        let (slot, generation) = self.table.alloc(placeholder, budget, COMPACTION_RESERVE)?;
+        let loc = match self.arena.append(bytes, slot, sum, budget, COMPACTION_RESERVE) {
+            Some(loc) => loc,
+            None => {
+                self.make_room(self.arena.overhead() + bytes.len(), budget);
+                match self.arena.append(bytes, slot, sum, budget, COMPACTION_RESERVE) {
+                    Some(loc) => loc,
+                    None => {
+                        self.table.release(slot, budget);
+                        return Err(Refused::Limit);
+                    }
+                }
+            }
+        };
+        self.table.moved(slot, Stored::Object(loc));
+        self.object_bytes += bytes.len() as u64;
+        self.raw += u64::from(raw);
+        self.tidy(budget);
+        Ok((slot, generation))
+    }
+
+    /// Drops a live slot's page. `false` if the slot is not live.
+    pub(crate) fn drop_slot(&mut self, slot: u32, budget: &Budget) -> bool {
+        match self.table.release(slot, budget) {
+            None => return false,
+            Some(Stored::Same(_)) => self.same_filled -= 1,
+            Some(Stored::Object(loc)) => {
+                self.arena.free(loc, budget);
+                self.object_bytes -= u64::from(loc.len);
+                self.raw -= u64::from(usize::from(loc.len) == PAGE_SIZE);
+                self.tidy(budget);
+            }
+        }
+        true
+    }
+
+    /// The compaction every backup and drop does: when more than a chunk
+    /// and more than 1/16 of the live bytes could be given back, the
+    /// sparsest chunk is moved out — one chunk at most, so that no single
+    /// operation does much more work than another.
+    fn tidy(&mut self, budget: &Budget) {
+        if self.arena.garbage() > (self.arena.live() / 16).max(CHUNK as u64)
+            && let Some((victim, _)) = self.arena.sparsest()
+        {
+            self.evacuate(victim, budget);
+        }
+    }
+
+    /// At the limit, makes room for `need` bytes by moving the sparsest
+    /// chunk out, if it holds that much garbage: its objects go to the head
+    /// (into a new chunk from [`COMPACTION_RESERVE`] where they do not fit),
+    /// and once it is freed the head has the room.
+    fn make_room(&mut self, need: usize, budget: &Budget) {
+        if let Some((victim, live)) = self.arena.sparsest()
+            && CHUNK - live.min(CHUNK) >= need
+        {
+            self.evacuate(victim, budget);
+        }
+    }
+
+    /// Moves every live object with bytes in chunk `victim` to the head of
+    /// the arena, which frees the chunk. Stops early if a new chunk is
+    /// needed and the limit refuses it (every moved object is whole in its
+    /// new place). Returns the objects moved.
+    pub(crate) fn evacuate(&mut self, victim: u32, budget: &Budget) -> u64 {
+        let table = &self.table;
+        let objects = self.arena.live_objects(victim, |slot| match table.get(slot) {
+            Some((_, Stored::Object(loc))) => Some(loc),
+            _ => None,
+        });
+        let mut moved = 0;
+        let mut buf = [0u8; PAGE_SIZE];
+        for (slot, from) in objects {
+            let len = usize::from(from.len);
+            let (a, b) = self.arena.object(from);
+            buf[..a.len()].copy_from_slice(a);
+            buf[a.len()..len].copy_from_slice(b);
+            let sum = self.arena.checksum(from).unwrap_or(0);
+            let Some(to) = self.arena.append(&buf[..len], slot, sum, budget, 0) else {
+                break;
+            };
+            self.table.moved(slot, Stored::Object(to));
+            self.arena.free(from, budget);
+            moved += 1;
+        }
+        self.compacted += moved;
+        moved
+    }
+
+    /// Moves out every chunk worth moving ([`WORTH_MOVING`]), sparsest
+    /// first. Returns (objects moved, bytes of memory released).
+    pub(crate) fn compact(&mut self, budget: &Budget) -> (u64, u64) {
+        let (before, mut moved) = (self.arena.bytes(), 0);
+        for victim in self.arena.sparse(WORTH_MOVING) {
+            // An earlier move may have freed it, or reused its id for a
+            // full chunk or for the head.
+            if self.arena.live_in(victim).is_some_and(|live| live < WORTH_MOVING) {
+                moved += self.evacuate(victim, budget);
+            }
+        }
+        (moved, before.saturating_sub(self.arena.bytes()))
+    }
+}
