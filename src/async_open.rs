@@ -5,15 +5,18 @@ use std::sync::Arc;
 use pagebackup_async::{AsyncBackupBackend, SyncAdapter};
 use pagebackup_core::BackupBackend;
 
-use crate::OpenError;
+use crate::{OpenError, registry};
 
 /// Builds a backend from a spec, as [`open`](crate::open) does (the same
 /// grammar, parameters and errors), behind the async API.
 ///
-/// Every backend of this build is wrapped in a [`SyncAdapter`]: one that
-/// declares it never blocks (the memory backend) runs on the calling task,
-/// the others run each call, single page or batch, as one
-/// `spawn_blocking`. Calls must then be made within a tokio runtime.
+/// `file` is the native [`AsyncFileBackend`](pagebackup_file::AsyncFileBackend):
+/// its reads and writes go through io_uring without a thread waiting on
+/// each (its `io=` is ignored). Every other backend is wrapped in a
+/// [`SyncAdapter`]: one that declares it never blocks (the memory backend)
+/// runs on the calling task, the others run each call, single page or
+/// batch, as one `spawn_blocking`. Calls must then be made within a tokio
+/// runtime.
 ///
 /// ```
 /// use pagebackup::{BackupFlags, Page};
@@ -27,6 +30,12 @@ use crate::OpenError;
 /// # }).unwrap();
 /// ```
 pub fn open_async(spec: &str) -> Result<Arc<dyn AsyncBackupBackend>, OpenError> {
-    let backend: Arc<dyn BackupBackend> = Arc::from(crate::open(spec)?);
+    let (open, params) = registry::parse_in(registry::BACKENDS, spec)?;
+    #[cfg(feature = "file")]
+    if params.backend() == "file" {
+        let config = registry::file_config(&params)?;
+        return Ok(Arc::new(pagebackup_file::AsyncFileBackend::new(config)?));
+    }
+    let backend: Arc<dyn BackupBackend> = Arc::from(open(&params)?);
     Ok(Arc::new(SyncAdapter::new(backend)))
 }

@@ -56,6 +56,12 @@ pub(crate) const BACKENDS: &[Entry] = &[
 
 /// Opens `spec` with the backends of `table`.
 pub(crate) fn open_in(table: &[Entry], spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
+    let (open, params) = parse_in(table, spec)?;
+    open(&params)
+}
+
+/// The opener and the checked parameters of `spec`, in `table`.
+pub(crate) fn parse_in<'s>(table: &[Entry], spec: &'s str) -> Result<(Opener, Params<'s>), OpenError> {
     let spec = Spec::parse(spec)?;
     let Some(entry) = table.iter().find(|e| e.name == spec.name) else {
         return Err(OpenError::UnknownBackend {
@@ -69,7 +75,7 @@ pub(crate) fn open_in(table: &[Entry], spec: &str) -> Result<Box<dyn BackupBacke
             feature: entry.feature,
         });
     };
-    open(&Params::new(entry, spec)?)
+    Ok((open, Params::new(entry, spec)?))
 }
 
 /// The compiled-in backends of `table`.
@@ -105,7 +111,13 @@ fn open_shmem(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> 
 
 #[cfg(feature = "file")]
 fn open_file(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
-    use pagebackup_file::{FileBackend, FileConfig, IoMode};
+    Ok(Box::new(pagebackup_file::FileBackend::new(file_config(params)?)?))
+}
+
+/// The file backend's config from a spec's parameters.
+#[cfg(feature = "file")]
+pub(crate) fn file_config(params: &Params<'_>) -> Result<pagebackup_file::FileConfig, OpenError> {
+    use pagebackup_file::{FileConfig, IoMode};
     let io = match params.choice("io", &["auto", "uring", "sync"], "auto, uring or sync")? {
         Some("uring") => IoMode::Uring,
         Some("sync") => IoMode::Sync,
@@ -130,7 +142,7 @@ fn open_file(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
     if let Some(shards) = params.shards()? {
         config = config.with_shards(shards);
     }
-    Ok(Box::new(FileBackend::new(config)?))
+    Ok(config)
 }
 
 #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
@@ -204,6 +216,12 @@ impl<'a> Params<'a> {
             backend: entry.name,
             spec,
         })
+    }
+
+    /// The backend the parameters are for.
+    #[allow(dead_code, reason = "used by the async opener, which some feature sets leave out")]
+    pub(crate) fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// The raw value of `key`, if given.

@@ -23,11 +23,15 @@ mod config;
 mod device;
 mod file;
 mod io;
+#[cfg(feature = "async")]
+mod native;
 mod staging;
 mod uring;
 
 pub use backend::FileBackend;
 pub use config::{FileConfig, IoMode};
+#[cfg(feature = "async")]
+pub use native::AsyncFileBackend;
 
 /// For backend authors: the file as a slot store device, to build other
 /// stores on (see `pagebackup_core::raw`).

@@ -99,7 +99,10 @@ impl Driver {
         buffers: Box<dyn Any + Send>,
         orphan: Orphan,
     ) -> oneshot::Receiver<Completion> {
-        assert!(!entries.is_empty() && entries.len() < 1 << INDEX_BITS, "1..65536 entries per operation");
+        assert!(
+            !entries.is_empty() && entries.len() < 1 << INDEX_BITS,
+            "1..65536 entries per operation"
+        );
         let (done, receiver) = oneshot::channel();
         let op = self.shared.lock_ops().insert(InFlight {
             remaining: entries.len(),
@@ -135,7 +138,12 @@ fn submit(ring: &IoUring) {
     loop {
         match ring.submit() {
             Ok(_) => return,
-            Err(e) if matches!(e.raw_os_error(), Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)
+                ) =>
+            {
                 std::thread::yield_now()
             }
             Err(e) => {
@@ -181,7 +189,12 @@ fn reap(shared: &Shared) {
     loop {
         match shared.ring.submitter().submit_and_wait(1) {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)
+                ) =>
+            {
                 continue;
             }
             Err(e) => {
@@ -200,8 +213,13 @@ fn reap(shared: &Shared) {
                     stop = true;
                     continue;
                 }
-                let (op, k) = ((cqe.user_data() >> INDEX_BITS) as usize, (cqe.user_data() & 0xffff) as usize);
-                let Some(Some(entry)) = ops.slots.get_mut(op) else { continue };
+                let (op, k) = (
+                    (cqe.user_data() >> INDEX_BITS) as usize,
+                    (cqe.user_data() & 0xffff) as usize,
+                );
+                let Some(Some(entry)) = ops.slots.get_mut(op) else {
+                    continue;
+                };
                 entry.results[k] = cqe.result();
                 entry.remaining -= 1;
                 if entry.remaining == 0 {

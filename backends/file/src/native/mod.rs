@@ -1,0 +1,388 @@
+//! [`AsyncFileBackend`]: the file backend driven natively through io_uring
+//! for async programs (feature `async`).
+
+mod driver;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pagebackup_async::{AsyncBackupBackend, BackedUp, InterruptOnDrop};
+use pagebackup_core::raw::{ReadPlan, Reservation, RunError, SlotStore, check_batch_lengths};
+use pagebackup_core::{
+    BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
+    Page, Result,
+};
+
+use self::driver::{Completion, Driver, libc_iovec::Iovec, readv, result_error, writev};
+use crate::FileConfig;
+use crate::backend::open_store;
+use crate::device::FileDevice;
+use crate::io::{IOV_MAX, read_sync, write_sync};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+/// Pages per operation with `direct`: runs are split so that several
+/// operations of one batch are in flight at once.
+const DIRECT_OP_PAGES: usize = 16;
+
+/// The file backend for async programs: the same store and files as
+/// [`FileBackend`](crate::FileBackend), with reads and writes submitted to
+/// io_uring by the calling task and completed without a thread waiting on
+/// any of them.
+///
+/// - **Many operations in flight**: a call reserves its slots, submits one
+///   `WRITEV`/`READV` per run of contiguous slots (per 16 pages with
+///   `direct`, so a batch keeps several in flight) to its shard's ring, and
+///   awaits the completion. One reaper thread per shard waits on the ring
+///   and wakes the calls whose operations completed: no thread is parked per
+///   operation, and the calls may come from any runtime (current-thread
+///   ones included) or several.
+/// - **Owned buffers**: the pages move into the in-flight operation, which
+///   holds them until the kernel is done with them, whatever happens to the
+///   call's future, and then gives them back.
+/// - **Cancellation**: a backup whose future is dropped completes in the
+///   reaper, which drops the handles it made (nothing is left held); a
+///   dropped restore sets its interrupt, and its pages are freed once read.
+///   Drops run on tokio's blocking pool (a hole punch can wait on the file
+///   system) and are carried out whether or not their future is awaited.
+/// - **`direct=on`** suits it best: `O_DIRECT` writes are issued by the
+///   kernel inline at submission, without io_uring's worker threads, and
+///   leave no page cache behind. Buffered writes through io_uring go to its
+///   worker threads.
+/// - Checksums, placement, bounded space, failure rules and `fork()` are the
+///   slot store's, as for the sync backend; [`blocking`](Self::blocking)
+///   gives the same store through the sync trait, so handles from one are
+///   handles of the other.
+///
+/// Single pages are written at once (no staging).
+pub struct AsyncFileBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: SlotStore<FileDevice>,
+    drivers: Box<[Driver]>,
+    op_pages: usize,
+}
+
+impl AsyncFileBackend {
+    /// A backend with `config` (its `io` is ignored: reads and writes go
+    /// through the backend's own rings), or why it cannot be had (the
+    /// config's errors, or io_uring refused: `ENOSYS`, `EPERM`).
+    pub fn new(config: FileConfig) -> Result<Self> {
+        let store = open_store(&config.clone().with_io(crate::IoMode::Sync))?;
+        let drivers = store
+            .devices()
+            .map(|d| Driver::new(d.file.fd()))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|detail| BackupError::Unsupported {
+                origin: Origin::new("file", Operation::Open),
+                detail,
+            })?;
+        Ok(AsyncFileBackend {
+            inner: Arc::new(Inner {
+                store,
+                drivers: drivers.into_boxed_slice(),
+                op_pages: if config.direct { DIRECT_OP_PAGES } else { IOV_MAX },
+            }),
+        })
+    }
+
+    /// The same backend through the sync trait: the same store, so handles
+    /// from either are valid in both. Its calls block the calling thread.
+    pub fn blocking(&self) -> &(impl BackupBackend + use<>) {
+        &self.inner.store
+    }
+}
+
+/// A backup's pages and their iovecs, held by the operation in flight.
+struct WriteBufs {
+    pages: Vec<Box<Page>>,
+    #[allow(dead_code, reason = "the kernel reads it, through the entries' pointers")]
+    iovecs: Vec<Iovec>,
+    /// Per entry: the run it writes, its first page and its page count.
+    entries: Vec<(usize, usize, usize)>,
+    reservation: Reservation,
+    flags: BackupFlags,
+}
+
+/// A restore's pages (as raw pointers, so that no reference to them exists
+/// while the kernel writes into them) and their iovecs.
+struct ReadBufs {
+    pages: Vec<*mut Page>,
+    iovecs: Vec<Iovec>,
+}
+
+// SAFETY: the pointers are owned boxes (see `Drop`), used by one thread at a time.
+unsafe impl Send for ReadBufs {}
+
+impl Drop for ReadBufs {
+    fn drop(&mut self) {
+        for &page in &self.pages {
+            // SAFETY: each pointer came from Box::into_raw and is freed once, here or in `take_pages`.
+            drop(unsafe { Box::from_raw(page) });
+        }
+    }
+}
+
+impl ReadBufs {
+    /// The pages back as boxes (once the kernel is done with them).
+    fn take_pages(mut self) -> Vec<Box<Page>> {
+        let pages = std::mem::take(&mut self.pages);
+        // SAFETY: as in Drop; the vector is emptied first, so Drop frees nothing twice.
+        pages.into_iter().map(|p| unsafe { Box::from_raw(p) }).collect()
+    }
+}
+
+fn iovec(page: *const Page) -> Iovec {
+    Iovec {
+        base: page.cast_mut().cast(),
+        len: PAGE_SIZE,
+    }
+}
+
+impl Inner {
+    /// The outcome of a backup's entries as the store's run rule: the first
+    /// run with a failed entry (short writes finished with `pwritev` when
+    /// `finish` is set, counted as failed otherwise).
+    fn write_outcome(&self, bufs: &WriteBufs, results: &[i32], finish: bool) -> std::result::Result<(), RunError> {
+        let fd = self.store.device(bufs.reservation.shard()).file.fd();
+        let mut failed: Option<RunError> = None;
+        for (&(run, first, count), &result) in bufs.entries.iter().zip(results) {
+            let done = usize::try_from(result).ok();
+            let outcome = match done {
+                Some(done) if done == count * PAGE_SIZE => Ok(()),
+                Some(done) if finish => {
+                    let offset = u64::from(bufs.reservation.runs()[run].start) * PAGE
+                        + (first - run_first_page(&bufs.reservation, run)) as u64 * PAGE;
+                    let pages: Vec<&Page> = bufs.pages[first..first + count].iter().map(|p| &**p).collect();
+                    write_sync(fd, offset, &pages, done)
+                }
+                Some(_) => Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                None => Err(result_error(result)),
+            };
+            if let Err(error) = outcome
+                && failed.as_ref().is_none_or(|f| run < f.done)
+            {
+                failed = Some(RunError { done: run, error });
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// The index of the first page of `run`.
+fn run_first_page(reservation: &Reservation, run: usize) -> usize {
+    reservation.runs()[..run]
+        .iter()
+        .map(|r| (r.end - r.start) as usize)
+        .sum()
+}
+
+#[async_trait]
+impl AsyncBackupBackend for AsyncFileBackend {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    async fn backup_pages(&self, pages: Vec<Box<Page>>, first_idx: u64, flags: BackupFlags) -> BackedUp {
+        let op = Operation::BackupPages;
+        let inner = &self.inner;
+        let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+        let reservation = match inner.store.reserve(&refs, first_idx, op) {
+            Ok(r) => r,
+            Err(e) => {
+                return BackedUp {
+                    pages,
+                    handles: Vec::new(),
+                    result: Err(e),
+                };
+            }
+        };
+        drop(refs);
+        if reservation.runs().is_empty() {
+            let mut handles = Vec::new();
+            let result = inner.store.complete(reservation, Ok(()), flags, &mut handles, op);
+            return BackedUp { pages, handles, result };
+        }
+        let iovecs: Vec<Iovec> = pages.iter().map(|p| iovec(&**p)).collect();
+        let mut entries = Vec::new();
+        let mut sqes = Vec::new();
+        let mut at = 0;
+        for (run, range) in reservation.runs().iter().enumerate() {
+            let len = (range.end - range.start) as usize;
+            for start in (0..len).step_by(inner.op_pages) {
+                let count = inner.op_pages.min(len - start);
+                let offset = (u64::from(range.start) + start as u64) * PAGE;
+                sqes.push(writev(&iovecs[at + start..at + start + count], offset));
+                entries.push((run, at + start, count));
+            }
+            at += len;
+        }
+        let shard = reservation.shard();
+        let bufs = WriteBufs {
+            pages,
+            iovecs,
+            entries,
+            reservation,
+            flags,
+        };
+        let orphan_inner = Arc::clone(inner);
+        let orphan = Box::new(move |c: Completion| {
+            // The future is gone: complete the backup and drop what it made.
+            let bufs = *c.buffers.downcast::<WriteBufs>().expect("a backup's buffers");
+            let outcome = orphan_inner.write_outcome(&bufs, &c.results, false);
+            let mut handles = Vec::new();
+            let _ = orphan_inner
+                .store
+                .complete(bufs.reservation, outcome, bufs.flags, &mut handles, op);
+            let _ = orphan_inner.store.drop_handles(&handles);
+        });
+        // SAFETY: every entry points into `bufs` (boxed pages and the iovec
+        // vector's heap buffer), which the driver keeps until completion.
+        let receiver = unsafe { inner.drivers[shard].submit(sqes, Box::new(bufs), orphan) };
+        let completion = receiver.await.expect("the reaper delivers every completion");
+        let bufs = *completion.buffers.downcast::<WriteBufs>().expect("a backup's buffers");
+        let outcome = inner.write_outcome(&bufs, &completion.results, true);
+        let mut handles = Vec::new();
+        let result = inner
+            .store
+            .complete(bufs.reservation, outcome, bufs.flags, &mut handles, op);
+        BackedUp {
+            pages: bufs.pages,
+            handles,
+            result,
+        }
+    }
+
+    async fn copy_pages(
+        &self,
+        handles: &[Handle],
+        dsts: Vec<Box<Page>>,
+        intr: Option<Interrupt>,
+    ) -> (Result<(), BatchError>, Vec<Box<Page>>) {
+        let op = Operation::CopyPages;
+        let inner = &self.inner;
+        if let Err(e) = check_batch_lengths("file", handles.len(), dsts.len()) {
+            return (Err(e), dsts);
+        }
+        let plan = match inner.store.plan_read(handles, op) {
+            Ok(plan) => plan,
+            Err(e) => return (Err(e), dsts),
+        };
+        if intr.as_ref().is_some_and(Interrupt::is_interrupted) || plan.is_empty() {
+            let stop = (!plan.is_empty()).then(|| inner.store.interrupted(0, op));
+            let result = inner.store.finish_read(plan, stop, handles, |k| &*dsts[k], op);
+            return (result, dsts);
+        }
+        let on_drop = InterruptOnDrop::new(intr);
+        // One operation per segment (its shard's ring), all in flight at once.
+        let shared = {
+            let pages: Vec<*mut Page> = dsts.into_iter().map(Box::into_raw).collect();
+            let iovecs: Vec<Iovec> = pages.iter().map(|&p| iovec(p)).collect();
+            Arc::new(std::sync::Mutex::new(Some(ReadBufs { pages, iovecs })))
+        };
+        let mut waits = Vec::new();
+        for segment in plan.segments() {
+            let mut sqes = Vec::new();
+            let mut entries = Vec::new();
+            {
+                let guard = shared.lock().expect("not poisoned");
+                let bufs = guard.as_ref().expect("the buffers are here until every read is in");
+                for run in &segment.runs {
+                    for start in (0..run.len).step_by(inner.op_pages) {
+                        let count = inner.op_pages.min(run.len - start);
+                        let offset = (u64::from(run.slot) + start as u64) * PAGE;
+                        let first = run.start + start;
+                        sqes.push(readv(&bufs.iovecs[first..first + count], offset));
+                        entries.push((first, count, offset));
+                    }
+                }
+            }
+            let keep = Arc::clone(&shared);
+            // SAFETY: every entry points into the shared buffers, which each
+            // operation keeps (a clone of the Arc) until its completion.
+            let receiver = unsafe { inner.drivers[segment.shard].submit(sqes, Box::new(keep), Box::new(drop)) };
+            waits.push((receiver, entries));
+        }
+        let mut stop: Option<BatchError> = None;
+        for (receiver, entries) in waits {
+            let completion = receiver.await.expect("the reaper delivers every completion");
+            drop(completion.buffers);
+            for ((first, count, offset), result) in entries.into_iter().zip(completion.results) {
+                let outcome = match usize::try_from(result) {
+                    Ok(done) if done == count * PAGE_SIZE => Ok(()),
+                    Ok(done) => {
+                        let mut guard = shared.lock().expect("not poisoned");
+                        let bufs = guard.as_mut().expect("here");
+                        // SAFETY: this entry's read completed; the pages are ours alone now.
+                        let mut pages: Vec<&mut Page> = bufs.pages[first..first + count]
+                            .iter()
+                            .map(|&p| unsafe { &mut *p })
+                            .collect();
+                        let fd = inner.store.device(shard_of(&plan, first)).file.fd();
+                        read_sync(fd, offset, &mut pages, done)
+                    }
+                    Err(_) => Err(result_error(result)),
+                };
+                if let Err(error) = outcome
+                    && stop.as_ref().is_none_or(|s| first < s.completed)
+                {
+                    stop = Some(BatchError {
+                        completed: first,
+                        error: inner.store.io_error(op, error),
+                    });
+                }
+            }
+        }
+        on_drop.disarm();
+        let bufs = shared.lock().expect("not poisoned").take().expect("every read is in");
+        let dsts = bufs.take_pages();
+        let result = inner.store.finish_read(plan, stop, handles, |k| &*dsts[k], op);
+        (result, dsts)
+    }
+
+    async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
+        let inner = Arc::clone(&self.inner);
+        let handles = handles.to_vec();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(move || inner.store.drop_handles(&handles))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+            Err(_) => inner.store.drop_handles(&handles),
+        }
+    }
+
+    fn bytes_avail(&self) -> u64 {
+        self.inner.store.bytes_avail()
+    }
+
+    fn stats(&self) -> BackupStats {
+        let mut stats = self.inner.store.stats();
+        stats.io_path = Some("io_uring");
+        stats
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every write completed before its call returned.
+        Ok(())
+    }
+}
+
+/// The shard of the segment holding batch item `k`.
+fn shard_of(plan: &ReadPlan, k: usize) -> usize {
+    plan.segments()
+        .into_iter()
+        .find(|s| (s.start..s.start + s.len).contains(&k))
+        .map_or(0, |s| s.shard)
+}
+
+impl fmt::Debug for AsyncFileBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncFileBackend")
+            .field("store", &self.inner.store)
+            .field("op_pages", &self.inner.op_pages)
+            .finish_non_exhaustive()
+    }
+}
