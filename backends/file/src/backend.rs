@@ -37,8 +37,10 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// - **`backup_pages`** writes straight from the caller's pages and waits
 ///   for the writes before returning.
 /// - **I/O path** ([`IoMode`]): by default `pwritev`/`preadv` for buffered
-///   files, io_uring for `direct` (several operations of 16 pages in flight
-///   at once).
+///   files, io_uring for `direct` (one operation per run of contiguous
+///   slots, the runs of a batch in flight at once; the async
+///   [`AsyncFileBackend`](crate::AsyncFileBackend) keeps many batches in
+///   flight).
 /// - **`direct`**: `O_DIRECT`, so pages leave memory; a file system that
 ///   refuses it is an error at open.
 /// - **Checksums** (on by default): a CRC-32 per page, checked on every

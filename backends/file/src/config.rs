@@ -8,8 +8,8 @@ pub enum IoMode {
     /// Per operation, what measures fastest: positioned vectored syscalls
     /// (`pwritev`/`preadv`) for buffered I/O, whose writes the kernel
     /// completes by copying into the page cache (through io_uring they are
-    /// handed to worker threads and serialised per file); io_uring with
-    /// several runs in flight for `direct`, where the device does the work.
+    /// handed to worker threads and serialised per file); io_uring for
+    /// `direct`, the runs of a batch in flight at once.
     #[default]
     Auto,
     /// io_uring for every read and write, or fail to open.

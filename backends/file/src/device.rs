@@ -12,9 +12,6 @@ use crate::uring::Ring;
 use crate::{FileConfig, IoMode};
 
 const PAGE: u64 = PAGE_SIZE as u64;
-/// Pages per io_uring operation with `direct`: a run is split so that
-/// several operations are in flight at once.
-const DIRECT_OP_PAGES: usize = 16;
 
 /// One file of page slots, written through `pwritev` or io_uring, with
 /// single-page writes staged in memory and written 64 at a time.
@@ -40,10 +37,10 @@ impl FileDevice {
                 Some("buffered writes measure faster through pwritev than through io_uring".to_string()),
             ),
             (IoMode::Auto, true) | (IoMode::Uring, _) => match Ring::new(file.fd()) {
-                Ok(ring) => {
-                    let op_pages = if config.direct { DIRECT_OP_PAGES } else { usize::MAX };
-                    (Io::Uring(Box::new(ring), op_pages), None)
-                }
+                // One operation per run: splitting runs so that more are in
+                // flight measured slower here (virtio disk, ext4: 0.49-0.59
+                // GB/s in 4- or 16-page operations against 0.96 whole).
+                Ok(ring) => (Io::Uring(Box::new(ring), usize::MAX), None),
                 Err(reason) if config.io == IoMode::Auto => (Io::Sync, Some(reason)),
                 Err(reason) => return Err(BackupError::Unsupported { origin, detail: reason }),
             },

@@ -21,8 +21,7 @@ pub(crate) type ReadRun<'a, 'p> = (u64, &'a mut [&'p mut Page]);
 /// The I/O path.
 #[derive(Debug)]
 pub(crate) enum Io {
-    /// An io_uring ring, with the most pages one operation carries (runs
-    /// are split so that several are in flight at once).
+    /// An io_uring ring, with the most pages one operation carries.
     Uring(Box<Ring>, usize),
     /// Positioned vectored syscalls.
     Sync,

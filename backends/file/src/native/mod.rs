@@ -21,9 +21,6 @@ use crate::device::FileDevice;
 use crate::io::{IOV_MAX, read_sync, write_sync};
 
 const PAGE: u64 = PAGE_SIZE as u64;
-/// Pages per operation with `direct`: runs are split so that several
-/// operations of one batch are in flight at once.
-const DIRECT_OP_PAGES: usize = 16;
 
 /// The file backend for async programs: the same store and files as
 /// [`FileBackend`](crate::FileBackend), with reads and writes submitted to
@@ -31,9 +28,8 @@ const DIRECT_OP_PAGES: usize = 16;
 /// any of them.
 ///
 /// - **Many operations in flight**: a call reserves its slots, submits one
-///   `WRITEV`/`READV` per run of contiguous slots (per 16 pages with
-///   `direct`, so a batch keeps several in flight) to its shard's ring, and
-///   awaits the completion. One reaper thread per shard waits on the ring
+///   `WRITEV`/`READV` per run of contiguous slots to its shard's ring, and
+///   awaits the completion; many calls keep many operations in flight. One reaper thread per shard waits on the ring
 ///   and wakes the calls whose operations completed: no thread is parked per
 ///   operation, and the calls may come from any runtime (current-thread
 ///   ones included) or several.
@@ -83,7 +79,7 @@ impl AsyncFileBackend {
             inner: Arc::new(Inner {
                 store,
                 drivers: drivers.into_boxed_slice(),
-                op_pages: if config.direct { DIRECT_OP_PAGES } else { IOV_MAX },
+                op_pages: IOV_MAX,
             }),
         })
     }
