@@ -36,7 +36,7 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   everything staged and reports a failure.
 /// - **`backup_pages`** writes straight from the caller's pages and waits
 ///   for the writes before returning.
-/// - **I/O path** ([`IoMode`]): by default `pwritev`/`preadv` for buffered
+/// - **I/O path** ([`IoMode`](crate::IoMode)): by default `pwritev`/`preadv` for buffered
 ///   files, io_uring for `direct` (one operation per run of contiguous
 ///   slots, the runs of a batch in flight at once; the async
 ///   [`AsyncFileBackend`](crate::AsyncFileBackend) keeps many batches in
