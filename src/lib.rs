@@ -60,7 +60,7 @@ pub use pagebackup_shmem as shmem;
 /// | backend  | feature | parameters |
 /// |----------|---------|------------|
 /// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
-/// | `shmem`  | `shmem` | `capacity=SIZE`: most bytes held (default: RAM + swap), `checksum=on\|off` (default off), `reuse=SIZE`: dropped memory kept for reuse (default 16MiB), `shards=N` (default: CPUs, at most 8) |
+/// | `shmem`  | `shmem` | `capacity=SIZE`: most bytes held (default: RAM + swap), `checksum=on\|off` (default off), `reuse=SIZE`: dropped memory kept for reuse (default 64MiB), `shards=N` (default: CPUs, at most 8) |
 /// | `file`   | `file`  | `dir=PATH` (default: the temp dir), `path=PATH` (a named file instead), `max_size=SIZE`, `io=auto\|uring\|sync`, `direct=on\|off` (`O_DIRECT`, default off), `checksum=on\|off` (default on), `shards=N` |
 /// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off), `huge=BYTES` (pages compressing to more are stored raw; default 3840) |
 ///

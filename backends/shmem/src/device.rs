@@ -20,7 +20,9 @@ const IOV_MAX: usize = 1024;
 /// - **Writes** go through `pwritev` (one call per run of slots), so that a
 ///   failed allocation comes back as `ENOSPC`/`ENOMEM` instead of a `SIGBUS`,
 ///   then `MADV_POPULATE_READ` maps the run: restores copy from a populated
-///   mapping and take no page fault.
+///   mapping and take no page fault. A run of slots whose memory was kept
+///   since they were dropped is copied into the mapping instead: nothing
+///   is allocated, so nothing can fail.
 /// - **Reads** copy out of the mapping. The memfd is sealed against
 ///   shrinking, so a slot inside it never faults with `SIGBUS`.
 /// - **Release** punches a hole; **writeback** is `MADV_PAGEOUT` (with swap).

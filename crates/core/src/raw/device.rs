@@ -13,6 +13,9 @@ pub struct WriteRun<'a> {
     pub slot: u32,
     /// The pages, one per slot.
     pub pages: &'a [&'a Page],
+    /// Every slot of the run kept its storage since it was last dropped
+    /// (the store's deferred release): writing it allocates nothing.
+    pub resident: bool,
 }
 
 /// Pages to fill from the contiguous slots from `slot` on.

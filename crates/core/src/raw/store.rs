@@ -5,8 +5,8 @@
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard};
 
 use super::device::{Device, ReadRun, RunError, WriteRun};
 use super::{FreeExtents, Generations, HandleCodec, ProcessEpoch, Shards, check_batch_lengths};
@@ -77,8 +77,9 @@ impl StoreConfig {
 /// - **Checksums** (optional): a CRC-32 per slot, checked after every read;
 ///   a mismatch is [`BackupError::Corrupt`], never wrong bytes.
 /// - **Deferred release** (optional): dropped slots keep their storage, up
-///   to a budget, and are reused first; past the budget, the highest are
-///   released. [`release_deferred`](Self::release_deferred) releases all.
+///   to a budget over all shards, and are reused first (lowest first, as
+///   every slot); past the budget, the highest are released down to half
+///   of it. [`release_deferred`](Self::release_deferred) releases all.
 /// - **fork()**: a store used in a child of the process that made it
 ///   refuses every operation with [`BackupError::Unsupported`], so the
 ///   parent's storage (shared with the child) is never written by the child.
@@ -90,6 +91,8 @@ pub struct SlotStore<D> {
     epoch: ProcessEpoch,
     /// Slots taken over all shards (live, being written or being dropped).
     taken: AtomicU64,
+    /// Deferred slots over all shards, against the budget.
+    deferred_total: Arc<AtomicU64>,
     counters: Counters,
 }
 
@@ -118,6 +121,8 @@ struct ShardState {
 pub struct Reservation {
     shard: usize,
     runs: Vec<Range<u32>>,
+    /// Per run: its slots kept their storage since they were dropped.
+    resident: Vec<bool>,
     checksums: Vec<u32>,
     wanted: usize,
 }
@@ -140,12 +145,14 @@ impl Reservation {
         let mut at = 0;
         self.runs
             .iter()
-            .map(|r| {
+            .zip(&self.resident)
+            .map(|(r, &resident)| {
                 let len = (r.end - r.start) as usize;
                 at += len;
                 WriteRun {
                     slot: r.start,
                     pages: &pages[at - len..at],
+                    resident,
                 }
             })
             .collect()
@@ -248,11 +255,12 @@ impl<D: Device> SlotStore<D> {
     pub fn new(config: StoreConfig, devices: Vec<D>) -> Self {
         assert!(devices.len().is_power_of_two(), "shards come in powers of two");
         let local_slots = (HandleCodec::MAX_SLOTS / devices.len() as u64).min(config.capacity_pages) as u32;
+        let deferred_total = Arc::new(AtomicU64::new(0));
         let shards = Shards::new(devices.len(), |_| ShardState {
             generations: Generations::default(),
             extents: FreeExtents::new(local_slots),
             checksums: Vec::new(),
-            deferred: SlotBits::default(),
+            deferred: SlotBits::counting_in(Arc::clone(&deferred_total)),
             cursor: None,
         });
         SlotStore {
@@ -260,6 +268,7 @@ impl<D: Device> SlotStore<D> {
             codec: HandleCodec::new(),
             shards,
             devices: devices.into_boxed_slice(),
+            deferred_total,
             epoch: ProcessEpoch::current(),
             taken: AtomicU64::new(0),
             counters: Counters::default(),
@@ -386,8 +395,8 @@ impl<D: Device> SlotStore<D> {
             .map_err(|error| BatchError { completed: 0, error })?;
         let shard = self.shards.mine();
         let reserved = self.reserve_capacity(pages.len() as u64);
-        let runs = if reserved == 0 {
-            Vec::new()
+        let (runs, resident) = if reserved == 0 {
+            (Vec::new(), Vec::new())
         } else {
             self.shards.lock(shard).place(first_idx, reserved as u32)
         };
@@ -401,6 +410,7 @@ impl<D: Device> SlotStore<D> {
         Ok(Reservation {
             shard,
             runs,
+            resident,
             checksums,
             wanted: pages.len(),
         })
@@ -423,6 +433,7 @@ impl<D: Device> SlotStore<D> {
             runs,
             checksums,
             wanted,
+            ..
         } = reservation;
         let device = &self.devices[shard];
         let done = outcome.as_ref().err().map_or(runs.len(), |e| e.done.min(runs.len()));
@@ -451,7 +462,10 @@ impl<D: Device> SlotStore<D> {
                     k += 1;
                 }
             }
-            (k, state.deferred.count > self.deferred_budget())
+            (
+                k,
+                self.deferred_total.load(Ordering::Relaxed) > self.config.deferred_release_pages,
+            )
         };
         if flags.writeback {
             for range in kept {
@@ -460,7 +474,7 @@ impl<D: Device> SlotStore<D> {
             }
             self.release_deferred();
         } else if over_budget {
-            self.release_shard_deferred(shard, self.deferred_budget() / 2);
+            self.trim_deferred(shard);
         }
         let error = match outcome {
             Err(RunError { error, .. }) => Some(self.io_error(op, error)),
@@ -707,16 +721,16 @@ impl<D: Device> SlotStore<D> {
         }
     }
 
-    /// Each shard's share of the deferred-release budget, in pages.
-    fn deferred_budget(&self) -> u64 {
-        self.config.deferred_release_pages / self.shards.len() as u64
-    }
-
-    /// Releases a shard's deferred slots down to half its budget once it is over it.
+    /// Once the store holds more deferred slots than its budget, releases
+    /// the highest of `shard`'s until the store is down to half the budget
+    /// (or the shard has none left).
     fn trim_deferred(&self, shard: usize) {
-        let budget = self.deferred_budget();
-        if self.shards.lock(shard).deferred.count > budget {
-            self.release_shard_deferred(shard, budget / 2);
+        let budget = self.config.deferred_release_pages;
+        let total = self.deferred_total.load(Ordering::Relaxed);
+        if total > budget {
+            let excess = total - budget / 2;
+            let keep = self.shards.lock(shard).deferred.count.saturating_sub(excess);
+            self.release_shard_deferred(shard, keep);
         }
     }
 
@@ -871,7 +885,9 @@ fn release_runs<D: Device>(device: &D, runs: &[Range<u32>]) -> Vec<bool> {
 impl ShardState {
     /// Reserves up to `n` slots for the pages at `first_idx..`, continuing
     /// the previous object where the idx follows on.
-    fn place(&mut self, first_idx: u64, n: u32) -> Vec<Range<u32>> {
+    /// Returns the runs and, per run, whether all its slots kept their
+    /// storage since they were dropped (deferred release).
+    fn place(&mut self, first_idx: u64, n: u32) -> (Vec<Range<u32>>, Vec<bool>) {
         let near = self
             .cursor
             .filter(|&(idx, _)| idx.wrapping_add(1) == first_idx)
@@ -881,10 +897,11 @@ impl ShardState {
             let placed: u32 = runs.iter().map(|r| r.end - r.start).sum();
             self.cursor = Some((first_idx.wrapping_add(u64::from(placed) - 1), last.end - 1));
         }
-        for r in &runs {
-            self.deferred.clear_range(r.clone());
-        }
-        runs
+        let resident = runs
+            .iter()
+            .map(|r| self.deferred.clear_range(r.clone()) == r.end - r.start)
+            .collect();
+        (runs, resident)
     }
 
     /// Returns `range` to the free slots, its storage still held if `held`.
@@ -926,14 +943,25 @@ impl ShardState {
     }
 }
 
-/// A set of slots as a bitmap, with its count.
+/// A set of slots as a bitmap, with its count, also added to a total
+/// shared by the store's shards.
 #[derive(Debug, Default)]
 struct SlotBits {
     words: Vec<u64>,
     count: u64,
+    total: Arc<AtomicU64>,
 }
 
 impl SlotBits {
+    /// An empty set whose changes are also counted in `total`.
+    fn counting_in(total: Arc<AtomicU64>) -> Self {
+        SlotBits {
+            words: Vec::new(),
+            count: 0,
+            total,
+        }
+    }
+
     fn set_range(&mut self, range: Range<u32>) {
         for slot in range {
             let (w, bit) = (slot as usize / 64, 1u64 << (slot % 64));
@@ -943,14 +971,17 @@ impl SlotBits {
             if self.words[w] & bit == 0 {
                 self.words[w] |= bit;
                 self.count += 1;
+                self.total.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn clear_range(&mut self, range: Range<u32>) {
+    /// Removes `range`; returns how many of its slots were in the set.
+    fn clear_range(&mut self, range: Range<u32>) -> u32 {
         if self.count == 0 {
-            return;
+            return 0;
         }
+        let mut cleared = 0;
         for slot in range {
             let (w, bit) = (slot as usize / 64, 1u64 << (slot % 64));
             if let Some(word) = self.words.get_mut(w)
@@ -958,8 +989,11 @@ impl SlotBits {
             {
                 *word &= !bit;
                 self.count -= 1;
+                self.total.fetch_sub(1, Ordering::Relaxed);
+                cleared += 1;
             }
         }
+        cleared
     }
 
     /// Removes up to `n` of the highest slots; returns them as ascending
@@ -973,6 +1007,7 @@ impl SlotBits {
                 let bit = 63 - self.words[w].leading_zeros();
                 self.words[w] &= !(1 << bit);
                 self.count -= 1;
+                self.total.fetch_sub(1, Ordering::Relaxed);
                 n -= 1;
                 let slot = (w as u32) * 64 + bit;
                 match runs.last_mut() {
