@@ -111,23 +111,13 @@ impl Driver {
             done: Some(done),
             orphan: Some(orphan),
         });
-        let _submitting = self.shared.submitting.lock().unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: only this function and `Drop`, both under `submitting`,
-        // make a submission queue.
-        let mut sq = unsafe { self.shared.ring.submission_shared() };
-        for (k, entry) in entries.into_iter().enumerate() {
-            let entry = entry.user_data(((op as u64) << INDEX_BITS) | k as u64);
-            // SAFETY: the caller guarantees the buffers live until the
-            // completion, which the reaper delivers only after the kernel is done.
-            while unsafe { sq.push(&entry) }.is_err() {
-                // Full: publish what is queued, let the kernel take it, go on.
-                sq.sync();
-                submit(&self.shared.ring);
-                sq.sync();
-            }
-        }
-        drop(sq);
-        submit(&self.shared.ring);
+        let entries = entries
+            .into_iter()
+            .enumerate()
+            .map(|(k, entry)| entry.user_data(((op as u64) << INDEX_BITS) | k as u64));
+        // SAFETY: the caller guarantees the buffers live until the
+        // completion, which the reaper delivers only after the kernel is done.
+        unsafe { self.shared.push_and_submit(entries) };
         receiver
     }
 }
@@ -177,6 +167,27 @@ impl Ops {
 }
 
 impl Shared {
+    /// Queues `entries` and submits them, making room when the queue is full.
+    ///
+    /// # Safety
+    /// Every buffer an entry points to must stay valid until its completion.
+    unsafe fn push_and_submit(&self, entries: impl Iterator<Item = squeue::Entry>) {
+        let _submitting = self.submitting.lock().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: only this function makes a submission queue, under `submitting`.
+        let mut sq = unsafe { self.ring.submission_shared() };
+        for entry in entries {
+            // SAFETY: the caller keeps the entry's buffers valid.
+            while unsafe { sq.push(&entry) }.is_err() {
+                // Full: publish what is queued, let the kernel take it, go on.
+                sq.sync();
+                submit(&self.ring);
+                sq.sync();
+            }
+        }
+        drop(sq);
+        submit(&self.ring);
+    }
+
     fn lock_ops(&self) -> MutexGuard<'_, Ops> {
         // Every update is a few assignments: a poisoned lock is consistent.
         self.ops.lock().unwrap_or_else(PoisonError::into_inner)
@@ -248,20 +259,11 @@ impl Drop for Driver {
     fn drop(&mut self) {
         // Every operation in flight holds its backend, so none is left now:
         // stop the reaper, then let the ring go.
-        {
-            let _submitting = self.shared.submitting.lock().unwrap_or_else(PoisonError::into_inner);
-            let nop = opcode::Nop::new().build().user_data(STOP);
-            // SAFETY: the queue is ours (under `submitting`).
-            let mut sq = unsafe { self.shared.ring.submission_shared() };
-            // SAFETY: a NOP has no buffer.
-            while unsafe { sq.push(&nop) }.is_err() {
-                sq.sync();
-                submit(&self.shared.ring);
-                sq.sync();
-            }
-            drop(sq);
-            submit(&self.shared.ring);
-        }
+        // SAFETY: a NOP has no buffer.
+        unsafe {
+            self.shared
+                .push_and_submit(std::iter::once(opcode::Nop::new().build().user_data(STOP)))
+        };
         if let Some(reaper) = self.reaper.take() {
             let _ = reaper.join();
         }

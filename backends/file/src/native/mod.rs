@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pagebackup_async::{AsyncBackupBackend, BackedUp, InterruptOnDrop};
-use pagebackup_core::raw::{ReadPlan, Reservation, RunError, SlotStore, check_batch_lengths};
+use pagebackup_core::raw::{Reservation, RunError, SlotStore, check_batch_lengths};
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
     Page, Result,
@@ -291,7 +291,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
                         let offset = (u64::from(run.slot) + start as u64) * PAGE;
                         let first = run.start + start;
                         sqes.push(readv(&bufs.iovecs[first..first + count], offset));
-                        entries.push((first, count, offset));
+                        entries.push((first, count, offset, segment.shard));
                     }
                 }
             }
@@ -305,7 +305,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
         for (receiver, entries) in waits {
             let completion = receiver.await.expect("the reaper delivers every completion");
             drop(completion.buffers);
-            for ((first, count, offset), result) in entries.into_iter().zip(completion.results) {
+            for ((first, count, offset, shard), result) in entries.into_iter().zip(completion.results) {
                 let outcome = match usize::try_from(result) {
                     Ok(done) if done == count * PAGE_SIZE => Ok(()),
                     Ok(done) => {
@@ -316,7 +316,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
                             .iter()
                             .map(|&p| unsafe { &mut *p })
                             .collect();
-                        let fd = inner.store.device(shard_of(&plan, first)).file.fd();
+                        let fd = inner.store.device(shard).file.fd();
                         read_sync(fd, offset, &mut pages, done)
                     }
                     Err(_) => Err(result_error(result)),
@@ -364,14 +364,6 @@ impl AsyncBackupBackend for AsyncFileBackend {
         // Every write completed before its call returned.
         Ok(())
     }
-}
-
-/// The shard of the segment holding batch item `k`.
-fn shard_of(plan: &ReadPlan, k: usize) -> usize {
-    plan.segments()
-        .into_iter()
-        .find(|s| (s.start..s.start + s.len).contains(&k))
-        .map_or(0, |s| s.shard)
 }
 
 impl fmt::Debug for AsyncFileBackend {
