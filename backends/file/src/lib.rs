@@ -29,6 +29,9 @@ mod staging;
 mod uring;
 
 pub use backend::FileBackend;
+
+/// The backend's name in errors and specs.
+const NAME: &str = "file";
 pub use config::{FileConfig, IoMode};
 #[cfg(feature = "async")]
 pub use native::AsyncFileBackend;

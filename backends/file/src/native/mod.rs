@@ -76,7 +76,7 @@ impl AsyncFileBackend {
             .map(|d| Driver::new(d.file.fd()))
             .collect::<std::result::Result<Vec<_>, String>>()
             .map_err(|detail| BackupError::Unsupported {
-                origin: Origin::new("file", Operation::Open),
+                origin: Origin::new(crate::NAME, Operation::Open),
                 detail,
             })?;
         Ok(AsyncFileBackend {
