@@ -7,8 +7,16 @@
 //! scheme fronts every backend, so switching stores changes only the
 //! constructor, or the spec string given to [`open`].
 //!
-//! This crate re-exports `pagebackup-core` and, behind cargo features, the
-//! backend crates. [`open`] builds any compiled-in backend from a spec such as
+//! Two audiences, two places. The crate root is the user contract: pages
+//! ([`Page`], [`PAGE_SIZE`]), [`Handle`]s, tagged [`PageWord`]s, the
+//! [`BackupBackend`] trait and [`MemoryBackend`], the errors, flags and
+//! stats, [`Interrupt`], [`PageArray`], the [`layers`], and [`open`]; the
+//! backend crates sit behind cargo features (`shmem`, `file`,
+//! `compressed`, each with its typed config). Everything a backend
+//! author needs — the slot store and its device trait, the handle codec,
+//! shards, the spec parameter kit — is in [`raw`].
+//!
+//! [`open`] builds any compiled-in backend from a spec such as
 //! `memory` or `memory:limit=64MiB`; [`available_backends`] lists them.
 //! With the feature `async`, `open_async` builds the same backends behind
 //! the async API on tokio (`AsyncBackupBackend`).
@@ -26,6 +34,8 @@
 //! backend.drop_handle(handle)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "async")]
 mod async_open;

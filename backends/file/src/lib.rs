@@ -18,6 +18,8 @@
 //! # Ok::<(), pagebackup_core::BackupError>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backend;
 mod config;
 mod device;
@@ -29,12 +31,13 @@ mod staging;
 mod uring;
 
 pub use backend::FileBackend;
+pub use config::{FileConfig, IoMode};
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use native::AsyncFileBackend;
 
 /// The backend's name in errors and specs.
 const NAME: &str = "file";
-pub use config::{FileConfig, IoMode};
-#[cfg(feature = "async")]
-pub use native::AsyncFileBackend;
 
 /// For backend authors: the file as a slot store device, to build other
 /// stores on (see `pagebackup_core::raw`).
