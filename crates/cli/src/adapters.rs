@@ -236,11 +236,13 @@ impl Adapter for Prefaulted {
 }
 
 /// The raw-codec baseline of a compressed backend's codec:
-/// `baseline:lz4_flex` or `baseline:zstd-L`.
+/// `baseline:lz4_flex` or `baseline:zstd-L` (a codec added later gets a
+/// name [`baseline`] refuses until it has one).
 pub fn codec_baseline(algorithm: Algorithm) -> String {
     match algorithm {
+        Algorithm::Lz4 => "baseline:lz4_flex".into(),
         Algorithm::Zstd { level } => format!("baseline:zstd-{level}"),
-        _ => "baseline:lz4_flex".into(),
+        other => format!("baseline:{other}"),
     }
 }
 
