@@ -30,12 +30,12 @@ use crate::{OpenError, registry};
 /// # }).unwrap();
 /// ```
 pub fn open_async(spec: &str) -> Result<Arc<dyn AsyncBackupBackend>, OpenError> {
-    let (open, params) = registry::parse_in(registry::BACKENDS, spec)?;
+    let (open, spec) = registry::parse_in(registry::BACKENDS, spec)?;
     #[cfg(feature = "file")]
-    if params.backend() == "file" {
-        let config = registry::file_config(&params)?;
+    if spec.name == "file" {
+        let config = pagebackup_file::FileConfig::from_params(&spec.params)?;
         return Ok(Arc::new(pagebackup_file::AsyncFileBackend::new(config)?));
     }
-    let backend: Arc<dyn BackupBackend> = Arc::from(open(&params)?);
+    let backend: Arc<dyn BackupBackend> = Arc::from(open(&spec.params)?);
     Ok(Arc::new(SyncAdapter::new(backend)))
 }

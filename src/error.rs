@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use pagebackup_core::raw::params::ParamError;
 use pagebackup_core::{BackupError, ErrorKind, Operation, Origin};
 
 /// Why a backend spec could not be opened. Every message says what is valid.
@@ -12,13 +13,10 @@ use pagebackup_core::{BackupError, ErrorKind, Operation, Origin};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OpenError {
-    /// The spec does not follow `NAME` or `NAME:key=value,...`.
-    Syntax {
-        /// The spec as given.
-        spec: String,
-        /// What is wrong with it.
-        detail: String,
-    },
+    /// The spec is malformed, or its backend refuses a parameter: an
+    /// unknown key, a bad value, a file it names that cannot be loaded.
+    /// Shown as the parameter error itself.
+    Param(ParamError),
     /// No backend has this name.
     UnknownBackend {
         /// The name given.
@@ -33,35 +31,17 @@ pub enum OpenError {
         /// The cargo feature of `pagebackup` that enables it.
         feature: &'static str,
     },
-    /// The backend takes no parameter of this name.
-    UnknownKey {
-        /// The backend.
-        backend: &'static str,
-        /// The key given.
-        key: String,
-        /// The keys it takes.
-        valid: &'static [&'static str],
-    },
-    /// A parameter's value is not valid.
-    BadValue {
-        /// The backend.
-        backend: &'static str,
-        /// The parameter.
-        key: &'static str,
-        /// The value given.
-        value: String,
-        /// What it should be.
-        expected: &'static str,
-    },
-    /// The backend was configured but failed to start. Shown as the
-    /// backend's error itself, whose source is the next in the chain.
+    /// The backend was configured but failed to start, or refused a value
+    /// it can never work with ([`ErrorKind::Config`], the bound in the
+    /// message). Shown as the backend's error itself, whose source is the
+    /// next in the chain.
     Backend(BackupError),
 }
 
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Syntax { spec, detail } => write!(f, "bad backend spec '{spec}': {detail}"),
+            Self::Param(e) => write!(f, "{e}"),
             Self::UnknownBackend { name, available } => {
                 write!(f, "unknown backend '{name}'; this build has: {}", available.join(", "))
             }
@@ -69,31 +49,6 @@ impl fmt::Display for OpenError {
                 f,
                 "backend '{name}' is not in this build; enable the cargo feature `{feature}` of pagebackup"
             ),
-            Self::UnknownKey {
-                backend,
-                key,
-                valid: [],
-            } => {
-                write!(f, "backend '{backend}' takes no parameters, but '{key}' was given")
-            }
-            Self::UnknownKey { backend, key, valid } => {
-                write!(
-                    f,
-                    "backend '{backend}' has no parameter '{key}'; valid: {}",
-                    valid.join(", ")
-                )
-            }
-            Self::BadValue {
-                backend,
-                key,
-                value,
-                expected,
-            } => {
-                write!(
-                    f,
-                    "backend '{backend}': bad value '{value}' for '{key}': expected {expected}"
-                )
-            }
             Self::Backend(e) => write!(f, "{e}"),
         }
     }
@@ -102,7 +57,8 @@ impl fmt::Display for OpenError {
 impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            // Transparent: the message is the backend's, so its source comes next.
+            // Transparent: the message is the inner error's, so its source comes next.
+            Self::Param(e) => e.source(),
             Self::Backend(e) => e.source(),
             _ => None,
         }
@@ -113,10 +69,12 @@ impl From<OpenError> for BackupError {
     fn from(e: OpenError) -> Self {
         match e {
             OpenError::Backend(e) => e,
+            // A file a parameter names failed to load: that failure, of its kind.
+            OpenError::Param(ParamError::Load { error, .. }) => *error,
             spec => {
                 let backend = match &spec {
                     OpenError::NotCompiled { name, .. } => name,
-                    OpenError::UnknownKey { backend, .. } | OpenError::BadValue { backend, .. } => backend,
+                    OpenError::Param(e) => e.backend().unwrap_or("pagebackup"),
                     // The spec names no backend this crate knows.
                     _ => "pagebackup",
                 };
@@ -128,6 +86,12 @@ impl From<OpenError> for BackupError {
                 }
             }
         }
+    }
+}
+
+impl From<ParamError> for OpenError {
+    fn from(e: ParamError) -> Self {
+        OpenError::Param(e)
     }
 }
 

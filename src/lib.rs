@@ -7,8 +7,16 @@
 //! scheme fronts every backend, so switching stores changes only the
 //! constructor, or the spec string given to [`open`].
 //!
-//! This crate re-exports `pagebackup-core` and, behind cargo features, the
-//! backend crates. [`open`] builds any compiled-in backend from a spec such as
+//! Two audiences, two places. The crate root is the user contract: pages
+//! ([`Page`], [`PAGE_SIZE`]), [`Handle`]s, tagged [`PageWord`]s, the
+//! [`BackupBackend`] trait and [`MemoryBackend`], the errors, flags and
+//! stats, [`Interrupt`], [`PageArray`], the [`layers`], and [`open`]; the
+//! backend crates sit behind cargo features (`shmem`, `file`,
+//! `compressed`, each with its typed config). Everything a backend
+//! author needs — the slot store and its device trait, the handle codec,
+//! shards, the spec parameter kit — is in [`raw`].
+//!
+//! [`open`] builds any compiled-in backend from a spec such as
 //! `memory` or `memory:limit=64MiB`; [`available_backends`] lists them.
 //! With the feature `async`, `open_async` builds the same backends behind
 //! the async API on tokio (`AsyncBackupBackend`).
@@ -27,15 +35,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "async")]
 mod async_open;
 mod error;
 mod registry;
-mod spec;
 
 pub use error::OpenError;
+pub use pagebackup_core::raw::params::parse_size;
 pub use pagebackup_core::*;
-pub use spec::{Spec, parse_size};
 
 /// The async API (feature `async`): the trait, the adapter and the async page array.
 #[cfg(feature = "async")]
@@ -57,17 +66,17 @@ pub use pagebackup_shmem as shmem;
 
 /// Builds a backend from a spec: `NAME` or `NAME:key=value,key=value`.
 ///
-/// | backend  | feature | parameters |
-/// |----------|---------|------------|
-/// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
-/// | `shmem`  | `shmem` | `capacity=SIZE`: most bytes held (default: RAM + swap), `checksum=on\|off` (default off), `reuse=SIZE`: dropped memory kept for reuse (default 64MiB), `shards=N` (default: CPUs, at most 8) |
-/// | `file`   | `file`  | `dir=PATH` (default: the temp dir), `path=PATH` (a named file instead), `max_size=SIZE`, `io=auto\|uring\|sync`, `direct=on\|off` (`O_DIRECT`, default off), `checksum=on\|off` (default on), `shards=N` |
-/// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off), `huge=BYTES` (pages compressing to more are stored raw; default 3840) |
+/// The parameters of each backend, from its own table (its config's
+/// `PARAMS`, which its `from_params` parses):
+///
+#[doc = include_str!("../docs/spec-params.md")]
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`
-/// or `TiB`. Values end at the next comma, so a path given in a spec cannot
-/// contain one (build such a backend with its crate's config instead). An unknown name, an unknown key, a bad value or a backend this
-/// build lacks each gives an [`OpenError`] that says what is valid.
+/// or `TiB`; flags are `on` or `off`. Values end at the next comma, so a path given in a spec cannot
+/// contain one (build such a backend with its crate's config instead). An
+/// unknown name, an unknown key, a bad value or a backend this build lacks
+/// each gives an [`OpenError`] that says what is valid; a value the backend
+/// can never work with (a limit below one page) is refused with the bound.
 pub fn open(spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
     registry::open_in(registry::BACKENDS, spec)
 }

@@ -1,19 +1,20 @@
-//! The table of backends [`open`](crate::open) knows, with the parameters
-//! each takes and the feature that compiles it in.
+//! The table of backends [`open`](crate::open) knows, with the feature that
+//! compiles each in. Each backend parses its own parameters
+//! (`from_params`, with its `PARAMS` table).
 
+use pagebackup_core::raw::params::Spec;
 use pagebackup_core::{BackupBackend, MemoryBackend};
 
 use crate::OpenError;
-use crate::spec::{Spec, parse_size};
 
-type Opener = fn(&Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError>;
+/// Builds a backend from a spec's parameters.
+type Opener = fn(&[(&str, &str)]) -> Result<Box<dyn BackupBackend>, OpenError>;
 
 /// A backend [`open`](crate::open) can build when its feature is on.
 pub(crate) struct Entry {
     pub(crate) name: &'static str,
     /// The cargo feature that compiles it in ("" for always).
     pub(crate) feature: &'static str,
-    pub(crate) keys: &'static [&'static str],
     /// `None` when this build was compiled without the feature.
     pub(crate) open: Option<Opener>,
 }
@@ -22,13 +23,11 @@ pub(crate) const BACKENDS: &[Entry] = &[
     Entry {
         name: "memory",
         feature: "",
-        keys: &["limit"],
         open: Some(open_memory),
     },
     Entry {
         name: "shmem",
         feature: "shmem",
-        keys: &["capacity", "checksum", "reuse", "shards"],
         #[cfg(feature = "shmem")]
         open: Some(open_shmem),
         #[cfg(not(feature = "shmem"))]
@@ -37,7 +36,6 @@ pub(crate) const BACKENDS: &[Entry] = &[
     Entry {
         name: "file",
         feature: "file",
-        keys: &["dir", "path", "max_size", "io", "direct", "checksum", "shards"],
         #[cfg(feature = "file")]
         open: Some(open_file),
         #[cfg(not(feature = "file"))]
@@ -46,7 +44,6 @@ pub(crate) const BACKENDS: &[Entry] = &[
     Entry {
         name: "compressed",
         feature: "compressed",
-        keys: &["algo", "level", "limit", "dict", "checksum", "huge"],
         #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
         open: Some(open_compressed),
         #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
@@ -56,12 +53,12 @@ pub(crate) const BACKENDS: &[Entry] = &[
 
 /// Opens `spec` with the backends of `table`.
 pub(crate) fn open_in(table: &[Entry], spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
-    let (open, params) = parse_in(table, spec)?;
-    open(&params)
+    let (open, spec) = parse_in(table, spec)?;
+    open(&spec.params)
 }
 
-/// The opener and the checked parameters of `spec`, in `table`.
-pub(crate) fn parse_in<'s>(table: &[Entry], spec: &'s str) -> Result<(Opener, Params<'s>), OpenError> {
+/// The opener of `spec`'s backend in `table`, and the parsed spec.
+pub(crate) fn parse_in<'s>(table: &[Entry], spec: &'s str) -> Result<(Opener, Spec<'s>), OpenError> {
     let spec = Spec::parse(spec)?;
     let Some(entry) = table.iter().find(|e| e.name == spec.name) else {
         return Err(OpenError::UnknownBackend {
@@ -75,7 +72,7 @@ pub(crate) fn parse_in<'s>(table: &[Entry], spec: &'s str) -> Result<(Opener, Pa
             feature: entry.feature,
         });
     };
-    Ok((open, Params::new(entry, spec)?))
+    Ok((open, spec))
 }
 
 /// The compiled-in backends of `table`.
@@ -83,226 +80,28 @@ pub(crate) fn available_in(table: &[Entry]) -> Vec<&'static str> {
     table.iter().filter(|e| e.open.is_some()).map(|e| e.name).collect()
 }
 
-fn open_memory(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
-    Ok(Box::new(match params.size("limit")? {
-        Some(limit) => MemoryBackend::with_limit(limit),
-        None => MemoryBackend::new(),
-    }))
+fn open_memory(params: &[(&str, &str)]) -> Result<Box<dyn BackupBackend>, OpenError> {
+    Ok(Box::new(MemoryBackend::from_params(params)?))
 }
 
 #[cfg(feature = "shmem")]
-fn open_shmem(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
+fn open_shmem(params: &[(&str, &str)]) -> Result<Box<dyn BackupBackend>, OpenError> {
     use pagebackup_shmem::{ShmemBackend, ShmemConfig};
-    let mut config = ShmemConfig::new();
-    if let Some(capacity) = params.size("capacity")? {
-        config = config.with_capacity(capacity);
-    }
-    if let Some(on) = params.flag("checksum")? {
-        config = config.with_checksum(on);
-    }
-    if let Some(reuse) = params.size("reuse")? {
-        config = config.with_reuse(reuse);
-    }
-    if let Some(shards) = params.shards()? {
-        config = config.with_shards(shards);
-    }
-    Ok(Box::new(ShmemBackend::with_config(config)?))
+    Ok(Box::new(ShmemBackend::with_config(ShmemConfig::from_params(params)?)?))
 }
 
 #[cfg(feature = "file")]
-fn open_file(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
-    Ok(Box::new(pagebackup_file::FileBackend::new(file_config(params)?)?))
-}
-
-/// The file backend's config from a spec's parameters.
-#[cfg(feature = "file")]
-pub(crate) fn file_config(params: &Params<'_>) -> Result<pagebackup_file::FileConfig, OpenError> {
-    use pagebackup_file::{FileConfig, IoMode};
-    let io = match params.choice("io", &["auto", "uring", "sync"], "auto, uring or sync")? {
-        Some("uring") => IoMode::Uring,
-        Some("sync") => IoMode::Sync,
-        _ => IoMode::Auto,
-    };
-    let mut config = FileConfig::new().with_io(io);
-    if let Some(dir) = params.get("dir") {
-        config = config.with_dir(dir);
-    }
-    if let Some(path) = params.get("path") {
-        config = config.with_path(path);
-    }
-    if let Some(max) = params.size("max_size")? {
-        config = config.with_max_size(max);
-    }
-    if let Some(on) = params.flag("direct")? {
-        config = config.with_direct(on);
-    }
-    if let Some(on) = params.flag("checksum")? {
-        config = config.with_checksum(on);
-    }
-    if let Some(shards) = params.shards()? {
-        config = config.with_shards(shards);
-    }
-    Ok(config)
+fn open_file(params: &[(&str, &str)]) -> Result<Box<dyn BackupBackend>, OpenError> {
+    use pagebackup_file::{FileBackend, FileConfig};
+    Ok(Box::new(FileBackend::new(FileConfig::from_params(params)?)?))
 }
 
 #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
-fn open_compressed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
-    use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig};
-    let default = if cfg!(feature = "compressed-lz4") {
-        "lz4"
-    } else {
-        "zstd"
-    };
-    let algorithm = match params
-        .choice("algo", &["lz4", "zstd"], "lz4 or zstd")?
-        .unwrap_or(default)
-    {
-        "lz4" if params.get("level").is_some() => {
-            return Err(params.bad("level", "no level with algo=lz4 (levels are for zstd)"));
-        }
-        #[cfg(feature = "compressed-lz4")]
-        "lz4" => Algorithm::Lz4,
-        #[cfg(feature = "compressed-zstd")]
-        "zstd" => Algorithm::Zstd {
-            level: params.int("level")?.unwrap_or(1),
-        },
-        _ => {
-            return Err(params.bad(
-                "algo",
-                "a codec this build has (features compressed-lz4, compressed-zstd)",
-            ));
-        }
-    };
-    let mut config = CompressedConfig::new(algorithm).with_checksum(params.flag("checksum")?.unwrap_or(false));
-    if let Some(limit) = params.size("limit")? {
-        config = config.with_limit(limit);
-    }
-    if let Some(huge) = params.size("huge")? {
-        config = config.with_huge_threshold(usize::try_from(huge).unwrap_or(usize::MAX));
-    }
-    if let Some(path) = params.get("dict") {
-        #[cfg(feature = "compressed-zstd")]
-        {
-            config = config.with_dictionary(pagebackup_compressed::Dictionary::load(path)?);
-        }
-        #[cfg(not(feature = "compressed-zstd"))]
-        {
-            let _ = path;
-            return Err(params.bad(
-                "dict",
-                "no dictionary: this build has no zstd (feature compressed-zstd)",
-            ));
-        }
-    }
-    Ok(Box::new(CompressedBackend::new(config)?))
-}
-
-/// A spec's parameters, checked against the keys its backend takes.
-pub(crate) struct Params<'a> {
-    backend: &'static str,
-    spec: Spec<'a>,
-}
-
-impl<'a> Params<'a> {
-    pub(crate) fn new(entry: &Entry, spec: Spec<'a>) -> Result<Self, OpenError> {
-        if let Some(&(key, _)) = spec.params.iter().find(|(k, _)| !entry.keys.contains(k)) {
-            return Err(OpenError::UnknownKey {
-                backend: entry.name,
-                key: key.to_string(),
-                valid: entry.keys,
-            });
-        }
-        Ok(Params {
-            backend: entry.name,
-            spec,
-        })
-    }
-
-    /// The backend the parameters are for.
-    #[allow(dead_code, reason = "used by the async opener, which some feature sets leave out")]
-    pub(crate) fn backend(&self) -> &'static str {
-        self.backend
-    }
-
-    /// The raw value of `key`, if given.
-    pub(crate) fn get(&self, key: &str) -> Option<&'a str> {
-        self.spec.params.iter().find(|&&(k, _)| k == key).map(|&(_, v)| v)
-    }
-
-    /// The error for a bad value of `key`.
-    pub(crate) fn bad(&self, key: &'static str, expected: &'static str) -> OpenError {
-        OpenError::BadValue {
-            backend: self.backend,
-            key,
-            value: self.get(key).unwrap_or("").to_string(),
-            expected,
-        }
-    }
-
-    /// `key`, which must be one of `options` (`expected` says so), if given.
-    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
-    pub(crate) fn choice(
-        &self,
-        key: &'static str,
-        options: &[&'static str],
-        expected: &'static str,
-    ) -> Result<Option<&'static str>, OpenError> {
-        let Some(value) = self.get(key) else {
-            return Ok(None);
-        };
-        options
-            .iter()
-            .find(|&&o| o == value)
-            .map(|&o| Some(o))
-            .ok_or_else(|| self.bad(key, expected))
-    }
-
-    /// `shards` as a count of at least 1, if given.
-    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
-    pub(crate) fn shards(&self) -> Result<Option<usize>, OpenError> {
-        self.int("shards")?
-            .map(|n| {
-                usize::try_from(n)
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or_else(|| self.bad("shards", "a whole number of at least 1"))
-            })
-            .transpose()
-    }
-
-    /// `key` as a whole number, if given.
-    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
-    pub(crate) fn int(&self, key: &'static str) -> Result<Option<i32>, OpenError> {
-        self.get(key)
-            .map(|v| v.parse().map_err(|_| self.bad(key, "a whole number")))
-            .transpose()
-    }
-
-    /// `key` as on/off (`true`/`false`, `yes`/`no` and `1`/`0` too), if given.
-    #[allow(dead_code, reason = "used by the backends some feature sets leave out")]
-    pub(crate) fn flag(&self, key: &'static str) -> Result<Option<bool>, OpenError> {
-        self.get(key)
-            .map(|v| match v {
-                "on" | "true" | "yes" | "1" => Ok(true),
-                "off" | "false" | "no" | "0" => Ok(false),
-                _ => Err(self.bad(key, "on or off")),
-            })
-            .transpose()
-    }
-
-    /// `key` as a size (`64MiB`), if given.
-    pub(crate) fn size(&self, key: &'static str) -> Result<Option<u64>, OpenError> {
-        self.get(key)
-            .map(|v| {
-                parse_size(v).ok_or_else(|| OpenError::BadValue {
-                    backend: self.backend,
-                    key,
-                    value: v.to_string(),
-                    expected: "a size in bytes, optionally with a suffix B, KiB, MiB, GiB or TiB (such as 64MiB)",
-                })
-            })
-            .transpose()
-    }
+fn open_compressed(params: &[(&str, &str)]) -> Result<Box<dyn BackupBackend>, OpenError> {
+    use pagebackup_compressed::{CompressedBackend, CompressedConfig};
+    Ok(Box::new(CompressedBackend::new(CompressedConfig::from_params(
+        params,
+    )?)?))
 }
 
 #[cfg(test)]
@@ -313,13 +112,11 @@ mod tests {
         Entry {
             name: "memory",
             feature: "",
-            keys: &["limit"],
             open: Some(open_memory),
         },
         Entry {
             name: "absent",
             feature: "absent-feature",
-            keys: &[],
             open: None,
         },
     ];

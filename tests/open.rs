@@ -1,6 +1,7 @@
 //! `pagebackup::open`: specs that work, and the errors bad ones give.
 
-use pagebackup::{BackupBackend, OpenError, available_backends, open};
+use pagebackup::raw::params::ParamError;
+use pagebackup::{BackupBackend, BackupError, ErrorKind, OpenError, available_backends, open};
 
 fn err(spec: &str) -> OpenError {
     match open(spec) {
@@ -42,7 +43,7 @@ fn an_unknown_backend_lists_the_available_ones() {
 #[test]
 fn an_unknown_key_lists_the_valid_ones() {
     let e = err("memory:size=1MiB");
-    assert!(matches!(&e, OpenError::UnknownKey { backend: "memory", key, .. } if key == "size"));
+    assert!(matches!(&e, OpenError::Param(ParamError::UnknownKey { backend: "memory", key, .. }) if key == "size"));
     assert_eq!(e.to_string(), "backend 'memory' has no parameter 'size'; valid: limit");
 }
 
@@ -53,11 +54,11 @@ fn a_bad_value_says_what_is_expected() {
         assert!(
             matches!(
                 &e,
-                OpenError::BadValue {
+                OpenError::Param(ParamError::BadValue {
                     backend: "memory",
                     key: "limit",
                     ..
-                }
+                })
             ),
             "{value}: {e}"
         );
@@ -77,11 +78,32 @@ fn malformed_specs_are_syntax_errors() {
         "memory:limit=1,limit=2",
         "memory:,",
     ] {
-        assert!(matches!(err(spec), OpenError::Syntax { .. }), "{spec:?}");
+        assert!(
+            matches!(err(spec), OpenError::Param(ParamError::Syntax { .. })),
+            "{spec:?}"
+        );
     }
     assert_eq!(
         err("memory:limit=1,limit=2").to_string(),
         "bad backend spec 'memory:limit=1,limit=2': key 'limit' is given twice"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_distinct_keys_are_refused_fast() {
+    let keys: Vec<String> = (0..100_000).map(|i| format!("k{i}=1")).collect();
+    let spec = format!("memory:{}", keys.join(","));
+    let started = std::time::Instant::now();
+    let e = err(&spec);
+    assert!(
+        matches!(&e, OpenError::Param(ParamError::UnknownKey { key, .. }) if key == "k0"),
+        "{e}"
+    );
+    // The quadratic repeated-key check took 7.5 s here.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
     );
 }
 
@@ -93,7 +115,7 @@ fn shmem_takes_a_capacity() {
     assert!(b.bytes_avail() <= 1 << 20);
     let e = err("shmem:capacity=100");
     assert!(
-        matches!(&e, OpenError::Backend(inner) if inner.kind() == pagebackup::ErrorKind::InvalidInput),
+        matches!(&e, OpenError::Backend(inner) if inner.kind() == ErrorKind::Config),
         "{e}"
     );
     assert!(e.to_string().contains("capacity 100 is less than one page"), "{e}");
@@ -191,6 +213,80 @@ fn file_takes_dir_path_max_size_and_io() {
     }
 }
 
+/// `spec` is refused as a value that can never work: a configuration
+/// error whose message holds `bound`.
+fn refused(spec: &str, bound: &str) {
+    let e = err(spec);
+    let msg = e.to_string();
+    assert!(msg.contains(bound), "{spec}: {msg}");
+    let e: BackupError = e.into();
+    assert_eq!(
+        (e.kind(), e.origin().op),
+        (ErrorKind::Config, pagebackup::Operation::Open),
+        "{spec}: {e}"
+    );
+}
+
+#[test]
+fn memory_refuses_a_limit_below_one_page() {
+    for limit in ["0", "1", "4095"] {
+        refused(
+            &format!("memory:limit={limit}"),
+            "expected a size of at least 4096 bytes",
+        );
+    }
+    assert_eq!(open("memory:limit=4096").unwrap().bytes_avail(), 4096);
+}
+
+#[cfg(feature = "shmem")]
+#[test]
+fn shmem_refuses_capacities_out_of_range_and_flags_but_on_off() {
+    refused("shmem:capacity=0", "capacity 0 is less than one page (4096 bytes)");
+    refused(
+        "shmem:capacity=100TiB",
+        "is above the most a backend can address, 8796093022208 bytes",
+    );
+    refused(
+        "shmem:checksum=yes",
+        "bad value 'yes' for 'checksum': expected on or off",
+    );
+}
+
+#[cfg(feature = "file")]
+#[test]
+fn file_refuses_a_max_size_below_one_page_and_flags_but_on_off() {
+    for size in ["0", "1"] {
+        refused(
+            &format!("file:max_size={size}"),
+            &format!("max_size {size} is less than one page (4096 bytes)"),
+        );
+    }
+    refused(
+        "file:checksum=yes",
+        "bad value 'yes' for 'checksum': expected on or off",
+    );
+    refused("file:direct=1", "bad value '1' for 'direct': expected on or off");
+}
+
+#[cfg(feature = "compressed")]
+#[test]
+fn compressed_refuses_a_limit_below_its_minimum_and_flags_but_on_off() {
+    let min = pagebackup::compressed::CompressedBackend::min_limit();
+    for limit in [0, 64 << 10, min - 1] {
+        refused(
+            &format!("compressed:limit={limit}"),
+            &format!("limit {limit} is below the minimum of {min} bytes"),
+        );
+    }
+    assert!(open(&format!("compressed:limit={min}")).is_ok());
+    refused(
+        "compressed:checksum=yes",
+        "bad value 'yes' for 'checksum': expected on or off",
+    );
+    let unreadable: BackupError = err("compressed:algo=zstd,dict=/nonexistent/d").into();
+    assert_eq!(unreadable.kind(), ErrorKind::Io, "{unreadable}");
+}
+
 /// `open_async` takes the same specs and gives the same errors as `open`.
 #[cfg(feature = "async")]
 #[test]
@@ -234,7 +330,10 @@ fn open_errors_compose_into_backup_errors_with_question_mark() {
     );
     let cause = e.cause().and_then(|c| c.downcast_ref::<OpenError>());
     assert!(
-        matches!(cause, Some(OpenError::UnknownKey { backend: "memory", .. })),
+        matches!(
+            cause,
+            Some(OpenError::Param(ParamError::UnknownKey { backend: "memory", .. }))
+        ),
         "{cause:?}"
     );
     let unnamed = open_and_back_up("tape").unwrap_err();

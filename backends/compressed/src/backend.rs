@@ -136,9 +136,10 @@ impl CompressedBackend {
     /// A backend with `config`. A dictionary with lz4, a zstd level out of
     /// range, a threshold outside [`HUGE_THRESHOLDS`], a limit below
     /// [`min_limit`](Self::min_limit) or a dictionary that does not help on
-    /// the configured samples gives `InvalidInput`.
+    /// the configured samples gives [`BackupError::Config`], with the
+    /// bounds in its message.
     pub fn new(config: CompressedConfig) -> Result<Self> {
-        let invalid = |detail: String| BackupError::InvalidInput {
+        let invalid = |detail: String| BackupError::Config {
             origin: Origin::new(NAME, Operation::Open),
             detail,
         };

@@ -16,9 +16,11 @@ use crate::Dictionary;
 pub enum Algorithm {
     /// LZ4 (lz4_flex, safe Rust): the fastest, zram's usual choice.
     #[cfg(feature = "lz4")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "lz4")))]
     Lz4,
     /// Zstandard at `level` (negative levels are faster, up to 22 smaller).
     #[cfg(feature = "zstd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zstd")))]
     Zstd {
         /// The compression level.
         level: i32,

@@ -2,10 +2,11 @@
 
 #[cfg(feature = "zstd")]
 use pagebackup_core::Page;
+use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
 
-use crate::Algorithm;
 #[cfg(feature = "zstd")]
 use crate::Dictionary;
+use crate::{Algorithm, NAME};
 
 /// The default huge threshold: pages that compress to more than this many
 /// bytes are stored raw. Measured with lz4 and zstd-1 on the built-in
@@ -47,6 +48,93 @@ pub struct CompressedConfig {
 }
 
 impl CompressedConfig {
+    /// The parameters of the spec `compressed:...` ([`from_params`](Self::from_params)).
+    pub const PARAMS: &'static [ParamDoc] = &[
+        ParamDoc {
+            key: "algo",
+            syntax: "lz4|zstd",
+            default: "lz4 (zstd without feature lz4)",
+            meaning: "the codec",
+        },
+        ParamDoc {
+            key: "level",
+            syntax: "N",
+            default: "1",
+            meaning: "zstd's level, in zstd's range",
+        },
+        ParamDoc {
+            key: "limit",
+            syntax: "SIZE",
+            default: "no limit",
+            meaning: "most bytes of memory, metadata included; at least `CompressedBackend::min_limit()`",
+        },
+        ParamDoc {
+            key: "dict",
+            syntax: "PATH",
+            default: "none",
+            meaning: "a zstd dictionary file",
+        },
+        ParamDoc {
+            key: "checksum",
+            syntax: "on|off",
+            default: "off",
+            meaning: "a CRC-32 per stored object, checked on restore",
+        },
+        ParamDoc {
+            key: "huge",
+            syntax: "BYTES",
+            default: "3840",
+            meaning: "pages compressing to more are stored raw; 64 to 4095",
+        },
+    ];
+
+    /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give,
+    /// with its dictionary file loaded. The ranges of the level, the limit
+    /// and the threshold are checked by
+    /// [`CompressedBackend::new`](crate::CompressedBackend::new), which
+    /// every way of building one takes.
+    pub fn from_params(params: &[(&str, &str)]) -> Result<Self, ParamError> {
+        let params = Params::new(NAME, Self::PARAMS, params)?;
+        let default = if cfg!(feature = "lz4") { "lz4" } else { "zstd" };
+        let algorithm = match params.choice("algo", &["lz4", "zstd"])?.unwrap_or(default) {
+            "lz4" if params.get("level").is_some() => {
+                return Err(params.bad("level", "no level with algo=lz4 (levels are for zstd)"));
+            }
+            #[cfg(feature = "lz4")]
+            "lz4" => Algorithm::Lz4,
+            #[cfg(feature = "zstd")]
+            "zstd" => Algorithm::Zstd {
+                level: params.number("level")?.unwrap_or(1),
+            },
+            _ => {
+                return Err(params.bad(
+                    "algo",
+                    "a codec this build has (features compressed-lz4, compressed-zstd)",
+                ));
+            }
+        };
+        let mut config = CompressedConfig::new(algorithm).with_checksum(params.flag("checksum")?.unwrap_or(false));
+        config.limit = params.size("limit")?;
+        if let Some(huge) = params.size("huge")? {
+            config.huge_threshold = usize::try_from(huge).unwrap_or(usize::MAX);
+        }
+        if let Some(path) = params.path("dict") {
+            #[cfg(feature = "zstd")]
+            {
+                config.dictionary = Some(Dictionary::load(path).map_err(|e| params.unusable("dict", e))?);
+            }
+            #[cfg(not(feature = "zstd"))]
+            {
+                let _ = path;
+                return Err(params.bad(
+                    "dict",
+                    "no dictionary: this build has no zstd (feature compressed-zstd)",
+                ));
+            }
+        }
+        Ok(config)
+    }
+
     /// `algorithm` with no limit, no dictionary, no checksum and the default threshold.
     pub fn new(algorithm: Algorithm) -> Self {
         CompressedConfig {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Page};
+use pagebackup_core::{BackupError, ErrorKind, Operation, Origin, PAGE_SIZE, Page};
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe::CParameter;
 
@@ -35,7 +35,7 @@ pub struct Dictionary {
 
 impl Dictionary {
     /// A dictionary from its bytes (as `zstd --train` or
-    /// [`train_dictionary`] makes them). Refused (`InvalidInput`) if empty,
+    /// [`train_dictionary`] makes them). Refused (`Config`) if empty,
     /// larger than [`MAX_DICTIONARY_BYTES`], or if zstd rejects it or
     /// cannot round-trip a page with it.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BackupError> {
@@ -62,12 +62,18 @@ impl Dictionary {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, BackupError> {
         let path = path.as_ref();
         let cannot = |what: &str| invalid(format!("cannot read dictionary {}: {what}", path.display()));
+        let io = |source: std::io::Error| BackupError::Caused {
+            origin: Origin::new(NAME, Operation::Open),
+            kind: ErrorKind::Io,
+            detail: format!("cannot read dictionary {}", path.display()),
+            source: Box::new(source),
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
             .open(path)
-            .map_err(|e| cannot(&e.to_string()))?;
-        let kind = file.metadata().map_err(|e| cannot(&e.to_string()))?.file_type();
+            .map_err(io)?;
+        let kind = file.metadata().map_err(io)?.file_type();
         if !kind.is_file() {
             let what = if kind.is_fifo() {
                 "a FIFO"
@@ -83,12 +89,12 @@ impl Dictionary {
         let mut bytes = Vec::new();
         file.take(MAX_DICTIONARY_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| cannot(&e.to_string()))?;
+            .map_err(io)?;
         if bytes.len() > MAX_DICTIONARY_BYTES {
             return Err(cannot(&format!("more than the {MAX_DICTIONARY_BYTES} bytes accepted")));
         }
         Self::from_bytes(&bytes).map_err(|e| match e {
-            BackupError::InvalidInput { detail, .. } => invalid(format!("dictionary {}: {detail}", path.display())),
+            BackupError::Config { detail, .. } => invalid(format!("dictionary {}: {detail}", path.display())),
             other => other,
         })
     }
@@ -106,7 +112,7 @@ impl Dictionary {
 
     /// Checks that the dictionary helps on `samples`: with it, zstd at
     /// `level` must compress them to fewer bytes than without it.
-    /// Returns (bytes with, bytes without); `InvalidInput` saying both if
+    /// Returns (bytes with, bytes without); `Config` saying both if
     /// the dictionary does not help or zstd fails with it.
     pub fn check_on(&self, level: i32, samples: &[&Page]) -> Result<(u64, u64), BackupError> {
         let zstd = |e: std::io::Error| invalid(format!("zstd refuses the dictionary: {e}"));
@@ -193,7 +199,7 @@ pub fn train_dictionary(samples: &[&Page], max_size: usize) -> Result<Dictionary
 }
 
 fn invalid(detail: String) -> BackupError {
-    BackupError::InvalidInput {
+    BackupError::Config {
         origin: Origin::new(NAME, Operation::Open),
         detail,
     }

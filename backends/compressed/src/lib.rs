@@ -18,6 +18,7 @@
 //!
 //! Features: `lz4` and `zstd` (both on by default) choose the codecs built in.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 #[cfg(not(any(feature = "lz4", feature = "zstd")))]
@@ -39,6 +40,7 @@ pub use backend::{ArenaStats, CHUNK_BYTES, Compaction, CompressedBackend, METADA
 pub use codec::Algorithm;
 pub use config::{CompressedConfig, DEFAULT_HUGE_THRESHOLD, HUGE_THRESHOLDS};
 #[cfg(feature = "zstd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zstd")))]
 pub use dictionary::{Dictionary, MAX_DICTIONARY_BYTES, train_dictionary};
 
 /// The backend's name in errors and specs.

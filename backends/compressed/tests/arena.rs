@@ -267,10 +267,10 @@ fn bad_configurations_are_refused_with_reasons() {
     ];
     for (config, expected) in cases {
         let err = CompressedBackend::new(config).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains(expected), "{err}");
     }
-    assert_eq!(Dictionary::from_bytes(&[]).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(Dictionary::from_bytes(&[]).unwrap_err().kind(), ErrorKind::Config);
     let missing = Dictionary::load("/nonexistent/pagebackup.dict")
         .unwrap_err()
         .to_string();

@@ -93,7 +93,7 @@ fn dictionaries_with_the_same_length_and_crc_never_share_contexts() {
 
 fn load_error(path: &std::path::Path) -> String {
     let err = Dictionary::load(path).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     err.to_string()
 }
 
@@ -162,7 +162,7 @@ fn a_dictionary_that_does_not_help_on_the_samples_is_refused_at_open() {
     // every frame.
     let noise: Vec<Box<Page>> = (0..64).map(|i| PageSpec::new(6, i, PageClass::Random).page()).collect();
     let err = CompressedBackend::new(config(helps, &noise)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.kind(), ErrorKind::Config);
     assert!(
         err.to_string()
             .contains("the dictionary does not help: 64 sample pages take"),

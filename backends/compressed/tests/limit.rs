@@ -123,7 +123,7 @@ fn a_full_backend_takes_pages_again_after_drops() {
 fn a_limit_below_the_fixed_cost_is_refused_with_the_minimum() {
     let min = CompressedBackend::min_limit();
     let err = CompressedBackend::new(CompressedConfig::new(Algorithm::Lz4).with_limit(min - 1)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.kind(), ErrorKind::Config);
     let expected = format!("limit {} is below the minimum of {min} bytes", min - 1);
     assert!(err.to_string().contains(&expected), "{err}");
     let b = CompressedBackend::new(CompressedConfig::new(Algorithm::Lz4).with_limit(min)).unwrap();

@@ -6,10 +6,9 @@ use std::path::Path;
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
 use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
 
-use crate::FileConfig;
 use crate::device::FileDevice;
+use crate::{FileConfig, NAME};
 
-const NAME: &str = "file";
 const PAGE: u64 = PAGE_SIZE as u64;
 
 /// Pages written to plain files, through `pwritev`/`preadv` or io_uring.
@@ -60,7 +59,10 @@ pub struct FileBackend {
 forward_backend!(impl[] FileBackend => |s| s.store);
 
 impl FileBackend {
-    /// A backend with `config`.
+    /// A backend with `config`. A `max_size` below one page or above the
+    /// handle space (2^31 pages, 8 TiB), or no shards, gives
+    /// [`BackupError::Config`] with the bound in its message; a file that
+    /// cannot be created gives [`BackupError::Io`].
     pub fn new(config: FileConfig) -> Result<Self> {
         Ok(FileBackend {
             store: open_store(&config)?,
@@ -102,7 +104,7 @@ impl FileBackend {
 /// checked, one file device per shard.
 pub(crate) fn open_store(config: &FileConfig) -> Result<SlotStore<FileDevice>> {
     let origin = Origin::new(NAME, Operation::Open);
-    let invalid = |detail| BackupError::InvalidInput { origin, detail };
+    let invalid = |detail| BackupError::Config { origin, detail };
     let capacity_pages = config.max_size.map_or(HandleCodec::MAX_SLOTS, |b| b / PAGE);
     if capacity_pages == 0 {
         return Err(invalid(format!(

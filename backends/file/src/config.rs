@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
+
 /// Which I/O path the backend uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum IoMode {
@@ -64,6 +66,72 @@ impl Default for FileConfig {
 }
 
 impl FileConfig {
+    /// The parameters of the spec `file:...` ([`from_params`](Self::from_params)).
+    pub const PARAMS: &'static [ParamDoc] = &[
+        ParamDoc {
+            key: "dir",
+            syntax: "PATH",
+            default: "the temp dir",
+            meaning: "directory of the unlinked files",
+        },
+        ParamDoc {
+            key: "path",
+            syntax: "PATH",
+            default: "none",
+            meaning: "a named file instead (created exclusively, one shard)",
+        },
+        ParamDoc {
+            key: "max_size",
+            syntax: "SIZE",
+            default: "no limit",
+            meaning: "most bytes held; one page (4096 bytes) to 8 TiB",
+        },
+        ParamDoc {
+            key: "io",
+            syntax: "auto|uring|sync",
+            default: "auto",
+            meaning: "the I/O path",
+        },
+        ParamDoc {
+            key: "direct",
+            syntax: "on|off",
+            default: "off",
+            meaning: "`O_DIRECT`, so that pages leave memory",
+        },
+        ParamDoc {
+            key: "checksum",
+            syntax: "on|off",
+            default: "on",
+            meaning: "a CRC-32 per page, checked on restore",
+        },
+        ParamDoc {
+            key: "shards",
+            syntax: "N",
+            default: "CPUs, at most 8",
+            meaning: "files the pages are spread over",
+        },
+    ];
+
+    /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give.
+    /// The size's bounds are checked when a backend is built from it.
+    pub fn from_params(params: &[(&str, &str)]) -> Result<Self, ParamError> {
+        let params = Params::new(crate::NAME, Self::PARAMS, params)?;
+        let defaults = Self::default();
+        Ok(FileConfig {
+            dir: params.path("dir"),
+            path: params.path("path"),
+            max_size: params.size("max_size")?,
+            io: match params.choice("io", &["auto", "uring", "sync"])? {
+                Some("uring") => IoMode::Uring,
+                Some("sync") => IoMode::Sync,
+                _ => IoMode::Auto,
+            },
+            direct: params.flag("direct")?.unwrap_or(defaults.direct),
+            checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
+            shards: params.count("shards")?,
+        })
+    }
+
     /// Defaults: unlinked files in the temporary directory, no size limit,
     /// buffered, checksums on, the I/O path chosen per operation.
     pub fn new() -> Self {

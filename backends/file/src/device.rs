@@ -28,7 +28,7 @@ impl FileDevice {
     /// A new backing file as `config` says (its directory or path, the I/O
     /// path, `direct`); `max_size`, `checksum` and `shards` are the store's.
     pub fn open(config: &FileConfig) -> pagebackup_core::Result<Self> {
-        let origin = Origin::new("file", Operation::Open);
+        let origin = Origin::new(crate::NAME, Operation::Open);
         let file = BackingFile::create(config).map_err(|source| BackupError::Io { origin, source })?;
         let (io, fallback) = match (config.io, config.direct) {
             (IoMode::Sync, _) => (Io::Sync, Some("io=sync was asked for".to_string())),

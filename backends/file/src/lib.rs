@@ -18,6 +18,8 @@
 //! # Ok::<(), pagebackup_core::BackupError>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backend;
 mod config;
 mod device;
@@ -31,7 +33,11 @@ mod uring;
 pub use backend::FileBackend;
 pub use config::{FileConfig, IoMode};
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use native::AsyncFileBackend;
+
+/// The backend's name in errors and specs.
+const NAME: &str = "file";
 
 /// For backend authors: the file as a slot store device, to build other
 /// stores on (see `pagebackup_core::raw`).

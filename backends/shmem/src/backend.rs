@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
 
+use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
 use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
 
@@ -46,6 +47,48 @@ impl Default for ShmemConfig {
 }
 
 impl ShmemConfig {
+    /// The parameters of the spec `shmem:...` ([`from_params`](Self::from_params)).
+    pub const PARAMS: &'static [ParamDoc] = &[
+        ParamDoc {
+            key: "capacity",
+            syntax: "SIZE",
+            default: "RAM + swap",
+            meaning: "most bytes held; one page (4096 bytes) to 8 TiB",
+        },
+        ParamDoc {
+            key: "checksum",
+            syntax: "on|off",
+            default: "off",
+            meaning: "a CRC-32 per page, checked on restore",
+        },
+        ParamDoc {
+            key: "reuse",
+            syntax: "SIZE",
+            default: "64MiB",
+            meaning: "dropped memory kept for reuse",
+        },
+        ParamDoc {
+            key: "shards",
+            syntax: "N",
+            default: "CPUs, at most 8",
+            meaning: "memfds the pages are spread over",
+        },
+    ];
+
+    /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give.
+    /// The capacity's bounds are checked by
+    /// [`ShmemBackend::with_config`], which every way of building one takes.
+    pub fn from_params(params: &[(&str, &str)]) -> std::result::Result<Self, ParamError> {
+        let params = Params::new(NAME, Self::PARAMS, params)?;
+        let defaults = Self::default();
+        Ok(ShmemConfig {
+            capacity: params.size("capacity")?,
+            checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
+            reuse: params.size("reuse")?.unwrap_or(defaults.reuse),
+            shards: params.count("shards")?,
+        })
+    }
+
     /// The defaults.
     pub fn new() -> Self {
         Self::default()
@@ -130,10 +173,11 @@ impl ShmemBackend {
     }
 
     /// A backend with `config`. A capacity below one page or above the
-    /// handle space (2^31 pages, 8 TiB) gives [`BackupError::InvalidInput`].
+    /// handle space (2^31 pages, 8 TiB), or no shards, gives
+    /// [`BackupError::Config`] with the bound in its message.
     pub fn with_config(config: ShmemConfig) -> Result<Self> {
         let origin = Origin::new(NAME, Operation::Open);
-        let invalid = |detail| BackupError::InvalidInput { origin, detail };
+        let invalid = |detail| BackupError::Config { origin, detail };
         let capacity = config.capacity.unwrap_or_else(|| {
             let info = rustix::system::sysinfo();
             (info.totalram as u64 + info.totalswap as u64).saturating_mul(u64::from(info.mem_unit))

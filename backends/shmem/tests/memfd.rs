@@ -60,7 +60,7 @@ fn capacity_is_exact_and_exhaustion_loses_nothing() {
 #[test]
 fn a_capacity_below_one_page_is_refused() {
     let err = ShmemBackend::with_capacity(4095).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("capacity 4095 is less than one page"), "{err}");
 }
 

@@ -39,7 +39,9 @@ pub struct BackedUp {
 ///
 /// - a backup whose future is gone before it returned its handles is
 ///   undone by the backend: the handles it makes are dropped, and the pages
-///   given to it are freed once nothing touches them any more;
+///   given to it are freed once nothing touches them any more (a native
+///   backend may do this when the kernel completes the write, after the
+///   future is gone: once [`flush`](Self::flush) returns, it is done);
 /// - a dropped restore counts as an interrupt: the `intr` flag passed in
 ///   (or one of the call's own) is set, the restore stops at its next page
 ///   boundary, and every backup stays in place. A flag passed in stays set,

@@ -6,6 +6,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use pagebackup::compressed::{Algorithm, CompressedConfig};
+use pagebackup::raw::params::Spec;
 use pagebackup::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
 
 /// An error an adapter reports.
@@ -91,7 +93,8 @@ impl Backend {
             "shmem" => [Some("baseline:pwrite-memfd".into()), Some(PREFAULTED.into())],
             "file" => [Some("baseline:pwrite-file".into()), Some("baseline:pwrite-file".into())],
             "compressed" => {
-                let codec = codec_baseline(spec);
+                let params = Spec::parse(spec)?.params;
+                let codec = codec_baseline(CompressedConfig::from_params(&params)?.algorithm);
                 [Some(codec.clone()), Some(codec)]
             }
             _ => [None, None],
@@ -232,20 +235,14 @@ impl Adapter for Prefaulted {
     }
 }
 
-/// The raw-codec baseline of a compressed spec: `baseline:lz4_flex` or
-/// `baseline:zstd-L`.
-pub fn codec_baseline(spec: &str) -> String {
-    let param = |key: &str| {
-        spec.split_once(':')
-            .and_then(|(_, rest)| {
-                rest.split(',')
-                    .find_map(|kv| kv.trim().strip_prefix(key)?.trim().strip_prefix('='))
-            })
-            .map(str::trim)
-    };
-    match param("algo") {
-        Some("zstd") => format!("baseline:zstd-{}", param("level").unwrap_or("1")),
-        _ => "baseline:lz4_flex".into(),
+/// The raw-codec baseline of a compressed backend's codec:
+/// `baseline:lz4_flex` or `baseline:zstd-L` (a codec added later gets a
+/// name [`baseline`] refuses until it has one).
+pub fn codec_baseline(algorithm: Algorithm) -> String {
+    match algorithm {
+        Algorithm::Lz4 => "baseline:lz4_flex".into(),
+        Algorithm::Zstd { level } => format!("baseline:zstd-{level}"),
+        other => format!("baseline:{other}"),
     }
 }
 
@@ -585,9 +582,15 @@ mod tests {
 
     #[test]
     fn codec_baselines_follow_the_spec() {
-        assert_eq!(codec_baseline("compressed"), "baseline:lz4_flex");
-        assert_eq!(codec_baseline("compressed:algo=lz4,limit=1MiB"), "baseline:lz4_flex");
-        assert_eq!(codec_baseline("compressed:algo=zstd"), "baseline:zstd-1");
-        assert_eq!(codec_baseline("compressed:level=7, algo = zstd"), "baseline:zstd-7");
+        let codec = |spec: &str| {
+            let backend = Backend::open(spec).unwrap();
+            let [backup, restore] = backend.baselines;
+            assert_eq!(backup, restore, "{spec}");
+            backup.unwrap()
+        };
+        assert_eq!(codec("compressed"), "baseline:lz4_flex");
+        assert_eq!(codec("compressed:algo=lz4,limit=1MiB"), "baseline:lz4_flex");
+        assert_eq!(codec("compressed:algo=zstd"), "baseline:zstd-1");
+        assert_eq!(codec("compressed:level=7, algo = zstd"), "baseline:zstd-7");
     }
 }

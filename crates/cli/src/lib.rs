@@ -1,18 +1,34 @@
 //! The `pagebackup` command's library: the adapters that put backends and
 //! baselines behind one interface, the built-in corpus, the measurement
-//! loop, reports, and capture of a process's memory. The criterion benches
-//! use the same adapters.
+//! loop, reports, and capture of a process's memory.
+//!
+//! It is not an API: it is a library only so that the command's binary
+//! and the criterion benches (`benches/`, the `pagebackup-benches` crate)
+//! share the same adapters and corpus. The modules they use are public but
+//! hidden from the docs, and may change with any release; the others are
+//! private. Embed backends through the `pagebackup` crate instead.
 
+mod async_baseline;
+mod chart;
+mod input;
+
+#[doc(hidden)]
 pub mod adapters;
-pub mod async_baseline;
+#[doc(hidden)]
 pub mod async_bench;
+#[doc(hidden)]
 pub mod capture;
-pub mod chart;
+#[doc(hidden)]
 pub mod corpus;
-pub mod input;
+#[doc(hidden)]
 pub mod measure;
+#[doc(hidden)]
 pub mod output;
+#[doc(hidden)]
 pub mod report;
+#[doc(hidden)]
 pub mod stop;
+#[doc(hidden)]
 pub mod table;
+#[doc(hidden)]
 pub mod zram;

@@ -158,6 +158,15 @@ pub enum BackupError {
         /// What is wrong.
         detail: String,
     },
+    /// A configuration value the backend can never work with (a size below
+    /// one page, a level out of range); nothing was built. Only
+    /// construction ([`Operation::Open`]) gives it.
+    Config {
+        /// Where it failed.
+        origin: Origin,
+        /// What is wrong, with the minimum or maximum where there is one.
+        detail: String,
+    },
     /// The operating system reported an error.
     Io {
         /// Where it failed.
@@ -190,6 +199,7 @@ impl BackupError {
             Self::Corrupt { .. } => ErrorKind::Corrupt,
             Self::Unsupported { .. } => ErrorKind::Unsupported,
             Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::Config { .. } => ErrorKind::Config,
             Self::Io { .. } => ErrorKind::Io,
             Self::Caused { kind, .. } => *kind,
         }
@@ -204,6 +214,7 @@ impl BackupError {
             | Self::Corrupt { origin, .. }
             | Self::Unsupported { origin, .. }
             | Self::InvalidInput { origin, .. }
+            | Self::Config { origin, .. }
             | Self::Io { origin, .. }
             | Self::Caused { origin, .. } => *origin,
         }
@@ -220,6 +231,7 @@ impl BackupError {
             | Self::Corrupt { origin, .. }
             | Self::Unsupported { origin, .. }
             | Self::InvalidInput { origin, .. }
+            | Self::Config { origin, .. }
             | Self::Io { origin, .. }
             | Self::Caused { origin, .. } => origin.op = op,
         }
@@ -261,6 +273,7 @@ impl fmt::Display for BackupError {
             }
             Self::Unsupported { detail, .. } => write!(f, "{origin}: unsupported: {detail}"),
             Self::InvalidInput { detail, .. } => write!(f, "{origin}: invalid input: {detail}"),
+            Self::Config { detail, .. } => write!(f, "{origin}: invalid configuration: {detail}"),
             Self::Io { source, .. } => write!(f, "{origin}: I/O error: {source}"),
             Self::Caused { detail, source, .. } => write!(f, "{origin}: {detail}: {source}"),
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{BackupError, Operation, Origin, Result};
 use crate::interrupt::is_set;
+use crate::raw::params::{ParamDoc, ParamError, Params};
 use crate::raw::{HandleCodec, Shards, SlotTable};
 use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, PAGE_SIZE, Page};
 
@@ -113,6 +114,24 @@ impl MemoryBackend {
             failed_backups: AtomicU64::new(0),
             failed_restores: AtomicU64::new(0),
         }
+    }
+
+    /// The parameters of the spec `memory:...` ([`from_params`](Self::from_params)).
+    pub const PARAMS: &'static [ParamDoc] = &[ParamDoc {
+        key: "limit",
+        syntax: "SIZE",
+        default: "no limit",
+        meaning: "most bytes of pages held; at least one page (4096 bytes)",
+    }];
+
+    /// The backend a spec's parameters (see [`PARAMS`](Self::PARAMS)) give:
+    /// a limit below one page, where no backup could ever succeed, is refused.
+    pub fn from_params(params: &[(&str, &str)]) -> std::result::Result<Self, ParamError> {
+        let params = Params::new(NAME, Self::PARAMS, params)?;
+        Ok(match params.size_at_least("limit", PAGE_SIZE as u64)? {
+            Some(limit) => Self::with_limit(limit),
+            None => Self::new(),
+        })
     }
 
     /// The limit in bytes, if one was set.

@@ -276,6 +276,10 @@ pub async fn failed_backups_give_pages_back(b: &dyn AsyncBackupBackend, exact: b
 /// an [`AsyncSubject`].
 #[rstest_reuse::template]
 #[export]
+// rstest_reuse exports the template as a macro with a random suffix
+// (`conformance_7434186057334638599`) re-exported under its name: `hidden`
+// keeps the suffixed macro out of the docs.
+#[hidden]
 #[rstest]
 #[case::exact_bytes(pagebackup_testkit::AsyncCheck::Sync(pagebackup_testkit::Check::ExactBytes))]
 #[case::idx_never_aliases(pagebackup_testkit::AsyncCheck::Sync(pagebackup_testkit::Check::IdxNeverAliases))]

@@ -43,6 +43,8 @@
 //! # fn main() {}
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "async")]
 mod async_subject;
 #[cfg(feature = "async")]
@@ -62,10 +64,13 @@ mod suite;
 mod sync_view;
 
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use async_subject::AsyncSubject;
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use async_suite::{AsyncCheck, async_conformance, buffers_come_back, failed_backups_give_pages_back};
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use cancellation::{
     CancelConfig, CancelReport, Flavor, check_cancellation, check_page_array_cancellation, dropped_restore_interrupts,
     within_polls,
@@ -85,4 +90,5 @@ pub use suite::{
     run_all, threads, writeback_and_flush,
 };
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use sync_view::SyncView;

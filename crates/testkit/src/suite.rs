@@ -739,6 +739,10 @@ pub fn threads(b: &dyn BackupBackend, _caps: &Capabilities) {
 /// [crate documentation](crate) for how a backend crate applies it.
 #[rstest_reuse::template]
 #[export]
+// rstest_reuse exports the template as a macro with a random suffix
+// (`conformance_7434186057334638599`) re-exported under its name: `hidden`
+// keeps the suffixed macro out of the docs.
+#[hidden]
 #[rstest]
 #[case::exact_bytes(pagebackup_testkit::Check::ExactBytes)]
 #[case::idx_never_aliases(pagebackup_testkit::Check::IdxNeverAliases)]

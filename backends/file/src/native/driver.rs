@@ -5,11 +5,12 @@
 use std::any::Any;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use io_uring::{IoUring, opcode, squeue, types};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Submission entries of a ring; completions get twice as many.
 const ENTRIES: u32 = 256;
@@ -45,6 +46,10 @@ struct Ops {
 
 struct Shared {
     ring: IoUring,
+    /// Operations submitted and not yet delivered (or handled as orphans).
+    in_flight: AtomicUsize,
+    /// Told when `in_flight` falls to zero.
+    idle: Notify,
     /// Held while pushing to the submission queue and submitting.
     submitting: Mutex<()>,
     ops: Mutex<Ops>,
@@ -68,6 +73,8 @@ impl Driver {
             .map_err(|e| format!("io_uring file registration failed: {e}"))?;
         let shared = Arc::new(Shared {
             ring,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
             submitting: Mutex::new(()),
             ops: Mutex::new(Ops::default()),
         });
@@ -82,6 +89,20 @@ impl Driver {
             shared,
             reaper: Some(reaper),
         })
+    }
+
+    /// Returns once no operation is in flight: every completion delivered,
+    /// and those whose futures were gone handled.
+    pub(crate) async fn settle(&self) {
+        loop {
+            let idle = self.shared.idle.notified();
+            let mut idle = std::pin::pin!(idle);
+            idle.as_mut().enable();
+            if self.shared.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Submits `entries` (built with [`writev`] and [`readv`]), whose
@@ -104,6 +125,7 @@ impl Driver {
             "1..65536 entries per operation"
         );
         let (done, receiver) = oneshot::channel();
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let op = self.shared.lock_ops().insert(InFlight {
             remaining: entries.len(),
             results: vec![0; entries.len()],
@@ -247,6 +269,9 @@ fn reap(shared: &Shared) {
             let done = op.done.take().expect("delivered once");
             if let Err(completion) = done.send(completion) {
                 (op.orphan.take().expect("delivered once"))(completion);
+            }
+            if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.idle.notify_waiters();
             }
         }
         if stop {

@@ -72,7 +72,7 @@ impl AsyncFileBackend {
             .map(|d| Driver::new(d.file.fd()))
             .collect::<std::result::Result<Vec<_>, String>>()
             .map_err(|detail| BackupError::Unsupported {
-                origin: Origin::new("file", Operation::Open),
+                origin: Origin::new(crate::NAME, Operation::Open),
                 detail,
             })?;
         Ok(AsyncFileBackend {
@@ -360,8 +360,13 @@ impl AsyncBackupBackend for AsyncFileBackend {
         stats
     }
 
+    /// Every write completed before its call returned; this waits for the
+    /// operations still in flight whose futures were dropped, so that after
+    /// it the backend holds exactly what its callers hold.
     async fn flush(&self) -> Result<()> {
-        // Every write completed before its call returned.
+        for driver in self.inner.drivers.iter() {
+            driver.settle().await;
+        }
         Ok(())
     }
 }

@@ -13,12 +13,16 @@
 //! - [`Shards`], a backend's state in per-thread shards with the slot
 //!   numbering that names a slot's shard; [`thread_index`] underneath, and
 //!   [`check_batch_lengths`], the error of `copy_pages` with mismatched slices.
+//! - [`params`]: a backend's spec parameters (`NAME:key=value,...`), one
+//!   [`ParamDoc`](params::ParamDoc) table per backend, typed getters and
+//!   the errors that say what is valid.
 
 mod codec;
 mod device;
 mod epoch;
 mod extents;
 mod generations;
+pub mod params;
 mod shards;
 mod store;
 mod thread_index;
