@@ -4,18 +4,19 @@
 use pagebackup_core::Interrupt;
 
 /// Sets an [`Interrupt`] when dropped before [`disarm`](Self::disarm): a
-/// restore whose future is dropped stops at its next page boundary.
+/// restore whose future is dropped stops at its next page boundary. For
+/// native async backends, which keep the same rule.
 #[derive(Debug)]
-pub(crate) struct InterruptOnDrop(Option<Interrupt>);
+pub struct InterruptOnDrop(Option<Interrupt>);
 
 impl InterruptOnDrop {
     /// A guard over `intr`.
-    pub(crate) fn new(intr: Interrupt) -> Self {
+    pub fn new(intr: Interrupt) -> Self {
         InterruptOnDrop(Some(intr))
     }
 
     /// The operation finished: dropping the guard no longer interrupts.
-    pub(crate) fn disarm(mut self) {
+    pub fn disarm(mut self) {
         self.0 = None;
     }
 }

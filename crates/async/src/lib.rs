@@ -31,4 +31,5 @@ mod page_array;
 
 pub use adapter::{Execution, SyncAdapter};
 pub use backend::{AsyncBackupBackend, BackedUp};
+pub use cancel::InterruptOnDrop;
 pub use page_array::AsyncPageArray;
