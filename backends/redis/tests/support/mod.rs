@@ -130,17 +130,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until the server on `port` answers PING.
+/// Waits until the server on `port` answers PING (with PONG, or with
+/// NOAUTH when it wants a password).
 pub fn wait_for_ping(port: u16) {
     let start = Instant::now();
     loop {
-        let pong = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+        let reply = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
             s.write_all(b"PING\r\n")?;
-            let mut buf = [0; 7];
+            let mut buf = [0; 5];
             s.read_exact(&mut buf)?;
             Ok(buf)
         });
-        if pong.is_ok_and(|b| &b == b"+PONG\r\n") {
+        if reply.is_ok_and(|b| &b == b"+PONG" || &b == b"-NOAU") {
             return;
         }
         assert!(
