@@ -10,7 +10,8 @@ use crate::OpenError;
 /// Builds a backend from a spec, as [`open`](crate::open) does (the same
 /// grammar, parameters and errors), behind the async API.
 ///
-/// Every backend of this build is wrapped in a [`SyncAdapter`]: one that
+/// The redis backend is natively async and comes as it is. Every other
+/// backend of this build is wrapped in a [`SyncAdapter`]: one that
 /// declares it never blocks (the memory backend) runs on the calling task,
 /// the others run each call, single page or batch, as one
 /// `spawn_blocking`. Calls must then be made within a tokio runtime.
@@ -27,6 +28,10 @@ use crate::OpenError;
 /// # }).unwrap();
 /// ```
 pub fn open_async(spec: &str) -> Result<Arc<dyn AsyncBackupBackend>, OpenError> {
+    #[cfg(feature = "redis")]
+    if let Some(native) = crate::registry::open_redis_async(spec)? {
+        return Ok(native);
+    }
     let backend: Arc<dyn BackupBackend> = Arc::from(crate::open(spec)?);
     Ok(Arc::new(SyncAdapter::new(backend)))
 }

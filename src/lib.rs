@@ -51,6 +51,10 @@ pub use pagebackup_compressed as compressed;
 #[cfg(feature = "file")]
 pub use pagebackup_file as file;
 
+/// The Redis/Valkey backend (feature `redis`).
+#[cfg(feature = "redis")]
+pub use pagebackup_redis as redis;
+
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]
 pub use pagebackup_shmem as shmem;
@@ -62,6 +66,7 @@ pub use pagebackup_shmem as shmem;
 /// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
 /// | `shmem`  | `shmem` | `capacity=SIZE`: size of the memfd (default: RAM + swap) |
 /// | `file`   | `file`  | `dir=PATH` (default: the temp dir), `path=PATH` (a named file instead), `max_size=SIZE`, `io=auto\|uring\|sync` |
+/// | `redis`  | `redis` | `url=redis://[user:password@]host:port[/db]` (required), `prefix=NAME` (default: random per instance), `timeout=DURATION` (`500ms`, `5s`: per connection attempt and round trip, default 5s), `cluster=on\|off` (default off), `limit=SIZE` (quota of pages), `checksum=on\|off` (default off), `allow_eviction=on\|off` (accept an `allkeys-*` server, default off) |
 /// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off) |
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`

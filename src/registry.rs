@@ -4,6 +4,8 @@
 use pagebackup_core::{BackupBackend, MemoryBackend};
 
 use crate::OpenError;
+#[cfg(feature = "redis")]
+use crate::spec::parse_duration;
 use crate::spec::{Spec, parse_size};
 
 type Opener = fn(&Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError>;
@@ -50,6 +52,23 @@ pub(crate) const BACKENDS: &[Entry] = &[
         #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
         open: Some(open_compressed),
         #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
+        open: None,
+    },
+    Entry {
+        name: "redis",
+        feature: "redis",
+        keys: &[
+            "url",
+            "prefix",
+            "timeout",
+            "cluster",
+            "limit",
+            "checksum",
+            "allow_eviction",
+        ],
+        #[cfg(feature = "redis")]
+        open: Some(open_redis),
+        #[cfg(not(feature = "redis"))]
         open: None,
     },
 ];
@@ -161,6 +180,49 @@ fn open_compressed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenEr
         }
     }
     Ok(Box::new(CompressedBackend::new(config)?))
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
+    Ok(Box::new(pagebackup_redis::RedisBackend::new(redis_config(params)?)?))
+}
+
+/// The redis backend natively async, for `open_async`: `None` if `spec`
+/// names another backend.
+#[cfg(all(feature = "redis", feature = "async"))]
+pub(crate) fn open_redis_async(
+    spec: &str,
+) -> Result<Option<std::sync::Arc<dyn pagebackup_async::AsyncBackupBackend>>, OpenError> {
+    let spec = Spec::parse(spec)?;
+    let Some(entry) = BACKENDS.iter().find(|e| e.name == spec.name && e.name == "redis") else {
+        return Ok(None);
+    };
+    let config = redis_config(&Params::new(entry, spec)?)?;
+    Ok(Some(std::sync::Arc::new(pagebackup_redis::RedisBackend::new(config)?)))
+}
+
+#[cfg(feature = "redis")]
+fn redis_config(params: &Params<'_>) -> Result<pagebackup_redis::RedisConfig, OpenError> {
+    let url = params
+        .get("url")
+        .ok_or_else(|| params.bad("url", "a URL redis://[user:password@]host:port[/db] (url is required)"))?;
+    let mut config = pagebackup_redis::RedisConfig::new(url)
+        .with_cluster(params.flag("cluster")?.unwrap_or(false))
+        .with_checksum(params.flag("checksum")?.unwrap_or(false))
+        .with_allow_eviction(params.flag("allow_eviction")?.unwrap_or(false));
+    if let Some(prefix) = params.get("prefix") {
+        config = config.with_prefix(prefix);
+    }
+    if let Some(timeout) = params.get("timeout") {
+        let timeout = parse_duration(timeout)
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| params.bad("timeout", "a duration such as 500ms, 5s or 1m"))?;
+        config = config.with_timeout(timeout);
+    }
+    if let Some(limit) = params.size("limit")? {
+        config = config.with_limit(limit);
+    }
+    Ok(config)
 }
 
 /// A spec's parameters, checked against the keys its backend takes.

@@ -17,8 +17,8 @@ impl<'a> Spec<'a> {
     /// keys, are errors.
     pub fn parse(spec: &'a str) -> Result<Self, OpenError> {
         let syntax = |detail: String| OpenError::Syntax {
-            spec: spec.to_string(),
-            detail,
+            spec: redact_passwords(spec),
+            detail: redact_passwords(&detail),
         };
         let (name, rest) = match spec.split_once(':') {
             Some((name, rest)) => (name.trim(), Some(rest)),
@@ -45,6 +45,44 @@ impl<'a> Spec<'a> {
         }
         Ok(Spec { name, params })
     }
+}
+
+/// `text` with the password of every `scheme://user:password@` in it
+/// replaced by `***`, so that errors quoting a spec never show one.
+fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority = &tail[..tail.find(['/', ',']).unwrap_or(tail.len())];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&tail[..=colon]);
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            _ => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Parses a duration: a whole number with a unit `ms`, `s` or `m`
+/// (`500ms`, `5s`, `2m`). `None` for anything else, or on overflow.
+pub(crate) fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        _ => return None,
+    };
+    number.checked_mul(millis).map(std::time::Duration::from_millis)
 }
 
 /// Parses a size: a whole number of bytes with an optional binary suffix
@@ -103,6 +141,29 @@ mod tests {
                 matches!(Spec::parse(bad), Err(OpenError::Syntax { .. })),
                 "{bad:?} parsed"
             );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_hide_passwords() {
+        let err = Spec::parse("redis:url=redis://bob:pw1@h:1/0,bogus")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "bad backend spec 'redis:url=redis://bob:***@h:1/0,bogus': 'bogus' is not key=value"
+        );
+        assert_eq!(redact_passwords("a://:p@h b://h c://u@h"), "a://:***@h b://h c://u@h");
+    }
+
+    #[test]
+    fn parses_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration(" 2 m"), Some(Duration::from_secs(120)));
+        for bad in ["", "5", "s", "1.5s", "-1s", "5h", "99999999999999999999s"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
 
