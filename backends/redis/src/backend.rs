@@ -15,16 +15,19 @@ use crate::{NAME, RedisConfig, RedisStats};
 ///
 /// **Natively async, and sync too.** The backend owns a small tokio
 /// runtime, one worker thread named `pagebackup-redis`, on which its
-/// connection lives and every round trip runs. It implements
+/// multiplexed connection lives. It implements
 /// [`AsyncBackupBackend`](pagebackup_async::AsyncBackupBackend): a call
 /// checks its handles and builds its pipeline on the caller's task, awaits
 /// the round trip on the backend's runtime, and copies the pages on the
 /// caller's task; any tokio runtime can await it (no I/O or timer driver is
 /// needed there), and no blocking thread is used. It implements
-/// [`BackupBackend`](pagebackup_core::BackupBackend) the same way, the
-/// calling thread waiting for the round trip: sync calls may come from any
-/// thread, but from async code use the async trait, as a sync call blocks
-/// the thread it is made on.
+/// [`BackupBackend`](pagebackup_core::BackupBackend) too: on a single
+/// server a sync call makes its round trip on the calling thread, over a
+/// blocking connection of its own (from a pool: one per thread calling at
+/// once), with no hand-off to another thread; on a cluster the calling
+/// thread waits for the round trip on the backend's runtime. Sync calls may
+/// come from any thread, but from async code use the async trait, as a sync
+/// call blocks the thread it is made on.
 ///
 /// **Keys.** Every page is one key, `PREFIX:{GROUP}:SLOT:GENERATION`, under
 /// a prefix that is random per instance unless [`RedisConfig::prefix`]
@@ -44,7 +47,9 @@ use crate::{NAME, RedisConfig, RedisStats};
 ///
 /// **Failures.** An out-of-memory reply (`maxmemory` reached under
 /// `noeviction`) is `NoSpace`; a lost connection or a timeout is `Io` for
-/// the calls in flight, and the next call reconnects; nothing already
+/// the calls in flight, and the next call reconnects (a sync call whose
+/// idle pooled connection was cut resends its pipeline once on a new one:
+/// every command the backend sends may be repeated); nothing already
 /// backed up is lost by either (the server's own restarts keep pages only if
 /// it persists them). A server whose `maxmemory-policy` may evict keys is
 /// refused unless [`RedisConfig::allow_eviction`] is set.

@@ -154,11 +154,12 @@ pub(crate) struct Batch {
     group: Option<u32>,
 }
 
-struct Part {
-    pipe: Pipeline,
-    commands: usize,
-    pages: usize,
-    bytes: u64,
+/// One pipeline of a [`Batch`], with what it carries.
+pub(crate) struct Part {
+    pub(crate) pipe: Pipeline,
+    pub(crate) commands: usize,
+    pub(crate) pages: usize,
+    pub(crate) bytes: u64,
 }
 
 impl Batch {
@@ -193,6 +194,11 @@ impl Batch {
         let part = self.part(group);
         part.pipe.cmd("DEL").arg(key);
         part.bytes += command_len(&[3, key.len()]);
+    }
+
+    /// The pipelines, in order.
+    pub(crate) fn into_parts(self) -> Vec<Part> {
+        self.parts
     }
 
     /// Commands in the batch.

@@ -12,6 +12,7 @@ use pagebackup_core::{BackupError, BackupStats, BatchError, Handle, Interrupt, O
 use redis::Value;
 use tokio::runtime::Handle as Runtime;
 
+use crate::blocking::BlockingPool;
 use crate::conn::{Batch, Conn};
 use crate::error::{Failure, corrupt, invalid_handle, io_error};
 use crate::keys::{Keys, group};
@@ -40,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
     pub(crate) runtime: Runtime,
     conn: Conn,
+    /// Blocking connections for sync calls on a single server.
+    blocking: Option<BlockingPool>,
     pub(crate) keys: Keys,
     format: ValueFormat,
     codec: HandleCodec,
@@ -122,6 +125,19 @@ pub(crate) struct PreparedDrop {
     batch: Batch,
 }
 
+/// The batch of a prepared call, taken out once to be sent.
+macro_rules! take_batch {
+    ($($prepared:ty),+) => {$(
+        impl $prepared {
+            fn take_batch(&mut self, conn: &Conn) -> Batch {
+                std::mem::replace(&mut self.batch, Batch::new(conn, 0))
+            }
+        }
+    )+};
+}
+
+take_batch!(PreparedBackup, PreparedCopy, PreparedDrop);
+
 impl Inner {
     /// Connects to the server, checks it, and returns the shared state.
     /// Runs on the backend's runtime.
@@ -138,7 +154,12 @@ impl Inner {
         let max_slots = config.limit.map_or(HandleCodec::MAX_SLOTS, |l| {
             (l / PAGE_SIZE as u64).min(HandleCodec::MAX_SLOTS)
         });
+        let blocking = match config.cluster {
+            true => None,
+            false => Some(BlockingPool::new(&config).map_err(|e| crate::error::client_error(&config, op, &e))?),
+        };
         Ok(Inner {
+            blocking,
             keys: Keys::new(config.prefix.as_deref()),
             format: ValueFormat {
                 checksum: config.checksum,
@@ -196,16 +217,39 @@ impl Inner {
         }
     }
 
-    /// Sends a prepared backup: keeps the pages before the first failure,
-    /// and frees the slots (and deletes whatever keys may have been
-    /// written) of the rest. Runs on the backend's runtime.
-    pub(crate) async fn run_backup(self: Arc<Self>, op: Operation, prepared: PreparedBackup) -> BackupOutcome {
-        let PreparedBackup {
-            slots,
-            batch,
-            over_quota,
-        } = prepared;
-        let replies = self.send(batch).await;
+    /// Sends a prepared backup on the backend's runtime and settles it
+    /// there ([`settle_backup`](Self::settle_backup)).
+    pub(crate) async fn run_backup(self: Arc<Self>, op: Operation, mut prepared: PreparedBackup) -> BackupOutcome {
+        let replies = self.send(prepared.take_batch(&self.conn)).await;
+        self.settle_backup(op, prepared, replies)
+    }
+
+    /// Whether sync calls go over blocking connections on the caller's
+    /// thread (a single server) rather than through the runtime (a cluster).
+    pub(crate) fn blocking(&self) -> bool {
+        self.blocking.is_some()
+    }
+
+    fn pool(&self) -> &BlockingPool {
+        self.blocking.as_ref().expect("called only when `blocking()`")
+    }
+
+    /// Sends a prepared backup on this thread and settles it (only when
+    /// [`blocking`](Self::blocking)).
+    pub(crate) fn backup_blocking(self: &Arc<Self>, op: Operation, mut prepared: PreparedBackup) -> BackupOutcome {
+        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic);
+        self.settle_backup(op, prepared, replies)
+    }
+
+    /// Keeps the pages before the first failed `SET`, and frees the slots
+    /// (and deletes whatever keys may have been written) of the rest.
+    fn settle_backup(
+        self: &Arc<Self>,
+        op: Operation,
+        prepared: PreparedBackup,
+        replies: Vec<Result<Value, Failure>>,
+    ) -> BackupOutcome {
+        let PreparedBackup { slots, over_quota, .. } = prepared;
         let kept = replies.iter().take_while(|r| matches!(r, Ok(Value::Okay))).count();
         let mut error = replies.get(kept).map(|reply| match reply {
             Ok(other) => unexpected(&self.config, op, other),
@@ -229,7 +273,7 @@ impl Inner {
         self.refresh_space_if_stale();
         BackupOutcome {
             issued: Issued {
-                inner: Arc::clone(&self),
+                inner: Arc::clone(self),
                 slots: ok.to_vec(),
             },
             result: error.map_or(Ok(()), |error| Err(BatchError { completed: kept, error })),
@@ -321,12 +365,19 @@ impl Inner {
         })
     }
 
-    /// Sends a prepared restore's `GET`s. Runs on the backend's runtime.
-    pub(crate) async fn fetch(self: Arc<Self>, prepared: PreparedCopy) -> (PreparedCopy, Vec<Result<Value, Failure>>) {
-        let mut prepared = prepared;
-        let batch = std::mem::replace(&mut prepared.batch, Batch::new(&self.conn, 0));
-        let replies = self.send(batch).await;
+    /// Sends a prepared restore's `GET`s on the backend's runtime.
+    pub(crate) async fn fetch(
+        self: Arc<Self>,
+        mut prepared: PreparedCopy,
+    ) -> (PreparedCopy, Vec<Result<Value, Failure>>) {
+        let replies = self.send(prepared.take_batch(&self.conn)).await;
         (prepared, replies)
+    }
+
+    /// Sends a prepared restore's `GET`s on this thread (only when
+    /// [`blocking`](Self::blocking)).
+    pub(crate) fn fetch_blocking(&self, prepared: &mut PreparedCopy) -> Vec<Result<Value, Failure>> {
+        self.pool().send(prepared.take_batch(&self.conn), &self.traffic)
     }
 
     /// Copies the fetched pages into `dsts`, in order, stopping at the first
@@ -404,11 +455,28 @@ impl Inner {
         }
     }
 
-    /// Sends a prepared drop's `DEL`s and frees the slots of those that
-    /// went through; the others are live again. Runs on the backend's
-    /// runtime, to the end, whatever happens to the caller's future.
-    pub(crate) async fn run_drop(self: Arc<Self>, op: Operation, prepared: PreparedDrop) -> Result<(), BatchError> {
-        let replies = self.send(prepared.batch).await;
+    /// Sends a prepared drop's `DEL`s on the backend's runtime, and settles
+    /// it there, to the end, whatever happens to the caller's future.
+    pub(crate) async fn run_drop(self: Arc<Self>, op: Operation, mut prepared: PreparedDrop) -> Result<(), BatchError> {
+        let replies = self.send(prepared.take_batch(&self.conn)).await;
+        self.settle_drop(op, prepared, replies)
+    }
+
+    /// Sends a prepared drop's `DEL`s on this thread and settles it (only
+    /// when [`blocking`](Self::blocking)).
+    pub(crate) fn drop_blocking(self: &Arc<Self>, op: Operation, mut prepared: PreparedDrop) -> Result<(), BatchError> {
+        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic);
+        self.settle_drop(op, prepared, replies)
+    }
+
+    /// Frees the slots of the `DEL`s that went through; the others are
+    /// live again.
+    fn settle_drop(
+        self: &Arc<Self>,
+        op: Operation,
+        prepared: PreparedDrop,
+        replies: Vec<Result<Value, Failure>>,
+    ) -> Result<(), BatchError> {
         let done = replies.iter().take_while(|r| r.is_ok()).count();
         {
             let mut s = self.slots();

@@ -24,6 +24,7 @@
 
 mod async_api;
 mod backend;
+mod blocking;
 mod config;
 mod conn;
 mod error;

@@ -1,5 +1,7 @@
-//! [`BackupBackend`] for [`RedisBackend`]: each call waits on the calling
-//! thread for its round trip on the backend's runtime.
+//! [`BackupBackend`] for [`RedisBackend`]: on a single server each call
+//! makes its round trip on the calling thread, over a blocking connection
+//! of its own; on a cluster it waits for its round trip on the backend's
+//! runtime.
 
 use std::sync::Arc;
 
@@ -18,9 +20,12 @@ impl RedisBackend {
 
     fn backup_batch(&self, op: Operation, pages: &[&Page], handles: &mut Vec<Handle>) -> Result<(), BatchError> {
         let prepared = self.inner.prepare_backup(pages.iter().copied());
-        let outcome = self
-            .wait(op, Arc::clone(&self.inner).run_backup(op, prepared))
-            .map_err(|error| BatchError { completed: 0, error })?;
+        let outcome = match self.inner.blocking() {
+            true => self.inner.backup_blocking(op, prepared),
+            false => self
+                .wait(op, Arc::clone(&self.inner).run_backup(op, prepared))
+                .map_err(|error| BatchError { completed: 0, error })?,
+        };
         handles.extend(outcome.issued.take());
         outcome.result
     }
@@ -32,18 +37,27 @@ impl RedisBackend {
         dsts: &mut [&mut Page],
         intr: Option<&Interrupt>,
     ) -> Result<(), BatchError> {
-        let prepared = self.inner.prepare_copy(op, handles, intr)?;
-        let (prepared, replies) = self
-            .wait(op, Arc::clone(&self.inner).fetch(prepared))
-            .map_err(|error| BatchError { completed: 0, error })?;
+        let mut prepared = self.inner.prepare_copy(op, handles, intr)?;
+        let replies = if self.inner.blocking() {
+            self.inner.fetch_blocking(&mut prepared)
+        } else {
+            let fetched = self.wait(op, Arc::clone(&self.inner).fetch(prepared));
+            let (fetched, replies) = fetched.map_err(|error| BatchError { completed: 0, error })?;
+            prepared = fetched;
+            replies
+        };
         self.inner
             .finish_copy(op, prepared, replies, dsts.iter_mut().map(|d| &mut **d), intr)
     }
 
     fn drop_batch(&self, op: Operation, handles: &[Handle]) -> Result<(), BatchError> {
         let prepared = self.inner.prepare_drop(op, handles);
-        self.wait(op, Arc::clone(&self.inner).run_drop(op, prepared))
-            .map_err(|error| BatchError { completed: 0, error })?
+        match self.inner.blocking() {
+            true => self.inner.drop_blocking(op, prepared),
+            false => self
+                .wait(op, Arc::clone(&self.inner).run_drop(op, prepared))
+                .map_err(|error| BatchError { completed: 0, error })?,
+        }
     }
 }
 

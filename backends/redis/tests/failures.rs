@@ -192,7 +192,7 @@ fn passwords_stay_out_of_debug_and_errors() {
 }
 
 #[test]
-fn a_lost_connection_fails_calls_in_flight_and_loses_nothing() {
+fn cut_idle_connections_are_replaced_and_lose_nothing() {
     let Some(server) = Server::start("lost connection", &[]) else {
         return;
     };
@@ -210,7 +210,8 @@ fn a_lost_connection_fails_calls_in_flight_and_loses_nothing() {
             }
         }
     }
-    assert!(errors <= 1, "{errors} batches failed after one lost connection");
+    // Sync calls resend a pipeline whose idle pooled connection was cut.
+    assert_eq!(errors, 0, "batches failed after the idle connections were cut");
     verify(&b, &live);
     assert!(b.redis_stats().round_trips >= 20);
 }
