@@ -90,6 +90,10 @@ impl Backend {
             "memory" => [Some("baseline:memcpy".into()), Some("baseline:memcpy".into())],
             "shmem" => [Some("baseline:pwrite-memfd".into()), Some("baseline:memcpy".into())],
             "file" => [Some("baseline:pwrite-file".into()), Some("baseline:pwrite-file".into())],
+            "redis" => [
+                Some(crate::redis_bench::PER_PAGE.into()),
+                Some(crate::redis_bench::PER_PAGE.into()),
+            ],
             "compressed" => {
                 let codec = codec_baseline(spec);
                 [Some(codec.clone()), Some(codec)]
@@ -116,18 +120,20 @@ impl Backend {
 /// The raw-codec baseline of a compressed spec: `baseline:lz4_flex` or
 /// `baseline:zstd-L`.
 pub fn codec_baseline(spec: &str) -> String {
-    let param = |key: &str| {
-        spec.split_once(':')
-            .and_then(|(_, rest)| {
-                rest.split(',')
-                    .find_map(|kv| kv.trim().strip_prefix(key)?.trim().strip_prefix('='))
-            })
-            .map(str::trim)
-    };
-    match param("algo") {
-        Some("zstd") => format!("baseline:zstd-{}", param("level").unwrap_or("1")),
+    match spec_param(spec, "algo") {
+        Some("zstd") => format!("baseline:zstd-{}", spec_param(spec, "level").unwrap_or("1")),
         _ => "baseline:lz4_flex".into(),
     }
+}
+
+/// The value of `key` in the spec `NAME:key=value,...`.
+pub fn spec_param<'a>(spec: &'a str, key: &str) -> Option<&'a str> {
+    spec.split_once(':')
+        .and_then(|(_, rest)| {
+            rest.split(',')
+                .find_map(|kv| kv.trim().strip_prefix(key)?.trim().strip_prefix('='))
+        })
+        .map(str::trim)
 }
 
 impl Adapter for Backend {

@@ -9,5 +9,6 @@ pub mod async_bench;
 pub mod capture;
 pub mod corpus;
 pub mod measure;
+pub mod redis_bench;
 pub mod report;
 pub mod zram;

@@ -10,6 +10,7 @@ use pagebackup_cli::adapters::{Adapter, Backend, Error, PerPage, RawCodec, codec
 use pagebackup_cli::capture::capture;
 use pagebackup_cli::corpus::{Corpus, classify};
 use pagebackup_cli::measure::{Mode, run};
+use pagebackup_cli::redis_bench::RedisPerPage;
 use pagebackup_cli::report::{CorpusInfo, Machine, Report};
 use pagebackup_cli::zram::KernelZram;
 
@@ -102,9 +103,10 @@ fn main() -> ExitCode {
 
 fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Error> {
     let specs: Vec<String> = if args.backends.is_empty() {
+        // redis needs a server's URL: it runs when named with --backend.
         pagebackup::available_backends()
             .into_iter()
-            .filter(|&b| b != "memory")
+            .filter(|&b| b != "memory" && b != "redis")
             .map(String::from)
             .collect()
     } else {
@@ -137,6 +139,9 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
     }
     if args.kernel_zram {
         all.push(Box::new(KernelZram::open(pages, "lz4")?));
+    }
+    if let Some(redis) = specs.iter().find(|s| s.starts_with("redis:")) {
+        all.push(Box::new(RedisPerPage::for_spec(redis)?));
     }
     for spec in &specs {
         all.push(Box::new(
@@ -218,6 +223,7 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         m.memory_bytes >> 30
     );
     println!("{}", report.table());
+    pagebackup_cli::redis_bench::print_comparison(&args.backends, &report, args.batch)?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
