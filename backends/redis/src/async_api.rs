@@ -60,7 +60,9 @@ impl RedisBackend {
         // Dropped while the GETs are in flight: the restore was interrupted.
         let guard = intr.clone().map(InterruptOnDrop::new);
         let fetched = self.on_runtime(op, Arc::clone(&self.inner).fetch(prepared)).await;
-        guard.map(InterruptOnDrop::disarm);
+        if let Some(guard) = guard {
+            guard.disarm();
+        }
         let result = match fetched {
             Ok((prepared, replies)) => {
                 self.inner
