@@ -2,6 +2,8 @@
 //! each built through `pagebackup::open_async` from its spec.
 #![cfg(feature = "async")]
 
+mod support;
+
 use pagebackup::open_async;
 use pagebackup_testkit::{AsyncCheck, AsyncSubject, async_conformance};
 use rstest::rstest;
@@ -55,23 +57,10 @@ fn file_sync_spec(#[case] check: AsyncCheck) {
     check.run(&subject("file:io=sync", "max_size", true));
 }
 
-/// The spec of the server `.ci/run` starts (`PAGEBACKUP_REDIS_URL`), or
-/// `None` after a `SKIP:` line when there is none.
-#[cfg(feature = "redis")]
-fn redis_spec() -> Option<&'static str> {
-    match std::env::var("PAGEBACKUP_REDIS_URL") {
-        Ok(url) => Some(Box::leak(format!("redis:url={url}").into_boxed_str())),
-        Err(_) => {
-            println!("SKIP: redis: PAGEBACKUP_REDIS_URL is not set (.ci/run starts a server and sets it)");
-            None
-        }
-    }
-}
-
 #[cfg(feature = "redis")]
 #[apply(async_conformance)]
 fn redis_native(#[case] check: AsyncCheck) {
-    if let Some(spec) = redis_spec() {
+    if let Some(spec) = support::redis_spec("") {
         let subject = subject(spec, "limit", true);
         assert_eq!(subject.create().name(), "redis");
         check.run(&subject);

@@ -1,6 +1,8 @@
 //! The conformance suite against every backend this build contains, each
 //! built through `pagebackup::open` from its spec.
 
+mod support;
+
 use pagebackup::open;
 use pagebackup_testkit::{Check, Subject, conformance};
 use rstest::rstest;
@@ -54,23 +56,10 @@ fn file_sync_spec(#[case] check: Check) {
     check.run(&subject("file:io=sync", "max_size", true));
 }
 
-/// The spec of the server `.ci/run` starts (`PAGEBACKUP_REDIS_URL`), or
-/// `None` after a `SKIP:` line when there is none.
-#[cfg(feature = "redis")]
-fn redis_spec(extra: &str) -> Option<&'static str> {
-    match std::env::var("PAGEBACKUP_REDIS_URL") {
-        Ok(url) => Some(Box::leak(format!("redis:url={url}{extra}").into_boxed_str())),
-        Err(_) => {
-            println!("SKIP: redis: PAGEBACKUP_REDIS_URL is not set (.ci/run starts a server and sets it)");
-            None
-        }
-    }
-}
-
 #[cfg(feature = "redis")]
 #[apply(conformance)]
 fn redis_spec_checked(#[case] check: Check) {
-    if let Some(spec) = redis_spec(",checksum=on,timeout=5s") {
+    if let Some(spec) = support::redis_spec(",checksum=on,timeout=5s") {
         check.run(&subject(spec, "limit", true));
     }
 }

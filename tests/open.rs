@@ -1,5 +1,7 @@
 //! `pagebackup::open`: specs that work, and the errors bad ones give.
 
+mod support;
+
 use pagebackup::{BackupBackend, OpenError, available_backends, open};
 
 fn err(spec: &str) -> OpenError {
@@ -22,10 +24,9 @@ fn memory_is_always_available() {
 
 #[test]
 fn every_available_backend_opens_by_name() {
-    // redis needs a server's URL: tests/conformance.rs opens it by spec.
-    for name in available_backends().into_iter().filter(|&n| n != "redis") {
-        let b = open(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(b.name(), name);
+    for spec in support::default_specs() {
+        let b = open(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert_eq!(Some(b.name()), spec.split(':').next());
     }
 }
 
@@ -190,9 +191,9 @@ fn open_async_shares_the_grammar_and_errors_of_open() {
         let e = pagebackup::open_async(spec).expect_err(spec);
         assert_eq!(e.to_string(), sync, "{spec}");
     }
-    for name in available_backends() {
-        let b = pagebackup::open_async(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(b.name(), name);
+    for spec in support::default_specs() {
+        let b = pagebackup::open_async(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert_eq!(Some(b.name()), spec.split(':').next());
     }
     let limited = pagebackup::open_async("memory:limit=64MiB").unwrap();
     assert_eq!(limited.bytes_avail(), 64 << 20);
