@@ -117,6 +117,16 @@ fn collect_texts(reply: Value, texts: &mut Vec<String>) -> RedisResult<()> {
     Ok(())
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_cluster() {
+            "Conn::Cluster"
+        } else {
+            "Conn::Single"
+        })
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
         match self {

@@ -58,16 +58,6 @@ pub(crate) struct Inner {
     orphans: Mutex<Vec<String>>,
 }
 
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_cluster() {
-            "Conn::Cluster"
-        } else {
-            "Conn::Single"
-        })
-    }
-}
-
 /// A backup prepared on the caller's thread: slots taken, pipeline built.
 pub(crate) struct PreparedBackup {
     slots: Vec<(u32, u32)>,
