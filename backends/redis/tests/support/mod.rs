@@ -1,6 +1,6 @@
 //! Local redis-server processes for the tests: on free loopback ports, in
-//! temporary directories, stopped when dropped or when the test process
-//! exits (each runs under a shell that kills it once its stdin closes).
+//! temporary directories, stopped and removed when dropped or when the test
+//! process exits (each runs under a shell that does so once its stdin closes).
 #![allow(dead_code, reason = "each test file uses part of the support")]
 
 use std::io::{Read, Write};
@@ -61,8 +61,11 @@ impl Server {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg("redis-server \"$@\" & pid=$!; read _; kill -9 $pid")
+            // Once stdin closes (the test process ended), kill the server and
+            // remove its directory, unless told to keep it for a restart.
+            .arg("dir=$1; shift; redis-server \"$@\" & pid=$!; read line; kill -9 $pid; wait $pid; [ \"$line\" = keep ] || rm -rf \"$dir\"")
             .arg("sh")
+            .arg(&self.dir)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir"])
             .arg(&self.dir)
             .args(&self.args)
@@ -91,7 +94,9 @@ impl Server {
             .expect("INFO server gives the process id");
         Command::new("kill").args(["-9", &pid]).status().expect("kill runs");
         if let Some(mut guard) = self.guard.take() {
-            drop(guard.stdin.take());
+            if let Some(mut stdin) = guard.stdin.take() {
+                stdin.write_all(b"keep\n").expect("the guard shell reads its stdin");
+            }
             let _ = guard.wait();
         }
     }
