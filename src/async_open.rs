@@ -12,7 +12,8 @@ use crate::{OpenError, registry};
 ///
 /// `file` is the native [`AsyncFileBackend`](pagebackup_file::AsyncFileBackend):
 /// its reads and writes go through io_uring without a thread waiting on
-/// each (its `io=` is ignored). Every other backend is wrapped in a
+/// each (its `io=` is ignored); `redis` is natively async and comes as it
+/// is. Every other backend is wrapped in a
 /// [`SyncAdapter`]: one that declares it never blocks (the memory backend)
 /// runs on the calling task, the others run each call, single page or
 /// batch, as one `spawn_blocking`. Calls must then be made within a tokio
@@ -35,6 +36,11 @@ pub fn open_async(spec: &str) -> Result<Arc<dyn AsyncBackupBackend>, OpenError> 
     if spec.name == "file" {
         let config = pagebackup_file::FileConfig::from_params(&spec.params)?;
         return Ok(Arc::new(pagebackup_file::AsyncFileBackend::new(config)?));
+    }
+    #[cfg(feature = "redis")]
+    if spec.name == "redis" {
+        let config = pagebackup_redis::RedisConfig::from_params(&spec.params)?;
+        return Ok(Arc::new(pagebackup_redis::RedisBackend::new(config)?));
     }
     let backend: Arc<dyn BackupBackend> = Arc::from(open(&spec.params)?);
     Ok(Arc::new(SyncAdapter::new(backend)))

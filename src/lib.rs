@@ -60,6 +60,10 @@ pub use pagebackup_compressed as compressed;
 #[cfg(feature = "file")]
 pub use pagebackup_file as file;
 
+/// The Redis/Valkey backend (feature `redis`).
+#[cfg(feature = "redis")]
+pub use pagebackup_redis as redis;
+
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]
 pub use pagebackup_shmem as shmem;

@@ -49,6 +49,14 @@ pub(crate) const BACKENDS: &[Entry] = &[
         #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
         open: None,
     },
+    Entry {
+        name: "redis",
+        feature: "redis",
+        #[cfg(feature = "redis")]
+        open: Some(open_redis),
+        #[cfg(not(feature = "redis"))]
+        open: None,
+    },
 ];
 
 /// Opens `spec` with the backends of `table`.
@@ -102,6 +110,12 @@ fn open_compressed(params: &[(&str, &str)]) -> Result<Box<dyn BackupBackend>, Op
     Ok(Box::new(CompressedBackend::new(CompressedConfig::from_params(
         params,
     )?)?))
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(params: &[(&str, &str)]) -> Result<Box<dyn BackupBackend>, OpenError> {
+    use pagebackup_redis::{RedisBackend, RedisConfig};
+    Ok(Box::new(RedisBackend::new(RedisConfig::from_params(params)?)?))
 }
 
 #[cfg(test)]

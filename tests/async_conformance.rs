@@ -2,6 +2,8 @@
 //! each built through `pagebackup::open_async` from its spec.
 #![cfg(feature = "async")]
 
+mod support;
+
 use pagebackup::open_async;
 use pagebackup_testkit::{AsyncCheck, AsyncSubject, async_conformance};
 use rstest::rstest;
@@ -53,4 +55,14 @@ fn file_spec(#[case] check: AsyncCheck) {
 #[apply(async_conformance)]
 fn file_sync_spec(#[case] check: AsyncCheck) {
     check.run(&subject("file:io=sync", "max_size", true));
+}
+
+#[cfg(feature = "redis")]
+#[apply(async_conformance)]
+fn redis_native(#[case] check: AsyncCheck) {
+    if let Some(spec) = support::redis_spec("") {
+        let subject = subject(spec, "limit", true);
+        assert_eq!(subject.create().name(), "redis");
+        check.run(&subject);
+    }
 }

@@ -1,6 +1,8 @@
 //! The conformance suite against every backend this build contains, each
 //! built through `pagebackup::open` from its spec.
 
+mod support;
+
 use pagebackup::open;
 use pagebackup_testkit::{Check, Subject, conformance};
 use rstest::rstest;
@@ -52,4 +54,12 @@ fn file_spec(#[case] check: Check) {
 #[apply(conformance)]
 fn file_sync_spec(#[case] check: Check) {
     check.run(&subject("file:io=sync", "max_size", true));
+}
+
+#[cfg(feature = "redis")]
+#[apply(conformance)]
+fn redis_spec_checked(#[case] check: Check) {
+    if let Some(spec) = support::redis_spec(",checksum=on,timeout=5s") {
+        check.run(&subject(spec, "limit", true));
+    }
 }

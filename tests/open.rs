@@ -1,5 +1,7 @@
 //! `pagebackup::open`: specs that work, and the errors bad ones give.
 
+mod support;
+
 use pagebackup::raw::params::ParamError;
 use pagebackup::{BackupBackend, BackupError, ErrorKind, OpenError, available_backends, open};
 
@@ -23,9 +25,9 @@ fn memory_is_always_available() {
 
 #[test]
 fn every_available_backend_opens_by_name() {
-    for name in available_backends() {
-        let b = open(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(b.name(), name);
+    for spec in support::default_specs() {
+        let b = open(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert_eq!(Some(b.name()), spec.split(':').next());
     }
 }
 
@@ -296,9 +298,9 @@ fn open_async_shares_the_grammar_and_errors_of_open() {
         let e = pagebackup::open_async(spec).expect_err(spec);
         assert_eq!(e.to_string(), sync, "{spec}");
     }
-    for name in available_backends() {
-        let b = pagebackup::open_async(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(b.name(), name);
+    for spec in support::default_specs() {
+        let b = pagebackup::open_async(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert_eq!(Some(b.name()), spec.split(':').next());
     }
     let limited = pagebackup::open_async("memory:limit=64MiB").unwrap();
     assert_eq!(limited.bytes_avail(), 64 << 20);
@@ -351,4 +353,40 @@ fn a_backend_that_fails_to_start_appears_once_in_the_chain() {
     let backup: pagebackup::BackupError = e.into();
     assert_eq!(chain(&backup), messages);
     assert_eq!(backup.origin().op, pagebackup::Operation::Open);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_specs_are_checked_before_connecting_and_hide_passwords() {
+    let e = err("redis:timeout=5s");
+    assert!(
+        matches!(
+            &e,
+            OpenError::Param(ParamError::BadValue {
+                backend: "redis",
+                key: "url",
+                ..
+            })
+        ),
+        "{e}"
+    );
+    let e = err("redis:url=redis://127.0.0.1:1,timeout=5");
+    assert!(
+        matches!(&e, OpenError::Param(ParamError::BadValue { key: "timeout", .. })),
+        "{e}"
+    );
+    let e = err("redis:url=redis://127.0.0.1:1,cluster=maybe");
+    assert!(
+        matches!(&e, OpenError::Param(ParamError::BadValue { key: "cluster", .. })),
+        "{e}"
+    );
+    let e = err("redis:url=redis://:hunter2@127.0.0.1:1,timeout=200ms");
+    let shown = format!("{e} {e:?}");
+    assert!(
+        matches!(&e, OpenError::Backend(b) if b.kind() == pagebackup::ErrorKind::Io),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2") && shown.contains(":***@"), "{shown}");
+    let e = err("redis:url=redis://:hunter2@h:1,oops");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
 }

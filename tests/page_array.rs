@@ -2,10 +2,12 @@
 //! and a shrink scenario like the kernel's: more data than the memory
 //! budget, backed up and restored in turns.
 
+mod support;
+
 use std::sync::Arc;
 
 use pagebackup::layers::{FaultConfig, FaultInjection};
-use pagebackup::{BackupBackend, BackupFlags, ErrorKind, Interrupt, PAGE_SIZE, PageArray, available_backends, open};
+use pagebackup::{BackupBackend, BackupFlags, ErrorKind, Interrupt, PAGE_SIZE, PageArray, open};
 use pagebackup_testkit::PageSpec;
 
 const PAGES: usize = 512;
@@ -53,7 +55,7 @@ fn round_trip(array: &mut PageArray, flags: BackupFlags) -> (usize, usize) {
 
 #[test]
 fn every_backend_survives_injected_faults() {
-    for name in available_backends() {
+    for name in support::default_specs() {
         for (rate, half_batches) in [(0.0, false), (0.02, false), (0.2, false), (0.05, true)] {
             for seed in [1, 2, 3] {
                 let config = FaultConfig {
@@ -96,7 +98,7 @@ fn buffers_larger_than_the_budget_take_turns() {
     const BUFFERS: usize = 4;
     const PAGES_EACH: usize = 256;
     const BUDGET_PAGES: usize = 512;
-    for name in available_backends() {
+    for name in support::default_specs() {
         let config = FaultConfig {
             interrupt_rate: 0.05,
             ..FaultConfig::none(9)

@@ -4,12 +4,13 @@
 //! After a backend's table changes, `PAGEBACKUP_BLESS=1 cargo test
 //! --all-features --test spec_params` rewrites `docs/spec-params.md` and the
 //! README's copy of it.
-#![cfg(all(feature = "shmem", feature = "file", feature = "compressed"))]
+#![cfg(all(feature = "shmem", feature = "file", feature = "compressed", feature = "redis"))]
 
 use pagebackup::MemoryBackend;
 use pagebackup::compressed::CompressedConfig;
 use pagebackup::file::FileConfig;
 use pagebackup::raw::params::ParamDoc;
+use pagebackup::redis::RedisConfig;
 use pagebackup::shmem::ShmemConfig;
 
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/spec-params.md");
@@ -19,7 +20,7 @@ const END: &str = "<!-- /spec-params -->";
 
 /// Every backend's parameters, one table each.
 fn rendered() -> String {
-    let backends: [(&str, &str, &[ParamDoc]); 4] = [
+    let backends: [(&str, &str, &[ParamDoc]); 5] = [
         ("memory", "always", MemoryBackend::PARAMS),
         ("shmem", "feature `shmem`", ShmemConfig::PARAMS),
         ("file", "feature `file`", FileConfig::PARAMS),
@@ -28,6 +29,7 @@ fn rendered() -> String {
             "feature `compressed`, or `compressed-lz4`, `compressed-zstd`",
             CompressedConfig::PARAMS,
         ),
+        ("redis", "feature `redis`", RedisConfig::PARAMS),
     ];
     backends
         .iter()

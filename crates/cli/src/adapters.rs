@@ -92,6 +92,10 @@ impl Backend {
             "memory" => [Some(PREFAULTED.into()), Some(PREFAULTED.into())],
             "shmem" => [Some("baseline:pwrite-memfd".into()), Some(PREFAULTED.into())],
             "file" => [Some("baseline:pwrite-file".into()), Some("baseline:pwrite-file".into())],
+            "redis" => [
+                Some(crate::redis_bench::PER_PAGE.into()),
+                Some(crate::redis_bench::PER_PAGE.into()),
+            ],
             "compressed" => {
                 let params = Spec::parse(spec)?.params;
                 let codec = codec_baseline(CompressedConfig::from_params(&params)?.algorithm);
@@ -244,6 +248,16 @@ pub fn codec_baseline(algorithm: Algorithm) -> String {
         Algorithm::Zstd { level } => format!("baseline:zstd-{level}"),
         other => format!("baseline:{other}"),
     }
+}
+
+/// The value of `key` in the spec `NAME:key=value,...`.
+pub fn spec_param<'a>(spec: &'a str, key: &str) -> Option<&'a str> {
+    spec.split_once(':')
+        .and_then(|(_, rest)| {
+            rest.split(',')
+                .find_map(|kv| kv.trim().strip_prefix(key)?.trim().strip_prefix('='))
+        })
+        .map(str::trim)
 }
 
 impl Adapter for Backend {

@@ -25,6 +25,8 @@ pub mod measure;
 #[doc(hidden)]
 pub mod output;
 #[doc(hidden)]
+pub mod redis_bench;
+#[doc(hidden)]
 pub mod report;
 #[doc(hidden)]
 pub mod stop;

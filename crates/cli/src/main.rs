@@ -11,6 +11,7 @@ use pagebackup_cli::capture::capture;
 use pagebackup_cli::corpus::{Corpus, classify};
 use pagebackup_cli::measure::{Mode, run};
 use pagebackup_cli::output::NewFile;
+use pagebackup_cli::redis_bench::RedisPerPage;
 use pagebackup_cli::report::{CorpusInfo, Machine, Report};
 use pagebackup_cli::stop;
 use pagebackup_cli::table::Format;
@@ -135,7 +136,12 @@ fn main() -> ExitCode {
 /// of them with `--baselines all`) and the kernel's zram if asked for.
 fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Error> {
     let specs: Vec<String> = if args.backends.is_empty() {
-        pagebackup::available_backends().into_iter().map(String::from).collect()
+        // redis needs a server's URL: it runs when named with --backend.
+        pagebackup::available_backends()
+            .into_iter()
+            .filter(|&b| b != "redis")
+            .map(String::from)
+            .collect()
     } else {
         args.backends.clone()
     };
@@ -156,7 +162,10 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
         .collect();
     names.extend(needed.iter().filter(|b| !ALL_BASELINES.contains(b)));
     let mut all: Vec<Box<dyn Adapter>> = Vec::new();
-    for name in names {
+    for name in names
+        .into_iter()
+        .filter(|&n| n != pagebackup_cli::redis_bench::PER_PAGE)
+    {
         match baseline(name, pages) {
             Ok(adapter) => all.push(adapter),
             // A baseline only --baselines all asked for may be missing here (io_uring).
@@ -166,6 +175,10 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
     }
     if args.kernel_zram {
         all.push(Box::new(KernelZram::open(pages, "lz4")?));
+    }
+    // The per-page redis baseline needs the server: the first redis spec's.
+    if let Some(redis) = specs.iter().find(|s| s.starts_with("redis:")) {
+        all.push(Box::new(RedisPerPage::for_spec(redis)?));
     }
     all.extend(backends.into_iter().map(|b| Box::new(b) as Box<dyn Adapter>));
     Ok(all)
@@ -253,6 +266,7 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
     if args.full {
         println!("{}", report.table(args.format));
     }
+    pagebackup_cli::redis_bench::print_comparison(&args.backends, &report, args.batch)?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::BackupError;
 
@@ -61,8 +62,8 @@ impl<'a> Spec<'a> {
     /// keys, are [`ParamError::Syntax`]. Linear in the spec's length.
     pub fn parse(spec: &'a str) -> Result<Self, ParamError> {
         let syntax = |detail: String| ParamError::Syntax {
-            spec: spec.to_string(),
-            detail,
+            spec: redact_passwords(spec),
+            detail: redact_passwords(&detail),
         };
         let (name, rest) = match spec.split_once(':') {
             Some((name, rest)) => (name.trim(), Some(rest)),
@@ -301,10 +302,56 @@ impl<'a> Params<'a> {
         self.parsed(key, &expected, |v| options.iter().find(|&&o| o == v).copied())
     }
 
+    /// `key` as a duration ([`parse_duration`]: `500ms`, `5s`, `2m`), not zero.
+    pub fn duration(&self, key: &'static str) -> Result<Option<Duration>, ParamError> {
+        self.parsed(key, "a duration such as 500ms, 5s or 1m", |v| {
+            parse_duration(v).filter(|d| !d.is_zero())
+        })
+    }
+
     /// `key` as a path (any value is one).
     pub fn path(&self, key: &str) -> Option<PathBuf> {
         self.get(key).map(PathBuf::from)
     }
+}
+
+/// Parses a duration: a whole number with a unit `ms`, `s` or `m`
+/// (`500ms`, `5s`, `2m`). `None` for anything else, or on overflow.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        _ => return None,
+    };
+    number.checked_mul(millis).map(Duration::from_millis)
+}
+
+/// `text` with the password of every `scheme://user:password@` in it
+/// replaced by `***`, so that errors quoting a spec or a value never show
+/// one.
+pub fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority = &tail[..tail.find(['/', ',']).unwrap_or(tail.len())];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&tail[..=colon]);
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            _ => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Parses a size: a whole number of bytes with an optional binary suffix

@@ -1,0 +1,612 @@
+//! [`Inner`]: the state a backend shares with its tasks, and the three
+//! operations, each in a part run on the caller's thread (checking handles,
+//! building the pipeline, copying pages) and a part run on the backend's
+//! runtime (the round trip and what must follow it whatever the caller does).
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use pagebackup_core::{BackupError, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page};
+use redis::Value;
+use tokio::runtime::Handle as Runtime;
+
+use crate::blocking::BlockingPool;
+use crate::conn::{Batch, Conn};
+use crate::error::{Failure, corrupt, invalid_handle, io_error};
+use crate::keys::{Keys, group};
+use crate::raw::{HandleCodec, SlotTable};
+use crate::server::ServerInfo;
+use crate::space::Space;
+use crate::stats::Traffic;
+use crate::value::ValueFormat;
+use crate::{NAME, RedisConfig};
+
+/// Keys deleted per pipeline when the backend cleans up.
+const CLEANUP_CHUNK: usize = 1024;
+
+/// Slots and the drops in flight.
+#[derive(Debug)]
+struct Slots {
+    table: SlotTable,
+    /// Slots whose `DEL` is in flight: their handles are invalid unless the
+    /// `DEL` fails, when they are live again.
+    dropping: HashSet<u32>,
+}
+
+/// What a backend and its tasks share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: RedisConfig,
+    pub(crate) runtime: Runtime,
+    conn: Conn,
+    /// Blocking connections for sync calls on a single server.
+    blocking: Option<BlockingPool>,
+    pub(crate) keys: Keys,
+    format: ValueFormat,
+    codec: HandleCodec,
+    slots: Mutex<Slots>,
+    /// Handles given to callers and not dropped.
+    stored: AtomicU64,
+    failed_backups: AtomicU64,
+    failed_restores: AtomicU64,
+    pub(crate) traffic: Traffic,
+    space: Space,
+    /// Keys that may exist on the server without a handle (their backup or
+    /// cleanup failed in transit): deleted when the backend is dropped.
+    orphans: Mutex<Vec<String>>,
+}
+
+/// A backup prepared on the caller's thread: slots taken, pipeline built.
+pub(crate) struct PreparedBackup {
+    slots: Vec<(u32, u32)>,
+    batch: Batch,
+    /// Pages past the quota were left out.
+    over_quota: bool,
+}
+
+/// The handles of a backup, released again (slots freed, keys deleted)
+/// unless the caller [`take`](Self::take)s them: a backup whose future was
+/// dropped leaves nothing behind.
+pub(crate) struct Issued {
+    inner: Arc<Inner>,
+    slots: Vec<(u32, u32)>,
+}
+
+impl Issued {
+    /// The handles, now the caller's.
+    pub(crate) fn take(mut self) -> Vec<Handle> {
+        let slots = std::mem::take(&mut self.slots);
+        self.inner.stored.fetch_add(slots.len() as u64, Ordering::Relaxed);
+        slots.iter().map(|&(s, g)| self.inner.codec.encode(s, g)).collect()
+    }
+}
+
+impl Drop for Issued {
+    fn drop(&mut self) {
+        if !self.slots.is_empty() {
+            let slots = std::mem::take(&mut self.slots);
+            self.inner.discard(&slots, &slots);
+        }
+    }
+}
+
+/// What the runtime's part of a backup gives back.
+pub(crate) struct BackupOutcome {
+    pub(crate) issued: Issued,
+    pub(crate) result: Result<(), BatchError>,
+}
+
+/// A restore prepared on the caller's thread: the handles checked, the
+/// `GET`s built.
+pub(crate) struct PreparedCopy {
+    /// The handles to fetch: those before the first invalid one.
+    handles: Vec<Handle>,
+    /// Where the first invalid handle was, if any.
+    invalid: Option<BackupError>,
+    batch: Batch,
+}
+
+/// A drop prepared on the caller's thread: the handles checked and marked.
+pub(crate) struct PreparedDrop {
+    slots: Vec<u32>,
+    invalid: Option<BackupError>,
+    batch: Batch,
+}
+
+/// The batch of a prepared call, taken out once to be sent.
+macro_rules! take_batch {
+    ($($prepared:ty),+) => {$(
+        impl $prepared {
+            fn take_batch(&mut self, conn: &Conn) -> Batch {
+                std::mem::replace(&mut self.batch, Batch::new(conn, 0))
+            }
+        }
+    )+};
+}
+
+take_batch!(PreparedBackup, PreparedCopy, PreparedDrop);
+
+impl Inner {
+    /// Connects to the server, checks it, and returns the shared state.
+    /// Runs on the backend's runtime.
+    pub(crate) async fn open(config: RedisConfig, runtime: Runtime) -> Result<Inner, BackupError> {
+        let op = Operation::Open;
+        let traffic = Traffic::default();
+        let conn = Conn::connect(&config)
+            .await
+            .map_err(|e| crate::error::client_error(&config, op, &e))?;
+        let infos = read_info(&conn, &traffic)
+            .await
+            .map_err(|e| crate::error::client_error(&config, op, &e))?;
+        check_server(&config, &infos)?;
+        let max_slots = config.limit.map_or(HandleCodec::MAX_SLOTS, |l| {
+            (l / PAGE_SIZE as u64).min(HandleCodec::MAX_SLOTS)
+        });
+        let blocking = match config.cluster {
+            true => None,
+            false => Some(BlockingPool::new(&config).map_err(|e| crate::error::client_error(&config, op, &e))?),
+        };
+        Ok(Inner {
+            blocking,
+            keys: Keys::new(config.prefix.as_deref()),
+            format: ValueFormat {
+                checksum: config.checksum,
+            },
+            config,
+            runtime,
+            conn,
+            codec: HandleCodec::new(),
+            slots: Mutex::new(Slots {
+                table: SlotTable::new(max_slots as u32),
+                dropping: HashSet::new(),
+            }),
+            stored: AtomicU64::new(0),
+            failed_backups: AtomicU64::new(0),
+            failed_restores: AtomicU64::new(0),
+            traffic,
+            space: Space::new(&infos, 0),
+            orphans: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot of `handle` if it is live and not being dropped.
+    fn live_slot(&self, slots: &Slots, handle: Handle) -> Option<(u32, u32)> {
+        let slot = self.codec.slot(handle);
+        let generation = slots.table.live_generation(slot)?;
+        (self.codec.matches(handle, generation) && !slots.dropping.contains(&slot)).then_some((slot, generation))
+    }
+
+    /// The key holding `handle`'s page, if the handle is live.
+    pub(crate) fn key_of(&self, handle: Handle) -> Option<String> {
+        let slots = self.slots();
+        self.live_slot(&slots, handle).map(|(s, g)| self.keys.key(s, g))
+    }
+
+    /// Takes a slot for each page the quota allows and builds their `SET`s.
+    pub(crate) fn prepare_backup<'p>(&self, pages: impl ExactSizeIterator<Item = &'p Page>) -> PreparedBackup {
+        let wanted = pages.len();
+        let slots: Vec<(u32, u32)> = {
+            let mut s = self.slots();
+            std::iter::from_fn(|| s.table.alloc()).take(wanted).collect()
+        };
+        let mut batch = Batch::new(&self.conn, slots.len());
+        for (page, &(slot, generation)) in pages.zip(&slots) {
+            let key = self.keys.key(slot, generation);
+            self.format.encode(page, |value| batch.set(&key, group(slot), value));
+        }
+        PreparedBackup {
+            over_quota: slots.len() < wanted,
+            slots,
+            batch,
+        }
+    }
+
+    /// Sends a prepared backup on the backend's runtime and settles it
+    /// there ([`settle_backup`](Self::settle_backup)).
+    pub(crate) async fn run_backup(self: Arc<Self>, op: Operation, mut prepared: PreparedBackup) -> BackupOutcome {
+        let replies = self.send(prepared.take_batch(&self.conn)).await;
+        self.settle_backup(op, prepared, replies)
+    }
+
+    /// Whether sync calls go over blocking connections on the caller's
+    /// thread (a single server) rather than through the runtime (a cluster).
+    pub(crate) fn blocking(&self) -> bool {
+        self.blocking.is_some()
+    }
+
+    fn pool(&self) -> &BlockingPool {
+        self.blocking.as_ref().expect("called only when `blocking()`")
+    }
+
+    /// Sends a prepared backup on this thread and settles it (only when
+    /// [`blocking`](Self::blocking)).
+    pub(crate) fn backup_blocking(self: &Arc<Self>, op: Operation, mut prepared: PreparedBackup) -> BackupOutcome {
+        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic);
+        self.settle_backup(op, prepared, replies)
+    }
+
+    /// Keeps the pages before the first failed `SET`, and frees the slots
+    /// (and deletes whatever keys may have been written) of the rest.
+    fn settle_backup(
+        self: &Arc<Self>,
+        op: Operation,
+        prepared: PreparedBackup,
+        replies: Vec<Result<Value, Failure>>,
+    ) -> BackupOutcome {
+        let PreparedBackup { slots, over_quota, .. } = prepared;
+        let kept = replies.iter().take_while(|r| matches!(r, Ok(Value::Okay))).count();
+        let mut error = replies.get(kept).map(|reply| match reply {
+            Ok(other) => unexpected(&self.config, op, other),
+            Err(failure) => failure.to_error(&self.config, op),
+        });
+        if error.is_none() && over_quota {
+            error = Some(self.quota_error(op));
+        }
+        let (ok, undone) = slots.split_at(kept);
+        // A refused SET wrote nothing; any other may have written its key.
+        let written: Vec<(u32, u32)> = undone
+            .iter()
+            .zip(&replies[kept..])
+            .filter(|(_, r)| r.as_ref().map_or_else(Failure::uncertain, |_| true))
+            .map(|(&s, _)| s)
+            .collect();
+        self.discard(undone, &written);
+        if error.is_some() {
+            self.failed_backups.fetch_add(1, Ordering::Relaxed);
+        }
+        self.refresh_space_if_stale();
+        BackupOutcome {
+            issued: Issued {
+                inner: Arc::clone(self),
+                slots: ok.to_vec(),
+            },
+            result: error.map_or(Ok(()), |error| Err(BatchError { completed: kept, error })),
+        }
+    }
+
+    /// Frees `slots` at once and deletes the keys of `written` in the
+    /// background; keys that could not be deleted are kept for the
+    /// backend's last cleanup.
+    fn discard(self: &Arc<Self>, slots: &[(u32, u32)], written: &[(u32, u32)]) {
+        {
+            let mut s = self.slots();
+            for &(slot, _) in slots {
+                s.table.release(slot);
+            }
+        }
+        if written.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = written.iter().map(|&(s, g)| self.keys.key(s, g)).collect();
+        let inner = Arc::clone(self);
+        self.runtime.spawn(async move {
+            if let Err(left) = inner.delete(keys).await {
+                inner
+                    .orphans
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(left);
+            }
+        });
+    }
+
+    /// Deletes `keys` (in pipelines of [`CLEANUP_CHUNK`]); gives back those
+    /// whose deletion failed.
+    async fn delete(&self, keys: Vec<String>) -> Result<(), Vec<String>> {
+        let mut left = Vec::new();
+        for chunk in keys.chunks(CLEANUP_CHUNK) {
+            let mut batch = Batch::new(&self.conn, chunk.len());
+            for key in chunk {
+                batch.del(key, self.keys.group_of(key));
+            }
+            let replies = self.send(batch).await;
+            left.extend(
+                chunk
+                    .iter()
+                    .zip(replies)
+                    .filter(|(_, r)| r.is_err())
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    }
+
+    /// Checks `handles` (the first invalid one ends the batch) and builds
+    /// their `GET`s. An interrupt already set gives `Interrupted` at once.
+    pub(crate) fn prepare_copy(
+        &self,
+        op: Operation,
+        handles: &[Handle],
+        intr: Option<&Interrupt>,
+    ) -> Result<PreparedCopy, BatchError> {
+        if intr.is_some_and(Interrupt::is_interrupted) {
+            self.failed_restores.fetch_add(1, Ordering::Relaxed);
+            return Err(BatchError {
+                completed: 0,
+                error: BackupError::Interrupted {
+                    origin: Origin::new(NAME, op),
+                },
+            });
+        }
+        let mut batch = Batch::new(&self.conn, handles.len());
+        let mut valid = Vec::with_capacity(handles.len());
+        let mut invalid = None;
+        {
+            let slots = self.slots();
+            for &handle in handles {
+                let Some((slot, generation)) = self.live_slot(&slots, handle) else {
+                    invalid = Some(invalid_handle(op, handle));
+                    break;
+                };
+                batch.get(&self.keys.key(slot, generation), group(slot));
+                valid.push(handle);
+            }
+        }
+        Ok(PreparedCopy {
+            handles: valid,
+            invalid,
+            batch,
+        })
+    }
+
+    /// Sends a prepared restore's `GET`s on the backend's runtime.
+    pub(crate) async fn fetch(
+        self: Arc<Self>,
+        mut prepared: PreparedCopy,
+    ) -> (PreparedCopy, Vec<Result<Value, Failure>>) {
+        let replies = self.send(prepared.take_batch(&self.conn)).await;
+        (prepared, replies)
+    }
+
+    /// Sends a prepared restore's `GET`s on this thread (only when
+    /// [`blocking`](Self::blocking)).
+    pub(crate) fn fetch_blocking(&self, prepared: &mut PreparedCopy) -> Vec<Result<Value, Failure>> {
+        self.pool().send(prepared.take_batch(&self.conn), &self.traffic)
+    }
+
+    /// Copies the fetched pages into `dsts`, in order, stopping at the first
+    /// that fails or when `intr` is set.
+    pub(crate) fn finish_copy<'d>(
+        &self,
+        op: Operation,
+        prepared: PreparedCopy,
+        replies: Vec<Result<Value, Failure>>,
+        dsts: impl Iterator<Item = &'d mut Page>,
+        intr: Option<&Interrupt>,
+    ) -> Result<(), BatchError> {
+        let failed = |completed: usize, error: BackupError| {
+            self.failed_restores.fetch_add(1, Ordering::Relaxed);
+            Err(BatchError { completed, error })
+        };
+        let mut dsts = dsts;
+        for (k, (&handle, reply)) in prepared.handles.iter().zip(replies).enumerate() {
+            if intr.is_some_and(Interrupt::is_interrupted) {
+                return failed(
+                    k,
+                    BackupError::Interrupted {
+                        origin: Origin::new(NAME, op),
+                    },
+                );
+            }
+            let dst = dsts.next().expect("one destination per handle");
+            let error = match reply {
+                Ok(Value::BulkString(value)) => match self.format.decode(&value, dst) {
+                    Ok(()) => continue,
+                    Err(detail) => corrupt(op, handle, format!("key {}: {detail}", self.keys.prefix())),
+                },
+                Ok(Value::Nil) => match self.key_of(handle) {
+                    None => invalid_handle(op, handle),
+                    Some(key) => corrupt(
+                        op,
+                        handle,
+                        format!(
+                            "the key {key} is missing on the server: deleted by another client, flushed, \
+                             evicted (allow_eviction) or lost in a restart without persistence"
+                        ),
+                    ),
+                },
+                Ok(other) => unexpected(&self.config, op, &other),
+                Err(failure) => failure.to_error(&self.config, op),
+            };
+            return failed(k, error);
+        }
+        match prepared.invalid {
+            Some(error) => failed(prepared.handles.len(), error),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks `handles` (the first invalid one ends the batch), marks them
+    /// as being dropped and builds their `DEL`s.
+    pub(crate) fn prepare_drop(&self, op: Operation, handles: &[Handle]) -> PreparedDrop {
+        let mut batch = Batch::new(&self.conn, handles.len());
+        let mut marked = Vec::with_capacity(handles.len());
+        let mut invalid = None;
+        let mut slots = self.slots();
+        for &handle in handles {
+            let Some((slot, generation)) = self.live_slot(&slots, handle) else {
+                invalid = Some(invalid_handle(op, handle));
+                break;
+            };
+            slots.dropping.insert(slot);
+            batch.del(&self.keys.key(slot, generation), group(slot));
+            marked.push(slot);
+        }
+        PreparedDrop {
+            slots: marked,
+            invalid,
+            batch,
+        }
+    }
+
+    /// Sends a prepared drop's `DEL`s on the backend's runtime, and settles
+    /// it there, to the end, whatever happens to the caller's future.
+    pub(crate) async fn run_drop(self: Arc<Self>, op: Operation, mut prepared: PreparedDrop) -> Result<(), BatchError> {
+        let replies = self.send(prepared.take_batch(&self.conn)).await;
+        self.settle_drop(op, prepared, replies)
+    }
+
+    /// Sends a prepared drop's `DEL`s on this thread and settles it (only
+    /// when [`blocking`](Self::blocking)).
+    pub(crate) fn drop_blocking(self: &Arc<Self>, op: Operation, mut prepared: PreparedDrop) -> Result<(), BatchError> {
+        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic);
+        self.settle_drop(op, prepared, replies)
+    }
+
+    /// Frees the slots of the `DEL`s that went through; the others are
+    /// live again.
+    fn settle_drop(
+        self: &Arc<Self>,
+        op: Operation,
+        prepared: PreparedDrop,
+        replies: Vec<Result<Value, Failure>>,
+    ) -> Result<(), BatchError> {
+        let done = replies.iter().take_while(|r| r.is_ok()).count();
+        {
+            let mut s = self.slots();
+            for (k, &slot) in prepared.slots.iter().enumerate() {
+                s.dropping.remove(&slot);
+                if k < done && s.table.release(slot) {
+                    self.stored.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.refresh_space_if_stale();
+        match replies.into_iter().nth(done) {
+            Some(Err(failure)) => Err(BatchError {
+                completed: done,
+                error: failure.to_error(&self.config, op),
+            }),
+            _ => prepared
+                .invalid
+                .map_or(Ok(()), |error| Err(BatchError { completed: done, error })),
+        }
+    }
+
+    async fn send(&self, batch: Batch) -> Vec<Result<Value, Failure>> {
+        if batch.commands() == 0 {
+            return Vec::new();
+        }
+        self.conn.send(batch, &self.traffic).await
+    }
+
+    /// Deletes every key of the backend: the live pages' and the orphans'.
+    /// Gives back how many could not be deleted.
+    pub(crate) async fn delete_all(self: Arc<Self>) -> usize {
+        let mut keys: Vec<String> = {
+            let s = self.slots();
+            (0..s.table.len() as u32)
+                .filter_map(|slot| s.table.live_generation(slot).map(|g| self.keys.key(slot, g)))
+                .collect()
+        };
+        keys.append(&mut self.orphans.lock().unwrap_or_else(PoisonError::into_inner));
+        self.delete(keys).await.map_or_else(|left| left.len(), |()| 0)
+    }
+
+    /// Starts a refresh of the server's free memory if the figures are old.
+    fn refresh_space_if_stale(self: &Arc<Self>) {
+        if !self.space.begin_refresh() {
+            return;
+        }
+        let inner = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let infos = read_info(&inner.conn, &inner.traffic).await.unwrap_or_default();
+            if infos.iter().any(ServerInfo::may_evict) && !inner.config.allow_eviction {
+                tracing::warn!(
+                    server = %inner.config.redacted_url(),
+                    "the server's maxmemory-policy was changed to one that may evict pages"
+                );
+            }
+            let live = inner.slots().table.live();
+            inner.space.update(&infos, live);
+        });
+    }
+
+    /// A cheap estimate of the bytes of pages a backup may still take.
+    pub(crate) fn bytes_avail(self: &Arc<Self>) -> u64 {
+        self.refresh_space_if_stale();
+        let s = self.slots();
+        let live = s.table.live();
+        let quota = self
+            .config
+            .limit
+            .map_or(u64::MAX, |l| (l / PAGE_SIZE as u64).saturating_sub(live));
+        drop(s);
+        quota.min(self.space.free_pages(live)).saturating_mul(PAGE_SIZE as u64)
+    }
+
+    /// The backend's counters.
+    pub(crate) fn stats(&self) -> BackupStats {
+        let stored = self.stored.load(Ordering::Relaxed);
+        let metadata = self.slots().table.metadata_bytes();
+        let mut stats = BackupStats::default();
+        stats.stored_pages = stored;
+        stats.original_bytes = stored * PAGE_SIZE as u64;
+        stats.stored_bytes = stored * self.format.len() as u64;
+        stats.memory_used = metadata;
+        stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);
+        stats.failed_restores = self.failed_restores.load(Ordering::Relaxed);
+        stats.io_path = Some(if self.conn.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        });
+        stats
+    }
+
+    fn quota_error(&self, op: Operation) -> BackupError {
+        BackupError::NoSpace {
+            origin: Origin::new(NAME, op),
+            detail: format!(
+                "the quota of this backend (limit={} bytes) is used up; drop pages or open it with a larger limit",
+                self.config.limit.unwrap_or(0)
+            ),
+        }
+    }
+}
+
+/// The `INFO` figures of the server, or of every master of a cluster.
+async fn read_info(conn: &Conn, traffic: &Traffic) -> redis::RedisResult<Vec<ServerInfo>> {
+    Ok(conn.info(traffic).await?.iter().map(|t| ServerInfo::parse(t)).collect())
+}
+
+/// Refuses a server the backend must not use as configured.
+fn check_server(config: &RedisConfig, infos: &[ServerInfo]) -> Result<(), BackupError> {
+    let unsupported = |detail: String| BackupError::Unsupported {
+        origin: Origin::new(NAME, Operation::Open),
+        detail,
+    };
+    let server = config.redacted_url();
+    if let Some(info) = infos.iter().find(|i| i.cluster_enabled != config.cluster) {
+        return Err(unsupported(if info.cluster_enabled {
+            format!("{server} is a Redis Cluster node: open it with cluster=on")
+        } else {
+            format!("{server} is not in cluster mode: open it with cluster=off")
+        }));
+    }
+    if let Some(info) = infos.iter().find(|i| i.may_evict()).filter(|_| !config.allow_eviction) {
+        return Err(unsupported(format!(
+            "{server} has maxmemory-policy {}, which may evict keys and so lose pages silently; \
+             set it to noeviction (CONFIG SET maxmemory-policy noeviction), or open the backend \
+             with allow_eviction=on to accept that an evicted page gives Corrupt",
+            info.policy
+        )));
+    }
+    Ok(())
+}
+
+/// The error for a reply the backend's commands never get.
+fn unexpected(config: &RedisConfig, op: Operation, reply: &Value) -> BackupError {
+    io_error(
+        config,
+        op,
+        io::ErrorKind::InvalidData,
+        &format!("unexpected reply {reply:?}"),
+    )
+}

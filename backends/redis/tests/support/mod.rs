@@ -1,0 +1,171 @@
+//! Local redis-server processes for the tests: on free loopback ports, in
+//! temporary directories, stopped and removed when dropped or when the test
+//! process exits (each runs under a shell that does so once its stdin closes).
+#![allow(dead_code, reason = "each test file uses part of the support")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The environment variable that names a server the tests may share.
+pub const URL_VAR: &str = "PAGEBACKUP_REDIS_URL";
+
+/// Options every test server gets, as CI's.
+pub const BASE: &[&str] = &["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"];
+
+/// A redis-server the test started.
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    guard: Option<Child>,
+}
+
+/// Whether redis-server can be run here; prints a `SKIP:` line if not.
+pub fn available(test: &str) -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("SKIP: {test}: redis-server is not installed (apt-get install redis-server)");
+    }
+    found
+}
+
+impl Server {
+    /// Starts redis-server with `args` after [`BASE`], or `None` (having
+    /// printed why) if it is not installed.
+    pub fn start(test: &str, args: &[&str]) -> Option<Server> {
+        if !available(test) {
+            return None;
+        }
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pagebackup-redis-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let args = BASE.iter().chain(args).map(|s| s.to_string()).collect();
+        let mut server = Server {
+            port,
+            dir,
+            args,
+            guard: None,
+        };
+        server.launch();
+        Some(server)
+    }
+
+    fn launch(&mut self) {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            // Once stdin closes (the test process ended), kill the server and
+            // remove its directory, unless told to keep it for a restart.
+            .arg("dir=$1; shift; redis-server \"$@\" & pid=$!; read line; kill -9 $pid; wait $pid; [ \"$line\" = keep ] || rm -rf \"$dir\"")
+            .arg("sh")
+            .arg(&self.dir)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        self.guard = Some(command.spawn().expect("sh runs"));
+        wait_for_ping(self.port);
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` against the server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let pid = self
+            .cli(&["INFO", "server"])
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("process_id:").map(str::to_string))
+            .expect("INFO server gives the process id");
+        Command::new("kill").args(["-9", &pid]).status().expect("kill runs");
+        if let Some(mut guard) = self.guard.take() {
+            if let Some(mut stdin) = guard.stdin.take() {
+                stdin.write_all(b"keep\n").expect("the guard shell reads its stdin");
+            }
+            let _ = guard.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, directory and options.
+    pub fn restart(&mut self) {
+        self.launch();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            drop(guard.stdin.take());
+            let _ = guard.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `redis-cli -p port args` and returns its output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits until the server on `port` answers PING (with PONG, or with
+/// NOAUTH when it wants a password).
+pub fn wait_for_ping(port: u16) {
+    let start = Instant::now();
+    loop {
+        let reply = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"PING\r\n")?;
+            let mut buf = [0; 5];
+            s.read_exact(&mut buf)?;
+            Ok(buf)
+        });
+        if reply.is_ok_and(|b| &b == b"+PONG" || &b == b"-NOAU") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis-server on {port} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The URL of a server the tests may share: `PAGEBACKUP_REDIS_URL`, or a
+/// server started once for this test process. `None` (with a `SKIP:` line)
+/// if there is neither.
+pub fn shared_url(test: &str) -> Option<String> {
+    static SHARED: std::sync::OnceLock<Option<(String, std::sync::Mutex<Server>)>> = std::sync::OnceLock::new();
+    if let Ok(url) = std::env::var(URL_VAR) {
+        return Some(url);
+    }
+    let shared = SHARED
+        .get_or_init(|| Server::start(test, &["--maxmemory", "256mb"]).map(|s| (s.url(), std::sync::Mutex::new(s))));
+    shared.as_ref().map(|(url, _)| url.clone())
+}

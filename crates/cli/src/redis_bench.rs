@@ -1,0 +1,184 @@
+//! The bench's redis baselines: `baseline:redis-per-page`, one `SET` or
+//! `GET` round trip per page with no pipeline, and `redis-benchmark` with a
+//! pipeline as deep as the bench's batches, on the same server.
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pagebackup::{PAGE_SIZE, Page};
+use redis::{Connection, ConnectionAddr, IntoConnectionInfo};
+
+use crate::adapters::{Adapter, Error, Op, Stored, spec_param};
+use crate::report::Report;
+
+/// The name of the per-page baseline.
+pub const PER_PAGE: &str = "baseline:redis-per-page";
+
+/// One round trip per page, on connections of its own (one per thread).
+pub struct RedisPerPage {
+    client: redis::Client,
+    idle: Mutex<Vec<Connection>>,
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RedisPerPage {
+    /// The baseline on the server of the spec `redis:url=URL,...`.
+    pub fn for_spec(spec: &str) -> Result<RedisPerPage, Error> {
+        let url = spec_param(spec, "url").ok_or("a redis spec needs url=")?;
+        let client = redis::Client::open(url)?;
+        let first = client.get_connection()?;
+        Ok(RedisPerPage {
+            client,
+            idle: Mutex::new(vec![first]),
+            prefix: format!("pagebackup-bench:{}", std::process::id()),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Runs `f` on an idle connection (or a new one), then keeps it for the next call.
+    fn with_connection<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, Error> {
+        let idle = self.idle.lock().map_err(|_| "a bench thread panicked")?.pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => self.client.get_connection()?,
+        };
+        let out = f(&mut conn)?;
+        self.idle.lock().map_err(|_| "a bench thread panicked")?.push(conn);
+        Ok(out)
+    }
+
+    fn key(&self, n: u64) -> String {
+        format!("{}:{n}", self.prefix)
+    }
+
+    fn slots(stored: &Stored) -> Result<(u64, usize), Error> {
+        match *stored {
+            Stored::Slots { first, count } => Ok((first, count)),
+            _ => Err("not a redis-per-page batch".into()),
+        }
+    }
+}
+
+impl Adapter for RedisPerPage {
+    fn name(&self) -> &str {
+        PER_PAGE
+    }
+    fn baseline(&self, _: Op) -> Option<String> {
+        None
+    }
+    fn backup(&self, pages: &[&Page], _: u64) -> Result<Stored, Error> {
+        let first = self.next.fetch_add(pages.len() as u64, Ordering::Relaxed);
+        self.with_connection(|conn| {
+            for (k, page) in (first..).zip(pages) {
+                redis::cmd("SET").arg(self.key(k)).arg(&page.0[..]).exec(conn)?;
+            }
+            Ok(())
+        })?;
+        Ok(Stored::Slots {
+            first,
+            count: pages.len(),
+        })
+    }
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+        let (first, _) = Self::slots(stored)?;
+        self.with_connection(|conn| {
+            for (k, dst) in (first..).zip(dsts.iter_mut()) {
+                let value: Vec<u8> = redis::cmd("GET").arg(self.key(k)).query(conn)?;
+                if value.len() != PAGE_SIZE {
+                    return Err((redis::ErrorKind::UnexpectedReturnType, "not a page").into());
+                }
+                dst.0.copy_from_slice(&value);
+            }
+            Ok(())
+        })
+    }
+    fn release(&self, stored: Stored) -> Result<(), Error> {
+        let (first, count) = Self::slots(&stored)?;
+        self.with_connection(|conn| {
+            for k in first..first + count as u64 {
+                redis::cmd("DEL").arg(self.key(k)).exec(conn)?;
+            }
+            Ok(())
+        })
+    }
+    fn footprint(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// `redis-benchmark -c 1 -P depth -d 4096` SET and GET on the server of
+/// the spec `redis:url=URL,...`: GB/s of values for each. With `keys`
+/// (`-r`), the commands spread over that many keys as the bench's do;
+/// without, every SET overwrites one key and every GET reads it.
+pub fn redis_benchmark(spec: &str, depth: usize, requests: usize, keys: Option<usize>) -> Result<(f64, f64), Error> {
+    let info = spec_param(spec, "url")
+        .ok_or("a redis spec needs url=")?
+        .into_connection_info()?;
+    let ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return Err("redis-benchmark runs on TCP servers only".into());
+    };
+    let mut command = Command::new("redis-benchmark");
+    command.args([
+        "-h",
+        host,
+        "-p",
+        &port.to_string(),
+        "-c",
+        "1",
+        "-d",
+        "4096",
+        "-t",
+        "set,get",
+    ]);
+    command.args(["-P", &depth.to_string(), "-n", &requests.to_string(), "--csv"]);
+    if let Some(keys) = keys {
+        command.args(["-r", &keys.to_string()]);
+    }
+    if let Some(password) = info.redis_settings().password() {
+        command.args(["-a", password]);
+    }
+    let out = command
+        .output()
+        .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = |test: &str| -> Result<f64, Error> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("\"{test}\",\"")))
+            .and_then(|rest| rest.split('"').next()?.parse::<f64>().ok())
+            .ok_or_else(|| format!("no {test} figure in redis-benchmark's output: {text}").into())
+    };
+    Ok((
+        rps("SET")? * PAGE_SIZE as f64 / 1e9,
+        rps("GET")? * PAGE_SIZE as f64 / 1e9,
+    ))
+}
+
+/// Prints, for each redis spec of `specs`, its one-thread batch figures
+/// against `redis-benchmark` with pipelines of `batch` on the same server:
+/// over as many keys as the corpus has pages, and on one key.
+pub fn print_comparison(specs: &[String], report: &Report, batch: usize) -> Result<(), Error> {
+    for spec in specs.iter().filter(|s| s.starts_with("redis:")) {
+        let ours = |op: Op| {
+            report
+                .results
+                .iter()
+                .find(|r| r.backend == *spec && r.op == op.name() && r.batch == batch && r.threads == 1)
+                .and_then(|r| r.gbps)
+                .unwrap_or(0.0)
+        };
+        let (backup, restore) = (ours(Op::Backup), ours(Op::Restore));
+        println!("{spec}, batches of {batch}, 1 thread: backup {backup:.3} GB/s, restore {restore:.3} GB/s");
+        let pages = report.corpus.pages;
+        for (keys, what) in [(Some(pages), format!("-r {pages}")), (None, "one key".to_string())] {
+            let (set, get) = redis_benchmark(spec, batch, 200_000, keys)?;
+            println!(
+                "  redis-benchmark -c 1 -P {batch} -d 4096 ({what}): SET {set:.3} GB/s (backup {:.2}x), GET {get:.3} GB/s (restore {:.2}x)",
+                backup / set,
+                restore / get
+            );
+        }
+    }
+    Ok(())
+}
