@@ -1,0 +1,116 @@
+//! The policy: which pages move down, and when they stop moving.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
+
+use crate::WritebackFilter;
+use crate::backend::{Located, Shared};
+use crate::stats::{PolicyReport, Stop, TierCounters};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+impl Shared {
+    /// See [`Tiered::run_policy_step`](crate::Tiered::run_policy_step).
+    pub(crate) fn run_policy_step(&self) -> PolicyReport {
+        let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.sample_costs();
+        let huge_first = self.config.huge.is_some();
+        let mut report = PolicyReport::default();
+        for index in 0..self.tiers.len() - 1 {
+            let tier = &self.tiers[index];
+            let Some(budget) = tier.budget else { continue };
+            if !tier.above(self.config.high) {
+                continue;
+            }
+            let low = (budget as f64 * self.config.low) as u64;
+            let mut pages = self.pages_in(index);
+            // Huge pages first (when there is a huge policy), then coldest first.
+            pages.sort_unstable_by_key(|p| (!(huge_first && p.entry.huge), p.entry.last_use));
+            report.stopped = self.move_all(pages, index + 1, &mut report, || tier.counters.held() > low);
+            if report.stopped.is_some() {
+                break;
+            }
+        }
+        self.finish(report)
+    }
+
+    /// See [`Tiered::writeback`](crate::Tiered::writeback).
+    pub(crate) fn writeback(&self, filter: WritebackFilter) -> PolicyReport {
+        let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now();
+        let last = self.tiers.len() - 1;
+        let mut report = PolicyReport::default();
+        for index in 0..last {
+            let mut pages = self.pages_in(index);
+            pages.retain(|p| match filter {
+                WritebackFilter::Idle(idle) => u128::from(now.saturating_sub(p.entry.last_use)) >= idle.as_millis(),
+                WritebackFilter::Huge => p.entry.huge,
+                WritebackFilter::All => true,
+            });
+            pages.sort_unstable_by_key(|p| p.entry.last_use);
+            report.stopped = self.move_all(pages, last, &mut report, || true);
+            if report.stopped.is_some() {
+                break;
+            }
+        }
+        self.finish(report)
+    }
+
+    fn finish(&self, report: PolicyReport) -> PolicyReport {
+        *self.last_stop.lock().unwrap_or_else(PoisonError::into_inner) = report.stopped;
+        report
+    }
+
+    /// Moves `pages` to tier `to`, in order, while `more` says so. A page
+    /// whose move fails stays where it is and the next is tried; the rate
+    /// limit and `NoSpace` below stop the moves.
+    fn move_all(
+        &self,
+        pages: Vec<Located>,
+        to: usize,
+        report: &mut PolicyReport,
+        more: impl Fn() -> bool,
+    ) -> Option<Stop> {
+        let mut buf = Page::new_boxed();
+        for found in pages {
+            if !more() {
+                return None;
+            }
+            if !self.limiter.take(PAGE) {
+                return Some(Stop::RateLimited);
+            }
+            let from = &self.tiers[found.entry.tier as usize].counters;
+            match self.move_page(found, to, &mut buf) {
+                Ok(true) => {
+                    TierCounters::bump(&from.moved_down, 1);
+                    TierCounters::bump(&self.tiers[to].counters.written_back_bytes, PAGE);
+                    report.moved_pages += 1;
+                }
+                Ok(false) => report.raced_pages += 1,
+                Err(e) => {
+                    TierCounters::bump(&from.failed_moves, 1);
+                    report.failed_pages += 1;
+                    if e.kind() == ErrorKind::NoSpace {
+                        return Some(Stop::NoSpaceBelow);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Refreshes each budgeted tier's average cost per page from its
+    /// backend's memory, for the pages whose size it cannot tell.
+    fn sample_costs(&self) {
+        for tier in self.tiers.iter().filter(|t| t.budget.is_some()) {
+            let stats = tier.backend.stats();
+            if stats.stored_pages > 0 && stats.memory_used > 0 {
+                let average = (stats.memory_used / stats.stored_pages).clamp(1, u64::from(u32::MAX));
+                tier.average_cost.store(average, Ordering::Relaxed);
+            }
+        }
+    }
+}
