@@ -1,7 +1,7 @@
 //! [`Tiered`] and [`Tier`]: the backend over an ordered list of backends.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pagebackup_core::raw::{HandleCodec, Shards};
@@ -28,8 +28,12 @@ pub struct Tier {
     pub(crate) counters: TierCounters,
     /// The cost counted for a page whose backend cannot tell its
     /// [`stored_size`](BackupBackend::stored_size): the tier's memory per
-    /// page at the last policy run (a page to begin with).
+    /// page at the last policy run (a page to begin with); for a backend
+    /// that tells sizes, the average of those. Also the estimate reserved
+    /// against the budget before a backup.
     pub(crate) average_cost: AtomicU64,
+    /// Whether the backend tells its pages' sizes.
+    pub(crate) sizes_known: AtomicBool,
 }
 
 impl Tier {
@@ -40,6 +44,7 @@ impl Tier {
             budget: None,
             counters: TierCounters::default(),
             average_cost: AtomicU64::new(PAGE),
+            sizes_known: AtomicBool::new(false),
         }
     }
 
@@ -60,7 +65,10 @@ impl Tier {
     /// whether that is its real size.
     fn cost_of(&self, handle: Handle) -> (u32, bool) {
         match self.backend.stored_size(handle) {
-            Some(bytes) => (bytes.min(u64::from(u32::MAX)) as u32, true),
+            Some(bytes) => {
+                self.sizes_known.store(true, Ordering::Relaxed);
+                (bytes.min(u64::from(u32::MAX)) as u32, true)
+            }
             None => (self.average_cost.load(Ordering::Relaxed) as u32, false),
         }
     }

@@ -102,13 +102,18 @@ impl Shared {
         None
     }
 
-    /// Refreshes each budgeted tier's average cost per page from its
-    /// backend's memory, for the pages whose size it cannot tell.
+    /// Refreshes each budgeted tier's average cost per page: the average of
+    /// the sizes its backend tells, or else its backend's memory per page.
     fn sample_costs(&self) {
         for tier in self.tiers.iter().filter(|t| t.budget.is_some()) {
-            let stats = tier.backend.stats();
-            if stats.stored_pages > 0 && stats.memory_used > 0 {
-                let average = (stats.memory_used / stats.stored_pages).clamp(1, u64::from(u32::MAX));
+            let (bytes, pages) = if tier.sizes_known.load(Ordering::Relaxed) {
+                (tier.counters.held(), tier.counters.pages.load(Ordering::Relaxed))
+            } else {
+                let stats = tier.backend.stats();
+                (stats.memory_used, stats.stored_pages)
+            };
+            if pages > 0 && bytes > 0 {
+                let average = (bytes / pages).clamp(1, u64::from(u32::MAX));
                 tier.average_cost.store(average, Ordering::Relaxed);
             }
         }
