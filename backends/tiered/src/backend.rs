@@ -444,13 +444,16 @@ impl Shared {
     }
 
     /// Copies a page just restored from a lower tier back to the first tier,
-    /// if that stays under its high watermark.
+    /// if that stays within its budget; past the high watermark, the policy
+    /// then moves the first tier's coldest pages down.
     fn promote(&self, handle: Handle, entry: Entry, page: &Page) {
         let (shard, slot, generation) = self.locate(handle);
-        let high = Some(self.config.high);
-        let Ok(Some(upper)) = self.store_in(0, page, u64::from(slot), BackupFlags::NONE, high) else {
+        let Ok(Some(upper)) = self.store_in(0, page, u64::from(slot), BackupFlags::NONE, Some(1.0)) else {
             return;
         };
+        if self.tiers[0].above(self.config.high) {
+            self.wake.kick();
+        }
         let found = Located {
             shard,
             slot,

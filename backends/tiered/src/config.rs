@@ -56,7 +56,8 @@ pub struct TieredConfig {
     /// (the default) treats them like any other page.
     pub huge: Option<HugePolicy>,
     /// A page restored from a lower tier is copied back to the first tier
-    /// (when that stays under its high watermark). Off by default.
+    /// (when that stays within its budget; the policy then makes room by
+    /// moving the coldest pages down). Off by default.
     pub promote: bool,
     /// A bound on the bytes moved down per period; `None` (the default) for none.
     pub rate_limit: Option<RateLimit>,
