@@ -51,6 +51,15 @@ pub enum OpenError {
     },
     /// The backend was configured but failed to start.
     Backend(BackupError),
+    /// One tier of a tiered spec could not be opened.
+    Tier {
+        /// The tier's position, from 0 (the first, fastest).
+        index: usize,
+        /// The tier's spec as given.
+        spec: String,
+        /// Why it could not be opened.
+        source: Box<OpenError>,
+    },
 }
 
 impl fmt::Display for OpenError {
@@ -90,6 +99,7 @@ impl fmt::Display for OpenError {
                 )
             }
             Self::Backend(e) => write!(f, "{e}"),
+            Self::Tier { index, spec, source } => write!(f, "tiered: tier {index} '{spec}': {source}"),
         }
     }
 }
@@ -98,6 +108,7 @@ impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Backend(e) => Some(e),
+            Self::Tier { source, .. } => Some(&**source),
             _ => None,
         }
     }

@@ -41,6 +41,10 @@ pub use pagebackup_compressed as compressed;
 #[cfg(feature = "file")]
 pub use pagebackup_file as file;
 
+/// The tiered backend (feature `tiered`).
+#[cfg(feature = "tiered")]
+pub use pagebackup_tiered as tiered;
+
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]
 pub use pagebackup_shmem as shmem;
@@ -52,6 +56,7 @@ pub use pagebackup_shmem as shmem;
 /// | `memory` | always  | `limit=SIZE`: most bytes of pages held (default: no limit) |
 /// | `shmem`  | `shmem` | `capacity=SIZE`: most bytes held (default: RAM + swap), `checksum=on\|off` (default off), `reuse=SIZE`: dropped memory kept for reuse (default 16MiB), `shards=N` (default: CPUs, at most 8) |
 /// | `file`   | `file`  | `dir=PATH` (default: the temp dir), `path=PATH` (a named file instead), `max_size=SIZE`, `io=auto\|uring\|sync`, `direct=on\|off` (`O_DIRECT`, default off), `checksum=on\|off` (default on), `shards=N` |
+/// | `tiered` | `tiered` | `tiers=[SPEC \| SPEC ...]`: the tiers, first the fastest, each any spec (tiered too; at least two), `budget=SIZE` or `budget=[SIZE \| SIZE ...]`: budgets of the upper tiers (default: what each can take when opened), `high=90%`, `low=70%`: the watermarks, `huge=SIZE` and `huge_mode=first\|at_once` (default first), `promote=on\|off` (default off), `rate=SIZE`: most bytes moved down per second, `auto=on\|off`: the policy thread (default on) |
 /// | `compressed` | `compressed` (`compressed-lz4`, `compressed-zstd`) | `algo=lz4\|zstd` (default lz4), `level=N` (zstd, default 1), `limit=SIZE` (memory, metadata included), `dict=PATH` (zstd dictionary file), `checksum=on\|off` (default off) |
 ///
 /// Sizes are whole bytes with an optional suffix `B`, `KiB`, `MiB`, `GiB`
@@ -60,6 +65,24 @@ pub use pagebackup_shmem as shmem;
 /// build lacks each gives an [`OpenError`] that says what is valid.
 pub fn open(spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
     registry::open_in(registry::BACKENDS, spec)
+}
+
+/// Builds a tiered backend from a `tiered:` spec (see [`open`]), as its own
+/// type, for its per-tier figures and policy calls.
+#[cfg(feature = "tiered")]
+pub fn open_tiered(spec: &str) -> Result<tiered::Tiered, OpenError> {
+    let spec = Spec::parse(spec)?;
+    let entry = registry::BACKENDS
+        .iter()
+        .find(|e| e.name == "tiered")
+        .expect("the tiered entry");
+    if spec.name != "tiered" {
+        return Err(OpenError::UnknownBackend {
+            name: spec.name.to_string(),
+            available: vec!["tiered"],
+        });
+    }
+    registry::open_tiered(&registry::Params::new(entry, spec)?)
 }
 
 /// The names of the backends this build contains, for [`open`].

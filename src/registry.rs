@@ -52,6 +52,25 @@ pub(crate) const BACKENDS: &[Entry] = &[
         #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
         open: None,
     },
+    Entry {
+        name: "tiered",
+        feature: "tiered",
+        keys: &[
+            "tiers",
+            "budget",
+            "high",
+            "low",
+            "huge",
+            "huge_mode",
+            "promote",
+            "rate",
+            "auto",
+        ],
+        #[cfg(feature = "tiered")]
+        open: Some(open_tiered_boxed),
+        #[cfg(not(feature = "tiered"))]
+        open: None,
+    },
 ];
 
 /// Opens `spec` with the backends of `table`.
@@ -180,6 +199,82 @@ fn open_compressed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenEr
         }
     }
     Ok(Box::new(CompressedBackend::new(config)?))
+}
+
+#[cfg(feature = "tiered")]
+fn open_tiered_boxed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
+    Ok(Box::new(open_tiered(params)?))
+}
+
+/// Opens a `tiered:` spec: each tier of `tiers=[SPEC | SPEC ...]` with
+/// [`open_in`] (so tiers may be tiered too), the budgets of the upper tiers,
+/// and the policies.
+#[cfg(feature = "tiered")]
+pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tiered, OpenError> {
+    use pagebackup_tiered::{HugePolicy, RateLimit, Tier, Tiered, TieredConfig};
+
+    use crate::spec::split_top_level;
+    let list = |key: &'static str| -> Result<Option<Vec<&str>>, OpenError> {
+        let Some(value) = params.get(key) else { return Ok(None) };
+        let inner = value.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
+        Ok(Some(match (key, inner) {
+            (_, Some(inner)) => split_top_level('|')(inner).into_iter().map(str::trim).collect(),
+            ("budget", None) => vec![value],
+            _ => return Err(params.bad(key, "a bracketed list: [SPEC | SPEC ...]")),
+        }))
+    };
+    let specs = list("tiers")?.ok_or_else(|| params.bad("tiers", "tiers=[SPEC | SPEC ...], at least two"))?;
+    if specs.len() < 2 {
+        return Err(params.bad("tiers", "at least two tiers: [SPEC | SPEC ...]"));
+    }
+    let budgets = list("budget")?.unwrap_or_default();
+    if budgets.len() >= specs.len() {
+        return Err(params.bad("budget", "one size per tier but the last: [SIZE | SIZE ...]"));
+    }
+    let mut tiers = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
+        let backend = open_in(BACKENDS, spec).map_err(|source| OpenError::Tier {
+            index,
+            spec: spec.to_string(),
+            source: Box::new(source),
+        })?;
+        let budget = match budgets.get(index) {
+            Some(size) => parse_size(size).ok_or_else(|| params.bad("budget", "sizes such as [64MiB | 1GiB]"))?,
+            None => backend.bytes_avail().saturating_add(backend.stats().memory_used),
+        };
+        tiers.push(Tier::new(backend).with_budget(budget));
+    }
+    let mut config = TieredConfig::new();
+    let percent = |key: &'static str, default: f64| -> Result<f64, OpenError> {
+        params.get(key).map_or(Ok(default), |v| {
+            v.strip_suffix('%')
+                .and_then(|n| n.trim().parse::<u8>().ok())
+                .filter(|&n| n <= 100)
+                .map(|n| f64::from(n) / 100.0)
+                .ok_or_else(|| params.bad(key, "a percentage of the budget, 0% to 100%"))
+        })
+    };
+    let (high, low) = (percent("high", config.high)?, percent("low", config.low)?);
+    config = config.with_watermarks(high, low);
+    if config.low > config.high {
+        return Err(params.bad("low", "a watermark at most the high one"));
+    }
+    if let Some(threshold) = params.size("huge")? {
+        let at_once = params.choice("huge_mode", &["first", "at_once"], "first or at_once")? == Some("at_once");
+        config = config.with_huge(HugePolicy { threshold, at_once });
+    } else if params.get("huge_mode").is_some() {
+        return Err(params.bad("huge_mode", "huge=SIZE with it (the threshold)"));
+    }
+    if let Some(on) = params.flag("promote")? {
+        config = config.with_promote(on);
+    }
+    if let Some(bytes) = params.size("rate")? {
+        config = config.with_rate_limit(RateLimit::per_second(bytes));
+    }
+    if params.flag("auto")? == Some(false) {
+        config = config.with_auto(None);
+    }
+    Ok(Tiered::new(tiers, config)?)
 }
 
 /// A spec's parameters, checked against the keys its backend takes.

@@ -30,7 +30,7 @@ impl<'a> Spec<'a> {
             ));
         }
         let mut params: Vec<(&str, &str)> = Vec::new();
-        for item in rest.into_iter().flat_map(|r| r.split(',')) {
+        for item in rest.into_iter().flat_map(split_top_level(',')) {
             let Some((key, value)) = item.split_once('=') else {
                 return Err(syntax(format!("'{}' is not key=value", item.trim())));
             };
@@ -44,6 +44,27 @@ impl<'a> Spec<'a> {
             params.push((key, value));
         }
         Ok(Spec { name, params })
+    }
+}
+
+/// Splits at `separator` where it is outside brackets, so that a value
+/// may be a bracketed list of nested specs (`tiers=[a:x=1,y=2 | b]`).
+pub(crate) fn split_top_level(separator: char) -> impl Fn(&str) -> Vec<&str> {
+    move |text| {
+        let (mut depth, mut start, mut items) = (0i32, 0, Vec::new());
+        for (at, c) in text.char_indices() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if c == separator && depth == 0 => {
+                    items.push(&text[start..at]);
+                    start = at + c.len_utf8();
+                }
+                _ => {}
+            }
+        }
+        items.push(&text[start..]);
+        items
     }
 }
 
@@ -104,6 +125,16 @@ mod tests {
                 "{bad:?} parsed"
             );
         }
+    }
+
+    #[test]
+    fn bracketed_values_keep_their_commas() {
+        assert_eq!(
+            Spec::parse("tiered:tiers=[compressed:algo=lz4,limit=1MiB | file],high=90%")
+                .unwrap()
+                .params,
+            [("tiers", "[compressed:algo=lz4,limit=1MiB | file]"), ("high", "90%")]
+        );
     }
 
     #[test]
