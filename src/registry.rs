@@ -154,6 +154,11 @@ fn open_file(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
 
 #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
 fn open_compressed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenError> {
+    Ok(Box::new(compressed_backend(params)?))
+}
+
+#[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
+fn compressed_backend(params: &Params<'_>) -> Result<pagebackup_compressed::CompressedBackend, OpenError> {
     use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig};
     let default = if cfg!(feature = "compressed-lz4") {
         "lz4"
@@ -198,7 +203,7 @@ fn open_compressed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, OpenEr
             ));
         }
     }
-    Ok(Box::new(CompressedBackend::new(config)?))
+    Ok(CompressedBackend::new(config)?)
 }
 
 #[cfg(feature = "tiered")]
@@ -211,7 +216,7 @@ fn open_tiered_boxed(params: &Params<'_>) -> Result<Box<dyn BackupBackend>, Open
 /// and the policies.
 #[cfg(feature = "tiered")]
 pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tiered, OpenError> {
-    use pagebackup_tiered::{HugePolicy, RateLimit, Tier, Tiered, TieredConfig};
+    use pagebackup_tiered::{HugePolicy, RateLimit, Tiered, TieredConfig};
 
     use crate::spec::split_top_level;
     let list = |key: &'static str| -> Result<Option<Vec<&str>>, OpenError> {
@@ -233,16 +238,17 @@ pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tier
     }
     let mut tiers = Vec::with_capacity(specs.len());
     for (index, spec) in specs.iter().enumerate() {
-        let backend = open_in(BACKENDS, spec).map_err(|source| OpenError::Tier {
+        let tier = open_tier(spec).map_err(|source| OpenError::Tier {
             index,
             spec: spec.to_string(),
             source: Box::new(source),
         })?;
+        let backend = tier.backend();
         let budget = match budgets.get(index) {
             Some(size) => parse_size(size).ok_or_else(|| params.bad("budget", "sizes such as [64MiB | 1GiB]"))?,
             None => backend.bytes_avail().saturating_add(backend.stats().memory_used),
         };
-        tiers.push(Tier::new(backend).with_budget(budget));
+        tiers.push(tier.with_budget(budget));
     }
     let mut config = TieredConfig::new();
     let percent = |key: &'static str, default: f64| -> Result<f64, OpenError> {
@@ -275,6 +281,29 @@ pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tier
         config = config.with_auto(None);
     }
     Ok(Tiered::new(tiers, config)?)
+}
+
+/// One tier of a tiered spec. A compressed tier gets compaction as its
+/// maintenance, so that the memory of pages moved out comes back.
+#[cfg(feature = "tiered")]
+fn open_tier(spec: &str) -> Result<pagebackup_tiered::Tier, OpenError> {
+    use pagebackup_tiered::Tier;
+    #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
+    {
+        let parsed = Spec::parse(spec)?;
+        if parsed.name == "compressed" {
+            let entry = BACKENDS
+                .iter()
+                .find(|e| e.name == "compressed")
+                .expect("the compressed entry");
+            let backend = std::sync::Arc::new(compressed_backend(&Params::new(entry, parsed)?)?);
+            let compact = std::sync::Arc::clone(&backend);
+            return Ok(Tier::new(backend).with_maintenance(move || {
+                compact.compact();
+            }));
+        }
+    }
+    Ok(Tier::new(open_in(BACKENDS, spec)?))
 }
 
 /// A spec's parameters, checked against the keys its backend takes.

@@ -20,6 +20,8 @@ pub(crate) const NAME: &str = "tiered";
 const SHARDS: usize = 16;
 const PAGE: u64 = PAGE_SIZE as u64;
 const MAX_TIERS: usize = 64;
+/// Restores since a page went down before it is promoted.
+const PROMOTE_HEAT: u8 = 2;
 
 /// One tier: a backend and, for every tier but the last, an optional budget.
 pub struct Tier {
@@ -34,6 +36,12 @@ pub struct Tier {
     pub(crate) average_cost: AtomicU64,
     /// Whether the backend tells its pages' sizes.
     pub(crate) sizes_known: AtomicBool,
+    /// Run after a policy step when pages left the tier since the last.
+    pub(crate) maintenance: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Pages left the tier (moved or dropped) since maintenance last ran.
+    pub(crate) vacated: AtomicBool,
+    /// Pages the policy moved out since it last halved the tier's heat.
+    pub(crate) moved_since_aging: AtomicU64,
 }
 
 impl Tier {
@@ -45,6 +53,9 @@ impl Tier {
             counters: TierCounters::default(),
             average_cost: AtomicU64::new(PAGE),
             sizes_known: AtomicBool::new(false),
+            maintenance: None,
+            vacated: AtomicBool::new(false),
+            moved_since_aging: AtomicU64::new(0),
         }
     }
 
@@ -53,6 +64,16 @@ impl Tier {
     /// tier past it goes to a tier below. Ignored on the last tier.
     pub fn with_budget(mut self, bytes: u64) -> Self {
         self.budget = Some(bytes);
+        self
+    }
+
+    /// With `maintenance` run by the policy after a step when pages left the
+    /// tier since the last one: for a backend whose space comes back only
+    /// when asked (compaction of a compressed arena, release of deferred
+    /// slots). The policy thread, or the caller of
+    /// [`Tiered::run_policy_step`], runs it.
+    pub fn with_maintenance(mut self, maintenance: impl Fn() + Send + Sync + 'static) -> Self {
+        self.maintenance = Some(Box::new(maintenance));
         self
     }
 
@@ -73,6 +94,13 @@ impl Tier {
         }
     }
 
+    /// Notes that a page left the tier (one shared write per maintenance run).
+    fn vacate(&self) {
+        if self.maintenance.is_some() && !self.vacated.load(Ordering::Relaxed) {
+            self.vacated.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// `fraction` of the budget in bytes (`None` without a budget).
     pub(crate) fn mark(&self, fraction: f64) -> Option<u64> {
         self.budget.map(|budget| (budget as f64 * fraction) as u64)
@@ -90,7 +118,8 @@ impl fmt::Debug for Tier {
             .field("backend", &self.backend)
             .field("budget", &self.budget)
             .field("counters", &self.counters)
-            .finish()
+            .field("maintenance", &self.maintenance.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -314,6 +343,7 @@ impl Shared {
             huge,
             cost,
             last_use: self.clock.now(),
+            heat: 0,
         }))
     }
 
@@ -380,6 +410,7 @@ impl Shared {
 
     /// Drops a copy the table no longer maps (after a move or a lost race).
     pub(crate) fn release_inner(&self, tier: usize, inner: Handle) {
+        self.tiers[tier].vacate();
         if self.tiers[tier].backend.drop_handle(inner).is_err() {
             self.failed_releases.fetch_add(1, Ordering::Relaxed);
         }
@@ -421,6 +452,7 @@ impl Shared {
         loop {
             let entry = self.with_entry(handle, Operation::CopyPage, |e| {
                 e.last_use = now;
+                e.heat = e.heat.saturating_add(1);
                 *e
             })?;
             match self.tiers[entry.tier as usize]
@@ -428,7 +460,9 @@ impl Shared {
                 .copy_page(dst, entry.inner, intr)
             {
                 Ok(()) => {
-                    if self.config.promote && entry.tier > 0 {
+                    // A page restored once while down would only push a
+                    // hotter page out: promote from the second restore.
+                    if self.config.promote && entry.tier > 0 && entry.heat >= PROMOTE_HEAT {
                         self.promote(handle, entry, dst);
                     }
                     return Ok(());
@@ -474,6 +508,8 @@ impl Shared {
         match table.get(found.slot, found.generation) {
             Some(entry) if entry.tier == found.entry.tier && entry.inner == found.entry.inner => {
                 to.last_use = entry.last_use;
+                // A page moved down starts cold there; one moved up keeps its heat.
+                to.heat = if to.tier > entry.tier { 0 } else { entry.heat };
                 *entry = to;
                 drop(table);
                 self.tiers[found.entry.tier as usize].counters.remove(found.entry.cost);
@@ -514,29 +550,34 @@ impl Shared {
             .ok_or_else(|| Self::invalid(Operation::DropHandle, handle))?;
         // Under the lock, so that a failed drop leaves the handle live and
         // a move cannot switch the page away in between.
-        self.tiers[entry.tier as usize].backend.drop_handle(entry.inner)?;
+        let tier = &self.tiers[entry.tier as usize];
+        tier.backend.drop_handle(entry.inner)?;
+        tier.vacate();
         table.remove(slot, generation);
         drop(table);
-        self.tiers[entry.tier as usize].counters.remove(entry.cost);
+        tier.counters.remove(entry.cost);
         Ok(())
     }
 
-    /// Every live page in tier `tier`, with where it is.
-    pub(crate) fn pages_in(&self, tier: usize) -> Vec<Located> {
+    /// Every live page in tier `tier`, with where it is (and its heat as it
+    /// was); with `age`, every live page's heat is halved, in all tiers.
+    pub(crate) fn pages_in(&self, tier: usize, age: bool) -> Vec<Located> {
         let mut found = Vec::new();
         for shard in 0..self.shards.len() {
-            let table = self.shards.lock(shard);
-            found.extend(
-                table
-                    .live()
-                    .filter(|(_, _, e)| e.tier as usize == tier)
-                    .map(|(slot, generation, entry)| Located {
+            let mut table = self.shards.lock(shard);
+            for (slot, generation, entry) in table.live() {
+                if entry.tier as usize == tier {
+                    found.push(Located {
                         shard,
                         slot,
                         generation,
-                        entry,
-                    }),
-            );
+                        entry: *entry,
+                    });
+                }
+                if age {
+                    entry.heat /= 2;
+                }
+            }
         }
         found
     }

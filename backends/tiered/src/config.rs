@@ -56,8 +56,12 @@ pub struct TieredConfig {
     /// (the default) treats them like any other page.
     pub huge: Option<HugePolicy>,
     /// A page restored from a lower tier is copied back to the first tier
-    /// (when that stays within its budget; the policy then makes room by
-    /// moving the coldest pages down). Off by default.
+    /// when it is used again soon: its previous use is no older than the
+    /// warmest page the watermark policy last moved out of the first tier
+    /// (so a page restored once in a long while, which would push a hotter
+    /// one out, stays down). The first tier takes it within its budget, and
+    /// the policy then makes room by moving the coldest pages down. Off by
+    /// default.
     pub promote: bool,
     /// A bound on the bytes moved down per period; `None` (the default) for none.
     pub rate_limit: Option<RateLimit>,

@@ -26,10 +26,21 @@ impl Shared {
                 continue;
             }
             let low = (budget as f64 * self.config.low) as u64;
-            let mut pages = self.pages_in(index);
-            // Huge pages first (when there is a huge policy), then coldest first.
-            pages.sort_unstable_by_key(|p| (!(huge_first && p.entry.huge), p.entry.last_use));
+            // Heat halves once the tier has turned over (as many pages moved
+            // out as it holds), so that it counts recent restores, not all.
+            let turned_over =
+                tier.moved_since_aging.load(Ordering::Relaxed) >= tier.counters.pages.load(Ordering::Relaxed);
+            if turned_over {
+                tier.moved_since_aging.store(0, Ordering::Relaxed);
+            }
+            let mut pages = self.pages_in(index, turned_over);
+            // Huge pages first (when there is a huge policy), then the least
+            // restored, then the longest idle.
+            pages.sort_unstable_by_key(|p| (!(huge_first && p.entry.huge), p.entry.heat, p.entry.last_use));
+            let before = report.moved_pages;
             report.stopped = self.move_all(pages, index + 1, &mut report, || tier.counters.held() > low);
+            tier.moved_since_aging
+                .fetch_add(report.moved_pages - before, Ordering::Relaxed);
             if report.stopped.is_some() {
                 break;
             }
@@ -44,7 +55,7 @@ impl Shared {
         let last = self.tiers.len() - 1;
         let mut report = PolicyReport::default();
         for index in 0..last {
-            let mut pages = self.pages_in(index);
+            let mut pages = self.pages_in(index, false);
             pages.retain(|p| match filter {
                 WritebackFilter::Idle(idle) => u128::from(now.saturating_sub(p.entry.last_use)) >= idle.as_millis(),
                 WritebackFilter::Huge => p.entry.huge,
@@ -59,7 +70,16 @@ impl Shared {
         self.finish(report)
     }
 
+    /// Ends a policy run or writeback: each tier pages left since the last
+    /// gets its maintenance, and the run's stop is kept for the state.
     fn finish(&self, report: PolicyReport) -> PolicyReport {
+        for tier in self.tiers.iter() {
+            if let Some(maintenance) = &tier.maintenance
+                && tier.vacated.swap(false, Ordering::Relaxed)
+            {
+                maintenance();
+            }
+        }
         *self.last_stop.lock().unwrap_or_else(PoisonError::into_inner) = report.stopped;
         report
     }

@@ -19,6 +19,10 @@ pub(crate) struct Entry {
     pub(crate) cost: u32,
     /// [`Clock`] time of its backup or last restore.
     pub(crate) last_use: u32,
+    /// Restores since it came to its tier (saturating), halved each time
+    /// the policy looks at its tier: a counting clock, so that a page
+    /// restored often outranks one restored once lately.
+    pub(crate) heat: u8,
 }
 
 /// One shard's slots and entries.
@@ -64,10 +68,11 @@ impl Table {
     }
 
     /// Every live entry with its slot and generation.
-    pub(crate) fn live(&self) -> impl Iterator<Item = (u32, u32, Entry)> + '_ {
-        self.entries.iter().enumerate().filter_map(|(slot, entry)| {
+    pub(crate) fn live(&mut self) -> impl Iterator<Item = (u32, u32, &mut Entry)> + '_ {
+        let slots = &self.slots;
+        self.entries.iter_mut().enumerate().filter_map(|(slot, entry)| {
             let slot = slot as u32;
-            Some((slot, self.slots.live_generation(slot)?, (*entry)?))
+            Some((slot, slots.live_generation(slot)?, entry.as_mut()?))
         })
     }
 
@@ -113,6 +118,7 @@ mod tests {
             huge: false,
             cost: 4096,
             last_use: 0,
+            heat: 0,
         }
     }
 

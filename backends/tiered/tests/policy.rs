@@ -145,11 +145,14 @@ fn the_rate_limit_stops_moves_for_the_period() {
 }
 
 #[test]
-fn promotion_is_off_by_default_and_brings_restored_pages_up_when_on() {
+fn promotion_is_off_by_default_and_brings_pages_restored_twice_up_when_on() {
     for promote in [false, true] {
         let t = two_memory(100, manual().with_promote(promote));
         let pages = backup_n(&t, 6, 4);
         t.writeback(WritebackFilter::All);
+        // A page restored once while down stays down; the second restore promotes.
+        verify(&t, &pages[..2]);
+        assert!(pages.iter().all(|&(h, _)| t.tier_of(h) == Some(1)));
         verify(&t, &pages[..2]);
         for (k, &(h, _)) in pages.iter().enumerate() {
             let expected = if promote && k < 2 { 0 } else { 1 };
@@ -323,4 +326,48 @@ fn slot_store_backends_say_a_live_page_costs_a_page() {
         b.drop_handle(h).unwrap();
         assert_eq!(b.stored_size(h), None, "{}", b.name());
     }
+}
+
+#[test]
+fn pages_restored_often_outrank_pages_restored_once_lately() {
+    let t = two_memory(100, manual());
+    let pages = backup_n(&t, 9, 100);
+    for _ in 0..3 {
+        verify(&t, &pages[..25]);
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    verify(&t, &pages[25..]);
+    assert_eq!(t.run_policy_step().moved_pages, 30);
+    for (k, &(h, _)) in pages.iter().enumerate().take(25) {
+        assert_eq!(t.tier_of(h), Some(0), "page {k}, restored three times, moved down");
+    }
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn maintenance_runs_after_a_step_that_vacated_the_tier() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let t = Tiered::new(
+        vec![
+            Tier::new(MemoryBackend::new())
+                .with_budget(10 * PAGE)
+                .with_maintenance(move || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }),
+            Tier::new(MemoryBackend::new()),
+        ],
+        manual(),
+    )
+    .unwrap();
+    let pages = backup_n(&t, 10, 5);
+    t.run_policy_step();
+    assert_eq!(runs.load(Ordering::Relaxed), 0, "nothing left the tier");
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 5);
+    assert_eq!(runs.load(Ordering::Relaxed), 1);
+    t.run_policy_step();
+    assert_eq!(runs.load(Ordering::Relaxed), 1, "nothing left since");
+    drop_all_and_check_empty(&t, &pages);
 }
