@@ -8,4 +8,5 @@ pub mod capture;
 pub mod corpus;
 pub mod measure;
 pub mod report;
+pub mod skewed;
 pub mod zram;

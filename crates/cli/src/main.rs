@@ -77,6 +77,13 @@ struct BenchArgs {
     /// Draw throughput against effective ratio as SVG.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Replay a skewed restore pattern over this many pages instead (the
+    /// corpus repeated), for the backends given with --backend.
+    #[arg(long)]
+    working_set: Option<usize>,
+    /// The skew: percent of pages that are hot / percent of restores they take.
+    #[arg(long, default_value = "20/80")]
+    hot: String,
 }
 
 fn main() -> ExitCode {
@@ -149,6 +156,12 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         None => Corpus::built_in(args.pages),
     };
     let n = corpus.pages.len();
+    if let Some(working_set) = args.working_set {
+        let skew = pagebackup_cli::skewed::Skew::parse(working_set, &args.hot, working_set * 4)?;
+        let runs = pagebackup_cli::skewed::bench(&args.backends, &corpus.pages, skew, args.rounds)?;
+        println!("{}", pagebackup_cli::skewed::table(&skew, &runs));
+        return Ok(());
+    }
     let adapters = adapters(&args, n)?;
     let threads = args
         .threads
