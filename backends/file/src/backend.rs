@@ -36,7 +36,7 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   everything staged and reports a failure.
 /// - **`backup_pages`** writes straight from the caller's pages and waits
 ///   for the writes before returning.
-/// - **I/O path** ([`IoMode`]): by default `pwritev`/`preadv` for buffered
+/// - **I/O path** ([`IoMode`](crate::IoMode)): by default `pwritev`/`preadv` for buffered
 ///   files, io_uring for `direct` (several operations of 16 pages in flight
 ///   at once).
 /// - **`direct`**: `O_DIRECT`, so pages leave memory; a file system that
