@@ -228,7 +228,7 @@ pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tier
             _ => return Err(params.bad(key, "a bracketed list: [SPEC | SPEC ...]")),
         }))
     };
-    let specs = list("tiers")?.ok_or_else(|| params.bad("tiers", "tiers=[SPEC | SPEC ...], at least two"))?;
+    let specs = list("tiers")?.unwrap_or_else(|| default_tiers());
     if specs.len() < 2 {
         return Err(params.bad("tiers", "at least two tiers: [SPEC | SPEC ...]"));
     }
@@ -281,6 +281,22 @@ pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tier
         config = config.with_auto(None);
     }
     Ok(Tiered::new(tiers, config)?)
+}
+
+/// The tiers of a bare `tiered`: compressed RAM over a file where this
+/// build has them, else over shmem, else memory over memory.
+#[cfg(feature = "tiered")]
+fn default_tiers() -> Vec<&'static str> {
+    let available = available_in(BACKENDS);
+    let first = ["compressed", "memory"];
+    let last = ["file", "shmem", "memory"];
+    let pick = |names: &[&'static str]| {
+        *names
+            .iter()
+            .find(|n| available.contains(n))
+            .expect("memory is always built")
+    };
+    vec![pick(&first), pick(&last)]
 }
 
 /// One tier of a tiered spec. A compressed tier gets compaction as its

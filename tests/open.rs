@@ -22,8 +22,7 @@ fn memory_is_always_available() {
 
 #[test]
 fn every_available_backend_opens_by_name() {
-    // A tiered backend needs its tiers named (tests/tiered.rs).
-    for name in available_backends().into_iter().filter(|&n| n != "tiered") {
+    for name in available_backends() {
         let b = open(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(b.name(), name);
     }

@@ -80,7 +80,9 @@ fn errors_point_at_the_tier_at_fault() {
         )
     );
     assert!(err("tiered:tiers=[memory]").contains("at least two tiers"));
-    assert!(err("tiered").contains("tiers=[SPEC | SPEC ...]"));
+    let bare = open_tiered("tiered").unwrap();
+    let names: Vec<&str> = bare.tiers().iter().map(|t| t.backend().name()).collect();
+    assert_eq!(names, ["compressed", "file"]);
     assert!(err("tiered:tiers=memory").contains("a bracketed list"));
     assert!(err("tiered:tiers=[memory | memory],high=101%").contains("'high'"));
     assert!(err("tiered:tiers=[memory | memory],high=50%,low=60%").contains("'low'"));
