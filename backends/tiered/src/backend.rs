@@ -176,7 +176,9 @@ pub(crate) struct Shared {
 ///   the upper copy. A failure at any step leaves the page where it was,
 ///   readable; a restore racing a move retries on the new mapping, a drop
 ///   racing a move makes the move discard its copy.
-/// - `NoSpace` from a lower tier stops moves, not backups.
+/// - `NoSpace` from a lower tier stops moves, not backups. A move in flight
+///   holds its page in both tiers for a moment, so with every tier full a
+///   backup may see `NoSpace` that a moment later would have fit.
 ///
 /// Dropping the backend stops its policy thread.
 pub struct Tiered {

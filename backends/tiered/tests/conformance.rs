@@ -17,9 +17,10 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// The upper tier's budget: 16 pages, far below what most checks hold.
 const BUDGET: u64 = 16 * PAGE;
 
-/// A stack with the automatic policy running every millisecond.
-fn stack(upper: Box<dyn BackupBackend>, lower: Box<dyn BackupBackend>, budget: u64) -> Tiered {
-    let config = TieredConfig::new().with_auto(Some(Duration::from_millis(1)));
+/// A stack with the automatic policy running every millisecond, or without
+/// it (`auto` off).
+fn stack(upper: Box<dyn BackupBackend>, lower: Box<dyn BackupBackend>, budget: u64, auto: bool) -> Tiered {
+    let config = TieredConfig::new().with_auto(auto.then_some(Duration::from_millis(1)));
     Tiered::new(vec![Tier::new(upper).with_budget(budget), Tier::new(lower)], config).unwrap()
 }
 
@@ -60,17 +61,26 @@ type Make = fn(Option<u64>) -> Box<dyn BackupBackend>;
 
 /// The subject `upper` over `lower`; the instances it made, to look at
 /// afterwards. A limited instance gets a quarter of the limit above (its
-/// budget too) and the rest below.
+/// budget too) and the rest below, and no policy thread: a move in flight
+/// holds a page in both tiers, so the exact point where space runs out,
+/// which the check asserts, would move.
 fn subject(name: &str, upper: Make, lower: Make) -> (Subject, Arc<Mutex<Vec<Arc<Tiered>>>>) {
     let made = Arc::new(Mutex::new(Vec::new()));
     let keep = Arc::clone(&made);
     let subject = Subject::new(name, move || {
-        let tiered = Arc::new(stack(upper(None), lower(None), BUDGET));
+        let tiered = Arc::new(stack(upper(None), lower(None), BUDGET, true));
         keep.lock().unwrap().push(Arc::clone(&tiered));
         Box::new(tiered)
     })
     .with_limit(
-        move |bytes| Box::new(stack(upper(Some(bytes / 4)), lower(Some(bytes - bytes / 4)), bytes / 4)),
+        move |bytes| {
+            Box::new(stack(
+                upper(Some(bytes / 4)),
+                lower(Some(bytes - bytes / 4)),
+                bytes / 4,
+                false,
+            ))
+        },
         false,
     );
     (subject, made)
