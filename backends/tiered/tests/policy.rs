@@ -105,9 +105,9 @@ fn writeback_flag_sends_the_page_to_the_last_tier() {
 fn explicit_writeback_by_idle_time_and_all() {
     let t = two_memory(100, manual());
     let pages = backup_n(&t, 3, 40);
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(600));
     verify(&t, &pages[..10]);
-    let idle = t.writeback(WritebackFilter::Idle(Duration::from_millis(50)));
+    let idle = t.writeback(WritebackFilter::Idle(Duration::from_millis(500)));
     assert_eq!((idle.moved_pages, idle.stopped), (30, None));
     for (k, &(h, _)) in pages.iter().enumerate() {
         assert_eq!(t.tier_of(h), Some(usize::from(k >= 10)), "page {k}");
@@ -299,7 +299,14 @@ fn huge_pages_go_down_first_or_at_once() {
 fn the_automatic_mode_brings_the_tier_under_its_low_watermark_by_itself() {
     let t = two_memory(100, TieredConfig::new().with_auto(Some(Duration::from_secs(3600))));
     // The interval is an hour: passing the high watermark wakes the thread.
-    let pages = backup_n(&t, 8, 95);
+    let mut pages = backup_n(&t, 8, 90);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        t.tier_stats()[0].pages,
+        90,
+        "at the high watermark, not past it: nothing moves"
+    );
+    pages.extend(backup_n(&t, 18, 1));
     let deadline = Instant::now() + Duration::from_secs(10);
     while t.tier_stats()[0].pages > 70 {
         assert!(
