@@ -423,7 +423,7 @@ impl Shared {
             self.failed_backups.fetch_add(1, Ordering::Relaxed);
         })?;
         let entry = self.sink_huge(placed, page, idx);
-        if flags.writeback {
+        if flags.writeback && entry.tier as usize == self.tiers.len() - 1 {
             self.writeback_pages.fetch_add(1, Ordering::Relaxed);
         }
         let shard = self.shards.mine();

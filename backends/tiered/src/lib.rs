@@ -2,6 +2,14 @@
 //! pages moving down by policy — zram's writeback and recompression, to any
 //! backend, without a sysfs trigger.
 //!
+//! [`Tiered`] keeps its own handle table over its [`Tier`]s; the policies
+//! are fields of [`TieredConfig`] and each tier's budget. The policy runs by
+//! itself on a background thread ([`TieredConfig::auto`]); a caller that
+//! wants it elsewhere — a task on an async runtime, in a blocking section,
+//! or its own timer — turns that off and calls
+//! [`Tiered::run_policy_step`]. [`Tiered::tier_stats`] and
+//! [`Tiered::policy_state`] say what each tier holds and what moved.
+//!
 //! ```
 //! use std::time::Duration;
 //!

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
 
 use crate::WritebackFilter;
-use crate::backend::{Located, Shared};
+use crate::backend::{Located, Shared, Tier};
 use crate::stats::{PolicyReport, Stop, TierCounters};
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -16,16 +16,17 @@ impl Shared {
     pub(crate) fn run_policy_step(&self) -> PolicyReport {
         let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
         self.runs.fetch_add(1, Ordering::Relaxed);
-        self.sample_costs();
         let huge_first = self.config.huge.is_some();
         let mut report = PolicyReport::default();
         for index in 0..self.tiers.len() - 1 {
             let tier = &self.tiers[index];
             let Some(budget) = tier.budget else { continue };
-            if !tier.above(self.config.high) {
+            let usage = self.usage(tier);
+            if usage as f64 <= budget as f64 * self.config.high {
                 continue;
             }
-            let low = (budget as f64 * self.config.low) as u64;
+            let excess = usage.saturating_sub((budget as f64 * self.config.low) as u64);
+            let start = tier.counters.held();
             // Heat halves once the tier has turned over (as many pages moved
             // out as it holds), so that it counts recent restores, not all.
             let turned_over =
@@ -38,7 +39,8 @@ impl Shared {
             // restored, then the longest idle.
             pages.sort_unstable_by_key(|p| (!(huge_first && p.entry.huge), p.entry.heat, p.entry.last_use));
             let before = report.moved_pages;
-            report.stopped = self.move_all(pages, index + 1, &mut report, || tier.counters.held() > low);
+            let freed = || start.saturating_sub(tier.counters.held());
+            report.stopped = self.move_all(pages, index + 1, &mut report, || freed() < excess);
             tier.moved_since_aging
                 .fetch_add(report.moved_pages - before, Ordering::Relaxed);
             if report.stopped.is_some() {
@@ -122,20 +124,23 @@ impl Shared {
         None
     }
 
-    /// Refreshes each budgeted tier's average cost per page: the average of
-    /// the sizes its backend tells, or else its backend's memory per page.
-    fn sample_costs(&self) {
-        for tier in self.tiers.iter().filter(|t| t.budget.is_some()) {
-            let (bytes, pages) = if tier.sizes_known.load(Ordering::Relaxed) {
-                (tier.counters.held(), tier.counters.pages.load(Ordering::Relaxed))
-            } else {
-                let stats = tier.backend.stats();
-                (stats.memory_used, stats.stored_pages)
-            };
-            if pages > 0 && bytes > 0 {
-                let average = (bytes / pages).clamp(1, u64::from(u32::MAX));
-                tier.average_cost.store(average, Ordering::Relaxed);
-            }
+    /// What a budgeted tier uses against its budget: the bytes counted for
+    /// its pages, or, for a backend that cannot tell its pages' sizes, the
+    /// larger of that and the memory it reports (fragmentation and metadata
+    /// included, which the per-page estimate lags behind). Refreshes the
+    /// tier's average cost per page on the way.
+    fn usage(&self, tier: &Tier) -> u64 {
+        let held = tier.counters.held();
+        let (bytes, pages, usage) = if tier.sizes_known.load(Ordering::Relaxed) {
+            (held, tier.counters.pages.load(Ordering::Relaxed), held)
+        } else {
+            let stats = tier.backend.stats();
+            (stats.memory_used, stats.stored_pages, held.max(stats.memory_used))
+        };
+        if pages > 0 && bytes > 0 {
+            let average = (bytes / pages).clamp(1, u64::from(u32::MAX));
+            tier.average_cost.store(average, Ordering::Relaxed);
         }
+        usage
     }
 }

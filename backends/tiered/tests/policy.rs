@@ -378,3 +378,61 @@ fn maintenance_runs_after_a_step_that_vacated_the_tier() {
     assert_eq!(runs.load(Ordering::Relaxed), 1, "nothing left since");
     drop_all_and_check_empty(&t, &pages);
 }
+
+/// A memory backend that cannot tell its pages' sizes and reports twice
+/// their bytes as its memory, like a compressing store with overhead.
+#[derive(Debug)]
+struct Opaque(MemoryBackend);
+
+impl BackupBackend for Opaque {
+    fn name(&self) -> &'static str {
+        "opaque"
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        self.0.backup_page(page, idx, flags)
+    }
+    fn copy_page(
+        &self,
+        dst: &mut Page,
+        handle: Handle,
+        intr: Option<&pagebackup_core::Interrupt>,
+    ) -> pagebackup_core::Result<()> {
+        self.0.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.0.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.0.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        let mut stats = self.0.stats();
+        stats.memory_used = 2 * stats.stored_bytes;
+        stats
+    }
+}
+
+#[test]
+fn a_tier_that_cannot_tell_sizes_is_held_to_the_memory_it_reports() {
+    let t = Tiered::new(
+        vec![
+            Tier::new(Opaque(MemoryBackend::new())).with_budget(100 * PAGE),
+            Tier::new(MemoryBackend::new()),
+        ],
+        manual(),
+    )
+    .unwrap();
+    // 60 pages counted at a page each fit the budget, but take 120 pages' worth.
+    let pages = backup_n(&t, 11, 60);
+    assert_eq!(t.tier_stats()[0].pages, 60);
+    // From 120 pages' worth down to the low watermark, 70: 50 pages' worth
+    // of the estimate (a page each) are moved.
+    assert_eq!(t.run_policy_step().moved_pages, 50);
+    assert_eq!(t.tier_stats()[0].pages, 10);
+    // The estimate is now two pages a page: backups reserve that much.
+    let more = backup_n(&t, 12, 40);
+    assert_eq!(t.tier_stats()[0].pages, 10 + 40);
+    assert_eq!(t.tier_stats()[0].held_bytes, 10 * PAGE + 40 * 2 * PAGE);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &[pages, more].concat());
+}
