@@ -142,13 +142,9 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     let page = |i: usize| &corpus[i % corpus.len()];
     let mut handles: Vec<Handle> = Vec::with_capacity(skew.working_set);
     let mut peak = 0u64;
-    for (chunk, first) in (0..skew.working_set)
-        .collect::<Vec<_>>()
-        .chunks(64)
-        .zip((0..).step_by(64))
-    {
-        let pages: Vec<&Page> = chunk.iter().map(|&i| page(i)).collect();
-        backend.backup_pages(&pages, first, BackupFlags::NONE, &mut handles)?;
+    for first in (0..skew.working_set).step_by(64) {
+        let pages: Vec<&Page> = (first..skew.working_set.min(first + 64)).map(page).collect();
+        backend.backup_pages(&pages, first as u64, BackupFlags::NONE, &mut handles)?;
         if first % 4096 == 0 {
             peak = peak.max(backend.stats().memory_used);
         }
@@ -276,4 +272,25 @@ pub fn table(skew: &Skew, runs: &[SkewRun]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_parses_and_the_sequence_follows_it() {
+        let skew = Skew::parse(1000, "20/80", 20_000).unwrap();
+        assert_eq!((skew.hot_pages, skew.hot_restores), (0.2, 0.8));
+        for bad in ["20", "0/80", "20/101", "a/b", "20/80/1"] {
+            assert!(Skew::parse(1000, bad, 1).is_err(), "{bad}");
+        }
+        let order: Vec<usize> = (0..1000).rev().collect();
+        let sequence = skew.sequence(&order, 1);
+        assert_eq!(sequence.len(), 20_000);
+        let hot = sequence.iter().filter(|(_, hot)| *hot).count() as f64 / 20_000.0;
+        assert!((0.78..0.82).contains(&hot), "{hot}");
+        // Hot pages are the first 200 of the order: pages 999 down to 800.
+        assert!(sequence.iter().all(|&(k, hot)| hot == (k >= 800)));
+    }
 }
