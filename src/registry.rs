@@ -228,7 +228,7 @@ pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tier
             _ => return Err(params.bad(key, "a bracketed list: [SPEC | SPEC ...]")),
         }))
     };
-    let specs = list("tiers")?.unwrap_or_else(|| default_tiers());
+    let specs = list("tiers")?.unwrap_or_else(default_tiers);
     if specs.len() < 2 {
         return Err(params.bad("tiers", "at least two tiers: [SPEC | SPEC ...]"));
     }
@@ -286,7 +286,7 @@ pub(crate) fn open_tiered(params: &Params<'_>) -> Result<pagebackup_tiered::Tier
 /// The tiers of a bare `tiered`: compressed RAM over a file where this
 /// build has them, else over shmem, else memory over memory.
 #[cfg(feature = "tiered")]
-fn default_tiers() -> Vec<&'static str> {
+fn default_tiers<'a>() -> Vec<&'a str> {
     let available = available_in(BACKENDS);
     let first = ["compressed", "memory"];
     let last = ["file", "shmem", "memory"];
