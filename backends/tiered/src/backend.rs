@@ -161,8 +161,12 @@ pub(crate) struct Shared {
 ///   valid while pages move, with the generation and instance rules of
 ///   every backend.
 /// - **Budgets and watermarks**: a tier with a budget that holds more than
-///   `high` of it has its coldest pages (not restored for longest, by a
-///   per-page clock) moved down until it holds `low` of it; a backup that
+///   `high` of it has its coldest pages moved down until it holds `low` of
+///   it. Cold is kept cheap, per page, with no list on the hot path: a
+///   restore stamps the page with a millisecond clock and counts it (a
+///   count halved each time the tier turns over); the policy moves the
+///   least restored lately first and, among equals, the longest idle (with
+///   no restores, that is idle order alone). A backup that
 ///   would take it past its budget goes to the next tier with room (or, when
 ///   every tier below is full, to any tier that takes it).
 /// - **Poorly stored pages** ([`HugePolicy`](crate::HugePolicy)) go first, or at once.
@@ -267,8 +271,9 @@ impl Tiered {
 
     /// Runs the watermark policy once, from the calling thread: every tier
     /// with a budget above its high watermark has pages moved down (huge
-    /// ones first under [`HugePolicy`](crate::HugePolicy), then coldest
-    /// first) until it is at its low watermark, within the rate limit.
+    /// ones first under [`HugePolicy`](crate::HugePolicy), then the least
+    /// restored lately, then the longest idle) until it is at its low
+    /// watermark, within the rate limit.
     ///
     /// The automatic mode's thread calls this; so can an async task (in a
     /// blocking section, as moves do I/O) or a caller's own timer.
@@ -277,7 +282,7 @@ impl Tiered {
     }
 
     /// Moves the pages of every upper tier that `filter` selects to the last
-    /// tier now, within the rate limit, coldest first.
+    /// tier now, within the rate limit, longest idle first.
     pub fn writeback(&self, filter: WritebackFilter) -> PolicyReport {
         self.shared.writeback(filter)
     }
