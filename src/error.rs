@@ -36,6 +36,15 @@ pub enum OpenError {
     /// message). Shown as the backend's error itself, whose source is the
     /// next in the chain.
     Backend(BackupError),
+    /// One tier of a tiered spec could not be opened.
+    Tier {
+        /// The tier's position, from 0 (the first, fastest).
+        index: usize,
+        /// The tier's spec as given (passwords hidden).
+        spec: String,
+        /// Why it could not be opened; its message is part of this one's.
+        source: Box<OpenError>,
+    },
 }
 
 impl fmt::Display for OpenError {
@@ -50,6 +59,7 @@ impl fmt::Display for OpenError {
                 "backend '{name}' is not in this build; enable the cargo feature `{feature}` of pagebackup"
             ),
             Self::Backend(e) => write!(f, "{e}"),
+            Self::Tier { index, spec, source } => write!(f, "tiered: tier {index} '{spec}': {source}"),
         }
     }
 }
@@ -60,6 +70,7 @@ impl std::error::Error for OpenError {
             // Transparent: the message is the inner error's, so its source comes next.
             Self::Param(e) => e.source(),
             Self::Backend(e) => e.source(),
+            Self::Tier { source, .. } => source.source(),
             _ => None,
         }
     }
@@ -75,6 +86,7 @@ impl From<OpenError> for BackupError {
                 let backend = match &spec {
                     OpenError::NotCompiled { name, .. } => name,
                     OpenError::Param(e) => e.backend().unwrap_or("pagebackup"),
+                    OpenError::Tier { .. } => "tiered",
                     // The spec names no backend this crate knows.
                     _ => "pagebackup",
                 };

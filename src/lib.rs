@@ -44,28 +44,44 @@ mod registry;
 
 pub use error::OpenError;
 pub use pagebackup_core::raw::params::parse_size;
-pub use pagebackup_core::*;
+// The user contract, by name; what backend authors need is in `raw`.
+pub use pagebackup_core::{
+    BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Counts, ErrorKind, Handle, Interrupt,
+    MemoryBackend, Operation, Origin, PAGE_SIZE, Page, PageArray, PageCastError, PageState, PageWord, Result, Slot,
+    forward_backend, layers, raw,
+};
 
 /// The async API (feature `async`): the trait, the adapter and the async page array.
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use async_open::open_async;
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use pagebackup_async::{AsyncBackupBackend, AsyncPageArray, BackedUp, Execution, SyncAdapter};
 
 /// The compressed-RAM backend (feature `compressed`).
 #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))))]
 pub use pagebackup_compressed as compressed;
 
 /// The plain-file backend (feature `file`).
 #[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub use pagebackup_file as file;
 
 /// The Redis/Valkey backend (feature `redis`).
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use pagebackup_redis as redis;
+
+/// The tiered backend (feature `tiered`).
+#[cfg(feature = "tiered")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tiered")))]
+pub use pagebackup_tiered as tiered;
 
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shmem")))]
 pub use pagebackup_shmem as shmem;
 
 /// Builds a backend from a spec: `NAME` or `NAME:key=value,key=value`.
@@ -83,6 +99,21 @@ pub use pagebackup_shmem as shmem;
 /// can never work with (a limit below one page) is refused with the bound.
 pub fn open(spec: &str) -> Result<Box<dyn BackupBackend>, OpenError> {
     registry::open_in(registry::BACKENDS, spec)
+}
+
+/// Builds a tiered backend from a `tiered:` spec (see [`open`]), as its own
+/// type, for its per-tier figures and policy calls.
+#[cfg(feature = "tiered")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tiered")))]
+pub fn open_tiered(spec: &str) -> Result<tiered::Tiered, OpenError> {
+    let parsed = raw::params::Spec::parse(spec)?;
+    if parsed.name != "tiered" {
+        return Err(OpenError::UnknownBackend {
+            name: parsed.name.to_string(),
+            available: vec!["tiered"],
+        });
+    }
+    registry::open_tiered(&parsed.params)
 }
 
 /// The names of the backends this build contains, for [`open`].

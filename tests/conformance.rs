@@ -63,3 +63,22 @@ fn redis_spec_checked(#[case] check: Check) {
         check.run(&subject(spec, "limit", true));
     }
 }
+
+/// A tiered stack from its nested spec, with a budget small enough that
+/// pages move during the checks; the limited one splits the limit between
+/// its tiers and runs no policy thread (a move in flight holds a page in
+/// both tiers, so the exact point where space runs out would move).
+#[cfg(all(feature = "tiered", feature = "compressed", feature = "file"))]
+#[apply(conformance)]
+fn tiered_spec(#[case] check: Check) {
+    let spec = "tiered:tiers=[compressed:algo=lz4 | file],budget=64KiB";
+    let subject = Subject::new(format!("open(\"{spec}\")"), move || open(spec).unwrap()).with_limit(
+        |bytes| {
+            let (upper, lower) = (bytes / 4, bytes - bytes / 4);
+            let spec = format!("tiered:tiers=[memory:limit={upper} | memory:limit={lower}],budget={upper},auto=off");
+            open(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"))
+        },
+        false,
+    );
+    check.run(&subject);
+}

@@ -4,7 +4,13 @@
 //! After a backend's table changes, `PAGEBACKUP_BLESS=1 cargo test
 //! --all-features --test spec_params` rewrites `docs/spec-params.md` and the
 //! README's copy of it.
-#![cfg(all(feature = "shmem", feature = "file", feature = "compressed", feature = "redis"))]
+#![cfg(all(
+    feature = "shmem",
+    feature = "file",
+    feature = "compressed",
+    feature = "redis",
+    feature = "tiered"
+))]
 
 use pagebackup::MemoryBackend;
 use pagebackup::compressed::CompressedConfig;
@@ -12,6 +18,7 @@ use pagebackup::file::FileConfig;
 use pagebackup::raw::params::ParamDoc;
 use pagebackup::redis::RedisConfig;
 use pagebackup::shmem::ShmemConfig;
+use pagebackup::tiered::TieredConfig;
 
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/spec-params.md");
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
@@ -20,7 +27,7 @@ const END: &str = "<!-- /spec-params -->";
 
 /// Every backend's parameters, one table each.
 fn rendered() -> String {
-    let backends: [(&str, &str, &[ParamDoc]); 5] = [
+    let backends: [(&str, &str, &[ParamDoc]); 6] = [
         ("memory", "always", MemoryBackend::PARAMS),
         ("shmem", "feature `shmem`", ShmemConfig::PARAMS),
         ("file", "feature `file`", FileConfig::PARAMS),
@@ -29,6 +36,7 @@ fn rendered() -> String {
             "feature `compressed`, or `compressed-lz4`, `compressed-zstd`",
             CompressedConfig::PARAMS,
         ),
+        ("tiered", "feature `tiered`", TieredConfig::PARAMS),
         ("redis", "feature `redis`", RedisConfig::PARAMS),
     ];
     backends

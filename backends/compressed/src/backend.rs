@@ -365,6 +365,20 @@ impl BackupBackend for CompressedBackend {
         result
     }
 
+    /// What the page costs in the arena: its object with its header and
+    /// table entry, or only the entry for a same-filled page.
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        let (index, local) = self.locate(handle);
+        let shard = self.shards.read(index);
+        match shard.table.get(local) {
+            Some((generation, stored)) if self.handles.matches(handle, generation) => Some(match stored {
+                Stored::Same(_) => ENTRY_BYTES as u64,
+                Stored::Object(at) => (ENTRY_BYTES + HEADER) as u64 + u64::from(at.len),
+            }),
+            _ => None,
+        }
+    }
+
     fn drop_handle(&self, handle: Handle) -> Result<()> {
         let (index, local) = self.locate(handle);
         let mut shard = self.shards.write(index);

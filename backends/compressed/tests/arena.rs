@@ -307,3 +307,31 @@ fn four_and_eight_threads_at_once() {
         }
     }
 }
+
+#[test]
+fn stored_size_is_what_a_page_costs_in_the_arena() {
+    let b = lz4();
+    let zero = b
+        .backup_page(&PageSpec::new(1, 0, PageClass::Zero).page(), 0, BackupFlags::NONE)
+        .unwrap();
+    let text = b
+        .backup_page(&PageSpec::new(1, 1, PageClass::Text).page(), 1, BackupFlags::NONE)
+        .unwrap();
+    let random = b
+        .backup_page(&PageSpec::new(1, 2, PageClass::Random).page(), 2, BackupFlags::NONE)
+        .unwrap();
+    assert_eq!(
+        b.stored_size(zero),
+        Some(12),
+        "a same-filled page costs its table entry"
+    );
+    let text_cost = b.stored_size(text).unwrap();
+    assert!(text_cost > 16 && text_cost < 4096, "{text_cost}");
+    assert_eq!(
+        b.stored_size(random),
+        Some(4096 + 16),
+        "a raw page, its header and entry"
+    );
+    b.drop_handles(&[zero, text, random]).unwrap();
+    assert_eq!(b.stored_size(text), None, "a dropped handle");
+}

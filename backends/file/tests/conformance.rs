@@ -47,6 +47,9 @@ impl BackupBackend for AlwaysWriteback {
     fn never_blocks(&self) -> bool {
         self.0.never_blocks()
     }
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        self.0.stored_size(handle)
+    }
 }
 
 fn subject(io: IoMode, writeback: bool) -> Subject {

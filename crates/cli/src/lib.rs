@@ -29,6 +29,8 @@ pub mod redis_bench;
 #[doc(hidden)]
 pub mod report;
 #[doc(hidden)]
+pub mod skewed;
+#[doc(hidden)]
 pub mod stop;
 #[doc(hidden)]
 pub mod table;

@@ -100,6 +100,13 @@ struct BenchArgs {
     /// Operations in flight in the async benchmark.
     #[arg(long, default_value_t = 64)]
     depth: usize,
+    /// Replay a skewed restore pattern over this many pages instead (the
+    /// corpus repeated), for the backends given with --backend.
+    #[arg(long)]
+    working_set: Option<usize>,
+    /// The skew: percent of pages that are hot / percent of restores they take.
+    #[arg(long, default_value = "20/80")]
+    hot: String,
 }
 
 /// The baselines a bench runs.
@@ -136,10 +143,11 @@ fn main() -> ExitCode {
 /// of them with `--baselines all`) and the kernel's zram if asked for.
 fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Error> {
     let specs: Vec<String> = if args.backends.is_empty() {
-        // redis needs a server's URL: it runs when named with --backend.
+        // redis needs a server's URL, and a tiered stack its tiers and
+        // budgets: they run when named with --backend.
         pagebackup::available_backends()
             .into_iter()
-            .filter(|&b| b != "redis")
+            .filter(|&b| b != "redis" && b != "tiered")
             .map(String::from)
             .collect()
     } else {
@@ -196,6 +204,12 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         return pagebackup_cli::async_bench::bench(&corpus.pages, &args.backends, args.depth, args.batch, args.rounds);
     }
     let n = corpus.pages.len();
+    if let Some(working_set) = args.working_set {
+        let skew = pagebackup_cli::skewed::Skew::parse(working_set, &args.hot, working_set * 4)?;
+        let runs = pagebackup_cli::skewed::bench(&args.backends, &corpus.pages, skew, args.rounds)?;
+        println!("{}", pagebackup_cli::skewed::table(&skew, &runs));
+        return Ok(());
+    }
     let adapters = adapters(&args, n)?;
     let threads = args
         .threads

@@ -78,6 +78,18 @@ pub trait BackupBackend: Send + Sync + Debug {
         false
     }
 
+    /// The bytes of the backend's store that the page under `handle` takes
+    /// (its compressed size, or the page size where stored as is), or
+    /// `None` when the handle is not live or the backend cannot tell.
+    ///
+    /// A cheap lookup, for policies that place pages by what they cost
+    /// (a tiered backend moves the pages its upper tier stores poorly
+    /// first). The default says `None`.
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        let _ = handle;
+        None
+    }
+
     /// Backs up `pages`, page `k` at index `first_idx + k`, appending each
     /// handle to `handles` as it is made.
     ///
@@ -217,6 +229,10 @@ macro_rules! forward_backend {
             fn never_blocks(&self) -> bool {
                 let $s = self;
                 $inner.never_blocks()
+            }
+            fn stored_size(&self, handle: $crate::Handle) -> Option<u64> {
+                let $s = self;
+                $inner.stored_size(handle)
             }
             fn backup_pages(
                 &self,

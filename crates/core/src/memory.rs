@@ -225,6 +225,12 @@ impl BackupBackend for MemoryBackend {
         }
     }
 
+    /// Every live page takes a whole page.
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        self.with_live_slot(handle, Operation::Maintenance, |_, _| PAGE_SIZE as u64)
+            .ok()
+    }
+
     fn stats(&self) -> BackupStats {
         let mut stats = BackupStats::default();
         for shard in self.shards.each() {
@@ -250,5 +256,19 @@ impl fmt::Debug for MemoryBackend {
             .field("limit", &self.limit())
             .field("stored_pages", &self.stored_pages.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_page_costs_a_page_and_a_dropped_one_nothing() {
+        let backend = MemoryBackend::new();
+        let h = backend.backup_page(&Page::new_boxed(), 0, BackupFlags::NONE).unwrap();
+        assert_eq!(backend.stored_size(h), Some(PAGE_SIZE as u64));
+        backend.drop_handle(h).unwrap();
+        assert_eq!(backend.stored_size(h), None);
     }
 }

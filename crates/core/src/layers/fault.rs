@@ -215,6 +215,10 @@ impl<B: BackupBackend> BackupBackend for FaultInjection<B> {
         self.inner.stats()
     }
 
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        self.inner.stored_size(handle)
+    }
+
     fn flush(&self) -> Result<()> {
         self.inner.flush()
     }

@@ -190,6 +190,10 @@ impl<B: BackupBackend> BackupBackend for Instrumented<B> {
         self.inner.stats()
     }
 
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        self.inner.stored_size(handle)
+    }
+
     fn flush(&self) -> Result<()> {
         self.run(&self.flush, Operation::Flush, 0, || self.inner.flush())
     }

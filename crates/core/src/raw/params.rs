@@ -76,7 +76,7 @@ impl<'a> Spec<'a> {
         }
         let mut params = Vec::new();
         let mut seen = HashSet::new();
-        for item in rest.into_iter().flat_map(|r| r.split(',')) {
+        for item in rest.into_iter().flat_map(split_top_level(',')) {
             let Some((key, value)) = item.split_once('=') else {
                 return Err(syntax(format!("'{}' is not key=value", item.trim())));
             };
@@ -312,6 +312,27 @@ impl<'a> Params<'a> {
     /// `key` as a path (any value is one).
     pub fn path(&self, key: &str) -> Option<PathBuf> {
         self.get(key).map(PathBuf::from)
+    }
+}
+
+/// Splits at `separator` where it is outside brackets, so that a value
+/// may be a bracketed list of nested specs (`tiers=[a:x=1,y=2 | b]`).
+pub fn split_top_level(separator: char) -> impl Fn(&str) -> Vec<&str> {
+    move |text| {
+        let (mut depth, mut start, mut items) = (0i32, 0, Vec::new());
+        for (at, c) in text.char_indices() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if c == separator && depth == 0 => {
+                    items.push(&text[start..at]);
+                    start = at + c.len_utf8();
+                }
+                _ => {}
+            }
+        }
+        items.push(&text[start..]);
+        items
     }
 }
 

@@ -820,6 +820,14 @@ impl<D: Device> BackupBackend for SlotStore<D> {
         self.free_capacity_bytes().min(self.devices[0].space_avail())
     }
 
+    /// Every live page takes one slot: a whole page.
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        let (global, generation) = self.codec.decode(handle);
+        let (shard, slot) = self.shards.split(global);
+        let live = self.shards.lock(shard).generations.live_generation(slot);
+        (generation != 0 && live == Some(generation)).then_some(PAGE)
+    }
+
     fn stats(&self) -> BackupStats {
         let mut stats = BackupStats::default();
         let mut metadata = 0;

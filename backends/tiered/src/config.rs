@@ -1,0 +1,198 @@
+//! [`TieredConfig`] and the policies it holds.
+
+use std::time::Duration;
+
+use pagebackup_core::raw::params::ParamDoc;
+
+/// How the tiered backend treats pages its upper tier stores poorly: pages
+/// whose [`stored_size`](pagebackup_core::BackupBackend::stored_size) is above
+/// `threshold` bytes (zram's huge pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HugePolicy {
+    /// Pages costing more than this many bytes in their tier are huge.
+    pub threshold: u64,
+    /// `true`: a huge page moves down as soon as it is backed up (zram's
+    /// `huge` writeback without the trigger); `false`: huge pages are the
+    /// first the watermark policy moves, before cold ones.
+    pub at_once: bool,
+}
+
+/// A bound on the bytes the policy writes down per period (zram's
+/// `writeback_limit`): moves stop for the rest of a period once `bytes` of
+/// pages (4096 per page) moved in it.
+///
+/// It bounds moves made by the policy and by
+/// [`writeback`](crate::Tiered::writeback); backups placed in a lower tier
+/// directly (a full upper tier, [`BackupFlags::writeback`](pagebackup_core::BackupFlags))
+/// are the caller's writes and are not limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Bytes of pages that may move per period.
+    pub bytes: u64,
+    /// The period.
+    pub period: Duration,
+}
+
+impl RateLimit {
+    /// `bytes` per second.
+    pub const fn per_second(bytes: u64) -> Self {
+        RateLimit {
+            bytes,
+            period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The policies of a [`Tiered`](crate::Tiered) backend. Budgets are per tier,
+/// on [`Tier`](crate::Tier); everything else is here.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TieredConfig {
+    /// The high watermark, a fraction of each budget: once a tier holds more,
+    /// the policy moves its coldest pages down (default 0.9).
+    pub high: f64,
+    /// The low watermark: the policy moves pages until the tier holds at most
+    /// this fraction of its budget (default 0.7), zswap's hysteresis.
+    pub low: f64,
+    /// Pages the upper tier stores poorly go down first or at once; `None`
+    /// (the default) treats them like any other page.
+    pub huge: Option<HugePolicy>,
+    /// A page restored from a lower tier is copied back to the first tier
+    /// when it is used again soon: its previous use is no older than the
+    /// warmest page the watermark policy last moved out of the first tier
+    /// (so a page restored once in a long while, which would push a hotter
+    /// one out, stays down). The first tier takes it within its budget, and
+    /// the policy then makes room by moving the coldest pages down. Off by
+    /// default.
+    pub promote: bool,
+    /// A bound on the bytes moved down per period; `None` (the default) for none.
+    pub rate_limit: Option<RateLimit>,
+    /// The automatic mode: a background thread runs the policy every
+    /// interval, and at once when a tier passes its high watermark. `None`
+    /// leaves the policy to [`run_policy_step`](crate::Tiered::run_policy_step)
+    /// and [`writeback`](crate::Tiered::writeback). Default: every 100 ms.
+    pub auto: Option<Duration>,
+}
+
+impl TieredConfig {
+    /// The parameters of a `tiered:` spec. The facade parses them, because
+    /// each tier is a spec of its own, opened by the facade's `open`.
+    pub const PARAMS: &'static [ParamDoc] = &[
+        ParamDoc {
+            key: "tiers",
+            syntax: "[SPEC | SPEC ...]",
+            default: "[compressed | file], or what the build has",
+            meaning: "the tiers, first the fastest, each any spec (tiered too); at least two",
+        },
+        ParamDoc {
+            key: "budget",
+            syntax: "SIZE|[SIZE | ...]",
+            default: "what each tier can take when opened",
+            meaning: "the budgets of the upper tiers",
+        },
+        ParamDoc {
+            key: "high",
+            syntax: "PERCENT",
+            default: "90%",
+            meaning: "the high watermark: past it, pages move down",
+        },
+        ParamDoc {
+            key: "low",
+            syntax: "PERCENT",
+            default: "70%",
+            meaning: "the low watermark: moves stop at it",
+        },
+        ParamDoc {
+            key: "huge",
+            syntax: "SIZE",
+            default: "none",
+            meaning: "pages costing more in a tier move down first",
+        },
+        ParamDoc {
+            key: "huge_mode",
+            syntax: "first|at_once",
+            default: "first",
+            meaning: "huge pages move first, or at their backup",
+        },
+        ParamDoc {
+            key: "promote",
+            syntax: "on|off",
+            default: "off",
+            meaning: "a page restored twice while down moves back up",
+        },
+        ParamDoc {
+            key: "rate",
+            syntax: "SIZE",
+            default: "no limit",
+            meaning: "most bytes moved down per second",
+        },
+        ParamDoc {
+            key: "auto",
+            syntax: "on|off",
+            default: "on",
+            meaning: "the policy thread",
+        },
+    ];
+
+    /// Watermarks at 90% and 70%, no huge-page policy, no promotion, no rate
+    /// limit, automatic mode every 100 ms.
+    pub fn new() -> Self {
+        TieredConfig {
+            high: 0.9,
+            low: 0.7,
+            huge: None,
+            promote: false,
+            rate_limit: None,
+            auto: Some(Duration::from_millis(100)),
+        }
+    }
+
+    /// With the watermarks `high` and `low` (fractions, `0 <= low <= high <= 1`).
+    pub fn with_watermarks(mut self, high: f64, low: f64) -> Self {
+        self.high = high;
+        self.low = low;
+        self
+    }
+
+    /// With a huge-page policy.
+    pub fn with_huge(mut self, huge: HugePolicy) -> Self {
+        self.huge = Some(huge);
+        self
+    }
+
+    /// With promotion on restore on or off.
+    pub fn with_promote(mut self, on: bool) -> Self {
+        self.promote = on;
+        self
+    }
+
+    /// With a rate limit on moves.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// With the automatic mode every `interval`, or off (`None`).
+    pub fn with_auto(mut self, interval: Option<Duration>) -> Self {
+        self.auto = interval;
+        self
+    }
+}
+
+impl Default for TieredConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which pages an explicit [`writeback`](crate::Tiered::writeback) moves to
+/// the lowest tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritebackFilter {
+    /// Pages not backed up or restored for at least this long (zram's `idle`).
+    Idle(Duration),
+    /// Pages above the [`HugePolicy`] threshold (none without a huge policy).
+    Huge,
+    /// Every page of the upper tiers.
+    All,
+}

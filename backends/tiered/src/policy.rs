@@ -1,0 +1,146 @@
+//! The policy: which pages move down, and when they stop moving.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
+
+use crate::WritebackFilter;
+use crate::backend::{Located, Shared, Tier};
+use crate::stats::{PolicyReport, Stop, TierCounters};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+impl Shared {
+    /// See [`Tiered::run_policy_step`](crate::Tiered::run_policy_step).
+    pub(crate) fn run_policy_step(&self) -> PolicyReport {
+        let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let huge_first = self.config.huge.is_some();
+        let mut report = PolicyReport::default();
+        for index in 0..self.tiers.len() - 1 {
+            let tier = &self.tiers[index];
+            let Some(budget) = tier.budget else { continue };
+            let usage = self.usage(tier);
+            if usage as f64 <= budget as f64 * self.config.high {
+                continue;
+            }
+            let excess = usage.saturating_sub((budget as f64 * self.config.low) as u64);
+            let start = tier.counters.held();
+            // Heat halves once the tier has turned over (as many pages moved
+            // out as it holds), so that it counts recent restores, not all.
+            let turned_over =
+                tier.moved_since_aging.load(Ordering::Relaxed) >= tier.counters.pages.load(Ordering::Relaxed);
+            if turned_over {
+                tier.moved_since_aging.store(0, Ordering::Relaxed);
+            }
+            let mut pages = self.pages_in(index, turned_over);
+            // Huge pages first (when there is a huge policy), then the least
+            // restored, then the longest idle.
+            pages.sort_unstable_by_key(|p| (!(huge_first && p.entry.huge), p.entry.heat, p.entry.last_use));
+            let before = report.moved_pages;
+            let freed = || start.saturating_sub(tier.counters.held());
+            report.stopped = self.move_all(pages, index + 1, &mut report, || freed() < excess);
+            tier.moved_since_aging
+                .fetch_add(report.moved_pages - before, Ordering::Relaxed);
+            if report.stopped.is_some() {
+                break;
+            }
+        }
+        self.finish(report)
+    }
+
+    /// See [`Tiered::writeback`](crate::Tiered::writeback).
+    pub(crate) fn writeback(&self, filter: WritebackFilter) -> PolicyReport {
+        let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now();
+        let last = self.tiers.len() - 1;
+        let mut report = PolicyReport::default();
+        for index in 0..last {
+            let mut pages = self.pages_in(index, false);
+            pages.retain(|p| match filter {
+                WritebackFilter::Idle(idle) => u128::from(now.saturating_sub(p.entry.last_use)) >= idle.as_millis(),
+                WritebackFilter::Huge => p.entry.huge,
+                WritebackFilter::All => true,
+            });
+            pages.sort_unstable_by_key(|p| p.entry.last_use);
+            report.stopped = self.move_all(pages, last, &mut report, || true);
+            if report.stopped.is_some() {
+                break;
+            }
+        }
+        self.finish(report)
+    }
+
+    /// Ends a policy run or writeback: each tier pages left since the last
+    /// gets its maintenance, and the run's stop is kept for the state.
+    fn finish(&self, report: PolicyReport) -> PolicyReport {
+        for tier in self.tiers.iter() {
+            if let Some(maintenance) = &tier.maintenance
+                && tier.vacated.swap(false, Ordering::Relaxed)
+            {
+                maintenance();
+            }
+        }
+        *self.last_stop.lock().unwrap_or_else(PoisonError::into_inner) = report.stopped;
+        report
+    }
+
+    /// Moves `pages` to tier `to`, in order, while `more` says so. A page
+    /// whose move fails stays where it is and the next is tried; the rate
+    /// limit and `NoSpace` below stop the moves.
+    fn move_all(
+        &self,
+        pages: Vec<Located>,
+        to: usize,
+        report: &mut PolicyReport,
+        more: impl Fn() -> bool,
+    ) -> Option<Stop> {
+        let mut buf = Page::new_boxed();
+        for found in pages {
+            if !more() {
+                return None;
+            }
+            if !self.limiter.take(PAGE) {
+                return Some(Stop::RateLimited);
+            }
+            let from = &self.tiers[found.entry.tier as usize].counters;
+            match self.move_page(found, to, &mut buf) {
+                Ok(true) => {
+                    TierCounters::bump(&from.moved_down, 1);
+                    TierCounters::bump(&self.tiers[to].counters.written_back_bytes, PAGE);
+                    report.moved_pages += 1;
+                }
+                Ok(false) => report.raced_pages += 1,
+                Err(e) => {
+                    TierCounters::bump(&from.failed_moves, 1);
+                    report.failed_pages += 1;
+                    if e.kind() == ErrorKind::NoSpace {
+                        return Some(Stop::NoSpaceBelow);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// What a budgeted tier uses against its budget: the bytes counted for
+    /// its pages, or, for a backend that cannot tell its pages' sizes, the
+    /// larger of that and the memory it reports (fragmentation and metadata
+    /// included, which the per-page estimate lags behind). Refreshes the
+    /// tier's average cost per page on the way.
+    fn usage(&self, tier: &Tier) -> u64 {
+        let held = tier.counters.held();
+        let (bytes, pages, usage) = if tier.sizes_known.load(Ordering::Relaxed) {
+            (held, tier.counters.pages.load(Ordering::Relaxed), held)
+        } else {
+            let stats = tier.backend.stats();
+            (stats.memory_used, stats.stored_pages, held.max(stats.memory_used))
+        };
+        if pages > 0 && bytes > 0 {
+            let average = (bytes / pages).clamp(1, u64::from(u32::MAX));
+            tier.average_cost.store(average, Ordering::Relaxed);
+        }
+        usage
+    }
+}

@@ -1,0 +1,141 @@
+//! The tiered backend's own handle table: each live page's tier, its handle
+//! there, its cost and when it was last used.
+
+use std::time::Instant;
+
+use pagebackup_core::Handle;
+use pagebackup_core::raw::SlotTable;
+
+/// Where a live page is and what the policy needs to know about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// The page's handle in its tier.
+    pub(crate) inner: Handle,
+    /// The tier holding it (0 is the first).
+    pub(crate) tier: u8,
+    /// Whether its tier stores it poorly (above the huge threshold).
+    pub(crate) huge: bool,
+    /// The bytes it is counted for in its tier's budget.
+    pub(crate) cost: u32,
+    /// [`Clock`] time of its backup or last restore.
+    pub(crate) last_use: u32,
+    /// Restores since it came to its tier (saturating), halved each time
+    /// the policy looks at its tier: a counting clock, so that a page
+    /// restored often outranks one restored once lately.
+    pub(crate) heat: u8,
+}
+
+/// One shard's slots and entries.
+#[derive(Debug)]
+pub(crate) struct Table {
+    slots: SlotTable,
+    entries: Vec<Option<Entry>>,
+}
+
+impl Table {
+    pub(crate) fn new(max_slots: u32) -> Self {
+        Table {
+            slots: SlotTable::new(max_slots),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Takes a slot for `entry`: its local slot and generation, or `None`
+    /// when every slot is live.
+    pub(crate) fn insert(&mut self, entry: Entry) -> Option<(u32, u32)> {
+        let (slot, generation) = self.slots.alloc()?;
+        let index = slot as usize;
+        if index >= self.entries.len() {
+            self.entries.resize(index + 1, None);
+        }
+        self.entries[index] = Some(entry);
+        Some((slot, generation))
+    }
+
+    /// The entry of `slot` if it is live at `generation`.
+    pub(crate) fn get(&mut self, slot: u32, generation: u32) -> Option<&mut Entry> {
+        if generation == 0 || self.slots.live_generation(slot) != Some(generation) {
+            return None;
+        }
+        self.entries[slot as usize].as_mut()
+    }
+
+    /// Frees `slot` (live at `generation`), returning its entry.
+    pub(crate) fn remove(&mut self, slot: u32, generation: u32) -> Option<Entry> {
+        self.get(slot, generation)?;
+        self.slots.release(slot);
+        self.entries[slot as usize].take()
+    }
+
+    /// Every live entry with its slot and generation.
+    pub(crate) fn live(&mut self) -> impl Iterator<Item = (u32, u32, &mut Entry)> + '_ {
+        let slots = &self.slots;
+        self.entries.iter_mut().enumerate().filter_map(|(slot, entry)| {
+            let slot = slot as u32;
+            Some((slot, slots.live_generation(slot)?, entry.as_mut()?))
+        })
+    }
+
+    /// Live pages.
+    pub(crate) fn len(&self) -> u64 {
+        self.slots.live()
+    }
+
+    /// Bytes of heap the table uses.
+    pub(crate) fn metadata_bytes(&self) -> u64 {
+        self.slots.metadata_bytes() + (self.entries.capacity() * size_of::<Option<Entry>>()) as u64
+    }
+}
+
+/// The idle clock: milliseconds since the backend was made, read once per
+/// backup and restore (a vDSO clock read, no shared write) and stored per
+/// page, so that finding cold pages needs no list kept on the hot path.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock { start: Instant::now() }
+    }
+
+    /// Now, in milliseconds (saturating after 49 days: pages then all look
+    /// equally recent, which costs ordering, never correctness).
+    pub(crate) fn now(&self) -> u32 {
+        u32::try_from(self.start.elapsed().as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> Entry {
+        Entry {
+            inner: Handle::from_raw(n).unwrap(),
+            tier: 0,
+            huge: false,
+            cost: 4096,
+            last_use: 0,
+            heat: 0,
+        }
+    }
+
+    #[test]
+    fn entries_follow_their_slot_generation() {
+        let mut t = Table::new(4);
+        let (slot, generation) = t.insert(entry(1)).unwrap();
+        assert_eq!(t.get(slot, generation).map(|e| e.inner), Handle::from_raw(1));
+        assert_eq!(t.get(slot, generation + 1), None);
+        assert_eq!(t.get(slot, 0), None);
+        assert_eq!(t.live().count(), 1);
+        assert_eq!(t.remove(slot, generation), Some(entry(1)));
+        assert_eq!(t.remove(slot, generation), None);
+        let (again, next) = t.insert(entry(2)).unwrap();
+        assert_eq!(again, slot);
+        assert_ne!(next, generation);
+        assert_eq!(t.get(slot, generation), None, "the old generation names nothing");
+        assert_eq!(t.len(), 1);
+    }
+}

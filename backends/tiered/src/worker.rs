@@ -1,0 +1,71 @@
+//! The automatic mode: a thread that runs the policy every interval, and at
+//! once when a backup takes a tier past its high watermark.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::backend::Shared;
+
+/// How backups wake the policy thread and the backend stops it.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    /// (kicked, stop)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+    /// A kick is pending: further backups need not take the lock.
+    pending: AtomicBool,
+}
+
+impl Wake {
+    /// Asks the policy thread (if any) to run now.
+    pub(crate) fn kick(&self) {
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0 = true;
+        self.changed.notify_one();
+    }
+}
+
+/// The policy thread.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    pub(crate) fn start(shared: Arc<Shared>, interval: Duration) -> Self {
+        let thread = std::thread::Builder::new()
+            .name("pagebackup-tiered".into())
+            .spawn(move || {
+                loop {
+                    let wake = &shared.wake;
+                    let state = wake.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (mut state, _) = wake
+                        .changed
+                        .wait_timeout_while(state, interval, |&mut (kicked, stop)| !kicked && !stop)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if state.1 {
+                        return;
+                    }
+                    state.0 = false;
+                    drop(state);
+                    wake.pending.store(false, Ordering::Release);
+                    shared.run_policy_step();
+                }
+            })
+            .expect("spawning the tiered backend's policy thread");
+        Worker { thread }
+    }
+
+    /// Stops the thread after its current run and waits for it.
+    pub(crate) fn stop(self, wake: &Wake) {
+        wake.state.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
+        wake.changed.notify_one();
+        // A panic in the policy thread has already been reported; the
+        // backend's pages are unaffected.
+        let _ = self.thread.join();
+    }
+}

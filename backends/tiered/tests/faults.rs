@@ -1,0 +1,160 @@
+//! Faults on each tier, injected by the fault layer under the tiered
+//! backend: moves that fail, restores that are interrupted, a lower tier
+//! that is full. Every page is verified, and nothing is held after all drops.
+
+use std::sync::Arc;
+
+use pagebackup_core::layers::{FaultConfig, FaultInjection};
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page};
+use pagebackup_testkit::PageSpec;
+use pagebackup_tiered::{Stop, Tier, Tiered, TieredConfig, WritebackFilter};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+type Faulty = Arc<FaultInjection<MemoryBackend>>;
+
+fn faulty(config: FaultConfig, limit: Option<u64>) -> Faulty {
+    let inner = limit.map_or_else(MemoryBackend::new, MemoryBackend::with_limit);
+    Arc::new(FaultInjection::new(inner, config))
+}
+
+fn tiered(upper: &Faulty, lower: &Faulty, budget_pages: u64) -> Tiered {
+    Tiered::new(
+        vec![
+            Tier::new(Arc::clone(upper)).with_budget(budget_pages * PAGE),
+            Tier::new(Arc::clone(lower)),
+        ],
+        TieredConfig::new().with_auto(None),
+    )
+    .unwrap()
+}
+
+/// Backs up `n` pages, retrying injected backup failures as a caller would.
+fn backup_all(t: &Tiered, seed: u64, n: u64) -> Vec<(Handle, PageSpec)> {
+    (0..n)
+        .map(|i| {
+            let spec = PageSpec::mixed(seed, i);
+            loop {
+                match t.backup_page(&spec.page(), i, BackupFlags::NONE) {
+                    Ok(h) => break (h, spec),
+                    Err(e) => assert_eq!(e.kind(), ErrorKind::Io, "{e}"),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Restores and checks every page, resuming interrupted restores.
+fn verify_all(t: &Tiered, pages: &[(Handle, PageSpec)]) -> u64 {
+    let mut dst = Page::new_boxed();
+    let mut interrupted = 0;
+    for &(h, spec) in pages {
+        loop {
+            match t.copy_page(&mut dst, h, None) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => interrupted += 1,
+                Err(e) => panic!("restore of {h:?} failed: {e}"),
+            }
+        }
+        spec.verify(&dst).unwrap();
+    }
+    interrupted
+}
+
+fn drop_all_and_check_empty(t: &Tiered, pages: &[(Handle, PageSpec)], tiers: [&Faulty; 2]) {
+    for &(h, _) in pages {
+        t.drop_handle(h).unwrap();
+    }
+    assert_eq!(t.stats().stored_pages, 0);
+    for (k, tier) in tiers.iter().enumerate() {
+        assert_eq!(tier.inner().stats().stored_pages, 0, "tier {k} still holds pages");
+    }
+    assert!(t.tier_stats().iter().all(|s| s.pages == 0 && s.held_bytes == 0));
+}
+
+#[test]
+fn interrupted_reads_above_make_moves_fail_and_leave_pages_readable() {
+    let mut config = FaultConfig::none(1);
+    config.interrupt_rate = 0.3;
+    let upper = faulty(config, None);
+    let lower = faulty(FaultConfig::none(2), None);
+    let t = tiered(&upper, &lower, 64);
+    let pages = backup_all(&t, 1, 200);
+    let mut moved = 0;
+    for _ in 0..20 {
+        moved += t.writeback(WritebackFilter::All).moved_pages;
+    }
+    let s = t.tier_stats();
+    assert!(s[0].failed_moves > 0, "no move failed: {s:?}");
+    assert_eq!(s[0].moved_down, moved);
+    assert_eq!(s[0].pages + s[1].pages, 200);
+    let interrupted = verify_all(&t, &pages);
+    assert!(interrupted > 0 || s[0].pages == 0);
+    assert!(upper.counts().interrupted_restores > 0);
+    drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
+}
+
+#[test]
+fn failing_writes_below_make_moves_fail_and_interrupted_restores_below_resume() {
+    let mut config = FaultConfig::none(3);
+    config.backup_failure_rate = 0.3;
+    config.backup_failure = ErrorKind::Io;
+    config.interrupt_rate = 0.2;
+    let upper = faulty(FaultConfig::none(4), None);
+    let lower = faulty(config, None);
+    let t = tiered(&upper, &lower, 64);
+    let pages = backup_all(&t, 2, 200);
+    let report = t.writeback(WritebackFilter::All);
+    let s = t.tier_stats();
+    assert!(report.failed_pages > 0 && report.stopped.is_none(), "{report:?}");
+    assert_eq!(s[0].failed_moves, report.failed_pages);
+    assert_eq!(s[0].pages, report.failed_pages, "each failed move left its page above");
+    assert!(verify_all(&t, &pages) > 0, "no restore below was interrupted");
+    drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
+}
+
+#[test]
+fn a_full_lower_tier_stops_moves_not_backups() {
+    let upper = faulty(FaultConfig::none(5), None);
+    let lower = faulty(FaultConfig::none(6), Some(100 * PAGE));
+    let t = tiered(&upper, &lower, 64);
+    // 64 pages above, 100 below, and the rest above again: past its budget,
+    // because the tier below is full.
+    let pages = backup_all(&t, 3, 300);
+    let s = t.tier_stats();
+    assert_eq!((s[0].pages, s[1].pages), (200, 100));
+    let report = t.run_policy_step();
+    assert_eq!((report.moved_pages, report.stopped), (0, Some(Stop::NoSpaceBelow)));
+    assert_eq!(t.policy_state().last_stop, Some(Stop::NoSpaceBelow));
+    verify_all(&t, &pages);
+    // Space below comes back with drops, and moves resume.
+    for &(h, _) in &pages[64..114] {
+        t.drop_handle(h).unwrap();
+    }
+    let report = t.run_policy_step();
+    assert_eq!(report.moved_pages, 50);
+    assert_eq!(report.stopped, Some(Stop::NoSpaceBelow));
+    let rest: Vec<_> = pages[..64].iter().chain(&pages[114..]).copied().collect();
+    verify_all(&t, &rest);
+    drop_all_and_check_empty(&t, &rest, [&upper, &lower]);
+}
+
+#[test]
+fn a_full_tier_everywhere_gives_no_space_and_holds_nothing_for_it() {
+    let upper = faulty(FaultConfig::none(7), Some(8 * PAGE));
+    let lower = faulty(FaultConfig::none(8), Some(8 * PAGE));
+    let t = tiered(&upper, &lower, 8);
+    let pages = backup_all(&t, 4, 16);
+    let err = t
+        .backup_page(&PageSpec::mixed(4, 99).page(), 0, BackupFlags::NONE)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoSpace);
+    assert_eq!(t.stats().stored_pages, 16);
+    assert_eq!(
+        t.tier_stats()[0].held_bytes,
+        8 * PAGE,
+        "a failed backup keeps no reservation"
+    );
+    verify_all(&t, &pages);
+    drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
+}

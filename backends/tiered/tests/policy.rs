@@ -1,0 +1,438 @@
+//! Each policy, with the automatic mode off unless the test is about it:
+//! watermarks and coldest first, huge pages, writeback, the rate limit,
+//! promotion, drops, and the per-page cost of the slot-store backends.
+
+use std::time::{Duration, Instant};
+
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page, forward_backend};
+use pagebackup_testkit::{PageClass, PageSpec};
+use pagebackup_tiered::{HugePolicy, RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+fn manual() -> TieredConfig {
+    TieredConfig::new().with_auto(None)
+}
+
+fn two_memory(budget_pages: u64, config: TieredConfig) -> Tiered {
+    Tiered::new(
+        vec![
+            Tier::new(MemoryBackend::new()).with_budget(budget_pages * PAGE),
+            Tier::new(MemoryBackend::new()),
+        ],
+        config,
+    )
+    .unwrap()
+}
+
+fn backup_n(t: &Tiered, seed: u64, n: u64) -> Vec<(Handle, PageSpec)> {
+    (0..n)
+        .map(|i| {
+            let spec = PageSpec::mixed(seed, i);
+            (t.backup_page(&spec.page(), i, BackupFlags::NONE).unwrap(), spec)
+        })
+        .collect()
+}
+
+fn verify(t: &Tiered, pages: &[(Handle, PageSpec)]) {
+    let mut dst = Page::new_boxed();
+    for &(h, spec) in pages {
+        t.copy_page(&mut dst, h, None).unwrap();
+        spec.verify(&dst).unwrap();
+    }
+}
+
+fn drop_all_and_check_empty(t: &Tiered, pages: &[(Handle, PageSpec)]) {
+    for &(h, _) in pages {
+        t.drop_handle(h).unwrap();
+    }
+    assert_eq!(t.stats().stored_pages, 0);
+    for (k, tier) in t.tier_stats().iter().enumerate() {
+        assert_eq!(
+            (tier.pages, tier.held_bytes, tier.backend.stored_pages),
+            (0, 0, 0),
+            "tier {k} holds pages after every drop: {tier:?}"
+        );
+    }
+}
+
+#[test]
+fn fewer_than_two_tiers_and_bad_watermarks_are_refused() {
+    let one = Tiered::new(vec![Tier::new(MemoryBackend::new())], manual()).unwrap_err();
+    assert_eq!(one.kind(), ErrorKind::InvalidInput);
+    assert!(one.to_string().contains("1 tiers given"), "{one}");
+    let tiers = || vec![Tier::new(MemoryBackend::new()), Tier::new(MemoryBackend::new())];
+    let inverted = Tiered::new(tiers(), manual().with_watermarks(0.5, 0.7)).unwrap_err();
+    assert!(inverted.to_string().contains("0 <= low <= high <= 1"), "{inverted}");
+}
+
+#[test]
+fn backups_past_the_budget_go_below_and_the_policy_moves_coldest_first_from_high_to_low() {
+    let t = two_memory(100, manual());
+    let pages = backup_n(&t, 1, 120);
+    let s = t.tier_stats();
+    assert_eq!((s[0].pages, s[1].pages, s[1].direct_backups), (100, 20, 20));
+    // The first 25 pages upstairs become hot; the rest stay cold.
+    std::thread::sleep(Duration::from_millis(5));
+    verify(&t, &pages[..25]);
+    let report = t.run_policy_step();
+    let s = t.tier_stats();
+    // 100 pages > 90% of the budget: moved until at 70%.
+    assert_eq!((report.moved_pages, report.stopped), (30, None));
+    assert_eq!((s[0].pages, s[0].held_bytes, s[1].pages), (70, 70 * PAGE, 50));
+    assert_eq!((s[0].moved_down, s[1].written_back_bytes), (30, 30 * PAGE));
+    for &(h, _) in &pages[..25] {
+        assert_eq!(t.tier_of(h), Some(0), "a hot page moved down");
+    }
+    // Under the high watermark nothing moves.
+    assert_eq!(t.run_policy_step().moved_pages, 0);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn writeback_flag_sends_the_page_to_the_last_tier() {
+    let t = two_memory(100, manual());
+    let spec = PageSpec::new(2, 0, PageClass::Text);
+    let h = t.backup_page(&spec.page(), 0, BackupFlags::WRITEBACK).unwrap();
+    assert_eq!(t.tier_of(h), Some(1));
+    assert_eq!(t.stats().writeback_pages, 1);
+    verify(&t, &[(h, spec)]);
+    drop_all_and_check_empty(&t, &[(h, spec)]);
+}
+
+#[test]
+fn explicit_writeback_by_idle_time_and_all() {
+    let t = two_memory(100, manual());
+    let pages = backup_n(&t, 3, 40);
+    std::thread::sleep(Duration::from_millis(600));
+    verify(&t, &pages[..10]);
+    let idle = t.writeback(WritebackFilter::Idle(Duration::from_millis(500)));
+    assert_eq!((idle.moved_pages, idle.stopped), (30, None));
+    for (k, &(h, _)) in pages.iter().enumerate() {
+        assert_eq!(t.tier_of(h), Some(usize::from(k >= 10)), "page {k}");
+    }
+    assert_eq!(
+        t.writeback(WritebackFilter::Huge).moved_pages,
+        0,
+        "no huge policy, no huge pages"
+    );
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 10);
+    assert_eq!(t.tier_stats()[0].pages, 0);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn the_rate_limit_stops_moves_for_the_period() {
+    let limit = RateLimit {
+        bytes: 10 * PAGE,
+        period: Duration::from_secs(3600),
+    };
+    let t = two_memory(100, manual().with_rate_limit(limit));
+    let pages = backup_n(&t, 4, 100);
+    let report = t.run_policy_step();
+    assert_eq!((report.moved_pages, report.stopped), (10, Some(Stop::RateLimited)));
+    assert_eq!(t.policy_state().rate_remaining, Some(0));
+    assert_eq!(t.policy_state().last_stop, Some(Stop::RateLimited));
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 0);
+    // Backups still go below directly once the upper tier is full.
+    let more = backup_n(&t, 5, 20);
+    assert_eq!(t.tier_stats()[1].pages, 10 + 10);
+    verify(&t, &pages);
+    verify(&t, &more);
+    drop_all_and_check_empty(&t, &[pages, more].concat());
+}
+
+#[test]
+fn promotion_is_off_by_default_and_brings_pages_restored_twice_up_when_on() {
+    for promote in [false, true] {
+        let t = two_memory(100, manual().with_promote(promote));
+        let pages = backup_n(&t, 6, 4);
+        t.writeback(WritebackFilter::All);
+        // A page restored once while down stays down; the second restore promotes.
+        verify(&t, &pages[..2]);
+        assert!(pages.iter().all(|&(h, _)| t.tier_of(h) == Some(1)));
+        verify(&t, &pages[..2]);
+        for (k, &(h, _)) in pages.iter().enumerate() {
+            let expected = if promote && k < 2 { 0 } else { 1 };
+            assert_eq!(t.tier_of(h), Some(expected), "promote={promote}, page {k}");
+        }
+        assert_eq!(t.tier_stats()[1].moved_up, if promote { 2 } else { 0 });
+        verify(&t, &pages);
+        drop_all_and_check_empty(&t, &pages);
+    }
+}
+
+/// A memory backend that says pages starting with 0xff cost a whole page
+/// and others a quarter: a stand-in for a compressing tier.
+#[derive(Debug)]
+struct Costed {
+    inner: MemoryBackend,
+    huge: std::sync::Mutex<std::collections::HashSet<Handle>>,
+}
+
+impl Costed {
+    fn new() -> Self {
+        Costed {
+            inner: MemoryBackend::new(),
+            huge: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CostedBackend(Costed);
+
+impl BackupBackend for CostedBackend {
+    fn name(&self) -> &'static str {
+        "costed"
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        let h = self.0.inner.backup_page(page, idx, flags)?;
+        if page.0[0] == 0xff {
+            self.0.huge.lock().unwrap().insert(h);
+        }
+        Ok(h)
+    }
+    fn copy_page(
+        &self,
+        dst: &mut Page,
+        handle: Handle,
+        intr: Option<&pagebackup_core::Interrupt>,
+    ) -> pagebackup_core::Result<()> {
+        self.0.inner.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.0.inner.drop_handle(handle)?;
+        self.0.huge.lock().unwrap().remove(&handle);
+        Ok(())
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.0.inner.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.0.inner.stats()
+    }
+    fn stored_size(&self, handle: Handle) -> Option<u64> {
+        self.0.inner.stored_size(handle)?;
+        Some(if self.0.huge.lock().unwrap().contains(&handle) {
+            PAGE
+        } else {
+            PAGE / 4
+        })
+    }
+}
+
+/// `forward_backend!` forwards `stored_size` too.
+#[derive(Debug)]
+struct Forwarded(MemoryBackend);
+forward_backend!(impl[] Forwarded => |s| s.0);
+
+fn page_costing(huge: bool, n: u64) -> Box<Page> {
+    let mut page = PageSpec::new(7, n, PageClass::Text).page();
+    page.0[0] = if huge { 0xff } else { 0 };
+    page
+}
+
+#[test]
+fn huge_pages_go_down_first_or_at_once() {
+    for at_once in [false, true] {
+        let huge = HugePolicy {
+            threshold: PAGE / 2,
+            at_once,
+        };
+        let t = Tiered::new(
+            vec![
+                Tier::new(CostedBackend(Costed::new())).with_budget(40 * PAGE),
+                Tier::new(Forwarded(MemoryBackend::new())),
+            ],
+            manual().with_huge(huge),
+        )
+        .unwrap();
+        // 140 small pages (35 pages' worth) and 4 huge ones.
+        let mut handles = Vec::new();
+        for n in 0..144 {
+            let page = page_costing(n % 36 == 35, n);
+            handles.push((t.backup_page(&page, n, BackupFlags::NONE).unwrap(), page));
+        }
+        let huge_handles: Vec<Handle> = handles
+            .iter()
+            .filter(|(_, p)| p.0[0] == 0xff)
+            .map(|&(h, _)| h)
+            .collect();
+        assert_eq!(huge_handles.len(), 4);
+        if at_once {
+            assert!(
+                huge_handles.iter().all(|&h| t.tier_of(h) == Some(1)),
+                "huge pages stayed up"
+            );
+            assert_eq!(t.tier_stats()[0].held_bytes, 140 * PAGE / 4);
+        } else {
+            // 39 pages' worth > 90% of 40: the 4 huge pages move first (35
+            // pages' worth left), then 28 small ones, down to 70% (28 pages' worth).
+            assert_eq!(t.tier_stats()[0].held_bytes, 140 * PAGE / 4 + 4 * PAGE);
+            let report = t.run_policy_step();
+            assert!(
+                huge_handles.iter().all(|&h| t.tier_of(h) == Some(1)),
+                "huge pages stayed up"
+            );
+            assert_eq!(report.moved_pages, 4 + 28);
+            assert_eq!(t.tier_stats()[0].held_bytes, 28 * PAGE);
+        }
+        assert_eq!(t.stored_size(huge_handles[0]), Some(PAGE), "the lower tier's cost");
+        let mut dst = Page::new_boxed();
+        for &(h, ref page) in &handles {
+            t.copy_page(&mut dst, h, None).unwrap();
+            assert_eq!(dst.0, page.0);
+            t.drop_handle(h).unwrap();
+        }
+        assert!(
+            t.tier_stats()
+                .iter()
+                .all(|s| s.pages == 0 && s.backend.stored_pages == 0)
+        );
+    }
+}
+
+#[test]
+fn the_automatic_mode_brings_the_tier_under_its_low_watermark_by_itself() {
+    let t = two_memory(100, TieredConfig::new().with_auto(Some(Duration::from_secs(3600))));
+    // The interval is an hour: passing the high watermark wakes the thread.
+    let mut pages = backup_n(&t, 8, 90);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        t.tier_stats()[0].pages,
+        90,
+        "at the high watermark, not past it: nothing moves"
+    );
+    pages.extend(backup_n(&t, 18, 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.tier_stats()[0].pages > 70 {
+        assert!(
+            Instant::now() < deadline,
+            "the policy thread did not run: {:?}",
+            t.tier_stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let state = t.policy_state();
+    assert!(state.automatic && state.runs >= 1, "{state:?}");
+    assert_eq!(t.tier_stats()[0].pages, 70);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn slot_store_backends_say_a_live_page_costs_a_page() {
+    let shmem = pagebackup_shmem::ShmemBackend::with_capacity(1 << 20).unwrap();
+    let file = pagebackup_file::FileBackend::new(pagebackup_file::FileConfig::new()).unwrap();
+    for b in [&shmem as &dyn BackupBackend, &file] {
+        let h = b.backup_page(&Page::new_boxed(), 0, BackupFlags::NONE).unwrap();
+        assert_eq!(b.stored_size(h), Some(PAGE), "{}", b.name());
+        b.drop_handle(h).unwrap();
+        assert_eq!(b.stored_size(h), None, "{}", b.name());
+    }
+}
+
+#[test]
+fn pages_restored_often_outrank_pages_restored_once_lately() {
+    let t = two_memory(100, manual());
+    let pages = backup_n(&t, 9, 100);
+    for _ in 0..3 {
+        verify(&t, &pages[..25]);
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    verify(&t, &pages[25..]);
+    assert_eq!(t.run_policy_step().moved_pages, 30);
+    for (k, &(h, _)) in pages.iter().enumerate().take(25) {
+        assert_eq!(t.tier_of(h), Some(0), "page {k}, restored three times, moved down");
+    }
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn maintenance_runs_after_a_step_that_vacated_the_tier() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let t = Tiered::new(
+        vec![
+            Tier::new(MemoryBackend::new())
+                .with_budget(10 * PAGE)
+                .with_maintenance(move || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }),
+            Tier::new(MemoryBackend::new()),
+        ],
+        manual(),
+    )
+    .unwrap();
+    let pages = backup_n(&t, 10, 5);
+    t.run_policy_step();
+    assert_eq!(runs.load(Ordering::Relaxed), 0, "nothing left the tier");
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 5);
+    assert_eq!(runs.load(Ordering::Relaxed), 1);
+    t.run_policy_step();
+    assert_eq!(runs.load(Ordering::Relaxed), 1, "nothing left since");
+    drop_all_and_check_empty(&t, &pages);
+}
+
+/// A memory backend that cannot tell its pages' sizes and reports twice
+/// their bytes as its memory, like a compressing store with overhead.
+#[derive(Debug)]
+struct Opaque(MemoryBackend);
+
+impl BackupBackend for Opaque {
+    fn name(&self) -> &'static str {
+        "opaque"
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        self.0.backup_page(page, idx, flags)
+    }
+    fn copy_page(
+        &self,
+        dst: &mut Page,
+        handle: Handle,
+        intr: Option<&pagebackup_core::Interrupt>,
+    ) -> pagebackup_core::Result<()> {
+        self.0.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.0.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.0.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        let mut stats = self.0.stats();
+        stats.memory_used = 2 * stats.stored_bytes;
+        stats
+    }
+}
+
+#[test]
+fn a_tier_that_cannot_tell_sizes_is_held_to_the_memory_it_reports() {
+    let t = Tiered::new(
+        vec![
+            Tier::new(Opaque(MemoryBackend::new())).with_budget(100 * PAGE),
+            Tier::new(MemoryBackend::new()),
+        ],
+        manual(),
+    )
+    .unwrap();
+    // 60 pages counted at a page each fit the budget, but take 120 pages' worth.
+    let pages = backup_n(&t, 11, 60);
+    assert_eq!(t.tier_stats()[0].pages, 60);
+    // From 120 pages' worth down to the low watermark, 70: 50 pages' worth
+    // of the estimate (a page each) are moved.
+    assert_eq!(t.run_policy_step().moved_pages, 50);
+    assert_eq!(t.tier_stats()[0].pages, 10);
+    // The estimate is now two pages a page: backups reserve that much.
+    let more = backup_n(&t, 12, 40);
+    assert_eq!(t.tier_stats()[0].pages, 10 + 40);
+    assert_eq!(t.tier_stats()[0].held_bytes, 10 * PAGE + 40 * 2 * PAGE);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &[pages, more].concat());
+}
