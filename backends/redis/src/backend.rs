@@ -32,7 +32,7 @@ use crate::{NAME, RedisConfig, RedisStats};
 /// **Keys.** Every page is one key, `PREFIX:{GROUP}:SLOT:GENERATION`, under
 /// a prefix that is random per instance unless [`RedisConfig::prefix`]
 /// names one. Handles carry the slot, its generation and the instance's
-/// tag ([`HandleCodec`](pagebackup_core::HandleCodec)), so a dropped, forged
+/// tag ([`HandleCodec`](pagebackup_core::raw::HandleCodec)), so a dropped, forged
 /// or foreign handle gives `InvalidHandle` with no round trip. `GROUP` is a
 /// hash tag shared by 64 consecutive slots, so that on a cluster a batch of
 /// neighbouring slots is still one pipeline (one per group otherwise, all
