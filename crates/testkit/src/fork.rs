@@ -6,10 +6,10 @@
 /// the caller's memory (the backends it captures included) and leaves with
 /// `_exit`, never returning into the test harness.
 pub fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
-    // SAFETY: the child only runs `child` and leaves with _exit. Locks other
-    // threads held at the fork stay held in the child, so `child` must not
-    // take locks other threads may hold (a backend's own locks are free
-    // while no other thread uses it).
+    // Locks other threads held at the fork stay held in the child, so
+    // `child` must not take locks other threads may hold (a backend's own
+    // locks are free while no other thread uses it).
+    // SAFETY: the child only runs `child` and leaves with _exit.
     match unsafe { libc::fork() } {
         -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
         0 => {
