@@ -81,8 +81,7 @@ impl MemfdDevice {
         let end = slot.checked_add(count).filter(|&e| e <= self.slots);
         assert!(end.is_some(), "slots {slot}+{count} outside the memfd");
         let (addr, len) = (self.slot_ptr(slot).cast(), count as usize * PAGE_SIZE);
-        // SAFETY: the range lies inside our mapping; the advice given here
-        // (populate, page out) never changes its contents.
+        // SAFETY: the range lies inside our mapping; the advice given here (populate, page out) never changes its contents.
         unsafe { rustix::mm::madvise(addr, len, advice) }?;
         Ok(())
     }

@@ -39,8 +39,7 @@ pub fn install() {
 
 fn signals() -> libc::sigset_t {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set it is given; sigaddset then
-    // adds valid signal numbers to the initialised set.
+    // SAFETY: sigemptyset initialises the set it is given; sigaddset then adds valid signal numbers to the initialised set.
     unsafe {
         libc::sigemptyset(set.as_mut_ptr());
         libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);

@@ -137,8 +137,7 @@ impl Driver {
             .into_iter()
             .enumerate()
             .map(|(k, entry)| entry.user_data(((op as u64) << INDEX_BITS) | k as u64));
-        // SAFETY: the caller guarantees the buffers live until the
-        // completion, which the reaper delivers only after the kernel is done.
+        // SAFETY: the caller guarantees the buffers live until the completion, which the reaper delivers only after the kernel is done.
         unsafe { self.shared.push_and_submit(entries) };
         receiver
     }

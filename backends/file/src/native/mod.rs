@@ -234,8 +234,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
                 .complete(bufs.reservation, outcome, bufs.flags, &mut handles, op);
             let _ = orphan_inner.store.drop_handles(&handles);
         });
-        // SAFETY: every entry points into `bufs` (boxed pages and the iovec
-        // vector's heap buffer), which the driver keeps until completion.
+        // SAFETY: every entry points into `bufs` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
         let receiver = unsafe { inner.drivers[shard].submit(sqes, Box::new(bufs), orphan) };
         let completion = receiver.await.expect("the reaper delivers every completion");
         let bufs = *completion.buffers.downcast::<WriteBufs>().expect("a backup's buffers");
@@ -296,8 +295,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
                 }
             }
             let keep = Arc::clone(&shared);
-            // SAFETY: every entry points into the shared buffers, which each
-            // operation keeps (a clone of the Arc) until its completion.
+            // SAFETY: every entry points into the shared buffers, which each operation keeps (a clone of the Arc) until its completion.
             let receiver = unsafe { inner.drivers[segment.shard].submit(sqes, Box::new(keep), Box::new(drop)) };
             waits.push((receiver, entries));
         }
@@ -311,9 +309,9 @@ impl AsyncBackupBackend for AsyncFileBackend {
                     Ok(done) => {
                         let mut guard = shared.lock().expect("not poisoned");
                         let bufs = guard.as_mut().expect("here");
-                        // SAFETY: this entry's read completed; the pages are ours alone now.
                         let mut pages: Vec<&mut Page> = bufs.pages[first..first + count]
                             .iter()
+                            // SAFETY: this entry's read completed; the pages are ours alone now.
                             .map(|&p| unsafe { &mut *p })
                             .collect();
                         let fd = inner.store.device(shard).file.fd();

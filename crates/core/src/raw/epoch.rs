@@ -78,9 +78,7 @@ fn marker() -> Option<&'static AtomicU32> {
         }
         Some(page as usize)
     }))?;
-    // SAFETY: the page is mapped for the life of the process (never unmapped
-    // once the advice took), aligned and zero-initialised; an AtomicU32 over
-    // it is valid, and a wiped page reads as 0.
+    // SAFETY: the page is mapped for the life of the process (never unmapped once the advice took), aligned and zero-initialised; an AtomicU32 over it is valid, and a wiped page reads as 0.
     Some(unsafe { &*(addr as *const AtomicU32) })
 }
 
