@@ -66,3 +66,22 @@ fn redis_native(#[case] check: AsyncCheck) {
         check.run(&subject);
     }
 }
+
+/// A tiered stack through the async API (the adapter over it), with a
+/// budget small enough that its policy thread moves pages during the checks;
+/// the limited one is memory over memory with no policy thread, as in the
+/// sync suite.
+#[cfg(all(feature = "tiered", feature = "compressed", feature = "file"))]
+#[apply(async_conformance)]
+fn tiered_spec(#[case] check: AsyncCheck) {
+    let spec = "tiered:tiers=[compressed:algo=lz4 | file],budget=64KiB";
+    let subject = AsyncSubject::new(format!("open_async(\"{spec}\")"), move || open_async(spec).unwrap()).with_limit(
+        |bytes| {
+            let (upper, lower) = (bytes / 4, bytes - bytes / 4);
+            let spec = format!("tiered:tiers=[memory:limit={upper} | memory:limit={lower}],budget={upper},auto=off");
+            open_async(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"))
+        },
+        false,
+    );
+    check.run(&subject);
+}
