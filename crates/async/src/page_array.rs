@@ -12,9 +12,6 @@ use pagebackup_core::{BackupError, BackupFlags, BatchError, Counts, Handle, Inte
 use crate::cancel::InterruptOnDrop;
 use crate::{AsyncBackupBackend, BackedUp};
 
-/// Pages per backend call in [`AsyncPageArray::backup`] and [`AsyncPageArray::restore`].
-const BATCH: usize = 64;
-
 /// What one position holds.
 #[derive(Debug)]
 enum Position {
@@ -124,15 +121,7 @@ impl AsyncPageArray {
 
     /// How many positions are in each state.
     pub fn counts(&self) -> Counts {
-        let mut counts = Counts::default();
-        for i in 0..self.len() {
-            match self.slot(i) {
-                Some(Slot::Resident) => counts.resident += 1,
-                Some(Slot::Backed) => counts.backed += 1,
-                _ => counts.empty += 1,
-            }
-        }
-        counts
+        pagebackup_core::raw::tally_slots((0..self.len()).map(|i| self.slot(i)))
     }
 
     /// The page at `i` if it is resident.
@@ -353,13 +342,9 @@ impl AsyncPageArray {
         })
     }
 
-    /// The next run of at most `BATCH` positions in state `want`, from `start`.
+    /// The next run of at most `ARRAY_BATCH` positions in state `want`, from `start`.
     fn next_run(&self, start: usize, want: Slot) -> Option<Range<usize>> {
-        let first = (start..self.len()).find(|&i| self.slot(i) == Some(want))?;
-        let end = (first..self.len().min(first + BATCH))
-            .find(|&i| self.slot(i) != Some(want))
-            .unwrap_or(self.len().min(first + BATCH));
-        Some(first..end)
+        pagebackup_core::raw::next_slot_run(self.len(), start, want, |i| self.slot(i))
     }
 }
 

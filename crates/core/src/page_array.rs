@@ -8,9 +8,6 @@ use std::sync::Arc;
 
 use crate::{BackupBackend, BackupError, BackupFlags, BatchError, Handle, Interrupt, Page, PageState, PageWord};
 
-/// Pages per backend call in [`PageArray::backup`] and [`PageArray::restore`].
-const BATCH: usize = 64;
-
 /// What one position of a [`PageArray`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Slot {
@@ -109,15 +106,7 @@ impl PageArray {
 
     /// How many positions are in each state.
     pub fn counts(&self) -> Counts {
-        let mut counts = Counts::default();
-        for i in 0..self.len() {
-            match self.slot(i) {
-                Some(Slot::Resident) => counts.resident += 1,
-                Some(Slot::Backed) => counts.backed += 1,
-                _ => counts.empty += 1,
-            }
-        }
-        counts
+        crate::raw::tally_slots((0..self.len()).map(|i| self.slot(i)))
     }
 
     /// The page at `i` if it is resident.
@@ -204,7 +193,7 @@ impl PageArray {
     /// rest stay resident, and a later call continues.
     pub fn backup(&mut self, flags: BackupFlags) -> Result<usize, BatchError> {
         let mut done = 0;
-        let mut handles = Vec::with_capacity(BATCH);
+        let mut handles = Vec::with_capacity(crate::raw::ARRAY_BATCH);
         let mut start = 0;
         while let Some(run) = self.next_run(start, Slot::Resident) {
             start = run.end;
@@ -270,13 +259,9 @@ impl PageArray {
         }
     }
 
-    /// The next run of at most `BATCH` positions in state `want`, from `start`.
+    /// The next run of at most `ARRAY_BATCH` positions in state `want`, from `start`.
     fn next_run(&self, start: usize, want: Slot) -> Option<std::ops::Range<usize>> {
-        let first = (start..self.len()).find(|&i| self.slot(i) == Some(want))?;
-        let end = (first..self.len().min(first + BATCH))
-            .find(|&i| self.slot(i) != Some(want))
-            .unwrap_or(self.len().min(first + BATCH));
-        Some(first..end)
+        crate::raw::next_slot_run(self.len(), start, want, |i| self.slot(i))
     }
 }
 

@@ -96,13 +96,7 @@ fn one_blocking_thread() -> tokio::runtime::Runtime {
 }
 
 fn assert_empty(b: &dyn AsyncBackupBackend) {
-    let stats = b.stats();
-    assert_eq!(
-        stats.stored_pages,
-        0,
-        "{}: pages left behind after the check: {stats:?}",
-        b.name()
-    );
+    crate::suite::assert_holds_nothing(b.name(), &b.stats());
 }
 
 fn address(page: &Page) -> *const Page {

@@ -116,12 +116,15 @@ pub fn run_all(subject: &Subject) {
 pub const LIMIT_PAGES: u64 = 64;
 
 fn assert_empty(b: &dyn BackupBackend) {
-    let stats = b.stats();
+    assert_holds_nothing(b.name(), &b.stats());
+}
+
+/// Panics unless `stats` (of the backend `name`) show no page held, as
+/// every check leaves its backend.
+pub(crate) fn assert_holds_nothing(name: &str, stats: &pagebackup_core::BackupStats) {
     assert_eq!(
-        stats.stored_pages,
-        0,
-        "{}: pages left behind after the check: {stats:?}",
-        b.name()
+        stats.stored_pages, 0,
+        "{name}: pages left behind after the check: {stats:?}"
     );
 }
 

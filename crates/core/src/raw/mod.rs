@@ -24,6 +24,7 @@ mod extents;
 mod generations;
 pub mod params;
 mod shards;
+mod slot_runs;
 mod store;
 mod thread_index;
 
@@ -35,5 +36,6 @@ pub use epoch::ProcessEpoch;
 pub use extents::FreeExtents;
 pub use generations::Generations;
 pub use shards::Shards;
+pub use slot_runs::{ARRAY_BATCH, next_slot_run, tally_slots};
 pub use store::{PlannedRun, ReadPlan, ReadSegment, Reservation, SlotStore, StoreConfig};
 pub use thread_index::thread_index;
