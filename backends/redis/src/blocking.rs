@@ -2,6 +2,7 @@
 //! calls made on the caller's thread with no hand-off to the runtime.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use redis::{Connection, ConnectionLike, RedisResult, Value};
 
@@ -11,7 +12,8 @@ use crate::error::Failure;
 use crate::stats::Traffic;
 
 /// Idle blocking connections, one taken per sync call (so one per thread
-/// calling at once), each with the backend's timeout on reads and writes.
+/// calling at once). Each round trip's reads and writes time out at the
+/// call's deadline.
 pub(crate) struct BlockingPool {
     client: redis::Client,
     config: RedisConfig,
@@ -28,26 +30,25 @@ impl BlockingPool {
         })
     }
 
-    fn connect(&self) -> RedisResult<Connection> {
-        let conn = self.client.get_connection_with_timeout(self.config.timeout)?;
-        conn.set_read_timeout(Some(self.config.timeout))?;
-        conn.set_write_timeout(Some(self.config.timeout))?;
-        Ok(conn)
+    fn connect(&self, deadline: Instant) -> RedisResult<Connection> {
+        self.client.get_connection_with_timeout(remaining(deadline)?)
     }
 
-    /// Sends `batch` on this thread and gives each command's reply in order.
+    /// Sends `batch` on this thread and gives each command's reply in order,
+    /// failing with a timeout what is not answered by `deadline`.
     ///
-    /// A pipeline that fails in transit on a connection taken from the pool
-    /// is sent once more on a new connection: the idle one may have been
-    /// cut while it waited, and every command the backend sends (`SET` of a
-    /// key only it writes, `GET`, `DEL`) may be repeated. After a failure
-    /// the pool is emptied, so that the next calls reconnect.
-    pub(crate) fn send(&self, batch: Batch, traffic: &Traffic) -> Vec<Result<Value, Failure>> {
+    /// A pipeline whose connection, taken from the pool, turns out to be cut
+    /// (reset, broken pipe: not a timeout) is sent once more on a new
+    /// connection before the deadline: the idle one may have been cut while
+    /// it waited, and every command the backend sends (`SET` of a key only
+    /// it writes, `GET`, `DEL`) may be repeated. After a failure the pool is
+    /// emptied, so that the next calls reconnect.
+    pub(crate) fn send(&self, batch: Batch, traffic: &Traffic, deadline: Instant) -> Vec<Result<Value, Failure>> {
         let mut replies = Vec::with_capacity(batch.commands());
         let mut conn = None;
         for part in batch.into_parts() {
             let packed = part.pipe.get_packed_pipeline();
-            let reply = self.round_trip(&mut conn, &packed, part.commands);
+            let reply = self.round_trip(&mut conn, &packed, part.commands, deadline);
             match reply {
                 Ok(values) => {
                     traffic.count(part.commands, part.pages, part.bytes, &values);
@@ -70,22 +71,27 @@ impl BlockingPool {
 
     /// One pipeline on `conn` (taken from the pool, or made, if `None`); on
     /// failure `conn` is left `None` and the pool emptied.
-    fn round_trip(&self, conn: &mut Option<Connection>, packed: &[u8], count: usize) -> RedisResult<Vec<Value>> {
+    fn round_trip(
+        &self,
+        conn: &mut Option<Connection>,
+        packed: &[u8],
+        count: usize,
+        deadline: Instant,
+    ) -> RedisResult<Vec<Value>> {
         let pooled = conn.is_none() && {
             *conn = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
             conn.is_some()
         };
         let first = match conn {
-            Some(c) => c.req_packed_commands(packed, 0, count),
-            None => self.connect().and_then(|c| {
-                let c = conn.insert(c);
-                c.req_packed_commands(packed, 0, count)
-            }),
+            Some(c) => request(c, packed, count, deadline),
+            None => self
+                .connect(deadline)
+                .and_then(|c| request(conn.insert(c), packed, count, deadline)),
         };
         let result = match first {
-            Err(e) if pooled && (e.is_io_error() || e.is_connection_dropped()) => self
-                .connect()
-                .and_then(|c| conn.insert(c).req_packed_commands(packed, 0, count)),
+            Err(e) if pooled && cut(&e) => self
+                .connect(deadline)
+                .and_then(|c| request(conn.insert(c), packed, count, deadline)),
             other => other,
         };
         if result.is_err() {
@@ -94,6 +100,34 @@ impl BlockingPool {
         }
         result
     }
+}
+
+/// Sends `packed` on `conn` with reads and writes bounded by `deadline`.
+fn request(conn: &mut Connection, packed: &[u8], count: usize, deadline: Instant) -> RedisResult<Vec<Value>> {
+    let left = remaining(deadline)?;
+    conn.set_read_timeout(Some(left))?;
+    conn.set_write_timeout(Some(left))?;
+    conn.req_packed_commands(packed, 0, count)
+}
+
+/// The time left until `deadline`, or a timeout error if none is.
+fn remaining(deadline: Instant) -> RedisResult<std::time::Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out());
+    }
+    Ok(left)
+}
+
+/// The error of a call whose deadline passed.
+pub(crate) fn timed_out() -> redis::RedisError {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within the timeout").into()
+}
+
+/// Whether `e` says the connection was cut (and the request may be resent
+/// on a new one), rather than that the server did not answer in time.
+pub(crate) fn cut(e: &redis::RedisError) -> bool {
+    !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped())
 }
 
 impl std::fmt::Debug for BlockingPool {
