@@ -4,7 +4,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use redis::{Connection, ConnectionLike, RedisResult, Value};
+use redis::{Connection, IntoConnectionInfo, RedisResult, Value};
 
 use crate::RedisConfig;
 use crate::conn::Batch;
@@ -16,22 +16,72 @@ use crate::stats::Traffic;
 /// call's deadline.
 pub(crate) struct BlockingPool {
     client: redis::Client,
+    /// Commands a new connection sends before it is ready (`AUTH`, `SELECT`).
+    setup_commands: u32,
     config: RedisConfig,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Pooled>>,
+    /// Server-side ids of connections dropped after a failed round trip:
+    /// the server may still carry out what it had received on them.
+    stale: Mutex<Vec<i64>>,
+}
+
+/// A connection and its server-side id (`CLIENT ID`).
+struct Pooled {
+    conn: Connection,
+    id: i64,
 }
 
 impl BlockingPool {
     /// A pool for the server of `config` (no connection made yet).
     pub(crate) fn new(config: &RedisConfig) -> RedisResult<Self> {
+        let info = config.url().into_connection_info()?;
+        // No `CLIENT SETINFO` on connecting: fewer replies to wait for.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let setup_commands = u32::from(settings.password().is_some()) + u32::from(settings.db() != 0);
         Ok(BlockingPool {
-            client: redis::Client::open(config.url())?,
+            client: redis::Client::open(info.set_redis_settings(settings))?,
+            setup_commands,
             config: config.clone(),
             idle: Mutex::new(Vec::new()),
+            stale: Mutex::new(Vec::new()),
         })
     }
 
-    fn connect(&self, deadline: Instant) -> RedisResult<Connection> {
-        self.client.get_connection_with_timeout(remaining(deadline)?)
+    /// A new connection, ready by `deadline`: the client waits up to its
+    /// timeout for each reply of the setup, so each gets a share of the time.
+    fn connect(&self, deadline: Instant) -> RedisResult<Pooled> {
+        let share = remaining(deadline)? / self.setup_commands.max(1);
+        let mut conn = self.client.get_connection_with_timeout(share)?;
+        let id = match request(
+            &mut conn,
+            &redis::cmd("CLIENT").arg("ID").get_packed_command(),
+            1,
+            deadline,
+        )?
+        .pop()
+        {
+            Some(Value::Int(id)) => id,
+            other => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "CLIENT ID did not give a number",
+                    format!("{other:?}"),
+                )));
+            }
+        };
+        Ok(Pooled { conn, id })
+    }
+
+    /// Takes the ids of the connections dropped after a failure, to be
+    /// killed on the server before deleting what they may still write.
+    pub(crate) fn take_stale(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.stale.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Gives back ids taken with [`take_stale`](Self::take_stale) that could
+    /// not be killed.
+    pub(crate) fn restore_stale(&self, ids: Vec<i64>) {
+        self.stale.lock().unwrap_or_else(PoisonError::into_inner).extend(ids);
     }
 
     /// Sends `batch` on this thread and gives each command's reply in order,
@@ -69,11 +119,19 @@ impl BlockingPool {
         replies
     }
 
+    /// Drops the connection in `conn`, noting its id as stale.
+    fn retire(&self, conn: &mut Option<Pooled>) {
+        if let Some(old) = conn.take() {
+            self.stale.lock().unwrap_or_else(PoisonError::into_inner).push(old.id);
+        }
+    }
+
     /// One pipeline on `conn` (taken from the pool, or made, if `None`); on
-    /// failure `conn` is left `None` and the pool emptied.
+    /// failure `conn` is left `None` (its id noted as stale) and the pool
+    /// emptied.
     fn round_trip(
         &self,
-        conn: &mut Option<Connection>,
+        conn: &mut Option<Pooled>,
         packed: &[u8],
         count: usize,
         deadline: Instant,
@@ -83,31 +141,42 @@ impl BlockingPool {
             conn.is_some()
         };
         let first = match conn {
-            Some(c) => request(c, packed, count, deadline),
+            Some(c) => request(&mut c.conn, packed, count, deadline),
             None => self
                 .connect(deadline)
-                .and_then(|c| request(conn.insert(c), packed, count, deadline)),
+                .and_then(|c| request(&mut conn.insert(c).conn, packed, count, deadline)),
         };
         let result = match first {
-            Err(e) if pooled && cut(&e) => self
-                .connect(deadline)
-                .and_then(|c| request(conn.insert(c), packed, count, deadline)),
+            Err(e) if pooled && cut(&e) => {
+                self.retire(conn);
+                self.connect(deadline)
+                    .and_then(|c| request(&mut conn.insert(c).conn, packed, count, deadline))
+            }
             other => other,
         };
         if result.is_err() {
-            *conn = None;
+            self.retire(conn);
             self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
         }
         result
     }
 }
 
-/// Sends `packed` on `conn` with reads and writes bounded by `deadline`.
+/// Sends `packed` on `conn` and reads its `count` replies, each read bounded
+/// by what is left until `deadline`; the first failure ends it (the client's
+/// own pipeline call would wait a whole timeout for every reply).
 fn request(conn: &mut Connection, packed: &[u8], count: usize, deadline: Instant) -> RedisResult<Vec<Value>> {
-    let left = remaining(deadline)?;
-    conn.set_read_timeout(Some(left))?;
-    conn.set_write_timeout(Some(left))?;
-    conn.req_packed_commands(packed, 0, count)
+    conn.set_write_timeout(Some(remaining(deadline)?))?;
+    conn.send_packed_command(packed)?;
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        conn.set_read_timeout(Some(remaining(deadline)?))?;
+        match conn.recv_response()? {
+            Value::Push { .. } => {}
+            reply => replies.push(reply),
+        }
+    }
+    Ok(replies)
 }
 
 /// The time left until `deadline`, or a timeout error if none is.

@@ -238,6 +238,13 @@ impl Batch {
         part.bytes += command_len(&[3, key.len()]);
     }
 
+    /// Adds `CLIENT KILL ID id` (on a single server only: it names no key).
+    pub(crate) fn client_kill(&mut self, id: i64) {
+        let part = self.part(0);
+        part.pipe.cmd("CLIENT").arg("KILL").arg("ID").arg(id);
+        part.bytes += command_len(&[6, 4, 2, 20]);
+    }
+
     /// The pipelines, in order.
     pub(crate) fn into_parts(self) -> Vec<Part> {
         self.parts

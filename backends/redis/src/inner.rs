@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pending: Mutex<Vec<String>>,
     /// A retry of `pending` is under way.
     retrying: AtomicBool,
+    /// Held by a cleanup (fence, then deletes): one at a time.
+    cleanup: tokio::sync::Mutex<()>,
     /// Keys of backups that failed in transit, whose `SET` may still land
     /// after their cleanup: deleted again when the backend is dropped.
     doubtful: Mutex<Vec<String>>,
@@ -180,6 +182,7 @@ impl Inner {
             space: Space::new(&infos, 0),
             pending: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
+            cleanup: tokio::sync::Mutex::new(()),
             doubtful: Mutex::new(Vec::new()),
         })
     }
@@ -226,7 +229,8 @@ impl Inner {
         for (page, &(slot, generation)) in pages.zip(&slots) {
             let key = self.keys.key(slot, generation);
             let id = self.identity(slot, generation);
-            self.format.encode(page, id, |value| batch.set(&key, group(slot), value));
+            self.format
+                .encode(page, id, |value| batch.set(&key, group(slot), value));
         }
         PreparedBackup {
             over_quota: slots.len() < wanted,
@@ -257,7 +261,9 @@ impl Inner {
     /// [`blocking`](Self::blocking)).
     pub(crate) fn backup_blocking(self: &Arc<Self>, op: Operation, mut prepared: PreparedBackup) -> BackupOutcome {
         let deadline = prepared.deadline;
-        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic, deadline);
+        let replies = self
+            .pool()
+            .send(prepared.take_batch(&self.conn), &self.traffic, deadline);
         self.settle_backup(op, prepared, replies)
     }
 
@@ -339,7 +345,9 @@ impl Inner {
     /// pending (in the background, one retry at a time), and refreshes the
     /// server's figures if they are old.
     fn after_call(self: &Arc<Self>, replies: &[Result<Value, Failure>]) {
-        let reached = replies.iter().any(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
+        let reached = replies
+            .iter()
+            .any(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
         if reached && !lock(&self.pending).is_empty() && !self.retrying.swap(true, Ordering::AcqRel) {
             let inner = Arc::clone(self);
             self.runtime.spawn(async move {
@@ -354,8 +362,13 @@ impl Inner {
     }
 
     /// Deletes `keys` (in pipelines of [`CLEANUP_CHUNK`], each within the
-    /// timeout); gives back those whose deletion failed.
+    /// timeout); gives back those whose deletion failed. Cleanups run one at
+    /// a time, each after [`fence`](Self::fence).
     async fn delete(&self, keys: Vec<String>) -> Result<(), Vec<String>> {
+        let _one = self.cleanup.lock().await;
+        if !self.fence().await {
+            return Err(keys);
+        }
         let mut left = Vec::new();
         for chunk in keys.chunks(CLEANUP_CHUNK) {
             let mut batch = Batch::new(&self.conn, chunk.len());
@@ -372,6 +385,30 @@ impl Inner {
             );
         }
         if left.is_empty() { Ok(()) } else { Err(left) }
+    }
+
+    /// Kills on the server the blocking connections dropped after a failed
+    /// round trip, so that nothing they had sent (a backup's `SET`s, held
+    /// by a stopped server) lands after the cleanup that follows. Whether
+    /// the server answered (a connection already gone counts as killed).
+    async fn fence(&self) -> bool {
+        let Some(pool) = &self.blocking else {
+            return true;
+        };
+        let ids = pool.take_stale();
+        if ids.is_empty() {
+            return true;
+        }
+        let mut batch = Batch::new(&self.conn, ids.len());
+        ids.iter().for_each(|&id| batch.client_kill(id));
+        let replies = self.send(batch, self.deadline()).await;
+        let answered = replies
+            .iter()
+            .all(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
+        if !answered {
+            pool.restore_stale(ids);
+        }
+        answered
     }
 
     /// Checks `handles` (the first invalid one ends the batch) and builds
@@ -426,7 +463,8 @@ impl Inner {
     /// [`blocking`](Self::blocking)).
     pub(crate) fn fetch_blocking(&self, prepared: &mut PreparedCopy) -> Vec<Result<Value, Failure>> {
         let deadline = prepared.deadline;
-        self.pool().send(prepared.take_batch(&self.conn), &self.traffic, deadline)
+        self.pool()
+            .send(prepared.take_batch(&self.conn), &self.traffic, deadline)
     }
 
     /// Copies the fetched pages into `dsts`, in order, stopping at the first
@@ -526,16 +564,26 @@ impl Inner {
     /// when [`blocking`](Self::blocking)).
     pub(crate) fn drop_blocking(self: &Arc<Self>, mut prepared: PreparedDrop) -> Result<(), BatchError> {
         let deadline = prepared.deadline;
-        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic, deadline);
+        let replies = self
+            .pool()
+            .send(prepared.take_batch(&self.conn), &self.traffic, deadline);
         self.settle_drop(prepared, replies)
     }
 
     /// Keeps the keys whose `DEL` failed for a later retry. The drop itself
     /// is done: its handles were retired before the round trip.
-    fn settle_drop(self: &Arc<Self>, prepared: PreparedDrop, replies: Vec<Result<Value, Failure>>) -> Result<(), BatchError> {
+    fn settle_drop(
+        self: &Arc<Self>,
+        prepared: PreparedDrop,
+        replies: Vec<Result<Value, Failure>>,
+    ) -> Result<(), BatchError> {
         let PreparedDrop { keys, invalid, .. } = prepared;
         let completed = keys.len();
-        let failed = keys.into_iter().zip(&replies).filter(|(_, r)| r.is_err()).map(|(k, _)| k);
+        let failed = keys
+            .into_iter()
+            .zip(&replies)
+            .filter(|(_, r)| r.is_err())
+            .map(|(k, _)| k);
         lock(&self.pending).extend(failed);
         self.after_call(&replies);
         invalid.map_or(Ok(()), |error| Err(BatchError { completed, error }))
@@ -672,7 +720,12 @@ async fn register(conn: &Conn, config: &RedisConfig, deadline: Instant) -> Resul
     for _ in 0..REGISTER_ATTEMPTS {
         let keys = Keys::new(config.prefix.as_deref(), random_u64());
         let what = format!("pagebackup instance of process {}", std::process::id());
-        if conn.command(&set_nx(keys.registration(), what), deadline).await.map_err(failed)? == Value::Okay {
+        if conn
+            .command(&set_nx(keys.registration(), what), deadline)
+            .await
+            .map_err(failed)?
+            == Value::Okay
+        {
             registered = Some(keys);
             break;
         }
