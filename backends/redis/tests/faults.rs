@@ -32,6 +32,9 @@ const KEPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// waited twice (a round trip, then a reconnection) is caught.
 const SLACK: Duration = Duration::from_millis(1500);
 
+/// A call made on its own thread against a stopped server.
+type Call = Box<dyn FnOnce(&RedisBackend) + Send>;
+
 /// The handles of `live`.
 fn handles(live: &[(Handle, PageSpec)]) -> Vec<Handle> {
     live.iter().map(|&(h, _)| h).collect()
@@ -139,7 +142,7 @@ fn a_stopped_server_makes_every_sync_call_fail_in_time_and_leaves_nothing_half_d
     let (tx, rx) = channel();
     let mut threads = Vec::new();
     for round in 0..2 {
-        let calls: [(&str, Box<dyn FnOnce(&RedisBackend) + Send>); 4] = [
+        let calls: [(&str, Call); 4] = [
             ("copy_pages", {
                 let kept = kept.to_vec();
                 Box::new(move |b| {
@@ -379,16 +382,14 @@ fn restores_racing_drops_give_their_own_bytes_or_invalid_handle() {
             })
             .collect();
         // Drop pages and back up new ones into the freed slots, at once.
-        let mut next = 1000;
         for round in 0..150 {
             let victim = {
                 let live = live.lock().unwrap();
                 live[(round * 13) % live.len()].0
             };
             BackupBackend::drop_handle(&*b, victim).unwrap();
-            let (fresh, error) = backup_batch(&b, next, 1);
+            let (fresh, error) = backup_batch(&b, 1000 + round as u64, 1);
             assert!(error.is_none(), "{error:?}");
-            next += 1;
             let mut live = live.lock().unwrap();
             let at = live.iter().position(|&(h, _)| h == victim).unwrap();
             live[at] = fresh[0];
