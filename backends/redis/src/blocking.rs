@@ -78,6 +78,11 @@ impl BlockingPool {
         std::mem::take(&mut *self.stale.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Whether connections dropped after a failure wait to be killed.
+    pub(crate) fn has_stale(&self) -> bool {
+        !self.stale.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
     /// Gives back ids taken with [`take_stale`](Self::take_stale) that could
     /// not be killed.
     pub(crate) fn restore_stale(&self, ids: Vec<i64>) {

@@ -57,8 +57,9 @@ pub(crate) struct Inner {
     pending: Mutex<Vec<String>>,
     /// A retry of `pending` is under way.
     retrying: AtomicBool,
-    /// Held by a cleanup (fence, then deletes): one at a time.
-    cleanup: tokio::sync::Mutex<()>,
+    /// Written while stale connections are killed, read to wait for that
+    /// (see [`fence`](Self::fence)).
+    fencing: tokio::sync::RwLock<()>,
     /// Keys of backups that failed in transit, whose `SET` may still land
     /// after their cleanup: deleted again when the backend is dropped.
     doubtful: Mutex<Vec<String>>,
@@ -182,7 +183,7 @@ impl Inner {
             space: Space::new(&infos, 0),
             pending: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
-            cleanup: tokio::sync::Mutex::new(()),
+            fencing: tokio::sync::RwLock::new(()),
             doubtful: Mutex::new(Vec::new()),
         })
     }
@@ -362,10 +363,9 @@ impl Inner {
     }
 
     /// Deletes `keys` (in pipelines of [`CLEANUP_CHUNK`], each within the
-    /// timeout); gives back those whose deletion failed. Cleanups run one at
-    /// a time, each after [`fence`](Self::fence).
+    /// timeout), after [`fence`](Self::fence); gives back those whose
+    /// deletion failed.
     async fn delete(&self, keys: Vec<String>) -> Result<(), Vec<String>> {
-        let _one = self.cleanup.lock().await;
         if !self.fence().await {
             return Err(keys);
         }
@@ -389,26 +389,40 @@ impl Inner {
 
     /// Kills on the server the blocking connections dropped after a failed
     /// round trip, so that nothing they had sent (a backup's `SET`s, held
-    /// by a stopped server) lands after the cleanup that follows. Whether
-    /// the server answered (a connection already gone counts as killed).
+    /// by a stopped server) lands after the cleanup that follows: whether
+    /// every connection dropped so far is killed (one already gone counts).
+    ///
+    /// Ids are taken and killed under the write side of `fencing`; a
+    /// cleanup that finds none to take waits on the read side for a kill in
+    /// flight, so that it never deletes before the kill it depends on, and
+    /// cleanups with nothing to kill run side by side.
     async fn fence(&self) -> bool {
         let Some(pool) = &self.blocking else {
             return true;
         };
-        let ids = pool.take_stale();
-        if ids.is_empty() {
-            return true;
+        loop {
+            {
+                let _no_kill_in_flight = self.fencing.read().await;
+                if !pool.has_stale() {
+                    return true;
+                }
+            }
+            let _killing = self.fencing.write().await;
+            let ids = pool.take_stale();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut batch = Batch::new(&self.conn, ids.len());
+            ids.iter().for_each(|&id| batch.client_kill(id));
+            let replies = self.send(batch, self.deadline()).await;
+            let answered = replies
+                .iter()
+                .all(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
+            if !answered {
+                pool.restore_stale(ids);
+            }
+            return answered;
         }
-        let mut batch = Batch::new(&self.conn, ids.len());
-        ids.iter().for_each(|&id| batch.client_kill(id));
-        let replies = self.send(batch, self.deadline()).await;
-        let answered = replies
-            .iter()
-            .all(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
-        if !answered {
-            pool.restore_stale(ids);
-        }
-        answered
     }
 
     /// Checks `handles` (the first invalid one ends the batch) and builds
