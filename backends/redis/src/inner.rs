@@ -147,11 +147,13 @@ impl Inner {
     /// Runs on the backend's runtime.
     pub(crate) async fn open(config: RedisConfig, runtime: Runtime) -> Result<Inner, BackupError> {
         let op = Operation::Open;
-        let deadline = Instant::now() + config.timeout;
         let traffic = Traffic::default();
         let conn = Conn::connect(&config)
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
+        // Connected (within its own timeout): the checks and the
+        // registration get one timeout more.
+        let deadline = Instant::now() + config.timeout;
         let infos = read_info(&conn, &traffic, deadline)
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
