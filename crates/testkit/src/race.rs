@@ -162,7 +162,10 @@ pub fn check_racing_restores(b: &dyn BackupBackend, config: &RaceConfig) -> Resu
                 match b.copy_page(&mut dst, h, None) {
                     Ok(()) => {
                         if let Err(m) = spec.verify(&dst) {
-                            failure = Some(format!("{}: handle {h:?} gave the wrong bytes at the end: {m}", b.name()));
+                            failure = Some(format!(
+                                "{}: handle {h:?} gave the wrong bytes at the end: {m}",
+                                b.name()
+                            ));
                         }
                     }
                     Err(e) => failure = Some(format!("{}: copy of {h:?} at the end: {e}", b.name())),
@@ -241,20 +244,38 @@ fn reader(b: &dyn BackupBackend, seed: u64, ops: usize, table: &Table, counters:
             Err(e) => e.completed,
         };
         if completed > handles.len() {
-            return Err(format!("a restore of {} pages says it completed {completed}", handles.len()));
+            return Err(format!(
+                "a restore of {} pages says it completed {completed}",
+                handles.len()
+            ));
         }
         for (k, (dst, spec)) in dsts[..completed].iter().zip(&specs).enumerate() {
-            spec.verify(dst)
-                .map_err(|m| format!("page {k} of {} ({:?}) restored with wrong bytes: {m}", handles.len(), handles[k]))?;
+            spec.verify(dst).map_err(|m| {
+                format!(
+                    "page {k} of {} ({:?}) restored with wrong bytes: {m}",
+                    handles.len(),
+                    handles[k]
+                )
+            })?;
         }
         counters.verified.fetch_add(completed as u64, Ordering::Relaxed);
         if let Err(e) = result {
             let h = handles[completed];
             if e.kind() != ErrorKind::InvalidHandle {
-                return Err(format!("restore of {h:?} (page {completed}) failed other than InvalidHandle: {}", e.error));
+                return Err(format!(
+                    "restore of {h:?} (page {completed}) failed other than InvalidHandle: {}",
+                    e.error
+                ));
             }
-            if table.entries.iter().any(|entry| entry.load(Ordering::Acquire) == h.to_raw()) {
-                return Err(format!("restore of {h:?} refused a handle that is still live: {}", e.error));
+            if table
+                .entries
+                .iter()
+                .any(|entry| entry.load(Ordering::Acquire) == h.to_raw())
+            {
+                return Err(format!(
+                    "restore of {h:?} refused a handle that is still live: {}",
+                    e.error
+                ));
             }
             if let Some(k) = (completed..handles.len()).find(|&k| !is_sentinel(&dsts[k])) {
                 let overwritten = if specs[k].verify(&dsts[k]).is_ok() {

@@ -70,10 +70,8 @@ pub trait Device: Send + Sync + Debug {
         Ok(())
     }
 
-    /// Bytes of storage allocated to the device (blocks, memory or swap).
-    fn allocated_bytes(&self) -> u64;
-
-    /// Bytes of it held in RAM (page cache, staging buffers).
+    /// Bytes of the device's storage held in RAM (page cache, staging
+    /// buffers).
     fn resident_bytes(&self) -> u64;
 
     /// A cheap estimate of the bytes the device's storage can still take

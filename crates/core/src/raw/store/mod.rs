@@ -3,6 +3,7 @@
 //! failure rule per operation — over a [`Device`] per shard.
 
 mod backup;
+mod pins;
 mod plan;
 mod release;
 mod slot_bits;
@@ -13,6 +14,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard};
 
+use self::pins::Pins;
 use self::slot_bits::SlotBits;
 use super::device::Device;
 use super::{FreeExtents, Generations, HandleCodec, ProcessEpoch, Shards, check_batch_lengths};
@@ -76,8 +78,14 @@ impl StoreConfig {
 ///   object's previous page (consecutive `idx`), else lowest address first.
 ///   A shard's slots never go past its peak number of slots in use at once.
 /// - **No lock is held across device I/O**: slots are reserved under the
-///   shard's lock, written, then published; restores check handles, read,
-///   and check again that no drop raced them.
+///   shard's lock, written, then published; restores check handles and
+///   pin their slots under the lock, read, then unpin.
+/// - **Read pins**: a drop retires its handle at once (a later restore is
+///   refused before writing anything), but a slot that restores have
+///   pinned is quarantined: neither reused nor released until its last
+///   pin goes, and then given back by the thread that unpinned it. So a
+///   restore that validated a live handle reads that page's bytes, whatever
+///   drops and backups run meanwhile.
 /// - **Failure rules**: after a failed batch backup exactly the first
 ///   `completed` pages have handles (and nothing else is held); after a
 ///   failed batch drop exactly the first `completed` handles are dropped and
@@ -121,6 +129,8 @@ struct ShardState {
     deferred: SlotBits,
     /// The `idx` and local slot of the last page placed.
     cursor: Option<(u64, u32)>,
+    /// Restores' pins and the quarantine of dropped slots still pinned.
+    pins: Pins,
 }
 
 impl<D: Device> SlotStore<D> {
@@ -139,6 +149,7 @@ impl<D: Device> SlotStore<D> {
             checksums: Vec::new(),
             deferred: SlotBits::counting_in(Arc::clone(&deferred_total)),
             cursor: None,
+            pins: Pins::default(),
         });
         SlotStore {
             config,

@@ -11,6 +11,7 @@ use crate::{Handle, Interrupt, Page};
 /// The reads of a restore, from [`SlotStore::plan_read`], to be done and
 /// then given to [`SlotStore::finish_read`].
 #[derive(Debug)]
+#[must_use = "a read plan pins its slots until it is finished or abandoned"]
 pub struct ReadPlan {
     entries: Vec<Entry>,
     /// Where the handles stopped being live, if they did.
@@ -86,19 +87,24 @@ impl ReadPlan {
     }
 }
 
-/// A validated page of a batch: its position, shard, local slot and generation.
+/// A validated page of a batch: its position, shard and local slot; for a
+/// restore, the checksum it must match; for a drop, whether it was pinned
+/// (and is quarantined).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Entry {
     pub(super) k: usize,
     pub(super) shard: usize,
     pub(super) slot: u32,
-    pub(super) generation: u32,
+    pub(super) sum: u32,
+    pub(super) quarantined: bool,
 }
 
 impl<D: Device> SlotStore<D> {
-    /// Validates `handles` in order, up to the first that is not live;
-    /// with `retire`, invalidates each valid one at once (so a repeat within
-    /// the batch is refused), for a drop.
+    /// Validates `handles` in order, up to the first that is not live.
+    /// Without `retire` (a restore), pins each valid one until
+    /// [`finish_read`](Self::finish_read). With `retire` (a drop),
+    /// invalidates each valid one at once (so restores and a repeat within
+    /// the batch are refused) and quarantines it if restores have it pinned.
     pub(super) fn validate(&self, handles: &[Handle], op: Operation, retire: bool) -> (Vec<Entry>, Option<BatchError>) {
         let mut entries = Vec::with_capacity(handles.len());
         let mut locks = ShardLocks::new(&self.shards);
@@ -113,15 +119,26 @@ impl<D: Device> SlotStore<D> {
                 };
                 return (entries, Some(BatchError { completed: k, error }));
             }
-            if retire {
-                state.generations.retire(slot);
-            }
-            entries.push(Entry {
+            let mut entry = Entry {
                 k,
                 shard,
                 slot,
-                generation,
-            });
+                sum: 0,
+                quarantined: false,
+            };
+            if retire {
+                state.generations.retire(slot);
+                if state.pins.is_pinned(slot) {
+                    state.pins.quarantine(slot);
+                    entry.quarantined = true;
+                }
+            } else {
+                state.pins.pin(slot);
+                if self.config.checksum {
+                    entry.sum = state.checksums[slot as usize];
+                }
+            }
+            entries.push(entry);
         }
         (entries, None)
     }
@@ -202,9 +219,10 @@ impl<D: Device> SlotStore<D> {
 
     /// The second half of a restore: `stop` is where reading stopped (an
     /// interrupt, a failed read; `None` if every planned page was read, and
-    /// `page(k)` gives the page read for item `k`). Checks that no drop raced
-    /// the reads and that every page matches its checksum, and gives the
-    /// batch rule's result.
+    /// `page(k)` gives the page read for item `k`). Checks that every page
+    /// read matches its checksum, unpins the plan's slots and gives the
+    /// batch rule's result. (The pins kept every slot read from being reused
+    /// or released, so a page read is its handle's as of validation.)
     pub fn finish_read<'p>(
         &self,
         plan: ReadPlan,
@@ -216,36 +234,53 @@ impl<D: Device> SlotStore<D> {
         let read_to = stop
             .as_ref()
             .map_or(plan.entries.len(), |s| s.completed.min(plan.entries.len()));
-        // A drop that raced the read may have released what was read: check
-        // every page read is still live, then its checksum.
-        let mut locks = ShardLocks::new(&self.shards);
-        for entry in &plan.entries[..read_to] {
-            let state = locks.get(entry.shard);
-            let handle = handles[entry.k];
-            let error = if state.generations.live_generation(entry.slot) != Some(entry.generation) {
-                BackupError::InvalidHandle {
-                    origin: self.origin(op),
-                    handle,
-                }
-            } else if self.config.checksum && state.checksums[entry.slot as usize] != checksum(page(entry.k)) {
-                BackupError::Corrupt {
-                    origin: self.origin(op),
-                    handle,
-                    detail: "the page read back does not match its checksum (the storage changed under the \
-                             backend); the backup is unusable, drop it"
-                        .to_string(),
-                }
-            } else {
-                continue;
-            };
-            return Err(BatchError {
-                completed: entry.k,
-                error,
-            });
-        }
-        match stop.or(plan.stopped) {
+        let corrupt = if self.config.checksum {
+            plan.entries[..read_to]
+                .iter()
+                .find(|e| e.sum != checksum(page(e.k)))
+                .map(|e| BatchError {
+                    completed: e.k,
+                    error: BackupError::Corrupt {
+                        origin: self.origin(op),
+                        handle: handles[e.k],
+                        detail: "the page read back does not match its checksum (the storage changed under the \
+                                 backend); the backup is unusable, drop it"
+                            .to_string(),
+                    },
+                })
+        } else {
+            None
+        };
+        let ReadPlan { entries, stopped } = plan;
+        self.unpin(&entries);
+        match corrupt.or(stop).or(stopped) {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Gives up a restore planned by [`plan_read`](Self::plan_read)
+    /// without reading (its future was dropped, say): unpins its slots. A
+    /// plan must end here or in [`finish_read`](Self::finish_read), once
+    /// nothing reads its slots any more; a plan that ends in neither keeps
+    /// the slots of its dropped handles out of use.
+    pub fn abandon_read(&self, plan: ReadPlan) {
+        self.unpin(&plan.entries);
+    }
+
+    /// Unpins the slots of `entries`, settling those whose last pin this
+    /// was (outside the lock).
+    fn unpin(&self, entries: &[Entry]) {
+        let mut settle = Vec::new();
+        let mut locks = ShardLocks::new(&self.shards);
+        for e in entries {
+            if locks.get(e.shard).unpin(e.slot) {
+                settle.push((e.shard, e.slot));
+            }
+        }
+        drop(locks);
+        for (shard, slot) in settle {
+            self.settle(shard, slot);
         }
     }
 }

@@ -17,19 +17,27 @@ impl<D: Device> SlotStore<D> {
         self.check_process(op)
             .map_err(|error| BatchError { completed: 0, error })?;
         // Validation retires each handle, so restores and repeats see it
-        // dropped while its storage is being released.
+        // dropped while its storage is being released, and quarantines the
+        // slots that restores are reading.
         let (entries, mut stopped) = self.validate(handles, op, true);
         let defer = self.config.deferred_release_pages > 0;
         let mut freed = entries.len();
         if !defer {
-            // Release run by run, in batch order, outside the locks.
+            // Release run by run, in batch order, outside the locks; a
+            // quarantined slot is released once its last restore is over.
             let mut i = 0;
             while i < entries.len() {
                 let e = entries[i];
+                if e.quarantined {
+                    i += 1;
+                    continue;
+                }
                 let len = 1 + entries[i + 1..]
                     .iter()
                     .zip(&entries[i..])
-                    .take_while(|(next, prev)| next.shard == e.shard && prev.slot.checked_add(1) == Some(next.slot))
+                    .take_while(|(next, prev)| {
+                        next.shard == e.shard && !next.quarantined && prev.slot.checked_add(1) == Some(next.slot)
+                    })
                     .count();
                 if let Err(source) = self.devices[e.shard].release(e.slot, len as u32) {
                     self.counters.failed_releases.fetch_add(1, Ordering::Relaxed);
@@ -46,21 +54,36 @@ impl<D: Device> SlotStore<D> {
                 i += len;
             }
         }
+        let mut settle = Vec::new();
+        let mut given = 0;
         let mut locks = ShardLocks::new(&self.shards);
         for (i, e) in entries.iter().enumerate() {
             let state = locks.get(e.shard);
-            if i < freed {
-                state.generations.free(e.slot);
-                state.give(e.slot..e.slot + 1, defer);
-            } else {
+            if i >= freed {
                 // Its release failed or came after one that did: live again,
                 // under the generation its handle carries (the retired one
                 // was never issued).
+                if e.quarantined {
+                    state.pins.end_quarantine(e.slot);
+                }
                 state.generations.unretire(e.slot);
+                continue;
+            }
+            state.generations.free(e.slot);
+            if !e.quarantined {
+                state.give(e.slot..e.slot + 1, defer);
+                given += 1;
+            } else if !state.pins.is_pinned(e.slot) {
+                // Its restores finished while it was being dropped.
+                state.pins.end_quarantine(e.slot);
+                settle.push((e.shard, e.slot));
             }
         }
         drop(locks);
-        self.unreserve(freed as u64);
+        self.unreserve(given);
+        for (shard, slot) in settle {
+            self.settle(shard, slot);
+        }
         if defer {
             let mut seen = Vec::new();
             for e in &entries {

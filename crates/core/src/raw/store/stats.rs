@@ -13,14 +13,16 @@ impl<D: Device> SlotStore<D> {
         let mut metadata = 0;
         for (state, device) in self.shards.each().zip(self.devices.iter()) {
             stats.stored_pages += state.generations.live();
-            stats.unreleased_bytes += state.deferred.count * PAGE;
+            stats.unreleased_bytes += (state.deferred.count + state.pins.quarantined) * PAGE;
             metadata += state.metadata_bytes();
             drop(state);
-            stats.stored_bytes += device.allocated_bytes();
             stats.resident_bytes += device.resident_bytes();
             metadata += device.buffered_bytes();
         }
+        // Every live page takes one slot, a whole page; slots kept for
+        // reuse or quarantined are unreleased, not stored.
         stats.original_bytes = stats.stored_pages * PAGE;
+        stats.stored_bytes = stats.original_bytes;
         stats.metadata_bytes = metadata;
         stats.memory_used = stats.resident_bytes + metadata;
         stats.writeback_pages = self.counters.writeback_pages.load(Ordering::Relaxed);
@@ -38,5 +40,6 @@ impl ShardState {
             + self.extents.metadata_bytes()
             + (self.checksums.capacity() * 4) as u64
             + self.deferred.metadata_bytes()
+            + self.pins.metadata_bytes()
     }
 }
