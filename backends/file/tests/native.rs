@@ -59,7 +59,7 @@ fn open_async_gives_the_native_backend_and_its_handles_work_through_the_sync_vie
 #[test]
 fn a_dropped_restore_unpins_once_its_reads_are_in() {
     use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     use pagebackup_core::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
     use pagebackup_testkit::PageSpec;
