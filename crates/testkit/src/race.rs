@@ -205,24 +205,33 @@ fn is_sentinel(page: &Page) -> bool {
 }
 
 /// Restores one to four consecutive entries' handles at a time (single
-/// pages through `copy_page`) and checks the outcome.
+/// pages through `copy_page`), or the previous ones again, and checks the
+/// outcome.
 fn reader(b: &dyn BackupBackend, seed: u64, ops: usize, table: &Table, counters: &Counters) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     let sentinel = sentinel_page();
     let mut dsts: Vec<Box<Page>> = (0..4).map(|_| sentinel_page()).collect();
+    let mut prev: Vec<u64> = Vec::new();
     for _ in 0..ops {
         if table.over() {
             break;
         }
-        let n = 1 + rng.index(4);
-        let first = rng.index(table.entries.len());
-        let raws: Vec<u64> = (0..n)
-            .map(|k| table.entries[(first + k) % table.entries.len()].load(Ordering::Acquire))
-            .filter(|&raw| raw != 0)
-            .collect();
+        // Now and then the previous handles again, likely dropped by now
+        // (stale handles must be refused with nothing written).
+        let raws: Vec<u64> = if !prev.is_empty() && rng.percent(25) {
+            std::mem::take(&mut prev)
+        } else {
+            let n = 1 + rng.index(4);
+            let first = rng.index(table.entries.len());
+            (0..n)
+                .map(|k| table.entries[(first + k) % table.entries.len()].load(Ordering::Acquire))
+                .filter(|&raw| raw != 0)
+                .collect()
+        };
         if raws.is_empty() {
             continue;
         }
+        prev.clone_from(&raws);
         let handles: Vec<Handle> = raws
             .iter()
             .map(|&raw| Handle::from_raw(raw).expect("a table entry is a handle"))
