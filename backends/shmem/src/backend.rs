@@ -127,13 +127,12 @@ impl ShmemConfig {
 ///   pages are backed up), sealed against shrinking and growing so that no
 ///   holder of the fd can make the mapping fault, and mapped once. A thread
 ///   backs up into its own shard, so threads do not contend on one memfd.
-/// - **Backup** copies the caller's pages into the mapping, one run of
-///   contiguous slots at a time (pages with consecutive `idx` get
-///   consecutive slots where free). Slots whose memory was kept since their
-///   drop (see below) are plain copies; new slots are first populated with
-///   one `MADV_POPULATE_WRITE` per run, so that a failed allocation comes
-///   back as `NoSpace` instead of a `SIGBUS` (before Linux 5.14, which lacks
-///   it, new runs are written with `pwritev` and then mapped).
+/// - **Backup** copies the caller's pages into slots whose memory was kept
+///   since their drop (see below): plain copies into the mapping. New slots
+///   are written with `pwritev`, one call per run of contiguous slots (pages
+///   with consecutive `idx` get consecutive slots where free), so that a
+///   failed allocation comes back as `NoSpace` instead of a `SIGBUS`, then
+///   mapped (`MADV_POPULATE_READ`).
 /// - **Restore** copies out of the populated mapping: a memcpy, no fault.
 /// - **Drop** frees the slot at once; its memory is kept for the next
 ///   backup (which copies into it), up to [`ShmemConfig::reuse`] bytes (shown as
