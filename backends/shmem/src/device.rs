@@ -184,7 +184,7 @@ mod tests {
                 resident: false,
             }])
             .unwrap();
-        assert_eq!(device.allocated_bytes(), 2 * PAGE);
+        assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 2 * PAGE);
         assert_eq!((read_back(&device, 3), read_back(&device, 4)), (a, b.clone()));
         device
             .write(&[WriteRun {
@@ -193,9 +193,9 @@ mod tests {
                 resident: true,
             }])
             .unwrap();
-        assert_eq!(device.allocated_bytes(), 2 * PAGE);
+        assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 2 * PAGE);
         assert_eq!((read_back(&device, 3), read_back(&device, 4)), (c, b));
         device.release(3, 2).unwrap();
-        assert_eq!(device.allocated_bytes(), 0);
+        assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 0);
     }
 }
