@@ -256,3 +256,101 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use pagebackup_core::MemoryBackend;
+
+    use super::*;
+
+    /// The memory backend, panicking at its third backup.
+    #[derive(Debug, Default)]
+    struct PanicsAtThird {
+        inner: MemoryBackend,
+        backups: AtomicUsize,
+    }
+
+    impl BackupBackend for PanicsAtThird {
+        fn name(&self) -> &'static str {
+            "panics-at-third"
+        }
+        fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
+            assert!(
+                self.backups.fetch_add(1, Ordering::SeqCst) != 2,
+                "the third backup panics"
+            );
+            self.inner.backup_page(page, idx, flags)
+        }
+        fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
+            self.inner.copy_page(dst, handle, intr)
+        }
+        fn drop_handle(&self, handle: Handle) -> Result<()> {
+            self.inner.drop_handle(handle)
+        }
+        fn bytes_avail(&self) -> u64 {
+            self.inner.bytes_avail()
+        }
+        fn stats(&self) -> BackupStats {
+            self.inner.stats()
+        }
+    }
+
+    #[test]
+    fn a_backup_batch_that_panics_part_way_leaves_nothing_stored() {
+        for execution in [Execution::Inline, Execution::Blocking] {
+            let backend = Arc::new(PanicsAtThird::default());
+            let adapter = SyncAdapter::with_execution(Arc::clone(&backend), execution);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let pages = (0..5).map(|_| Page::new_boxed()).collect();
+            let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                runtime.block_on(adapter.backup_pages(pages, 0, BackupFlags::NONE))
+            }));
+            assert!(
+                panicked.is_err(),
+                "{execution:?}: the backend's panic reaches the caller"
+            );
+            assert_eq!(backend.backups.load(Ordering::SeqCst), 3, "{execution:?}");
+            assert_eq!(
+                backend.stats().stored_pages,
+                0,
+                "{execution:?}: the two pages stored before the panic are left behind"
+            );
+        }
+    }
+
+    #[test]
+    fn flush_waits_for_backups_whose_futures_were_dropped() {
+        use std::task::{Context, Poll, Waker};
+        let backend = Arc::new(MemoryBackend::new());
+        let adapter = SyncAdapter::with_execution(Arc::clone(&backend), Execution::Blocking);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut finished = Vec::new();
+            for _ in 0..64 {
+                let pages = (0..64).map(|_| Page::new_boxed()).collect();
+                let mut fut = adapter.backup_pages(pages, 0, BackupFlags::NONE);
+                // Polled once (the job is queued), then dropped, unless the
+                // job was already done.
+                if let Poll::Ready(backed) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    finished.extend(backed.handles);
+                }
+            }
+            adapter.flush().await.unwrap();
+            assert_eq!(adapter.jobs.orphans(), 0);
+            assert_eq!(
+                backend.stats().stored_pages,
+                finished.len() as u64,
+                "cancelled backups still stored after flush"
+            );
+            backend.drop_handles(&finished).unwrap();
+        });
+    }
+}

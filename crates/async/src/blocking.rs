@@ -292,7 +292,10 @@ mod tests {
 
     #[test]
     fn an_orphaned_job_is_counted_until_its_output_is_dropped() {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
         let jobs = Arc::new(BlockingJobs::new());
         let (go, wait) = std::sync::mpsc::channel::<()>();
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -308,17 +311,17 @@ mod tests {
                 wait.recv().unwrap();
                 out
             }));
-            assert!(
-                fut.as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-                    .is_pending()
-            );
+            assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
             drop(fut);
         });
         assert_eq!(jobs.orphans(), 1);
         go.send(()).unwrap();
         runtime.block_on(jobs.settle());
-        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the output is dropped before settle returns");
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            1,
+            "the output is dropped before settle returns"
+        );
         assert_eq!(jobs.orphans(), 0);
     }
 }
