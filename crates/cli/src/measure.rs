@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pagebackup::{PAGE_SIZE, Page};
 
 use crate::adapters::{Adapter, Error, Op, Stored};
+use crate::report::{self, Role, Row, round_to};
 
 /// How the pages are handed to the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +45,8 @@ pub struct Run {
     pub footprint: Option<u64>,
     /// Pages in the corpus.
     pub pages: usize,
+    /// Time inside the timed windows, over every round.
+    pub measured: Duration,
 }
 
 impl Run {
@@ -89,6 +92,7 @@ pub fn run(
                     }
                 }
                 b.footprint = b.footprint.max(run.footprint);
+                b.measured += run.measured;
                 b
             }
         });
@@ -174,6 +178,7 @@ fn round(
     let flush = Instant::now();
     adapter.flush()?;
     wall += flush.elapsed();
+    let mut measured = wall;
     let backup = figures(Op::Backup, bytes, wall, &backed);
     let footprint = adapter.footprint();
 
@@ -203,6 +208,7 @@ fn round(
         }
         Ok(timing)
     })?;
+    measured += wall;
     let restore = figures(Op::Restore, bytes, wall, &restored);
     if let Some(i) = (0..corpus.len()).find(|&i| out[i] != corpus[i]) {
         return Err(format!("{}: restored page {i} differs from the original", adapter.name()).into());
@@ -222,6 +228,7 @@ fn round(
         }
         Ok(timing)
     })?;
+    measured += wall;
     let drop = figures(Op::Drop, bytes, wall, &dropped);
     Ok(Run {
         adapter: adapter.name().to_string(),
@@ -229,7 +236,50 @@ fn round(
         ops: vec![backup, restore, drop],
         footprint,
         pages: corpus.len(),
+        measured,
     })
+}
+
+/// The report rows of `runs`: one per adapter, mode and operation.
+/// `is_baseline` tells baselines from the backends asked for; `baseline`
+/// names each backend's baseline for an op, whose figures in the same mode
+/// the row is compared with.
+pub fn rows(
+    runs: &[Run],
+    is_baseline: impl Fn(&str) -> bool,
+    baseline: impl Fn(&str, Op) -> Option<String>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for run in runs {
+        for f in &run.ops {
+            let vs = baseline(&run.adapter, f.op);
+            let base = vs.as_ref().and_then(|name| {
+                runs.iter()
+                    .find(|r| r.adapter == *name && r.mode == run.mode)
+                    .map(|r| r.op(f.op).gbps)
+            });
+            let (backup, drop) = (f.op == Op::Backup, f.op == Op::Drop);
+            let role = match is_baseline(&run.adapter) {
+                true => Role::Baseline,
+                false => Role::Backend,
+            };
+            let mut row = Row::new(&run.adapter, role, report::Mode::Plain);
+            row.op = Some(f.op);
+            row.threads = Some(run.mode.threads);
+            row.batch = Some(run.mode.batch);
+            row.pages = Some(run.pages);
+            row.gbps = (!drop).then(|| round_to(f.gbps, 3));
+            row.ops_per_s = drop.then(|| (f.gbps * 1e9 / PAGE_SIZE as f64).round());
+            row.p50_us = Some(round_to(f.p50_us, 3));
+            row.p99_us = Some(round_to(f.p99_us, 3));
+            row.effective_ratio = run.effective_ratio().filter(|_| backup).map(|r| round_to(r, 3));
+            row.memory_bytes = run.footprint.filter(|_| backup);
+            row.speed_ratio = base.filter(|&b| b > 0.0).map(|b| round_to(f.gbps / b, 3));
+            row.vs = base.and(vs).map(|v| report::shown(&v));
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 fn stored_len(stored: &Stored) -> usize {

@@ -178,7 +178,7 @@ fn the_full_table_in_markdown_and_every_baseline_on_request() {
         assert!(stdout.contains(&format!("| {name} ")), "{name} missing: {stdout}");
     }
     assert!(
-        stdout.contains(" M drops/s |"),
+        stdout.contains(" M ops/s |"),
         "drops in operations per second: {stdout}"
     );
     assert!(
