@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, RwLockWriteGuard};
 
 use super::device::{Device, ReadRun, RunError, WriteRun};
 use super::{FreeExtents, Generations, HandleCodec, ProcessEpoch, Shards, check_batch_lengths};
@@ -865,7 +865,7 @@ impl<D: Device> BackupBackend for SlotStore<D> {
 /// name several shards: never two locks at once, so no lock order to keep.
 struct ShardLocks<'a> {
     shards: &'a Shards<ShardState>,
-    held: Option<(usize, MutexGuard<'a, ShardState>)>,
+    held: Option<(usize, RwLockWriteGuard<'a, ShardState>)>,
 }
 
 impl<'a> ShardLocks<'a> {
