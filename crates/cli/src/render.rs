@@ -15,7 +15,7 @@ pub fn summary(report: &Report, format: Format) -> String {
     let c = &report.corpus;
     let m = &report.machine;
     let mut out = format!(
-        "{} pages ({} MiB) from {}; {} cores, {}, {} GiB; every restored page verified\n\n",
+        "{} pages ({} MiB) from {}; {} cores, {}, {} GiB; restored pages verified against the originals\n\n",
         c.pages,
         (c.pages * PAGE_SIZE) >> 20,
         c.source,
@@ -40,9 +40,10 @@ pub fn summary(report: &Report, format: Format) -> String {
     if let Some(t) = &report.timing {
         let _ = writeln!(
             out,
-            "bench overhead: {:.1}% of {:.2} s of measuring was outside the timed calls",
+            "bench overhead: {:.1}% of {:.2} s of measuring was outside the measured calls ({:.1}% outside the timed windows)",
             t.overhead_percent(),
-            t.run_s
+            t.run_s,
+            (1.0 - t.windows_s / t.run_s.max(1e-9)).max(0.0) * 100.0
         );
     }
     out

@@ -338,22 +338,27 @@ pub struct AsyncSetup {
     pub load_tasks: usize,
 }
 
-/// Where the run's time went: the time inside the measured windows against
-/// the whole measuring loop, so that the bench's own overhead is known.
+/// Where the run's time went, so that the bench's own overhead is known:
+/// the whole measuring loop, the timed windows in it, and the time inside
+/// the measured calls (in a window with several threads, its busiest
+/// thread's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
     /// Seconds of the whole measuring loop.
     pub run_s: f64,
-    /// Seconds inside the timed windows of measured calls.
-    pub measured_s: f64,
+    /// Seconds of the timed windows.
+    pub windows_s: f64,
+    /// Seconds inside the measured calls.
+    pub in_calls_s: f64,
 }
 
 impl Timing {
-    /// The share of the run spent outside the measured windows, in percent.
+    /// The share of the run spent outside the measured calls, in percent:
+    /// the bench's own overhead (verifying, bookkeeping, timing, threads).
     pub fn overhead_percent(&self) -> f64 {
         if self.run_s > 0.0 {
-            (1.0 - self.measured_s / self.run_s).max(0.0) * 100.0
+            (1.0 - self.in_calls_s / self.run_s).max(0.0) * 100.0
         } else {
             0.0
         }

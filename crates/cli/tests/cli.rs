@@ -40,7 +40,10 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("every restored page verified"), "{stdout}");
+    assert!(
+        stdout.contains("restored pages verified against the originals"),
+        "{stdout}"
+    );
     // The summary: one aligned line per backend, no Markdown, then the
     // recommendation; the full table only with --full.
     let lines: Vec<&str> = stdout.lines().collect();

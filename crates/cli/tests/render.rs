@@ -179,7 +179,8 @@ fn fixture() -> Report {
     }
     report.timing = Some(Timing {
         run_s: 10.0,
-        measured_s: 9.8,
+        windows_s: 9.9,
+        in_calls_s: 9.8,
     });
     report
 }
