@@ -39,5 +39,5 @@ mod sys;
 
 pub use config::{FaultMode, MAX_READ_AHEAD, RegionConfig};
 pub use error::RegionError;
-pub use region::{OffloadRegion, PinGuard, RegionBackend};
+pub use region::{OffloadRegion, PinGuard, PinnedMut, RegionBackend};
 pub use stats::RegionStats;

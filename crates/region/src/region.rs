@@ -2,6 +2,7 @@
 //! modes, the evictor and the handler thread.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
@@ -979,21 +980,35 @@ impl OffloadRegion {
     /// or to code that must not fault. At most half the budget may be pinned.
     pub fn pin(&self, range: Range<usize>) -> Result<PinGuard<'_>, RegionError> {
         let pages = self.page_range(&range)?;
-        if pages.len() > self.shared.budget / 2 {
+        Self::pin_pages(&self.shared, pages)
+    }
+
+    /// Pins the byte range `range` as [`pin`](Self::pin) does and gives it
+    /// as a mutable slice, for a system call or foreign code to write into.
+    pub fn pin_mut(&mut self, range: Range<usize>) -> Result<PinnedMut<'_>, RegionError> {
+        let pages = self.page_range(&range)?;
+        let guard = Self::pin_pages(&self.shared, pages)?;
+        let bytes = &mut sys::exclusive_slice(self, |r| &r.shared.mapping)[range];
+        Ok(PinnedMut { bytes, _guard: guard })
+    }
+
+    fn pin_pages<'r>(shared: &Arc<Shared>, pages: Range<usize>) -> Result<PinGuard<'r>, RegionError> {
+        if pages.len() > shared.budget / 2 {
             return Err(RegionError::InvalidInput(format!(
                 "pinning {} pages: at most half the budget ({} pages) may be pinned",
                 pages.len(),
-                self.shared.budget / 2
+                shared.budget / 2
             )));
         }
         for p in pages.clone() {
-            self.shared.pins[p].fetch_add(1, Ordering::SeqCst);
+            shared.pins[p].fetch_add(1, Ordering::SeqCst);
         }
         let guard = PinGuard {
-            region: self,
+            shared: Arc::clone(shared),
             pages: pages.clone(),
+            _region: PhantomData,
         };
-        self.shared.prefault(pages, true).map_err(RegionError::Backend)?;
+        shared.prefault(pages, true).map_err(RegionError::Backend)?;
         Ok(guard)
     }
 
@@ -1067,15 +1082,36 @@ impl Drop for OffloadRegion {
 /// Pages of a region kept resident and writable; see [`OffloadRegion::pin`].
 #[derive(Debug)]
 pub struct PinGuard<'r> {
-    region: &'r OffloadRegion,
+    shared: Arc<Shared>,
     pages: Range<usize>,
+    _region: PhantomData<&'r OffloadRegion>,
 }
 
 impl Drop for PinGuard<'_> {
     fn drop(&mut self) {
         for p in self.pages.clone() {
-            self.region.shared.pins[p].fetch_sub(1, Ordering::SeqCst);
+            self.shared.pins[p].fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// A pinned byte range of a region, writable; see [`OffloadRegion::pin_mut`].
+#[derive(Debug)]
+pub struct PinnedMut<'r> {
+    bytes: &'r mut [u8],
+    _guard: PinGuard<'r>,
+}
+
+impl std::ops::Deref for PinnedMut<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl std::ops::DerefMut for PinnedMut<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes
     }
 }
 

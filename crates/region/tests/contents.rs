@@ -40,3 +40,24 @@ fn random_reads_and_writes_read_back_exactly_in_both_modes() {
         }
     }
 }
+
+#[test]
+fn settings_it_cannot_work_with_are_refused_with_the_bound() {
+    let err = pagebackup_region::OffloadRegion::new(LEN, PAGE_SIZE, MemoryBackend::new()).unwrap_err();
+    assert!(
+        matches!(err, pagebackup_region::RegionError::InvalidInput(_))
+            && err.to_string().contains("at least 262144 bytes"),
+        "{err}"
+    );
+    let config = RegionConfig::new().with_read_ahead(0);
+    let err =
+        pagebackup_region::OffloadRegion::with_config(LEN, BUDGET, Box::new(MemoryBackend::new()), config).unwrap_err();
+    assert!(err.to_string().contains("read_ahead = 0: give 1 to 16 pages"), "{err}");
+    let Some(r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), RegionConfig::new()) else {
+        return;
+    };
+    let err = r.prefault(0..LEN + 1).unwrap_err();
+    assert!(err.to_string().contains("is not inside the region"), "{err}");
+    let err = r.pin(0..BUDGET).unwrap_err();
+    assert!(err.to_string().contains("at most half the budget"), "{err}");
+}
