@@ -26,6 +26,8 @@ pub enum RegionError {
     Backend(BackupError),
     /// A length, budget, range or setting the region cannot work with.
     InvalidInput(String),
+    /// The backend spec the region was to page to could not be opened.
+    Open(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl fmt::Display for RegionError {
@@ -44,6 +46,7 @@ impl fmt::Display for RegionError {
             }
             Self::Backend(e) => write!(f, "offload region: {e}"),
             Self::InvalidInput(detail) => write!(f, "offload region: {detail}"),
+            Self::Open(e) => write!(f, "offload region: opening its backend: {e}"),
         }
     }
 }
@@ -53,6 +56,7 @@ impl std::error::Error for RegionError {
         match self {
             Self::Os { source, .. } => source.source(),
             Self::Backend(e) => e.source(),
+            Self::Open(e) => e.source(),
             _ => None,
         }
     }
