@@ -58,9 +58,16 @@ fn count(table: &[AtomicU64], key: u64) -> u64 {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let spec = args.get(1).map_or("compressed:codec=lz4", String::as_str);
+    let spec = args.get(1).map_or("compressed:algo=lz4", String::as_str);
     let table_mib: usize = args.get(2).map_or(Ok(256), |s| s.parse())?;
     let budget_mib: usize = args.get(3).map_or(Ok(table_mib / 4), |s| s.parse())?;
     let region = pagebackup::open_region(

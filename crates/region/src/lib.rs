@@ -31,6 +31,7 @@
 //! Only x86-64 tells the signal handler whether a fault was a write; on other
 //! architectures a write to a page restored clean takes a second fault.
 
+pub mod bench;
 mod config;
 mod error;
 mod region;

@@ -1043,7 +1043,7 @@ impl OffloadRegion {
         s.stats.snapshot(
             s.resident.load(Ordering::Relaxed),
             s.releaser.vectored(),
-            s.backend.stats().memory_used,
+            &s.backend.stats(),
         )
     }
 }

@@ -72,10 +72,17 @@ pub struct RegionStats {
     pub resident_pages: u64,
     /// Bytes the backend uses now (its `memory_used`).
     pub backend_bytes: u64,
+    /// Bytes of original pages the backend holds now (its `original_bytes`).
+    pub backend_original_bytes: u64,
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, resident: usize, vectored: bool, backend_bytes: u64) -> RegionStats {
+    pub(crate) fn snapshot(
+        &self,
+        resident: usize,
+        vectored: bool,
+        backend: &pagebackup_core::BackupStats,
+    ) -> RegionStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RegionStats {
             faults: g(&self.faults),
@@ -98,7 +105,8 @@ impl Counters {
             evictor_cpu_ns: g(&self.evictor_cpu_ns),
             handler_cpu_ns: g(&self.handler_cpu_ns),
             resident_pages: resident as u64,
-            backend_bytes,
+            backend_bytes: backend.memory_used,
+            backend_original_bytes: backend.original_bytes,
         }
     }
 }
