@@ -5,7 +5,7 @@
 //! ```text
 //! region_bench [--corpus FILE|built-in] [--spec SPEC]... [--workload W]... [--len-mib N]
 //!              [--budget-mib N] [--mode signal|thread] [--threads N] [--runs N] [--clean on|off]
-//!              [--read-ahead N] [--evict-batch N]
+//!              [--read-ahead N] [--evict-batch N] [--accesses N]
 //! region_bench --corpus built-in --dump FILE      (writes the corpus as a page file)
 //! ```
 
@@ -29,12 +29,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (mut len_mib, mut budget_mib, mut threads, mut runs) = (1024usize, 256usize, 1usize, 1usize);
     let mut config = RegionConfig::new();
     let mut dump = None;
+    let mut accesses_arg: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--corpus" => corpus_arg = value,
             "--dump" => dump = Some(value),
+            "--accesses" => accesses_arg = Some(value.parse()?),
             "--spec" => specs.push(value),
             "--workload" => workloads.push(Workload::from_name(&value).ok_or_else(|| format!("no workload {value}"))?),
             "--len-mib" => len_mib = value.parse()?,
@@ -81,10 +83,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 let backend = pagebackup::open(spec)?;
                 let region = OffloadRegion::with_config(len_mib << 20, budget_mib << 20, backend, config.clone())?;
                 let fill_s = bench::fill(&region, &corpus.pages);
-                let accesses = match workload {
+                let accesses = accesses_arg.unwrap_or(match workload {
                     Workload::Hot => 2_000_000,
                     _ => 500_000,
-                };
+                });
                 let r = bench::run(&region, workload, accesses, threads);
                 let s = &r.stats;
                 println!(

@@ -110,7 +110,7 @@ const MAX_SAMPLES: usize = 1_000_000;
 fn random_worker(words: &[AtomicU64], accesses: u64, hot: bool, id: u64, lat: Option<&mut Vec<f64>>) -> u64 {
     let pages = (words.len() / (PAGE_SIZE / 8)) as u64;
     let hot_pages = (pages / 10).max(1);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ 0x1_0000_0001_B3u64.wrapping_mul(id + 1));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ 0x0100_0000_01B3_u64.wrapping_mul(id + 1));
     let mut sum = 0u64;
     let mut lat = lat;
     for i in 0..accesses {

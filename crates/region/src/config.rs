@@ -9,6 +9,7 @@ pub const MAX_READ_AHEAD: usize = 16;
 
 /// Where a fault is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum FaultMode {
     /// On the faulting thread, in a `SIGBUS` handler (`UFFD_FEATURE_SIGBUS`):
     /// no hand-off between threads. A system call given evicted memory gets

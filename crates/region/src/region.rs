@@ -4,7 +4,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -40,6 +40,12 @@ const PLACEHOLDER: Handle = match Handle::from_raw(1) {
 };
 
 static ZERO_PAGE: Page = Page::zeroed();
+
+/// While reads restore pages writable, one restore in this many still
+/// restores them clean, to see whether they are still written after.
+const PROBE_EVERY: u64 = 16;
+/// Bounds of [`Shared::write_score`].
+const SCORE_LIMIT: i32 = 64;
 
 /// What the signal handler should do after the region looked at a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +155,11 @@ pub(crate) struct Shared {
     /// go over the budget instead of waiting.
     stalled: AtomicBool,
     error: Mutex<Option<BackupError>>,
+    /// Whether pages restored clean tend to be written soon after: raised by
+    /// a write to a clean page, lowered by each clean restore. Above zero,
+    /// reads restore pages writable (but one in [`PROBE_EVERY`], to keep
+    /// measuring), saving the second fault a write would take.
+    write_score: AtomicI32,
     poison: bool,
     releaser: Releaser,
 }
@@ -294,6 +305,7 @@ impl Shared {
                     // becomes writable (which wakes the waiters).
                     if ctx != Ctx::Api {
                         self.stats.wp_faults.fetch_add(1, Ordering::Relaxed);
+                        self.nudge_score(2);
                     }
                     let r = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
                     self.set(page, DIRTY);
@@ -313,6 +325,12 @@ impl Shared {
                 _ => backoff.snooze(),
             }
         }
+    }
+
+    fn nudge_score(&self, by: i32) {
+        let s = self.write_score.load(Ordering::Relaxed);
+        self.write_score
+            .store((s + by).clamp(-SCORE_LIMIT, SCORE_LIMIT), Ordering::Relaxed);
     }
 
     fn poisoned_error(&self, page: usize) -> BackupError {
@@ -399,8 +417,14 @@ impl Shared {
             }
         };
         // A page about to be written is mapped writable at once; the rest
-        // write-protected, so that a clean page is dropped, not written again.
-        let wp = self.config.clean_tracking;
+        // write-protected, so that a clean page is dropped, not written
+        // again, unless restored pages are mostly written soon after.
+        let wp = self.config.clean_tracking
+            && (self.write_score.load(Ordering::Relaxed) <= 0
+                || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY));
+        if wp {
+            self.nudge_score(-1);
+        }
         let split = if wp && write != Some(false) { 1 } else { 0 };
         let mut result = Ok(());
         if split == 1 {
@@ -890,6 +914,7 @@ impl OffloadRegion {
             last_end: AtomicUsize::new(usize::MAX),
             stalled: AtomicBool::new(false),
             error: Mutex::new(None),
+            write_score: AtomicI32::new(0),
             poison,
             releaser: Releaser::new(),
         });
