@@ -79,6 +79,25 @@ pub use pagebackup_redis as redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "tiered")))]
 pub use pagebackup_tiered as tiered;
 
+/// The offload region (feature `region`): memory paged to any backend.
+#[cfg(feature = "region")]
+#[cfg_attr(docsrs, doc(cfg(feature = "region")))]
+pub use pagebackup_region as region;
+
+/// An offload region of `len` bytes keeping at most `budget` resident,
+/// paging to the backend `spec` names (see [`open`]), with `config`.
+#[cfg(feature = "region")]
+#[cfg_attr(docsrs, doc(cfg(feature = "region")))]
+pub fn open_region(
+    spec: &str,
+    len: usize,
+    budget: usize,
+    config: region::RegionConfig,
+) -> Result<region::OffloadRegion, region::RegionError> {
+    let backend = open(spec).map_err(|e| region::RegionError::Open(Box::new(e)))?;
+    region::OffloadRegion::with_config(len, budget, backend, config)
+}
+
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]
 #[cfg_attr(docsrs, doc(cfg(feature = "shmem")))]
