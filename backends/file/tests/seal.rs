@@ -229,9 +229,10 @@ fn key_errors_say_what_failed_and_never_show_a_key() {
 #[cfg(feature = "async")]
 #[test]
 fn the_native_async_backend_refuses_sealing() {
-    let error = pagebackup_file::AsyncFileBackend::new(FileConfig::new().with_seal(Some(SealKeySource::Random)))
-        .err()
-        .expect("seal=on is refused");
+    let Err(error) = pagebackup_file::AsyncFileBackend::new(FileConfig::new().with_seal(Some(SealKeySource::Random)))
+    else {
+        panic!("seal=on is refused");
+    };
     assert_eq!(error.kind(), ErrorKind::Unsupported);
     assert!(error.to_string().contains("seal=on"), "{error}");
 }

@@ -133,7 +133,7 @@ pub enum MaybeSealed<D> {
     Plain(D),
     /// Pages sealed.
     #[cfg(feature = "seal")]
-    Sealed(SealedDevice<D>),
+    Sealed(Box<SealedDevice<D>>),
 }
 
 impl<D: Device> MaybeSealed<D> {
@@ -150,7 +150,7 @@ impl<D: Device> MaybeSealed<D> {
             let key = SealKey::load(source, origin)?;
             devices
                 .into_iter()
-                .map(|d| SealedDevice::new(d, &key, origin).map(MaybeSealed::Sealed))
+                .map(|d| SealedDevice::new(d, &key, origin).map(|s| MaybeSealed::Sealed(Box::new(s))))
                 .collect()
         }
         #[cfg(not(feature = "seal"))]
@@ -185,7 +185,7 @@ impl<D: Device> MaybeSealed<D> {
         match self {
             MaybeSealed::Plain(d) => d,
             #[cfg(feature = "seal")]
-            MaybeSealed::Sealed(s) => s,
+            MaybeSealed::Sealed(s) => &**s,
         }
     }
 }
