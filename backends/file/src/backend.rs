@@ -146,7 +146,8 @@ pub(crate) fn open_store(config: &FileConfig) -> Result<SlotStore<MaybeSealed<Fi
         .map(|_| FileDevice::open(config))
         .collect::<Result<Vec<_>>>()?;
     let devices = MaybeSealed::wrap(devices, config.seal.as_ref(), origin)?;
-    let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum);
+    // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
+    let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum && config.seal.is_none());
     Ok(SlotStore::new(store, devices))
 }
 

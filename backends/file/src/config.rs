@@ -44,7 +44,8 @@ pub struct FileConfig {
     pub direct: bool,
     /// Keep a CRC-32 per page and check it on restore (default on: the data
     /// sits on a disk, outside the process's control, and the check costs
-    /// little beside the I/O).
+    /// little beside the I/O). With `seal`, the seal's tag is the check and
+    /// no CRC is kept.
     pub checksum: bool,
     /// Files the pages are spread over, one per shard, so that threads
     /// writing at once do not serialise on one inode's lock; rounded down to

@@ -238,8 +238,16 @@ fn the_native_async_backend_refuses_sealing() {
 }
 
 #[test]
-fn stats_count_the_seals_in_metadata() {
-    let plain = FileBackend::new(FileConfig::new().with_shards(1).with_io(IoMode::Sync)).unwrap();
+fn stats_count_the_seals_in_metadata_and_no_crc() {
+    // The sealed backend keeps no CRC (its checksum=on is the seal's tag):
+    // against a plain one without checksums, the difference is the seals.
+    let plain = FileBackend::new(
+        FileConfig::new()
+            .with_shards(1)
+            .with_io(IoMode::Sync)
+            .with_checksum(false),
+    )
+    .unwrap();
     let sealed = FileBackend::new(
         FileConfig::new()
             .with_shards(1)

@@ -23,7 +23,8 @@ pub struct ShmemConfig {
     /// memfds are sparse, so a large capacity costs nothing until used).
     pub capacity: Option<u64>,
     /// Keep a CRC-32 per page and check it on restore (default off: see
-    /// [`ShmemBackend`] for the measured cost).
+    /// [`ShmemBackend`] for the measured cost). With `seal`, the seal's tag
+    /// is the check and no CRC is kept.
     pub checksum: bool,
     /// Bytes of dropped pages whose memory is kept for reuse instead of
     /// released at once (default 64 MiB). Backups into them copy into memory
@@ -229,7 +230,8 @@ impl ShmemBackend {
             .map_err(|source| BackupError::Io { origin, source })?;
         let devices = MaybeSealed::wrap(devices, config.seal.as_ref(), origin)?;
         let store = StoreConfig::new(NAME, pages)
-            .with_checksum(config.checksum)
+            // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
+            .with_checksum(config.checksum && config.seal.is_none())
             .with_deferred_release(config.reuse / PAGE);
         Ok(ShmemBackend {
             store: SlotStore::new(store, devices),
