@@ -2,6 +2,7 @@
 //! [`SealedDevice`]. The argument for why nonces never repeat is in the
 //! [module docs](super).
 
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -241,6 +242,16 @@ impl Sealer {
     }
 }
 
+/// Pages of bounce buffer a thread keeps between writes (a batch of 64):
+/// allocating them per write cost as much as sealing them (the allocator
+/// maps and faults them in afresh above 128 KiB). A larger write
+/// allocates its own. They only ever hold ciphertext once a write returns.
+const BOUNCE_KEPT: usize = 64;
+
+thread_local! {
+    static BOUNCE: Cell<Box<[Page]>> = Cell::new(Box::default());
+}
+
 /// A slot's sealing state: the counter of its last write (0: never
 /// written) and the tag of the value written then.
 #[derive(Debug, Clone, Copy, Default)]
@@ -339,7 +350,10 @@ impl<D: Device> Device for SealedDevice<D> {
     fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         let (counters, worn) = self.take_counters(runs);
         let runs = &runs[..worn.as_ref().map_or(runs.len(), |w| w.done)];
-        let mut bounce = Page::new_boxed_slice(counters.len());
+        let mut bounce = BOUNCE.take();
+        if bounce.len() < counters.len() {
+            bounce = Page::new_boxed_slice(counters.len().max(BOUNCE_KEPT));
+        }
         let mut tags = Vec::with_capacity(counters.len());
         let ids = runs.iter().flat_map(|r| (r.slot..).take(r.pages.len()));
         let pages = runs.iter().flat_map(|r| r.pages.iter());
@@ -348,7 +362,7 @@ impl<D: Device> Device for SealedDevice<D> {
             tags.push(self.sealer.seal(Identity { slot, generation }, out.as_bytes_mut()));
         }
         let mut at = 0;
-        let sealed: Vec<&Page> = bounce.iter().collect();
+        let sealed: Vec<&Page> = bounce[..counters.len()].iter().collect();
         let sealed_runs: Vec<WriteRun<'_>> = runs
             .iter()
             .map(|r| {
@@ -361,6 +375,11 @@ impl<D: Device> Device for SealedDevice<D> {
             })
             .collect();
         let written = self.inner.write(&sealed_runs);
+        drop(sealed_runs);
+        drop(sealed);
+        if bounce.len() <= BOUNCE_KEPT {
+            BOUNCE.set(bounce);
+        }
         // Tags of failed runs are kept too: those slots are not live, and
         // their next write takes a later counter.
         let mut slots = self.slots();
@@ -375,18 +394,16 @@ impl<D: Device> Device for SealedDevice<D> {
 
     fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         self.inner.read(runs)?;
-        let seals: Vec<Vec<SlotSeal>> = {
+        let seals: Vec<SlotSeal> = {
             let slots = self.slots();
             runs.iter()
-                .map(|r| {
-                    (r.slot as usize..r.slot as usize + r.pages.len())
-                        .map(|s| slots.get(s).copied().unwrap_or_default())
-                        .collect()
-                })
+                .flat_map(|r| r.slot as usize..r.slot as usize + r.pages.len())
+                .map(|s| slots.get(s).copied().unwrap_or_default())
                 .collect()
         };
-        for (done, (run, seals)) in runs.iter_mut().zip(seals).enumerate() {
-            for (page, ((slot, dst), seal)) in (run.slot..).zip(run.pages.iter_mut()).zip(seals).enumerate() {
+        let mut seals = seals.into_iter();
+        for (done, run) in runs.iter_mut().enumerate() {
+            for (page, ((slot, dst), seal)) in (run.slot..).zip(run.pages.iter_mut()).zip(&mut seals).enumerate() {
                 let id = Identity {
                     slot,
                     generation: seal.counter,
