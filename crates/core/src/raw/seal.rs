@@ -62,6 +62,8 @@
 //! schedule is not zeroed when it is dropped (only the key bytes this
 //! module holds are). Sealing hides the bytes and detects changes; it does
 //! not hide which slots are in use, when, or how often they are written.
+// The cipher's items, linked above, exist with the `seal` feature only.
+#![cfg_attr(not(feature = "seal"), allow(rustdoc::broken_intra_doc_links))]
 
 use std::path::PathBuf;
 
@@ -140,7 +142,7 @@ impl<D: Device> MaybeSealed<D> {
     /// `devices` (one per shard), each sealed under its own instance salt
     /// if `seal` asks for it, with one key for all. A key that cannot be
     /// loaded, or sealing asked of a build without the `seal` feature, is
-    /// [`BackupError::Config`] at `origin`.
+    /// [`BackupError::Config`](crate::BackupError::Config) at `origin`.
     pub fn wrap(devices: Vec<D>, seal: Option<&SealKeySource>, origin: Origin) -> Result<Vec<Self>> {
         let Some(source) = seal else {
             return Ok(devices.into_iter().map(MaybeSealed::Plain).collect());
