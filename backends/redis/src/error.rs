@@ -58,7 +58,12 @@ pub(crate) fn client_error(config: &RedisConfig, op: Operation, e: &RedisError) 
     } else {
         io::ErrorKind::Other
     };
-    io_error(config, op, kind, &e.to_string())
+    let what = if e.is_timeout() {
+        format!("no answer within the timeout of {:?} ({e})", config.timeout)
+    } else {
+        e.to_string()
+    };
+    io_error(config, op, kind, &what)
 }
 
 /// An `Io` error of `kind` saying `what` happened with the server.

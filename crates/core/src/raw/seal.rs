@@ -208,9 +208,6 @@ impl<D: Device> Device for MaybeSealed<D> {
     fn flush(&self) -> std::io::Result<()> {
         self.device().flush()
     }
-    fn allocated_bytes(&self) -> u64 {
-        self.device().allocated_bytes()
-    }
     fn resident_bytes(&self) -> u64 {
         self.device().resident_bytes()
     }

@@ -438,10 +438,6 @@ impl<D: Device> Device for SealedDevice<D> {
         self.inner.flush()
     }
 
-    fn allocated_bytes(&self) -> u64 {
-        self.inner.allocated_bytes()
-    }
-
     fn resident_bytes(&self) -> u64 {
         self.inner.resident_bytes()
     }
@@ -521,9 +517,6 @@ mod tests {
                 *s = Page::zeroed();
             }
             Ok(())
-        }
-        fn allocated_bytes(&self) -> u64 {
-            0
         }
         fn resident_bytes(&self) -> u64 {
             0
