@@ -1,6 +1,6 @@
 //! The conformance suite on the file backend: io_uring and `pwritev` paths,
 //! each with `writeback` as the caller passes it and forced on for every
-//! backup; `O_DIRECT`; checksums off.
+//! backup; `O_DIRECT`; checksums off; sealing on, buffered and `O_DIRECT`.
 
 use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
 use pagebackup_file::{FileBackend, FileConfig, IoMode};
@@ -125,4 +125,30 @@ fn no_checksum(#[case] check: Check) {
         false,
         FileConfig::new().with_checksum(false),
     ));
+}
+
+#[cfg(feature = "seal")]
+fn sealed() -> FileConfig {
+    FileConfig::new().with_seal(Some(pagebackup_core::raw::seal::SealKeySource::Random))
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn sealed_pwritev(#[case] check: Check) {
+    check.run(&subject_with(IoMode::Sync, false, sealed()));
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn sealed_io_uring_writeback(#[case] check: Check) {
+    check.run(&subject_with(IoMode::Uring, true, sealed()));
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn sealed_direct(#[case] check: Check) {
+    if !direct_supported() {
+        return;
+    }
+    check.run(&subject_with(IoMode::Auto, false, sealed().with_direct(true)));
 }

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
+use pagebackup_core::raw::seal::{MaybeSealed, SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
 use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
 
@@ -14,7 +15,7 @@ const NAME: &str = "shmem";
 const PAGE: u64 = PAGE_SIZE as u64;
 
 /// Settings of a [`ShmemBackend`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShmemConfig {
     /// Most bytes of pages held (rounded down to whole pages). Default: the
@@ -22,7 +23,8 @@ pub struct ShmemConfig {
     /// memfds are sparse, so a large capacity costs nothing until used).
     pub capacity: Option<u64>,
     /// Keep a CRC-32 per page and check it on restore (default off: see
-    /// [`ShmemBackend`] for the measured cost).
+    /// [`ShmemBackend`] for the measured cost). With `seal`, the seal's tag
+    /// is the check and no CRC is kept.
     pub checksum: bool,
     /// Bytes of dropped pages whose memory is kept for reuse instead of
     /// released at once (default 64 MiB). Backups into them are plain copies
@@ -35,6 +37,11 @@ pub struct ShmemConfig {
     /// backing up at once do not share a memfd's inode lock; rounded down to
     /// a power of two. Default: the number of CPUs, at most 8.
     pub shards: Option<usize>,
+    /// Seal every page (encrypt and authenticate it, bound to its slot and
+    /// write) with a key from this source, so that the memfds (and the swap
+    /// they go to) hold no plaintext; `None` (the default) stores pages as
+    /// they are. Needs the crate's `seal` feature.
+    pub seal: Option<SealKeySource>,
 }
 
 impl Default for ShmemConfig {
@@ -44,6 +51,7 @@ impl Default for ShmemConfig {
             checksum: false,
             reuse: 64 << 20,
             shards: None,
+            seal: None,
         }
     }
 }
@@ -75,6 +83,8 @@ impl ShmemConfig {
             default: "CPUs, at most 8",
             meaning: "memfds the pages are spread over",
         },
+        SEAL_PARAM,
+        SEAL_KEY_PARAM,
     ];
 
     /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give.
@@ -88,6 +98,7 @@ impl ShmemConfig {
             checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
             reuse: params.size("reuse")?.unwrap_or(defaults.reuse),
             shards: params.count("shards")?,
+            seal: SealKeySource::from_params(&params)?,
         })
     }
 
@@ -117,6 +128,12 @@ impl ShmemConfig {
     /// With this many shards.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// With pages sealed under a key from `source`, or not (`None`).
+    pub fn with_seal(mut self, source: Option<SealKeySource>) -> Self {
+        self.seal = source;
         self
     }
 }
@@ -152,6 +169,11 @@ impl ShmemConfig {
 ///   (through the memfd) gives `Corrupt`. The memfd is private to the
 ///   process and in RAM, where bit rot is the RAM's to catch; the check
 ///   costs a pass over every page on both paths.
+/// - **Sealing** (`seal=on`, feature `seal`): every page is encrypted and
+///   authenticated before it reaches the memfd, bound to its backend, slot
+///   and write ([`raw::seal`](pagebackup_core::raw::seal)): the memfd and
+///   the swap it is paged out to hold no plaintext, and a page changed
+///   through the memfd restores as `Corrupt`.
 /// - **fork()**: the memfds are shared with a child; a child that uses the
 ///   backend gets [`BackupError::Unsupported`] and the parent's pages stay
 ///   intact.
@@ -159,7 +181,7 @@ impl ShmemConfig {
 /// The slot store ([`SlotStore`]) gives the placement, handle, failure and
 /// concurrency rules.
 pub struct ShmemBackend {
-    store: SlotStore<MemfdDevice>,
+    store: SlotStore<MaybeSealed<MemfdDevice>>,
 }
 
 forward_backend!(impl[] ShmemBackend => |s| s.store);
@@ -210,8 +232,10 @@ impl ShmemBackend {
             .map(|_| MemfdDevice::new(per_shard))
             .collect::<io::Result<Vec<_>>>()
             .map_err(|source| BackupError::Io { origin, source })?;
+        let devices = MaybeSealed::wrap(devices, config.seal.as_ref(), origin)?;
         let store = StoreConfig::new(NAME, pages)
-            .with_checksum(config.checksum)
+            // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
+            .with_checksum(config.checksum && config.seal.is_none())
             .with_deferred_release(config.reuse / PAGE);
         Ok(ShmemBackend {
             store: SlotStore::new(store, devices),
@@ -227,13 +251,13 @@ impl ShmemBackend {
     /// Writing to one changes backed-up pages (detected with `checksum`);
     /// they cannot be shrunk or grown (sealed).
     pub fn memfds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.store.devices().map(MemfdDevice::memfd)
+        self.store.devices().map(|d| d.inner().memfd())
     }
 
     /// The address ranges of the backend's mappings, one per memfd, as
     /// `/proc/self/maps` and `/proc/self/smaps` show them.
     pub fn mapping_ranges(&self) -> Vec<std::ops::Range<usize>> {
-        self.store.devices().map(MemfdDevice::mapping_range).collect()
+        self.store.devices().map(|d| d.inner().mapping_range()).collect()
     }
 
     /// Bytes of the mappings that are swapped out, from their `Swap:` lines
