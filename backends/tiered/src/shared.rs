@@ -392,7 +392,6 @@ impl Shared {
     }
 }
 
-
 /// Whether a backup that failed so in one tier is tried in the others: a
 /// full tier (`NoSpace`) or a failing one (`Io`, a cold tier's device or
 /// server) does not fail a backup that another tier can hold.
