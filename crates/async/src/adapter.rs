@@ -1,7 +1,9 @@
 //! [`SyncAdapter`]: any sync [`BackupBackend`] behind [`AsyncBackupBackend`].
 
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
@@ -17,7 +19,13 @@ pub enum Execution {
     /// ([`BackupBackend::never_blocks`]), where a thread hand-off would
     /// cost more than the call. Each call spends one unit of tokio's
     /// cooperative budget per page and may yield there: a backup or restore
-    /// before anything is done, a drop after the drop.
+    /// before anything is done, a drop after the drop. A batch runs in
+    /// slices of pages, one sync batch call each, and yields between two
+    /// slices once it has held the task for [`INLINE_SLICE`], so that a
+    /// long batch never holds a runtime worker for longer than that (plus
+    /// one slice). A backup whose future is dropped between two slices
+    /// drops the handles it made; a restore leaves the rest of its pages
+    /// as they were.
     Inline,
     /// On tokio's blocking pool, one `spawn_blocking` per call (a batch is
     /// one call), so that the runtime's workers never wait on the backend.
@@ -98,6 +106,37 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
     }
 }
 
+/// How long an inline batch holds its task before it yields between two
+/// of its slices.
+pub const INLINE_SLICE: Duration = Duration::from_micros(100);
+
+/// Runs `step` over the items `0..len` of an inline batch, in slices that
+/// double while they take under a quarter of [`INLINE_SLICE`], yielding to
+/// the runtime between two slices once the batch has run for
+/// [`INLINE_SLICE`] since it started or last yielded. Stops at the first
+/// failure, with `completed` counted over the whole batch.
+async fn sliced(len: usize, mut step: impl FnMut(Range<usize>) -> Result<(), BatchError>) -> Result<(), BatchError> {
+    cooperate(len).await;
+    let (mut done, mut slice, mut since) = (0, 1, Instant::now());
+    while done < len {
+        let end = len.min(done + slice);
+        let started = Instant::now();
+        step(done..end).map_err(|e| BatchError {
+            completed: done + e.completed,
+            error: e.error,
+        })?;
+        done = end;
+        if started.elapsed() < INLINE_SLICE / 4 {
+            slice *= 2;
+        }
+        if done < len && since.elapsed() >= INLINE_SLICE {
+            tokio::task::yield_now().await;
+            since = Instant::now();
+        }
+    }
+    Ok(())
+}
+
 /// Spends `units` of the task's cooperative budget (one per page) around an
 /// inline call, yielding to the runtime if it runs out: a task that copies
 /// inline then yields as often as one doing tokio I/O (every 128 units by
@@ -148,9 +187,21 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn backup_pages(&self, pages: Vec<Box<Page>>, first_idx: u64, flags: BackupFlags) -> BackedUp {
         if self.execution == Execution::Inline {
-            cooperate(pages.len()).await;
-            let (handles, result) = backup_owned(&*self.backend, &pages, first_idx, flags);
-            return BackedUp { pages, handles, result };
+            // Handles made so far are dropped again if the future is
+            // dropped between two slices, or the backend panics.
+            let mut made = HandlesToDrop::new(&self.backend, Vec::with_capacity(pages.len()));
+            let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+            let result = sliced(pages.len(), |range| {
+                let idx = first_idx.wrapping_add(range.start as u64);
+                self.backend.backup_pages(&refs[range], idx, flags, made.handles_mut())
+            })
+            .await;
+            drop(refs);
+            return BackedUp {
+                pages,
+                handles: made.take(),
+                result,
+            };
         }
         let (pages, issued, result) = self
             .on_blocking_thread(move |backend| {
@@ -173,8 +224,18 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
     ) -> (Result<(), BatchError>, Vec<Box<Page>>) {
         if self.execution == Execution::Inline {
             let on_drop = InterruptOnDrop::new(intr.clone());
-            cooperate(dsts.len()).await;
-            let result = copy_owned(&*self.backend, handles, &mut dsts, intr.as_ref());
+            let result = match pagebackup_core::raw::check_batch_lengths(self.backend.name(), handles.len(), dsts.len())
+            {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let mut refs: Vec<&mut Page> = dsts.iter_mut().map(|p| &mut **p).collect();
+                    sliced(handles.len(), |range| {
+                        self.backend
+                            .copy_pages(&handles[range.clone()], &mut refs[range], intr.as_ref())
+                    })
+                    .await
+                }
+            };
             on_drop.disarm();
             return (result, dsts);
         }

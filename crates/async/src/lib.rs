@@ -30,7 +30,7 @@ mod blocking;
 mod cancel;
 mod page_array;
 
-pub use adapter::{Execution, SyncAdapter};
+pub use adapter::{Execution, INLINE_SLICE, SyncAdapter};
 pub use backend::{AsyncBackupBackend, BackedUp};
 pub use blocking::{BlockingJobs, Outstanding};
 pub use cancel::InterruptOnDrop;

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use pagebackup_async::{AsyncBackupBackend, Execution, SyncAdapter};
+use pagebackup_async::{AsyncBackupBackend, Execution, INLINE_SLICE, SyncAdapter};
 use pagebackup_core::{BackupBackend, BackupFlags, Handle, Interrupt, MemoryBackend, Page};
 
 fn page(fill: u8) -> Box<Page> {
@@ -115,6 +115,141 @@ fn inline_calls_yield_to_other_tasks() {
         adapter.drop_handles(&handles).await.unwrap();
     });
     assert_eq!(memory.stats().stored_pages, 0);
+}
+
+/// The memory backend, declared never to block, with every call taking
+/// longer than [`INLINE_SLICE`]: a slow inline backend.
+#[derive(Debug, Default)]
+struct SlowInline(MemoryBackend);
+
+fn spin_past_a_slice() {
+    let start = std::time::Instant::now();
+    while start.elapsed() < INLINE_SLICE * 2 {
+        std::hint::spin_loop();
+    }
+}
+
+impl BackupBackend for SlowInline {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        spin_past_a_slice();
+        self.0.backup_page(page, idx, flags)
+    }
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        spin_past_a_slice();
+        self.0.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.0.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.0.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.0.stats()
+    }
+    fn never_blocks(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_long_inline_batch_lets_other_tasks_run_between_its_slices() {
+    let backend = Arc::new(SlowInline::default());
+    let adapter = SyncAdapter::new(backend.clone());
+    assert_eq!(adapter.execution(), Execution::Inline);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = tokio::spawn({
+            let (polls, stop) = (Arc::clone(&polls), Arc::clone(&stop));
+            async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = polls.load(std::sync::atomic::Ordering::Relaxed);
+        let pages = (0..8).map(|i| page(i as u8 + 1)).collect();
+        let backed = adapter.backup_pages(pages, 0, BackupFlags::NONE).await;
+        backed.result.unwrap();
+        let during_backup = polls.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let dsts = (0..8).map(|_| page(0)).collect();
+        let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
+        restored.unwrap();
+        let during_both = polls.load(std::sync::atomic::Ordering::Relaxed) - before;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        other.await.unwrap();
+        assert!(
+            during_backup >= 7,
+            "the other task ran {during_backup} times during 8 slow pages"
+        );
+        assert!(
+            during_both - during_backup >= 7,
+            "and {} times during their restore",
+            during_both - during_backup
+        );
+        for (i, dst) in dsts.iter().enumerate() {
+            assert_eq!(dst.0, [i as u8 + 1; 4096]);
+        }
+        adapter.drop_handles(&backed.handles).await.unwrap();
+    });
+    assert_eq!(backend.stats().stored_pages, 0);
+}
+
+#[test]
+fn an_inline_batch_dropped_between_slices_leaves_nothing_behind() {
+    for runtime in [
+        tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap(),
+    ] {
+        let backend = Arc::new(SlowInline::default());
+        let adapter = SyncAdapter::new(backend.clone());
+        let _entered = runtime.enter();
+        // Dropped after 1..=5 polls of a batch of 6 slow pages: each poll
+        // runs one slice.
+        for polls in 1..=5 {
+            let pages = (0..6).map(|_| page(polls)).collect();
+            let mut fut = adapter.backup_pages(pages, 0, BackupFlags::NONE);
+            for _ in 0..polls {
+                assert!(
+                    fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending(),
+                    "a batch of slow pages yields between its slices"
+                );
+            }
+            drop(fut);
+            assert_eq!(
+                backend.stats().stored_pages,
+                0,
+                "a backup dropped after {polls} polls left pages stored"
+            );
+        }
+        // A restore dropped part-way leaves the pages stored and sets its
+        // interrupt; the pages it did not reach keep their bytes.
+        let backed = runtime.block_on(adapter.backup_pages((0..6).map(|_| page(5)).collect(), 0, BackupFlags::NONE));
+        backed.result.unwrap();
+        let intr = Interrupt::new();
+        let dsts = (0..6).map(|_| page(0)).collect();
+        let mut fut = adapter.copy_pages(&backed.handles, dsts, Some(intr.clone()));
+        assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        drop(fut);
+        assert!(intr.is_interrupted());
+        assert_eq!(backend.stats().stored_pages, 6);
+        let (restored, dsts) =
+            runtime.block_on(adapter.copy_pages(&backed.handles, (0..6).map(|_| page(0)).collect(), None));
+        restored.unwrap();
+        assert!(dsts.iter().all(|d| d.0 == [5; 4096]));
+        backend.drop_handles(&backed.handles).unwrap();
+        assert_eq!(backend.stats().stored_pages, 0);
+    }
 }
 
 /// The memory backend without its `never_blocks` declaration: a backend
