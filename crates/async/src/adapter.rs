@@ -10,6 +10,7 @@ use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handl
 
 use crate::blocking::{BlockingJobs, HandlesToDrop};
 use crate::cancel::InterruptOnDrop;
+use crate::gather::Gather;
 use crate::{AsyncBackupBackend, BackedUp};
 
 /// Where a [`SyncAdapter`] runs the sync backend's calls.
@@ -27,15 +28,20 @@ pub enum Execution {
     /// drops the handles it made; a restore leaves the rest of its pages
     /// as they were.
     Inline,
-    /// On tokio's blocking pool, one `spawn_blocking` per call (a batch is
-    /// one call), so that the runtime's workers never wait on the backend.
+    /// On tokio's blocking pool, so that the runtime's workers never wait
+    /// on the backend: one `spawn_blocking` per batch. Single-page backups
+    /// and restores are gathered: one that finds no gathered job running
+    /// starts one at once, and those made while it runs are served by it
+    /// next, many per thread hand-off (consecutive `idx` backed up as one
+    /// batch call), with no timer.
     Blocking,
 }
 
 /// A sync backend as an [`AsyncBackupBackend`].
 ///
-/// Each call, single page or batch, is one call of the sync backend, run
-/// where [`Execution`] says. Owned pages move into the blocking job and come
+/// Each batch is one call of the sync backend (in slices, inline), run
+/// where [`Execution`] says; on the blocking pool, concurrent single-page
+/// calls are gathered into shared jobs. Owned pages move into the blocking job and come
 /// back with its result; the sync backend sees references into them, so
 /// nothing is copied on the way.
 ///
@@ -54,17 +60,20 @@ pub enum Execution {
 ///
 /// # Panics
 ///
-/// A panic of the sync backend is resumed in the awaiting task; a backup
+/// A panic of the sync backend is resumed in the awaiting task (for a
+/// gathered single-page call, as a panic of its own); a backup
 /// batch that panics part-way first drops the handles it had made, so the
 /// pages it stored are not left behind. Calls outside a tokio runtime, or
 /// whose runtime refuses or cancels their job (it shut down), run the job
 /// on the awaiting thread instead.
 #[derive(Debug)]
-pub struct SyncAdapter<B: ?Sized = dyn BackupBackend> {
+pub struct SyncAdapter<B: BackupBackend + ?Sized = dyn BackupBackend> {
     backend: Arc<B>,
     execution: Execution,
     /// The blocking jobs, so that `flush` waits for orphaned ones.
     jobs: BlockingJobs,
+    /// Single-page calls gathered into blocking jobs.
+    gather: Gather<B>,
 }
 
 impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
@@ -82,6 +91,7 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
     /// An adapter running `backend` as `execution` says.
     pub fn with_execution(backend: Arc<B>, execution: Execution) -> Self {
         SyncAdapter {
+            gather: Gather::new(&backend),
             backend,
             execution,
             jobs: BlockingJobs::new(),
@@ -277,7 +287,9 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
                 self.backend.flush()
             }
             Execution::Blocking => {
-                // Cancelled backups are undone by their orphaned jobs.
+                // Cancelled backups are undone by their orphaned jobs, and
+                // by the gathered jobs that serve them.
+                self.gather.settle().await;
                 self.jobs.settle().await;
                 self.on_blocking_thread(|backend| backend.flush()).await
             }
@@ -289,14 +301,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
             cooperate(1).await;
             return (self.backend.backup_page(&page, idx, flags), page);
         }
-        let (issued, page) = self
-            .on_blocking_thread(move |backend| {
-                let issued = backend
-                    .backup_page(&page, idx, flags)
-                    .map(|h| HandlesToDrop::new(backend, vec![h]));
-                (issued, page)
-            })
-            .await;
+        let (issued, page) = self.gather.backup(page, idx, flags).await;
         (issued.map(|issued| issued.take()[0]), page)
     }
 
@@ -310,9 +315,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
         }
         let intr = intr.unwrap_or_default();
         let on_drop = InterruptOnDrop::new(Some(intr.clone()));
-        let out = self
-            .on_blocking_thread(move |backend| (backend.copy_page(&mut dst, handle, Some(&intr)), dst))
-            .await;
+        let out = self.gather.restore(dst, handle, intr).await;
         on_drop.disarm();
         out
     }

@@ -28,6 +28,7 @@ mod adapter;
 mod backend;
 mod blocking;
 mod cancel;
+mod gather;
 mod page_array;
 
 pub use adapter::{Execution, INLINE_SLICE, SyncAdapter};

@@ -277,3 +277,170 @@ impl BackupBackend for Undeclared {
         self.0.stats()
     }
 }
+
+/// The memory backend behind a gate: its first backup call waits until the
+/// test opens the gate, so that calls made meanwhile queue up. Counts the
+/// batch calls and their pages.
+#[derive(Debug)]
+struct Gated {
+    inner: MemoryBackend,
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    gate: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    calls: std::sync::Mutex<Vec<usize>>,
+}
+
+impl Gated {
+    /// The backend, a receiver told when the first call waits at the gate,
+    /// and the sender that opens it.
+    fn new() -> (Arc<Self>, std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (entered, waiting) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let gated = Gated {
+            inner: MemoryBackend::new(),
+            entered: std::sync::Mutex::new(Some(entered)),
+            gate: std::sync::Mutex::new(Some(gate)),
+            calls: std::sync::Mutex::new(Vec::new()),
+        };
+        (Arc::new(gated), waiting, open)
+    }
+}
+
+impl BackupBackend for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn backup_pages(
+        &self,
+        pages: &[&Page],
+        first_idx: u64,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+    ) -> Result<(), pagebackup_core::BatchError> {
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            let gate = self.gate.lock().unwrap().take().unwrap();
+            gate.recv().unwrap();
+        }
+        self.calls.lock().unwrap().push(pages.len());
+        self.inner.backup_pages(pages, first_idx, flags, handles)
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        let mut handles = Vec::new();
+        self.backup_pages(&[page], idx, flags, &mut handles)
+            .map_err(|e| e.error)?;
+        Ok(handles[0])
+    }
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        self.inner.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.inner.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.inner.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn single_pages_made_while_a_job_runs_are_gathered_into_one_batch() {
+    let (backend, waiting, open) = Gated::new();
+    let adapter = Arc::new(SyncAdapter::new(backend.clone()));
+    assert_eq!(adapter.execution(), Execution::Blocking);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let spawn = |i: u64| {
+            let adapter = Arc::clone(&adapter);
+            tokio::spawn(async move {
+                let (handle, _) = adapter.backup_page(page(i as u8), i, BackupFlags::NONE).await;
+                (i, handle.unwrap())
+            })
+        };
+        let first = spawn(0);
+        tokio::task::yield_now().await;
+        // The first page's job waits at the gate: the next 63 queue up.
+        tokio::task::spawn_blocking(move || waiting.recv().unwrap())
+            .await
+            .unwrap();
+        let rest: Vec<_> = (1..64).map(spawn).collect();
+        tokio::task::yield_now().await;
+        open.send(()).unwrap();
+        let mut handles = vec![first.await.unwrap()];
+        for task in rest {
+            handles.push(task.await.unwrap());
+        }
+        assert_eq!(
+            *backend.calls.lock().unwrap(),
+            [1, 63],
+            "the queued pages, with consecutive idx, go as one batch"
+        );
+        for (i, handle) in handles {
+            let (restored, dst) = adapter.copy_page(page(0xff), handle, None).await;
+            restored.unwrap();
+            assert_eq!(dst.0, [i as u8; 4096]);
+        }
+    });
+}
+
+#[test]
+fn gathered_calls_dropped_or_left_at_shutdown_leave_nothing_behind() {
+    for multi_thread in [false, true] {
+        let (backend, waiting, open) = Gated::new();
+        let adapter = Arc::new(SyncAdapter::new(backend.clone()));
+        let runtime = match multi_thread {
+            true => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap(),
+            false => tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        };
+        let kept = runtime.block_on(async {
+            let stored = adapter.backup_page(page(1), 100, BackupFlags::NONE);
+            let mut stored = Box::pin(stored);
+            assert!(
+                stored
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+            );
+            waiting.recv().unwrap();
+            // Queued behind the gate: backups dropped after 1 poll, a
+            // restore dropped after 1 poll, and tasks still waiting when
+            // the runtime shuts down.
+            for i in 0..8 {
+                let mut fut = adapter.backup_page(page(2), i, BackupFlags::NONE);
+                assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+            }
+            for i in 0..8 {
+                let adapter = Arc::clone(&adapter);
+                drop(tokio::spawn(async move {
+                    adapter.backup_page(page(3), 50 + i, BackupFlags::NONE).await
+                }));
+            }
+            tokio::task::yield_now().await;
+            open.send(()).unwrap();
+            let (handle, _) = stored.await;
+            handle.unwrap()
+        });
+        runtime.shutdown_background();
+        let settle = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        settle.block_on(adapter.flush()).unwrap();
+        assert_eq!(
+            backend.stats().stored_pages,
+            1,
+            "multi_thread {multi_thread}: only the page whose future took its handle is stored"
+        );
+        let (restored, dst) = settle.block_on(adapter.copy_page(page(0), kept, None));
+        restored.unwrap();
+        assert_eq!(dst.0, [1; 4096]);
+        let intr = Interrupt::new();
+        let _entered = settle.enter();
+        let mut fut = adapter.copy_page(page(0), kept, Some(intr.clone()));
+        let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        drop(fut);
+        settle.block_on(adapter.flush()).unwrap();
+        assert_eq!(backend.stats().stored_pages, 1, "a dropped restore keeps the page");
+    }
+}
