@@ -49,9 +49,11 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   operation still in flight (`IORING_OP_ASYNC_CANCEL`), waits until the
 ///   reaper threads have reaped them all and exited, and only then lets the
 ///   rings and buffers go: after the drop, the kernel touches no memory of
-///   the program. (A backup in flight keeps the backend alive until it
+///   the program. The drop blocks its thread that long (what the kernel
+///   cannot cancel, a read already at the device, completes at the
+///   device's pace). A backup in flight keeps the backend alive until it
 ///   completes; a drop that then happens on a reaper thread leaves that
-///   reaper to finish the reaping on its own.)
+///   reaper to finish the reaping on its own, holding the ring and buffers.
 /// - **`direct=on`** suits it best: `O_DIRECT` writes are issued by the
 ///   kernel inline at submission, without io_uring's worker threads, and
 ///   leave no page cache behind. Buffered writes through io_uring go to its
