@@ -48,12 +48,23 @@ fn a_backend_that_may_block_goes_to_the_blocking_pool() {
         Execution::Blocking,
         "the default capability is `may block`"
     );
+    // A backend that holds its first call until told: the call cannot
+    // finish before the first poll, so a pending poll means a hand-off.
+    let (gated, waiting, open) = Gated::new();
+    let adapter = SyncAdapter::new(gated.clone());
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let _entered = runtime.enter();
+    let mut fut = adapter.backup_page(page(1), 0, BackupFlags::NONE);
     assert!(
-        poll_once(adapter.backup_page(page(1), 0, BackupFlags::NONE)).is_pending(),
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending(),
         "the first poll hands the call to a blocking thread"
     );
+    // The call waits at the gate on another thread while this one goes on.
+    waiting.recv().unwrap();
+    open.send(()).unwrap();
+    let (handle, _) = runtime.block_on(fut);
+    runtime.block_on(adapter.drop_handle(handle.unwrap())).unwrap();
+    assert_eq!(gated.stats().stored_pages, 0);
 }
 
 #[test]
@@ -350,10 +361,14 @@ fn single_pages_made_while_a_job_runs_are_gathered_into_one_batch() {
     let adapter = Arc::new(SyncAdapter::new(backend.clone()));
     assert_eq!(adapter.execution(), Execution::Blocking);
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let submitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     runtime.block_on(async {
         let spawn = |i: u64| {
             let adapter = Arc::clone(&adapter);
+            let submitted = Arc::clone(&submitted);
             tokio::spawn(async move {
+                // Counted in the same poll as the call's submission.
+                submitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (handle, _) = adapter.backup_page(page(i as u8), i, BackupFlags::NONE).await;
                 (i, handle.unwrap())
             })
@@ -365,7 +380,9 @@ fn single_pages_made_while_a_job_runs_are_gathered_into_one_batch() {
             .await
             .unwrap();
         let rest: Vec<_> = (1..64).map(spawn).collect();
-        tokio::task::yield_now().await;
+        while submitted.load(std::sync::atomic::Ordering::SeqCst) < 64 {
+            tokio::task::yield_now().await;
+        }
         open.send(()).unwrap();
         let mut handles = vec![first.await.unwrap()];
         for task in rest {
@@ -396,6 +413,8 @@ fn gathered_calls_dropped_or_left_at_shutdown_leave_nothing_behind() {
                 .unwrap(),
             false => tokio::runtime::Builder::new_current_thread().build().unwrap(),
         };
+        // Handles that tasks finished before the shutdown received.
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = runtime.block_on(async {
             let stored = adapter.backup_page(page(1), 100, BackupFlags::NONE);
             let mut stored = Box::pin(stored);
@@ -414,9 +433,10 @@ fn gathered_calls_dropped_or_left_at_shutdown_leave_nothing_behind() {
                 assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
             }
             for i in 0..8 {
-                let adapter = Arc::clone(&adapter);
+                let (adapter, held) = (Arc::clone(&adapter), Arc::clone(&held));
                 drop(tokio::spawn(async move {
-                    adapter.backup_page(page(3), 50 + i, BackupFlags::NONE).await
+                    let (handle, _) = adapter.backup_page(page(3), 50 + i, BackupFlags::NONE).await;
+                    held.lock().unwrap().push(handle.unwrap());
                 }));
             }
             tokio::task::yield_now().await;
@@ -424,14 +444,18 @@ fn gathered_calls_dropped_or_left_at_shutdown_leave_nothing_behind() {
             let (handle, _) = stored.await;
             handle.unwrap()
         });
-        runtime.shutdown_background();
+        // Shut down with tasks still waiting for gathered calls (the
+        // workers stop before the handles held are counted).
+        runtime.shutdown_timeout(std::time::Duration::from_secs(30));
         let settle = tokio::runtime::Builder::new_current_thread().build().unwrap();
         settle.block_on(adapter.flush()).unwrap();
+        let held = std::mem::take(&mut *held.lock().unwrap());
         assert_eq!(
             backend.stats().stored_pages,
-            1,
-            "multi_thread {multi_thread}: only the page whose future took its handle is stored"
+            1 + held.len() as u64,
+            "multi_thread {multi_thread}: only the pages whose futures took their handles are stored"
         );
+        backend.drop_handles(&held).unwrap();
         let (restored, dst) = settle.block_on(adapter.copy_page(page(0), kept, None));
         restored.unwrap();
         assert_eq!(dst.0, [1; 4096]);
