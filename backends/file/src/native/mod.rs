@@ -18,7 +18,7 @@ use self::driver::{Completion, Driver, libc_iovec::Iovec, readv, result_error, w
 use crate::FileConfig;
 use crate::backend::open_store;
 use crate::device::FileDevice;
-use crate::io::{IOV_MAX, read_sync, write_sync};
+use crate::runs::{IOV_MAX, read_sync, write_sync};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
