@@ -59,6 +59,11 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   memory unless `seal_key` names one.
 /// - **fork()**: a child that uses the backend gets `Unsupported`; the
 ///   parent's pages stay intact.
+///
+/// **Blocking class**: blocks (file I/O, waits for io_uring completions),
+/// so under an async adapter each call goes to the blocking pool; from async
+/// code use [`AsyncFileBackend`](crate::AsyncFileBackend), which awaits its
+/// completions without a thread per call.
 pub struct FileBackend {
     store: SlotStore<MaybeSealed<FileDevice>>,
 }

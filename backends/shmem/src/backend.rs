@@ -180,6 +180,13 @@ impl ShmemConfig {
 ///
 /// The slot store ([`SlotStore`]) gives the placement, handle, failure and
 /// concurrency rules.
+///
+/// **Blocking class**: may block. A restore can fault its slot in from swap
+/// (after `writeback` or memory pressure) and a backup can allocate pages of
+/// the memfd, each of which may sleep in the kernel, so
+/// [`never_blocks`](pagebackup_core::BackupBackend::never_blocks) is `false`
+/// and an async adapter sends each call (a batch is one call) to the
+/// blocking pool.
 pub struct ShmemBackend {
     store: SlotStore<MaybeSealed<MemfdDevice>>,
 }

@@ -61,6 +61,10 @@ const MAX_TIERS: usize = 64;
 ///   writeback until it is freed; each failure counts in `failed_releases`.
 ///
 /// Dropping the backend stops its policy thread.
+///
+/// **Blocking class**: may block, whatever its tiers: a call can wait for a
+/// move of its page in flight, and any tier below may do I/O, so an async
+/// adapter sends each call to the blocking pool.
 pub struct Tiered {
     shared: Arc<Shared>,
     worker: Option<Worker>,

@@ -28,9 +28,10 @@ mod adapter;
 mod backend;
 mod blocking;
 mod cancel;
+mod gather;
 mod page_array;
 
-pub use adapter::{Execution, SyncAdapter};
+pub use adapter::{Execution, INLINE_SLICE, SyncAdapter};
 pub use backend::{AsyncBackupBackend, BackedUp};
 pub use blocking::{BlockingJobs, Outstanding};
 pub use cancel::InterruptOnDrop;

@@ -67,6 +67,10 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   handles of the other.
 ///
 /// Single pages are written at once (no staging).
+///
+/// **Blocking class**: natively async. Backups and restores submit on the
+/// calling task and await completions delivered by the reapers; only hole
+/// punches (drops) run on the blocking pool.
 pub struct AsyncFileBackend {
     inner: Arc<Inner>,
 }
