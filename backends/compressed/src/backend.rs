@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagebackup_core::raw::HandleCodec;
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, Result,
+    BackupBackend, BackupError, BackupFlags, BackupStats, ErrorKind, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
+    Page, Result,
 };
 
 use crate::arena::{self, CHUNK, HEADER};
@@ -314,7 +315,12 @@ impl CompressedBackend {
         }
         self.codec
             .decompress((a, b), dst, scratch)
-            .map_err(|e| self.corrupt(handle, e))
+            .map_err(|e| BackupError::Caused {
+                origin: Origin::new(NAME, Operation::CopyPage),
+                kind: ErrorKind::Corrupt,
+                detail: format!("stored copy of handle {handle} is corrupt"),
+                source: Box::new(e),
+            })
     }
 }
 

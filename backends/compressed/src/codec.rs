@@ -89,7 +89,7 @@ impl Codec {
         src: (&[u8], &[u8]),
         dst: &mut Page,
         scratch: &mut [u8; SCRATCH_LEN],
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let len = match self.algorithm {
             #[cfg(feature = "lz4")]
             Algorithm::Lz4 => {
@@ -99,7 +99,7 @@ impl Codec {
                     let (a, b) = src;
                     let joined = scratch
                         .get_mut(..a.len() + b.len())
-                        .ok_or_else(|| format!("an lz4 object of {} bytes", a.len() + b.len()))?;
+                        .ok_or(DecodeError::TooLong(a.len() + b.len()))?;
                     joined[..a.len()].copy_from_slice(a);
                     joined[a.len()..].copy_from_slice(b);
                     lz4::decompress(joined, dst)
@@ -112,9 +112,56 @@ impl Codec {
             }
         }?;
         if len != PAGE_SIZE {
-            return Err(format!("{} decoded {len} bytes instead of a page", self.algorithm));
+            return Err(DecodeError::Length(len));
         }
         Ok(())
+    }
+}
+
+/// Why a stored object did not decode to a page: the codec's own error,
+/// kept as the source, or a length that is not a page's.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// lz4 refused the object.
+    #[cfg(feature = "lz4")]
+    Lz4(lz4_flex::block::DecompressError),
+    /// zstd refused the object (its error name as an `io::Error`).
+    #[cfg(feature = "zstd")]
+    Zstd(std::io::Error),
+    /// The object is longer than any compressed page.
+    TooLong(usize),
+    /// The object decoded to this many bytes, not to a page; for zstd, a
+    /// frame that ends early, or decodes to more than a page.
+    Length(usize),
+    /// A zstd frame that would decode to more than a page.
+    #[cfg(feature = "zstd")]
+    Overlong,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            #[cfg(feature = "lz4")]
+            DecodeError::Lz4(_) => f.write_str("lz4 cannot decode the object"),
+            #[cfg(feature = "zstd")]
+            DecodeError::Zstd(_) => f.write_str("zstd cannot decode the object"),
+            DecodeError::TooLong(len) => write!(f, "an object of {len} bytes is longer than any compressed page"),
+            DecodeError::Length(len) => write!(f, "the object decoded to {len} bytes instead of a page"),
+            #[cfg(feature = "zstd")]
+            DecodeError::Overlong => f.write_str("the zstd frame decodes to more than a page"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            #[cfg(feature = "lz4")]
+            DecodeError::Lz4(e) => Some(e),
+            #[cfg(feature = "zstd")]
+            DecodeError::Zstd(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -133,8 +180,8 @@ mod lz4 {
         TABLE.with(|t| compress_into_with_table(page.as_bytes(), out, &mut t.borrow_mut()).ok())
     }
 
-    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, String> {
-        decompress_into(src, dst.as_bytes_mut()).map_err(|e| format!("lz4: {e}"))
+    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, super::DecodeError> {
+        decompress_into(src, dst.as_bytes_mut()).map_err(super::DecodeError::Lz4)
     }
 }
 
@@ -147,6 +194,7 @@ mod zstd_codec {
     use zstd::bulk::Compressor;
     use zstd::zstd_safe::{CParameter, DCtx, InBuffer, OutBuffer, ResetDirective};
 
+    use super::DecodeError;
     use crate::Dictionary;
 
     /// Contexts kept per thread; a few, for the few level and dictionary
@@ -216,20 +264,24 @@ mod zstd_codec {
     }
 
     /// Decodes a frame stored in one piece (`src.1` empty) or two.
-    pub(super) fn decompress(dict: Option<&Dictionary>, src: (&[u8], &[u8]), dst: &mut Page) -> Result<usize, String> {
+    pub(super) fn decompress(
+        dict: Option<&Dictionary>,
+        src: (&[u8], &[u8]),
+        dst: &mut Page,
+    ) -> Result<usize, DecodeError> {
         CONTEXTS.with(|ctx| {
             let mut ctx = ctx.borrow_mut();
             let d = keep(&mut ctx.decompressors, dict.map_or(0, Dictionary::id), || {
                 decompressor(dict)
             })
-            .map_err(|e| format!("zstd context: {e}"))?;
+            .map_err(DecodeError::Zstd)?;
             let out = dst.as_bytes_mut().as_mut_slice();
             if src.1.is_empty() {
-                return d.decompress(out, src.0).map_err(|e| format!("zstd: {}", zstd_error(e)));
+                return d.decompress(out, src.0).map_err(|e| DecodeError::Zstd(zstd_error(e)));
             }
             // Read the two pieces in turn, with no copy to join them.
             d.reset(ResetDirective::SessionOnly)
-                .map_err(|e| format!("zstd: {}", zstd_error(e)))?;
+                .map_err(|e| DecodeError::Zstd(zstd_error(e)))?;
             let mut output = OutBuffer::around(out);
             let mut left = usize::MAX;
             // The empty piece last lets zstd flush what it holds.
@@ -239,17 +291,17 @@ mod zstd_codec {
                     let before = (input.pos(), output.pos());
                     left = d
                         .decompress_stream(&mut output, &mut input)
-                        .map_err(|e| format!("zstd: {}", zstd_error(e)))?;
+                        .map_err(|e| DecodeError::Zstd(zstd_error(e)))?;
                     if (input.pos(), output.pos()) == before {
                         if input.pos() < piece.len() {
-                            return Err("zstd: the frame decodes to more than a page".into());
+                            return Err(DecodeError::Overlong);
                         }
                         break;
                     }
                 }
             }
             if left != 0 {
-                return Err("zstd: the frame ends early".into());
+                return Err(DecodeError::Length(output.pos()));
             }
             Ok(output.pos())
         })

@@ -41,8 +41,8 @@ impl FileDevice {
                 // flight measured slower here (virtio disk, ext4: 0.49-0.59
                 // GB/s in 4- or 16-page operations against 0.96 whole).
                 Ok(ring) => (Io::Uring(Box::new(ring), usize::MAX), None),
-                Err(reason) if config.io == IoMode::Auto => (Io::Sync, Some(reason)),
-                Err(reason) => return Err(BackupError::Unsupported { origin, detail: reason }),
+                Err(reason) if config.io == IoMode::Auto => (Io::Sync, Some(reason.reason())),
+                Err(reason) => return Err(reason.into_error()),
             },
         };
         Ok(FileDevice {

@@ -45,8 +45,10 @@ fn capacity_is_exact_and_exhaustion_loses_nothing() {
         .unwrap_err();
     assert_eq!((err.kind(), err.completed, handles.len()), (ErrorKind::NoSpace, 16, 16));
     assert!(
-        err.to_string().contains("shmem backend: backup_pages: no space left"),
-        "{err}"
+        err.error
+            .to_string()
+            .contains("shmem backend: backup_pages: no space left"),
+        "{err:?}"
     );
     let single = backend.backup_page(&pages[19], 19, BackupFlags::NONE).unwrap_err();
     assert_eq!(single.kind(), ErrorKind::NoSpace);

@@ -133,7 +133,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pagebackup: {e}");
+            eprintln!("pagebackup: {}", pagebackup_cli::adapters::report(&*e));
             ExitCode::from(stop::exit_status(&e))
         }
     }
@@ -155,7 +155,9 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
     };
     let backends = specs
         .iter()
-        .map(|spec| Backend::open(spec).map_err(|e| format!("--backend {spec}: {e}")))
+        .map(|spec| {
+            Backend::open(spec).map_err(|e| format!("--backend {spec}: {}", pagebackup_cli::adapters::report(&*e)))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut needed: Vec<&str> = Vec::new();
     for name in backends.iter().flat_map(Backend::baselines) {
@@ -177,8 +179,10 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
         match baseline(name, pages) {
             Ok(adapter) => all.push(adapter),
             // A baseline only --baselines all asked for may be missing here (io_uring).
-            Err(e) if !needed.contains(&name) => eprintln!("pagebackup: {name} left out: {e}"),
-            Err(e) => return Err(format!("{name}: {e}").into()),
+            Err(e) if !needed.contains(&name) => {
+                eprintln!("pagebackup: {name} left out: {}", pagebackup_cli::adapters::report(&*e))
+            }
+            Err(e) => return Err(format!("{name}: {}", pagebackup_cli::adapters::report(&*e)).into()),
         }
     }
     if args.kernel_zram {

@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use pagebackup_async::{AsyncBackupBackend, BackedUp, InterruptOnDrop};
 use pagebackup_core::raw::{Reservation, RunError, SlotStore, check_batch_lengths};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
-    Page, Result,
+    BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, PAGE_SIZE, Page, Result,
 };
 
 use self::driver::{Completion, Driver, libc_iovec::Iovec, readv, result_error, writev};
@@ -70,11 +69,8 @@ impl AsyncFileBackend {
         let drivers = store
             .devices()
             .map(|d| Driver::new(d.file.fd()))
-            .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(|detail| BackupError::Unsupported {
-                origin: Origin::new(crate::NAME, Operation::Open),
-                detail,
-            })?;
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(crate::uring::Unavailable::into_error)?;
         Ok(AsyncFileBackend {
             inner: Arc::new(Inner {
                 store,

@@ -325,19 +325,7 @@ impl<D: Device> SlotStore<D> {
     /// The error for an I/O failure: `ENOSPC`, `EFBIG`, `ENOMEM` and
     /// `EDQUOT` are [`BackupError::NoSpace`].
     pub fn io_error(&self, op: Operation, source: io::Error) -> BackupError {
-        let origin = self.origin(op);
-        match source.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
-            Some(
-                rustix::io::Errno::NOSPC
-                | rustix::io::Errno::FBIG
-                | rustix::io::Errno::NOMEM
-                | rustix::io::Errno::DQUOT,
-            ) => BackupError::NoSpace {
-                origin,
-                detail: format!("the storage refused the write: {source}"),
-            },
-            _ => BackupError::Io { origin, source },
-        }
+        BackupError::io(self.origin(op), source)
     }
 
     /// Reserves up to `n` slots of the capacity; returns how many.
