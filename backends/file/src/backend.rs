@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result};
 
 use crate::device::FileDevice;
 use crate::{FileConfig, NAME};
@@ -56,7 +56,13 @@ pub struct FileBackend {
     store: SlotStore<FileDevice>,
 }
 
-forward_backend!(impl[] FileBackend => |s| s.store);
+/// Every operation is the slot store's.
+impl pagebackup_core::layers::Layer for FileBackend {
+    type Inner = SlotStore<FileDevice>;
+    fn inner(&self) -> &Self::Inner {
+        &self.store
+    }
+}
 
 impl FileBackend {
     /// A backend with `config`. A `max_size` below one page or above the

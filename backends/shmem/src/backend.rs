@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result};
 
 use crate::device::MemfdDevice;
 
@@ -158,7 +158,13 @@ pub struct ShmemBackend {
     store: SlotStore<MemfdDevice>,
 }
 
-forward_backend!(impl[] ShmemBackend => |s| s.store);
+/// Every operation is the slot store's.
+impl pagebackup_core::layers::Layer for ShmemBackend {
+    type Inner = SlotStore<MemfdDevice>;
+    fn inner(&self) -> &Self::Inner {
+        &self.store
+    }
+}
 
 impl ShmemBackend {
     /// A backend with the default settings.

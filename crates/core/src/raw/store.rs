@@ -753,7 +753,7 @@ impl<D: Device> SlotStore<D> {
 }
 
 /// A slot store is a backend: the backends built on it wrap it and forward
-/// to it (with [`forward_backend!`](crate::forward_backend)), adding their
+/// to it (as a [`Layer`](crate::layers::Layer) over it), adding their
 /// constructors and inspection methods.
 impl<D: Device> BackupBackend for SlotStore<D> {
     fn name(&self) -> &'static str {
