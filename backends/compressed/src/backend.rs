@@ -385,6 +385,12 @@ impl BackupBackend for CompressedBackend {
         }
     }
 
+    /// [`compact`](CompressedBackend::compact).
+    fn maintain(&self) -> Result<()> {
+        self.compact();
+        Ok(())
+    }
+
     fn drop_handle(&self, handle: Handle) -> Result<()> {
         let (index, local) = self.locate(handle);
         let mut shard = self.shards.write(index);

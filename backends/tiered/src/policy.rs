@@ -75,11 +75,14 @@ impl Shared {
     /// Ends a policy run or writeback: each tier pages left since the last
     /// gets its maintenance, and the run's stop is kept for the state.
     fn finish(&self, report: PolicyReport) -> PolicyReport {
-        for tier in self.tiers.iter() {
-            if let Some(maintenance) = &tier.maintenance
-                && tier.vacated.swap(false, Ordering::Relaxed)
-            {
-                maintenance();
+        for tier in self.tiers.iter().filter(|t| t.vacated.swap(false, Ordering::Relaxed)) {
+            match &tier.maintenance {
+                Some(maintenance) => maintenance(),
+                // A failed maintenance only leaves space unclaimed until the
+                // next run; every page stays where it is.
+                None => {
+                    let _ = tier.backend.maintain();
+                }
             }
         }
         *self.last_stop.lock().unwrap_or_else(PoisonError::into_inner) = report.stopped;

@@ -69,6 +69,14 @@ pub trait BackupBackend: Send + Sync + Debug {
         Ok(())
     }
 
+    /// Gives back space that comes back only when asked (the compaction of
+    /// a packed arena), for a caller that has just dropped or moved many
+    /// pages out; a tiered backend's policy calls it on a tier pages left.
+    /// Every live handle stays valid. The default does nothing.
+    fn maintain(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether every call returns without waiting: no I/O, no sleeping, no
     /// lock held across either, only copies and short critical sections. An
     /// async adapter runs such a backend on the calling task instead of

@@ -10,8 +10,11 @@
 //! impls), so none can miss it.
 //!
 //! Implement it by its path (`impl layers::Layer for ...`) rather than with
-//! `Layer` imported: where both traits are in scope, a method call on the
-//! layer finds the method in each and rustc asks which is meant.
+//! `Layer` imported: where both traits are in scope (inside an `impl Layer`
+//! too), a method call on a value that is a layer finds the method in each
+//! and rustc asks which is meant; write `BackupBackend::method(&value, ..)`
+//! there. A layer generic over `B: BackupBackend` calls its inner backend's
+//! methods plainly.
 //!
 //! The same trait serves backends that are a thin shell over another
 //! (a slot store) and the smart pointers `&T`, `Box<T>` and `Arc<T>`.
@@ -104,6 +107,11 @@ pub trait Layer: Send + Sync + Debug {
         self.inner().flush()
     }
 
+    /// [`BackupBackend::maintain`].
+    fn maintain(&self) -> Result<()> {
+        self.inner().maintain()
+    }
+
     /// [`BackupBackend::never_blocks`]: a layer that only counts and
     /// decides blocks where its inner backend does.
     fn never_blocks(&self) -> bool {
@@ -168,6 +176,9 @@ impl<L: Layer> BackupBackend for L {
     }
     fn flush(&self) -> Result<()> {
         Layer::flush(self)
+    }
+    fn maintain(&self) -> Result<()> {
+        Layer::maintain(self)
     }
     fn never_blocks(&self) -> bool {
         Layer::never_blocks(self)
