@@ -14,7 +14,10 @@ use crate::{FileConfig, IoMode};
 const PAGE: u64 = PAGE_SIZE as u64;
 
 /// One file of page slots, written through `pwritev` or io_uring, with
-/// single-page writes staged in memory and written 64 at a time.
+/// single-page writes staged in memory: the staged pages are written (runs
+/// of contiguous slots coalesced) when a single page arrives with 64
+/// already staged, at writeback and at flush. Reads of staged slots copy
+/// from memory.
 #[derive(Debug)]
 pub struct FileDevice {
     pub(crate) file: BackingFile,
@@ -74,9 +77,9 @@ impl FileDevice {
 }
 
 impl Device for FileDevice {
-    /// A single page is staged (the caller's page is free at once) and
-    /// written with the 64th staged page; anything larger is written
-    /// straight from the caller's pages.
+    /// A single page is staged (the caller's page is free at once), after
+    /// the staged pages are written if 64 are; anything larger is written
+    /// straight from the caller's pages, whatever is staged.
     fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         if let [run] = runs
             && let [page] = run.pages

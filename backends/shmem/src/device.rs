@@ -17,12 +17,12 @@ const IOV_MAX: usize = 1024;
 
 /// A sealed memfd of a fixed size, mapped shared once.
 ///
-/// - **Writes** go through `pwritev` (one call per run of slots), so that a
-///   failed allocation comes back as `ENOSPC`/`ENOMEM` instead of a `SIGBUS`,
-///   then `MADV_POPULATE_READ` maps the run: restores copy from a populated
-///   mapping and take no page fault. A run of slots whose memory was kept
-///   since they were dropped is copied into the mapping instead: nothing
-///   is allocated, so nothing can fail.
+/// - **Writes** go through `pwritev` (one call per run of slots, at most
+///   `IOV_MAX` pages each, short writes retried), every run, so that a
+///   failed allocation comes back as `ENOSPC`/`ENOMEM` instead of a `SIGBUS`;
+///   then `MADV_POPULATE_READ` maps the run (best effort: before Linux 5.14
+///   the first restore maps it), so restores copy from a populated mapping
+///   and take no page fault.
 /// - **Reads** copy out of the mapping. The memfd is sealed against
 ///   shrinking, so a slot inside it never faults with `SIGBUS`.
 /// - **Release** punches a hole; **writeback** is `MADV_PAGEOUT` (with swap).
