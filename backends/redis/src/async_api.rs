@@ -73,7 +73,7 @@ impl RedisBackend {
 
     async fn drop_owned(&self, op: Operation, handles: &[Handle]) -> Result<(), BatchError> {
         let prepared = self.inner.prepare_drop(op, handles);
-        self.on_runtime(op, Arc::clone(&self.inner).run_drop(op, prepared))
+        self.on_runtime(op, Arc::clone(&self.inner).run_drop(prepared))
             .await
             .map_err(|error| BatchError { completed: 0, error })?
     }

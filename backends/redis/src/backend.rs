@@ -29,14 +29,29 @@ use crate::{NAME, RedisConfig, RedisStats};
 /// come from any thread, but from async code use the async trait, as a sync
 /// call blocks the thread it is made on.
 ///
-/// **Keys.** Every page is one key, `PREFIX:{GROUP}:SLOT:GENERATION`, under
-/// a prefix that is random per instance unless [`RedisConfig::prefix`]
-/// names one. Handles carry the slot, its generation and the instance's
-/// tag ([`HandleCodec`](pagebackup_core::raw::HandleCodec)), so a dropped, forged
-/// or foreign handle gives `InvalidHandle` with no round trip. `GROUP` is a
-/// hash tag shared by 64 consecutive slots, so that on a cluster a batch of
-/// neighbouring slots is still one pipeline (one per group otherwise, all
-/// sent at once).
+/// **Keys.** Every page is one key, `PREFIX:{IID:GROUP}:SLOT:GENERATION`:
+/// `PREFIX` is [`RedisConfig::prefix`] (`pagebackup` by default), `IID` the
+/// instance's random 64-bit id in hex, registered at open with `SET NX` on
+/// `PREFIX:IID` (so no two live instances on a server share an id, and no
+/// instance can read, overwrite or delete another's pages, whatever
+/// prefixes they were given). A named prefix is also claimed, `SET NX` on
+/// `PREFIX:owner` holding the id: opening a second instance with a prefix
+/// already claimed fails with `InvalidInput` unless it asks to share it
+/// ([`RedisConfig::attach`], `attach=on`). Handles carry the slot, its
+/// generation and the instance's tag
+/// ([`HandleCodec`](pagebackup_core::raw::HandleCodec)), so a dropped,
+/// forged or foreign handle gives `InvalidHandle` with no round trip.
+/// `GROUP` is a hash tag shared by 64 consecutive slots, so that on a
+/// cluster a batch of neighbouring slots is still one pipeline (one per
+/// group otherwise, all sent at once).
+///
+/// **A value is bound to its page.** Its key names the instance, the slot
+/// and the generation, so a reply (late or not) to a `GET` is the value of
+/// that page or nothing: a page's value never comes back for another
+/// handle, and a restore racing a drop gives the page's own bytes or
+/// `InvalidHandle`. With [`RedisConfig::checksum`] the value's CRC-32
+/// covers the same identity as well as the bytes, so a value copied from
+/// another page's key (by another client) gives `Corrupt`.
 ///
 /// **Batches.** A batch is one pipeline (`SET`s, `GET`s or `DEL`s), so one
 /// round trip. A backup that fails part-way keeps the pages before the
@@ -46,18 +61,39 @@ use crate::{NAME, RedisConfig, RedisStats};
 /// never another page's bytes.
 ///
 /// **Failures.** An out-of-memory reply (`maxmemory` reached under
-/// `noeviction`) is `NoSpace`; a lost connection or a timeout is `Io` for
-/// the calls in flight, and the next call reconnects (a sync call whose
-/// idle pooled connection was cut resends its pipeline once on a new one:
-/// every command the backend sends may be repeated); nothing already
-/// backed up is lost by either (the server's own restarts keep pages only if
-/// it persists them). A server whose `maxmemory-policy` may evict keys is
-/// refused unless [`RedisConfig::allow_eviction`] is set.
+/// `noeviction`) is `NoSpace`; a lost connection is `Io` for the calls in
+/// flight, and the next call reconnects (a call whose connection turns out
+/// to have been cut, by a server restart or a killed client, resends its
+/// pipeline once on a new one: every command the backend sends may be
+/// repeated); nothing already backed up is lost by either (the server's
+/// own restarts keep pages only if it persists them). A server whose
+/// `maxmemory-policy` may evict keys is refused unless
+/// [`RedisConfig::allow_eviction`] is set.
 ///
-/// **Lifetime.** [`drop_handle`](pagebackup_core::BackupBackend::drop_handle)
-/// deletes the key. Dropping the backend deletes every key it still holds
-/// (waiting at most twice the timeout): pages do not outlive the backend,
-/// and no other process can reattach to them.
+/// **Timeouts.** Every call, sync or async, has one deadline,
+/// [`RedisConfig::timeout`] from its start, for its connection attempts and
+/// round trips together: a server that stops answering (stopped, hung,
+/// partitioned) makes each call return `Io` (`TimedOut`) by then, plus
+/// scheduling. Such a call leaves nothing half-done: a backup that timed
+/// out issues no handle, and the keys it may have written (or may still
+/// write, once the server resumes) are deleted in the background and again
+/// when the backend is dropped; a restore leaves its pages in place.
+///
+/// **Drops are final at once.** A drop retires its handles in the backend
+/// before any round trip (later restores give `InvalidHandle`, the slots
+/// take new pages under new keys), then deletes their keys, waiting for
+/// the `DEL`s up to the timeout. So a drop does not fail for the server's
+/// sake: if the `DEL`s fail or time out, the drop still returns `Ok`, and
+/// the keys are deleted by later calls once the server answers again
+/// (they count in `unreleased_bytes` and against `limit` until then). A
+/// `DEL` that lands late deletes only the dropped page's key: every other
+/// handle stays readable, and the batch rule holds (an error in a drop
+/// batch comes only from an invalid handle, and the handles after it are
+/// live).
+///
+/// **Lifetime.** Dropping the backend deletes every key it still holds, its
+/// registration and its claim (waiting at most twice the timeout): pages do
+/// not outlive the backend, and no other process can reattach to them.
 pub struct RedisBackend {
     pub(crate) inner: Arc<Inner>,
     runtime: Option<Runtime>,
@@ -65,11 +101,15 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// Connects to the server of `config`, checks its eviction policy and
-    /// cluster mode, and reads its free memory.
+    /// cluster mode, reads its free memory and registers the instance.
     ///
-    /// Errors: `Io` if the server cannot be reached or refuses the login,
-    /// `Unsupported` if it may evict keys (see [`RedisConfig::allow_eviction`])
-    /// or its cluster mode differs from [`RedisConfig::cluster`].
+    /// Errors: `Io` if the server cannot be reached, refuses the login or
+    /// does not answer within twice the timeout, `Unsupported` if it may
+    /// evict keys (see [`RedisConfig::allow_eviction`]) or its cluster mode
+    /// differs from [`RedisConfig::cluster`], `InvalidInput` if the named
+    /// prefix is claimed by another instance (see [`RedisConfig::attach`]).
+    /// It may be called from within a tokio runtime (it blocks that thread
+    /// until it is done).
     pub fn new(config: RedisConfig) -> Result<Self, BackupError> {
         let runtime = Builder::new_multi_thread()
             .worker_threads(1)
@@ -81,12 +121,31 @@ impl RedisBackend {
                 source,
             })?;
         let handle = runtime.handle().clone();
-        let opened = wait_on(&handle, Inner::open(config.clone(), handle.clone()), None);
-        let inner = opened.unwrap_or_else(|| Err(stopped(&config, Operation::Open)))?;
-        Ok(RedisBackend {
-            inner: Arc::new(inner),
-            runtime: Some(runtime),
-        })
+        let limit = 2 * config.timeout;
+        let opening = Inner::open(config.clone(), handle.clone());
+        let opening = async move { tokio::time::timeout(limit, opening).await };
+        let opened = match wait_on(&handle, opening, None) {
+            Some(Ok(opened)) => opened,
+            Some(Err(_)) => Err(crate::error::io_error(
+                &config,
+                Operation::Open,
+                std::io::ErrorKind::TimedOut,
+                &format!("the server did not complete the connection and checks within {limit:?}"),
+            )),
+            None => Err(stopped(&config, Operation::Open)),
+        };
+        match opened {
+            Ok(inner) => Ok(RedisBackend {
+                inner: Arc::new(inner),
+                runtime: Some(runtime),
+            }),
+            Err(e) => {
+                // Dropping a runtime blocks, which panics within another
+                // runtime (as `open_async` is called): let it go instead.
+                runtime.shutdown_background();
+                Err(e)
+            }
+        }
     }
 
     /// The configuration the backend was opened with.
@@ -97,6 +156,11 @@ impl RedisBackend {
     /// The prefix of the backend's keys.
     pub fn prefix(&self) -> &str {
         self.inner.keys.prefix()
+    }
+
+    /// The instance's id, as it appears in its keys (16 hex digits).
+    pub fn instance_id(&self) -> String {
+        self.inner.keys.instance_hex()
     }
 
     /// The server key holding the page of `handle`, if the handle is live:
@@ -134,7 +198,7 @@ pub(crate) fn stopped(config: &RedisConfig, op: Operation) -> BackupError {
         config,
         op,
         std::io::ErrorKind::Other,
-        "the backend's runtime stopped before the call finished",
+        "the backend's runtime stopped, or did not finish the call within the timeout",
     )
 }
 
@@ -162,6 +226,7 @@ impl std::fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("server", &self.inner.config.redacted_url())
             .field("prefix", &self.prefix())
+            .field("instance", &self.instance_id())
             .field("cluster", &self.inner.config.cluster)
             .field("stored_pages", &self.inner.stats().stored_pages)
             .finish_non_exhaustive()

@@ -14,11 +14,22 @@ use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
 #[non_exhaustive]
 pub struct RedisConfig {
     url: String,
-    /// The key prefix; `None` for a random one per instance
-    /// (`pagebackup:` and 16 hex digits). Keys are `PREFIX:{GROUP}:SLOT:GENERATION`.
+    /// The key prefix; `None` for `pagebackup`, shared by every instance
+    /// opened without one. Keys are `PREFIX:{IID:GROUP}:SLOT:GENERATION`,
+    /// where `IID` is a random id of the instance, registered on the server
+    /// (`PREFIX:IID`, `SET NX`), so instances never read each other's pages.
+    /// A named prefix is claimed too (`PREFIX:owner`, `SET NX`): opening with
+    /// a prefix another instance claimed is an error unless
+    /// [`attach`](Self::attach) is set.
     pub prefix: Option<String>,
-    /// How long one connection attempt or one round trip may take before it
-    /// fails with `Io` (`TimedOut`). Default 5 s.
+    /// Share a named [`prefix`](Self::prefix) that another instance (live,
+    /// or dead without cleaning up) has claimed, instead of failing. The
+    /// instances' keys still differ by instance id: attaching never makes
+    /// another instance's pages readable. Default off.
+    pub attach: bool,
+    /// How long a call may wait for the server before it fails with `Io`
+    /// (`TimedOut`): one deadline for the call's connection attempts and
+    /// round trips together. Default 5 s.
     pub timeout: Duration,
     /// Whether the server is a Redis Cluster (or Valkey cluster) node, to be
     /// reached through the cluster protocol. Default off.
@@ -52,14 +63,20 @@ impl RedisConfig {
         ParamDoc {
             key: "prefix",
             syntax: "NAME",
-            default: "random per instance",
-            meaning: "the key prefix",
+            default: "pagebackup (shared)",
+            meaning: "the key prefix; a named one is claimed by the instance (`PREFIX:owner`)",
+        },
+        ParamDoc {
+            key: "attach",
+            syntax: "on|off",
+            default: "off",
+            meaning: "share a prefix another instance claimed instead of failing (pages stay per instance)",
         },
         ParamDoc {
             key: "timeout",
             syntax: "DURATION",
             default: "5s",
-            meaning: "most time a connection attempt or round trip may take (`500ms`, `5s`, `1m`)",
+            meaning: "most time a call may wait for the server (`500ms`, `5s`, `1m`)",
         },
         ParamDoc {
             key: "cluster",
@@ -96,7 +113,8 @@ impl RedisConfig {
         let mut config = RedisConfig::new(url)
             .with_cluster(params.flag("cluster")?.unwrap_or(false))
             .with_checksum(params.flag("checksum")?.unwrap_or(false))
-            .with_allow_eviction(params.flag("allow_eviction")?.unwrap_or(false));
+            .with_allow_eviction(params.flag("allow_eviction")?.unwrap_or(false))
+            .with_attach(params.flag("attach")?.unwrap_or(false));
         if let Some(prefix) = params.get("prefix") {
             config = config.with_prefix(prefix);
         }
@@ -110,12 +128,14 @@ impl RedisConfig {
     }
 
     /// A configuration for the server at `url`
-    /// (`redis://[user:password@]host:port[/db]`), with a random prefix, the
-    /// default timeout, no cluster, no quota, no checksum and no eviction.
+    /// (`redis://[user:password@]host:port[/db]`), with the shared default
+    /// prefix, the default timeout, no cluster, no quota, no checksum, no
+    /// eviction and no attaching.
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
             prefix: None,
+            attach: false,
             timeout: Self::DEFAULT_TIMEOUT,
             cluster: false,
             limit: None,
@@ -127,6 +147,12 @@ impl RedisConfig {
     /// With the key prefix `prefix` instead of a random one.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Attaching to a claimed prefix or not (see [`attach`](Self::attach)).
+    pub fn with_attach(mut self, on: bool) -> Self {
+        self.attach = on;
         self
     }
 
@@ -198,6 +224,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
             .field("prefix", &self.prefix)
+            .field("attach", &self.attach)
             .field("timeout", &self.timeout)
             .field("cluster", &self.cluster)
             .field("limit", &self.limit)

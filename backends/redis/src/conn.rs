@@ -5,8 +5,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisResult, Value};
+use std::time::Instant;
 
 use crate::RedisConfig;
+use crate::blocking::{cut, timed_out};
 use crate::error::Failure;
 use crate::stats::{Traffic, command_len};
 
@@ -52,17 +54,28 @@ impl Conn {
     }
 
     /// Sends `batch`, its pipelines at once, and gives each command's reply
-    /// in order. A pipeline whose round trip failed fails all its commands.
-    pub(crate) async fn send(&self, batch: Batch, traffic: &Traffic) -> Vec<Result<Value, Failure>> {
+    /// in order. A pipeline whose round trip failed, or was not answered by
+    /// `deadline`, fails all its commands.
+    ///
+    /// A pipeline that fails because the connection was cut (the server
+    /// restarted, a client killed it) is sent once more, before the
+    /// deadline, on the connection made again: every command the backend
+    /// sends may be repeated.
+    pub(crate) async fn send(&self, batch: Batch, traffic: &Traffic, deadline: Instant) -> Vec<Result<Value, Failure>> {
         let mut replies = Vec::with_capacity(batch.commands());
         let mut sent = Vec::with_capacity(batch.parts.len());
         for part in batch.parts {
-            let mut conn = self.clone();
+            let conn = self.clone();
             sent.push((
                 part.commands,
                 part.pages,
                 part.bytes,
-                tokio::spawn(async move { conn.req_packed_commands(&part.pipe, 0, part.commands).await }),
+                tokio::spawn(async move {
+                    match conn.request(&part.pipe, part.commands, deadline).await {
+                        Err(e) if cut(&e) => conn.request(&part.pipe, part.commands, deadline).await,
+                        other => other,
+                    }
+                }),
             ));
         }
         for (commands, pages, bytes, reply) in sent {
@@ -84,12 +97,31 @@ impl Conn {
         replies
     }
 
+    /// One pipeline of `commands`, failing with a timeout if not answered by
+    /// `deadline`.
+    async fn request(&self, pipe: &Pipeline, commands: usize, deadline: Instant) -> RedisResult<Vec<Value>> {
+        let mut conn = self.clone();
+        match tokio::time::timeout_at(deadline.into(), conn.req_packed_commands(pipe, 0, commands)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Runs `cmd`, failing with a timeout if not answered by `deadline`.
+    pub(crate) async fn command(&self, cmd: &Cmd, deadline: Instant) -> RedisResult<Value> {
+        let mut conn = self.clone();
+        match tokio::time::timeout_at(deadline.into(), conn.req_packed_command(cmd)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(timed_out()),
+        }
+    }
+
     /// The `INFO memory cluster` text of the server, or of every master of
     /// the cluster.
-    pub(crate) async fn info(&self, traffic: &Traffic) -> RedisResult<Vec<String>> {
+    pub(crate) async fn info(&self, traffic: &Traffic, deadline: Instant) -> RedisResult<Vec<String>> {
         let mut cmd = redis::cmd("INFO");
         cmd.arg("memory").arg("cluster");
-        let reply = self.clone().req_packed_command(&cmd).await?;
+        let reply = self.command(&cmd, deadline).await?;
         traffic.count(1, 0, command_len(&[4, 6, 7]), &[]);
         let mut texts = Vec::new();
         collect_texts(reply, &mut texts)?;
@@ -204,6 +236,13 @@ impl Batch {
         let part = self.part(group);
         part.pipe.cmd("DEL").arg(key);
         part.bytes += command_len(&[3, key.len()]);
+    }
+
+    /// Adds `CLIENT KILL ID id` (on a single server only: it names no key).
+    pub(crate) fn client_kill(&mut self, id: i64) {
+        let part = self.part(0);
+        part.pipe.cmd("CLIENT").arg("KILL").arg("ID").arg(id);
+        part.bytes += command_len(&[6, 4, 2, 20]);
     }
 
     /// The pipelines, in order.

@@ -50,7 +50,8 @@ impl Failure {
 /// A client-side error (connection, timeout, protocol) as an `Io` error
 /// whose source is an [`io::Error`] of the matching kind wrapping the
 /// [`RedisError`] itself (reachable by `get_ref` and `downcast_ref`), unless
-/// its message quotes the password: then only the scrubbed message is kept.
+/// its message quotes the password (then only the scrubbed message is kept)
+/// or it is a timeout (then the message says which timeout ran out).
 pub(crate) fn client_error(config: &RedisConfig, op: Operation, e: &RedisError) -> BackupError {
     let kind = if e.is_timeout() {
         io::ErrorKind::TimedOut
@@ -61,6 +62,10 @@ pub(crate) fn client_error(config: &RedisConfig, op: Operation, e: &RedisError) 
     } else {
         io::ErrorKind::Other
     };
+    if e.is_timeout() {
+        let what = format!("no answer within the timeout of {:?} ({e})", config.timeout);
+        return io_error(config, op, kind, &what);
+    }
     let message = e.to_string();
     let scrubbed = config.scrub(&message);
     let source = if scrubbed == message {

@@ -3,10 +3,10 @@
 //! building the pipeline, copying pages) and a part run on the backend's
 //! runtime (the round trip and what must follow it whatever the caller does).
 
-use std::collections::HashSet;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use pagebackup_core::{BackupError, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page};
 use redis::Value;
@@ -15,25 +15,24 @@ use tokio::runtime::Handle as Runtime;
 use crate::blocking::BlockingPool;
 use crate::conn::{Batch, Conn};
 use crate::error::{Failure, corrupt, invalid_handle, io_error};
-use crate::keys::{Keys, group};
+use crate::keys::{Keys, group, random_u64};
 use crate::raw::{HandleCodec, SlotTable};
 use crate::server::ServerInfo;
 use crate::space::Space;
 use crate::stats::Traffic;
-use crate::value::ValueFormat;
+use crate::value::{Identity, ValueFormat};
 use crate::{NAME, RedisConfig};
 
 /// Keys deleted per pipeline when the backend cleans up.
 const CLEANUP_CHUNK: usize = 1024;
 
-/// Slots and the drops in flight.
-#[derive(Debug)]
-struct Slots {
-    table: SlotTable,
-    /// Slots whose `DEL` is in flight: their handles are invalid unless the
-    /// `DEL` fails, when they are live again.
-    dropping: HashSet<u32>,
-}
+/// Instance ids drawn at open before giving up on registering one.
+const REGISTER_ATTEMPTS: usize = 8;
+
+/// Deletes the key `KEYS[1]` if it holds `ARGV[1]`: a claim is released
+/// only by the instance that holds it.
+const RELEASE_CLAIM: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// What a backend and its tasks share.
 #[derive(Debug)]
@@ -46,22 +45,33 @@ pub(crate) struct Inner {
     pub(crate) keys: Keys,
     format: ValueFormat,
     codec: HandleCodec,
-    slots: Mutex<Slots>,
+    slots: Mutex<SlotTable>,
     /// Handles given to callers and not dropped.
     stored: AtomicU64,
     failed_backups: AtomicU64,
     failed_restores: AtomicU64,
     pub(crate) traffic: Traffic,
     space: Space,
-    /// Keys that may exist on the server without a handle (their backup or
-    /// cleanup failed in transit): deleted when the backend is dropped.
-    orphans: Mutex<Vec<String>>,
+    /// Keys of no handle still to delete (their `DEL` failed): retried
+    /// after a later call reached the server, and when the backend is dropped.
+    pending: Mutex<Vec<String>>,
+    /// A retry of `pending` is under way.
+    retrying: AtomicBool,
+    /// Written while stale connections are killed, read to wait for that
+    /// (see [`fence`](Self::fence)).
+    fencing: tokio::sync::RwLock<()>,
+    /// Keys of backups that failed in transit, whose `SET` may still land
+    /// after their cleanup: deleted again when the backend is dropped.
+    doubtful: Mutex<Vec<String>>,
+    /// Whether this instance claimed its named prefix (`PREFIX:owner`).
+    claimed: bool,
 }
 
 /// A backup prepared on the caller's thread: slots taken, pipeline built.
 pub(crate) struct PreparedBackup {
     slots: Vec<(u32, u32)>,
     batch: Batch,
+    deadline: Instant,
     /// Pages past the quota were left out.
     over_quota: bool,
 }
@@ -87,7 +97,7 @@ impl Drop for Issued {
     fn drop(&mut self) {
         if !self.slots.is_empty() {
             let slots = std::mem::take(&mut self.slots);
-            self.inner.discard(&slots, &slots);
+            self.inner.discard(&slots, &slots, &[]);
         }
     }
 }
@@ -101,18 +111,22 @@ pub(crate) struct BackupOutcome {
 /// A restore prepared on the caller's thread: the handles checked, the
 /// `GET`s built.
 pub(crate) struct PreparedCopy {
-    /// The handles to fetch: those before the first invalid one.
-    handles: Vec<Handle>,
+    /// The handles to fetch, those before the first invalid one, with the
+    /// identity their values must carry.
+    handles: Vec<(Handle, Identity)>,
     /// Where the first invalid handle was, if any.
     invalid: Option<BackupError>,
     batch: Batch,
+    deadline: Instant,
 }
 
-/// A drop prepared on the caller's thread: the handles checked and marked.
+/// A drop prepared on the caller's thread: the handles checked and
+/// retired, their `DEL`s built.
 pub(crate) struct PreparedDrop {
-    slots: Vec<u32>,
+    keys: Vec<String>,
     invalid: Option<BackupError>,
     batch: Batch,
+    deadline: Instant,
 }
 
 /// The batch of a prepared call, taken out once to be sent.
@@ -137,10 +151,14 @@ impl Inner {
         let conn = Conn::connect(&config)
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
-        let infos = read_info(&conn, &traffic)
+        // Connected (within its own timeout): the checks and the
+        // registration get one timeout more.
+        let deadline = Instant::now() + config.timeout;
+        let infos = read_info(&conn, &traffic, deadline)
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
         check_server(&config, &infos)?;
+        let (keys, claimed) = register(&conn, &config, deadline).await?;
         let max_slots = config.limit.map_or(HandleCodec::MAX_SLOTS, |l| {
             (l / PAGE_SIZE as u64).min(HandleCodec::MAX_SLOTS)
         });
@@ -150,7 +168,8 @@ impl Inner {
         };
         Ok(Inner {
             blocking,
-            keys: Keys::new(config.prefix.as_deref()),
+            keys,
+            claimed,
             format: ValueFormat {
                 checksum: config.checksum,
             },
@@ -158,28 +177,42 @@ impl Inner {
             runtime,
             conn,
             codec: HandleCodec::new(),
-            slots: Mutex::new(Slots {
-                table: SlotTable::new(max_slots as u32),
-                dropping: HashSet::new(),
-            }),
+            slots: Mutex::new(SlotTable::new(max_slots as u32)),
             stored: AtomicU64::new(0),
             failed_backups: AtomicU64::new(0),
             failed_restores: AtomicU64::new(0),
             traffic,
             space: Space::new(&infos, 0),
-            orphans: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+            retrying: AtomicBool::new(false),
+            fencing: tokio::sync::RwLock::new(()),
+            doubtful: Mutex::new(Vec::new()),
         })
     }
 
-    fn slots(&self) -> MutexGuard<'_, Slots> {
+    fn slots(&self) -> MutexGuard<'_, SlotTable> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The slot of `handle` if it is live and not being dropped.
-    fn live_slot(&self, slots: &Slots, handle: Handle) -> Option<(u32, u32)> {
+    /// The deadline of a call starting now.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.timeout
+    }
+
+    /// The identity of the page of `slot` at `generation`.
+    fn identity(&self, slot: u32, generation: u32) -> Identity {
+        Identity {
+            instance: self.keys.instance(),
+            slot,
+            generation,
+        }
+    }
+
+    /// The slot of `handle` if it is live.
+    fn live_slot(&self, slots: &SlotTable, handle: Handle) -> Option<(u32, u32)> {
         let slot = self.codec.slot(handle);
-        let generation = slots.table.live_generation(slot)?;
-        (self.codec.matches(handle, generation) && !slots.dropping.contains(&slot)).then_some((slot, generation))
+        let generation = slots.live_generation(slot)?;
+        self.codec.matches(handle, generation).then_some((slot, generation))
     }
 
     /// The key holding `handle`'s page, if the handle is live.
@@ -193,24 +226,27 @@ impl Inner {
         let wanted = pages.len();
         let slots: Vec<(u32, u32)> = {
             let mut s = self.slots();
-            std::iter::from_fn(|| s.table.alloc()).take(wanted).collect()
+            std::iter::from_fn(|| s.alloc()).take(wanted).collect()
         };
         let mut batch = Batch::new(&self.conn, slots.len());
         for (page, &(slot, generation)) in pages.zip(&slots) {
             let key = self.keys.key(slot, generation);
-            self.format.encode(page, |value| batch.set(&key, group(slot), value));
+            let id = self.identity(slot, generation);
+            self.format
+                .encode(page, id, |value| batch.set(&key, group(slot), value));
         }
         PreparedBackup {
             over_quota: slots.len() < wanted,
             slots,
             batch,
+            deadline: self.deadline(),
         }
     }
 
     /// Sends a prepared backup on the backend's runtime and settles it
     /// there ([`settle_backup`](Self::settle_backup)).
     pub(crate) async fn run_backup(self: Arc<Self>, op: Operation, mut prepared: PreparedBackup) -> BackupOutcome {
-        let replies = self.send(prepared.take_batch(&self.conn)).await;
+        let replies = self.send(prepared.take_batch(&self.conn), prepared.deadline).await;
         self.settle_backup(op, prepared, replies)
     }
 
@@ -227,7 +263,10 @@ impl Inner {
     /// Sends a prepared backup on this thread and settles it (only when
     /// [`blocking`](Self::blocking)).
     pub(crate) fn backup_blocking(self: &Arc<Self>, op: Operation, mut prepared: PreparedBackup) -> BackupOutcome {
-        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic);
+        let deadline = prepared.deadline;
+        let replies = self
+            .pool()
+            .send(prepared.take_batch(&self.conn), &self.traffic, deadline);
         self.settle_backup(op, prepared, replies)
     }
 
@@ -249,18 +288,24 @@ impl Inner {
             error = Some(self.quota_error(op));
         }
         let (ok, undone) = slots.split_at(kept);
-        // A refused SET wrote nothing; any other may have written its key.
-        let written: Vec<(u32, u32)> = undone
-            .iter()
-            .zip(&replies[kept..])
-            .filter(|(_, r)| r.as_ref().map_or_else(Failure::uncertain, |_| true))
-            .map(|(&s, _)| s)
-            .collect();
-        self.discard(undone, &written);
+        // A refused SET wrote nothing; an answered one wrote its key; one
+        // lost in transit may have, or may still.
+        let answered = |r: &Result<Value, Failure>| r.is_ok();
+        let lost = |r: &Result<Value, Failure>| r.as_ref().err().is_some_and(Failure::uncertain);
+        let pick = |keep: &dyn Fn(&Result<Value, Failure>) -> bool| -> Vec<(u32, u32)> {
+            undone
+                .iter()
+                .zip(&replies[kept..])
+                .filter(|(_, r)| keep(r))
+                .map(|(&s, _)| s)
+                .collect()
+        };
+        let (written, doubtful) = (pick(&answered), pick(&lost));
+        self.discard(undone, &written, &doubtful);
         if error.is_some() {
             self.failed_backups.fetch_add(1, Ordering::Relaxed);
         }
-        self.refresh_space_if_stale();
+        self.after_call(&replies);
         BackupOutcome {
             issued: Issued {
                 inner: Arc::clone(self),
@@ -270,42 +315,69 @@ impl Inner {
         }
     }
 
-    /// Frees `slots` at once and deletes the keys of `written` in the
-    /// background; keys that could not be deleted are kept for the
-    /// backend's last cleanup.
-    fn discard(self: &Arc<Self>, slots: &[(u32, u32)], written: &[(u32, u32)]) {
+    /// Frees `slots` at once and deletes the keys of `written` and
+    /// `doubtful` in the background; keys that could not be deleted are
+    /// retried later, and the `doubtful` ones (whose `SET` may still land)
+    /// are deleted again when the backend is dropped.
+    fn discard(self: &Arc<Self>, slots: &[(u32, u32)], written: &[(u32, u32)], doubtful: &[(u32, u32)]) {
         {
             let mut s = self.slots();
             for &(slot, _) in slots {
-                s.table.release(slot);
+                s.release(slot);
             }
         }
-        if written.is_empty() {
+        let names = |slots: &[(u32, u32)]| -> Vec<String> { slots.iter().map(|&(s, g)| self.keys.key(s, g)).collect() };
+        let mut keys = names(written);
+        if !doubtful.is_empty() {
+            let doubtful = names(doubtful);
+            keys.extend_from_slice(&doubtful);
+            lock(&self.doubtful).extend(doubtful);
+        }
+        if keys.is_empty() {
             return;
         }
-        let keys: Vec<String> = written.iter().map(|&(s, g)| self.keys.key(s, g)).collect();
         let inner = Arc::clone(self);
         self.runtime.spawn(async move {
             if let Err(left) = inner.delete(keys).await {
-                inner
-                    .orphans
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .extend(left);
+                lock(&inner.pending).extend(left);
             }
         });
     }
 
-    /// Deletes `keys` (in pipelines of [`CLEANUP_CHUNK`]); gives back those
-    /// whose deletion failed.
+    /// After a call: if the server answered it, retries the deletes left
+    /// pending (in the background, one retry at a time), and refreshes the
+    /// server's figures if they are old.
+    fn after_call(self: &Arc<Self>, replies: &[Result<Value, Failure>]) {
+        let reached = replies
+            .iter()
+            .any(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
+        if reached && !lock(&self.pending).is_empty() && !self.retrying.swap(true, Ordering::AcqRel) {
+            let inner = Arc::clone(self);
+            self.runtime.spawn(async move {
+                let keys = std::mem::take(&mut *lock(&inner.pending));
+                if let Err(left) = inner.delete(keys).await {
+                    lock(&inner.pending).extend(left);
+                }
+                inner.retrying.store(false, Ordering::Release);
+            });
+        }
+        self.refresh_space_if_stale();
+    }
+
+    /// Deletes `keys` (in pipelines of [`CLEANUP_CHUNK`], each within the
+    /// timeout), after [`fence`](Self::fence); gives back those whose
+    /// deletion failed.
     async fn delete(&self, keys: Vec<String>) -> Result<(), Vec<String>> {
+        if !self.fence().await {
+            return Err(keys);
+        }
         let mut left = Vec::new();
         for chunk in keys.chunks(CLEANUP_CHUNK) {
             let mut batch = Batch::new(&self.conn, chunk.len());
             for key in chunk {
                 batch.del(key, self.keys.group_of(key));
             }
-            let replies = self.send(batch).await;
+            let replies = self.send(batch, self.deadline()).await;
             left.extend(
                 chunk
                     .iter()
@@ -315,6 +387,44 @@ impl Inner {
             );
         }
         if left.is_empty() { Ok(()) } else { Err(left) }
+    }
+
+    /// Kills on the server the blocking connections dropped after a failed
+    /// round trip, so that nothing they had sent (a backup's `SET`s, held
+    /// by a stopped server) lands after the cleanup that follows: whether
+    /// every connection dropped so far is killed (one already gone counts).
+    ///
+    /// Ids are taken and killed under the write side of `fencing`; a
+    /// cleanup that finds none to take waits on the read side for a kill in
+    /// flight, so that it never deletes before the kill it depends on, and
+    /// cleanups with nothing to kill run side by side.
+    async fn fence(&self) -> bool {
+        let Some(pool) = &self.blocking else {
+            return true;
+        };
+        loop {
+            {
+                let _no_kill_in_flight = self.fencing.read().await;
+                if !pool.has_stale() {
+                    return true;
+                }
+            }
+            let _killing = self.fencing.write().await;
+            let ids = pool.take_stale();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut batch = Batch::new(&self.conn, ids.len());
+            ids.iter().for_each(|&id| batch.client_kill(id));
+            let replies = self.send(batch, self.deadline()).await;
+            let answered = replies
+                .iter()
+                .all(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
+            if !answered {
+                pool.restore_stale(ids);
+            }
+            return answered;
+        }
     }
 
     /// Checks `handles` (the first invalid one ends the batch) and builds
@@ -345,13 +455,14 @@ impl Inner {
                     break;
                 };
                 batch.get(&self.keys.key(slot, generation), group(slot));
-                valid.push(handle);
+                valid.push((handle, self.identity(slot, generation)));
             }
         }
         Ok(PreparedCopy {
             handles: valid,
             invalid,
             batch,
+            deadline: self.deadline(),
         })
     }
 
@@ -360,20 +471,24 @@ impl Inner {
         self: Arc<Self>,
         mut prepared: PreparedCopy,
     ) -> (PreparedCopy, Vec<Result<Value, Failure>>) {
-        let replies = self.send(prepared.take_batch(&self.conn)).await;
+        let replies = self.send(prepared.take_batch(&self.conn), prepared.deadline).await;
         (prepared, replies)
     }
 
     /// Sends a prepared restore's `GET`s on this thread (only when
     /// [`blocking`](Self::blocking)).
     pub(crate) fn fetch_blocking(&self, prepared: &mut PreparedCopy) -> Vec<Result<Value, Failure>> {
-        self.pool().send(prepared.take_batch(&self.conn), &self.traffic)
+        let deadline = prepared.deadline;
+        self.pool()
+            .send(prepared.take_batch(&self.conn), &self.traffic, deadline)
     }
 
     /// Copies the fetched pages into `dsts`, in order, stopping at the first
-    /// that fails or when `intr` is set.
+    /// that fails or when `intr` is set. A value is copied only once it has
+    /// passed its checks (length, and checksum over the page's identity if
+    /// on): a failed page's destination is untouched.
     pub(crate) fn finish_copy<'d>(
-        &self,
+        self: &Arc<Self>,
         op: Operation,
         prepared: PreparedCopy,
         replies: Vec<Result<Value, Failure>>,
@@ -384,8 +499,9 @@ impl Inner {
             self.failed_restores.fetch_add(1, Ordering::Relaxed);
             Err(BatchError { completed, error })
         };
+        self.after_call(&replies);
         let mut dsts = dsts;
-        for (k, (&handle, reply)) in prepared.handles.iter().zip(replies).enumerate() {
+        for (k, (&(handle, id), reply)) in prepared.handles.iter().zip(replies).enumerate() {
             if intr.is_some_and(Interrupt::is_interrupted) {
                 return failed(
                     k,
@@ -396,9 +512,13 @@ impl Inner {
             }
             let dst = dsts.next().expect("one destination per handle");
             let error = match reply {
-                Ok(Value::BulkString(value)) => match self.format.decode(&value, dst) {
+                Ok(Value::BulkString(value)) => match self.format.decode(&value, id, dst) {
                     Ok(()) => continue,
-                    Err(detail) => corrupt(op, handle, format!("key {}: {detail}", self.keys.prefix())),
+                    Err(detail) => corrupt(
+                        op,
+                        handle,
+                        format!("key {}: {detail}", self.keys.key(id.slot, id.generation)),
+                    ),
                 },
                 Ok(Value::Nil) => match self.key_of(handle) {
                     None => invalid_handle(op, handle),
@@ -422,11 +542,12 @@ impl Inner {
         }
     }
 
-    /// Checks `handles` (the first invalid one ends the batch), marks them
-    /// as being dropped and builds their `DEL`s.
+    /// Checks `handles` (the first invalid one ends the batch), retires them
+    /// at once (their handles are invalid from here on, their slots free
+    /// for new pages under new keys) and builds their `DEL`s.
     pub(crate) fn prepare_drop(&self, op: Operation, handles: &[Handle]) -> PreparedDrop {
         let mut batch = Batch::new(&self.conn, handles.len());
-        let mut marked = Vec::with_capacity(handles.len());
+        let mut keys = Vec::with_capacity(handles.len());
         let mut invalid = None;
         let mut slots = self.slots();
         for &handle in handles {
@@ -434,79 +555,90 @@ impl Inner {
                 invalid = Some(invalid_handle(op, handle));
                 break;
             };
-            slots.dropping.insert(slot);
-            batch.del(&self.keys.key(slot, generation), group(slot));
-            marked.push(slot);
+            slots.release(slot);
+            self.stored.fetch_sub(1, Ordering::Relaxed);
+            let key = self.keys.key(slot, generation);
+            batch.del(&key, group(slot));
+            keys.push(key);
         }
         PreparedDrop {
-            slots: marked,
+            keys,
             invalid,
             batch,
+            deadline: self.deadline(),
         }
     }
 
     /// Sends a prepared drop's `DEL`s on the backend's runtime, and settles
     /// it there, to the end, whatever happens to the caller's future.
-    pub(crate) async fn run_drop(self: Arc<Self>, op: Operation, mut prepared: PreparedDrop) -> Result<(), BatchError> {
-        let replies = self.send(prepared.take_batch(&self.conn)).await;
-        self.settle_drop(op, prepared, replies)
+    pub(crate) async fn run_drop(self: Arc<Self>, mut prepared: PreparedDrop) -> Result<(), BatchError> {
+        let replies = self.send(prepared.take_batch(&self.conn), prepared.deadline).await;
+        self.settle_drop(prepared, replies)
     }
 
     /// Sends a prepared drop's `DEL`s on this thread and settles it (only
     /// when [`blocking`](Self::blocking)).
-    pub(crate) fn drop_blocking(self: &Arc<Self>, op: Operation, mut prepared: PreparedDrop) -> Result<(), BatchError> {
-        let replies = self.pool().send(prepared.take_batch(&self.conn), &self.traffic);
-        self.settle_drop(op, prepared, replies)
+    pub(crate) fn drop_blocking(self: &Arc<Self>, mut prepared: PreparedDrop) -> Result<(), BatchError> {
+        let deadline = prepared.deadline;
+        let replies = self
+            .pool()
+            .send(prepared.take_batch(&self.conn), &self.traffic, deadline);
+        self.settle_drop(prepared, replies)
     }
 
-    /// Frees the slots of the `DEL`s that went through; the others are
-    /// live again.
+    /// Keeps the keys whose `DEL` failed for a later retry. The drop itself
+    /// is done: its handles were retired before the round trip.
     fn settle_drop(
         self: &Arc<Self>,
-        op: Operation,
         prepared: PreparedDrop,
         replies: Vec<Result<Value, Failure>>,
     ) -> Result<(), BatchError> {
-        let done = replies.iter().take_while(|r| r.is_ok()).count();
-        {
-            let mut s = self.slots();
-            for (k, &slot) in prepared.slots.iter().enumerate() {
-                s.dropping.remove(&slot);
-                if k < done && s.table.release(slot) {
-                    self.stored.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        }
-        self.refresh_space_if_stale();
-        match replies.into_iter().nth(done) {
-            Some(Err(failure)) => Err(BatchError {
-                completed: done,
-                error: failure.to_error(&self.config, op),
-            }),
-            _ => prepared
-                .invalid
-                .map_or(Ok(()), |error| Err(BatchError { completed: done, error })),
-        }
+        let PreparedDrop { keys, invalid, .. } = prepared;
+        let completed = keys.len();
+        let failed = keys
+            .into_iter()
+            .zip(&replies)
+            .filter(|(_, r)| r.is_err())
+            .map(|(k, _)| k);
+        lock(&self.pending).extend(failed);
+        self.after_call(&replies);
+        invalid.map_or(Ok(()), |error| Err(BatchError { completed, error }))
     }
 
-    async fn send(&self, batch: Batch) -> Vec<Result<Value, Failure>> {
+    async fn send(&self, batch: Batch, deadline: Instant) -> Vec<Result<Value, Failure>> {
         if batch.commands() == 0 {
             return Vec::new();
         }
-        self.conn.send(batch, &self.traffic).await
+        self.conn.send(batch, &self.traffic, deadline).await
     }
 
-    /// Deletes every key of the backend: the live pages' and the orphans'.
+    /// Deletes every key of the backend: the live pages', those pending or
+    /// doubtful, the instance's registration and its claim on the prefix.
     /// Gives back how many could not be deleted.
     pub(crate) async fn delete_all(self: Arc<Self>) -> usize {
         let mut keys: Vec<String> = {
             let s = self.slots();
-            (0..s.table.len() as u32)
-                .filter_map(|slot| s.table.live_generation(slot).map(|g| self.keys.key(slot, g)))
+            (0..s.len() as u32)
+                .filter_map(|slot| s.live_generation(slot).map(|g| self.keys.key(slot, g)))
                 .collect()
         };
-        keys.append(&mut self.orphans.lock().unwrap_or_else(PoisonError::into_inner));
-        self.delete(keys).await.map_or_else(|left| left.len(), |()| 0)
+        keys.append(&mut lock(&self.pending));
+        keys.append(&mut lock(&self.doubtful));
+        let mut left = self.delete(keys).await.map_or_else(|left| left.len(), |()| 0);
+        let deadline = self.deadline();
+        if self.claimed {
+            let mut release = redis::cmd("EVAL");
+            release
+                .arg(RELEASE_CLAIM)
+                .arg(1)
+                .arg(self.keys.owner())
+                .arg(self.keys.instance_hex());
+            left += usize::from(self.conn.command(&release, deadline).await.is_err());
+        }
+        let mut unregister = redis::cmd("DEL");
+        unregister.arg(self.keys.registration());
+        left += usize::from(self.conn.command(&unregister, deadline).await.is_err());
+        left
     }
 
     /// Starts a refresh of the server's free memory if the figures are old.
@@ -516,14 +648,16 @@ impl Inner {
         }
         let inner = Arc::clone(self);
         self.runtime.spawn(async move {
-            let infos = read_info(&inner.conn, &inner.traffic).await.unwrap_or_default();
+            let infos = read_info(&inner.conn, &inner.traffic, inner.deadline())
+                .await
+                .unwrap_or_default();
             if infos.iter().any(ServerInfo::may_evict) && !inner.config.allow_eviction {
                 tracing::warn!(
                     server = %inner.config.redacted_url(),
                     "the server's maxmemory-policy was changed to one that may evict pages"
                 );
             }
-            let live = inner.slots().table.live();
+            let live = inner.slots().live();
             inner.space.update(&infos, live);
         });
     }
@@ -531,25 +665,26 @@ impl Inner {
     /// A cheap estimate of the bytes of pages a backup may still take.
     pub(crate) fn bytes_avail(self: &Arc<Self>) -> u64 {
         self.refresh_space_if_stale();
-        let s = self.slots();
-        let live = s.table.live();
+        let live = self.slots().live();
+        let pending = lock(&self.pending).len() as u64;
         let quota = self
             .config
             .limit
-            .map_or(u64::MAX, |l| (l / PAGE_SIZE as u64).saturating_sub(live));
-        drop(s);
+            .map_or(u64::MAX, |l| (l / PAGE_SIZE as u64).saturating_sub(live + pending));
         quota.min(self.space.free_pages(live)).saturating_mul(PAGE_SIZE as u64)
     }
 
     /// The backend's counters.
     pub(crate) fn stats(&self) -> BackupStats {
         let stored = self.stored.load(Ordering::Relaxed);
-        let metadata = self.slots().table.metadata_bytes();
+        let metadata = self.slots().metadata_bytes();
+        let pending = lock(&self.pending).len() as u64;
         let mut stats = BackupStats::default();
         stats.stored_pages = stored;
         stats.original_bytes = stored * PAGE_SIZE as u64;
         stats.stored_bytes = stored * self.format.len() as u64;
         stats.memory_used = metadata;
+        stats.unreleased_bytes = pending * self.format.len() as u64;
         stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);
         stats.failed_restores = self.failed_restores.load(Ordering::Relaxed);
         stats.io_path = Some(if self.conn.is_cluster() {
@@ -571,9 +706,76 @@ impl Inner {
     }
 }
 
+/// Locks `m`, a list that stays consistent whatever panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The `INFO` figures of the server, or of every master of a cluster.
-async fn read_info(conn: &Conn, traffic: &Traffic) -> redis::RedisResult<Vec<ServerInfo>> {
-    Ok(conn.info(traffic).await?.iter().map(|t| ServerInfo::parse(t)).collect())
+async fn read_info(conn: &Conn, traffic: &Traffic, deadline: Instant) -> redis::RedisResult<Vec<ServerInfo>> {
+    Ok(conn
+        .info(traffic, deadline)
+        .await?
+        .iter()
+        .map(|t| ServerInfo::parse(t))
+        .collect())
+}
+
+/// Registers a new instance on the server (`PREFIX:IID`, `SET NX`, drawing
+/// ids until one is free) and, for a named prefix without `attach`, claims
+/// the prefix (`PREFIX:owner`, `SET NX`). The keys, and whether it claimed.
+async fn register(conn: &Conn, config: &RedisConfig, deadline: Instant) -> Result<(Keys, bool), BackupError> {
+    let op = Operation::Open;
+    let failed = |e: redis::RedisError| crate::error::client_error(config, op, &e);
+    let set_nx = |key: String, value: String| {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX");
+        cmd
+    };
+    let mut registered = None;
+    for _ in 0..REGISTER_ATTEMPTS {
+        let keys = Keys::new(config.prefix.as_deref(), random_u64());
+        let what = format!("pagebackup instance of process {}", std::process::id());
+        if conn
+            .command(&set_nx(keys.registration(), what), deadline)
+            .await
+            .map_err(failed)?
+            == Value::Okay
+        {
+            registered = Some(keys);
+            break;
+        }
+    }
+    let keys = registered.ok_or_else(|| {
+        io_error(
+            config,
+            op,
+            io::ErrorKind::AlreadyExists,
+            &format!("no free instance id under the prefix after {REGISTER_ATTEMPTS} draws"),
+        )
+    })?;
+    if config.prefix.is_none() || config.attach {
+        return Ok((keys, false));
+    }
+    let claim = conn.command(&set_nx(keys.owner(), keys.instance_hex()), deadline).await;
+    if claim.as_ref().is_ok_and(|v| *v == Value::Okay) {
+        return Ok((keys, true));
+    }
+    let mut unregister = redis::cmd("DEL");
+    unregister.arg(keys.registration());
+    let _ = conn.command(&unregister, deadline).await;
+    claim.map_err(failed)?;
+    Err(BackupError::InvalidInput {
+        origin: Origin::new(NAME, op),
+        detail: format!(
+            "the prefix {:?} on {} is in use by another instance (its key {} exists): open with another \
+             prefix, or with attach=on to share it (each instance still reads only its own pages); a key \
+             left by a process that died can also be deleted by hand",
+            keys.prefix(),
+            config.redacted_url(),
+            keys.owner()
+        ),
+    })
 }
 
 /// Refuses a server the backend must not use as configured.

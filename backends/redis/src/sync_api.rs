@@ -4,6 +4,7 @@
 //! runtime.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pagebackup_core::{
     BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Page, Result,
@@ -14,8 +15,12 @@ use crate::raw::check_batch_lengths;
 use crate::{NAME, RedisBackend};
 
 impl RedisBackend {
+    /// Waits for `fut` on the backend's runtime: at most the timeout and a
+    /// second for scheduling (the calls bound their own round trips by the
+    /// timeout; this only guards against a runtime that stopped serving).
     fn wait<T: Send + 'static>(&self, op: Operation, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
-        wait_on(&self.inner.runtime, fut, None).ok_or_else(|| stopped(&self.inner.config, op))
+        let limit = self.inner.config.timeout + Duration::from_secs(1);
+        wait_on(&self.inner.runtime, fut, Some(limit)).ok_or_else(|| stopped(&self.inner.config, op))
     }
 
     fn backup_batch(&self, op: Operation, pages: &[&Page], handles: &mut Vec<Handle>) -> Result<(), BatchError> {
@@ -53,9 +58,9 @@ impl RedisBackend {
     fn drop_batch(&self, op: Operation, handles: &[Handle]) -> Result<(), BatchError> {
         let prepared = self.inner.prepare_drop(op, handles);
         match self.inner.blocking() {
-            true => self.inner.drop_blocking(op, prepared),
+            true => self.inner.drop_blocking(prepared),
             false => self
-                .wait(op, Arc::clone(&self.inner).run_drop(op, prepared))
+                .wait(op, Arc::clone(&self.inner).run_drop(prepared))
                 .map_err(|error| BatchError { completed: 0, error })?,
         }
     }

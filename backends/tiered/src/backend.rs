@@ -152,6 +152,9 @@ pub(crate) struct Shared {
     pub(crate) failed_restores: AtomicU64,
     pub(crate) failed_releases: AtomicU64,
     pub(crate) writeback_pages: AtomicU64,
+    /// Copies the table no longer maps whose release failed, by tier:
+    /// retried after every policy run and writeback until they are freed.
+    pub(crate) unreleased: Mutex<Vec<(usize, Handle)>>,
 }
 
 /// A backend over an ordered list of backends, the first the fastest:
@@ -184,6 +187,14 @@ pub(crate) struct Shared {
 /// - `NoSpace` from a lower tier stops moves, not backups. A move in flight
 ///   holds its page in both tiers for a moment, so with every tier full a
 ///   backup may see `NoSpace` that a moment later would have fit.
+/// - A tier failing a backup with `Io` (a cold tier's disk or server) is
+///   passed over as a full one is: the page goes to the next tier that
+///   takes it, past its budget if need be, and the backup fails only if no
+///   tier does (with the last error). A `writeback` backup then stays
+///   above; the policy moves the page down once the tier below works again.
+/// - A copy left above after a move whose release (its drop in the tier
+///   above) failed is released again after every later policy run or
+///   writeback until it is freed; each failure counts in `failed_releases`.
 ///
 /// Dropping the backend stops its policy thread.
 pub struct Tiered {
@@ -233,6 +244,7 @@ impl Tiered {
             failed_restores: AtomicU64::new(0),
             failed_releases: AtomicU64::new(0),
             writeback_pages: AtomicU64::new(0),
+            unreleased: Mutex::new(Vec::new()),
         });
         let worker = auto.map(|interval| Worker::start(Arc::clone(&shared), interval));
         Ok(Tiered { shared, worker })
@@ -356,9 +368,9 @@ impl Shared {
     }
 
     /// Places a backup: the last tier first for `writeback`, else the first
-    /// tier with room under its budget; then, past `NoSpace`, the tiers
-    /// skipped for want of room, in the same order. The last error if none
-    /// takes it.
+    /// tier with room under its budget; past a tier failing with `NoSpace`
+    /// or `Io`, the next; then the tiers skipped for want of room, in the
+    /// same order. The last error if none takes it.
     fn place(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Entry> {
         let count = self.tiers.len();
         let preferred = (0..count).map(|k| if flags.writeback { (k + count - 1) % count } else { k });
@@ -368,7 +380,7 @@ impl Shared {
             match self.store_in(index, page, idx, flags, Some(1.0)) {
                 Ok(Some(entry)) => return Ok(self.placed(entry)),
                 Ok(None) => skipped |= 1 << index,
-                Err(e) if e.kind() == ErrorKind::NoSpace => error = Some(e),
+                Err(e) if falls_through(&e) => error = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -376,7 +388,7 @@ impl Shared {
             match self.store_in(index, page, idx, flags, None) {
                 Ok(Some(entry)) => return Ok(self.placed(entry)),
                 Ok(None) => unreachable!("a store without a bound always has room"),
-                Err(e) if e.kind() == ErrorKind::NoSpace => error = Some(e),
+                Err(e) if falls_through(&e) => error = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -416,12 +428,33 @@ impl Shared {
         }
     }
 
-    /// Drops a copy the table no longer maps (after a move or a lost race).
+    /// Drops a copy the table no longer maps (after a move or a lost race);
+    /// a copy whose drop fails is kept for [`retry_releases`](Self::retry_releases).
     pub(crate) fn release_inner(&self, tier: usize, inner: Handle) {
-        self.tiers[tier].vacate();
-        if self.tiers[tier].backend.drop_handle(inner).is_err() {
+        if !self.try_release(tier, inner) {
             self.failed_releases.fetch_add(1, Ordering::Relaxed);
+            lock(&self.unreleased).push((tier, inner));
         }
+    }
+
+    /// Drops the copy `inner` of tier `tier`: whether it is gone (dropped
+    /// now, or already, which `InvalidHandle` says).
+    fn try_release(&self, tier: usize, inner: Handle) -> bool {
+        self.tiers[tier].vacate();
+        match self.tiers[tier].backend.drop_handle(inner) {
+            Ok(()) => true,
+            Err(e) => e.kind() == ErrorKind::InvalidHandle,
+        }
+    }
+
+    /// Drops again the copies whose release failed; those that fail again
+    /// stay for the next time.
+    pub(crate) fn retry_releases(&self) {
+        let unreleased = std::mem::take(&mut *lock(&self.unreleased));
+        let left = unreleased
+            .into_iter()
+            .filter(|&(tier, inner)| !self.try_release(tier, inner));
+        lock(&self.unreleased).extend(left.collect::<Vec<_>>());
     }
 
     fn backup(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
@@ -605,6 +638,18 @@ impl Shared {
             backend: tier.backend.stats(),
         }
     }
+}
+
+/// Whether a backup that failed so in one tier is tried in the others: a
+/// full tier (`NoSpace`) or a failing one (`Io`, a cold tier's device or
+/// server) does not fail a backup that another tier can hold.
+fn falls_through(e: &BackupError) -> bool {
+    matches!(e.kind(), ErrorKind::NoSpace | ErrorKind::Io)
+}
+
+/// Locks `m`, a list that stays consistent whatever panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl BackupBackend for Tiered {

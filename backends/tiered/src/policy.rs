@@ -72,9 +72,11 @@ impl Shared {
         self.finish(report)
     }
 
-    /// Ends a policy run or writeback: each tier pages left since the last
-    /// gets its maintenance, and the run's stop is kept for the state.
+    /// Ends a policy run or writeback: copies whose release failed are
+    /// released again, each tier pages left since the last gets its
+    /// maintenance, and the run's stop is kept for the state.
     fn finish(&self, report: PolicyReport) -> PolicyReport {
+        self.retry_releases();
         for tier in self.tiers.iter().filter(|t| t.vacated.swap(false, Ordering::Relaxed)) {
             match &tier.maintenance {
                 Some(maintenance) => maintenance(),

@@ -1,11 +1,15 @@
 //! Faults on each tier, injected by the fault layer under the tiered
 //! backend: moves that fail, restores that are interrupted, a lower tier
-//! that is full. Every page is verified, and nothing is held after all drops.
+//! that is full or fails its writes, an upper tier whose drops fail. Every page is verified, and nothing is held after all drops.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pagebackup_core::layers::{FaultConfig, FaultInjection};
-use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page};
+use pagebackup_core::{
+    BackupBackend, BackupError, BackupFlags, BackupStats, ErrorKind, Handle, Interrupt, MemoryBackend, Operation,
+    Origin, PAGE_SIZE, Page,
+};
 use pagebackup_testkit::PageSpec;
 use pagebackup_tiered::{Stop, Tier, Tiered, TieredConfig, WritebackFilter};
 
@@ -156,5 +160,112 @@ fn a_full_tier_everywhere_gives_no_space_and_holds_nothing_for_it() {
         "a failed backup keeps no reservation"
     );
     verify_all(&t, &pages);
+    drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
+}
+
+/// A memory backend whose drops fail with `Io` while `failing` is set.
+#[derive(Debug, Default)]
+struct FailingDrops {
+    inner: MemoryBackend,
+    failing: AtomicBool,
+}
+
+impl BackupBackend for FailingDrops {
+    fn name(&self) -> &'static str {
+        "failing-drops"
+    }
+
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        self.inner.backup_page(page, idx, flags)
+    }
+
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        self.inner.copy_page(dst, handle, intr)
+    }
+
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(BackupError::Io {
+                origin: Origin::new("failing-drops", Operation::DropHandle),
+                source: std::io::Error::other("injected drop failure"),
+            });
+        }
+        self.inner.drop_handle(handle)
+    }
+
+    fn bytes_avail(&self) -> u64 {
+        self.inner.bytes_avail()
+    }
+
+    fn stats(&self) -> BackupStats {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn copies_whose_release_failed_above_are_released_by_later_runs() {
+    let upper = Arc::new(FailingDrops::default());
+    let lower = faulty(FaultConfig::none(9), None);
+    let t = Tiered::new(
+        vec![
+            Tier::new(Arc::clone(&upper)).with_budget(64 * PAGE),
+            Tier::new(Arc::clone(&lower)),
+        ],
+        TieredConfig::new().with_auto(None),
+    )
+    .unwrap();
+    let pages = backup_all(&t, 5, 8);
+    upper.failing.store(true, Ordering::Relaxed);
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 8);
+    assert_eq!(t.tier_stats()[0].pages, 0);
+    assert_eq!(upper.stats().stored_pages, 8, "the moved pages' copies are still above");
+    assert_eq!(t.stats().failed_releases, 8);
+    // Still failing: the copies stay listed, and are tried again.
+    t.run_policy_step();
+    assert_eq!(upper.stats().stored_pages, 8);
+    assert_eq!(t.stats().failed_releases, 8, "a retry is not a new failed release");
+    upper.failing.store(false, Ordering::Relaxed);
+    t.run_policy_step();
+    assert_eq!(upper.stats().stored_pages, 0, "a later run released the copies");
+    verify_all(&t, &pages);
+    for &(h, _) in &pages {
+        t.drop_handle(h).unwrap();
+    }
+    assert_eq!((upper.stats().stored_pages, lower.inner().stats().stored_pages), (0, 0));
+}
+
+#[test]
+fn a_cold_tier_failing_writes_does_not_fail_backups_another_tier_can_hold() {
+    let mut config = FaultConfig::none(10);
+    config.backup_failure_rate = 1.0;
+    config.backup_failure = ErrorKind::Io;
+    let upper = faulty(FaultConfig::none(11), None);
+    let lower = faulty(config, None);
+    let t = tiered(&upper, &lower, 4);
+    // Past the budget above, and sent to the last tier: both stay above.
+    let mut pages = Vec::new();
+    for i in 0..8 {
+        let spec = PageSpec::mixed(6, i);
+        let flags = if i % 2 == 0 {
+            BackupFlags::NONE
+        } else {
+            BackupFlags::WRITEBACK
+        };
+        pages.push((t.backup_page(&spec.page(), i, flags).unwrap(), spec));
+    }
+    let s = t.tier_stats();
+    assert_eq!((s[0].pages, s[1].pages), (8, 0));
+    verify_all(&t, &pages);
+    // With every tier failing, the backup fails with the error.
+    let mut config = FaultConfig::none(12);
+    config.backup_failure_rate = 1.0;
+    config.backup_failure = ErrorKind::Io;
+    let failing_above = faulty(config, None);
+    let t2 = tiered(&failing_above, &lower, 4);
+    let err = t2
+        .backup_page(&PageSpec::mixed(6, 99).page(), 0, BackupFlags::NONE)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(t2.stats().stored_pages, 0);
     drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
 }

@@ -38,7 +38,7 @@ impl AsyncCheck {
     pub fn run(self, subject: &AsyncSubject) {
         if let AsyncCheck::Sync(check) = self {
             let runtime = match check {
-                Check::Threads => Flavor::MultiThread.runtime(),
+                Check::Threads | Check::RacingRestores => Flavor::MultiThread.runtime(),
                 _ => one_blocking_thread(),
             };
             return check.run(&subject.sync_view(runtime.handle().clone()));

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pagebackup_core::{BackupBackend, BackupFlags, BatchError, Handle, Page};
+use pagebackup_redis::RedisBackend;
+use pagebackup_testkit::{PageClass, PageSpec};
+
 /// The environment variable that names a server the tests may share.
 pub const URL_VAR: &str = "PAGEBACKUP_REDIS_URL";
 
@@ -85,13 +89,25 @@ impl Server {
         cli(self.port, args)
     }
 
-    /// Kills the server with SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        let pid = self
-            .cli(&["INFO", "server"])
+    /// The server's process id.
+    pub fn pid(&self) -> String {
+        self.cli(&["INFO", "server"])
             .lines()
             .find_map(|l| l.trim().strip_prefix("process_id:").map(str::to_string))
-            .expect("INFO server gives the process id");
+            .expect("INFO server gives the process id")
+    }
+
+    /// Stops the server with SIGSTOP (it keeps its connections and answers
+    /// nothing) until the returned guard is dropped, which sends SIGCONT.
+    pub fn stop(&self) -> Stopped {
+        let pid = self.pid();
+        Command::new("kill").args(["-STOP", &pid]).status().expect("kill runs");
+        Stopped { pid }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let pid = self.pid();
         Command::new("kill").args(["-9", &pid]).status().expect("kill runs");
         if let Some(mut guard) = self.guard.take() {
             if let Some(mut stdin) = guard.stdin.take() {
@@ -104,6 +120,17 @@ impl Server {
     /// Starts the server again on the same port, directory and options.
     pub fn restart(&mut self) {
         self.launch();
+    }
+}
+
+/// A server stopped by [`Server::stop`]; dropping this resumes it.
+pub struct Stopped {
+    pid: String,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.pid]).status();
     }
 }
 
@@ -168,4 +195,56 @@ pub fn shared_url(test: &str) -> Option<String> {
     let shared = SHARED
         .get_or_init(|| Server::start(test, &["--maxmemory", "256mb"]).map(|s| (s.url(), std::sync::Mutex::new(s))));
     shared.as_ref().map(|(url, _)| url.clone())
+}
+
+/// The seed of the pages the tests back up.
+const SEED: u64 = 0xfa11;
+
+/// `n` random pages from index `from`, with their specs.
+pub fn pages(from: u64, n: u64) -> Vec<(PageSpec, Box<Page>)> {
+    (from..from + n)
+        .map(|i| {
+            let spec = PageSpec::new(SEED, i, PageClass::Random);
+            (spec, spec.page())
+        })
+        .collect()
+}
+
+/// Backs up `n` pages from index `from` in one batch: the handles and specs
+/// of those that were backed up, and the batch's error.
+pub fn backup_batch(b: &RedisBackend, from: u64, n: u64) -> (Vec<(Handle, PageSpec)>, Option<BatchError>) {
+    let batch = pages(from, n);
+    let refs: Vec<&Page> = batch.iter().map(|(_, p)| &**p).collect();
+    let mut handles = Vec::new();
+    let result = BackupBackend::backup_pages(b, &refs, from, BackupFlags::NONE, &mut handles);
+    if let Err(e) = &result {
+        assert_eq!(handles.len(), e.completed, "one handle per completed page: {e}");
+    }
+    let done = handles.into_iter().zip(batch.iter().map(|&(s, _)| s)).collect();
+    (done, result.err())
+}
+
+/// Restores every page of `live` in one batch and checks its bytes.
+pub fn verify(b: &RedisBackend, live: &[(Handle, PageSpec)]) {
+    let handles: Vec<Handle> = live.iter().map(|&(h, _)| h).collect();
+    let mut dsts = Page::new_boxed_slice(live.len());
+    let mut refs: Vec<&mut Page> = dsts.iter_mut().collect();
+    BackupBackend::copy_pages(b, &handles, &mut refs, None).unwrap_or_else(|e| panic!("restore: {e}"));
+    for (dst, (_, spec)) in dsts.iter().zip(live) {
+        spec.verify(dst).unwrap_or_else(|m| panic!("wrong bytes: {m}"));
+    }
+}
+
+/// The number of keys on the server.
+pub fn dbsize(server: &Server) -> u64 {
+    server.cli(&["DBSIZE"]).trim().parse().expect("DBSIZE is a number")
+}
+
+/// Polls `cond` for up to 5 s (cleanups of failed backups run in the background).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
