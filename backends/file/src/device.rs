@@ -76,11 +76,15 @@ impl FileDevice {
     }
 }
 
-impl Device for FileDevice {
+// SAFETY: a call touches only its runs' pages (through positioned syscalls
+// or io_uring operations it waits for before returning) and the file's and
+// staging buffer's slots it is given; a staged page is copied in and out
+// under the staging lock.
+unsafe impl Device for FileDevice {
     /// A single page is staged (the caller's page is free at once), after
     /// the staged pages are written if 64 are; anything larger is written
     /// straight from the caller's pages, whatever is staged.
-    fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         if let [run] = runs
             && let [page] = run.pages
         {
@@ -96,7 +100,7 @@ impl Device for FileDevice {
         self.io.write(self.fd(), &runs)
     }
 
-    fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         if self.staging.len() == 0 {
             let mut file_runs: Vec<io::ReadRun<'_, '_>> = runs
                 .iter_mut()
@@ -129,7 +133,7 @@ impl Device for FileDevice {
         Ok(())
     }
 
-    fn release(&self, slot: u32, count: u32) -> std::io::Result<()> {
+    unsafe fn release(&self, slot: u32, count: u32) -> std::io::Result<()> {
         self.staging.discard(slot..slot + count);
         self.file.punch_hole(u64::from(slot) * PAGE, u64::from(count) * PAGE)
     }

@@ -186,7 +186,7 @@ impl<D: Device> SlotStore<D> {
                     pages: these,
                 });
             }
-            if let Err(RunError { done, error }) = self.devices[segment.shard].read(&mut runs) {
+            if let Err(RunError { done, error }) = self.read_pinned(segment.shard, &mut runs) {
                 stop = Some(BatchError {
                     completed: segment.runs[done].start,
                     error: self.io_error(op, error),
