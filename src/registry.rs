@@ -137,7 +137,13 @@ pub(crate) fn open_tiered(params: &[(&str, &str)]) -> Result<pagebackup_tiered::
             spec: redact_passwords(spec),
             source: Box::new(source),
         })?;
-        Ok::<_, OpenError>(Tier::new(backend))
+        // The tier's own maintenance (a compressed tier compacts) once pages
+        // left it; a failure only leaves space unclaimed until the next run.
+        let backend: std::sync::Arc<dyn pagebackup_core::BackupBackend> = backend.into();
+        let maintained = std::sync::Arc::clone(&backend);
+        Ok::<_, OpenError>(Tier::new(backend).with_maintenance(move || {
+            let _ = maintained.maintain();
+        }))
     })?;
     Ok(Tiered::new(tiers, config)?)
 }

@@ -36,8 +36,7 @@ pub struct Tier {
     pub(crate) average_cost: AtomicU64,
     /// Whether the backend tells its pages' sizes.
     pub(crate) sizes_known: AtomicBool,
-    /// Run after a policy step when pages left the tier since the last, in
-    /// place of the backend's `maintain`.
+    /// Run after a policy step when pages left the tier since the last.
     pub(crate) maintenance: Option<Box<dyn Fn() + Send + Sync>>,
     /// Pages left the tier (moved or dropped) since maintenance last ran.
     pub(crate) vacated: AtomicBool,
@@ -69,9 +68,9 @@ impl Tier {
     }
 
     /// With `maintenance` run by the policy after a step when pages left the
-    /// tier since the last one, instead of the backend's own
-    /// [`maintain`](BackupBackend::maintain) (the compaction of a compressed
-    /// arena, for one). The policy thread, or the caller of
+    /// tier since the last one: for a backend whose space comes back only
+    /// when asked, its [`maintain`](BackupBackend::maintain) (the compaction
+    /// of a compressed arena, for one). The policy thread, or the caller of
     /// [`Tiered::run_policy_step`], runs it.
     pub fn with_maintenance(mut self, maintenance: impl Fn() + Send + Sync + 'static) -> Self {
         self.maintenance = Some(Box::new(maintenance));
@@ -97,7 +96,7 @@ impl Tier {
 
     /// Notes that a page left the tier (one shared write per maintenance run).
     fn vacate(&self) {
-        if !self.vacated.load(Ordering::Relaxed) {
+        if self.maintenance.is_some() && !self.vacated.load(Ordering::Relaxed) {
             self.vacated.store(true, Ordering::Relaxed);
         }
     }

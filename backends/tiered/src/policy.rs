@@ -77,14 +77,11 @@ impl Shared {
     /// maintenance, and the run's stop is kept for the state.
     fn finish(&self, report: PolicyReport) -> PolicyReport {
         self.retry_releases();
-        for tier in self.tiers.iter().filter(|t| t.vacated.swap(false, Ordering::Relaxed)) {
-            match &tier.maintenance {
-                Some(maintenance) => maintenance(),
-                // A failed maintenance only leaves space unclaimed until the
-                // next run; every page stays where it is.
-                None => {
-                    let _ = tier.backend.maintain();
-                }
+        for tier in self.tiers.iter() {
+            if let Some(maintenance) = &tier.maintenance
+                && tier.vacated.swap(false, Ordering::Relaxed)
+            {
+                maintenance();
             }
         }
         *self.last_stop.lock().unwrap_or_else(PoisonError::into_inner) = report.stopped;
