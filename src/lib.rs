@@ -36,6 +36,7 @@
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "async")]
 mod async_open;
@@ -43,12 +44,11 @@ mod error;
 mod registry;
 
 pub use error::OpenError;
-pub use pagebackup_core::raw::params::parse_size;
 // The user contract, by name; what backend authors need is in `raw`.
 pub use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Counts, ErrorKind, Handle, Interrupt,
     MemoryBackend, Operation, Origin, PAGE_SIZE, Page, PageArray, PageCastError, PageState, PageWord, Result, Slot,
-    forward_backend, layers, raw,
+    layers, raw,
 };
 
 /// The async API (feature `async`): the trait, the adapter and the async page array.

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagebackup_core::raw::{HandleCodec, Shards};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, Result,
+    BackupBackend, BackupError, BackupFlags, BackupStats, ErrorKind, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
+    Page, Result,
 };
 
 use crate::arena::{self, CHUNK, HEADER};
@@ -319,7 +320,12 @@ impl CompressedBackend {
             out[a.len()..].copy_from_slice(b);
             return Ok(());
         }
-        self.codec.decompress((a, b), dst).map_err(|e| self.corrupt(handle, e))
+        self.codec.decompress((a, b), dst).map_err(|e| BackupError::Caused {
+            origin: Origin::new(NAME, Operation::CopyPage),
+            kind: ErrorKind::Corrupt,
+            detail: format!("stored copy of handle {handle} is corrupt"),
+            source: Box::new(e),
+        })
     }
 }
 
@@ -382,6 +388,12 @@ impl BackupBackend for CompressedBackend {
             }),
             _ => None,
         }
+    }
+
+    /// [`compact`](CompressedBackend::compact).
+    fn maintain(&self) -> Result<()> {
+        self.compact();
+        Ok(())
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {

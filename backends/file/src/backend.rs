@@ -5,7 +5,7 @@ use std::path::Path;
 
 use pagebackup_core::raw::seal::MaybeSealed;
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result};
 
 use crate::device::FileDevice;
 use crate::{FileConfig, NAME};
@@ -68,7 +68,13 @@ pub struct FileBackend {
     store: SlotStore<MaybeSealed<FileDevice>>,
 }
 
-forward_backend!(impl[] FileBackend => |s| s.store);
+/// Every operation is the slot store's.
+impl pagebackup_core::layers::Layer for FileBackend {
+    type Inner = SlotStore<MaybeSealed<FileDevice>>;
+    fn inner(&self) -> &Self::Inner {
+        &self.store
+    }
+}
 
 impl FileBackend {
     /// A backend with `config`. A `max_size` below one page or above the

@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
 use pagebackup_core::raw::seal::{MaybeSealed, SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result};
+
+use rustix::fs::{Mode, OFlags};
 
 use crate::device::MemfdDevice;
 
@@ -191,7 +193,13 @@ pub struct ShmemBackend {
     store: SlotStore<MaybeSealed<MemfdDevice>>,
 }
 
-forward_backend!(impl[] ShmemBackend => |s| s.store);
+/// Every operation is the slot store's.
+impl pagebackup_core::layers::Layer for ShmemBackend {
+    type Inner = SlotStore<MaybeSealed<MemfdDevice>>;
+    fn inner(&self) -> &Self::Inner {
+        &self.store
+    }
+}
 
 impl ShmemBackend {
     /// A backend with the default settings.
@@ -254,10 +262,37 @@ impl ShmemBackend {
         self.store.capacity_pages() * PAGE
     }
 
-    /// The backend's memfds, one per shard, for inspection (`fstat`, seals).
-    /// Writing to one changes backed-up pages (detected with `checksum`);
-    /// they cannot be shrunk or grown (sealed).
-    pub fn memfds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+    /// The backend's memfds, one per shard, for inspection (`fstat`, seals),
+    /// each opened anew read-only through `/proc/self/fd`: they cannot write,
+    /// punch holes or map the pages writable, so holding them cannot change
+    /// a page a restore is copying. (An error if `/proc` is not mounted.)
+    pub fn memfds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.store
+            .devices()
+            .map(|d| {
+                let path = format!("/proc/self/fd/{}", d.inner().memfd().as_raw_fd());
+                Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
+            })
+            .collect()
+    }
+
+    /// The backend's own memfds, one per shard, writable. They cannot be
+    /// shrunk or grown (sealed); a write changes backed-up pages (which a
+    /// restore then gives as `Corrupt` with `checksum`, or as changed bytes).
+    ///
+    /// ```compile_fail,E0133
+    /// let backend = pagebackup_shmem::ShmemBackend::new().unwrap();
+    /// // error[E0133]: call to unsafe function requires unsafe block
+    /// let fd = backend.writable_memfds().next();
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write through them (`write`, `fallocate`, a writable
+    /// mapping) while a call of this backend copies the pages written: a
+    /// restore copies out of a shared mapping of the memfd, and a
+    /// concurrent change of memory being copied is a data race.
+    pub unsafe fn writable_memfds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
         self.store.devices().map(|d| d.inner().memfd())
     }
 

@@ -37,6 +37,8 @@
 //! # Ok::<(), pagebackup_core::BackupError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod backend;
 mod config;
 mod policy;

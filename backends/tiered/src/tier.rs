@@ -55,8 +55,8 @@ impl Tier {
 
     /// With `maintenance` run by the policy after a step when pages left the
     /// tier since the last one: for a backend whose space comes back only
-    /// when asked (compaction of a compressed arena, release of deferred
-    /// slots). The policy thread, or the caller of
+    /// when asked, its [`maintain`](BackupBackend::maintain) (the compaction
+    /// of a compressed arena, for one). The policy thread, or the caller of
     /// [`Tiered::run_policy_step`], runs it.
     pub fn with_maintenance(mut self, maintenance: impl Fn() + Send + Sync + 'static) -> Self {
         self.maintenance = Some(Box::new(maintenance));

@@ -24,6 +24,8 @@
 //! # }).unwrap();
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod adapter;
 mod backend;
 mod blocking;

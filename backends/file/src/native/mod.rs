@@ -101,11 +101,8 @@ impl AsyncFileBackend {
         let drivers = store
             .devices()
             .map(|d| Driver::new(d.inner().file.fd()))
-            .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(|detail| BackupError::Unsupported {
-                origin: Origin::new(crate::NAME, Operation::Open),
-                detail,
-            })?;
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(crate::uring::Unavailable::into_error)?;
         Ok(AsyncFileBackend {
             inner: Arc::new(Inner {
                 store: Arc::new(store),

@@ -192,15 +192,20 @@ impl<D: Device> MaybeSealed<D> {
     }
 }
 
-impl<D: Device> Device for MaybeSealed<D> {
-    fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-        self.device().write(runs)
+// SAFETY: every call goes to the one device inside, which keeps the
+// contract; the caller's promises pass through unchanged.
+unsafe impl<D: Device> Device for MaybeSealed<D> {
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's promise for these runs is the inner device's.
+        unsafe { self.device().write(runs) }
     }
-    fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        self.device().read(runs)
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's promise for these runs is the inner device's.
+        unsafe { self.device().read(runs) }
     }
-    fn release(&self, slot: u32, count: u32) -> std::io::Result<()> {
-        self.device().release(slot, count)
+    unsafe fn release(&self, slot: u32, count: u32) -> std::io::Result<()> {
+        // SAFETY: the caller's promise for these slots is the inner device's.
+        unsafe { self.device().release(slot, count) }
     }
     fn writeback(&self, slot: u32, count: u32) -> u64 {
         self.device().writeback(slot, count)

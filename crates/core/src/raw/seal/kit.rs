@@ -346,8 +346,11 @@ impl<D: Device> SealedDevice<D> {
     }
 }
 
-impl<D: Device> Device for SealedDevice<D> {
-    fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+// SAFETY: a sealed device writes the same slots the caller gave, through
+// its own bounce buffer, and reads into the caller's pages only after the
+// inner device filled them: it passes the caller's promises on unchanged.
+unsafe impl<D: Device> Device for SealedDevice<D> {
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         let (counters, worn) = self.take_counters(runs);
         let runs = &runs[..worn.as_ref().map_or(runs.len(), |w| w.done)];
         let mut bounce = BOUNCE.take();
@@ -374,7 +377,8 @@ impl<D: Device> Device for SealedDevice<D> {
                 }
             })
             .collect();
-        let written = self.inner.write(&sealed_runs);
+        // SAFETY: the same slots as the caller's runs, under the caller's promise.
+        let written = unsafe { self.inner.write(&sealed_runs) };
         drop(sealed_runs);
         drop(sealed);
         if bounce.len() <= BOUNCE_KEPT {
@@ -392,8 +396,9 @@ impl<D: Device> Device for SealedDevice<D> {
         worn.map_or(Ok(()), Err)
     }
 
-    fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        self.inner.read(runs)?;
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's runs, under the caller's promise.
+        unsafe { self.inner.read(runs) }?;
         let seals: Vec<SlotSeal> = {
             let slots = self.slots();
             runs.iter()
@@ -420,14 +425,15 @@ impl<D: Device> Device for SealedDevice<D> {
         Ok(())
     }
 
-    fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+    unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         // Counters stay: the slot's next write takes the next one. The tags
         // go, so that nothing of a dropped slot authenticates.
         let start = slot as usize;
         if let Some(span) = self.slots().get_mut(start..start + count as usize) {
             span.iter_mut().for_each(|s| s.tag = Tag::default());
         }
-        self.inner.release(slot, count)
+        // SAFETY: the caller's slots, under the caller's promise.
+        unsafe { self.inner.release(slot, count) }
     }
 
     fn writeback(&self, slot: u32, count: u32) -> u64 {
@@ -466,6 +472,25 @@ mod tests {
 
     use super::*;
 
+    /// The device calls of these tests: one thread, slots the test owns,
+    /// nothing written while it is read.
+    trait TestCalls: Device {
+        fn test_write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+            // SAFETY: see the trait: the test owns the slots, one call at a time.
+            unsafe { self.write(runs) }
+        }
+        fn test_read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+            // SAFETY: see the trait.
+            unsafe { self.read(runs) }
+        }
+        fn test_release(&self, slot: u32, count: u32) -> io::Result<()> {
+            // SAFETY: see the trait.
+            unsafe { self.release(slot, count) }
+        }
+    }
+
+    impl<D: Device> TestCalls for D {}
+
     /// Slots in memory; every page written is also kept in `log`.
     #[derive(Debug, Default)]
     struct MemDevice {
@@ -488,8 +513,9 @@ mod tests {
         }
     }
 
-    impl Device for MemDevice {
-        fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+    // SAFETY: a test device of plain memory behind a lock: any call is sound.
+    unsafe impl Device for MemDevice {
+        unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
             let mut slots = self.slots.lock().unwrap();
             for run in runs {
                 for (slot, page) in (run.slot as usize..).zip(run.pages) {
@@ -502,7 +528,7 @@ mod tests {
             }
             Ok(())
         }
-        fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
             let slots = self.slots.lock().unwrap();
             for run in runs {
                 for (slot, dst) in (run.slot as usize..).zip(run.pages.iter_mut()) {
@@ -511,7 +537,7 @@ mod tests {
             }
             Ok(())
         }
-        fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+        unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
             let mut slots = self.slots.lock().unwrap();
             for s in slots.iter_mut().skip(slot as usize).take(count as usize) {
                 *s = Page::zeroed();
@@ -534,7 +560,7 @@ mod tests {
     }
 
     fn write(dev: &SealedDevice<impl Device>, slot: u32, page: &Page) -> Result<(), RunError> {
-        dev.write(&[WriteRun {
+        dev.test_write(&[WriteRun {
             slot,
             pages: &[page],
             resident: false,
@@ -544,7 +570,7 @@ mod tests {
     /// The page read from `slot`, or the read's error.
     fn read(dev: &SealedDevice<impl Device>, slot: u32) -> Result<Page, RunError> {
         let mut out = page(0xee);
-        dev.read(&mut [ReadRun {
+        dev.test_read(&mut [ReadRun {
             slot,
             pages: &mut [&mut out],
         }])?;
@@ -556,7 +582,7 @@ mod tests {
     fn assert_unauthentic(dev: &SealedDevice<impl Device>, slot: u32) {
         let mut out = page(0xee);
         let error = dev
-            .read(&mut [ReadRun {
+            .test_read(&mut [ReadRun {
                 slot,
                 pages: &mut [&mut out],
             }])
@@ -612,7 +638,7 @@ mod tests {
         let dev = sealed(&SealKey::random().unwrap(), 64);
         let pages = [page(1), page(2), page(3)];
         let refs: Vec<&Page> = pages.iter().collect();
-        dev.write(&[WriteRun {
+        dev.test_write(&[WriteRun {
             slot: 4,
             pages: &refs,
             resident: false,
@@ -624,14 +650,14 @@ mod tests {
         let mut out = [page(0), page(0), page(0)];
         let [o0, o1, o2] = &mut out;
         let error = dev
-            .read(&mut [ReadRun {
+            .test_read(&mut [ReadRun {
                 slot: 4,
                 pages: &mut [o0, o1, o2],
             }])
             .unwrap_err();
         assert_eq!(Unauthentic::of(&error.error), Some(Unauthentic { page: 2, slot: 6 }));
         assert_eq!(out[..2], pages[..2]);
-        dev.release(4, 1).unwrap();
+        dev.test_release(4, 1).unwrap();
         assert_unauthentic(&dev, 4);
     }
 
@@ -645,7 +671,7 @@ mod tests {
         assert_eq!(error.done, 0);
         assert!(error.error.to_string().contains("slot 0 is worn"), "{}", error.error);
         assert_eq!(read(&dev, 0).unwrap(), page(3));
-        dev.release(0, 1).unwrap();
+        dev.test_release(0, 1).unwrap();
         assert!(write(&dev, 0, &page(5)).is_err(), "a dropped slot keeps its counter");
         write(&dev, 1, &page(6)).unwrap();
     }
@@ -707,7 +733,7 @@ mod tests {
                         }
                     },
                     Op::Release(slot) => {
-                        dev.release(slot, 1).unwrap();
+                        dev.test_release(slot, 1).unwrap();
                         live[slot as usize] = false;
                     }
                     Op::Restart => {

@@ -186,7 +186,7 @@ impl<D: Device> SlotStore<D> {
                     pages: these,
                 });
             }
-            if let Err(RunError { done, error }) = self.devices[segment.shard].read(&mut runs) {
+            if let Err(RunError { done, error }) = self.read_pinned(segment.shard, &mut runs) {
                 // A sealed page that fails authentication names itself.
                 let bad = crate::raw::seal::Unauthentic::of(&error);
                 let completed = segment.runs[done].start + bad.map_or(0, |b| b.page);
