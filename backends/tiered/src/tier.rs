@@ -57,7 +57,7 @@ impl Tier {
     /// tier since the last one: for a backend whose space comes back only
     /// when asked, its [`maintain`](BackupBackend::maintain) (the compaction
     /// of a compressed arena, for one). The policy thread, or the caller of
-    /// [`Tiered::run_policy_step`], runs it.
+    /// [`Tiered::run_policy_step`](crate::Tiered::run_policy_step), runs it.
     pub fn with_maintenance(mut self, maintenance: impl Fn() + Send + Sync + 'static) -> Self {
         self.maintenance = Some(Box::new(maintenance));
         self

@@ -144,7 +144,7 @@ impl<D: Device> SlotStore<D> {
     }
 
     /// Restores `handles` into `dsts` (of the same length; the batch rule
-    /// of [`BackupBackend::copy_pages`]), reporting errors as `op`.
+    /// of [`BackupBackend::copy_pages`](crate::BackupBackend::copy_pages)), reporting errors as `op`.
     pub fn restore(
         &self,
         handles: &[Handle],
