@@ -144,10 +144,6 @@ impl Device for FileDevice {
         self.flush_staged()
     }
 
-    fn allocated_bytes(&self) -> u64 {
-        self.file.allocated_bytes().unwrap_or(0)
-    }
-
     fn resident_bytes(&self) -> u64 {
         self.staging.bytes()
     }

@@ -105,11 +105,6 @@ impl BackingFile {
         Ok(())
     }
 
-    /// Bytes of blocks allocated to the file.
-    pub(crate) fn allocated_bytes(&self) -> io::Result<u64> {
-        Ok(rustix::fs::fstat(&self.fd)?.st_blocks as u64 * 512)
-    }
-
     /// Bytes free for unprivileged users on the file's file system.
     pub(crate) fn free_space(&self) -> io::Result<u64> {
         let vfs = rustix::fs::fstatvfs(&self.fd)?;

@@ -51,3 +51,58 @@ fn open_async_gives_the_native_backend_and_its_handles_work_through_the_sync_vie
     b.blocking().drop_handle(handle).unwrap();
     assert_eq!(b.stats().stored_pages, 0);
 }
+
+/// A restore whose future is dropped while its reads are in flight keeps
+/// the slots it read pinned until the kernel is done, then gives them up:
+/// a drop of the same handles meanwhile is quarantined, not released under
+/// the reads, and nothing stays held once the backend settles.
+#[test]
+fn a_dropped_restore_unpins_once_its_reads_are_in() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    use pagebackup_core::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
+    use pagebackup_testkit::PageSpec;
+
+    let b = AsyncFileBackend::new(FileConfig::new().with_shards(1)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let specs: Vec<PageSpec> = (0..64).map(|i| PageSpec::mixed(11, i)).collect();
+    let pages: Vec<Box<Page>> = specs.iter().map(PageSpec::page).collect();
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut handles: Vec<Handle> = Vec::new();
+    b.blocking()
+        .backup_pages(&refs, 0, BackupFlags::NONE, &mut handles)
+        .unwrap();
+    let dsts: Vec<Box<Page>> = (0..64).map(|_| Page::new_boxed()).collect();
+    let mut restore = Box::pin(b.copy_pages(&handles, dsts, None));
+    let mut cx = Context::from_waker(Waker::noop());
+    let in_flight = restore.as_mut().poll(&mut cx).is_pending();
+    b.blocking().drop_handles(&handles).unwrap();
+    let during = b.stats();
+    assert_eq!((during.stored_pages, during.stored_bytes), (0, 0), "{during:?}");
+    if in_flight {
+        assert!(
+            during.unreleased_bytes <= 64 * PAGE_SIZE as u64,
+            "quarantined past the slots read: {during:?}"
+        );
+    }
+    drop(restore);
+    runtime.block_on(b.flush()).unwrap();
+    let after = b.stats();
+    assert_eq!(
+        (after.stored_pages, after.stored_bytes, after.unreleased_bytes),
+        (0, 0, 0),
+        "the dropped restore's slots stay pinned: {after:?}"
+    );
+    // The slots are usable again and give the new pages.
+    let mut again = Vec::new();
+    b.blocking()
+        .backup_pages(&refs, 0, BackupFlags::NONE, &mut again)
+        .unwrap();
+    let mut back = Page::new_boxed();
+    for (h, spec) in again.iter().zip(&specs) {
+        b.blocking().copy_page(&mut back, *h, None).unwrap();
+        spec.verify(&back).unwrap();
+    }
+    b.blocking().drop_handles(&again).unwrap();
+}

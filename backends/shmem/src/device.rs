@@ -126,12 +126,10 @@ impl Device for MemfdDevice {
         }
     }
 
-    fn allocated_bytes(&self) -> u64 {
-        memfd::allocated_bytes(&self.memfd).unwrap_or(0)
-    }
-
+    /// The memfd's allocated bytes (in RAM or swapped) less those swapped out.
     fn resident_bytes(&self) -> u64 {
+        let allocated = memfd::allocated_bytes(&self.memfd).unwrap_or(0);
         let swapped = crate::smaps::swap_bytes(self.mapping_range().start).unwrap_or(0);
-        self.allocated_bytes().saturating_sub(swapped)
+        allocated.saturating_sub(swapped)
     }
 }

@@ -121,10 +121,22 @@ pub trait BackupBackend: Send + Sync + Debug {
 
     /// Restores `handles[k]` into `dsts[k]`, in order.
     ///
-    /// Stops at a page boundary when `intr` is set or a page fails; pages
-    /// `0..completed` were restored. No handle is dropped. Slices of different
-    /// lengths give [`BackupError::InvalidInput`] before anything is done. The
-    /// default loops over [`copy_page`](Self::copy_page).
+    /// Stops at a page boundary when `intr` is set or a page fails. No
+    /// handle is dropped. Slices of different lengths give
+    /// [`BackupError::InvalidInput`] before anything is done. The default
+    /// loops over [`copy_page`](Self::copy_page).
+    ///
+    /// **The rule on error** (every restore, `copy_page` as a batch of one,
+    /// and every layer and async path): pages `0..completed` are restored;
+    /// the failing page `dsts[completed]` and every later one are
+    /// untouched. A restore is linearised when it checks a handle: a handle
+    /// live then gives its own page's bytes, even if another thread drops
+    /// it and its storage is reused while the copy runs; a handle dropped
+    /// before then gives [`BackupError::InvalidHandle`] with nothing
+    /// written. The one exception is a failure of the storage itself
+    /// ([`BackupError::Io`] or [`BackupError::Corrupt`]): the pages from
+    /// `completed` on may then hold part of what was read for them (never
+    /// another page's bytes), so do not use them.
     fn copy_pages(
         &self,
         handles: &[Handle],

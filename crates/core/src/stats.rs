@@ -12,7 +12,7 @@ pub struct BackupStats {
     /// Bytes of the pages held, before any compression (`stored_pages * 4096`).
     pub original_bytes: u64,
     /// Bytes the held pages take in the backend's store (compressed size,
-    /// or the page size where stored as is).
+    /// or the page size where stored as is). 0 once every handle is dropped.
     pub stored_bytes: u64,
     /// Bytes of process memory the backend uses, metadata and free slots
     /// kept for reuse included.
@@ -31,8 +31,11 @@ pub struct BackupStats {
     /// Bytes of the backend's own metadata (slot tables, checksums, free
     /// lists, staging buffers), included in `memory_used`.
     pub metadata_bytes: u64,
-    /// Bytes of storage still held for dropped pages, kept for reuse and
-    /// released past a budget (a slot store's deferred release).
+    /// Bytes of storage still held for dropped pages, never counted in
+    /// `stored_bytes`: kept for reuse and released past a budget (a slot
+    /// store's deferred release), or quarantined until the restores reading
+    /// them are over (a slot store's read pins). 0 once those restores end
+    /// and the kept storage is released.
     pub unreleased_bytes: u64,
     /// Backups that failed.
     pub failed_backups: u64,

@@ -38,7 +38,7 @@ impl AsyncCheck {
     pub fn run(self, subject: &AsyncSubject) {
         if let AsyncCheck::Sync(check) = self {
             let runtime = match check {
-                Check::Threads => Flavor::MultiThread.runtime(),
+                Check::Threads | Check::RacingRestores => Flavor::MultiThread.runtime(),
                 _ => one_blocking_thread(),
             };
             return check.run(&subject.sync_view(runtime.handle().clone()));
@@ -296,6 +296,7 @@ pub async fn failed_backups_give_pages_back(b: &dyn AsyncBackupBackend, exact: b
 ))]
 #[case::model_sequence(pagebackup_testkit::AsyncCheck::Sync(pagebackup_testkit::Check::ModelSequence))]
 #[case::threads(pagebackup_testkit::AsyncCheck::Sync(pagebackup_testkit::Check::Threads))]
+#[case::racing_restores(pagebackup_testkit::AsyncCheck::Sync(pagebackup_testkit::Check::RacingRestores))]
 #[case::buffers_come_back(pagebackup_testkit::AsyncCheck::BuffersComeBack)]
 #[case::dropped_restore_interrupts(pagebackup_testkit::AsyncCheck::DroppedRestoreInterrupts)]
 #[case::cancellation_current_thread(pagebackup_testkit::AsyncCheck::Cancellation(

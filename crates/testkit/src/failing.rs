@@ -155,10 +155,6 @@ impl<D: Device> Device for FailingDevice<D> {
         self.inner.flush()
     }
 
-    fn allocated_bytes(&self) -> u64 {
-        self.inner.allocated_bytes()
-    }
-
     fn resident_bytes(&self) -> u64 {
         self.inner.resident_bytes()
     }

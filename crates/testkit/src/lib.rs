@@ -57,6 +57,7 @@ mod failure_rules;
 mod fork;
 mod generator;
 mod model;
+mod race;
 mod rng;
 mod subject;
 mod suite;
@@ -81,6 +82,7 @@ pub use failure_rules::{MakeFailing, check_failure_rules};
 pub use fork::in_forked_child;
 pub use generator::{Mismatch, PageClass, PageSpec};
 pub use model::{Divergence, ModelConfig, ModelReport, check_model};
+pub use race::{RaceConfig, RaceReport, check_racing_restores};
 pub use rng::SplitMix64;
 pub use subject::{Capabilities, Subject};
 pub use suite::{

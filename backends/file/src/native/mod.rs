@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pagebackup_async::{AsyncBackupBackend, BackedUp, InterruptOnDrop};
-use pagebackup_core::raw::{Reservation, RunError, SlotStore, check_batch_lengths};
+use pagebackup_core::raw::{ReadPlan, Reservation, RunError, SlotStore, check_batch_lengths};
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
     Page, Result,
@@ -38,7 +38,9 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   call's future, and then gives them back.
 /// - **Cancellation**: a backup whose future is dropped completes in the
 ///   reaper, which drops the handles it made (nothing is left held); a
-///   dropped restore sets its interrupt, and its pages are freed once read.
+///   dropped restore sets its interrupt, and its pages are freed once read
+///   (and only then are the slots it read unpinned, so that a slot dropped
+///   meanwhile is reused or released only after the kernel is done).
 ///   Drops run on tokio's blocking pool (a hole punch can wait on the file
 ///   system) and are carried out whether or not their future is awaited.
 /// - **`direct=on`** suits it best: `O_DIRECT` writes are issued by the
@@ -103,10 +105,15 @@ struct WriteBufs {
 }
 
 /// A restore's pages (as raw pointers, so that no reference to them exists
-/// while the kernel writes into them) and their iovecs.
+/// while the kernel writes into them), their iovecs, and the plan whose
+/// pins keep the slots read from being reused or released. Its last owner
+/// (the restore, or the reaper once a dropped restore's reads are in)
+/// finishes the plan or, in `Drop`, gives its pins up.
 struct ReadBufs {
     pages: Vec<*mut Page>,
     iovecs: Vec<Iovec>,
+    plan: Option<ReadPlan>,
+    inner: Arc<Inner>,
 }
 
 // SAFETY: the pointers are owned boxes (see `Drop`), used by one thread at a time.
@@ -115,18 +122,25 @@ unsafe impl Send for ReadBufs {}
 impl Drop for ReadBufs {
     fn drop(&mut self) {
         for &page in &self.pages {
-            // SAFETY: each pointer came from Box::into_raw and is freed once, here or in `take_pages`.
+            // SAFETY: each pointer came from Box::into_raw and is freed once, here or in `take_parts`.
             drop(unsafe { Box::from_raw(page) });
+        }
+        if let Some(plan) = self.plan.take() {
+            // The restore was dropped: no read of the plan's slots is left.
+            self.inner.store.abandon_read(plan);
         }
     }
 }
 
 impl ReadBufs {
-    /// The pages back as boxes (once the kernel is done with them).
-    fn take_pages(mut self) -> Vec<Box<Page>> {
+    /// The pages back as boxes, and the plan (once the kernel is done with
+    /// them).
+    fn take_parts(mut self) -> (Vec<Box<Page>>, ReadPlan) {
         let pages = std::mem::take(&mut self.pages);
+        let plan = self.plan.take().expect("the plan is here until the restore ends");
         // SAFETY: as in Drop; the vector is emptied first, so Drop frees nothing twice.
-        pages.into_iter().map(|p| unsafe { Box::from_raw(p) }).collect()
+        let pages = pages.into_iter().map(|p| unsafe { Box::from_raw(p) }).collect();
+        (pages, plan)
     }
 }
 
@@ -271,14 +285,20 @@ impl AsyncBackupBackend for AsyncFileBackend {
             return (result, dsts);
         }
         let on_drop = InterruptOnDrop::new(intr);
+        let segments = plan.segments();
         // One operation per segment (its shard's ring), all in flight at once.
         let shared = {
             let pages: Vec<*mut Page> = dsts.into_iter().map(Box::into_raw).collect();
             let iovecs: Vec<Iovec> = pages.iter().map(|&p| iovec(p)).collect();
-            Arc::new(std::sync::Mutex::new(Some(ReadBufs { pages, iovecs })))
+            Arc::new(std::sync::Mutex::new(Some(ReadBufs {
+                pages,
+                iovecs,
+                plan: Some(plan),
+                inner: Arc::clone(inner),
+            })))
         };
         let mut waits = Vec::new();
-        for segment in plan.segments() {
+        for segment in segments {
             let mut sqes = Vec::new();
             let mut entries = Vec::new();
             {
@@ -331,7 +351,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
         }
         on_drop.disarm();
         let bufs = shared.lock().expect("not poisoned").take().expect("every read is in");
-        let dsts = bufs.take_pages();
+        let (dsts, plan) = bufs.take_parts();
         let result = inner.store.finish_read(plan, stop, handles, |k| &*dsts[k], op);
         (result, dsts)
     }

@@ -40,8 +40,10 @@ pub struct RunError {
 /// Page-sized slots of storage: a memfd, a file, a block device.
 ///
 /// The store calls a device with slots that it owns exclusively for the
-/// call (a write's slots are reserved for it; a read's are live and not
-/// being written), never under a lock, possibly from many threads at once.
+/// call (a write's slots are reserved for it; a read's are pinned: neither
+/// written, reused nor released until the read is over, even if their
+/// handles are dropped meanwhile), never under a lock, possibly from many
+/// threads at once.
 /// A device keeps no slot bookkeeping of its own: placement, handles,
 /// checksums and failure rules are the store's.
 pub trait Device: Send + Sync + Debug {
@@ -70,10 +72,8 @@ pub trait Device: Send + Sync + Debug {
         Ok(())
     }
 
-    /// Bytes of storage allocated to the device (blocks, memory or swap).
-    fn allocated_bytes(&self) -> u64;
-
-    /// Bytes of it held in RAM (page cache, staging buffers).
+    /// Bytes of the device's storage held in RAM (page cache, staging
+    /// buffers).
     fn resident_bytes(&self) -> u64;
 
     /// A cheap estimate of the bytes the device's storage can still take

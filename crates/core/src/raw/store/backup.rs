@@ -1,0 +1,228 @@
+//! Backups: reserving slots, then issuing handles for what was written.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+
+use super::release::release_runs;
+use super::{ShardState, SlotStore, checksum};
+use crate::error::{BackupError, BatchError, Operation};
+use crate::raw::device::{Device, RunError, WriteRun};
+use crate::{BackupFlags, Handle, Page};
+
+/// Slots reserved for a backup by [`SlotStore::reserve`], to be written
+/// and then given to [`SlotStore::complete`].
+#[derive(Debug)]
+#[must_use = "a reservation holds its slots until it is completed"]
+pub struct Reservation {
+    shard: usize,
+    runs: Vec<Range<u32>>,
+    /// Per run: its slots kept their storage since they were dropped.
+    resident: Vec<bool>,
+    checksums: Vec<u32>,
+    wanted: usize,
+}
+
+impl Reservation {
+    /// The shard whose device the runs are on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// The runs of contiguous slots reserved, in the order of the pages:
+    /// the first run takes the first pages. They may hold fewer slots than
+    /// pages were given (the store is full): the rest are not backed up.
+    pub fn runs(&self) -> &[Range<u32>] {
+        &self.runs
+    }
+
+    /// The device writes of the runs, for `pages` (those given to `reserve`).
+    pub fn writes<'a>(&self, pages: &'a [&'a Page]) -> Vec<WriteRun<'a>> {
+        let mut at = 0;
+        self.runs
+            .iter()
+            .zip(&self.resident)
+            .map(|(r, &resident)| {
+                let len = (r.end - r.start) as usize;
+                at += len;
+                WriteRun {
+                    slot: r.start,
+                    pages: &pages[at - len..at],
+                    resident,
+                }
+            })
+            .collect()
+    }
+}
+
+impl<D: Device> SlotStore<D> {
+    /// Backs up `pages` at `first_idx, first_idx + 1, ...` (the batch rule
+    /// of [`BackupBackend::backup_pages`]), reporting errors as `op`:
+    /// [`reserve`](Self::reserve), the device's write, then
+    /// [`complete`](Self::complete).
+    pub fn backup(
+        &self,
+        pages: &[&Page],
+        first_idx: u64,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        let reservation = self.reserve(pages, first_idx, op)?;
+        let writes = reservation.writes(pages);
+        let outcome = if writes.is_empty() {
+            Ok(())
+        } else {
+            self.devices[reservation.shard].write(&writes)
+        };
+        self.complete(reservation, outcome, flags, handles, op)
+    }
+
+    /// The first half of a backup, for backends that write the pages
+    /// themselves (asynchronously, say): reserves slots for `pages` in the
+    /// calling thread's shard, as one run where it can, and takes their
+    /// checksums. The pages go to [`Reservation::runs`] of
+    /// [`device`](Self::device)`(reservation.shard())`; then
+    /// [`complete`](Self::complete) issues the handles. A reservation must
+    /// be completed (with the write's outcome, or a failure): until then its
+    /// slots stay taken.
+    pub fn reserve(&self, pages: &[&Page], first_idx: u64, op: Operation) -> Result<Reservation, BatchError> {
+        self.check_process(op)
+            .map_err(|error| BatchError { completed: 0, error })?;
+        let shard = self.shards.mine();
+        let reserved = self.reserve_capacity(pages.len() as u64);
+        let (runs, resident) = if reserved == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            self.shards.lock(shard).place(first_idx, reserved as u32)
+        };
+        let placed: u64 = runs.iter().map(|r| u64::from(r.end - r.start)).sum();
+        self.unreserve(reserved - placed);
+        let checksums: Vec<u32> = if self.config.checksum {
+            pages[..placed as usize].iter().map(|p| checksum(p)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Reservation {
+            shard,
+            runs,
+            resident,
+            checksums,
+            wanted: pages.len(),
+        })
+    }
+
+    /// The second half of a backup: given the outcome of writing the
+    /// reservation's runs, issues handles for the runs written (appended to
+    /// `handles`), releases the storage and slots of the others, and gives
+    /// the batch rule's result.
+    pub fn complete(
+        &self,
+        reservation: Reservation,
+        outcome: Result<(), RunError>,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        let Reservation {
+            shard,
+            runs,
+            checksums,
+            wanted,
+            ..
+        } = reservation;
+        let device = &self.devices[shard];
+        let done = outcome.as_ref().err().map_or(runs.len(), |e| e.done.min(runs.len()));
+        let (kept, failed) = runs.split_at(done);
+        if !failed.is_empty() {
+            // Nothing of a failed run stays held: its storage is released
+            // before its slots are free again.
+            let unreleased = release_runs(device, failed);
+            let mut state = self.shards.lock(shard);
+            for (range, released) in failed.iter().zip(unreleased) {
+                state.give(range.clone(), !released);
+            }
+            self.unreserve(failed.iter().map(|r| u64::from(r.end - r.start)).sum());
+        }
+        let (completed, over_budget) = {
+            let mut state = self.shards.lock(shard);
+            let mut k = 0;
+            handles.reserve(wanted);
+            for range in kept {
+                for slot in range.clone() {
+                    let generation = state.generations.take(slot).expect("a reserved slot can be taken");
+                    if let Some(&sum) = checksums.get(k) {
+                        state.set_checksum(slot, sum);
+                    }
+                    handles.push(self.codec.encode(self.shards.slot(shard, slot), generation));
+                    k += 1;
+                }
+            }
+            (
+                k,
+                self.deferred_total.load(Ordering::Relaxed) > self.config.deferred_release_pages,
+            )
+        };
+        if flags.writeback {
+            for range in kept {
+                let sent = device.writeback(range.start, range.end - range.start);
+                self.counters.writeback_pages.fetch_add(sent, Ordering::Relaxed);
+            }
+            self.release_deferred();
+        } else if over_budget {
+            self.trim_deferred(shard);
+        }
+        let error = match outcome {
+            Err(RunError { error, .. }) => Some(self.io_error(op, error)),
+            Ok(()) if completed < wanted => Some(BackupError::NoSpace {
+                origin: self.origin(op),
+                detail: format!("all {} pages of the capacity are in use", self.capacity_pages()),
+            }),
+            Ok(()) => None,
+        };
+        match error {
+            Some(error) => {
+                self.counters.failed_backups.fetch_add(1, Ordering::Relaxed);
+                Err(BatchError { completed, error })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The device of shard `shard`.
+    pub fn device(&self, shard: usize) -> &D {
+        &self.devices[shard]
+    }
+}
+
+impl ShardState {
+    /// Reserves up to `n` slots for the pages at `first_idx..`, continuing
+    /// the previous object where the idx follows on.
+    /// Returns the runs and, per run, whether all its slots kept their
+    /// storage since they were dropped (deferred release).
+    fn place(&mut self, first_idx: u64, n: u32) -> (Vec<Range<u32>>, Vec<bool>) {
+        let near = self
+            .cursor
+            .filter(|&(idx, _)| idx.wrapping_add(1) == first_idx)
+            .map(|(_, slot)| slot + 1);
+        let runs = self.extents.take(near, n);
+        if let Some(last) = runs.last() {
+            let placed: u32 = runs.iter().map(|r| r.end - r.start).sum();
+            self.cursor = Some((first_idx.wrapping_add(u64::from(placed) - 1), last.end - 1));
+        }
+        let resident = runs
+            .iter()
+            .map(|r| self.deferred.clear_range(r.clone()) == r.end - r.start)
+            .collect();
+        (runs, resident)
+    }
+
+    fn set_checksum(&mut self, slot: u32, sum: u32) {
+        let index = slot as usize;
+        if self.checksums.len() <= index {
+            let len = self.generations.len();
+            self.checksums.reserve_exact(len - self.checksums.len());
+            self.checksums.resize(len, 0);
+        }
+        self.checksums[index] = sum;
+    }
+}

@@ -1,0 +1,286 @@
+//! Restores: validating handles, planning the reads, reading, and
+//! checking what was read.
+
+use std::sync::atomic::Ordering;
+
+use super::{ShardLocks, SlotStore, checksum};
+use crate::error::{BackupError, BatchError, Operation};
+use crate::raw::device::{Device, ReadRun, RunError};
+use crate::{Handle, Interrupt, Page};
+
+/// The reads of a restore, from [`SlotStore::plan_read`], to be done and
+/// then given to [`SlotStore::finish_read`].
+#[derive(Debug)]
+#[must_use = "a read plan pins its slots until it is finished or abandoned"]
+pub struct ReadPlan {
+    entries: Vec<Entry>,
+    /// Where the handles stopped being live, if they did.
+    stopped: Option<BatchError>,
+}
+
+/// Batch-consecutive pages of one shard, to read with one device call.
+#[derive(Debug)]
+pub struct ReadSegment {
+    /// The shard whose device holds them.
+    pub shard: usize,
+    /// The batch index of the first.
+    pub start: usize,
+    /// How many.
+    pub len: usize,
+    /// Their runs of contiguous slots, in order.
+    pub runs: Vec<PlannedRun>,
+}
+
+/// Batch-consecutive pages in contiguous slots.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedRun {
+    /// The batch index of the first.
+    pub start: usize,
+    /// The first slot (the device's numbering).
+    pub slot: u32,
+    /// How many.
+    pub len: usize,
+}
+
+impl ReadPlan {
+    /// Pages to read: the handles up to the first that is not live.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is nothing to read.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The reads, in batch order.
+    pub fn segments(&self) -> Vec<ReadSegment> {
+        let mut segments: Vec<ReadSegment> = Vec::new();
+        for e in &self.entries {
+            match segments.last_mut() {
+                Some(seg) if seg.shard == e.shard => {
+                    seg.len += 1;
+                    let run = seg.runs.last_mut().expect("a segment has a run");
+                    if run.slot.checked_add(run.len as u32) == Some(e.slot) {
+                        run.len += 1;
+                    } else {
+                        seg.runs.push(PlannedRun {
+                            start: e.k,
+                            slot: e.slot,
+                            len: 1,
+                        });
+                    }
+                }
+                _ => segments.push(ReadSegment {
+                    shard: e.shard,
+                    start: e.k,
+                    len: 1,
+                    runs: vec![PlannedRun {
+                        start: e.k,
+                        slot: e.slot,
+                        len: 1,
+                    }],
+                }),
+            }
+        }
+        segments
+    }
+}
+
+/// A validated page of a batch: its position, shard and local slot; for a
+/// restore, the checksum it must match; for a drop, whether it was pinned
+/// (and is quarantined).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Entry {
+    pub(super) k: usize,
+    pub(super) shard: usize,
+    pub(super) slot: u32,
+    pub(super) sum: u32,
+    pub(super) quarantined: bool,
+}
+
+impl<D: Device> SlotStore<D> {
+    /// Validates `handles` in order, up to the first that is not live.
+    /// Without `retire` (a restore), pins each valid one until
+    /// [`finish_read`](Self::finish_read). With `retire` (a drop),
+    /// invalidates each valid one at once (so restores and a repeat within
+    /// the batch are refused) and quarantines it if restores have it pinned.
+    pub(super) fn validate(&self, handles: &[Handle], op: Operation, retire: bool) -> (Vec<Entry>, Option<BatchError>) {
+        let mut entries = Vec::with_capacity(handles.len());
+        let mut locks = ShardLocks::new(&self.shards);
+        for (k, &handle) in handles.iter().enumerate() {
+            let (global, generation) = self.codec.decode(handle);
+            let (shard, slot) = self.shards.split(global);
+            let state = locks.get(shard);
+            if generation == 0 || state.generations.live_generation(slot) != Some(generation) {
+                let error = BackupError::InvalidHandle {
+                    origin: self.origin(op),
+                    handle,
+                };
+                return (entries, Some(BatchError { completed: k, error }));
+            }
+            let mut entry = Entry {
+                k,
+                shard,
+                slot,
+                sum: 0,
+                quarantined: false,
+            };
+            if retire {
+                state.generations.retire(slot);
+                if state.pins.is_pinned(slot) {
+                    state.pins.quarantine(slot);
+                    entry.quarantined = true;
+                }
+            } else {
+                state.pins.pin(slot);
+                if self.config.checksum {
+                    entry.sum = state.checksums[slot as usize];
+                }
+            }
+            entries.push(entry);
+        }
+        (entries, None)
+    }
+
+    /// Restores `handles` into `dsts` (of the same length; the batch rule
+    /// of [`BackupBackend::copy_pages`]), reporting errors as `op`.
+    pub fn restore(
+        &self,
+        handles: &[Handle],
+        dsts: &mut [&mut Page],
+        intr: Option<&Interrupt>,
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        debug_assert_eq!(handles.len(), dsts.len());
+        let result = self.restore_inner(handles, dsts, intr, op);
+        if result.is_err() {
+            self.counters.failed_restores.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn restore_inner(
+        &self,
+        handles: &[Handle],
+        dsts: &mut [&mut Page],
+        intr: Option<&Interrupt>,
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        let plan = self.plan_read(handles, op)?;
+        let mut rest = &mut dsts[..plan.len()];
+        let mut stop = None;
+        for segment in plan.segments() {
+            if intr.is_some_and(Interrupt::is_interrupted) {
+                stop = Some(self.interrupted(segment.start, op));
+                break;
+            }
+            let (mut pages, tail) = std::mem::take(&mut rest).split_at_mut(segment.len);
+            rest = tail;
+            let mut runs: Vec<ReadRun<'_, '_>> = Vec::with_capacity(segment.runs.len());
+            for run in &segment.runs {
+                let (these, tail) = std::mem::take(&mut pages).split_at_mut(run.len);
+                pages = tail;
+                runs.push(ReadRun {
+                    slot: run.slot,
+                    pages: these,
+                });
+            }
+            if let Err(RunError { done, error }) = self.devices[segment.shard].read(&mut runs) {
+                stop = Some(BatchError {
+                    completed: segment.runs[done].start,
+                    error: self.io_error(op, error),
+                });
+                break;
+            }
+        }
+        self.finish_read(plan, stop, handles, |k| &*dsts[k], op)
+    }
+
+    /// The error of a restore interrupted before item `k`.
+    pub fn interrupted(&self, k: usize, op: Operation) -> BatchError {
+        BatchError {
+            completed: k,
+            error: BackupError::Interrupted {
+                origin: self.origin(op),
+            },
+        }
+    }
+
+    /// The first half of a restore, for backends that read the pages
+    /// themselves: checks `handles` in order, up to the first that is not
+    /// live, and plans the reads as [`ReadPlan::segments`].
+    pub fn plan_read(&self, handles: &[Handle], op: Operation) -> Result<ReadPlan, BatchError> {
+        self.check_process(op)
+            .map_err(|error| BatchError { completed: 0, error })?;
+        let (entries, stopped) = self.validate(handles, op, false);
+        Ok(ReadPlan { entries, stopped })
+    }
+
+    /// The second half of a restore: `stop` is where reading stopped (an
+    /// interrupt, a failed read; `None` if every planned page was read, and
+    /// `page(k)` gives the page read for item `k`). Checks that every page
+    /// read matches its checksum, unpins the plan's slots and gives the
+    /// batch rule's result. (The pins kept every slot read from being reused
+    /// or released, so a page read is its handle's as of validation.)
+    pub fn finish_read<'p>(
+        &self,
+        plan: ReadPlan,
+        stop: Option<BatchError>,
+        handles: &[Handle],
+        page: impl Fn(usize) -> &'p Page,
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        let read_to = stop
+            .as_ref()
+            .map_or(plan.entries.len(), |s| s.completed.min(plan.entries.len()));
+        let corrupt = if self.config.checksum {
+            plan.entries[..read_to]
+                .iter()
+                .find(|e| e.sum != checksum(page(e.k)))
+                .map(|e| BatchError {
+                    completed: e.k,
+                    error: BackupError::Corrupt {
+                        origin: self.origin(op),
+                        handle: handles[e.k],
+                        detail: "the page read back does not match its checksum (the storage changed under the \
+                                 backend); the backup is unusable, drop it"
+                            .to_string(),
+                    },
+                })
+        } else {
+            None
+        };
+        let ReadPlan { entries, stopped } = plan;
+        self.unpin(&entries);
+        match corrupt.or(stop).or(stopped) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives up a restore planned by [`plan_read`](Self::plan_read)
+    /// without reading (its future was dropped, say): unpins its slots. A
+    /// plan must end here or in [`finish_read`](Self::finish_read), once
+    /// nothing reads its slots any more; a plan that ends in neither keeps
+    /// the slots of its dropped handles out of use.
+    pub fn abandon_read(&self, plan: ReadPlan) {
+        self.unpin(&plan.entries);
+    }
+
+    /// Unpins the slots of `entries`, settling those whose last pin this
+    /// was (outside the lock).
+    fn unpin(&self, entries: &[Entry]) {
+        let mut settle = Vec::new();
+        let mut locks = ShardLocks::new(&self.shards);
+        for e in entries {
+            if locks.get(e.shard).unpin(e.slot) {
+                settle.push((e.shard, e.slot));
+            }
+        }
+        drop(locks);
+        for (shard, slot) in settle {
+            self.settle(shard, slot);
+        }
+    }
+}
