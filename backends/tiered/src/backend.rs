@@ -183,6 +183,11 @@ pub(crate) struct Shared {
 ///   the upper copy. A failure at any step leaves the page where it was,
 ///   readable; a restore racing a move retries on the new mapping, a drop
 ///   racing a move makes the move discard its copy.
+/// - **No tier I/O under the table's locks**: a restore looks its page up
+///   and releases the shard lock before its tier's restore; a drop marks
+///   its page, drops it in its tier outside the lock (a move meanwhile
+///   leaves the page alone), then frees the handle, or clears the mark if
+///   the tier's drop failed.
 /// - `NoSpace` from a lower tier stops moves, not backups. A move in flight
 ///   holds its page in both tiers for a moment, so with every tier full a
 ///   backup may see `NoSpace` that a moment later would have fit.
@@ -363,6 +368,7 @@ impl Shared {
             cost,
             last_use: self.clock.now(),
             heat: 0,
+            dropping: false,
         }))
     }
 
@@ -546,7 +552,7 @@ impl Shared {
     pub(crate) fn switch(&self, found: Located, mut to: Entry) -> bool {
         let mut table = self.shards.lock(found.shard);
         match table.get(found.slot, found.generation) {
-            Some(entry) if entry.tier == found.entry.tier && entry.inner == found.entry.inner => {
+            Some(entry) if !entry.dropping && entry.tier == found.entry.tier && entry.inner == found.entry.inner => {
                 to.last_use = entry.last_use;
                 // A page moved down starts cold there; one moved up keeps its heat.
                 to.heat = if to.tier > entry.tier { 0 } else { entry.heat };
@@ -584,17 +590,30 @@ impl Shared {
 
     fn drop_page(&self, handle: Handle) -> Result<()> {
         let (shard, slot, generation) = self.locate(handle);
-        let mut table = self.shards.lock(shard);
-        let entry = *table
-            .get(slot, generation)
-            .ok_or_else(|| Self::invalid(Operation::DropHandle, handle))?;
-        // Under the lock, so that a failed drop leaves the handle live and
-        // a move cannot switch the page away in between.
+        // Marked under the lock, dropped inside its tier outside it: the
+        // mark keeps moves from switching the page away meanwhile, and a
+        // failed drop clears it, leaving the handle live.
+        let entry = {
+            let mut table = self.shards.lock(shard);
+            let entry = table
+                .get(slot, generation)
+                .filter(|e| !e.dropping)
+                .ok_or_else(|| Self::invalid(Operation::DropHandle, handle))?;
+            entry.dropping = true;
+            *entry
+        };
         let tier = &self.tiers[entry.tier as usize];
-        tier.backend.drop_handle(entry.inner)?;
-        tier.vacate();
+        let dropped = tier.backend.drop_handle(entry.inner);
+        let mut table = self.shards.lock(shard);
+        if let Err(e) = dropped {
+            if let Some(live) = table.get(slot, generation) {
+                live.dropping = false;
+            }
+            return Err(e);
+        }
         table.remove(slot, generation);
         drop(table);
+        tier.vacate();
         tier.counters.remove(entry.cost);
         Ok(())
     }
@@ -606,7 +625,7 @@ impl Shared {
         for shard in 0..self.shards.len() {
             let mut table = self.shards.lock(shard);
             for (slot, generation, entry) in table.live() {
-                if entry.tier as usize == tier {
+                if entry.tier as usize == tier && !entry.dropping {
                     found.push(Located {
                         shard,
                         slot,
