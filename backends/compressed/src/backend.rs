@@ -279,7 +279,7 @@ impl CompressedBackend {
         }
     }
 
-    fn restore(&self, dst: &mut Page, handle: Handle, scratch: &mut [u8; SCRATCH_LEN]) -> Result<()> {
+    fn restore(&self, dst: &mut Page, handle: Handle) -> Result<()> {
         let (index, local) = self.locate(handle);
         let shard = self.shards.read(index);
         let stored = match shard.table.get(local) {
@@ -312,9 +312,7 @@ impl CompressedBackend {
             out[a.len()..].copy_from_slice(b);
             return Ok(());
         }
-        self.codec
-            .decompress((a, b), dst, scratch)
-            .map_err(|e| self.corrupt(handle, e))
+        self.codec.decompress((a, b), dst).map_err(|e| self.corrupt(handle, e))
     }
 }
 
@@ -357,7 +355,7 @@ impl BackupBackend for CompressedBackend {
                 origin: Origin::new(NAME, Operation::CopyPage),
             })
         } else {
-            SCRATCH.with(|scratch| self.restore(dst, handle, &mut scratch.borrow_mut()))
+            self.restore(dst, handle)
         };
         if result.is_err() {
             self.failed_restores.fetch_add(1, Ordering::Relaxed);

@@ -14,7 +14,8 @@ use crate::Dictionary;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
-    /// LZ4 (lz4_flex, safe Rust): the fastest, zram's usual choice.
+    /// LZ4: the fastest, zram's usual choice. Encoded with lz4_flex (safe
+    /// Rust); decoded by the C library with feature `lz4-c`, else by lz4_flex.
     #[cfg(feature = "lz4")]
     #[cfg_attr(docsrs, doc(cfg(feature = "lz4")))]
     Lz4,
@@ -82,34 +83,20 @@ impl Codec {
     }
 
     /// Decompresses `src`, stored in one piece or in two (`src.1` empty
-    /// when in one), into `dst`, which it must fill exactly. zstd reads two
-    /// pieces as they are; lz4 needs them joined, in `scratch`.
-    pub(crate) fn decompress(
-        &self,
-        src: (&[u8], &[u8]),
-        dst: &mut Page,
-        scratch: &mut [u8; SCRATCH_LEN],
-    ) -> Result<(), String> {
+    /// when in one), into `dst`, which it must fill exactly. Both codecs
+    /// read two pieces as they are, with no copy to join them.
+    pub(crate) fn decompress(&self, src: (&[u8], &[u8]), dst: &mut Page) -> Result<(), String> {
         let len = match self.algorithm {
             #[cfg(feature = "lz4")]
             Algorithm::Lz4 => {
                 if src.1.is_empty() {
                     lz4::decompress(src.0, dst)
                 } else {
-                    let (a, b) = src;
-                    let joined = scratch
-                        .get_mut(..a.len() + b.len())
-                        .ok_or_else(|| format!("an lz4 object of {} bytes", a.len() + b.len()))?;
-                    joined[..a.len()].copy_from_slice(a);
-                    joined[a.len()..].copy_from_slice(b);
-                    lz4::decompress(joined, dst)
+                    lz4::decompress_pieces(src, dst)
                 }
             }
             #[cfg(feature = "zstd")]
-            Algorithm::Zstd { .. } => {
-                let _ = &scratch;
-                zstd_codec::decompress(self.dictionary.as_ref(), src, dst)
-            }
+            Algorithm::Zstd { .. } => zstd_codec::decompress(self.dictionary.as_ref(), src, dst),
         }?;
         if len != PAGE_SIZE {
             return Err(format!("{} decoded {len} bytes instead of a page", self.algorithm));
@@ -122,7 +109,7 @@ impl Codec {
 mod lz4 {
     use std::cell::RefCell;
 
-    use lz4_flex::block::{CompressTable, compress_into_with_table, decompress_into};
+    use lz4_flex::block::{CompressTable, compress_into_with_table};
     use pagebackup_core::Page;
 
     thread_local! {
@@ -133,8 +120,118 @@ mod lz4 {
         TABLE.with(|t| compress_into_with_table(page.as_bytes(), out, &mut t.borrow_mut()).ok())
     }
 
+    /// Decodes a block stored in one piece: with the C library's
+    /// `LZ4_decompress_safe` (feature `lz4-c`), which never writes past
+    /// `dst` nor reads past `src`, whatever `src` holds.
+    #[cfg(feature = "lz4-c")]
     pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, String> {
-        decompress_into(src, dst.as_bytes_mut()).map_err(|e| format!("lz4: {e}"))
+        let out = dst.as_bytes_mut();
+        ::lz4::block::decompress_to_buffer(src, Some(out.len() as i32), out).map_err(|e| format!("lz4: {e}"))
+    }
+
+    /// Decodes a block stored in one piece, with lz4_flex's safe decoder.
+    #[cfg(not(feature = "lz4-c"))]
+    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, String> {
+        lz4_flex::block::decompress_into(src, dst.as_bytes_mut()).map_err(|e| format!("lz4: {e}"))
+    }
+
+    /// A block's bytes, stored in two pieces, read in order.
+    struct Pieces<'a> {
+        /// What is left of the piece being read, and the piece after it.
+        now: &'a [u8],
+        next: &'a [u8],
+    }
+
+    impl Pieces<'_> {
+        fn is_empty(&self) -> bool {
+            self.now.is_empty() && self.next.is_empty()
+        }
+
+        fn byte(&mut self) -> Result<u8, String> {
+            let mut b = [0];
+            self.copy_to(&mut b)?;
+            Ok(b[0])
+        }
+
+        /// Copies the next `out.len()` bytes into `out`.
+        fn copy_to(&mut self, out: &mut [u8]) -> Result<(), String> {
+            let n = out.len().min(self.now.len());
+            let (head, tail) = out.split_at_mut(n);
+            head.copy_from_slice(&self.now[..n]);
+            self.now = &self.now[n..];
+            if !tail.is_empty() {
+                if tail.len() > self.next.len() {
+                    return Err(TRUNCATED.into());
+                }
+                self.now = std::mem::take(&mut self.next);
+                tail.copy_from_slice(&self.now[..tail.len()]);
+                self.now = &self.now[tail.len()..];
+            }
+            Ok(())
+        }
+
+        /// A length: `nibble`, continued by bytes while they are 255.
+        fn length(&mut self, nibble: u8) -> Result<usize, String> {
+            let mut len = usize::from(nibble);
+            if nibble == 15 {
+                loop {
+                    let b = self.byte()?;
+                    len += usize::from(b);
+                    if b != 255 {
+                        break;
+                    }
+                    // A page's block never needs a length this long.
+                    if len > 2 * PAGE_SIZE {
+                        return Err(format!("lz4: a length over {} bytes", 2 * PAGE_SIZE));
+                    }
+                }
+            }
+            Ok(len)
+        }
+    }
+
+    const TRUNCATED: &str = "lz4: the block ends early";
+
+    use pagebackup_core::PAGE_SIZE;
+
+    /// Decodes a block stored in two pieces straight into `dst`, reading
+    /// each piece where it lies (safe Rust; the block format's sequences:
+    /// literals, then a match in the bytes already decoded).
+    pub(super) fn decompress_pieces(src: (&[u8], &[u8]), dst: &mut Page) -> Result<usize, String> {
+        let out = dst.as_bytes_mut();
+        let mut input = Pieces {
+            now: src.0,
+            next: src.1,
+        };
+        let mut o = 0;
+        loop {
+            let token = input.byte()?;
+            let literals = input.length(token >> 4)?;
+            let end = o + literals;
+            input.copy_to(out.get_mut(o..end).ok_or("lz4: literals past the end of a page")?)?;
+            o = end;
+            if input.is_empty() {
+                return Ok(o);
+            }
+            let offset = usize::from(u16::from_le_bytes([input.byte()?, input.byte()?]));
+            if offset == 0 || offset > o {
+                return Err(format!("lz4: a match {offset} bytes back at byte {o}"));
+            }
+            let len = input.length(token & 15)? + 4;
+            if o + len > out.len() {
+                return Err("lz4: a match past the end of a page".into());
+            }
+            // The match may overlap what it writes: copy the pattern in
+            // doubling steps, each from bytes already written.
+            let from = o - offset;
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(o + done - from);
+                out.copy_within(from..from + n, o + done);
+                done += n;
+            }
+            o += len;
+        }
     }
 }
 
@@ -253,5 +350,99 @@ mod zstd_codec {
             }
             Ok(output.pos())
         })
+    }
+}
+
+#[cfg(all(test, feature = "lz4"))]
+mod tests {
+    use pagebackup_testkit::{PageClass, PageSpec};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn encoded(page: &Page) -> Vec<u8> {
+        let mut out = Box::new([0u8; SCRATCH_LEN]);
+        let len = Codec::lz4()
+            .compress(page, &mut out, SCRATCH_LEN)
+            .expect("lz4 encodes any page");
+        out[..len].to_vec()
+    }
+
+    impl Codec {
+        fn lz4() -> Self {
+            Codec {
+                algorithm: Algorithm::Lz4,
+                #[cfg(feature = "zstd")]
+                dictionary: None,
+            }
+        }
+    }
+
+    /// Every class of page, its block cut at every byte, decodes to the
+    /// page exactly, as it does in one piece.
+    #[test]
+    fn an_lz4_block_in_two_pieces_decodes_exactly_wherever_it_is_cut() {
+        for (i, class) in PageClass::ALL.into_iter().enumerate() {
+            let page = PageSpec::new(11, i as u64, class).page();
+            let block = encoded(&page);
+            let mut back = Page::new_boxed();
+            Codec::lz4().decompress((&block, &[]), &mut back).unwrap();
+            assert_eq!(back, page, "{class:?} in one piece");
+            for cut in 0..=block.len() {
+                let mut back = Page::new_boxed();
+                let (a, b) = block.split_at(cut);
+                assert_eq!(
+                    lz4::decompress_pieces((a, b), &mut back),
+                    Ok(PAGE_SIZE),
+                    "{class:?} cut at {cut}"
+                );
+                assert_eq!(back, page, "{class:?} cut at {cut}");
+            }
+        }
+    }
+
+    /// A match that overlaps what it writes (a pattern repeated at a short
+    /// distance) copies the pattern, not stale bytes.
+    #[test]
+    fn overlapping_matches_repeat_their_pattern() {
+        let mut page = Page::new_boxed();
+        for (i, b) in page.as_bytes_mut().iter_mut().enumerate() {
+            *b = b"abc"[i % 3] ^ (i / 1000) as u8;
+        }
+        let block = encoded(&page);
+        let mut back = Page::new_boxed();
+        let (a, b) = block.split_at(block.len() / 2);
+        lz4::decompress_pieces((a, b), &mut back).unwrap();
+        assert_eq!(back, page);
+    }
+
+    #[test]
+    fn a_cut_short_block_is_an_error_in_either_decoder() {
+        let page = PageSpec::new(12, 0, PageClass::Text).page();
+        let block = encoded(&page);
+        let short = &block[..block.len() - 7];
+        let mut back = Page::new_boxed();
+        assert!(Codec::lz4().decompress((short, &[]), &mut back).is_err());
+        let (a, b) = short.split_at(10);
+        assert!(Codec::lz4().decompress((a, b), &mut back).is_err());
+    }
+
+    proptest! {
+        /// Any bytes, in one piece or two: an error or a page, never a
+        /// panic, and both decoders agree on what a page decodes to.
+        #[test]
+        fn any_bytes_decode_to_an_error_or_the_same_page(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            cut in 0usize..600,
+        ) {
+            let cut = cut.min(bytes.len());
+            let mut one = Page::new_boxed();
+            let mut two = Page::new_boxed();
+            let a = Codec::lz4().decompress((&bytes, &[]), &mut one);
+            let b = Codec::lz4().decompress(bytes.split_at(cut), &mut two);
+            if a.is_ok() && b.is_ok() {
+                prop_assert_eq!(one, two);
+            }
+        }
     }
 }

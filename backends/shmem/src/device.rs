@@ -17,12 +17,15 @@ const IOV_MAX: usize = 1024;
 
 /// A sealed memfd of a fixed size, mapped shared once.
 ///
-/// - **Writes** go through `pwritev` (one call per run of slots), so that a
-///   failed allocation comes back as `ENOSPC`/`ENOMEM` instead of a `SIGBUS`,
-///   then `MADV_POPULATE_READ` maps the run: restores copy from a populated
-///   mapping and take no page fault. A run of slots whose memory was kept
-///   since they were dropped is copied into the mapping instead: nothing
-///   is allocated, so nothing can fail.
+/// - **Writes** of a run of slots whose memory was kept since they were
+///   dropped ([`WriteRun::resident`]) are copies into the mapping: nothing
+///   is allocated, so nothing can fail. A run of new slots goes through
+///   `pwritev` (one call per run), so that a failed allocation comes back as
+///   `ENOSPC`/`ENOMEM` instead of a `SIGBUS`, then `MADV_POPULATE_READ` maps
+///   it, so that restores copy from a populated mapping and take no page
+///   fault. (`MADV_POPULATE_WRITE` and a copy instead measured 0.56-0.66x
+///   as fast: the kernel zeroes each new page before the copy overwrites
+///   it, where `pwritev` fills it once.)
 /// - **Reads** copy out of the mapping. The memfd is sealed against
 ///   shrinking, so a slot inside it never faults with `SIGBUS`.
 /// - **Release** punches a hole; **writeback** is `MADV_PAGEOUT` (with swap).
@@ -60,8 +63,25 @@ impl MemfdDevice {
         unsafe { self.map.as_mut_ptr().add(slot as usize * PAGE_SIZE).cast() }
     }
 
-    /// Writes `pages` to the slots from `first`, retrying short writes.
-    fn write_run(&self, pages: &[&Page], first: u32) -> io::Result<()> {
+    /// Writes `run`: a copy into the mapping if its slots are resident,
+    /// else through `pwritev`.
+    fn write_run(&self, run: &WriteRun<'_>) -> io::Result<()> {
+        if !run.resident {
+            return self.pwrite_run(run.pages, run.slot);
+        }
+        for (k, page) in run.pages.iter().enumerate() {
+            // The store hands over slots it reserved for this write alone,
+            // whose memory was kept since their drop; the sealed memfd
+            // cannot shrink, so the copy neither allocates nor faults with SIGBUS.
+            // SAFETY: the destination lies inside the mapping and no one else reads or writes it during the call; `page` is a distinct page.
+            unsafe { std::ptr::copy_nonoverlapping(*page, self.slot_ptr(run.slot + k as u32), 1) };
+        }
+        Ok(())
+    }
+
+    /// Writes `pages` to the slots from `first` with `pwritev`, retrying
+    /// short writes, then maps them (`MADV_POPULATE_READ`).
+    fn pwrite_run(&self, pages: &[&Page], first: u32) -> io::Result<()> {
         let mut done = 0;
         while done < pages.len() {
             let chunk = &pages[done..pages.len().min(done + IOV_MAX)];
@@ -74,6 +94,9 @@ impl MemfdDevice {
             // A short write may end mid-page: that page is written again whole.
             done += written / PAGE_SIZE;
         }
+        // Best effort: a kernel without MADV_POPULATE_READ (before 5.14)
+        // maps the pages at the first restore instead.
+        let _ = self.advise(first, pages.len() as u32, Advice::LinuxPopulateRead);
         Ok(())
     }
 
@@ -90,11 +113,7 @@ impl MemfdDevice {
 impl Device for MemfdDevice {
     fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         for (done, run) in runs.iter().enumerate() {
-            self.write_run(run.pages, run.slot)
-                .map_err(|error| RunError { done, error })?;
-            // Best effort: a kernel without MADV_POPULATE_READ (before 5.14)
-            // maps the pages at the first restore instead.
-            let _ = self.advise(run.slot, run.pages.len() as u32, Advice::LinuxPopulateRead);
+            self.write_run(run).map_err(|error| RunError { done, error })?;
         }
         Ok(())
     }
@@ -131,5 +150,52 @@ impl Device for MemfdDevice {
         let allocated = memfd::allocated_bytes(&self.memfd).unwrap_or(0);
         let swapped = crate::smaps::swap_bytes(self.mapping_range().start).unwrap_or(0);
         allocated.saturating_sub(swapped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(byte: u8) -> Box<Page> {
+        let mut page = Page::new_boxed();
+        page.as_bytes_mut().fill(byte);
+        page
+    }
+
+    fn read_back(device: &MemfdDevice, slot: u32) -> Box<Page> {
+        let mut out = Page::new_boxed();
+        let mut dsts = [&mut *out];
+        device.read(&mut [ReadRun { slot, pages: &mut dsts }]).unwrap();
+        out
+    }
+
+    /// A new run, written with `pwritev`, and a resident run copied over
+    /// part of it, read back exactly; the resident rewrite allocates nothing.
+    #[test]
+    fn both_write_paths_read_back_exactly() {
+        let device = MemfdDevice::new(8).unwrap();
+        let (a, b, c) = (page(1), page(2), page(3));
+        let pages = [&*a, &*b];
+        device
+            .write(&[WriteRun {
+                slot: 3,
+                pages: &pages,
+                resident: false,
+            }])
+            .unwrap();
+        assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 2 * PAGE);
+        assert_eq!((read_back(&device, 3), read_back(&device, 4)), (a, b.clone()));
+        device
+            .write(&[WriteRun {
+                slot: 3,
+                pages: &[&*c],
+                resident: true,
+            }])
+            .unwrap();
+        assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 2 * PAGE);
+        assert_eq!((read_back(&device, 3), read_back(&device, 4)), (c, b));
+        device.release(3, 2).unwrap();
+        assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 0);
     }
 }

@@ -1,13 +1,14 @@
 //! Adapters: every store the benchmark compares — backends and baselines —
 //! behind one interface, so that each runs the same pages in the same way.
 
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagebackup::compressed::{Algorithm, CompressedConfig};
 use pagebackup::raw::params::Spec;
+use pagebackup::shmem::ShmemConfig;
 use pagebackup::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
 
 /// An error an adapter reports.
@@ -90,7 +91,17 @@ impl Backend {
         let backend = pagebackup::open(spec)?;
         let baselines = match backend.name() {
             "memory" => [Some(PREFAULTED.into()), Some(PREFAULTED.into())],
-            "shmem" => [Some("baseline:pwrite-memfd".into()), Some(PREFAULTED.into())],
+            // With reuse (the default), backups after the first round go
+            // into memory kept since the last round's drops (steady state;
+            // the best round is kept): a copy into pre-faulted memory is
+            // their limit. Without it every backup allocates, as one
+            // pwrite per page into a memfd does.
+            "shmem" => {
+                let reuse = ShmemConfig::from_params(&Spec::parse(spec)?.params)?.reuse;
+                let backup = if reuse > 0 { PREFAULTED } else { "baseline:pwrite-memfd" };
+                [Some(backup.into()), Some(PREFAULTED.into())]
+            }
+            "file" if spec_param(spec, "direct") == Some("on") => [Some(DD_DIRECT.into()), Some(DD_DIRECT.into())],
             "file" => [Some("baseline:pwrite-file".into()), Some("baseline:pwrite-file".into())],
             "redis" => [
                 Some(crate::redis_bench::PER_PAGE.into()),
@@ -123,11 +134,12 @@ pub const PREFAULTED: &str = "baseline:copy-prefaulted";
 
 /// Every baseline `--baselines all` runs, besides the codec of each
 /// compressed spec.
-pub const ALL_BASELINES: [&str; 6] = [
+pub const ALL_BASELINES: [&str; 7] = [
     PREFAULTED,
     "baseline:pwrite-memfd",
     "baseline:pwrite-file",
     "baseline:uring-file",
+    DD_DIRECT,
     "baseline:lz4_flex",
     "baseline:zstd-1",
 ];
@@ -139,6 +151,7 @@ pub fn baseline(name: &str, pages: usize) -> Result<Box<dyn Adapter>, Error> {
         "baseline:pwrite-memfd" => Box::new(PerPage::memfd(pages)?),
         "baseline:pwrite-file" => Box::new(PerPage::file(pages, false)?),
         "baseline:uring-file" => Box::new(PerPage::file(pages, true)?),
+        DD_DIRECT => Box::new(DirectFile::new(pages)?),
         "baseline:lz4_flex" => Box::new(RawCodec::lz4()),
         _ => match name.strip_prefix("baseline:zstd-") {
             Some(level) => Box::new(RawCodec::zstd(
@@ -239,6 +252,107 @@ impl Adapter for Prefaulted {
     }
 }
 
+/// The name of [`DirectFile`], the device's sequential limit.
+pub const DD_DIRECT: &str = "baseline:dd-direct";
+
+/// `baseline:dd-direct`: what `dd oflag=direct` (and `iflag=direct`) does,
+/// one `O_DIRECT` write (read) of the whole batch per call, at the batch's
+/// place in an unlinked file in the temporary directory (where the file
+/// backend puts its own); with the default batch of 64 pages, `bs=256K`. The
+/// sequential limit of the device, which the page cache does not blur.
+pub struct DirectFile {
+    fd: OwnedFd,
+    len: u64,
+}
+
+impl DirectFile {
+    /// A file of `pages` pages (sparse), opened `O_DIRECT`.
+    pub fn new(pages: usize) -> Result<DirectFile, Error> {
+        let fd = unlinked_file(rustix::fs::OFlags::DIRECT)?;
+        let len = (pages * PAGE_SIZE) as u64;
+        rustix::fs::ftruncate(&fd, len)?;
+        Ok(DirectFile { fd, len })
+    }
+}
+
+impl Adapter for DirectFile {
+    fn name(&self) -> &str {
+        DD_DIRECT
+    }
+    fn baseline(&self, _: Op) -> Option<String> {
+        None
+    }
+    fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error> {
+        let mut offset = first_idx * PAGE_SIZE as u64;
+        // Pages are page-aligned, as O_DIRECT wants; a short write goes on.
+        let mut done = 0;
+        while done < pages.len() {
+            let iov: Vec<IoSlice<'_>> = pages[done..].iter().map(|p| IoSlice::new(p.as_bytes())).collect();
+            let written = rustix::io::pwritev(&self.fd, &iov, offset)?;
+            if written == 0 || written % PAGE_SIZE != 0 {
+                return Err(format!("{DD_DIRECT}: a write of {written} bytes").into());
+            }
+            done += written / PAGE_SIZE;
+            offset += written as u64;
+        }
+        Ok(Stored::Slots {
+            first: first_idx,
+            count: pages.len(),
+        })
+    }
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+        let &Stored::Slots { first, count } = stored else {
+            return Err("not a direct-file batch".into());
+        };
+        let mut offset = first * PAGE_SIZE as u64;
+        let mut done = 0;
+        while done < count.min(dsts.len()) {
+            let mut iov: Vec<IoSliceMut<'_>> = dsts[done..count]
+                .iter_mut()
+                .map(|d| IoSliceMut::new(d.as_bytes_mut()))
+                .collect();
+            let read = rustix::io::preadv(&self.fd, &mut iov, offset)?;
+            if read == 0 || read % PAGE_SIZE != 0 {
+                return Err(format!("{DD_DIRECT}: a read of {read} bytes").into());
+            }
+            done += read / PAGE_SIZE;
+            offset += read as u64;
+        }
+        Ok(())
+    }
+    fn release(&self, stored: Stored) -> Result<(), Error> {
+        punch_slots(&self.fd, self.len, stored)
+    }
+    fn footprint(&self) -> Option<u64> {
+        allocated_bytes(&self.fd)
+    }
+}
+
+/// Frees the pages a [`Stored::Slots`] names in a file of `len` bytes.
+fn punch_slots(fd: &OwnedFd, len: u64, stored: Stored) -> Result<(), Error> {
+    let Stored::Slots { first, count } = stored else {
+        return Err("not a batch of file slots".into());
+    };
+    let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+    let page = PAGE_SIZE as u64;
+    rustix::fs::fallocate(fd, mode, first * page, (count as u64 * page).min(len))?;
+    Ok(())
+}
+
+/// Bytes allocated to a file.
+fn allocated_bytes(fd: &OwnedFd) -> Option<u64> {
+    rustix::fs::fstat(fd).ok().map(|s| s.st_blocks as u64 * 512)
+}
+
+/// An unlinked file (mode 0600) in the temporary directory, opened with
+/// `flags` besides read-write and close-on-exec.
+fn unlinked_file(flags: rustix::fs::OFlags) -> Result<OwnedFd, Error> {
+    let flags = flags | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::CLOEXEC;
+    let dir = std::env::temp_dir();
+    rustix::fs::open(&dir, flags, rustix::fs::Mode::from_raw_mode(0o600))
+        .map_err(|e| format!("an unlinked file in {}: {e}", dir.display()).into())
+}
+
 /// The raw-codec baseline of a compressed backend's codec:
 /// `baseline:lz4_flex` or `baseline:zstd-L` (a codec added later gets a
 /// name [`baseline`] refuses until it has one).
@@ -324,8 +438,7 @@ impl PerPage {
     /// `baseline:pwrite-file` or, with `uring`, `baseline:uring-file`: an
     /// unlinked file in the temporary directory, where the file backend puts its own.
     pub fn file(pages: usize, uring: bool) -> Result<PerPage, Error> {
-        let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::CLOEXEC;
-        let fd = rustix::fs::open(std::env::temp_dir(), flags, rustix::fs::Mode::from_raw_mode(0o600))?;
+        let fd = unlinked_file(rustix::fs::OFlags::empty())?;
         let name = if uring {
             "baseline:uring-file"
         } else {
@@ -418,16 +531,10 @@ impl Adapter for PerPage {
         Ok(())
     }
     fn release(&self, stored: Stored) -> Result<(), Error> {
-        let Stored::Slots { first, count } = stored else {
-            return Err("not a per-page batch".into());
-        };
-        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
-        let page = PAGE_SIZE as u64;
-        rustix::fs::fallocate(&self.fd, mode, first * page, (count as u64 * page).min(self.len))?;
-        Ok(())
+        punch_slots(&self.fd, self.len, stored)
     }
     fn footprint(&self) -> Option<u64> {
-        rustix::fs::fstat(&self.fd).ok().map(|s| s.st_blocks as u64 * 512)
+        allocated_bytes(&self.fd)
     }
 }
 
@@ -561,7 +668,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names("memory"), [PREFAULTED]);
-        assert_eq!(names("shmem"), ["baseline:pwrite-memfd", PREFAULTED]);
+        assert_eq!(names("shmem"), [PREFAULTED]);
+        assert_eq!(names("shmem:reuse=0"), ["baseline:pwrite-memfd", PREFAULTED]);
+        assert_eq!(names("file:direct=on"), [DD_DIRECT]);
+        assert_eq!(names("file"), ["baseline:pwrite-file"]);
         assert_eq!(names("compressed:algo=zstd,level=3"), ["baseline:zstd-3"]);
         for name in ALL_BASELINES {
             assert_eq!(baseline(name, 8).unwrap().name(), name);
