@@ -1,7 +1,7 @@
 //! [`Tiered`] and [`Tier`]: the backend over an ordered list of backends.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pagebackup_core::raw::{HandleCodec, Shards};
@@ -42,6 +42,10 @@ pub struct Tier {
     pub(crate) vacated: AtomicBool,
     /// Pages the policy moved out since it last halved the tier's heat.
     pub(crate) moved_since_aging: AtomicU64,
+    /// The heat of the page the policy would move out next (its coldest
+    /// left), as of its last run over the tier: a page below is let in past
+    /// the high watermark only if it is hotter (TinyLFU's admission test).
+    pub(crate) victim_heat: AtomicU8,
 }
 
 impl Tier {
@@ -56,6 +60,7 @@ impl Tier {
             maintenance: None,
             vacated: AtomicBool::new(false),
             moved_since_aging: AtomicU64::new(0),
+            victim_heat: AtomicU8::new(0),
         }
     }
 
@@ -506,9 +511,7 @@ impl Shared {
                 .copy_page(dst, entry.inner, intr)
             {
                 Ok(()) => {
-                    // A page restored once while down would only push a
-                    // hotter page out: promote from the second restore.
-                    if self.config.promote && entry.tier > 0 && entry.heat >= PROMOTE_HEAT {
+                    if self.config.promote && entry.tier > 0 && self.admits(entry.heat) {
                         self.promote(handle, entry, dst);
                     }
                     return Ok(());
@@ -523,10 +526,31 @@ impl Shared {
         }
     }
 
+    /// Whether a page restored from below with `heat` restores since it
+    /// went there has proven hot enough for the first tier: restored twice
+    /// at least, and, unless the first tier has room under its high
+    /// watermark, hotter than the page the policy would move out for it.
+    /// A page below that is no hotter than what it would displace stays
+    /// below, so an access pattern wider than the first tier does not
+    /// churn pages up and down (no promotion storms).
+    fn admits(&self, heat: u8) -> bool {
+        let top = &self.tiers[0];
+        if heat < PROMOTE_HEAT {
+            return false;
+        }
+        let room = top
+            .mark(self.config.high)
+            .is_none_or(|mark| top.counters.held() + top.average_cost.load(Ordering::Relaxed) <= mark);
+        room || heat > top.victim_heat.load(Ordering::Relaxed)
+    }
+
     /// Copies a page just restored from a lower tier back to the first tier,
-    /// if that stays within its budget; past the high watermark, the policy
-    /// then moves the first tier's coldest pages down.
+    /// if that stays within its budget and the rate limit; past the high
+    /// watermark, the policy then moves the first tier's coldest pages down.
     fn promote(&self, handle: Handle, entry: Entry, page: &Page) {
+        if !self.limiter.take(PAGE) {
+            return;
+        }
         let (shard, slot, generation) = self.locate(handle);
         let Ok(Some(upper)) = self.store_in(0, page, u64::from(slot), BackupFlags::NONE, Some(1.0)) else {
             return;

@@ -40,7 +40,10 @@ impl Shared {
             pages.sort_unstable_by_key(|p| (!(huge_first && p.entry.huge), p.entry.heat, p.entry.last_use));
             let before = report.moved_pages;
             let freed = || start.saturating_sub(tier.counters.held());
-            report.stopped = self.move_all(pages, index + 1, &mut report, || freed() < excess);
+            let (stopped, tried) = self.move_all(&pages, index + 1, &mut report, || freed() < excess);
+            report.stopped = stopped;
+            let next = pages.get(tried).map_or(0, |p| p.entry.heat);
+            tier.victim_heat.store(next, Ordering::Relaxed);
             tier.moved_since_aging
                 .fetch_add(report.moved_pages - before, Ordering::Relaxed);
             if report.stopped.is_some() {
@@ -64,7 +67,7 @@ impl Shared {
                 WritebackFilter::All => true,
             });
             pages.sort_unstable_by_key(|p| p.entry.last_use);
-            report.stopped = self.move_all(pages, last, &mut report, || true);
+            report.stopped = self.move_all(&pages, last, &mut report, || true).0;
             if report.stopped.is_some() {
                 break;
             }
@@ -90,21 +93,22 @@ impl Shared {
 
     /// Moves `pages` to tier `to`, in order, while `more` says so. A page
     /// whose move fails stays where it is and the next is tried; the rate
-    /// limit and `NoSpace` below stop the moves.
+    /// limit and `NoSpace` below stop the moves. Returns why it stopped
+    /// early and how many pages it went through (moved, raced or failed).
     fn move_all(
         &self,
-        pages: Vec<Located>,
+        pages: &[Located],
         to: usize,
         report: &mut PolicyReport,
         more: impl Fn() -> bool,
-    ) -> Option<Stop> {
+    ) -> (Option<Stop>, usize) {
         let mut buf = Page::new_boxed();
-        for found in pages {
+        for (tried, &found) in pages.iter().enumerate() {
             if !more() {
-                return None;
+                return (None, tried);
             }
             if !self.limiter.take(PAGE) {
-                return Some(Stop::RateLimited);
+                return (Some(Stop::RateLimited), tried);
             }
             let from = &self.tiers[found.entry.tier as usize].counters;
             match self.move_page(found, to, &mut buf) {
@@ -118,12 +122,12 @@ impl Shared {
                     TierCounters::bump(&from.failed_moves, 1);
                     report.failed_pages += 1;
                     if e.kind() == ErrorKind::NoSpace {
-                        return Some(Stop::NoSpaceBelow);
+                        return (Some(Stop::NoSpaceBelow), tried + 1);
                     }
                 }
             }
         }
-        None
+        (None, pages.len())
     }
 
     /// What a budgeted tier uses against its budget: the bytes counted for

@@ -436,3 +436,64 @@ fn a_tier_that_cannot_tell_sizes_is_held_to_the_memory_it_reports() {
     verify(&t, &pages);
     drop_all_and_check_empty(&t, &[pages, more].concat());
 }
+
+fn restore_times(t: &Tiered, pages: &[(Handle, PageSpec)], times: usize) {
+    for _ in 0..times {
+        verify(t, pages);
+    }
+}
+
+#[test]
+fn promotion_past_the_high_watermark_admits_only_pages_hotter_than_the_next_victim() {
+    let t = two_memory(8, manual().with_promote(true));
+    let hot = backup_n(&t, 7, 8);
+    restore_times(&t, &hot, 4);
+    let cold = backup_n(&t, 8, 16);
+    assert!(
+        cold.iter().all(|&(h, _)| t.tier_of(h) == Some(1)),
+        "past the budget, backups go below"
+    );
+    // 8 of 8 pages is past the high watermark (0.9): down to the low (0.7),
+    // leaving 5 hot pages restored 4 times each; the next victim has heat 4.
+    assert_eq!(t.run_policy_step().moved_pages, 3);
+    // Restored 3 times each: the first two fit under the high watermark
+    // (5 + 2 <= 7.2 pages); the others are no hotter than the victim and
+    // stay down, however often this repeats.
+    restore_times(&t, &cold, 3);
+    let up = |t: &Tiered| t.tier_stats()[1].moved_up;
+    assert_eq!(up(&t), 2);
+    assert_eq!(cold.iter().filter(|&&(h, _)| t.tier_of(h) == Some(0)).count(), 2);
+    // One restored twice more (heat 5 > 4) proves hotter and comes up,
+    // within the budget.
+    restore_times(&t, &cold[5..6], 2);
+    assert_eq!(up(&t), 3);
+    assert_eq!(t.tier_of(cold[5].0), Some(0));
+    assert_eq!(t.tier_stats()[0].pages, 8);
+    verify(&t, &hot);
+    verify(&t, &cold);
+    drop_all_and_check_empty(&t, &[hot, cold].concat());
+}
+
+#[test]
+fn promotions_take_from_the_rate_limit() {
+    let limit = RateLimit {
+        bytes: 2 * PAGE,
+        period: Duration::from_secs(3600),
+    };
+    let t = two_memory(100, manual().with_promote(true).with_rate_limit(limit));
+    let pages = backup_n(&t, 9, 4);
+    assert_eq!(
+        t.writeback(WritebackFilter::All).moved_pages,
+        2,
+        "the period's allowance"
+    );
+    restore_times(&t, &pages, 3);
+    assert_eq!(
+        t.tier_stats()[1].moved_up,
+        0,
+        "nothing left in the period to promote with"
+    );
+    assert_eq!(t.policy_state().rate_remaining, Some(0));
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
