@@ -67,6 +67,11 @@ impl Tier {
     /// With a budget of `bytes`: the policy keeps the pages counted in this
     /// tier between the watermarks of it, and a backup that would take the
     /// tier past it goes to a tier below. Ignored on the last tier.
+    ///
+    /// A budget below one page's cost (zero included) makes the tier a
+    /// last resort: backups go below, nothing is promoted into it, and it
+    /// takes pages only when every tier below refuses them (full or
+    /// failing), from where the policy moves them down again.
     pub fn with_budget(mut self, bytes: u64) -> Self {
         self.budget = Some(bytes);
         self
@@ -566,10 +571,13 @@ impl Shared {
         if heat < PROMOTE_HEAT {
             return false;
         }
-        let room = top
-            .mark(self.config.high)
-            .is_none_or(|mark| top.counters.held() + top.average_cost.load(Ordering::Relaxed) <= mark);
-        room || heat > top.victim_heat.load(Ordering::Relaxed)
+        let fits = |fraction| {
+            top.mark(fraction)
+                .is_none_or(|mark| top.counters.held() + top.average_cost.load(Ordering::Relaxed) <= mark)
+        };
+        // Past the budget (a tiny or zero one too) nothing comes up, and
+        // nothing is taken from the rate limit for it.
+        fits(1.0) && (fits(self.config.high) || heat > top.victim_heat.load(Ordering::Relaxed))
     }
 
     /// Copies a page just restored from a lower tier back to the first tier,

@@ -497,3 +497,41 @@ fn promotions_take_from_the_rate_limit() {
     verify(&t, &pages);
     drop_all_and_check_empty(&t, &pages);
 }
+
+#[test]
+fn zero_and_tiny_budgets_make_the_tier_a_last_resort() {
+    for budget in [0, 100, PAGE - 1] {
+        let t = Tiered::new(
+            vec![
+                Tier::new(MemoryBackend::new()).with_budget(budget),
+                Tier::new(MemoryBackend::with_limit(4 * PAGE)),
+            ],
+            manual().with_promote(true),
+        )
+        .unwrap();
+        let pages = backup_n(&t, 10, 4);
+        let s = t.tier_stats();
+        assert_eq!(
+            (s[0].pages, s[1].pages, s[1].direct_backups),
+            (0, 4, 4),
+            "budget {budget}"
+        );
+        // Restored often: nothing is promoted into a tier that cannot hold a
+        // page, and the rate limit is not spent on trying.
+        restore_times(&t, &pages, 4);
+        assert_eq!(t.tier_stats()[1].moved_up, 0, "budget {budget}");
+        // With the tier below full, the first tier takes the page past its
+        // budget rather than failing the backup; the policy cannot move it.
+        let over = backup_n(&t, 11, 1);
+        assert_eq!(t.tier_of(over[0].0), Some(0), "budget {budget}");
+        let report = t.run_policy_step();
+        assert_eq!(
+            (report.moved_pages, report.stopped),
+            (0, Some(Stop::NoSpaceBelow)),
+            "budget {budget}"
+        );
+        verify(&t, &pages);
+        verify(&t, &over);
+        drop_all_and_check_empty(&t, &[pages, over].concat());
+    }
+}
