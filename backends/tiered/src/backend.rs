@@ -1,5 +1,6 @@
 //! [`Tiered`] and [`Tier`]: the backend over an ordered list of backends.
 
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,6 +142,33 @@ pub(crate) struct Located {
     pub(crate) slot: u32,
     pub(crate) generation: u32,
     pub(crate) entry: Entry,
+}
+
+/// A page found by the policy and its rank (lower goes first).
+#[derive(Debug)]
+pub(crate) struct Ranked<K> {
+    key: K,
+    found: Located,
+}
+
+impl<K: Ord> PartialEq for Ranked<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl<K: Ord> Eq for Ranked<K> {}
+
+impl<K: Ord> PartialOrd for Ranked<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Ord> Ord for Ranked<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
 }
 
 /// The state the backend and its policy thread share.
@@ -678,19 +706,38 @@ impl Shared {
         Ok(())
     }
 
-    /// Every live page in tier `tier`, with where it is (and its heat as it
-    /// was); with `age`, every live page's heat is halved, in all tiers.
-    pub(crate) fn pages_in(&self, tier: usize, age: bool) -> Vec<Located> {
-        let mut found = Vec::new();
+    /// The live pages of tier `tier` that `rank` selects, up to `keep` of
+    /// them with the lowest ranks, in rank order, with where they are (and
+    /// their heat as it was); with `age`, every live page's heat is halved,
+    /// in all tiers. Pages being dropped are left out.
+    pub(crate) fn coldest_in<K: Ord>(
+        &self,
+        tier: usize,
+        age: bool,
+        keep: usize,
+        rank: impl Fn(&Entry) -> Option<K>,
+    ) -> Vec<Located> {
+        let mut kept: BinaryHeap<Ranked<K>> = BinaryHeap::new();
         for shard in 0..self.shards.len() {
             let mut table = self.shards.lock(shard);
             for (slot, generation, entry) in table.live() {
-                if entry.tier as usize == tier && !entry.dropping {
-                    found.push(Located {
-                        shard,
-                        slot,
-                        generation,
-                        entry: *entry,
+                if entry.tier as usize == tier
+                    && !entry.dropping
+                    && keep > 0
+                    && let Some(key) = rank(entry)
+                    && (kept.len() < keep || kept.peek().is_some_and(|warmest| key < warmest.key))
+                {
+                    if kept.len() == keep {
+                        kept.pop();
+                    }
+                    kept.push(Ranked {
+                        key,
+                        found: Located {
+                            shard,
+                            slot,
+                            generation,
+                            entry: *entry,
+                        },
                     });
                 }
                 if age {
@@ -698,7 +745,7 @@ impl Shared {
                 }
             }
         }
-        found
+        kept.into_sorted_vec().into_iter().map(|r| r.found).collect()
     }
 
     fn tier_stats(tier: &Tier) -> TierStats {
