@@ -589,23 +589,22 @@ impl Shared {
 
     /// Whether a page restored from below with `heat` restores since it
     /// went there has proven hot enough for the first tier: restored twice
-    /// at least, and, unless the first tier has room under its high
-    /// watermark, hotter than the page the policy would move out for it.
-    /// A page below that is no hotter than what it would displace stays
-    /// below, so an access pattern wider than the first tier does not
-    /// churn pages up and down (no promotion storms).
+    /// at least, hotter than the page the policy would move out of the
+    /// first tier next (as of its last run there), and within the first
+    /// tier's budget. A page no hotter than what it would displace stays
+    /// below, so an access pattern wider than the first tier does not churn
+    /// pages up and down (no promotion storms).
     fn admits(&self, heat: u8) -> bool {
         let top = &self.tiers[0];
         if heat < PROMOTE_HEAT {
             return false;
         }
-        let fits = |fraction| {
-            top.mark(fraction)
-                .is_none_or(|mark| top.counters.held() + top.average_cost.load(Ordering::Relaxed) <= mark)
-        };
         // Past the budget (a tiny or zero one too) nothing comes up, and
         // nothing is taken from the rate limit for it.
-        fits(1.0) && (fits(self.config.high) || heat > top.victim_heat.load(Ordering::Relaxed))
+        let fits = top
+            .mark(1.0)
+            .is_none_or(|mark| top.counters.held() + top.average_cost.load(Ordering::Relaxed) <= mark);
+        fits && heat > top.victim_heat.load(Ordering::Relaxed)
     }
 
     /// Copies a page just restored from a lower tier back to the first tier,

@@ -58,8 +58,7 @@ pub struct TieredConfig {
     /// (the default) treats them like any other page.
     pub huge: Option<HugePolicy>,
     /// A page restored from a lower tier is copied back to the first tier
-    /// once it proves hot: restored at least twice since it went down and,
-    /// unless the first tier has room under its high watermark, restored
+    /// once it proves hot: restored at least twice since it went down and
     /// more often lately than the page the policy would move out of the
     /// first tier next (TinyLFU's admission test, on the per-page counts
     /// the policy keeps). Promotions take from the rate limit. The first
