@@ -4,9 +4,10 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pagebackup_core::raw::HandleCodec;
+use pagebackup_core::raw::{HandleCodec, Shards};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, Result,
+    BackupBackend, BackupError, BackupFlags, BackupStats, ErrorKind, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
+    Page, Result,
 };
 
 use crate::arena::{self, CHUNK, HEADER};
@@ -15,7 +16,6 @@ use crate::codec::{Codec, SCRATCH_LEN};
 use crate::config::HUGE_THRESHOLDS;
 use crate::entry::{ENTRY_BYTES, Stored};
 use crate::shard::{COMPACTION_RESERVE, Prepared, Shard};
-use crate::shards::Shards;
 use crate::table::{self, Refused};
 use crate::{Algorithm, CompressedConfig, NAME};
 
@@ -99,6 +99,15 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   ratio.
 /// - **Corruption** of stored data gives `Corrupt` or, without checksums, at
 ///   worst a wrong page — never a panic or a short page.
+/// - **Blocking class**: no call sleeps or does I/O. The limit refuses an
+///   allocation rather than waiting for room, and locks are held only for
+///   the arena's copies (one chunk of compaction at most, or the whole
+///   shard during an explicit [`compact`](Self::compact)). So with lz4 or
+///   zstd at level 1 or below, where a page costs a few microseconds,
+///   [`never_blocks`](BackupBackend::never_blocks) is `true` and an async
+///   adapter runs calls on the calling task; at higher zstd levels a page
+///   costs tens to hundreds of microseconds of CPU, which would hold a
+///   runtime worker, so calls go to the blocking pool.
 pub struct CompressedBackend {
     codec: Codec,
     checksum: bool,
@@ -208,7 +217,7 @@ impl CompressedBackend {
     pub fn compact(&self) -> Compaction {
         let mut done = Compaction::default();
         for index in 0..self.shards.len() {
-            let (moved, released) = self.shards.write(index).compact(&self.budget);
+            let (moved, released) = self.shards.lock(index).compact(&self.budget);
             done.moved_pages += moved;
             done.released_bytes += released;
         }
@@ -246,7 +255,7 @@ impl CompressedBackend {
     fn store(&self, prepared: Prepared<'_>) -> Result<Handle> {
         let (index, mut shard) = self.shards.pick();
         match shard.store(prepared, &self.budget) {
-            Ok((local, generation)) => Ok(self.handles.encode(local << SHARD_BITS | index as u32, generation)),
+            Ok((local, generation)) => Ok(self.handles.encode(self.shards.slot(index, local), generation)),
             Err(Refused::Full) => {
                 Err(self.no_space(format!("all {MAX_SLOTS_PER_SHARD} slots of shard {index} are in use")))
             }
@@ -260,8 +269,7 @@ impl CompressedBackend {
 
     /// The shard and local slot `handle` names.
     fn locate(&self, handle: Handle) -> (usize, u32) {
-        let slot = self.handles.slot(handle);
-        (slot as usize % SHARDS, slot >> SHARD_BITS)
+        self.shards.split(self.handles.slot(handle))
     }
 
     fn invalid_handle(&self, handle: Handle, op: Operation) -> BackupError {
@@ -312,7 +320,12 @@ impl CompressedBackend {
             out[a.len()..].copy_from_slice(b);
             return Ok(());
         }
-        self.codec.decompress((a, b), dst).map_err(|e| self.corrupt(handle, e))
+        self.codec.decompress((a, b), dst).map_err(|e| BackupError::Caused {
+            origin: Origin::new(NAME, Operation::CopyPage),
+            kind: ErrorKind::Corrupt,
+            detail: format!("stored copy of handle {handle} is corrupt"),
+            source: Box::new(e),
+        })
     }
 }
 
@@ -377,15 +390,32 @@ impl BackupBackend for CompressedBackend {
         }
     }
 
+    /// [`compact`](CompressedBackend::compact).
+    fn maintain(&self) -> Result<()> {
+        self.compact();
+        Ok(())
+    }
+
     fn drop_handle(&self, handle: Handle) -> Result<()> {
         let (index, local) = self.locate(handle);
-        let mut shard = self.shards.write(index);
+        let mut shard = self.shards.lock(index);
         match shard.table.get(local) {
             Some((generation, _)) if self.handles.matches(handle, generation) => {
                 shard.drop_slot(local, &self.budget);
                 Ok(())
             }
             _ => Err(self.invalid_handle(handle, Operation::DropHandle)),
+        }
+    }
+
+    /// Nothing waits (see the type's blocking class); only the zstd levels
+    /// above 1 are too slow per page to run on an async task.
+    fn never_blocks(&self) -> bool {
+        match self.codec.algorithm() {
+            #[cfg(feature = "lz4")]
+            Algorithm::Lz4 => true,
+            #[cfg(feature = "zstd")]
+            Algorithm::Zstd { level } => level <= 1,
         }
     }
 
@@ -475,7 +505,7 @@ mod tests {
 
     /// Flips a byte of a stored object in place.
     fn flip(b: &CompressedBackend, shard: usize, loc: Location, pos: usize) {
-        b.shards.write(shard).arena.flip(loc, pos);
+        b.shards.lock(shard).arena.flip(loc, pos);
     }
 
     /// Flips bytes of every stored object (and cuts objects short) and
@@ -512,13 +542,13 @@ mod tests {
                     len: loc.len / 2,
                     ..loc
                 };
-                b.shards.write(shard).table.moved(local, Stored::Object(cut));
+                b.shards.lock(shard).table.moved(local, Stored::Object(cut));
                 let result = b.copy_page(&mut dst, h, None);
                 assert!(result.is_err() || !checksum, "a checksum missed a truncated object");
                 if let Err(e) = result {
                     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
                 }
-                b.shards.write(shard).table.moved(local, Stored::Object(loc));
+                b.shards.lock(shard).table.moved(local, Stored::Object(loc));
             }
             b.copy_page(&mut dst, h, None).unwrap();
             assert_eq!(dst, *original);

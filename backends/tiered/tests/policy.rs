@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page, forward_backend};
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page};
 use pagebackup_testkit::{PageClass, PageSpec};
 use pagebackup_tiered::{HugePolicy, RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
 
@@ -224,10 +224,15 @@ impl BackupBackend for CostedBackend {
     }
 }
 
-/// `forward_backend!` forwards `stored_size` too.
+/// A layer that overrides nothing forwards `stored_size` too.
 #[derive(Debug)]
 struct Forwarded(MemoryBackend);
-forward_backend!(impl[] Forwarded => |s| s.0);
+impl pagebackup_core::layers::Layer for Forwarded {
+    type Inner = MemoryBackend;
+    fn inner(&self) -> &MemoryBackend {
+        &self.0
+    }
+}
 
 fn page_costing(huge: bool, n: u64) -> Box<Page> {
     let mut page = PageSpec::new(7, n, PageClass::Text).page();
