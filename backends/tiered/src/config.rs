@@ -60,14 +60,14 @@ pub struct TieredConfig {
     /// (the default) treats them like any other page.
     pub huge: Option<HugePolicy>,
     /// A page restored from a lower tier is copied back to the first tier
-    /// when it is used again soon: its previous use is no older than the
-    /// warmest page the watermark policy last moved out of the first tier
-    /// (so a page restored once in a long while, which would push a hotter
-    /// one out, stays down). The first tier takes it within its budget, and
-    /// the policy then makes room by moving the coldest pages down. Off by
-    /// default.
+    /// once it proves hot: restored at least twice since it went down and
+    /// more often lately than the page the policy would move out of the
+    /// first tier next (TinyLFU's admission test, on the per-page counts
+    /// the policy keeps). Promotions take from the rate limit. The first
+    /// tier takes the page within its budget, and the policy then makes
+    /// room by moving the coldest pages down. Off by default.
     pub promote: bool,
-    /// A bound on the bytes moved down per period; `None` (the default) for none.
+    /// A bound on the bytes moved per period, down and up; `None` (the default) for none.
     pub rate_limit: Option<RateLimit>,
     /// The automatic mode: a background thread runs the policy every
     /// interval, and at once when a tier passes its high watermark. `None`
