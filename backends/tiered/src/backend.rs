@@ -270,8 +270,16 @@ impl BackupBackend for Tiered {
         stats
     }
 
-    /// Flushes every tier.
+    /// Waits for a policy run or writeback in flight (its moves hold pages
+    /// in two tiers for a moment), then flushes every tier: once it
+    /// returns, the tiers hold exactly the pages the handles map.
     fn flush(&self) -> Result<()> {
+        drop(
+            self.shared
+                .mover
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         self.shared.tiers.iter().try_for_each(|t| t.backend.flush())
     }
 

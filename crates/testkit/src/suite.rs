@@ -179,7 +179,10 @@ pub fn run_all(subject: &Subject) {
 /// Pages a limited backend is built for in [`Check::NoSpace`].
 pub const LIMIT_PAGES: u64 = 64;
 
+/// Flushes `b` (so that work a backend does in the background, such as a
+/// tiered stack's moves, has ended), then checks it holds nothing.
 fn assert_empty(b: &dyn BackupBackend) {
+    b.flush().unwrap_or_else(|e| panic!("{}: flush: {e}", b.name()));
     assert_holds_nothing(b.name(), &b.stats());
 }
 
