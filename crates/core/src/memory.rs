@@ -235,8 +235,10 @@ impl BackupBackend for MemoryBackend {
         let mut stats = BackupStats::default();
         for shard in self.shards.each() {
             stats.stored_pages += shard.table.live();
-            stats.memory_used += shard.slab_bytes() + shard.table.metadata_bytes();
+            stats.metadata_bytes += shard.table.metadata_bytes();
+            stats.memory_used += shard.slab_bytes();
         }
+        stats.memory_used += stats.metadata_bytes;
         stats.original_bytes = stats.stored_pages * PAGE_SIZE as u64;
         stats.stored_bytes = stats.original_bytes;
         stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);
