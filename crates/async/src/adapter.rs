@@ -38,12 +38,17 @@ pub enum Execution {
 /// and its job stops at the next page boundary. A drop's job drops its
 /// handles even if the runtime shuts down before running it.
 ///
+/// # Outside a tokio runtime
+///
+/// With [`Execution::Blocking`], calls made within a tokio runtime run on
+/// its blocking pool ([`tokio::task::spawn_blocking`]); a call awaited
+/// outside one (`futures::executor::block_on`, another executor) runs the
+/// sync call on the awaiting thread instead, as does a call whose runtime
+/// shuts down before its job ran. Nothing panics for want of a runtime.
+///
 /// # Panics
 ///
-/// With [`Execution::Blocking`], calls must be made within a tokio runtime
-/// (they use [`tokio::task::spawn_blocking`]). A panic of the sync backend
-/// is resumed in the awaiting task. A call whose runtime shuts down before
-/// its job ran runs the job on the awaiting thread instead.
+/// A panic of the sync backend is resumed in the awaiting task.
 #[derive(Debug)]
 pub struct SyncAdapter<B: ?Sized = dyn BackupBackend> {
     backend: Arc<B>,
@@ -77,14 +82,17 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
         &self.backend
     }
 
-    /// Runs `job` on the blocking pool and returns its output. If the
-    /// runtime shuts down before the job ran, it runs here instead, so that
-    /// its pages still come back.
+    /// Runs `job` on the blocking pool and returns its output. Outside a
+    /// tokio runtime, or if the runtime shuts down before the job ran, it
+    /// runs here instead, so that its pages still come back.
     async fn on_blocking_thread<T: Send + 'static>(&self, job: impl FnOnce(&Arc<B>) -> T + Send + 'static) -> T {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return job(&self.backend);
+        };
         let job = Arc::new(Mutex::new(Some(job)));
         let queued = Arc::clone(&job);
         let backend = Arc::clone(&self.backend);
-        let ran = tokio::task::spawn_blocking(move || take(&queued).map(|job| job(&backend))).await;
+        let ran = runtime.spawn_blocking(move || take(&queued).map(|job| job(&backend))).await;
         match ran {
             Ok(Some(out)) => out,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
