@@ -10,8 +10,8 @@ use pagebackup::{BackupBackend, BackupFlags, Page};
 fn page(i: u64) -> Box<Page> {
     let mut page = Page::new_boxed();
     for (n, chunk) in page.0.chunks_mut(64).enumerate() {
-        let line = format!("page {i:08} line {n:04} of a page that compresses well.....\n");
-        chunk.copy_from_slice(&line.as_bytes()[..64]);
+        let line = format!("{:<63}\n", format!("page {i:08} line {n:04} of a page that compresses"));
+        chunk.copy_from_slice(line.as_bytes());
     }
     page
 }
