@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pagebackup_core::raw::HandleCodec;
+use pagebackup_core::raw::{HandleCodec, Shards};
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, Result,
 };
@@ -15,7 +15,6 @@ use crate::codec::{Codec, SCRATCH_LEN};
 use crate::config::HUGE_THRESHOLDS;
 use crate::entry::{ENTRY_BYTES, Stored};
 use crate::shard::{COMPACTION_RESERVE, Prepared, Shard};
-use crate::shards::Shards;
 use crate::table::{self, Refused};
 use crate::{Algorithm, CompressedConfig, NAME};
 
@@ -208,7 +207,7 @@ impl CompressedBackend {
     pub fn compact(&self) -> Compaction {
         let mut done = Compaction::default();
         for index in 0..self.shards.len() {
-            let (moved, released) = self.shards.write(index).compact(&self.budget);
+            let (moved, released) = self.shards.lock(index).compact(&self.budget);
             done.moved_pages += moved;
             done.released_bytes += released;
         }
@@ -246,7 +245,7 @@ impl CompressedBackend {
     fn store(&self, prepared: Prepared<'_>) -> Result<Handle> {
         let (index, mut shard) = self.shards.pick();
         match shard.store(prepared, &self.budget) {
-            Ok((local, generation)) => Ok(self.handles.encode(local << SHARD_BITS | index as u32, generation)),
+            Ok((local, generation)) => Ok(self.handles.encode(self.shards.slot(index, local), generation)),
             Err(Refused::Full) => {
                 Err(self.no_space(format!("all {MAX_SLOTS_PER_SHARD} slots of shard {index} are in use")))
             }
@@ -260,8 +259,7 @@ impl CompressedBackend {
 
     /// The shard and local slot `handle` names.
     fn locate(&self, handle: Handle) -> (usize, u32) {
-        let slot = self.handles.slot(handle);
-        (slot as usize % SHARDS, slot >> SHARD_BITS)
+        self.shards.split(self.handles.slot(handle))
     }
 
     fn invalid_handle(&self, handle: Handle, op: Operation) -> BackupError {
@@ -379,7 +377,7 @@ impl BackupBackend for CompressedBackend {
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
         let (index, local) = self.locate(handle);
-        let mut shard = self.shards.write(index);
+        let mut shard = self.shards.lock(index);
         match shard.table.get(local) {
             Some((generation, _)) if self.handles.matches(handle, generation) => {
                 shard.drop_slot(local, &self.budget);
@@ -478,7 +476,7 @@ mod tests {
 
     /// Flips a byte of a stored object in place.
     fn flip(b: &CompressedBackend, shard: usize, loc: Location, pos: usize) {
-        b.shards.write(shard).arena.flip(loc, pos);
+        b.shards.lock(shard).arena.flip(loc, pos);
     }
 
     /// Flips bytes of every stored object (and cuts objects short) and
@@ -515,13 +513,13 @@ mod tests {
                     len: loc.len / 2,
                     ..loc
                 };
-                b.shards.write(shard).table.moved(local, Stored::Object(cut));
+                b.shards.lock(shard).table.moved(local, Stored::Object(cut));
                 let result = b.copy_page(&mut dst, h, None);
                 assert!(result.is_err() || !checksum, "a checksum missed a truncated object");
                 if let Err(e) = result {
                     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
                 }
-                b.shards.write(shard).table.moved(local, Stored::Object(loc));
+                b.shards.lock(shard).table.moved(local, Stored::Object(loc));
             }
             b.copy_page(&mut dst, h, None).unwrap();
             assert_eq!(dst, *original);

@@ -36,7 +36,6 @@ mod config;
 mod dictionary;
 mod entry;
 mod shard;
-mod shards;
 mod table;
 
 pub use backend::{ArenaStats, CHUNK_BYTES, Compaction, CompressedBackend, METADATA_BYTES_PER_PAGE};

@@ -6,7 +6,7 @@ use pagebackup_core::raw::{Device, ReadRun, RunError, WriteRun};
 use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE};
 
 use crate::file::BackingFile;
-use crate::io::{self, Io};
+use crate::io::Io;
 use crate::staging::{STAGE_FLUSH, Staging};
 use crate::uring::Ring;
 use crate::{FileConfig, IoMode};
@@ -60,7 +60,7 @@ impl FileDevice {
     /// Writes the staged pages, runs of contiguous slots coalesced.
     fn flush_staged(&self) -> std::io::Result<()> {
         self.staging.flush(|slots, pages| {
-            let mut runs: Vec<io::WriteRun<'_>> = Vec::new();
+            let mut runs: Vec<crate::runs::WriteRun<'_>> = Vec::new();
             let mut start = 0;
             for end in 1..=slots.len() {
                 if end == slots.len() || slots[end - 1] + 1 != slots[end] {
@@ -89,13 +89,13 @@ impl Device for FileDevice {
             self.staging.stage(run.slot, page);
             return Ok(());
         }
-        let runs: Vec<io::WriteRun<'_>> = runs.iter().map(|r| (u64::from(r.slot) * PAGE, r.pages)).collect();
+        let runs: Vec<crate::runs::WriteRun<'_>> = runs.iter().map(|r| (u64::from(r.slot) * PAGE, r.pages)).collect();
         self.io.write(self.fd(), &runs)
     }
 
     fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         if self.staging.len() == 0 {
-            let mut file_runs: Vec<io::ReadRun<'_, '_>> = runs
+            let mut file_runs: Vec<crate::runs::ReadRun<'_, '_>> = runs
                 .iter_mut()
                 .map(|r| (u64::from(r.slot) * PAGE, &mut *r.pages))
                 .collect();

@@ -27,6 +27,7 @@ mod file;
 mod io;
 #[cfg(feature = "async")]
 mod native;
+mod runs;
 mod staging;
 mod uring;
 

@@ -10,7 +10,7 @@ use pagebackup_core::raw::RunError;
 use pagebackup_core::{PAGE_SIZE, Page};
 use rustix::io::Errno;
 
-use crate::io::{IOV_MAX, ReadRun, WriteRun, read_sync, write_sync};
+use crate::runs::{IOV_MAX, ReadRun, WriteRun, read_sync, write_sync};
 
 /// Submission queue entries: operations submitted at once.
 const ENTRIES: u32 = 64;

@@ -41,10 +41,13 @@ mod backend;
 mod config;
 mod policy;
 mod rate;
+mod shared;
 mod stats;
 mod table;
+mod tier;
 mod worker;
 
-pub use backend::{Tier, Tiered};
+pub use backend::Tiered;
 pub use config::{HugePolicy, RateLimit, TieredConfig, WritebackFilter};
 pub use stats::{PolicyReport, PolicyState, Stop, TierStats};
+pub use tier::Tier;

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
 
 use crate::WritebackFilter;
-use crate::backend::{Located, Shared, Tier};
+use crate::shared::{Located, Shared};
 use crate::stats::{PolicyReport, Stop, TierCounters};
+use crate::tier::Tier;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 

@@ -1,33 +1,12 @@
 //! The automatic mode: a thread that runs the policy every interval, and at
 //! once when a backup takes a tier past its high watermark.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::backend::Shared;
-
-/// How backups wake the policy thread and the backend stops it.
-#[derive(Debug, Default)]
-pub(crate) struct Wake {
-    /// (kicked, stop)
-    state: Mutex<(bool, bool)>,
-    changed: Condvar,
-    /// A kick is pending: further backups need not take the lock.
-    pending: AtomicBool,
-}
-
-impl Wake {
-    /// Asks the policy thread (if any) to run now.
-    pub(crate) fn kick(&self) {
-        if self.pending.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).0 = true;
-        self.changed.notify_one();
-    }
-}
+use crate::shared::{Shared, Wake};
 
 /// The policy thread.
 #[derive(Debug)]

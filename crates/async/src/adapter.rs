@@ -1,10 +1,12 @@
 //! [`SyncAdapter`]: any sync [`BackupBackend`] behind [`AsyncBackupBackend`].
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
 
+use crate::blocking::{BlockingJobs, HandlesToDrop};
 use crate::cancel::InterruptOnDrop;
 use crate::{AsyncBackupBackend, BackedUp};
 
@@ -30,29 +32,31 @@ pub enum Execution {
 /// nothing is copied on the way.
 ///
 /// Cancellation keeps the trait's rule: a blocking job runs to its end
-/// whatever happens to its future. A backup's job hands its handles to a
-/// guard that drops them again unless the future takes them, so a backup
-/// whose future is gone leaves nothing behind (the drop then runs where
-/// tokio drops the job's output: on the thread that finishes the job or
-/// drops the future). A restore's future sets its interrupt when dropped,
-/// and its job stops at the next page boundary. A drop's job drops its
-/// handles even if the runtime shuts down before running it.
-///
-/// # Outside a tokio runtime
-///
-/// With [`Execution::Blocking`], calls made within a tokio runtime run on
-/// its blocking pool ([`tokio::task::spawn_blocking`]); a call awaited
-/// outside one (`futures::executor::block_on`, another executor) runs the
-/// sync call on the awaiting thread instead, as does a call whose runtime
-/// shuts down before its job ran. Nothing panics for want of a runtime.
+/// whatever happens to its future (see [`BlockingJobs`]). A backup's job
+/// hands its handles to a guard that drops them again unless the future
+/// takes them, so a backup whose future is gone leaves nothing behind (the
+/// drop then runs where tokio drops the job's output: on the thread that
+/// finishes the job or drops the future). A restore's future sets its
+/// interrupt when dropped, and its job stops at the next page boundary. A
+/// drop's job drops its handles even if the runtime shuts down before
+/// running it. [`flush`](AsyncBackupBackend::flush) first waits for the
+/// jobs of dropped futures, so once it returns, cancelled backups are
+/// undone; this holds after the runtime that ran them shut down
+/// (`shutdown_background` included), since their jobs end on their own.
 ///
 /// # Panics
 ///
-/// A panic of the sync backend is resumed in the awaiting task.
+/// A panic of the sync backend is resumed in the awaiting task; a backup
+/// batch that panics part-way first drops the handles it had made, so the
+/// pages it stored are not left behind. Calls outside a tokio runtime, or
+/// whose runtime refuses or cancels their job (it shut down), run the job
+/// on the awaiting thread instead.
 #[derive(Debug)]
 pub struct SyncAdapter<B: ?Sized = dyn BackupBackend> {
     backend: Arc<B>,
     execution: Execution,
+    /// The blocking jobs, so that `flush` waits for orphaned ones.
+    jobs: BlockingJobs,
 }
 
 impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
@@ -69,7 +73,11 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
 
     /// An adapter running `backend` as `execution` says.
     pub fn with_execution(backend: Arc<B>, execution: Execution) -> Self {
-        SyncAdapter { backend, execution }
+        SyncAdapter {
+            backend,
+            execution,
+            jobs: BlockingJobs::new(),
+        }
     }
 
     /// Where the calls run.
@@ -82,65 +90,11 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
         &self.backend
     }
 
-    /// Runs `job` on the blocking pool and returns its output. Outside a
-    /// tokio runtime, or if the runtime shuts down before the job ran, it
-    /// runs here instead, so that its pages still come back.
+    /// Runs `job` on the blocking pool and returns its output, tracked as
+    /// [`BlockingJobs`] says (on this thread if the runtime refuses it).
     async fn on_blocking_thread<T: Send + 'static>(&self, job: impl FnOnce(&Arc<B>) -> T + Send + 'static) -> T {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return job(&self.backend);
-        };
-        let job = Arc::new(Mutex::new(Some(job)));
-        let queued = Arc::clone(&job);
         let backend = Arc::clone(&self.backend);
-        let ran = runtime.spawn_blocking(move || take(&queued).map(|job| job(&backend))).await;
-        match ran {
-            Ok(Some(out)) => out,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Ok(None) | Err(_) => take(&job).expect("a job runs once")(&self.backend),
-        }
-    }
-}
-
-/// Takes a queued job out, once.
-fn take<F>(job: &Mutex<Option<F>>) -> Option<F> {
-    job.lock().unwrap_or_else(PoisonError::into_inner).take()
-}
-
-/// Handles to be dropped from `backend` unless [`take`](Self::take)n: the
-/// handles of a backup until its future receives them, or those of a drop
-/// until its job runs.
-struct HandlesToDrop<B: BackupBackend + ?Sized> {
-    backend: Arc<B>,
-    handles: Vec<Handle>,
-}
-
-impl<B: BackupBackend + ?Sized> HandlesToDrop<B> {
-    fn new(backend: &Arc<B>, handles: Vec<Handle>) -> Self {
-        HandlesToDrop {
-            backend: Arc::clone(backend),
-            handles,
-        }
-    }
-
-    /// The handles, no longer to be dropped.
-    fn take(mut self) -> Vec<Handle> {
-        std::mem::take(&mut self.handles)
-    }
-
-    /// Drops the handles now.
-    fn drop_now(self) -> Result<(), BatchError> {
-        let backend = Arc::clone(&self.backend);
-        backend.drop_handles(&self.take())
-    }
-}
-
-impl<B: BackupBackend + ?Sized> Drop for HandlesToDrop<B> {
-    fn drop(&mut self) {
-        if !self.handles.is_empty() {
-            // Nothing can be reported from here: these handles are live and
-            // ours, so only an I/O failure of the backend can refuse them.
-            let _ = self.backend.drop_handles(&self.handles);
-        }
+        self.jobs.run(move || job(&backend)).await
     }
 }
 
@@ -162,8 +116,18 @@ fn backup_owned(
 ) -> (Vec<Handle>, Result<(), BatchError>) {
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut handles = Vec::with_capacity(pages.len());
-    let result = backend.backup_pages(&refs, first_idx, flags, &mut handles);
-    (handles, result)
+    // A backend that panics part-way has stored the pages whose handles it
+    // gave so far: nobody will receive them, so they are dropped before the
+    // panic goes on.
+    match catch_unwind(AssertUnwindSafe(|| {
+        backend.backup_pages(&refs, first_idx, flags, &mut handles)
+    })) {
+        Ok(result) => (handles, result),
+        Err(panic) => {
+            let _ = backend.drop_handles(&handles);
+            resume_unwind(panic)
+        }
+    }
 }
 
 fn copy_owned(
@@ -234,8 +198,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
             cooperate(1).await;
             return dropped;
         }
-        let job = HandlesToDrop::new(&self.backend, handles.to_vec());
-        self.on_blocking_thread(move |_| job.drop_now()).await
+        self.jobs.drop_handles(&self.backend, handles).await
     }
 
     fn bytes_avail(&self) -> u64 {
@@ -252,7 +215,11 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
                 cooperate(1).await;
                 self.backend.flush()
             }
-            Execution::Blocking => self.on_blocking_thread(|backend| backend.flush()).await,
+            Execution::Blocking => {
+                // Cancelled backups are undone by their orphaned jobs.
+                self.jobs.settle().await;
+                self.on_blocking_thread(|backend| backend.flush()).await
+            }
         }
     }
 
@@ -287,5 +254,103 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
             .await;
         on_drop.disarm();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use pagebackup_core::MemoryBackend;
+
+    use super::*;
+
+    /// The memory backend, panicking at its third backup.
+    #[derive(Debug, Default)]
+    struct PanicsAtThird {
+        inner: MemoryBackend,
+        backups: AtomicUsize,
+    }
+
+    impl BackupBackend for PanicsAtThird {
+        fn name(&self) -> &'static str {
+            "panics-at-third"
+        }
+        fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
+            assert!(
+                self.backups.fetch_add(1, Ordering::SeqCst) != 2,
+                "the third backup panics"
+            );
+            self.inner.backup_page(page, idx, flags)
+        }
+        fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
+            self.inner.copy_page(dst, handle, intr)
+        }
+        fn drop_handle(&self, handle: Handle) -> Result<()> {
+            self.inner.drop_handle(handle)
+        }
+        fn bytes_avail(&self) -> u64 {
+            self.inner.bytes_avail()
+        }
+        fn stats(&self) -> BackupStats {
+            self.inner.stats()
+        }
+    }
+
+    #[test]
+    fn a_backup_batch_that_panics_part_way_leaves_nothing_stored() {
+        for execution in [Execution::Inline, Execution::Blocking] {
+            let backend = Arc::new(PanicsAtThird::default());
+            let adapter = SyncAdapter::with_execution(Arc::clone(&backend), execution);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let pages = (0..5).map(|_| Page::new_boxed()).collect();
+            let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                runtime.block_on(adapter.backup_pages(pages, 0, BackupFlags::NONE))
+            }));
+            assert!(
+                panicked.is_err(),
+                "{execution:?}: the backend's panic reaches the caller"
+            );
+            assert_eq!(backend.backups.load(Ordering::SeqCst), 3, "{execution:?}");
+            assert_eq!(
+                backend.stats().stored_pages,
+                0,
+                "{execution:?}: the two pages stored before the panic are left behind"
+            );
+        }
+    }
+
+    #[test]
+    fn flush_waits_for_backups_whose_futures_were_dropped() {
+        use std::task::{Context, Poll, Waker};
+        let backend = Arc::new(MemoryBackend::new());
+        let adapter = SyncAdapter::with_execution(Arc::clone(&backend), Execution::Blocking);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut finished = Vec::new();
+            for _ in 0..64 {
+                let pages = (0..64).map(|_| Page::new_boxed()).collect();
+                let mut fut = adapter.backup_pages(pages, 0, BackupFlags::NONE);
+                // Polled once (the job is queued), then dropped, unless the
+                // job was already done.
+                if let Poll::Ready(backed) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    finished.extend(backed.handles);
+                }
+            }
+            adapter.flush().await.unwrap();
+            assert_eq!(adapter.jobs.orphans(), 0);
+            assert_eq!(
+                backend.stats().stored_pages,
+                finished.len() as u64,
+                "cancelled backups still stored after flush"
+            );
+            backend.drop_handles(&finished).unwrap();
+        });
     }
 }

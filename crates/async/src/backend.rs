@@ -50,7 +50,16 @@ pub struct BackedUp {
 /// - a drop, once polled, is carried out whether or not its future is
 ///   awaited to the end;
 /// - a dropped `flush` leaves the backups as they are: a later `flush`
-///   still waits for all of them.
+///   still waits for all of them;
+/// - a runtime shut down with calls in flight (`shutdown_background`
+///   included) drops their futures, with the rules above: the work they
+///   started ends on the backend's own threads, and a `flush` made
+///   afterwards, from another runtime or none, returns once it has, so
+///   that the backend then holds exactly the pages whose handles were
+///   given out and not dropped;
+/// - dropping the backend itself while operations of dropped futures are
+///   in flight waits for them (or cancels them) first: after the drop, no
+///   memory of the program is read or written on the backend's behalf.
 #[async_trait]
 pub trait AsyncBackupBackend: Send + Sync + Debug {
     /// The backend's short name (`"memory"`, `"shmem"`, ...), used in errors.

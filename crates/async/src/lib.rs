@@ -26,10 +26,12 @@
 
 mod adapter;
 mod backend;
+mod blocking;
 mod cancel;
 mod page_array;
 
 pub use adapter::{Execution, SyncAdapter};
 pub use backend::{AsyncBackupBackend, BackedUp};
+pub use blocking::{BlockingJobs, Outstanding};
 pub use cancel::InterruptOnDrop;
 pub use page_array::AsyncPageArray;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use pagebackup_core::{BackupError, BackupFlags, BatchError, Counts, Handle, Interrupt, Page, Slot};
 
+use crate::blocking::run_detached;
 use crate::cancel::InterruptOnDrop;
 use crate::{AsyncBackupBackend, BackedUp};
 
@@ -66,10 +67,15 @@ impl Landed {
 /// [`settle`](Self::settle)) first waits for that batch and writes its
 /// outcome back. A dropped `restore` interrupts its batch, which then stops
 /// at a page boundary. Until the batch lands, its positions read as
-/// [`Slot::Empty`]. Dropping the array drops its handles (after its batch
-/// in flight, if any, has landed) on a task of the current tokio runtime,
-/// or on a runtime of its own outside one; [`purge`](Self::purge) first to
-/// know when the backend holds nothing for it.
+/// [`Slot::Empty`]. Dropping the array drops its handles, and those its
+/// batch in flight, if any, leaves live once it lands: the drops start at once, on the dropping
+/// thread, so that they are carried out even if the runtime is dropped
+/// right after the array (a drop once polled is carried out); what is left
+/// to wait for runs on a task of the current tokio runtime, or to its end on
+/// a runtime of its own outside one. If the runtime shuts down before a
+/// batch in flight lands, the batch is dropped and undone as any dropped
+/// call: a backup by its backend, a restore by releasing its handles.
+/// [`purge`](Self::purge) first to know when the backend holds nothing for it.
 pub struct AsyncPageArray {
     positions: Vec<Position>,
     backend: Arc<dyn AsyncBackupBackend>,
@@ -259,15 +265,22 @@ impl AsyncPageArray {
             let intr = intr.clone();
             let (restored, result) = self
                 .launch(run.start, async move {
-                    let pages = handles.iter().map(|_| Page::new_boxed()).collect();
-                    let (copied, pages) = backend.copy_pages(&handles, pages, Some(intr)).await;
-                    let back = copied.as_ref().map_or_else(|e| e.completed, |()| handles.len());
+                    // Until the batch lands, its handles are released if it is dropped.
+                    let mut held = Held {
+                        backend: Arc::clone(&backend),
+                        handles,
+                        from: 0,
+                    };
+                    let pages = held.handles.iter().map(|_| Page::new_boxed()).collect();
+                    let (copied, pages) = backend.copy_pages(&held.handles, pages, Some(intr)).await;
+                    let back = copied.as_ref().map_or_else(|e| e.completed, |()| held.handles.len());
                     // A page whose handle cannot be dropped stays backed up,
-                    // to be restored again.
-                    let dropped = backend.drop_handles(&handles[..back]).await;
+                    // to be restored again. The drop is carried out once polled.
+                    held.from = back;
+                    let dropped = backend.drop_handles(&held.handles[..back]).await;
                     let kept = dropped.as_ref().map_or_else(|e| e.completed, |()| back);
                     Landed::Restore {
-                        handles,
+                        handles: held.take(),
                         pages,
                         kept,
                         result: copied.and(dropped),
@@ -357,9 +370,38 @@ async fn drop_every(backend: &dyn AsyncBackupBackend, handles: &[Handle]) {
     }
 }
 
+/// The handles of a restore batch in flight, from `from` on released if
+/// the batch is dropped before it lands (the runtime running it shut down).
+struct Held {
+    backend: Arc<dyn AsyncBackupBackend>,
+    handles: Vec<Handle>,
+    from: usize,
+}
+
+impl Held {
+    /// The handles, no longer to be released.
+    fn take(mut self) -> Vec<Handle> {
+        mem::take(&mut self.handles)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.from < self.handles.len() {
+            release(&self.backend, self.handles.split_off(self.from));
+        }
+    }
+}
+
+/// Drops `handles` from `backend` with no caller to await it (see [`run_detached`]).
+fn release(backend: &Arc<dyn AsyncBackupBackend>, handles: Vec<Handle>) {
+    let backend = Arc::clone(backend);
+    run_detached(async move { drop_every(&*backend, &handles).await });
+}
+
 impl Drop for AsyncPageArray {
     fn drop(&mut self) {
-        let mut handles: Vec<Handle> = self
+        let handles: Vec<Handle> = self
             .positions
             .iter()
             .filter_map(|p| match p {
@@ -367,23 +409,15 @@ impl Drop for AsyncPageArray {
                 _ => None,
             })
             .collect();
-        let in_flight = self.in_flight.take();
-        if handles.is_empty() && in_flight.is_none() {
-            return;
+        if !handles.is_empty() {
+            release(&self.backend, handles);
         }
-        let backend = Arc::clone(&self.backend);
-        let release = async move {
-            if let Some(in_flight) = in_flight {
-                handles.extend(in_flight.op.await.into_live_handles());
-            }
-            drop_every(&*backend, &handles).await;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(release)),
-            Err(_) => tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("a current-thread runtime to drop the array's handles")
-                .block_on(release),
+        if let Some(in_flight) = self.in_flight.take() {
+            let backend = Arc::clone(&self.backend);
+            run_detached(async move {
+                let handles = in_flight.op.await.into_live_handles();
+                drop_every(&*backend, &handles).await;
+            });
         }
     }
 }

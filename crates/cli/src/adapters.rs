@@ -35,27 +35,7 @@ pub enum Stored {
     },
 }
 
-/// The operations a benchmark times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
-    /// `backup_pages`, then `flush`.
-    Backup,
-    /// `copy_pages`.
-    Restore,
-    /// `drop_handles`.
-    Drop,
-}
-
-impl Op {
-    /// The name in reports: `backup`, `restore`, `drop`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Backup => "backup",
-            Op::Restore => "restore",
-            Op::Drop => "drop",
-        }
-    }
-}
+pub use crate::report::Op;
 
 /// A store under test. Methods take `&self`: the benchmark calls them from
 /// several threads at once, each thread on pages of its own.
@@ -103,10 +83,7 @@ impl Backend {
             }
             "file" if spec_param(spec, "direct") == Some("on") => [Some(DD_DIRECT.into()), Some(DD_DIRECT.into())],
             "file" => [Some("baseline:pwrite-file".into()), Some("baseline:pwrite-file".into())],
-            "redis" => [
-                Some(crate::redis_bench::PER_PAGE.into()),
-                Some(crate::redis_bench::PER_PAGE.into()),
-            ],
+            "redis" => [Some(REDIS_PER_PAGE.into()), Some(REDIS_PER_PAGE.into())],
             "compressed" => {
                 let params = Spec::parse(spec)?.params;
                 let codec = codec_baseline(CompressedConfig::from_params(&params)?.algorithm);
@@ -115,7 +92,7 @@ impl Backend {
             _ => [None, None],
         };
         Ok(Backend {
-            name: spec.to_string(),
+            name: crate::report::shown(spec),
             backend,
             baselines,
         })
@@ -128,6 +105,10 @@ impl Backend {
         backup.iter().chain(restore).map(String::as_str)
     }
 }
+
+/// The name of the redis baseline of one round trip per page
+/// (`crate::redis_bench::RedisPerPage`).
+pub const REDIS_PER_PAGE: &str = "baseline:redis-per-page";
 
 /// The name of [`Prefaulted`], the physical limit of a copy.
 pub const PREFAULTED: &str = "baseline:copy-prefaulted";

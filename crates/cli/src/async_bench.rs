@@ -12,7 +12,11 @@ use pagebackup::{AsyncBackupBackend, BackupBackend, BackupFlags, Handle, PAGE_SI
 
 use crate::adapters::Error;
 use crate::async_baseline::SpawnBlockingPwrite;
+use crate::report::{AsyncSetup, Mode, Op, Role, Row, round_to, shown};
 
+/// Worker threads of the runtime every run uses: two, as on the machine the
+/// targets are set for.
+const WORKERS: usize = 2;
 /// The ticker's period in the responsiveness runs.
 const TICK: Duration = Duration::from_millis(1);
 /// Tasks backing up and restoring in the responsiveness runs.
@@ -88,11 +92,10 @@ pub struct AsyncReport {
     pub idle_p99_us: f64,
 }
 
-/// The runtime every run uses: two workers, as on the machine the targets
-/// are set for.
+/// The runtime every run uses.
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(WORKERS)
         .enable_time()
         .build()?)
 }
@@ -390,7 +393,7 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
     let runtime = runtime()?;
     let mut subjects: Vec<(String, Arc<dyn AsyncBackupBackend>, bool)> = Vec::new();
     for spec in &bench.specs {
-        let backend = open_async(spec).map_err(|e| format!("--backend {spec}: {e}"))?;
+        let backend = open_async(spec).map_err(|e| format!("--backend {}: {e}", shown(spec)))?;
         subjects.push((spec.clone(), backend, true));
     }
     subjects.push((
@@ -448,83 +451,72 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
     })
 }
 
-/// `pagebackup bench --async`: the given backend specs (default: every
-/// backend of this build) over `corpus`, printed as tables.
-pub fn bench(corpus: &[Page], backends: &[String], depth: usize, batch: usize, rounds: usize) -> Result<(), Error> {
-    let specs = match backends.is_empty() {
-        // redis needs a server's URL: it runs when named with --backend.
+/// The specs the async mode runs: those given, or every backend of this
+/// build but redis, which needs a server's URL and runs when named.
+pub fn specs(backends: &[String]) -> Vec<String> {
+    match backends.is_empty() {
         true => pagebackup::available_backends()
             .into_iter()
             .filter(|&b| b != "redis")
             .map(String::from)
             .collect(),
         false => backends.to_vec(),
-    };
-    let bench = AsyncBench {
-        specs,
-        depth: depth.max(1),
-        batch,
-        rounds,
-    };
-    println!("{}", run_async(&bench, corpus)?.table());
-    Ok(())
+    }
+}
+
+/// How the runs were set up, for the report.
+pub fn setup() -> AsyncSetup {
+    AsyncSetup {
+        workers: WORKERS,
+        tick_us: TICK.as_micros() as u64,
+        load_tasks: LOAD_TASKS,
+    }
 }
 
 impl AsyncReport {
-    /// The report as text tables.
-    pub fn table(&self) -> String {
+    /// The report rows: a row per subject, mode and operation, with its
+    /// ratios to the sync backend and to the spawn_blocking baseline (single
+    /// pages at the same depth); then a ticker row per responsiveness run.
+    pub fn rows(&self) -> Vec<Row> {
         let baseline = self
             .runs
             .iter()
             .find(|r| r.name.starts_with("baseline:") && r.mode.batch == 1)
             .map(|r| r.gbps);
-        let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}x", a / b));
-        let mut out = String::from(
-            "async API, 2-worker tokio runtime (GB/s; vs sync: the sync backend, same batch, one thread; \
-             vs spawn_blocking: baseline:spawn_blocking-pwrite, single pages at the same depth)\n",
-        );
-        out += &format!(
-            "{:<34} {:>5} {:>5} | {:>7} {:>7} {:>7} | {:>13} {:>13} | {:>13} {:>13}\n",
-            "subject",
-            "batch",
-            "depth",
-            "backup",
-            "restore",
-            "drop",
-            "bk vs sync",
-            "rs vs sync",
-            "bk vs spawn_b",
-            "rs vs spawn_b"
-        );
+        let role = |name: &str| match name.starts_with("baseline:") {
+            true => Role::Baseline,
+            false => Role::Backend,
+        };
+        let ratio = |a: f64, b: Option<f64>| b.filter(|&b| b > 0.0).map(|b| round_to(a / b, 3));
+        let mut rows = Vec::new();
         for r in &self.runs {
             let on_baseline = baseline.filter(|_| r.mode.depth > 1);
-            out += &format!(
-                "{:<34} {:>5} {:>5} | {:>7.2} {:>7.2} {:>7.2} | {:>13} {:>13} | {:>13} {:>13}\n",
-                r.name,
-                r.mode.batch,
-                r.mode.depth,
-                r.gbps.backup,
-                r.gbps.restore,
-                r.gbps.drop,
-                ratio(r.gbps.backup, r.sync.map(|s| s.backup)),
-                ratio(r.gbps.restore, r.sync.map(|s| s.restore)),
-                ratio(r.gbps.backup, on_baseline.map(|b| b.backup)),
-                ratio(r.gbps.restore, on_baseline.map(|b| b.restore)),
-            );
+            let pick = |t: &Throughput, op: Op| match op {
+                Op::Backup => t.backup,
+                Op::Restore => t.restore,
+                Op::Drop => t.drop,
+            };
+            for op in [Op::Backup, Op::Restore, Op::Drop] {
+                let mut row = Row::new(&r.name, role(&r.name), Mode::Async);
+                let gbps = pick(&r.gbps, op);
+                row.op = Some(op);
+                row.batch = Some(r.mode.batch);
+                row.depth = Some(r.mode.depth);
+                row.gbps = Some(round_to(gbps, 3));
+                row.vs_sync = ratio(gbps, r.sync.as_ref().map(|s| pick(s, op)));
+                row.vs_spawn_blocking = ratio(gbps, on_baseline.as_ref().map(|b| pick(b, op)));
+                rows.push(row);
+            }
         }
-        out += &format!(
-            "\nresponsiveness: a 1 ms ticker's lateness on the 2-worker runtime while {LOAD_TASKS} tasks back up \
-             and restore the corpus (idle runtime: p99 {:.0} us)\n",
-            self.idle_p99_us
-        );
-        out += &format!("{:<34} {:>5} | {:>10} {:>10}\n", "subject", "batch", "p99 us", "max us");
-        for r in &self.responsiveness {
-            out += &format!(
-                "{:<34} {:>5} | {:>10.0} {:>10.0}\n",
-                r.name, r.batch, r.p99_us, r.max_us
-            );
+        for t in &self.responsiveness {
+            let mut row = Row::new(&t.name, role(&t.name), Mode::Async);
+            row.batch = Some(t.batch);
+            row.ticker_p99_us = Some(round_to(t.p99_us, 1));
+            row.ticker_max_us = Some(round_to(t.max_us, 1));
+            row.idle_p99_us = Some(round_to(self.idle_p99_us, 1));
+            rows.push(row);
         }
-        out
+        rows
     }
 }
 
@@ -559,10 +551,18 @@ mod tests {
                 ("baseline:spawn_blocking-pwrite", 1)
             ]
         );
-        let table = report.table();
+        let rows = report.rows();
+        // Three ops per throughput run, one ticker row per responsiveness run.
+        assert_eq!(rows.len(), 7 * 3 + 5);
+        let memory = rows
+            .iter()
+            .find(|r| r.backend == "memory" && r.op == Some(Op::Restore) && r.batch == Some(1))
+            .unwrap();
         assert!(
-            table.contains("baseline:spawn_blocking-pwrite") && table.contains("p99 us"),
-            "{table}"
+            memory.vs_sync.unwrap() > 0.0 && memory.vs_spawn_blocking.unwrap() > 0.0,
+            "{memory:?}"
         );
+        let ticker = rows.iter().find(|r| r.ticker_p99_us.is_some()).unwrap();
+        assert!(ticker.op.is_none() && ticker.idle_p99_us.is_some(), "{ticker:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! The `pagebackup` command's library: the adapters that put backends and
 //! baselines behind one interface, the built-in corpus, the measurement
-//! loop, reports, and capture of a process's memory.
+//! loop, the report model every bench mode measures into and its renderings,
+//! and capture of a process's memory.
 //!
 //! It is not an API: it is a library only so that the command's binary
 //! and the criterion benches (`benches/`, the `pagebackup-benches` crate)
@@ -9,7 +10,6 @@
 //! private. Embed backends through the `pagebackup` crate instead.
 
 mod async_baseline;
-mod chart;
 mod input;
 
 #[doc(hidden)]
@@ -19,6 +19,8 @@ pub mod async_bench;
 #[doc(hidden)]
 pub mod capture;
 #[doc(hidden)]
+pub mod chart;
+#[doc(hidden)]
 pub mod corpus;
 #[doc(hidden)]
 pub mod measure;
@@ -26,6 +28,8 @@ pub mod measure;
 pub mod output;
 #[doc(hidden)]
 pub mod redis_bench;
+#[doc(hidden)]
+pub mod render;
 #[doc(hidden)]
 pub mod report;
 #[doc(hidden)]

@@ -4,18 +4,18 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pagebackup_cli::adapters::{ALL_BASELINES, Adapter, Backend, Error, baseline};
+use pagebackup_cli::adapters::{ALL_BASELINES, Adapter, Backend, Error, REDIS_PER_PAGE, baseline};
 use pagebackup_cli::capture::capture;
 use pagebackup_cli::corpus::{Corpus, classify};
-use pagebackup_cli::measure::{Mode, run};
+use pagebackup_cli::measure::{self, run};
 use pagebackup_cli::output::NewFile;
-use pagebackup_cli::redis_bench::RedisPerPage;
-use pagebackup_cli::report::{CorpusInfo, Machine, Report};
-use pagebackup_cli::stop;
+use pagebackup_cli::redis_bench::{self, RedisPerPage};
+use pagebackup_cli::report::{CorpusInfo, Machine, Mode, Report, Timing, shown};
 use pagebackup_cli::table::Format;
 use pagebackup_cli::zram::KernelZram;
+use pagebackup_cli::{async_bench, chart, render, skewed, stop};
 
 #[derive(Parser)]
 #[command(
@@ -61,9 +61,10 @@ struct BenchArgs {
     /// every backend of this build with its default options).
     #[arg(long = "backend", value_name = "SPEC")]
     backends: Vec<String>,
-    /// Which baselines to run: those the backends are compared with, or all.
-    #[arg(long, value_enum, default_value_t = Baselines::Fitting)]
-    baselines: Baselines,
+    /// Which baselines to run: those the backends are compared with
+    /// (fitting, the default), or all. Plain mode only.
+    #[arg(long, value_enum)]
+    baselines: Option<Baselines>,
     /// Print the full table (every adapter, mode and operation) after the summary.
     #[arg(long)]
     full: bool,
@@ -76,37 +77,41 @@ struct BenchArgs {
     /// A page file to run on instead of the built-in corpus.
     #[arg(long)]
     corpus: Option<PathBuf>,
-    /// Pages per call in the batched runs.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
+    /// Pages per call in the batched runs (default 64; not with --working-set).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Threads of the multi-threaded run (default: the machine's cores).
+    /// Plain mode only.
     #[arg(long)]
     threads: Option<usize>,
     /// Rounds of each run; the best is kept.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Also measure the kernel's zram through /dev/zram0 (root; refused if in use).
+    /// Also measure the kernel's zram through /dev/zram0 (root; refused if
+    /// in use). Plain mode only.
     #[arg(long)]
     kernel_zram: bool,
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Draw throughput against effective ratio as SVG.
+    /// Draw the mode's chart as SVG: throughput against effective ratio
+    /// (plain), against the runtime's lateness (async), against RAM (working set).
     #[arg(long)]
     svg: Option<PathBuf>,
     /// Run the async benchmark instead: every backend through `open_async`.
     #[arg(long = "async")]
     async_api: bool,
-    /// Operations in flight in the async benchmark.
-    #[arg(long, default_value_t = 64)]
-    depth: usize,
+    /// Operations in flight in the async benchmark (default 64; --async only).
+    #[arg(long)]
+    depth: Option<usize>,
     /// Replay a skewed restore pattern over this many pages instead (the
     /// corpus repeated), for the backends given with --backend.
     #[arg(long)]
     working_set: Option<usize>,
-    /// The skew: percent of pages that are hot / percent of restores they take.
-    #[arg(long, default_value = "20/80")]
-    hot: String,
+    /// The skew: percent of pages that are hot / percent of restores they
+    /// take (default 20/80; --working-set only).
+    #[arg(long)]
+    hot: Option<String>,
 }
 
 /// The baselines a bench runs.
@@ -133,7 +138,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pagebackup: {e}");
+            // Whatever failed, a password in a spec it quotes stays hidden.
+            eprintln!("pagebackup: {}", shown(&e.to_string()));
             ExitCode::from(stop::exit_status(&e))
         }
     }
@@ -142,20 +148,10 @@ fn main() -> ExitCode {
 /// The backends asked for, after the baselines they are compared with (all
 /// of them with `--baselines all`) and the kernel's zram if asked for.
 fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Error> {
-    let specs: Vec<String> = if args.backends.is_empty() {
-        // redis needs a server's URL, and a tiered stack its tiers and
-        // budgets: they run when named with --backend.
-        pagebackup::available_backends()
-            .into_iter()
-            .filter(|&b| b != "redis" && b != "tiered")
-            .map(String::from)
-            .collect()
-    } else {
-        args.backends.clone()
-    };
+    let specs = specs(args);
     let backends = specs
         .iter()
-        .map(|spec| Backend::open(spec).map_err(|e| format!("--backend {spec}: {e}")))
+        .map(|spec| Backend::open(spec).map_err(|e| format!("--backend {}: {e}", shown(spec))))
         .collect::<Result<Vec<_>, _>>()?;
     let mut needed: Vec<&str> = Vec::new();
     for name in backends.iter().flat_map(Backend::baselines) {
@@ -166,14 +162,11 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
     // In the order of ALL_BASELINES, the codecs of other levels after them.
     let mut names: Vec<&str> = ALL_BASELINES
         .into_iter()
-        .filter(|b| args.baselines == Baselines::All || needed.contains(b))
+        .filter(|b| args.baselines == Some(Baselines::All) || needed.contains(b))
         .collect();
     names.extend(needed.iter().filter(|b| !ALL_BASELINES.contains(b)));
     let mut all: Vec<Box<dyn Adapter>> = Vec::new();
-    for name in names
-        .into_iter()
-        .filter(|&n| n != pagebackup_cli::redis_bench::PER_PAGE)
-    {
+    for name in names.into_iter().filter(|&n| n != REDIS_PER_PAGE) {
         match baseline(name, pages) {
             Ok(adapter) => all.push(adapter),
             // A baseline only --baselines all asked for may be missing here (io_uring).
@@ -192,41 +185,122 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
     Ok(all)
 }
 
+/// The backends asked for, or by default every backend of this build but
+/// redis, which needs a server's URL, and tiered, which needs its tiers and
+/// budgets: they run when named with --backend.
+fn specs(args: &BenchArgs) -> Vec<String> {
+    if args.backends.is_empty() {
+        pagebackup::available_backends()
+            .into_iter()
+            .filter(|&b| b != "redis" && b != "tiered")
+            .map(String::from)
+            .collect()
+    } else {
+        args.backends.clone()
+    }
+}
+
+/// The mode `args` ask for; a flag that mode cannot honour is a usage
+/// error (the process exits with status 2, as for any other usage error).
+fn mode(args: &BenchArgs) -> Mode {
+    let mode = match (args.async_api, args.working_set.is_some()) {
+        (true, true) => usage("--async and --working-set are separate modes; run them one at a time"),
+        (true, false) => Mode::Async,
+        (false, true) => Mode::WorkingSet,
+        (false, false) => Mode::Plain,
+    };
+    let flags: [(&str, bool, &[Mode]); 6] = [
+        ("--baselines", args.baselines.is_some(), &[Mode::Plain]),
+        ("--threads", args.threads.is_some(), &[Mode::Plain]),
+        ("--kernel-zram", args.kernel_zram, &[Mode::Plain]),
+        ("--batch", args.batch.is_some(), &[Mode::Plain, Mode::Async]),
+        ("--depth", args.depth.is_some(), &[Mode::Async]),
+        ("--hot", args.hot.is_some(), &[Mode::WorkingSet]),
+    ];
+    for (flag, given, modes) in flags {
+        if given && !modes.contains(&mode) {
+            let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
+            usage(&format!(
+                "{flag} applies to the {} mode only, not to the {} mode",
+                names.join(" and "),
+                mode.name()
+            ));
+        }
+    }
+    mode
+}
+
+fn usage(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
 fn bench(args: BenchArgs) -> Result<(), Error> {
-    if args.batch == 0 || args.pages == 0 || args.rounds == 0 {
-        return Err("--batch, --pages and --rounds must be at least 1".into());
+    let mode = mode(&args);
+    let batch = args.batch.unwrap_or(64);
+    if batch == 0 || args.pages == 0 || args.rounds == 0 || args.depth == Some(0) {
+        return Err("--batch, --depth, --pages and --rounds must be at least 1".into());
     }
     let corpus = match &args.corpus {
         Some(path) => Corpus::from_file(path)?,
         None => Corpus::built_in(args.pages),
     };
-    if args.async_api {
-        return pagebackup_cli::async_bench::bench(&corpus.pages, &args.backends, args.depth, args.batch, args.rounds);
+    let info = CorpusInfo {
+        source: corpus.source.clone(),
+        pages: corpus.pages.len(),
+        page_classes: corpus.classes.clone(),
+    };
+    let mut report = Report::new(mode, Machine::this(), info);
+    match mode {
+        Mode::Async => {
+            let bench = async_bench::AsyncBench {
+                specs: async_bench::specs(&args.backends),
+                depth: args.depth.unwrap_or(64),
+                batch,
+                rounds: args.rounds,
+            };
+            report.async_setup = Some(async_bench::setup());
+            report.results = async_bench::run_async(&bench, &corpus.pages)?.rows();
+        }
+        Mode::WorkingSet => {
+            let working_set = args.working_set.unwrap_or_default();
+            let hot = args.hot.as_deref().unwrap_or("20/80");
+            let skew = pagebackup_cli::report::Skew::parse(working_set, hot, working_set * 4)?;
+            let runs = skewed::bench(&specs(&args), &corpus.pages, skew, args.rounds)?;
+            report.skew = Some(skew);
+            report.results = runs.iter().map(|r| r.row(&skew)).collect();
+        }
+        _ => plain(&args, &corpus, batch, &mut report)?,
     }
+    println!("{}", render::summary(&report, args.format));
+    if args.full {
+        println!("{}", render::table(&report, args.format));
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, chart::svg(&report)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The plain mode: every adapter in every way of handing pages over, then
+/// the redis backends against `redis-benchmark`.
+fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -> Result<(), Error> {
     let n = corpus.pages.len();
-    if let Some(working_set) = args.working_set {
-        let skew = pagebackup_cli::skewed::Skew::parse(working_set, &args.hot, working_set * 4)?;
-        let runs = pagebackup_cli::skewed::bench(&args.backends, &corpus.pages, skew, args.rounds)?;
-        println!("{}", pagebackup_cli::skewed::table(&skew, &runs));
-        return Ok(());
-    }
-    let adapters = adapters(&args, n)?;
+    let adapters = adapters(args, n)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()))
         .max(1);
     let mut modes = vec![
-        Mode {
-            batch: args.batch,
-            threads: 1,
-        },
-        Mode { batch: 1, threads: 1 },
+        measure::Mode { batch, threads: 1 },
+        measure::Mode { batch: 1, threads: 1 },
     ];
     if threads > 1 {
-        modes.push(Mode {
-            batch: args.batch,
-            threads,
-        });
+        modes.push(measure::Mode { batch, threads });
     }
     let total = (adapters.len() * modes.len() * args.rounds * n * 3) as u64;
     let progress = ProgressBar::with_draw_target(
@@ -238,6 +312,8 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         },
     );
     progress.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}").expect("a valid template"));
+    let mut out = measure::restore_buffer(n);
+    let start = std::time::Instant::now();
     let mut runs = Vec::new();
     for adapter in &adapters {
         for &mode in &modes {
@@ -247,47 +323,25 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
                 mode.batch,
                 mode.threads
             ));
-            runs.push(run(&**adapter, &corpus.pages, mode, args.rounds, &|k| {
+            runs.push(run(&**adapter, &corpus.pages, &mut out, mode, args.rounds, &|k| {
                 progress.inc(k);
                 stop::check()
             })?);
         }
     }
+    report.timing = Some(Timing {
+        run_s: start.elapsed().as_secs_f64(),
+        windows_s: runs.iter().map(|r| r.windows.as_secs_f64()).sum(),
+        in_calls_s: runs.iter().map(|r| r.in_calls.as_secs_f64()).sum(),
+    });
     progress.finish_and_clear();
-    let info = CorpusInfo {
-        source: corpus.source.clone(),
-        pages: n,
-        page_classes: corpus.classes.clone(),
-    };
-    let report = Report::new(
-        Machine::this(),
-        info,
+    report.results = measure::rows(
         &runs,
         |name| name.starts_with("baseline:") || name.starts_with("kernel:"),
         |name, op| adapters.iter().find(|a| a.name() == name).and_then(|a| a.baseline(op)),
     );
-    let m = &report.machine;
-    println!(
-        "{} pages ({} MiB) from {}; {} cores, {}, {} GiB; every restored page verified\n",
-        n,
-        (n * 4096) >> 20,
-        corpus.source,
-        m.cores,
-        m.kernel,
-        m.memory_bytes >> 30
-    );
-    println!("{}", report.summary(args.format));
-    if args.full {
-        println!("{}", report.table(args.format));
-    }
-    pagebackup_cli::redis_bench::print_comparison(&args.backends, &report, args.batch)?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.svg {
-        std::fs::write(path, report.svg()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    let redis = redis_bench::comparison(&args.backends, &report.results, batch, n)?;
+    report.results.extend(redis);
     Ok(())
 }
 

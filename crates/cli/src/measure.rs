@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pagebackup::{PAGE_SIZE, Page};
 
 use crate::adapters::{Adapter, Error, Op, Stored};
+use crate::report::{self, Role, Row, round_to};
 
 /// How the pages are handed to the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +45,11 @@ pub struct Run {
     pub footprint: Option<u64>,
     /// Pages in the corpus.
     pub pages: usize,
+    /// Wall time of the timed windows, over every round.
+    pub windows: Duration,
+    /// Time inside the adapter's calls, over every round: in each window,
+    /// the calls of its busiest thread.
+    pub in_calls: Duration,
 }
 
 impl Run {
@@ -61,25 +67,81 @@ impl Run {
 }
 
 /// What one thread did in one operation.
+#[derive(Default)]
 struct Part {
     stored: Vec<(usize, Stored)>,
     per_page: Vec<Duration>,
+    in_calls: Duration,
+    unticked: u64,
 }
 
-/// Runs `adapter` over `corpus` in `mode`, `rounds` times, and keeps each
-/// operation's best round. `tick` is told of every batch done; an error
-/// from it (a request to stop) ends the run with that error.
+/// What a run tells of its progress: pages done; an error asks it to stop.
+type Tick<'a> = dyn Fn(u64) -> Result<(), Error> + Sync + 'a;
+
+/// Pages between two calls of a run's [`Tick`]: often enough for a
+/// progress bar and a prompt stop, rarely enough to cost nothing.
+const TICK_PAGES: u64 = 1024;
+
+impl Part {
+    /// Counts a call of `pages` pages that took `took`, and tells `tick`
+    /// every [`TICK_PAGES`] pages.
+    fn record(&mut self, took: Duration, pages: usize, tick: &Tick<'_>) -> Result<(), Error> {
+        self.per_page.push(took / pages as u32);
+        self.in_calls += took;
+        self.unticked += pages as u64;
+        if self.unticked >= TICK_PAGES {
+            tick(std::mem::take(&mut self.unticked))?;
+        }
+        Ok(())
+    }
+
+    /// Tells `tick` of the pages not yet told.
+    fn done(mut self, tick: &Tick<'_>) -> Result<Part, Error> {
+        tick(std::mem::take(&mut self.unticked))?;
+        Ok(self)
+    }
+}
+
+/// The time in calls of a window: its busiest thread's.
+fn in_calls(parts: &[Part]) -> Duration {
+    parts.iter().map(|p| p.in_calls).max().unwrap_or_default()
+}
+
+/// Pages of the corpus one later round verifies: one in this many (a
+/// different share each round), so that checking does not cost as much as
+/// what it checks. The first round verifies every page.
+const SAMPLE: usize = 8;
+
+/// A buffer of `pages` pages to restore into, every page faulted in, so
+/// that no round's restores pay for its page faults.
+pub fn restore_buffer(pages: usize) -> Box<[Page]> {
+    let mut out = Page::new_boxed_slice(pages);
+    for page in out.iter_mut() {
+        page.0[0] = 1;
+    }
+    out
+}
+
+/// Runs `adapter` over `corpus` in `mode`, `rounds` times, restoring into
+/// `out` (a [`restore_buffer`] as long as the corpus), and keeps each
+/// operation's best round. The first round verifies every restored page
+/// and takes the footprint; later rounds verify one page in [`SAMPLE`].
+/// `tick` is told of every batch done; an error from it (a request to
+/// stop) ends the run with that error.
 pub fn run(
     adapter: &dyn Adapter,
     corpus: &[Page],
+    out: &mut [Page],
     mode: Mode,
     rounds: usize,
-    tick: &(dyn Fn(u64) -> Result<(), Error> + Sync),
+    tick: &Tick<'_>,
 ) -> Result<Run, Error> {
+    if out.len() < corpus.len() {
+        return Err(format!("a restore buffer of {} pages for {} pages", out.len(), corpus.len()).into());
+    }
     let mut best: Option<Run> = None;
-    let mut out = Page::new_boxed_slice(corpus.len());
-    for _ in 0..rounds.max(1) {
-        let run = round(adapter, corpus, &mut out, mode, tick)?;
+    for n in 0..rounds.max(1) {
+        let run = round(adapter, corpus, out, mode, n, tick)?;
         best = Some(match best {
             None => run,
             Some(mut b) => {
@@ -88,7 +150,8 @@ pub fn run(
                         *kept = new;
                     }
                 }
-                b.footprint = b.footprint.max(run.footprint);
+                b.windows += run.windows;
+                b.in_calls += run.in_calls;
                 b
             }
         });
@@ -107,18 +170,21 @@ fn figures(op: Op, bytes: usize, wall: Duration, parts: &[Part]) -> OpFigures {
         .flat_map(|p| &p.per_page)
         .map(|d| d.as_secs_f64() * 1e6)
         .collect();
-    per_page.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        per_page
-            .get(((per_page.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
+    // A selection, not a sort: the bench's own time stays small.
+    let mut pct = |q: f64| match per_page.len() {
+        0 => 0.0,
+        n => {
+            *per_page
+                .select_nth_unstable_by(((n - 1) as f64 * q).round() as usize, f64::total_cmp)
+                .1
+        }
     };
+    let (p50, p99) = (pct(0.5), pct(0.99));
     OpFigures {
         op,
         gbps: bytes as f64 / wall.as_secs_f64().max(1e-9) / 1e9,
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
+        p50_us: p50,
+        p99_us: p99,
     }
 }
 
@@ -151,31 +217,34 @@ fn round(
     corpus: &[Page],
     out: &mut [Page],
     mode: Mode,
-    tick: &(dyn Fn(u64) -> Result<(), Error> + Sync),
+    n: usize,
+    tick: &Tick<'_>,
 ) -> Result<Run, Error> {
     let bytes = corpus.len() * PAGE_SIZE;
     let batch = mode.batch.max(1);
     let (backed, mut wall) = timed(shares(corpus.len(), mode.threads), |share| {
-        let mut part = Part {
-            stored: Vec::new(),
-            per_page: Vec::new(),
-        };
+        let mut part = Part::default();
+        let mut refs: Vec<&Page> = Vec::with_capacity(batch);
         for start in share.clone().step_by(batch) {
             let end = (start + batch).min(share.end);
-            let refs: Vec<&Page> = corpus[start..end].iter().collect();
+            refs.clear();
+            refs.extend(&corpus[start..end]);
             let t = Instant::now();
             let stored = adapter.backup(&refs, start as u64)?;
-            part.per_page.push(t.elapsed() / (end - start) as u32);
+            part.record(t.elapsed(), end - start, tick)?;
             part.stored.push((start, stored));
-            tick((end - start) as u64)?;
         }
-        Ok(part)
+        part.done(tick)
     })?;
     let flush = Instant::now();
     adapter.flush()?;
-    wall += flush.elapsed();
+    let flushed = flush.elapsed();
+    wall += flushed;
+    let mut windows = wall;
+    let mut calls = in_calls(&backed) + flushed;
     let backup = figures(Op::Backup, bytes, wall, &backed);
-    let footprint = adapter.footprint();
+    // A backend's stats can be costly (shmem reads smaps): once per run.
+    let footprint = if n == 0 { adapter.footprint() } else { None };
 
     // Each thread restores its own batches into its own stretch of `out`.
     let mut rest = &mut out[..];
@@ -189,39 +258,36 @@ fn round(
         offset += len;
     }
     let (restored, wall) = timed(jobs, |(base, dsts, part)| {
-        let mut timing = Part {
-            stored: Vec::new(),
-            per_page: Vec::new(),
-        };
+        let mut timing = Part::default();
         for (start, stored) in &part.stored {
             let len = stored_len(stored);
             let mut refs: Vec<&mut Page> = dsts[start - base..start - base + len].iter_mut().collect();
             let t = Instant::now();
             adapter.restore(stored, &mut refs)?;
-            timing.per_page.push(t.elapsed() / len as u32);
-            tick(len as u64)?;
+            timing.record(t.elapsed(), len, tick)?;
         }
-        Ok(timing)
+        timing.done(tick)
     })?;
+    windows += wall;
+    calls += in_calls(&restored);
     let restore = figures(Op::Restore, bytes, wall, &restored);
-    if let Some(i) = (0..corpus.len()).find(|&i| out[i] != corpus[i]) {
+    let (first, step) = if n == 0 { (0, 1) } else { (n % SAMPLE, SAMPLE) };
+    if let Some(i) = (first..corpus.len()).step_by(step).find(|&i| out[i] != corpus[i]) {
         return Err(format!("{}: restored page {i} differs from the original", adapter.name()).into());
     }
 
     let (dropped, wall) = timed(backed, |part| {
-        let mut timing = Part {
-            stored: Vec::new(),
-            per_page: Vec::new(),
-        };
+        let mut timing = Part::default();
         for (_, stored) in part.stored {
             let len = stored_len(&stored);
             let t = Instant::now();
             adapter.release(stored)?;
-            timing.per_page.push(t.elapsed() / len as u32);
-            tick(len as u64)?;
+            timing.record(t.elapsed(), len, tick)?;
         }
-        Ok(timing)
+        timing.done(tick)
     })?;
+    windows += wall;
+    calls += in_calls(&dropped);
     let drop = figures(Op::Drop, bytes, wall, &dropped);
     Ok(Run {
         adapter: adapter.name().to_string(),
@@ -229,7 +295,51 @@ fn round(
         ops: vec![backup, restore, drop],
         footprint,
         pages: corpus.len(),
+        windows,
+        in_calls: calls,
     })
+}
+
+/// The report rows of `runs`: one per adapter, mode and operation.
+/// `is_baseline` tells baselines from the backends asked for; `baseline`
+/// names each backend's baseline for an op, whose figures in the same mode
+/// the row is compared with.
+pub fn rows(
+    runs: &[Run],
+    is_baseline: impl Fn(&str) -> bool,
+    baseline: impl Fn(&str, Op) -> Option<String>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for run in runs {
+        for f in &run.ops {
+            let vs = baseline(&run.adapter, f.op);
+            let base = vs.as_ref().and_then(|name| {
+                runs.iter()
+                    .find(|r| r.adapter == *name && r.mode == run.mode)
+                    .map(|r| r.op(f.op).gbps)
+            });
+            let (backup, drop) = (f.op == Op::Backup, f.op == Op::Drop);
+            let role = match is_baseline(&run.adapter) {
+                true => Role::Baseline,
+                false => Role::Backend,
+            };
+            let mut row = Row::new(&run.adapter, role, report::Mode::Plain);
+            row.op = Some(f.op);
+            row.threads = Some(run.mode.threads);
+            row.batch = Some(run.mode.batch);
+            row.pages = Some(run.pages);
+            row.gbps = (!drop).then(|| round_to(f.gbps, 3));
+            row.ops_per_s = drop.then(|| (f.gbps * 1e9 / PAGE_SIZE as f64).round());
+            row.p50_us = Some(round_to(f.p50_us, 3));
+            row.p99_us = Some(round_to(f.p99_us, 3));
+            row.effective_ratio = run.effective_ratio().filter(|_| backup).map(|r| round_to(r, 3));
+            row.memory_bytes = run.footprint.filter(|_| backup);
+            row.speed_ratio = base.filter(|&b| b > 0.0).map(|b| round_to(f.gbps / b, 3));
+            row.vs = base.and(vs).map(|v| report::shown(&v));
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 fn stored_len(stored: &Stored) -> usize {
@@ -257,7 +367,8 @@ mod tests {
                 Mode { batch: 1, threads: 2 },
                 Mode { batch: 7, threads: 3 },
             ] {
-                let run = run(&*adapter, &corpus.pages, mode, 2, &|_| Ok(())).unwrap();
+                let mut out = restore_buffer(256);
+                let run = run(&*adapter, &corpus.pages, &mut out, mode, 3, &|_| Ok(())).unwrap();
                 assert_eq!(run.ops.len(), 3);
                 for f in &run.ops {
                     assert!(f.gbps > 0.0 && f.p99_us >= f.p50_us, "{f:?}");

@@ -9,11 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pagebackup::{PAGE_SIZE, Page};
 use redis::{Connection, ConnectionAddr, IntoConnectionInfo};
 
-use crate::adapters::{Adapter, Error, Op, Stored, spec_param};
-use crate::report::Report;
-
-/// The name of the per-page baseline.
-pub const PER_PAGE: &str = "baseline:redis-per-page";
+use crate::adapters::{Adapter, Error, Op, REDIS_PER_PAGE, Stored, spec_param};
+use crate::report::{Mode, Role, Row, round_to, shown};
 
 /// One round trip per page, on connections of its own (one per thread).
 pub struct RedisPerPage {
@@ -63,7 +60,7 @@ impl RedisPerPage {
 
 impl Adapter for RedisPerPage {
     fn name(&self) -> &str {
-        PER_PAGE
+        REDIS_PER_PAGE
     }
     fn baseline(&self, _: Op) -> Option<String> {
         None
@@ -155,30 +152,41 @@ pub fn redis_benchmark(spec: &str, depth: usize, requests: usize, keys: Option<u
     ))
 }
 
-/// Prints, for each redis spec of `specs`, its one-thread batch figures
-/// against `redis-benchmark` with pipelines of `batch` on the same server:
-/// over as many keys as the corpus has pages, and on one key.
-pub fn print_comparison(specs: &[String], report: &Report, batch: usize) -> Result<(), Error> {
+/// For each redis spec of `specs`, its one-thread batch figures (from the
+/// plain rows `plain`) against `redis-benchmark` with pipelines of `batch`
+/// on the same server, over as many keys as the corpus has `pages`, and on
+/// one key: a baseline row per reference and op, and a backend row per
+/// reference and op with its speed against it.
+pub fn comparison(specs: &[String], plain: &[Row], batch: usize, pages: usize) -> Result<Vec<Row>, Error> {
+    let mut rows = Vec::new();
     for spec in specs.iter().filter(|s| s.starts_with("redis:")) {
+        let name = shown(spec);
         let ours = |op: Op| {
-            report
-                .results
+            plain
                 .iter()
-                .find(|r| r.backend == *spec && r.op == op.name() && r.batch == batch && r.threads == 1)
+                .find(|r| r.backend == name && r.op == Some(op) && r.batch == Some(batch) && r.threads == Some(1))
                 .and_then(|r| r.gbps)
                 .unwrap_or(0.0)
         };
-        let (backup, restore) = (ours(Op::Backup), ours(Op::Restore));
-        println!("{spec}, batches of {batch}, 1 thread: backup {backup:.3} GB/s, restore {restore:.3} GB/s");
-        let pages = report.corpus.pages;
         for (keys, what) in [(Some(pages), format!("-r {pages}")), (None, "one key".to_string())] {
             let (set, get) = redis_benchmark(spec, batch, 200_000, keys)?;
-            println!(
-                "  redis-benchmark -c 1 -P {batch} -d 4096 ({what}): SET {set:.3} GB/s (backup {:.2}x), GET {get:.3} GB/s (restore {:.2}x)",
-                backup / set,
-                restore / get
-            );
+            let reference = format!("redis-benchmark -c 1 -P {batch} -d 4096 ({what})");
+            for (op, theirs) in [(Op::Backup, set), (Op::Restore, get)] {
+                let mut base = Row::new(&reference, Role::Baseline, Mode::Redis);
+                base.op = Some(op);
+                base.batch = Some(batch);
+                base.threads = Some(1);
+                base.gbps = Some(round_to(theirs, 3));
+                let mut row = Row::new(spec, Role::Backend, Mode::Redis);
+                row.op = Some(op);
+                row.batch = Some(batch);
+                row.threads = Some(1);
+                row.gbps = Some(round_to(ours(op), 3));
+                row.vs = Some(base.backend.clone());
+                row.speed_ratio = (theirs > 0.0).then(|| round_to(ours(op) / theirs, 3));
+                rows.extend([base, row]);
+            }
         }
     }
-    Ok(())
+    Ok(rows)
 }

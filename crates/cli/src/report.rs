@@ -1,15 +1,28 @@
-//! Reporting a benchmark: a summary with a recommendation, the full table
-//! (aligned text or Markdown), JSON, and an SVG chart.
+//! The report model every bench mode measures into: the machine, the corpus,
+//! the mode's setup, and rows. Rows share one type whatever the mode; the
+//! fields a mode does not fill are absent from the JSON. The renderers
+//! ([`crate::render`] for text and Markdown, [`crate::chart`] for SVG) and
+//! `--json` read this model and nothing else.
+//!
+//! A backend spec enters the model through [`Row::new`] or [`shown`] only,
+//! which redact the password of every URL in it, so no output can show one.
 
-use pagebackup::PAGE_SIZE;
-use serde::Serialize;
+use pagebackup::raw::params::redact_passwords;
+use serde::{Deserialize, Serialize};
 
-use crate::adapters::Op;
-use crate::measure::Run;
-use crate::table::{Format, Table};
+/// The version of the JSON layout; raised whenever a field changes meaning
+/// or goes away (a new optional field does not raise it).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// `text` (a spec, a message) as it may be shown: every URL's password
+/// replaced by `***`, by the function the spec parser uses.
+pub fn shown(text: &str) -> String {
+    redact_passwords(text)
+}
 
 /// The machine a benchmark ran on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Machine {
     /// Logical CPUs.
     pub cores: usize,
@@ -36,8 +49,9 @@ impl Machine {
     }
 }
 
-/// The corpus, as the JSON report gives it.
-#[derive(Debug, Clone, Serialize)]
+/// The corpus the pages came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CorpusInfo {
     /// `built-in` or the file's path.
     pub source: String,
@@ -47,300 +61,364 @@ pub struct CorpusInfo {
     pub page_classes: Vec<(String, usize)>,
 }
 
-/// One result row of the JSON report.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResultRow {
-    /// The adapter: a backend spec, `baseline:...` or `kernel:...`.
+/// The bench modes, each a way of measuring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Every backend and its baselines over the corpus, batched and single
+    /// pages, on one thread and several.
+    Plain,
+    /// Through the async API with operations in flight, and the runtime's
+    /// timer lateness meanwhile.
+    Async,
+    /// A skewed restore pattern over a working set, against a RAM budget.
+    WorkingSet,
+    /// A redis backend against `redis-benchmark` on the same server.
+    Redis,
+    /// An offload region: ordinary memory paged to a backend on fault.
+    Region,
+}
+
+impl Mode {
+    /// The name in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Async => "async",
+            Mode::WorkingSet => "working-set",
+            Mode::Redis => "redis",
+            Mode::Region => "region",
+        }
+    }
+}
+
+/// The operations a benchmark times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// `backup_pages`, then `flush`.
+    Backup,
+    /// `copy_pages`.
+    Restore,
+    /// `drop_handles`.
+    Drop,
+}
+
+impl Op {
+    /// The name in reports: `backup`, `restore`, `drop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Backup => "backup",
+            Op::Restore => "restore",
+            Op::Drop => "drop",
+        }
+    }
+}
+
+/// Whether a row is a backend asked for or what it is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A backend asked for.
+    Backend,
+    /// A baseline (`baseline:...`, `kernel:...`, a reference tool).
+    Baseline,
+}
+
+/// One tier's share at the end of a working-set replay.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSplit {
+    /// Pages the tier holds.
+    pub pages: u64,
+    /// Bytes of RAM the tier uses.
+    pub ram_bytes: u64,
+}
+
+/// One result: an adapter, a mode, and (for most modes) an operation and
+/// how the pages were handed over. Fields a mode does not measure are `None`
+/// and absent from the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Row {
+    /// The adapter: a backend spec (passwords redacted), `baseline:...` or `kernel:...`.
     pub backend: String,
-    /// `backend` for a backend asked for, `baseline` for what it is compared with.
-    pub role: &'static str,
-    /// `backup`, `restore` or `drop`.
-    pub op: &'static str,
-    /// Threads.
-    pub threads: usize,
+    /// A backend asked for, or a baseline.
+    pub role: Role,
+    /// The mode that measured it.
+    pub mode: Mode,
+    /// The operation (absent for rows of a whole workload, such as ticker rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<Op>,
     /// Pages per call.
-    pub batch: usize,
-    /// Pages in the corpus.
-    pub pages: usize,
-    /// GB/s of pages backed up or restored (not for drops).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// Calls in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// Threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Pages in the corpus or working set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<usize>,
+    /// GB/s of pages backed up or restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gbps: Option<f64>,
-    /// Pages dropped per second (drops only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Operations (pages) per second, where GB/s does not fit (drops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ops_per_s: Option<f64>,
     /// Median time per page of a call, µs.
-    pub p50_us: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_us: Option<f64>,
     /// 99th percentile time per page of a call, µs.
-    pub p99_us: f64,
-    /// Original bytes / bytes used (backups only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_us: Option<f64>,
+    /// Original bytes / bytes used (RAM and storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_ratio: Option<f64>,
-    /// Bytes the backed-up corpus took (backups only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Bytes the backed-up pages took (RAM and storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
-    /// The baseline this row is compared with (backends only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The baseline this row is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs: Option<String>,
     /// Speed against `vs`: this row's GB/s over the baseline's in the same mode.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed_ratio: Option<f64>,
+
+    // Async rows.
+    /// GB/s over the sync backend's with the same batch on one thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_sync: Option<f64>,
+    /// GB/s over `baseline:spawn_blocking-pwrite`'s, single pages at the same depth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_spawn_blocking: Option<f64>,
+    /// 99th percentile lateness of the runtime's ticker under this load, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker_p99_us: Option<f64>,
+    /// Largest lateness of the runtime's ticker under this load, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker_max_us: Option<f64>,
+    /// 99th percentile lateness of the ticker on the idle runtime, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_p99_us: Option<f64>,
+
+    // Working-set rows (and region rows: `ram_bytes`).
+    /// Bytes of RAM the backend used at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_bytes: Option<u64>,
+    /// The highest RAM use seen during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_ram_bytes: Option<u64>,
+    /// The RAM budget (the sum of the upper tiers' budgets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bytes: Option<u64>,
+    /// Original bytes per byte of RAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_ratio: Option<f64>,
+    /// Hot-page restores, GB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_gbps: Option<f64>,
+    /// Cold-page restores, GB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_gbps: Option<f64>,
+    /// Restores per second, hot and cold together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restores_per_s: Option<f64>,
+    /// Pages moved down a tier during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_down: Option<u64>,
+    /// Pages moved up a tier during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_up: Option<u64>,
+    /// The share of measured hot restores served by the first tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_from_first: Option<f64>,
+    /// Each tier's pages and RAM at the end, first tier first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<TierSplit>>,
+
+    // Region rows.
+    /// The access pattern replayed on the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Accesses per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accesses_per_s: Option<f64>,
+    /// Median time to serve a fault, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_p50_us: Option<f64>,
+    /// 99th percentile time to serve a fault, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_p99_us: Option<f64>,
+    /// Accesses per second over the kernel's (swap on zram) on the same workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_kernel: Option<f64>,
+    /// CPU seconds (user and system) the run took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s: Option<f64>,
 }
 
-/// The whole JSON report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// The machine.
-    pub machine: Machine,
-    /// The corpus.
-    pub corpus: CorpusInfo,
-    /// One row per adapter, mode and operation.
-    pub results: Vec<ResultRow>,
+impl Row {
+    /// A row of `mode` for `backend` (a spec or a baseline's name, redacted
+    /// here) with every figure absent.
+    pub fn new(backend: &str, role: Role, mode: Mode) -> Row {
+        Row {
+            backend: shown(backend),
+            role,
+            mode,
+            op: None,
+            batch: None,
+            depth: None,
+            threads: None,
+            pages: None,
+            gbps: None,
+            ops_per_s: None,
+            p50_us: None,
+            p99_us: None,
+            effective_ratio: None,
+            memory_bytes: None,
+            vs: None,
+            speed_ratio: None,
+            vs_sync: None,
+            vs_spawn_blocking: None,
+            ticker_p99_us: None,
+            ticker_max_us: None,
+            idle_p99_us: None,
+            ram_bytes: None,
+            peak_ram_bytes: None,
+            budget_bytes: None,
+            ram_ratio: None,
+            hot_gbps: None,
+            cold_gbps: None,
+            restores_per_s: None,
+            moved_down: None,
+            moved_up: None,
+            hot_from_first: None,
+            tiers: None,
+            workload: None,
+            accesses_per_s: None,
+            fault_p50_us: None,
+            fault_p99_us: None,
+            vs_kernel: None,
+            cpu_s: None,
+        }
+    }
+
+    /// Whether this is a baseline's row.
+    pub fn is_baseline(&self) -> bool {
+        self.role == Role::Baseline
+    }
 }
 
-/// One backend's line of the summary: the batched, single-threaded figures.
-struct Line<'a> {
-    backend: &'a str,
-    backup: &'a ResultRow,
-    restore: &'a ResultRow,
-    ratio: f64,
+/// A skewed restore pattern (`--working-set N --hot P/Q`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skew {
+    /// Pages backed up.
+    pub working_set: usize,
+    /// The share of pages that are hot.
+    pub hot_pages: f64,
+    /// The share of restores that go to hot pages.
+    pub hot_restores: f64,
+    /// Restores measured (after as many to warm up).
+    pub restores: usize,
 }
 
-impl Line<'_> {
-    /// Harmonic mean of backup and restore GB/s: the rate of a round trip.
-    fn round_trip_gbps(&self) -> f64 {
-        let (b, r) = (gbps(self.backup), gbps(self.restore));
-        if b > 0.0 && r > 0.0 {
-            2.0 / (1.0 / b + 1.0 / r)
+/// How the async mode ran.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncSetup {
+    /// Worker threads of the tokio runtime.
+    pub workers: usize,
+    /// The ticker's period, µs.
+    pub tick_us: u64,
+    /// Tasks backing up and restoring while the ticker runs.
+    pub load_tasks: usize,
+}
+
+/// Where the run's time went, so that the bench's own overhead is known:
+/// the whole measuring loop, the timed windows in it, and the time inside
+/// the measured calls (in a window with several threads, its busiest
+/// thread's).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Seconds of the whole measuring loop.
+    pub run_s: f64,
+    /// Seconds of the timed windows.
+    pub windows_s: f64,
+    /// Seconds inside the measured calls.
+    pub in_calls_s: f64,
+}
+
+impl Timing {
+    /// The share of the run spent outside the measured calls, in percent:
+    /// the bench's own overhead (verifying, bookkeeping, timing, threads).
+    pub fn overhead_percent(&self) -> f64 {
+        if self.run_s > 0.0 {
+            (1.0 - self.in_calls_s / self.run_s).max(0.0) * 100.0
         } else {
             0.0
         }
     }
-
-    /// Memory saved per second of round trip: what the balance is judged on.
-    fn balance(&self) -> f64 {
-        (1.0 - 1.0 / self.ratio).max(0.0) * self.round_trip_gbps()
-    }
-
-    fn saved_percent(&self) -> f64 {
-        (1.0 - 1.0 / self.ratio) * 100.0
-    }
 }
 
-fn gbps(row: &ResultRow) -> f64 {
-    row.gbps.unwrap_or(0.0)
+/// The whole report of one bench run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The mode the run was in (a plain run with a redis backend also has
+    /// `redis` rows).
+    pub mode: Mode,
+    /// The machine.
+    pub machine: Machine,
+    /// The corpus.
+    pub corpus: CorpusInfo,
+    /// The skewed pattern (working-set runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew: Option<Skew>,
+    /// The runtime (async runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_setup: Option<AsyncSetup>,
+    /// Where the time went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// The rows, in the order they were measured.
+    pub results: Vec<Row>,
 }
 
 impl Report {
-    /// The report of `runs`. `is_baseline` tells baselines from the backends
-    /// asked for; `baseline` names each backend's baseline for an op.
-    pub fn new(
-        machine: Machine,
-        corpus: CorpusInfo,
-        runs: &[Run],
-        is_baseline: impl Fn(&str) -> bool,
-        baseline: impl Fn(&str, Op) -> Option<String>,
-    ) -> Report {
-        let mut results = Vec::new();
-        for run in runs {
-            for f in &run.ops {
-                let vs = baseline(&run.adapter, f.op);
-                let base = vs.as_ref().and_then(|name| {
-                    runs.iter()
-                        .find(|r| r.adapter == *name && r.mode == run.mode)
-                        .map(|r| r.op(f.op).gbps)
-                });
-                let (backup, drop) = (f.op == Op::Backup, f.op == Op::Drop);
-                results.push(ResultRow {
-                    backend: run.adapter.clone(),
-                    role: if is_baseline(&run.adapter) {
-                        "baseline"
-                    } else {
-                        "backend"
-                    },
-                    op: f.op.name(),
-                    threads: run.mode.threads,
-                    batch: run.mode.batch,
-                    pages: run.pages,
-                    gbps: (!drop).then(|| round(f.gbps, 3)),
-                    ops_per_s: drop.then(|| (f.gbps * 1e9 / PAGE_SIZE as f64).round()),
-                    p50_us: round(f.p50_us, 3),
-                    p99_us: round(f.p99_us, 3),
-                    effective_ratio: run.effective_ratio().filter(|_| backup).map(|r| round(r, 3)),
-                    memory_bytes: run.footprint.filter(|_| backup),
-                    speed_ratio: base.filter(|&b| b > 0.0).map(|b| round(f.gbps / b, 3)),
-                    vs: base.and(vs),
-                });
-            }
-        }
+    /// An empty report of `mode`.
+    pub fn new(mode: Mode, machine: Machine, corpus: CorpusInfo) -> Report {
         Report {
+            schema_version: SCHEMA_VERSION,
+            mode,
             machine,
             corpus,
-            results,
+            skew: None,
+            async_setup: None,
+            timing: None,
+            results: Vec::new(),
         }
     }
 
-    /// The summary's lines: each backend asked for, batched on one thread.
-    fn lines(&self) -> Vec<Line<'_>> {
-        let batch = self.results.iter().map(|r| r.batch).max().unwrap_or(1);
-        let row = |backend: &str, op: &str| {
-            self.results
-                .iter()
-                .find(|r| r.backend == backend && r.op == op && r.threads == 1 && r.batch == batch)
-        };
-        let mut names: Vec<&str> = self
-            .results
-            .iter()
-            .filter(|r| r.role == "backend")
-            .map(|r| r.backend.as_str())
-            .collect();
-        names.dedup();
-        names
-            .into_iter()
-            .filter_map(|backend| {
-                let (backup, restore) = (row(backend, "backup")?, row(backend, "restore")?);
-                Some(Line {
-                    backend,
-                    backup,
-                    restore,
-                    ratio: backup.effective_ratio.unwrap_or(1.0),
-                })
-            })
-            .collect()
+    /// The rows of `mode`.
+    pub fn rows(&self, mode: Mode) -> impl Iterator<Item = &Row> {
+        self.results.iter().filter(move |r| r.mode == mode)
     }
 
-    /// One line per backend asked for (batched, one thread): backup and
-    /// restore GB/s, effective ratio, memory saved, p99, and backup speed
-    /// against its baseline; then a one-line recommendation.
-    pub fn summary(&self, format: Format) -> String {
-        let lines = self.lines();
-        let batch = self.results.iter().map(|r| r.batch).max().unwrap_or(1);
-        let mut table = Table::new(&[
-            ("backend", false),
-            ("backup GB/s", true),
-            ("restore GB/s", true),
-            ("effective ratio", true),
-            ("memory saved", true),
-            ("p99 µs/page backup/restore", true),
-            ("backup speed vs baseline", false),
-        ]);
-        for l in &lines {
-            let saved = self.corpus.pages as f64 * PAGE_SIZE as f64 * (1.0 - 1.0 / l.ratio) / (1 << 20) as f64;
-            table.row(vec![
-                l.backend.to_string(),
-                format!("{:.2}", gbps(l.backup)),
-                format!("{:.2}", gbps(l.restore)),
-                format!("{:.2}", l.ratio),
-                // `+ 0.0` turns a rounded -0 into 0.
-                format!(
-                    "{:.0}% ({:.0} MiB)",
-                    l.saved_percent().round() + 0.0,
-                    saved.round() + 0.0
-                ),
-                format!("{:.2} / {:.2}", l.backup.p99_us, l.restore.p99_us),
-                match (&l.backup.vs, l.backup.speed_ratio) {
-                    (Some(vs), Some(ratio)) => format!("{ratio:.2}x {vs}"),
-                    _ => String::new(),
-                },
-            ]);
-        }
-        format!(
-            "Batches of {batch} pages on one thread:\n\n{}\n{}\n",
-            table.render(format),
-            recommendation(&lines)
-        )
-    }
-
-    /// The SVG chart ([`crate::chart`]).
-    pub fn svg(&self) -> String {
-        crate::chart::svg(self)
-    }
-
-    /// Every row: each adapter, mode and operation.
-    pub fn table(&self, format: Format) -> String {
-        let mut table = Table::new(&[
-            ("backend", false),
-            ("role", false),
-            ("op", false),
-            ("threads", true),
-            ("batch", true),
-            ("throughput", true),
-            ("p50 µs/page", true),
-            ("p99 µs/page", true),
-            ("speed vs baseline", false),
-            ("effective ratio", true),
-            ("memory MiB", true),
-        ]);
-        for r in &self.results {
-            let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
-            table.row(vec![
-                r.backend.clone(),
-                r.role.to_string(),
-                r.op.to_string(),
-                r.threads.to_string(),
-                r.batch.to_string(),
-                match (r.gbps, r.ops_per_s) {
-                    (Some(g), _) => format!("{g:.2} GB/s"),
-                    (None, Some(ops)) => format!("{:.2} M drops/s", ops / 1e6),
-                    (None, None) => String::new(),
-                },
-                format!("{:.2}", r.p50_us),
-                format!("{:.2}", r.p99_us),
-                match (&r.vs, r.speed_ratio) {
-                    (Some(vs), Some(ratio)) => format!("{ratio:.2}x {vs}"),
-                    _ => String::new(),
-                },
-                opt(r.effective_ratio),
-                opt(r.memory_bytes.map(|b| b as f64 / (1 << 20) as f64)),
-            ]);
-        }
-        table.render(format)
+    /// The report as JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
     }
 }
 
-/// The one-line recommendation for this corpus, with its reason.
-fn recommendation(lines: &[Line<'_>]) -> String {
-    let best = |key: fn(&Line<'_>) -> f64| {
-        lines
-            .iter()
-            .max_by(|a, b| key(a).total_cmp(&key(b)))
-            .expect("at least one line")
-    };
-    match lines {
-        [] => "recommendation: none (no backend was measured)".into(),
-        [only] => format!(
-            "recommendation: {} (the only backend measured; compare it with others with more --backend)",
-            only.backend
-        ),
-        _ => {
-            let fastest = best(|l| l.round_trip_gbps());
-            let smallest = best(|l| l.ratio);
-            let balanced = best(|l| l.balance());
-            let why = if balanced.balance() <= 0.0 {
-                format!(
-                    "{}: no backend saves memory on this corpus, so the fastest round trip ({:.2} GB/s) wins",
-                    fastest.backend,
-                    fastest.round_trip_gbps()
-                )
-            } else {
-                format!(
-                    "{}: saves {:.0}% of the memory at a {:.2} GB/s round trip, the most memory saved per second",
-                    balanced.backend,
-                    balanced.saved_percent(),
-                    balanced.round_trip_gbps()
-                )
-            };
-            format!(
-                "recommendation: {why} (fastest: {} at {:.2} GB/s; smallest: {} at ratio {:.2})",
-                fastest.backend,
-                fastest.round_trip_gbps(),
-                smallest.backend,
-                smallest.ratio
-            )
-        }
-    }
-}
-
-fn round(v: f64, digits: i32) -> f64 {
+/// `v` rounded to `digits` decimals.
+pub fn round_to(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
 }

@@ -3,30 +3,14 @@
 //! most, so that a tiered backend's policy matters. Every backend runs the
 //! same pages and the same restore sequence in the same run.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::adapters::Error;
+use crate::report::{Mode, Role, Row, Skew, TierSplit, round_to, shown};
 use pagebackup::tiered::Tiered;
 use pagebackup::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
 use pagebackup_testkit::SplitMix64;
-use serde::Serialize;
-
-use crate::adapters::Error;
-
-/// The access pattern: `hot_pages` of the working set take `hot_restores`
-/// of the restores (fractions).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Skew {
-    /// Pages backed up.
-    pub working_set: usize,
-    /// The share of pages that are hot.
-    pub hot_pages: f64,
-    /// The share of restores that go to hot pages.
-    pub hot_restores: f64,
-    /// Restores measured (after as many to warm up).
-    pub restores: usize,
-}
 
 impl Skew {
     /// `working_set` pages with the pattern `HOT/RESTORES` in percent
@@ -74,7 +58,7 @@ impl Skew {
 }
 
 /// One backend's figures on the skewed replay.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SkewRun {
     /// The backend spec.
     pub backend: String,
@@ -101,6 +85,8 @@ pub struct SkewRun {
     /// The share of measured hot restores served by the first tier
     /// (tiered specs only).
     pub hot_from_first: Option<f64>,
+    /// Restores per second in the measured pass, hot and cold together.
+    pub restores_per_s: f64,
     /// Restores verified against the corpus.
     pub verified: u64,
 }
@@ -112,12 +98,14 @@ pub fn bench(specs: &[String], corpus: &[Page], skew: Skew, rounds: usize) -> Re
     for spec in specs {
         let mut best: Option<SkewRun> = None;
         for round in 0..rounds.max(1) {
-            let run = replay(spec, corpus, skew, round as u64).map_err(|e| format!("--backend {spec}: {e}"))?;
+            let run =
+                replay(spec, corpus, skew, round as u64).map_err(|e| format!("--backend {}: {e}", shown(spec)))?;
             best = Some(match best {
                 Some(b) => SkewRun {
                     hot_gbps: b.hot_gbps.max(run.hot_gbps),
                     cold_gbps: b.cold_gbps.max(run.cold_gbps),
                     peak_ram_bytes: b.peak_ram_bytes.max(run.peak_ram_bytes),
+                    restores_per_s: b.restores_per_s.max(run.restores_per_s),
                     ..run
                 },
                 None => run,
@@ -212,6 +200,7 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
         hot_from_first: tiered
             .is_some()
             .then(|| hot_from_first as f64 / counts[1].max(1) as f64),
+        restores_per_s: (counts[0] + counts[1]) as f64 / (times[0] + times[1]).as_secs_f64().max(1e-9),
         verified,
     };
     backend.drop_handles(&handles)?;
@@ -222,56 +211,33 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     Ok(run)
 }
 
-/// The replay's table.
-pub fn table(skew: &Skew, runs: &[SkewRun]) -> String {
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let mut out = format!(
-        "skewed replay: {} pages ({:.0} MiB), {:.0}% of pages take {:.0}% of {} restores; every restore verified\n\n",
-        skew.working_set,
-        mib((skew.working_set * PAGE_SIZE) as u64),
-        skew.hot_pages * 100.0,
-        skew.hot_restores * 100.0,
-        skew.restores
-    );
-    let _ = writeln!(
-        out,
-        "{:<72} {:>9} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>13} {:>16} {:>16} {:>6}",
-        "backend",
-        "RAM MiB",
-        "peak MiB",
-        "budget",
-        "RAM x",
-        "ratio",
-        "hot GB/s",
-        "cold GB/s",
-        "moved dn/up",
-        "pages per tier",
-        "RAM MiB per tier",
-        "hot up"
-    );
-    for r in runs {
-        let _ = writeln!(
-            out,
-            "{:<72} {:>9.1} {:>9.1} {:>9} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>13} {:>16} {:>16} {:>6}",
-            r.backend,
-            mib(r.ram_bytes),
-            mib(r.peak_ram_bytes),
-            r.budget_bytes.map_or("-".into(), |b| format!("{:.1}", mib(b))),
-            r.ram_ratio,
-            r.ratio,
-            r.hot_gbps,
-            r.cold_gbps,
-            r.moved.map_or("-".into(), |(d, u)| format!("{d}/{u}")),
-            r.tier_pages.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
-            r.tier_ram_bytes
+impl SkewRun {
+    /// The report row of this run.
+    pub fn row(&self, skew: &Skew) -> Row {
+        let mut row = Row::new(&self.backend, Role::Backend, Mode::WorkingSet);
+        row.op = Some(crate::report::Op::Restore);
+        row.batch = Some(1);
+        row.pages = Some(skew.working_set);
+        row.ram_bytes = Some(self.ram_bytes);
+        row.peak_ram_bytes = Some(self.peak_ram_bytes);
+        row.budget_bytes = self.budget_bytes;
+        row.ram_ratio = Some(round_to(self.ram_ratio, 3));
+        row.effective_ratio = Some(round_to(self.ratio, 3));
+        row.hot_gbps = Some(round_to(self.hot_gbps, 3));
+        row.cold_gbps = Some(round_to(self.cold_gbps, 3));
+        row.restores_per_s = Some(self.restores_per_s.round());
+        row.moved_down = self.moved.map(|m| m.0);
+        row.moved_up = self.moved.map(|m| m.1);
+        row.hot_from_first = self.hot_from_first.map(|f| round_to(f, 3));
+        row.tiers = (!self.tier_pages.is_empty()).then(|| {
+            self.tier_pages
                 .iter()
-                .map(|&b| format!("{:.1}", mib(b)))
-                .collect::<Vec<_>>()
-                .join("/"),
-            r.hot_from_first.map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
-        );
+                .zip(&self.tier_ram_bytes)
+                .map(|(&pages, &ram_bytes)| TierSplit { pages, ram_bytes })
+                .collect()
+        });
+        row
     }
-    out
 }
 
 #[cfg(test)]

@@ -40,7 +40,10 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("every restored page verified"), "{stdout}");
+    assert!(
+        stdout.contains("restored pages verified against the originals"),
+        "{stdout}"
+    );
     // The summary: one aligned line per backend, no Markdown, then the
     // recommendation; the full table only with --full.
     let lines: Vec<&str> = stdout.lines().collect();
@@ -178,7 +181,7 @@ fn the_full_table_in_markdown_and_every_baseline_on_request() {
         assert!(stdout.contains(&format!("| {name} ")), "{name} missing: {stdout}");
     }
     assert!(
-        stdout.contains(" M drops/s |"),
+        stdout.contains(" M ops/s |"),
         "drops in operations per second: {stdout}"
     );
     assert!(

@@ -8,7 +8,9 @@ use pagebackup_async::AsyncBackupBackend;
 use pagebackup_core::{BackupFlags, ErrorKind, Handle, PAGE_SIZE, Page};
 
 use crate::cancellation::{
-    CancelConfig, Flavor, check_cancellation, check_page_array_cancellation, dropped_restore_interrupts,
+    CancelConfig, Flavor, check_cancellation, check_drop_after_shutdown, check_drop_with_cancelled_ops,
+    check_flush_after_cancel, check_page_array_cancellation, check_page_array_dropped_with_runtime,
+    check_shutdown_in_flight, dropped_restore_interrupts,
 };
 use crate::{AsyncSubject, Check, LIMIT_PAGES, PageClass, PageSpec};
 
@@ -30,6 +32,16 @@ pub enum AsyncCheck {
     Cancellation(Flavor),
     /// [`check_page_array_cancellation`] on a runtime of this flavor.
     PageArrayCancellation(Flavor),
+    /// [`check_shutdown_in_flight`] on a runtime of this flavor.
+    ShutdownInFlight(Flavor),
+    /// [`check_drop_after_shutdown`] on a runtime of this flavor.
+    DropAfterShutdown(Flavor),
+    /// [`check_flush_after_cancel`]
+    FlushAfterCancel,
+    /// [`check_page_array_dropped_with_runtime`] on a runtime of this flavor.
+    PageArrayDroppedWithRuntime(Flavor),
+    /// [`check_drop_with_cancelled_ops`] on a runtime of this flavor.
+    DropWithCancelledOps(Flavor),
 }
 
 impl AsyncCheck {
@@ -77,6 +89,19 @@ impl AsyncCheck {
             }
             AsyncCheck::PageArrayCancellation(flavor) => {
                 check_page_array_cancellation(Arc::clone(&backend), flavor, SEED);
+            }
+            AsyncCheck::ShutdownInFlight(flavor) => check_shutdown_in_flight(Arc::clone(&backend), flavor, SEED),
+            AsyncCheck::DropAfterShutdown(flavor) => check_drop_after_shutdown(&*backend, flavor),
+            AsyncCheck::FlushAfterCancel => {
+                Flavor::MultiThread
+                    .runtime()
+                    .block_on(check_flush_after_cancel(&*backend));
+            }
+            AsyncCheck::PageArrayDroppedWithRuntime(flavor) => {
+                check_page_array_dropped_with_runtime(Arc::clone(&backend), flavor);
+            }
+            AsyncCheck::DropWithCancelledOps(flavor) => {
+                check_drop_with_cancelled_ops(&|| subject.create(), flavor);
             }
         }
         assert_empty(&*backend);
@@ -309,6 +334,31 @@ pub async fn failed_backups_give_pages_back(b: &dyn AsyncBackupBackend, exact: b
     pagebackup_testkit::Flavor::CurrentThread
 ))]
 #[case::page_array_cancellation_multi_thread(pagebackup_testkit::AsyncCheck::PageArrayCancellation(
+    pagebackup_testkit::Flavor::MultiThread
+))]
+#[case::shutdown_in_flight_current_thread(pagebackup_testkit::AsyncCheck::ShutdownInFlight(
+    pagebackup_testkit::Flavor::CurrentThread
+))]
+#[case::shutdown_in_flight_multi_thread(pagebackup_testkit::AsyncCheck::ShutdownInFlight(
+    pagebackup_testkit::Flavor::MultiThread
+))]
+#[case::drop_after_shutdown_current_thread(pagebackup_testkit::AsyncCheck::DropAfterShutdown(
+    pagebackup_testkit::Flavor::CurrentThread
+))]
+#[case::drop_after_shutdown_multi_thread(pagebackup_testkit::AsyncCheck::DropAfterShutdown(
+    pagebackup_testkit::Flavor::MultiThread
+))]
+#[case::flush_after_cancel(pagebackup_testkit::AsyncCheck::FlushAfterCancel)]
+#[case::page_array_dropped_with_runtime_current_thread(pagebackup_testkit::AsyncCheck::PageArrayDroppedWithRuntime(
+    pagebackup_testkit::Flavor::CurrentThread
+))]
+#[case::page_array_dropped_with_runtime_multi_thread(pagebackup_testkit::AsyncCheck::PageArrayDroppedWithRuntime(
+    pagebackup_testkit::Flavor::MultiThread
+))]
+#[case::drop_with_cancelled_ops_current_thread(pagebackup_testkit::AsyncCheck::DropWithCancelledOps(
+    pagebackup_testkit::Flavor::CurrentThread
+))]
+#[case::drop_with_cancelled_ops_multi_thread(pagebackup_testkit::AsyncCheck::DropWithCancelledOps(
     pagebackup_testkit::Flavor::MultiThread
 ))]
 pub fn async_conformance(#[case] check: AsyncCheck) {}

@@ -314,3 +314,215 @@ pub fn check_page_array_cancellation(b: Arc<dyn AsyncBackupBackend>, flavor: Fla
         assert_eq!(b.stats().stored_pages, 0, "{}: pages left behind by purge", b.name());
     });
 }
+
+/// Backs up `n` pages of seed `seed` in one batch and returns their handles.
+async fn back_up(b: &dyn AsyncBackupBackend, seed: u64, n: u64) -> Vec<(Handle, PageSpec)> {
+    let specs: Vec<PageSpec> = (0..n).map(|k| PageSpec::mixed(seed, k)).collect();
+    let backed = b
+        .backup_pages(specs.iter().map(PageSpec::page).collect(), 0, BackupFlags::NONE)
+        .await;
+    backed
+        .result
+        .unwrap_or_else(|e| panic!("{}: backup_pages: {e}", b.name()));
+    backed.handles.into_iter().zip(specs).collect()
+}
+
+/// Tasks of backups, restores and drops on a runtime of `flavor`, shut down
+/// with `shutdown_background` while they are in flight: each task keeps the
+/// handles it holds in a shared list (a handle leaves it when its drop is
+/// polled). The runtime's blocking pool has one thread, so that blocking
+/// jobs queue and the shutdown finds some not yet started. On a fresh
+/// runtime, once `flush` returns, the backend holds exactly the listed
+/// pages, with their bytes.
+pub fn check_shutdown_in_flight(b: Arc<dyn AsyncBackupBackend>, flavor: Flavor, seed: u64) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    const TASKS: u64 = 16;
+    let held: Arc<Mutex<HashMap<Handle, PageSpec>>> = Arc::default();
+    let runtime = match flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    }
+    .max_blocking_threads(1)
+    .build()
+    .expect("a tokio runtime");
+    for task in 0..TASKS {
+        let (b, held) = (Arc::clone(&b), Arc::clone(&held));
+        runtime.spawn(async move {
+            let mut rng = SplitMix64::for_index(seed, task);
+            let mut mine: Vec<Handle> = Vec::new();
+            for op in 0u64.. {
+                let n = 1 + rng.below(16);
+                match rng.below(3) {
+                    0 if !mine.is_empty() => {
+                        let gone: Vec<Handle> = mine.drain(..mine.len().min(n as usize)).collect();
+                        // Polled at once below: carried out from here on.
+                        {
+                            let mut held = held.lock().unwrap();
+                            for h in &gone {
+                                held.remove(h);
+                            }
+                        }
+                        b.drop_handles(&gone).await.expect("drop_handles");
+                    }
+                    1 if !mine.is_empty() => {
+                        let dsts = mine.iter().take(n as usize).map(|_| Page::new_boxed()).collect();
+                        let handles: Vec<Handle> = mine.iter().take(n as usize).copied().collect();
+                        b.copy_pages(&handles, dsts, None).await.0.expect("copy_pages");
+                    }
+                    _ => {
+                        let specs: Vec<PageSpec> = (0..n).map(|k| PageSpec::mixed(seed ^ task, op * 16 + k)).collect();
+                        let backed = b
+                            .backup_pages(specs.iter().map(PageSpec::page).collect(), op, BackupFlags::NONE)
+                            .await;
+                        backed.result.expect("backup_pages");
+                        {
+                            let mut held = held.lock().unwrap();
+                            for (&h, spec) in backed.handles.iter().zip(specs) {
+                                held.insert(h, spec);
+                            }
+                        }
+                        mine.extend(backed.handles);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    runtime.block_on(async {
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+    });
+    runtime.shutdown_background();
+    // The workers finish the polls they are in, then drop the tasks (each
+    // holds a reference to the list): wait for that, not for the work.
+    while Arc::strong_count(&held) > 1 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let held: Vec<(Handle, PageSpec)> = held.lock().unwrap().iter().map(|(&h, &s)| (h, s)).collect();
+    Flavor::CurrentThread.runtime().block_on(async {
+        b.flush().await.unwrap();
+        assert_eq!(
+            b.stats().stored_pages,
+            held.len() as u64,
+            "{}: after a runtime shut down with work in flight and a flush, the backend holds {} pages, the tasks held {}",
+            b.name(),
+            b.stats().stored_pages,
+            held.len()
+        );
+        verify_all(&*b, &held, "a page held when the runtime shut down").await;
+        b.drop_handles(&live_handles(&held)).await.unwrap();
+    });
+}
+
+/// `drop_handles` awaited (with `Handle::block_on`) in the context of a
+/// runtime that has shut down carries out the drop and reports it.
+pub fn check_drop_after_shutdown(b: &dyn AsyncBackupBackend, flavor: Flavor) {
+    let runtime = flavor.runtime();
+    let live = runtime.block_on(back_up(b, 0x5d, 32));
+    let handle = runtime.handle().clone();
+    drop(runtime);
+    handle
+        .block_on(b.drop_handles(&live_handles(&live)))
+        .unwrap_or_else(|e| panic!("{}: drop_handles after the runtime shut down: {e}", b.name()));
+    assert_eq!(
+        b.stats().stored_pages,
+        0,
+        "{}: drop_handles after the runtime shut down left pages stored",
+        b.name()
+    );
+}
+
+/// Backups whose futures are dropped after one poll are undone once
+/// `flush` returns: the backend then holds only the pages of the backups
+/// that finished within that poll (whose handles are dropped at the end).
+pub async fn check_flush_after_cancel(b: &dyn AsyncBackupBackend) {
+    let mut finished: Vec<Handle> = Vec::new();
+    for round in 0..32u64 {
+        let pages = (0..64).map(|k| PageSpec::mixed(0xf1, round * 64 + k).page()).collect();
+        if let Some(backed) = within_polls(b.backup_pages(pages, round * 64, BackupFlags::NONE), Some(1)).await {
+            backed.result.expect("backup_pages");
+            finished.extend(backed.handles);
+        }
+    }
+    b.flush().await.unwrap();
+    assert_eq!(
+        b.stats().stored_pages,
+        finished.len() as u64,
+        "{}: right after flush, cancelled backups are still stored",
+        b.name()
+    );
+    b.drop_handles(&finished).await.unwrap();
+}
+
+/// An [`AsyncPageArray`] dropped at the end of `block_on` (with all its
+/// pages backed up, and again with a backup batch left in flight by a
+/// dropped call), then its runtime dropped: once `flush` returns, the
+/// backend holds nothing for it.
+pub fn check_page_array_dropped_with_runtime(b: Arc<dyn AsyncBackupBackend>, flavor: Flavor) {
+    for in_flight in [false, true] {
+        let runtime = flavor.runtime();
+        runtime.block_on(async {
+            let mut array = AsyncPageArray::new(200, Arc::clone(&b));
+            for i in 0..200 {
+                array.set(i, PageSpec::mixed(0xa7, i as u64).page()).await.unwrap();
+            }
+            array.backup(BackupFlags::NONE).await.unwrap();
+            if in_flight {
+                array.restore(None).await.unwrap();
+                within_polls(array.backup(BackupFlags::NONE), Some(1)).await;
+            }
+        });
+        drop(runtime);
+        Flavor::CurrentThread.runtime().block_on(b.flush()).unwrap();
+        assert_eq!(
+            b.stats().stored_pages,
+            0,
+            "{}: an async page array dropped with its runtime (batch in flight: {in_flight}) left pages stored",
+            b.name()
+        );
+    }
+}
+
+/// Instances of `create` dropped while backups and restores whose futures
+/// were dropped are still in flight: the drop does not panic, and memory
+/// allocated and filled right after it stays as written (no operation of
+/// the dropped backend writes into it).
+pub fn check_drop_with_cancelled_ops(create: &dyn Fn() -> Arc<dyn AsyncBackupBackend>, flavor: Flavor) {
+    let runtime = flavor.runtime();
+    for round in 0..8u64 {
+        let b = create();
+        let name = b.name();
+        runtime.block_on(async {
+            let live = back_up(&*b, round, 64).await;
+            let handles = live_handles(&live);
+            for k in 0..8 {
+                let dsts = handles.iter().map(|_| Page::new_boxed()).collect();
+                within_polls(b.copy_pages(&handles, dsts, Some(Interrupt::new())), Some(1)).await;
+                let pages = (0..16)
+                    .map(|i| PageSpec::mixed(round, 100 + k * 16 + i).page())
+                    .collect();
+                within_polls(b.backup_pages(pages, 64, BackupFlags::NONE), Some(1)).await;
+            }
+        });
+        drop(b);
+        let fresh: Vec<Box<Page>> = (0..512)
+            .map(|_| {
+                let mut page = Page::new_boxed();
+                page.0.fill(0xe5);
+                page
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let changed = fresh.iter().filter(|p| p.0.iter().any(|&b| b != 0xe5)).count();
+        assert_eq!(
+            changed, 0,
+            "{name}: {changed} pages allocated after the backend was dropped were written to"
+        );
+    }
+}

@@ -73,8 +73,9 @@ pub use async_suite::{AsyncCheck, async_conformance, buffers_come_back, failed_b
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use cancellation::{
-    CancelConfig, CancelReport, Flavor, check_cancellation, check_page_array_cancellation, dropped_restore_interrupts,
-    within_polls,
+    CancelConfig, CancelReport, Flavor, check_cancellation, check_drop_after_shutdown, check_drop_with_cancelled_ops,
+    check_flush_after_cancel, check_page_array_cancellation, check_page_array_dropped_with_runtime,
+    check_shutdown_in_flight, dropped_restore_interrupts, within_polls,
 };
 pub use concurrent::{ConcurrentConfig, ConcurrentReport, check_concurrent};
 pub use failing::{DeviceOp, FailingDevice, FaultPlan};

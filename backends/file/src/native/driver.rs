@@ -1,21 +1,44 @@
 //! [`Driver`]: one io_uring ring per shard, with operations submitted from
 //! any task and completed by one reaper thread, which hands each
 //! operation's results (and the buffers it kept alive) to the waiting future.
+//!
+//! **Who owns an operation's buffers.** From [`Driver::submit`] until the
+//! last of its entries' completions is reaped, the operation's buffers are
+//! owned by the driver's table of operations in flight (inside the ring's
+//! shared state), and by nothing else that could free them: not the future
+//! that submitted it (which only waits on a channel), not the backend. The
+//! reaper takes them out of the table only once every entry has completed,
+//! and hands them to the future, or, if the future is gone, to the
+//! operation's orphan handler. The ring's shared state (ring and table) is
+//! owned jointly by the [`Driver`] and by the reaper thread, so it lives
+//! until the reaper has exited, and the reaper exits only once nothing is
+//! in flight.
+//!
+//! **Dropping the driver** (with its backend) cancels every operation in
+//! flight (`IORING_OP_ASYNC_CANCEL`, any request; the kernel finishes those
+//! it cannot cancel), then waits for the reaper to reap them all and exit,
+//! so that once the drop returns the kernel no longer reads from or writes
+//! into any buffer. If the drop runs on the reaper itself (an orphan
+//! handler held the last reference to the backend), it cannot wait for its
+//! own thread: it asks for the cancel and returns, and the reaper, which
+//! still owns the ring and the buffers, reaps what is left and then exits.
 
 use std::any::Any;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use io_uring::{IoUring, opcode, squeue, types};
-use tokio::sync::{Notify, oneshot};
+use pagebackup_async::Outstanding;
+use tokio::sync::oneshot;
 
 /// Submission entries of a ring; completions get twice as many.
 const ENTRIES: u32 = 256;
-/// The `user_data` of the entry that stops the reaper.
-const STOP: u64 = u64::MAX;
+/// The `user_data` of the entries that wake the reaper when the driver is
+/// dropped (a no-op and the cancel), which deliver nothing.
+const WAKE: u64 = u64::MAX;
 /// `user_data` is `op << INDEX_BITS | index of the entry in its operation`.
 const INDEX_BITS: u32 = 16;
 
@@ -47,15 +70,19 @@ struct Ops {
 struct Shared {
     ring: IoUring,
     /// Operations submitted and not yet delivered (or handled as orphans).
-    in_flight: AtomicUsize,
-    /// Told when `in_flight` falls to zero.
-    idle: Notify,
+    in_flight: Outstanding,
+    /// Set when the driver is dropped: the reaper exits once nothing is in flight.
+    stopping: AtomicBool,
     /// Held while pushing to the submission queue and submitting.
     submitting: Mutex<()>,
     ops: Mutex<Ops>,
 }
 
 /// A ring for one file (registered as fixed file 0) and its reaper thread.
+///
+/// Owns the buffers of every operation in flight until its completion is
+/// reaped, and its drop cancels and reaps every operation in flight (see
+/// the module's documentation).
 pub(crate) struct Driver {
     shared: Arc<Shared>,
     reaper: Option<JoinHandle<()>>,
@@ -73,8 +100,8 @@ impl Driver {
             .map_err(|e| format!("io_uring file registration failed: {e}"))?;
         let shared = Arc::new(Shared {
             ring,
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
+            in_flight: Outstanding::new(),
+            stopping: AtomicBool::new(false),
             submitting: Mutex::new(()),
             ops: Mutex::new(Ops::default()),
         });
@@ -94,21 +121,14 @@ impl Driver {
     /// Returns once no operation is in flight: every completion delivered,
     /// and those whose futures were gone handled.
     pub(crate) async fn settle(&self) {
-        loop {
-            let idle = self.shared.idle.notified();
-            let mut idle = std::pin::pin!(idle);
-            idle.as_mut().enable();
-            if self.shared.in_flight.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.shared.in_flight.settle().await;
     }
 
     /// Submits `entries` (built with [`writev`] and [`readv`]), whose
-    /// buffers `buffers` owns and keeps alive until every entry completed.
-    /// The receiver gets the completion; if it is dropped first, `orphan`
-    /// gets it instead.
+    /// buffers `buffers` owns: the driver keeps them, whatever happens to
+    /// the receiver or to the driver itself, until every entry's completion
+    /// is reaped. The receiver then gets the completion; if it is dropped
+    /// first, `orphan` gets it instead, on the reaper thread.
     ///
     /// # Safety
     /// Every pointer in `entries` must point into `buffers` (heap memory
@@ -125,7 +145,7 @@ impl Driver {
             "1..65536 entries per operation"
         );
         let (done, receiver) = oneshot::channel();
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.shared.in_flight.add();
         let op = self.shared.lock_ops().insert(InFlight {
             remaining: entries.len(),
             results: vec![0; entries.len()],
@@ -216,7 +236,8 @@ impl Shared {
 }
 
 /// The reaper: waits for completions, records them, and delivers each
-/// operation once all its entries are in, until the stop entry arrives.
+/// operation once all its entries are in, until the driver is dropped and
+/// nothing is in flight.
 fn reap(shared: &Shared) {
     loop {
         match shared.ring.submitter().submit_and_wait(1) {
@@ -235,14 +256,12 @@ fn reap(shared: &Shared) {
             }
         }
         let mut finished = Vec::new();
-        let mut stop = false;
         {
             // SAFETY: the reaper is the only user of the completion queue.
             let cq = unsafe { shared.ring.completion_shared() };
             let mut ops = shared.lock_ops();
             for cqe in cq {
-                if cqe.user_data() == STOP {
-                    stop = true;
+                if cqe.user_data() == WAKE {
                     continue;
                 }
                 let (op, k) = (
@@ -269,11 +288,11 @@ fn reap(shared: &Shared) {
             if let Err(completion) = done.send(completion) {
                 (op.orphan.take().expect("delivered once"))(completion);
             }
-            if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-                shared.idle.notify_waiters();
-            }
+            shared.in_flight.remove();
         }
-        if stop {
+        // Only this thread lowers the count and nothing is submitted once
+        // `stopping` is set, so zero here stays zero.
+        if shared.stopping.load(Ordering::SeqCst) && shared.in_flight.count() == 0 {
             return;
         }
     }
@@ -281,15 +300,30 @@ fn reap(shared: &Shared) {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // Every operation in flight holds its backend, so none is left now:
-        // stop the reaper, then let the ring go.
-        // SAFETY: a NOP has no buffer.
-        unsafe {
-            self.shared
-                .push_and_submit(std::iter::once(opcode::Nop::new().build().user_data(STOP)))
+        // Nothing can be submitted any more (that takes `&self`): have the
+        // reaper exit once what is in flight is reaped, cancel it so that
+        // this is soon, and wake the reaper in case nothing is in flight.
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let cancel = (self.shared.in_flight.count() > 0).then(|| {
+            opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(WAKE)
+        });
+        let wake = opcode::Nop::new().build().user_data(WAKE);
+        // SAFETY: a cancel and a NOP point to no buffer.
+        unsafe { self.shared.push_and_submit(cancel.into_iter().chain([wake])) };
+        let Some(reaper) = self.reaper.take() else {
+            return;
         };
-        if let Some(reaper) = self.reaper.take() {
-            let _ = reaper.join();
+        if reaper.thread().id() == std::thread::current().id() {
+            // Dropped by an orphan handler on the reaper: it goes on owning
+            // the ring and the buffers until it has reaped everything.
+            return;
+        }
+        // Once the reaper has exited, nothing is in flight: the kernel holds
+        // no buffer any more.
+        if reaper.join().is_err() {
+            eprintln!("pagebackup-file: the io_uring reaper thread panicked");
         }
         let _ = self.shared.ring.submitter().unregister_files();
     }

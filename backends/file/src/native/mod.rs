@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pagebackup_async::{AsyncBackupBackend, BackedUp, InterruptOnDrop};
+use pagebackup_async::{AsyncBackupBackend, BackedUp, BlockingJobs, InterruptOnDrop};
 use pagebackup_core::raw::{ReadPlan, Reservation, RunError, SlotStore, check_batch_lengths};
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
@@ -18,7 +18,7 @@ use self::driver::{Completion, Driver, libc_iovec::Iovec, readv, result_error, w
 use crate::FileConfig;
 use crate::backend::open_store;
 use crate::device::FileDevice;
-use crate::io::{IOV_MAX, read_sync, write_sync};
+use crate::runs::{IOV_MAX, read_sync, write_sync};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -42,7 +42,20 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   (and only then are the slots it read unpinned, so that a slot dropped
 ///   meanwhile is reused or released only after the kernel is done).
 ///   Drops run on tokio's blocking pool (a hole punch can wait on the file
-///   system) and are carried out whether or not their future is awaited.
+///   system) and are carried out whether or not their future is awaited,
+///   and on the awaiting thread outside a runtime or when the runtime has
+///   shut down.
+/// - **Ownership and drop**: an operation's buffers belong to its shard's
+///   ring driver from submission until every completion of the operation is
+///   reaped, never to the future. Dropping the backend cancels every
+///   operation still in flight (`IORING_OP_ASYNC_CANCEL`), waits until the
+///   reaper threads have reaped them all and exited, and only then lets the
+///   rings and buffers go: after the drop, the kernel touches no memory of
+///   the program. The drop blocks its thread that long (what the kernel
+///   cannot cancel, a read already at the device, completes at the
+///   device's pace). A backup in flight keeps the backend alive until it
+///   completes; a drop that then happens on a reaper thread leaves that
+///   reaper to finish the reaping on its own, holding the ring and buffers.
 /// - **`direct=on`** suits it best: `O_DIRECT` writes are issued by the
 ///   kernel inline at submission, without io_uring's worker threads, and
 ///   leave no page cache behind. Buffered writes through io_uring go to its
@@ -58,9 +71,11 @@ pub struct AsyncFileBackend {
 }
 
 struct Inner {
-    store: SlotStore<FileDevice>,
+    store: Arc<SlotStore<FileDevice>>,
     drivers: Box<[Driver]>,
     op_pages: usize,
+    /// Drops on the blocking pool, so that `flush` waits for orphaned ones.
+    drops: BlockingJobs,
 }
 
 impl AsyncFileBackend {
@@ -79,9 +94,10 @@ impl AsyncFileBackend {
             })?;
         Ok(AsyncFileBackend {
             inner: Arc::new(Inner {
-                store,
+                store: Arc::new(store),
                 drivers: drivers.into_boxed_slice(),
                 op_pages: IOV_MAX,
+                drops: BlockingJobs::new(),
             }),
         })
     }
@@ -89,7 +105,7 @@ impl AsyncFileBackend {
     /// The same backend through the sync trait: the same store, so handles
     /// from either are valid in both. Its calls block the calling thread.
     pub fn blocking(&self) -> &(impl BackupBackend + use<>) {
-        &self.inner.store
+        &*self.inner.store
     }
 }
 
@@ -357,15 +373,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
     }
 
     async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
-        let inner = Arc::clone(&self.inner);
-        let handles = handles.to_vec();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime
-                .spawn_blocking(move || inner.store.drop_handles(&handles))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
-            Err(_) => inner.store.drop_handles(&handles),
-        }
+        self.inner.drops.drop_handles(&self.inner.store, handles).await
     }
 
     fn bytes_avail(&self) -> u64 {
@@ -379,12 +387,15 @@ impl AsyncBackupBackend for AsyncFileBackend {
     }
 
     /// Every write completed before its call returned; this waits for the
-    /// operations still in flight whose futures were dropped, so that after
-    /// it the backend holds exactly what its callers hold.
+    /// operations still in flight whose futures were dropped, and for the
+    /// drops whose futures were dropped, so that after it the backend holds
+    /// exactly what its callers hold (also after the runtime that ran them
+    /// shut down: they end on the reaper and the blocking pool).
     async fn flush(&self) -> Result<()> {
         for driver in self.inner.drivers.iter() {
             driver.settle().await;
         }
+        self.inner.drops.settle().await;
         Ok(())
     }
 }

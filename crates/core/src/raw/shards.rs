@@ -1,17 +1,32 @@
 //! [`Shards`]: a backend's state split over shards, one lock each, with the
-//! slot numbering that names a slot's shard.
+//! slot numbering that names a slot's shard, and two ways of choosing the
+//! shard a thread writes new state into.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::cell::Cell;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use super::{HandleCodec, thread_index};
 
+thread_local! {
+    /// The shard this thread last took with [`Shards::pick`].
+    static HINT: Cell<usize> = const { Cell::new(0) };
+}
+
 /// A backend's state in a power-of-two number of shards, each behind its
-/// own lock. A thread works in its own shard ([`mine`](Self::mine)), so
-/// threads rarely contend; a slot number carries its shard in its low bits
+/// own read-write lock; a slot number carries its shard in its low bits
 /// (`local << bits | shard`), so a handle leads to its shard.
+///
+/// A writer chooses its shard in one of two ways:
+/// - [`mine`](Self::mine): a shard fixed by the thread, so threads rarely
+///   contend and a thread's pages stay together;
+/// - [`pick`](Self::pick): the shard this thread last wrote to if no other
+///   thread holds it, else the next free one, so the shards in use are as
+///   many as the threads that write at the same time, not as many as the
+///   threads that ever wrote (one thread fills one shard, and shards of
+///   threads that have exited take no new pages).
 #[derive(Debug)]
 pub struct Shards<T> {
-    shards: Box<[Mutex<T>]>,
+    shards: Box<[RwLock<T>]>,
     bits: u32,
 }
 
@@ -21,7 +36,7 @@ impl<T> Shards<T> {
     pub fn new(count: usize, make: impl FnMut(usize) -> T) -> Self {
         let count = 1usize << count.max(1).ilog2();
         Shards {
-            shards: (0..count).map(make).map(Mutex::new).collect(),
+            shards: (0..count).map(make).map(RwLock::new).collect(),
             bits: count.trailing_zeros(),
         }
     }
@@ -41,19 +56,42 @@ impl<T> Shards<T> {
         thread_index() & (self.shards.len() - 1)
     }
 
-    /// Shard `index`, locked.
+    /// Shard `index`, locked to write.
     ///
     /// A panic while a shard is locked leaves it poisoned; the lock is taken
     /// anyway, so every update of a shard's state must leave it consistent at
     /// any point a panic can happen (single table calls, allocation failure
     /// aborting).
-    pub fn lock(&self, index: usize) -> MutexGuard<'_, T> {
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn lock(&self, index: usize) -> RwLockWriteGuard<'_, T> {
+        self.shards[index].write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Shard `index`, locked to read, alongside other readers.
+    pub fn read(&self, index: usize) -> RwLockReadGuard<'_, T> {
+        self.shards[index].read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every shard, locked one at a time.
-    pub fn each(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
+    pub fn each(&self) -> impl Iterator<Item = RwLockWriteGuard<'_, T>> {
         (0..self.len()).map(|i| self.lock(i))
+    }
+
+    /// A shard to write new state into, locked: this thread's last one if
+    /// no other thread holds it, else the first free one after it, else (all
+    /// busy) the last one, waiting for it.
+    pub fn pick(&self) -> (usize, RwLockWriteGuard<'_, T>) {
+        let hint = HINT.get() & (self.shards.len() - 1);
+        for k in 0..self.shards.len() {
+            let index = (hint + k) & (self.shards.len() - 1);
+            let guard = match self.shards[index].try_write() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            HINT.set(index);
+            return (index, guard);
+        }
+        (hint, self.lock(hint))
     }
 
     /// Slots a shard can number within the handle space.
@@ -74,6 +112,8 @@ impl<T> Shards<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Barrier;
+
     use super::*;
 
     #[test]
@@ -89,6 +129,36 @@ mod tests {
         assert_eq!(*s.lock(2), 2);
         assert_eq!(s.each().map(|g| *g).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert!(s.mine() < 4);
+        assert_eq!(*s.read(1), 1);
         assert_eq!(Shards::new(0, |_| ()).len(), 1);
+    }
+
+    #[test]
+    fn a_picking_thread_keeps_to_one_shard_and_busy_shards_are_passed_over() {
+        let shards = Shards::new(4, |i| i);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    assert_eq!(shards.pick().0, 0);
+                }
+            });
+        });
+        let held = shards.lock(0);
+        let barrier = Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (index, guard) = shards.pick();
+                assert_eq!((index, *guard), (1, 1));
+                drop(guard);
+                barrier.wait();
+                // Shard 0 is free again, but this thread stays on shard 1.
+                barrier.wait();
+                assert_eq!(shards.pick().0, 1);
+            });
+            barrier.wait();
+            drop(held);
+            barrier.wait();
+        });
+        assert_eq!(*shards.read(3), 3);
     }
 }

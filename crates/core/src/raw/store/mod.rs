@@ -12,7 +12,7 @@ mod stats;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, RwLockWriteGuard};
 
 use self::pins::Pins;
 use self::slot_bits::SlotBits;
@@ -336,7 +336,7 @@ impl<D: Device> BackupBackend for SlotStore<D> {
 /// name several shards: never two locks at once, so no lock order to keep.
 struct ShardLocks<'a> {
     shards: &'a Shards<ShardState>,
-    held: Option<(usize, MutexGuard<'a, ShardState>)>,
+    held: Option<(usize, RwLockWriteGuard<'a, ShardState>)>,
 }
 
 impl<'a> ShardLocks<'a> {

@@ -1,0 +1,427 @@
+//! [`Shared`]: the state the backend and its policy thread share, and the
+//! moves on it (backup, restore, drop, the switch of a moved page), with
+//! [`Wake`], how backups wake the policy thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use pagebackup_core::raw::{HandleCodec, Shards};
+use pagebackup_core::{
+    BackupBackend, BackupError, BackupFlags, ErrorKind, Handle, Interrupt, Operation, Origin, Page, Result,
+};
+
+use crate::TieredConfig;
+use crate::rate::Limiter;
+use crate::stats::{TierCounters, TierStats};
+use crate::table::{Clock, Entry, Table};
+use crate::tier::{PAGE, Tier};
+
+pub(crate) const NAME: &str = "tiered";
+/// Restores since a page went down before it is promoted.
+const PROMOTE_HEAT: u8 = 2;
+
+/// Where a page is, as the policy found it: enough to move it and to check,
+/// at the switch, that nobody dropped or moved it meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Located {
+    pub(crate) shard: usize,
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+    pub(crate) entry: Entry,
+}
+
+/// The state the backend and its policy thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) codec: HandleCodec,
+    pub(crate) shards: Shards<Table>,
+    pub(crate) tiers: Box<[Tier]>,
+    pub(crate) config: TieredConfig,
+    pub(crate) clock: Clock,
+    pub(crate) limiter: Limiter,
+    /// Held by a policy run or writeback: one at a time.
+    pub(crate) mover: Mutex<()>,
+    pub(crate) wake: Wake,
+    pub(crate) runs: AtomicU64,
+    pub(crate) last_stop: Mutex<Option<crate::Stop>>,
+    pub(crate) failed_backups: AtomicU64,
+    pub(crate) failed_restores: AtomicU64,
+    pub(crate) failed_releases: AtomicU64,
+    pub(crate) writeback_pages: AtomicU64,
+    /// Copies the table no longer maps whose release failed, by tier:
+    /// retried after every policy run and writeback until they are freed.
+    pub(crate) unreleased: Mutex<Vec<(usize, Handle)>>,
+}
+
+impl Shared {
+    fn origin(op: Operation) -> Origin {
+        Origin::new(NAME, op)
+    }
+
+    fn invalid(op: Operation, handle: Handle) -> BackupError {
+        BackupError::InvalidHandle {
+            origin: Self::origin(op),
+            handle,
+        }
+    }
+
+    /// The shard, local slot and generation `handle` names.
+    fn locate(&self, handle: Handle) -> (usize, u32, u32) {
+        let (global, generation) = self.codec.decode(handle);
+        let (shard, slot) = self.shards.split(global);
+        (shard, slot, generation)
+    }
+
+    /// Runs `f` on the live entry of `handle` under its shard's lock.
+    pub(crate) fn with_entry<R>(&self, handle: Handle, op: Operation, f: impl FnOnce(&mut Entry) -> R) -> Result<R> {
+        let (shard, slot, generation) = self.locate(handle);
+        let mut table = self.shards.lock(shard);
+        table
+            .get(slot, generation)
+            .map(f)
+            .ok_or_else(|| Self::invalid(op, handle))
+    }
+
+    /// Stores `page` in tier `index` and counts it there: the entry for
+    /// it, or `None` if a page more would take the tier past `within` of its
+    /// budget (the room is reserved first, so that racing backups cannot
+    /// overshoot it together).
+    pub(crate) fn store_in(
+        &self,
+        index: usize,
+        page: &Page,
+        idx: u64,
+        flags: BackupFlags,
+        within: Option<f64>,
+    ) -> Result<Option<Entry>> {
+        let tier = &self.tiers[index];
+        let estimate = tier.average_cost.load(Ordering::Relaxed) as u32;
+        if !tier.counters.reserve(estimate, within.and_then(|f| tier.mark(f))) {
+            return Ok(None);
+        }
+        let inner = match tier.backend.backup_page(page, idx, flags) {
+            Ok(inner) => inner,
+            Err(e) => {
+                tier.counters.cancel(estimate);
+                return Err(e);
+            }
+        };
+        let (cost, known) = tier.cost_of(inner);
+        tier.counters.commit(estimate, cost);
+        let huge = known && self.config.huge.is_some_and(|h| u64::from(cost) > h.threshold);
+        Ok(Some(Entry {
+            inner,
+            tier: index as u8,
+            huge,
+            cost,
+            last_use: self.clock.now(),
+            heat: 0,
+        }))
+    }
+
+    /// Places a backup: the last tier first for `writeback`, else the first
+    /// tier with room under its budget; past a tier failing with `NoSpace`
+    /// or `Io`, the next; then the tiers skipped for want of room, in the
+    /// same order. The last error if none takes it.
+    fn place(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Entry> {
+        let count = self.tiers.len();
+        let preferred = (0..count).map(|k| if flags.writeback { (k + count - 1) % count } else { k });
+        let mut skipped = 0u64;
+        let mut error = None;
+        for index in preferred.clone() {
+            match self.store_in(index, page, idx, flags, Some(1.0)) {
+                Ok(Some(entry)) => return Ok(self.placed(entry)),
+                Ok(None) => skipped |= 1 << index,
+                Err(e) if falls_through(&e) => error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        for index in preferred.filter(|i| skipped & (1 << i) != 0) {
+            match self.store_in(index, page, idx, flags, None) {
+                Ok(Some(entry)) => return Ok(self.placed(entry)),
+                Ok(None) => unreachable!("a store without a bound always has room"),
+                Err(e) if falls_through(&e) => error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(error.expect("the last tier has no budget, so some tier was tried"))
+    }
+
+    /// Counts a backup placed below the first tier.
+    fn placed(&self, entry: Entry) -> Entry {
+        if entry.tier != 0 {
+            TierCounters::bump(&self.tiers[entry.tier as usize].counters.direct_backups, 1);
+        }
+        entry
+    }
+
+    /// A huge page under `HugePolicy::at_once` moves down now: the caller's
+    /// page is backed up one tier lower and the upper copy dropped. If the
+    /// lower tier refuses, the page stays where it is.
+    fn sink_huge(&self, entry: Entry, page: &Page, idx: u64) -> Entry {
+        let at_once = self.config.huge.is_some_and(|h| h.at_once);
+        let below = entry.tier as usize + 1;
+        if !(entry.huge && at_once && below < self.tiers.len()) {
+            return entry;
+        }
+        match self.store_in(below, page, idx, BackupFlags::NONE, None) {
+            Ok(Some(lower)) => {
+                self.tiers[entry.tier as usize].counters.remove(entry.cost);
+                self.release_inner(entry.tier as usize, entry.inner);
+                let from = &self.tiers[entry.tier as usize].counters;
+                TierCounters::bump(&from.moved_down, 1);
+                TierCounters::bump(&self.tiers[below].counters.written_back_bytes, PAGE);
+                lower
+            }
+            Ok(None) | Err(_) => {
+                TierCounters::bump(&self.tiers[entry.tier as usize].counters.failed_moves, 1);
+                entry
+            }
+        }
+    }
+
+    /// Drops a copy the table no longer maps (after a move or a lost race);
+    /// a copy whose drop fails is kept for [`retry_releases`](Self::retry_releases).
+    pub(crate) fn release_inner(&self, tier: usize, inner: Handle) {
+        if !self.try_release(tier, inner) {
+            self.failed_releases.fetch_add(1, Ordering::Relaxed);
+            lock(&self.unreleased).push((tier, inner));
+        }
+    }
+
+    /// Drops the copy `inner` of tier `tier`: whether it is gone (dropped
+    /// now, or already, which `InvalidHandle` says).
+    fn try_release(&self, tier: usize, inner: Handle) -> bool {
+        self.tiers[tier].vacate();
+        match self.tiers[tier].backend.drop_handle(inner) {
+            Ok(()) => true,
+            Err(e) => e.kind() == ErrorKind::InvalidHandle,
+        }
+    }
+
+    /// Drops again the copies whose release failed; those that fail again
+    /// stay for the next time.
+    pub(crate) fn retry_releases(&self) {
+        let unreleased = std::mem::take(&mut *lock(&self.unreleased));
+        let left = unreleased
+            .into_iter()
+            .filter(|&(tier, inner)| !self.try_release(tier, inner));
+        lock(&self.unreleased).extend(left.collect::<Vec<_>>());
+    }
+
+    pub(crate) fn backup(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
+        let placed = self.place(page, idx, flags).inspect_err(|_| {
+            self.failed_backups.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let entry = self.sink_huge(placed, page, idx);
+        if flags.writeback && entry.tier as usize == self.tiers.len() - 1 {
+            self.writeback_pages.fetch_add(1, Ordering::Relaxed);
+        }
+        let shard = self.shards.mine();
+        let tier = &self.tiers[entry.tier as usize];
+        let Some((slot, generation)) = self.shards.lock(shard).insert(entry) else {
+            tier.counters.remove(entry.cost);
+            self.release_inner(entry.tier as usize, entry.inner);
+            self.failed_backups.fetch_add(1, Ordering::Relaxed);
+            return Err(BackupError::NoSpace {
+                origin: Self::origin(Operation::BackupPage),
+                detail: format!("all {} handles of shard {shard} are in use", self.shards.local_slots()),
+            });
+        };
+        if tier.above(self.config.high) {
+            self.wake.kick();
+        }
+        Ok(self.codec.encode(self.shards.slot(shard, slot), generation))
+    }
+
+    pub(crate) fn restore(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
+        if intr.is_some_and(Interrupt::is_interrupted) {
+            return Err(BackupError::Interrupted {
+                origin: Self::origin(Operation::CopyPage),
+            });
+        }
+        let now = self.clock.now();
+        let mut tried = None;
+        loop {
+            let entry = self.with_entry(handle, Operation::CopyPage, |e| {
+                e.last_use = now;
+                e.heat = e.heat.saturating_add(1);
+                *e
+            })?;
+            match self.tiers[entry.tier as usize]
+                .backend
+                .copy_page(dst, entry.inner, intr)
+            {
+                Ok(()) => {
+                    // A page restored once while down would only push a
+                    // hotter page out: promote from the second restore.
+                    if self.config.promote && entry.tier > 0 && entry.heat >= PROMOTE_HEAT {
+                        self.promote(handle, entry, dst);
+                    }
+                    return Ok(());
+                }
+                // The page moved (or was dropped) between the lookup and the
+                // copy: look again, unless it is still where it was.
+                Err(e) if e.kind() == ErrorKind::InvalidHandle && tried != Some(entry.inner) => {
+                    tried = Some(entry.inner);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Copies a page just restored from a lower tier back to the first tier,
+    /// if that stays within its budget; past the high watermark, the policy
+    /// then moves the first tier's coldest pages down.
+    fn promote(&self, handle: Handle, entry: Entry, page: &Page) {
+        let (shard, slot, generation) = self.locate(handle);
+        let Ok(Some(upper)) = self.store_in(0, page, u64::from(slot), BackupFlags::NONE, Some(1.0)) else {
+            return;
+        };
+        if self.tiers[0].above(self.config.high) {
+            self.wake.kick();
+        }
+        let found = Located {
+            shard,
+            slot,
+            generation,
+            entry,
+        };
+        if self.switch(found, upper) {
+            TierCounters::bump(&self.tiers[entry.tier as usize].counters.moved_up, 1);
+        }
+    }
+
+    /// Points a page found at `found` at `to` (a copy already stored and
+    /// counted in its tier) instead, if it is still live and where it was
+    /// found, then drops the old copy; else drops `to`. Returns whether it
+    /// switched.
+    pub(crate) fn switch(&self, found: Located, mut to: Entry) -> bool {
+        let mut table = self.shards.lock(found.shard);
+        match table.get(found.slot, found.generation) {
+            Some(entry) if entry.tier == found.entry.tier && entry.inner == found.entry.inner => {
+                to.last_use = entry.last_use;
+                // A page moved down starts cold there; one moved up keeps its heat.
+                to.heat = if to.tier > entry.tier { 0 } else { entry.heat };
+                *entry = to;
+                drop(table);
+                self.tiers[found.entry.tier as usize].counters.remove(found.entry.cost);
+                self.release_inner(found.entry.tier as usize, found.entry.inner);
+                true
+            }
+            _ => {
+                drop(table);
+                self.tiers[to.tier as usize].counters.remove(to.cost);
+                self.release_inner(to.tier as usize, to.inner);
+                false
+            }
+        }
+    }
+
+    /// Moves the page at `found` to tier `to` through `buf`: copy, switch,
+    /// drop above.
+    pub(crate) fn move_page(&self, found: Located, to: usize, buf: &mut Page) -> Result<bool> {
+        let from = &self.tiers[found.entry.tier as usize];
+        match from.backend.copy_page(buf, found.entry.inner, None) {
+            Ok(()) => {}
+            // Dropped or moved since it was found.
+            Err(e) if e.kind() == ErrorKind::InvalidHandle => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let global = self.shards.slot(found.shard, found.slot);
+        let lower = self
+            .store_in(to, buf, u64::from(global), BackupFlags::NONE, None)?
+            .expect("a store without a bound always has room");
+        Ok(self.switch(found, lower))
+    }
+
+    pub(crate) fn drop_page(&self, handle: Handle) -> Result<()> {
+        let (shard, slot, generation) = self.locate(handle);
+        let mut table = self.shards.lock(shard);
+        let entry = *table
+            .get(slot, generation)
+            .ok_or_else(|| Self::invalid(Operation::DropHandle, handle))?;
+        // Under the lock, so that a failed drop leaves the handle live and
+        // a move cannot switch the page away in between.
+        let tier = &self.tiers[entry.tier as usize];
+        tier.backend.drop_handle(entry.inner)?;
+        tier.vacate();
+        table.remove(slot, generation);
+        drop(table);
+        tier.counters.remove(entry.cost);
+        Ok(())
+    }
+
+    /// Every live page in tier `tier`, with where it is (and its heat as it
+    /// was); with `age`, every live page's heat is halved, in all tiers.
+    pub(crate) fn pages_in(&self, tier: usize, age: bool) -> Vec<Located> {
+        let mut found = Vec::new();
+        for shard in 0..self.shards.len() {
+            let mut table = self.shards.lock(shard);
+            for (slot, generation, entry) in table.live() {
+                if entry.tier as usize == tier {
+                    found.push(Located {
+                        shard,
+                        slot,
+                        generation,
+                        entry: *entry,
+                    });
+                }
+                if age {
+                    entry.heat /= 2;
+                }
+            }
+        }
+        found
+    }
+
+    pub(crate) fn tier_stats(tier: &Tier) -> TierStats {
+        let c = &tier.counters;
+        TierStats {
+            name: tier.backend.name(),
+            budget: tier.budget,
+            pages: c.pages.load(Ordering::Relaxed),
+            held_bytes: c.held(),
+            moved_down: c.moved_down.load(Ordering::Relaxed),
+            moved_up: c.moved_up.load(Ordering::Relaxed),
+            written_back_bytes: c.written_back_bytes.load(Ordering::Relaxed),
+            failed_moves: c.failed_moves.load(Ordering::Relaxed),
+            direct_backups: c.direct_backups.load(Ordering::Relaxed),
+            backend: tier.backend.stats(),
+        }
+    }
+}
+
+
+/// Whether a backup that failed so in one tier is tried in the others: a
+/// full tier (`NoSpace`) or a failing one (`Io`, a cold tier's device or
+/// server) does not fail a backup that another tier can hold.
+fn falls_through(e: &BackupError) -> bool {
+    matches!(e.kind(), ErrorKind::NoSpace | ErrorKind::Io)
+}
+
+/// Locks `m`, a list that stays consistent whatever panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How backups wake the policy thread and the backend stops it.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    /// (kicked, stop)
+    pub(crate) state: Mutex<(bool, bool)>,
+    pub(crate) changed: Condvar,
+    /// A kick is pending: further backups need not take the lock.
+    pub(crate) pending: AtomicBool,
+}
+
+impl Wake {
+    /// Asks the policy thread (if any) to run now.
+    pub(crate) fn kick(&self) {
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0 = true;
+        self.changed.notify_one();
+    }
+}
