@@ -116,7 +116,7 @@ impl CompressedConfig {
         let default = if cfg!(feature = "lz4") { "lz4" } else { "zstd" };
         let algorithm = match params.choice("algo", &["lz4", "zstd"])?.unwrap_or(default) {
             "lz4" if params.get("level").is_some() => {
-                return Err(params.bad("level", "no level with algo=lz4 (levels are for zstd)"));
+                return Err(params.bad("level", "no level: algo=lz4 takes none, only algo=zstd does"));
             }
             #[cfg(feature = "lz4")]
             "lz4" => Algorithm::Lz4,
