@@ -29,7 +29,10 @@ fn a_bad_value() {
 
 #[test]
 fn an_unknown_key() {
-    assert_eq!(open_error("memory:size=1MiB"), "backend 'memory' has no parameter 'size'; valid: limit");
+    assert_eq!(
+        open_error("memory:size=1MiB"),
+        "backend 'memory' has no parameter 'size'; valid: limit"
+    );
 }
 
 #[test]
@@ -59,7 +62,9 @@ fn an_invalid_handle() {
 fn no_space() {
     let backend = MemoryBackend::with_limit(4096);
     let _held = backend.backup_page(&Page::new_boxed(), 0, BackupFlags::NONE).unwrap();
-    let err = backend.backup_page(&Page::new_boxed(), 1, BackupFlags::NONE).unwrap_err();
+    let err = backend
+        .backup_page(&Page::new_boxed(), 1, BackupFlags::NONE)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "memory backend: backup_page: no space left (limit of 4096 bytes reached); \

@@ -177,7 +177,10 @@ impl BackupBackend for MemoryBackend {
         let reserved = self.stored_pages.fetch_add(1, Ordering::AcqRel);
         if reserved >= self.limit_pages {
             self.stored_pages.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.no_space(format!("limit of {} bytes reached", self.limit_pages * PAGE_SIZE as u64)));
+            return Err(self.no_space(format!(
+                "limit of {} bytes reached",
+                self.limit_pages * PAGE_SIZE as u64
+            )));
         }
         let shard_index = self.shards.mine();
         let mut shard = self.shards.lock(shard_index);
