@@ -12,8 +12,9 @@ use crate::{OpenError, registry};
 ///
 /// `file` is the native [`AsyncFileBackend`](pagebackup_file::AsyncFileBackend):
 /// its reads and writes go through io_uring without a thread waiting on
-/// each (its `io=` is ignored); `redis` is natively async and comes as it
-/// is. Every other backend is wrapped in a
+/// each (its `io=` is ignored), unless `seal=on`, which the sync file
+/// backend serves through the adapter; `redis` is natively async and comes
+/// as it is. Every other backend is wrapped in a
 /// [`SyncAdapter`]: one that declares it never blocks (the memory backend)
 /// runs on the calling task, the others run each call, single page or
 /// batch, as one `spawn_blocking` (awaited outside a tokio runtime, such a
@@ -35,7 +36,11 @@ pub fn open_async(spec: &str) -> Result<Arc<dyn AsyncBackupBackend>, OpenError> 
     #[cfg(feature = "file")]
     if spec.name == "file" {
         let config = pagebackup_file::FileConfig::from_params(&spec.params)?;
-        return Ok(Arc::new(pagebackup_file::AsyncFileBackend::new(config)?));
+        // Sealed pages go through the sync backend's device (and the
+        // adapter below); the native backend writes its own.
+        if config.seal.is_none() {
+            return Ok(Arc::new(pagebackup_file::AsyncFileBackend::new(config)?));
+        }
     }
     #[cfg(feature = "redis")]
     if spec.name == "redis" {

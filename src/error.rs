@@ -42,7 +42,7 @@ pub enum OpenError {
         index: usize,
         /// The tier's spec as given (passwords hidden).
         spec: String,
-        /// Why it could not be opened; its message is part of this one's.
+        /// Why it could not be opened: the next error of the chain.
         source: Box<OpenError>,
     },
 }
@@ -59,7 +59,7 @@ impl fmt::Display for OpenError {
                 "backend '{name}' is not in this build; enable the cargo feature `{feature}` of pagebackup"
             ),
             Self::Backend(e) => write!(f, "{e}"),
-            Self::Tier { index, spec, source } => write!(f, "tiered: tier {index} '{spec}': {source}"),
+            Self::Tier { index, spec, .. } => write!(f, "tiered: cannot open tier {index} '{spec}'"),
         }
     }
 }
@@ -70,7 +70,7 @@ impl std::error::Error for OpenError {
             // Transparent: the message is the inner error's, so its source comes next.
             Self::Param(e) => e.source(),
             Self::Backend(e) => e.source(),
-            Self::Tier { source, .. } => source.source(),
+            Self::Tier { source, .. } => Some(&**source),
             _ => None,
         }
     }

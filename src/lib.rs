@@ -118,6 +118,7 @@
 //! enables only `rt`).
 //!
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "async")]
 mod async_open;
@@ -125,12 +126,11 @@ mod error;
 mod registry;
 
 pub use error::OpenError;
-pub use pagebackup_core::raw::params::parse_size;
 // The user contract, by name; what backend authors need is in `raw`.
 pub use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Counts, ErrorKind, Handle, Interrupt,
     MemoryBackend, Operation, Origin, PAGE_SIZE, Page, PageArray, PageCastError, PageState, PageWord, Result, Slot,
-    forward_backend, layers, raw,
+    layers, raw,
 };
 
 /// The async API (feature `async`): the trait, the adapter and the async page array.
@@ -164,6 +164,25 @@ pub use pagebackup_redis as redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "tiered")))]
 #[doc(inline)]
 pub use pagebackup_tiered as tiered;
+
+/// The offload region (feature `region`): memory paged to any backend.
+#[cfg(feature = "region")]
+#[cfg_attr(docsrs, doc(cfg(feature = "region")))]
+pub use pagebackup_region as region;
+
+/// An offload region of `len` bytes keeping at most `budget` resident,
+/// paging to the backend `spec` names (see [`open`]), with `config`.
+#[cfg(feature = "region")]
+#[cfg_attr(docsrs, doc(cfg(feature = "region")))]
+pub fn open_region(
+    spec: &str,
+    len: usize,
+    budget: usize,
+    config: region::RegionConfig,
+) -> Result<region::OffloadRegion, region::RegionError> {
+    let backend = open(spec).map_err(|e| region::RegionError::Open(Box::new(e)))?;
+    region::OffloadRegion::with_config(len, budget, backend, config)
+}
 
 /// The shmem backend (feature `shmem`).
 #[cfg(feature = "shmem")]

@@ -125,77 +125,26 @@ fn open_tiered_boxed(params: &[(&str, &str)]) -> Result<Box<dyn BackupBackend>, 
     Ok(Box::new(open_tiered(params)?))
 }
 
-/// Opens a `tiered:` spec's parameters: each tier of `tiers=[SPEC | SPEC
-/// ...]` with [`open_in`] (so tiers may be tiered too), the budgets of the
-/// upper tiers, and the policies.
+/// Opens a `tiered:` spec's parameters ([`TieredConfig::from_params`](pagebackup_tiered::TieredConfig::from_params)),
+/// each tier with [`open_in`] (so tiers may be tiered too).
 #[cfg(feature = "tiered")]
 pub(crate) fn open_tiered(params: &[(&str, &str)]) -> Result<pagebackup_tiered::Tiered, OpenError> {
-    use pagebackup_core::raw::params::{Params, parse_size, redact_passwords, split_top_level};
-    use pagebackup_tiered::{HugePolicy, RateLimit, Tiered, TieredConfig};
-    let params = Params::new("tiered", TieredConfig::PARAMS, params)?;
-    let list = |key: &'static str| -> Result<Option<Vec<&str>>, OpenError> {
-        let Some(value) = params.get(key) else { return Ok(None) };
-        let inner = value.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
-        Ok(Some(match (key, inner) {
-            (_, Some(inner)) => split_top_level('|')(inner).into_iter().map(str::trim).collect(),
-            ("budget", None) => vec![value],
-            _ => return Err(params.bad(key, "a bracketed list: [SPEC | SPEC ...]").into()),
-        }))
-    };
-    let specs = list("tiers")?.unwrap_or_else(default_tiers);
-    if specs.len() < 2 {
-        return Err(params.bad("tiers", "at least two tiers: [SPEC | SPEC ...]").into());
-    }
-    let budgets = list("budget")?.unwrap_or_default();
-    if budgets.len() >= specs.len() {
-        return Err(params
-            .bad("budget", "one size per tier but the last: [SIZE | SIZE ...]")
-            .into());
-    }
-    let mut tiers = Vec::with_capacity(specs.len());
-    for (index, spec) in specs.iter().enumerate() {
-        let tier = open_tier(spec).map_err(|source| OpenError::Tier {
+    use pagebackup_core::raw::params::redact_passwords;
+    use pagebackup_tiered::{Tier, Tiered, TieredConfig};
+    let (tiers, config) = TieredConfig::from_params(params, &default_tiers(), |index, spec| {
+        let backend = open_in(BACKENDS, spec).map_err(|source| OpenError::Tier {
             index,
             spec: redact_passwords(spec),
             source: Box::new(source),
         })?;
-        let backend = tier.backend();
-        let budget = match budgets.get(index) {
-            Some(size) => parse_size(size).ok_or_else(|| params.bad("budget", "sizes such as [64MiB | 1GiB]"))?,
-            None => backend.bytes_avail().saturating_add(backend.stats().memory_used),
-        };
-        tiers.push(tier.with_budget(budget));
-    }
-    let mut config = TieredConfig::new();
-    let percent = |key: &'static str, default: f64| -> Result<f64, OpenError> {
-        params.get(key).map_or(Ok(default), |v| {
-            v.strip_suffix('%')
-                .and_then(|n| n.trim().parse::<u8>().ok())
-                .filter(|&n| n <= 100)
-                .map(|n| f64::from(n) / 100.0)
-                .ok_or_else(|| params.bad(key, "a percentage of the budget, 0% to 100%").into())
-        })
-    };
-    let (high, low) = (percent("high", config.high)?, percent("low", config.low)?);
-    config = config.with_watermarks(high, low);
-    if config.low > config.high {
-        return Err(params.bad("low", "a watermark at most the high one").into());
-    }
-    if let Some(threshold) = params.size("huge")? {
-        let at_once = params.choice("huge_mode", &["first", "at_once"])? == Some("at_once");
-        config = config.with_huge(HugePolicy { threshold, at_once });
-    } else if params.get("huge_mode").is_some() {
-        return Err(params.bad("huge_mode", "huge=SIZE with it (the threshold)").into());
-    }
-    if let Some(on) = params.flag("promote")? {
-        config = config.with_promote(on);
-    }
-    if let Some(bytes) = params.size("rate")? {
-        config = config.with_rate_limit(RateLimit::per_second(bytes));
-    }
-    if params.flag("auto")? == Some(false) {
-        config = config.with_auto(None);
-    }
+        // The tier's own maintenance (a compressed tier compacts) once pages
+        // left it; a failure only leaves space unclaimed until the next run.
+        let backend: std::sync::Arc<dyn pagebackup_core::BackupBackend> = backend.into();
+        let maintained = std::sync::Arc::clone(&backend);
+        Ok::<_, OpenError>(Tier::new(backend).with_maintenance(move || {
+            let _ = maintained.maintain();
+        }))
+    })?;
     Ok(Tiered::new(tiers, config)?)
 }
 
@@ -211,27 +160,6 @@ fn default_tiers<'a>() -> Vec<&'a str> {
             .expect("memory is always built")
     };
     vec![pick(&["compressed", "memory"]), pick(&["file", "shmem", "memory"])]
-}
-
-/// One tier of a tiered spec. A compressed tier gets compaction as its
-/// maintenance, so that the memory of pages moved out comes back.
-#[cfg(feature = "tiered")]
-fn open_tier(spec: &str) -> Result<pagebackup_tiered::Tier, OpenError> {
-    use pagebackup_tiered::Tier;
-    #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
-    {
-        let parsed = Spec::parse(spec)?;
-        if parsed.name == "compressed" {
-            use pagebackup_compressed::{CompressedBackend, CompressedConfig};
-            let config = CompressedConfig::from_params(&parsed.params)?;
-            let backend = std::sync::Arc::new(CompressedBackend::new(config)?);
-            let compact = std::sync::Arc::clone(&backend);
-            return Ok(Tier::new(backend).with_maintenance(move || {
-                compact.compact();
-            }));
-        }
-    }
-    Ok(Tier::new(open_in(BACKENDS, spec)?))
 }
 
 #[cfg(feature = "redis")]

@@ -57,6 +57,13 @@ fn file_sync_spec(#[case] check: AsyncCheck) {
     check.run(&subject("file:io=sync", "max_size", true));
 }
 
+/// Sealed, the file comes through the adapter over the sync backend.
+#[cfg(all(feature = "file", feature = "seal"))]
+#[apply(async_conformance)]
+fn file_sealed_spec(#[case] check: AsyncCheck) {
+    check.run(&subject("file:seal=on", "max_size", true));
+}
+
 #[cfg(feature = "redis")]
 #[apply(async_conformance)]
 fn redis_native(#[case] check: AsyncCheck) {

@@ -82,3 +82,24 @@ fn tiered_spec(#[case] check: Check) {
     );
     check.run(&subject);
 }
+
+#[cfg(all(feature = "file", feature = "seal"))]
+#[apply(conformance)]
+fn file_sealed_spec(#[case] check: Check) {
+    check.run(&subject("file:seal=on", "max_size", true));
+}
+
+#[cfg(all(feature = "shmem", feature = "seal"))]
+#[apply(conformance)]
+fn shmem_sealed_spec(#[case] check: Check) {
+    check.run(&subject("shmem:seal=on", "capacity", false));
+}
+
+/// A tiered stack whose cold tier is a sealed file: sealing comes with the
+/// tier's own spec.
+#[cfg(all(feature = "tiered", feature = "compressed", feature = "file", feature = "seal"))]
+#[apply(conformance)]
+fn tiered_sealed_spec(#[case] check: Check) {
+    let spec = "tiered:tiers=[compressed:algo=lz4 | file:seal=on],budget=64KiB";
+    check.run(&Subject::new(format!("open(\"{spec}\")"), move || open(spec).unwrap()));
+}

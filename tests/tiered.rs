@@ -57,11 +57,48 @@ fn budgets_policies_and_nested_tiers() {
     assert_eq!(t.stats().original_bytes, 40 * PAGE_SIZE as u64);
 }
 
+/// Every message of an error's chain, outermost first.
+fn chain(e: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// The error of opening `spec`, its chain on one line as `anyhow`'s `{:#}`
+/// prints it.
 fn err(spec: &str) -> String {
     match open(spec) {
         Ok(b) => panic!("{spec:?} opened {b:?}"),
-        Err(e) => e.to_string(),
+        Err(e) => chain(&e).join(": "),
     }
+}
+
+#[test]
+fn a_report_of_a_tier_that_fails_to_open_prints_each_level_once() {
+    let e = open("tiered:tiers=[memory | file:dir=/nonexistent/t]").unwrap_err();
+    let enoent = std::io::Error::from_raw_os_error(2).to_string();
+    assert_eq!(
+        chain(&e),
+        [
+            "tiered: cannot open tier 1 'file:dir=/nonexistent/t'",
+            "file backend: open: I/O error",
+            "cannot create a temporary file in /nonexistent/t",
+            &enoent,
+        ]
+    );
+    // Through `?` into a BackupError: one more level, the rest unchanged.
+    let backup: pagebackup::BackupError = e.into();
+    let report = chain(&backup);
+    assert_eq!(report[0], "tiered backend: open: cannot open the spec");
+    assert_eq!(
+        report[1..],
+        chain(&open("tiered:tiers=[memory | file:dir=/nonexistent/t]").unwrap_err())
+    );
+    let io = std::iter::successors(Some(&backup as &(dyn std::error::Error + 'static)), |e| e.source()).find_map(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+    });
+    assert_eq!(io, Some(2), "{backup:?}");
 }
 
 #[test]
@@ -69,13 +106,16 @@ fn errors_point_at_the_tier_at_fault() {
     let e = open("tiered:tiers=[compressed:algo=lz4 | file:direct=maybe]").unwrap_err();
     assert!(matches!(&e, OpenError::Tier { index: 1, spec, .. } if spec == "file:direct=maybe"));
     assert_eq!(
-        e.to_string(),
-        "tiered: tier 1 'file:direct=maybe': backend 'file': bad value 'maybe' for 'direct': expected on or off"
+        chain(&e),
+        [
+            "tiered: cannot open tier 1 'file:direct=maybe'",
+            "backend 'file': bad value 'maybe' for 'direct': expected on or off"
+        ]
     );
     assert_eq!(
         err("tiered:tiers=[memory | tape]"),
         format!(
-            "tiered: tier 1 'tape': unknown backend 'tape'; this build has: {}",
+            "tiered: cannot open tier 1 'tape': unknown backend 'tape'; this build has: {}",
             pagebackup::available_backends().join(", ")
         )
     );

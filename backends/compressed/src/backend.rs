@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagebackup_core::raw::{HandleCodec, Shards};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, PAGE_SIZE, Page, Result,
+    BackupBackend, BackupError, BackupFlags, BackupStats, ErrorKind, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
+    Page, Result,
 };
 
 use crate::arena::{self, CHUNK, HEADER};
@@ -98,6 +99,15 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   ratio.
 /// - **Corruption** of stored data gives `Corrupt` or, without checksums, at
 ///   worst a wrong page — never a panic or a short page.
+/// - **Blocking class**: no call sleeps or does I/O. The limit refuses an
+///   allocation rather than waiting for room, and locks are held only for
+///   the arena's copies (one chunk of compaction at most, or the whole
+///   shard during an explicit [`compact`](Self::compact)). So with lz4 or
+///   zstd at level 1 or below, where a page costs a few microseconds,
+///   [`never_blocks`](BackupBackend::never_blocks) is `true` and an async
+///   adapter runs calls on the calling task; at higher zstd levels a page
+///   costs tens to hundreds of microseconds of CPU, which would hold a
+///   runtime worker, so calls go to the blocking pool.
 pub struct CompressedBackend {
     codec: Codec,
     checksum: bool,
@@ -310,7 +320,12 @@ impl CompressedBackend {
             out[a.len()..].copy_from_slice(b);
             return Ok(());
         }
-        self.codec.decompress((a, b), dst).map_err(|e| self.corrupt(handle, e))
+        self.codec.decompress((a, b), dst).map_err(|e| BackupError::Caused {
+            origin: Origin::new(NAME, Operation::CopyPage),
+            kind: ErrorKind::Corrupt,
+            detail: format!("stored copy of handle {handle} is corrupt"),
+            source: Box::new(e),
+        })
     }
 }
 
@@ -375,6 +390,12 @@ impl BackupBackend for CompressedBackend {
         }
     }
 
+    /// [`compact`](CompressedBackend::compact).
+    fn maintain(&self) -> Result<()> {
+        self.compact();
+        Ok(())
+    }
+
     fn drop_handle(&self, handle: Handle) -> Result<()> {
         let (index, local) = self.locate(handle);
         let mut shard = self.shards.lock(index);
@@ -384,6 +405,17 @@ impl BackupBackend for CompressedBackend {
                 Ok(())
             }
             _ => Err(self.invalid_handle(handle, Operation::DropHandle)),
+        }
+    }
+
+    /// Nothing waits (see the type's blocking class); only the zstd levels
+    /// above 1 are too slow per page to run on an async task.
+    fn never_blocks(&self) -> bool {
+        match self.codec.algorithm() {
+            #[cfg(feature = "lz4")]
+            Algorithm::Lz4 => true,
+            #[cfg(feature = "zstd")]
+            Algorithm::Zstd { level } => level <= 1,
         }
     }
 

@@ -85,7 +85,7 @@ impl Codec {
     /// Decompresses `src`, stored in one piece or in two (`src.1` empty
     /// when in one), into `dst`, which it must fill exactly. Both codecs
     /// read two pieces as they are, with no copy to join them.
-    pub(crate) fn decompress(&self, src: (&[u8], &[u8]), dst: &mut Page) -> Result<(), String> {
+    pub(crate) fn decompress(&self, src: (&[u8], &[u8]), dst: &mut Page) -> Result<(), DecodeError> {
         let len = match self.algorithm {
             #[cfg(feature = "lz4")]
             Algorithm::Lz4 => {
@@ -99,9 +99,66 @@ impl Codec {
             Algorithm::Zstd { .. } => zstd_codec::decompress(self.dictionary.as_ref(), src, dst),
         }?;
         if len != PAGE_SIZE {
-            return Err(format!("{} decoded {len} bytes instead of a page", self.algorithm));
+            return Err(DecodeError::Length(len));
         }
         Ok(())
+    }
+}
+
+/// Why a stored object did not decode to a page: the codec's own error,
+/// kept as the source, or a length that is not a page's.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// lz4_flex's safe decoder refused the object.
+    #[cfg(all(feature = "lz4", not(feature = "lz4-c")))]
+    Lz4(lz4_flex::block::DecompressError),
+    /// The C library's `LZ4_decompress_safe` refused the object.
+    #[cfg(feature = "lz4-c")]
+    Lz4C(std::io::Error),
+    /// The object, stored in two pieces, is not a valid lz4 block (what is
+    /// wrong with it).
+    #[cfg(feature = "lz4")]
+    Lz4Block(String),
+    /// zstd refused the object (its error name as an `io::Error`).
+    #[cfg(feature = "zstd")]
+    Zstd(std::io::Error),
+    /// The object decoded to this many bytes, not to a page; for zstd, a
+    /// frame that ends early, or decodes to more than a page.
+    Length(usize),
+    /// A zstd frame that would decode to more than a page.
+    #[cfg(feature = "zstd")]
+    Overlong,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            #[cfg(all(feature = "lz4", not(feature = "lz4-c")))]
+            DecodeError::Lz4(_) => f.write_str("lz4 cannot decode the object"),
+            #[cfg(feature = "lz4-c")]
+            DecodeError::Lz4C(_) => f.write_str("lz4 cannot decode the object"),
+            #[cfg(feature = "lz4")]
+            DecodeError::Lz4Block(what) => write!(f, "lz4 cannot decode the object: {what}"),
+            #[cfg(feature = "zstd")]
+            DecodeError::Zstd(_) => f.write_str("zstd cannot decode the object"),
+            DecodeError::Length(len) => write!(f, "the object decoded to {len} bytes instead of a page"),
+            #[cfg(feature = "zstd")]
+            DecodeError::Overlong => f.write_str("the zstd frame decodes to more than a page"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            #[cfg(all(feature = "lz4", not(feature = "lz4-c")))]
+            DecodeError::Lz4(e) => Some(e),
+            #[cfg(feature = "lz4-c")]
+            DecodeError::Lz4C(e) => Some(e),
+            #[cfg(feature = "zstd")]
+            DecodeError::Zstd(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -124,15 +181,15 @@ mod lz4 {
     /// `LZ4_decompress_safe` (feature `lz4-c`), which never writes past
     /// `dst` nor reads past `src`, whatever `src` holds.
     #[cfg(feature = "lz4-c")]
-    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, String> {
+    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, super::DecodeError> {
         let out = dst.as_bytes_mut();
-        ::lz4::block::decompress_to_buffer(src, Some(out.len() as i32), out).map_err(|e| format!("lz4: {e}"))
+        ::lz4::block::decompress_to_buffer(src, Some(out.len() as i32), out).map_err(super::DecodeError::Lz4C)
     }
 
     /// Decodes a block stored in one piece, with lz4_flex's safe decoder.
     #[cfg(not(feature = "lz4-c"))]
-    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, String> {
-        lz4_flex::block::decompress_into(src, dst.as_bytes_mut()).map_err(|e| format!("lz4: {e}"))
+    pub(super) fn decompress(src: &[u8], dst: &mut Page) -> Result<usize, super::DecodeError> {
+        lz4_flex::block::decompress_into(src, dst.as_bytes_mut()).map_err(super::DecodeError::Lz4)
     }
 
     /// A block's bytes, stored in two pieces, read in order.
@@ -147,21 +204,21 @@ mod lz4 {
             self.now.is_empty() && self.next.is_empty()
         }
 
-        fn byte(&mut self) -> Result<u8, String> {
+        fn byte(&mut self) -> Result<u8, super::DecodeError> {
             let mut b = [0];
             self.copy_to(&mut b)?;
             Ok(b[0])
         }
 
         /// Copies the next `out.len()` bytes into `out`.
-        fn copy_to(&mut self, out: &mut [u8]) -> Result<(), String> {
+        fn copy_to(&mut self, out: &mut [u8]) -> Result<(), super::DecodeError> {
             let n = out.len().min(self.now.len());
             let (head, tail) = out.split_at_mut(n);
             head.copy_from_slice(&self.now[..n]);
             self.now = &self.now[n..];
             if !tail.is_empty() {
                 if tail.len() > self.next.len() {
-                    return Err(TRUNCATED.into());
+                    return Err(super::DecodeError::Lz4Block(TRUNCATED.into()));
                 }
                 self.now = std::mem::take(&mut self.next);
                 tail.copy_from_slice(&self.now[..tail.len()]);
@@ -171,7 +228,7 @@ mod lz4 {
         }
 
         /// A length: `nibble`, continued by bytes while they are 255.
-        fn length(&mut self, nibble: u8) -> Result<usize, String> {
+        fn length(&mut self, nibble: u8) -> Result<usize, super::DecodeError> {
             let mut len = usize::from(nibble);
             if nibble == 15 {
                 loop {
@@ -182,7 +239,10 @@ mod lz4 {
                     }
                     // A page's block never needs a length this long.
                     if len > 2 * PAGE_SIZE {
-                        return Err(format!("lz4: a length over {} bytes", 2 * PAGE_SIZE));
+                        return Err(super::DecodeError::Lz4Block(format!(
+                            "a length over {} bytes",
+                            2 * PAGE_SIZE
+                        )));
                     }
                 }
             }
@@ -190,14 +250,14 @@ mod lz4 {
         }
     }
 
-    const TRUNCATED: &str = "lz4: the block ends early";
+    const TRUNCATED: &str = "the block ends early";
 
     use pagebackup_core::PAGE_SIZE;
 
     /// Decodes a block stored in two pieces straight into `dst`, reading
     /// each piece where it lies (safe Rust; the block format's sequences:
     /// literals, then a match in the bytes already decoded).
-    pub(super) fn decompress_pieces(src: (&[u8], &[u8]), dst: &mut Page) -> Result<usize, String> {
+    pub(super) fn decompress_pieces(src: (&[u8], &[u8]), dst: &mut Page) -> Result<usize, super::DecodeError> {
         let out = dst.as_bytes_mut();
         let mut input = Pieces {
             now: src.0,
@@ -208,18 +268,23 @@ mod lz4 {
             let token = input.byte()?;
             let literals = input.length(token >> 4)?;
             let end = o + literals;
-            input.copy_to(out.get_mut(o..end).ok_or("lz4: literals past the end of a page")?)?;
+            input.copy_to(
+                out.get_mut(o..end)
+                    .ok_or_else(|| super::DecodeError::Lz4Block("literals past the end of a page".into()))?,
+            )?;
             o = end;
             if input.is_empty() {
                 return Ok(o);
             }
             let offset = usize::from(u16::from_le_bytes([input.byte()?, input.byte()?]));
             if offset == 0 || offset > o {
-                return Err(format!("lz4: a match {offset} bytes back at byte {o}"));
+                return Err(super::DecodeError::Lz4Block(format!(
+                    "a match {offset} bytes back at byte {o}"
+                )));
             }
             let len = input.length(token & 15)? + 4;
             if o + len > out.len() {
-                return Err("lz4: a match past the end of a page".into());
+                return Err(super::DecodeError::Lz4Block("a match past the end of a page".into()));
             }
             // The match may overlap what it writes: copy the pattern in
             // doubling steps, each from bytes already written.
@@ -244,6 +309,7 @@ mod zstd_codec {
     use zstd::bulk::Compressor;
     use zstd::zstd_safe::{CParameter, DCtx, InBuffer, OutBuffer, ResetDirective};
 
+    use super::DecodeError;
     use crate::Dictionary;
 
     /// Contexts kept per thread; a few, for the few level and dictionary
@@ -313,20 +379,24 @@ mod zstd_codec {
     }
 
     /// Decodes a frame stored in one piece (`src.1` empty) or two.
-    pub(super) fn decompress(dict: Option<&Dictionary>, src: (&[u8], &[u8]), dst: &mut Page) -> Result<usize, String> {
+    pub(super) fn decompress(
+        dict: Option<&Dictionary>,
+        src: (&[u8], &[u8]),
+        dst: &mut Page,
+    ) -> Result<usize, DecodeError> {
         CONTEXTS.with(|ctx| {
             let mut ctx = ctx.borrow_mut();
             let d = keep(&mut ctx.decompressors, dict.map_or(0, Dictionary::id), || {
                 decompressor(dict)
             })
-            .map_err(|e| format!("zstd context: {e}"))?;
+            .map_err(DecodeError::Zstd)?;
             let out = dst.as_bytes_mut().as_mut_slice();
             if src.1.is_empty() {
-                return d.decompress(out, src.0).map_err(|e| format!("zstd: {}", zstd_error(e)));
+                return d.decompress(out, src.0).map_err(|e| DecodeError::Zstd(zstd_error(e)));
             }
             // Read the two pieces in turn, with no copy to join them.
             d.reset(ResetDirective::SessionOnly)
-                .map_err(|e| format!("zstd: {}", zstd_error(e)))?;
+                .map_err(|e| DecodeError::Zstd(zstd_error(e)))?;
             let mut output = OutBuffer::around(out);
             let mut left = usize::MAX;
             // The empty piece last lets zstd flush what it holds.
@@ -336,17 +406,17 @@ mod zstd_codec {
                     let before = (input.pos(), output.pos());
                     left = d
                         .decompress_stream(&mut output, &mut input)
-                        .map_err(|e| format!("zstd: {}", zstd_error(e)))?;
+                        .map_err(|e| DecodeError::Zstd(zstd_error(e)))?;
                     if (input.pos(), output.pos()) == before {
                         if input.pos() < piece.len() {
-                            return Err("zstd: the frame decodes to more than a page".into());
+                            return Err(DecodeError::Overlong);
                         }
                         break;
                     }
                 }
             }
             if left != 0 {
-                return Err("zstd: the frame ends early".into());
+                return Err(DecodeError::Length(output.pos()));
             }
             Ok(output.pos())
         })
@@ -392,8 +462,8 @@ mod tests {
                 let mut back = Page::new_boxed();
                 let (a, b) = block.split_at(cut);
                 assert_eq!(
-                    lz4::decompress_pieces((a, b), &mut back),
-                    Ok(PAGE_SIZE),
+                    lz4::decompress_pieces((a, b), &mut back).ok(),
+                    Some(PAGE_SIZE),
                     "{class:?} cut at {cut}"
                 );
                 assert_eq!(back, page, "{class:?} cut at {cut}");

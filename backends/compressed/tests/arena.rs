@@ -335,3 +335,17 @@ fn stored_size_is_what_a_page_costs_in_the_arena() {
     b.drop_handles(&[zero, text, random]).unwrap();
     assert_eq!(b.stored_size(text), None, "a dropped handle");
 }
+
+#[test]
+fn only_the_slow_zstd_levels_may_hold_a_thread() {
+    for (algorithm, never_blocks) in [
+        (Algorithm::Lz4, true),
+        (Algorithm::Zstd { level: -5 }, true),
+        (Algorithm::Zstd { level: 1 }, true),
+        (Algorithm::Zstd { level: 3 }, false),
+        (Algorithm::Zstd { level: 19 }, false),
+    ] {
+        let b = CompressedBackend::new(CompressedConfig::new(algorithm)).unwrap();
+        assert_eq!(b.never_blocks(), never_blocks, "{algorithm}");
+    }
+}

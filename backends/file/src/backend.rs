@@ -3,8 +3,9 @@
 use std::fmt;
 use std::path::Path;
 
+use pagebackup_core::raw::seal::MaybeSealed;
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result};
 
 use crate::device::FileDevice;
 use crate::{FileConfig, NAME};
@@ -50,13 +51,30 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// - **Space**: `ENOSPC`, `EFBIG` and `EDQUOT` become `NoSpace` for the backup
 ///   that hit them, with no handle issued; so does `max_size`. `bytes_avail`
 ///   is the smaller of what `max_size` leaves and the file system's free space.
+/// - **Sealing** (`seal=on`, feature `seal`): every page is encrypted and
+///   authenticated before it reaches the file, bound to its backend, slot
+///   and write ([`raw::seal`](pagebackup_core::raw::seal)): the file holds
+///   no plaintext, and a page changed, moved, replayed or taken from
+///   another backend restores as `Corrupt`. The key is random and held in
+///   memory unless `seal_key` names one.
 /// - **fork()**: a child that uses the backend gets `Unsupported`; the
 ///   parent's pages stay intact.
+///
+/// **Blocking class**: blocks (file I/O, waits for io_uring completions),
+/// so under an async adapter each call goes to the blocking pool; from async
+/// code use [`AsyncFileBackend`](crate::AsyncFileBackend), which awaits its
+/// completions without a thread per call.
 pub struct FileBackend {
-    store: SlotStore<FileDevice>,
+    store: SlotStore<MaybeSealed<FileDevice>>,
 }
 
-forward_backend!(impl[] FileBackend => |s| s.store);
+/// Every operation is the slot store's.
+impl pagebackup_core::layers::Layer for FileBackend {
+    type Inner = SlotStore<MaybeSealed<FileDevice>>;
+    fn inner(&self) -> &Self::Inner {
+        &self.store
+    }
+}
 
 impl FileBackend {
     /// A backend with `config`. A `max_size` below one page or above the
@@ -90,19 +108,28 @@ impl FileBackend {
         self.first().file.kind
     }
 
+    /// Whether pages are sealed (`seal=on`).
+    pub fn is_sealed(&self) -> bool {
+        self.store.devices().any(MaybeSealed::is_sealed)
+    }
+
     /// The files' descriptors, one per shard, for inspection (`fstat`).
     pub fn fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
-        self.store.devices().map(|d| d.file.fd())
+        self.store.devices().map(|d| d.inner().file.fd())
     }
 
     fn first(&self) -> &FileDevice {
-        self.store.devices().next().expect("a store has at least one shard")
+        self.store
+            .devices()
+            .next()
+            .expect("a store has at least one shard")
+            .inner()
     }
 }
 
 /// The store of a file backend with `config`: its capacity and shards
 /// checked, one file device per shard.
-pub(crate) fn open_store(config: &FileConfig) -> Result<SlotStore<FileDevice>> {
+pub(crate) fn open_store(config: &FileConfig) -> Result<SlotStore<MaybeSealed<FileDevice>>> {
     let origin = Origin::new(NAME, Operation::Open);
     let invalid = |detail| BackupError::Config { origin, detail };
     let capacity_pages = config.max_size.map_or(HandleCodec::MAX_SLOTS, |b| b / PAGE);
@@ -129,7 +156,9 @@ pub(crate) fn open_store(config: &FileConfig) -> Result<SlotStore<FileDevice>> {
     let devices = (0..shards)
         .map(|_| FileDevice::open(config))
         .collect::<Result<Vec<_>>>()?;
-    let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum);
+    let devices = MaybeSealed::wrap(devices, config.seal.as_ref(), origin)?;
+    // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
+    let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum && config.seal.is_none());
     Ok(SlotStore::new(store, devices))
 }
 
@@ -139,6 +168,7 @@ impl fmt::Debug for FileBackend {
             .field("io", &self.io_path())
             .field("fallback_reason", &self.fallback_reason())
             .field("file", &self.file_kind())
+            .field("sealed", &self.is_sealed())
             .field("store", &self.store)
             .finish()
     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
+use pagebackup_core::raw::seal::{SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 
 /// Which I/O path the backend uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -63,12 +64,17 @@ pub struct FileConfig {
     pub direct: bool,
     /// Keep a CRC-32 per page and check it on restore (default on: the data
     /// sits on a disk, outside the process's control, and the check costs
-    /// little beside the I/O).
+    /// little beside the I/O). With `seal`, the seal's tag is the check and
+    /// no CRC is kept.
     pub checksum: bool,
     /// Files the pages are spread over, one per shard, so that threads
     /// writing at once do not serialise on one inode's lock; rounded down to
     /// a power of two. Default: the number of CPUs, at most 8.
     pub shards: Option<usize>,
+    /// Seal every page (encrypt and authenticate it, bound to its slot and
+    /// write) with a key from this source; `None` (the default) stores
+    /// pages as they are. Needs the crate's `seal` feature.
+    pub seal: Option<SealKeySource>,
 }
 
 impl Default for FileConfig {
@@ -81,6 +87,7 @@ impl Default for FileConfig {
             direct: false,
             checksum: true,
             shards: None,
+            seal: None,
         }
     }
 }
@@ -130,6 +137,8 @@ impl FileConfig {
             default: "CPUs, at most 8",
             meaning: "files the pages are spread over",
         },
+        SEAL_PARAM,
+        SEAL_KEY_PARAM,
     ];
 
     /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give.
@@ -149,6 +158,7 @@ impl FileConfig {
             direct: params.flag("direct")?.unwrap_or(defaults.direct),
             checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
             shards: params.count("shards")?,
+            seal: SealKeySource::from_params(&params)?,
         })
     }
 
@@ -197,6 +207,12 @@ impl FileConfig {
     /// With this many shards.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// With pages sealed under a key from `source`, or not (`None`).
+    pub fn with_seal(mut self, source: Option<SealKeySource>) -> Self {
+        self.seal = source;
         self
     }
 }

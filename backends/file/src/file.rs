@@ -35,9 +35,10 @@ impl BackingFile {
             flags |= OFlags::DIRECT;
         }
         let file = Self::open(config, flags).map_err(|e| match e.raw_os_error() {
-            Some(code) if config.direct && code == Errno::INVAL.raw_os_error() => io::Error::new(
+            Some(code) if config.direct && code == Errno::INVAL.raw_os_error() => Context::wrap(
                 io::ErrorKind::Unsupported,
-                format!("the file system refuses O_DIRECT (direct=on): {e}; use another directory or direct=off"),
+                "the file system refuses O_DIRECT (direct=on); use another directory or direct=off".into(),
+                e,
             ),
             _ => e,
         })?;
@@ -137,7 +138,34 @@ impl Drop for BackingFile {
 
 fn with_path(e: Errno, what: &str, path: &Path) -> io::Error {
     let e = io::Error::from(e);
-    io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+    Context::wrap(e.kind(), format!("cannot {what} {}", path.display()), e)
+}
+
+/// What was being done when the kernel's error `source` came, as the
+/// message of an [`io::Error`] whose source is `source` itself.
+#[derive(Debug)]
+struct Context {
+    message: String,
+    source: io::Error,
+}
+
+impl Context {
+    /// An error of `kind` saying `message`, caused by `source`.
+    fn wrap(kind: io::ErrorKind, message: String, source: io::Error) -> io::Error {
+        io::Error::new(kind, Context { message, source })
+    }
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 #[cfg(test)]

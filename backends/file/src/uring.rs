@@ -15,6 +15,67 @@ use crate::runs::{IOV_MAX, ReadRun, WriteRun, read_sync, write_sync};
 /// Submission queue entries: operations submitted at once.
 const ENTRIES: u32 = 64;
 
+/// Why io_uring cannot be used: a setup step the kernel refused (with its
+/// error as the source: `ENOSYS`, `EPERM` from seccomp or
+/// `io_uring_disabled`), or an opcode the backend needs that it lacks.
+#[derive(Debug)]
+pub(crate) enum Unavailable {
+    /// A setup step failed.
+    Refused {
+        /// The step ("setup", "probe", "file registration").
+        step: &'static str,
+        /// The kernel's error.
+        source: io::Error,
+    },
+    /// The kernel's io_uring lacks `IORING_OP_{0}`.
+    MissingOpcode(&'static str),
+}
+
+impl Unavailable {
+    /// `step` failed with `source`.
+    pub(crate) fn refused(step: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Unavailable::Refused { step, source }
+    }
+
+    /// The whole reason on one line, the kernel's error included: what
+    /// [`FileBackend::fallback_reason`](crate::FileBackend::fallback_reason) says.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Unavailable::Refused { source, .. } => format!("{self}: {source}"),
+            Unavailable::MissingOpcode(_) => self.to_string(),
+        }
+    }
+
+    /// The error that refuses an `io=uring` (or native async) backend on
+    /// this kernel, with this as its source.
+    pub(crate) fn into_error(self) -> pagebackup_core::BackupError {
+        pagebackup_core::BackupError::Caused {
+            origin: pagebackup_core::Origin::new(crate::NAME, pagebackup_core::Operation::Open),
+            kind: pagebackup_core::ErrorKind::Unsupported,
+            detail: "io_uring cannot be used on this system; use io=sync or io=auto".into(),
+            source: Box::new(self),
+        }
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::Refused { step, .. } => write!(f, "io_uring {step} failed"),
+            Unavailable::MissingOpcode(name) => write!(f, "io_uring lacks IORING_OP_{name}"),
+        }
+    }
+}
+
+impl std::error::Error for Unavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unavailable::Refused { source, .. } => Some(source),
+            Unavailable::MissingOpcode(_) => None,
+        }
+    }
+}
+
 /// An io_uring instance for one file. A shard's ring is used by the threads
 /// that back up into the shard (one, usually) and by restores of its pages.
 pub(crate) struct Ring {
@@ -35,15 +96,15 @@ impl Ring {
     /// A ring for `fd`, or why io_uring cannot be used: setup refused
     /// (`ENOSYS`, `EPERM` from seccomp or `io_uring_disabled`), or an opcode
     /// the backend needs is missing.
-    pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Ring, String> {
-        let ring = IoUring::new(ENTRIES).map_err(|e| format!("io_uring setup failed: {e}"))?;
+    pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Ring, Unavailable> {
+        let ring = IoUring::new(ENTRIES).map_err(Unavailable::refused("setup"))?;
         let mut probe = Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
-            .map_err(|e| format!("io_uring probe failed: {e}"))?;
+            .map_err(Unavailable::refused("probe"))?;
         for (code, name) in [(opcode::Writev::CODE, "WRITEV"), (opcode::Readv::CODE, "READV")] {
             if !probe.is_supported(code) {
-                return Err(format!("io_uring lacks IORING_OP_{name}"));
+                return Err(Unavailable::MissingOpcode(name));
             }
         }
         let registered = ring.submitter().register_files(&[fd.as_raw_fd()]).is_ok();

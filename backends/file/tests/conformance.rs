@@ -1,8 +1,8 @@
 //! The conformance suite on the file backend: io_uring and `pwritev` paths,
 //! each with `writeback` as the caller passes it and forced on for every
-//! backup; `O_DIRECT`; checksums off.
+//! backup; `O_DIRECT`; checksums off; sealing on, buffered and `O_DIRECT`.
 
-use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
+use pagebackup_core::{BackupBackend, BackupFlags, BatchError, Handle, Page, Result};
 use pagebackup_file::{FileBackend, FileConfig, IoMode};
 use pagebackup_testkit::{Check, Subject, conformance};
 use rstest::rstest;
@@ -12,43 +12,16 @@ use rstest_reuse::apply;
 #[derive(Debug)]
 struct AlwaysWriteback(FileBackend);
 
-#[deny(clippy::missing_trait_methods)]
-impl BackupBackend for AlwaysWriteback {
-    fn name(&self) -> &'static str {
-        self.0.name()
+impl pagebackup_core::layers::Layer for AlwaysWriteback {
+    type Inner = FileBackend;
+    fn inner(&self) -> &FileBackend {
+        &self.0
     }
     fn backup_page(&self, page: &Page, idx: u64, _flags: BackupFlags) -> Result<Handle> {
-        self.0.backup_page(page, idx, BackupFlags::WRITEBACK)
+        BackupBackend::backup_page(&self.0, page, idx, BackupFlags::WRITEBACK)
     }
     fn backup_pages(&self, pages: &[&Page], idx: u64, _: BackupFlags, out: &mut Vec<Handle>) -> Result<(), BatchError> {
-        self.0.backup_pages(pages, idx, BackupFlags::WRITEBACK, out)
-    }
-    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
-        self.0.copy_page(dst, handle, intr)
-    }
-    fn copy_pages(&self, h: &[Handle], dsts: &mut [&mut Page], intr: Option<&Interrupt>) -> Result<(), BatchError> {
-        self.0.copy_pages(h, dsts, intr)
-    }
-    fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.0.drop_handle(handle)
-    }
-    fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
-        self.0.drop_handles(handles)
-    }
-    fn bytes_avail(&self) -> u64 {
-        self.0.bytes_avail()
-    }
-    fn stats(&self) -> BackupStats {
-        self.0.stats()
-    }
-    fn flush(&self) -> Result<()> {
-        self.0.flush()
-    }
-    fn never_blocks(&self) -> bool {
-        self.0.never_blocks()
-    }
-    fn stored_size(&self, handle: Handle) -> Option<u64> {
-        self.0.stored_size(handle)
+        BackupBackend::backup_pages(&self.0, pages, idx, BackupFlags::WRITEBACK, out)
     }
 }
 
@@ -125,4 +98,30 @@ fn no_checksum(#[case] check: Check) {
         false,
         FileConfig::new().with_checksum(false),
     ));
+}
+
+#[cfg(feature = "seal")]
+fn sealed() -> FileConfig {
+    FileConfig::new().with_seal(Some(pagebackup_core::raw::seal::SealKeySource::Random))
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn sealed_pwritev(#[case] check: Check) {
+    check.run(&subject_with(IoMode::Sync, false, sealed()));
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn sealed_io_uring_writeback(#[case] check: Check) {
+    check.run(&subject_with(IoMode::Uring, true, sealed()));
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn sealed_direct(#[case] check: Check) {
+    if !direct_supported() {
+        return;
+    }
+    check.run(&subject_with(IoMode::Auto, false, sealed().with_direct(true)));
 }

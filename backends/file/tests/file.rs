@@ -12,6 +12,20 @@ use pagebackup_testkit::{ConcurrentConfig, PageClass, PageSpec, check_concurrent
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// Every message of an error's chain, outermost first.
+fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// The `errno` of the first `io::Error` of the chain that has one.
+fn errno_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    std::iter::successors(Some(e), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .find_map(std::io::Error::raw_os_error)
+}
+
 /// A fresh, empty directory under the system temporary directory, removed on drop.
 struct TempDir(PathBuf);
 
@@ -73,10 +87,15 @@ fn a_named_file_is_0600_exclusive_and_removed_on_drop() {
     );
     let again = FileBackend::new(FileConfig::new().with_path(&path)).unwrap_err();
     assert_eq!(again.kind(), ErrorKind::Io);
-    assert!(
-        again.to_string().contains(&format!("cannot create {}", path.display())),
-        "{again}"
+    assert_eq!(
+        chain(&again),
+        [
+            "file backend: open: I/O error".to_string(),
+            format!("cannot create {}", path.display()),
+            std::io::Error::from_raw_os_error(17).to_string(),
+        ]
     );
+    assert_eq!(errno_in_chain(&again), Some(17), "EEXIST: {again:?}");
     let spec = PageSpec::new(2, 0, PageClass::Text);
     let h = b.backup_page(&spec.page(), 0, BackupFlags::NONE).unwrap();
     b.flush().unwrap();
@@ -89,11 +108,12 @@ fn a_named_file_is_0600_exclusive_and_removed_on_drop() {
 fn a_directory_that_does_not_exist_is_an_error() {
     let err = FileBackend::new(FileConfig::new().with_dir("/nonexistent/pagebackup")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
-    assert!(
-        err.to_string()
-            .contains("cannot create a temporary file in /nonexistent/pagebackup"),
-        "{err}"
+    assert_eq!(
+        chain(&err)[1],
+        "cannot create a temporary file in /nonexistent/pagebackup",
+        "{err:?}"
     );
+    assert_eq!(errno_in_chain(&err), Some(2), "ENOENT: {err:?}");
 }
 
 #[test]

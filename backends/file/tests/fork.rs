@@ -18,21 +18,24 @@ fn a_child_gets_an_error_and_the_parent_keeps_every_page() {
     let mut handles: Vec<Handle> = Vec::new();
     b.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).unwrap();
     let cell = std::cell::RefCell::new(Some(b));
-    let ok = in_forked_child(|| {
-        let b = cell.borrow_mut().take().unwrap();
-        let other = PageSpec::new(10, 0, PageClass::Random).page();
-        let backup = b.backup_page(&other, 0, BackupFlags::NONE).unwrap_err();
-        let mut dst = Page::new_boxed();
-        let copy = b.copy_page(&mut dst, handles[0], None).unwrap_err();
-        let dropped = b.drop_handles(&handles).unwrap_err();
-        let message = backup.to_string();
-        let fine = [backup.kind(), copy.kind(), dropped.kind()] == [ErrorKind::Unsupported; 3]
-            && dropped.completed == 0
-            && message.contains("fork() child");
-        // Dropping the inherited backend must not remove the parent's file.
-        drop(b);
-        fine && path.exists()
-    });
+    // SAFETY: no other thread uses the backend, so its locks are free in the child; the child prints nothing and allocates only through glibc, whose malloc is fork-safe.
+    let ok = unsafe {
+        in_forked_child(|| {
+            let b = cell.borrow_mut().take().unwrap();
+            let other = PageSpec::new(10, 0, PageClass::Random).page();
+            let backup = b.backup_page(&other, 0, BackupFlags::NONE).unwrap_err();
+            let mut dst = Page::new_boxed();
+            let copy = b.copy_page(&mut dst, handles[0], None).unwrap_err();
+            let dropped = b.drop_handles(&handles).unwrap_err();
+            let message = backup.to_string();
+            let fine = [backup.kind(), copy.kind(), dropped.kind()] == [ErrorKind::Unsupported; 3]
+                && dropped.completed == 0
+                && message.contains("fork() child");
+            // Dropping the inherited backend must not remove the parent's file.
+            drop(b);
+            fine && path.exists()
+        })
+    };
     assert!(
         ok,
         "the child saw something other than a clear error, or removed the file"

@@ -29,6 +29,8 @@ use crate::{NAME, RedisConfig, RedisStats};
 /// come from any thread, but from async code use the async trait, as a sync
 /// call blocks the thread it is made on.
 ///
+/// **Blocking class**: natively async; the sync calls block on the network.
+///
 /// **Keys.** Every page is one key, `PREFIX:{IID:GROUP}:SLOT:GENERATION`:
 /// `PREFIX` is [`RedisConfig::prefix`] (`pagebackup` by default), `IID` the
 /// instance's random 64-bit id in hex, registered at open with `SET NX` on

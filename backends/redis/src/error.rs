@@ -2,7 +2,7 @@
 
 use std::io;
 
-use pagebackup_core::{BackupError, Handle, Operation, Origin};
+use pagebackup_core::{BackupError, ErrorKind, Handle, Operation, Origin};
 use redis::{RedisError, ServerError};
 
 use crate::{NAME, RedisConfig};
@@ -47,7 +47,11 @@ impl Failure {
     }
 }
 
-/// A client-side error (connection, timeout, protocol) as `Io`.
+/// A client-side error (connection, timeout, protocol) as an `Io` error
+/// whose source is an [`io::Error`] of the matching kind wrapping the
+/// [`RedisError`] itself (reachable by `get_ref` and `downcast_ref`), unless
+/// its message quotes the password (then only the scrubbed message is kept)
+/// or it is a timeout (then the message says which timeout ran out).
 pub(crate) fn client_error(config: &RedisConfig, op: Operation, e: &RedisError) -> BackupError {
     let kind = if e.is_timeout() {
         io::ErrorKind::TimedOut
@@ -58,26 +62,36 @@ pub(crate) fn client_error(config: &RedisConfig, op: Operation, e: &RedisError) 
     } else {
         io::ErrorKind::Other
     };
-    let what = if e.is_timeout() {
-        format!("no answer within the timeout of {:?} ({e})", config.timeout)
+    if e.is_timeout() {
+        let what = format!("no answer within the timeout of {:?} ({e})", config.timeout);
+        return io_error(config, op, kind, &what);
+    }
+    let message = e.to_string();
+    let scrubbed = config.scrub(&message);
+    let source = if scrubbed == message {
+        io::Error::new(kind, e.clone())
     } else {
-        e.to_string()
+        io::Error::new(kind, scrubbed)
     };
-    io_error(config, op, kind, &what)
+    server_error(config, op, source)
 }
 
 /// An `Io` error of `kind` saying `what` happened with the server.
 pub(crate) fn io_error(config: &RedisConfig, op: Operation, kind: io::ErrorKind, what: &str) -> BackupError {
-    BackupError::Io {
+    server_error(config, op, io::Error::new(kind, config.scrub(what)))
+}
+
+/// An `Io` error with the server's URL (password hidden) and what to do,
+/// caused by `source`.
+fn server_error(config: &RedisConfig, op: Operation, source: io::Error) -> BackupError {
+    BackupError::Caused {
         origin: Origin::new(NAME, op),
-        source: io::Error::new(
-            kind,
-            format!(
-                "{} (server {}); pages already backed up are kept, retry once the server is reachable",
-                config.scrub(what),
-                config.redacted_url()
-            ),
+        kind: ErrorKind::Io,
+        detail: format!(
+            "the server {} failed the call; pages already backed up are kept, retry once the server is reachable",
+            config.redacted_url()
         ),
+        source: Box::new(source),
     }
 }
 

@@ -30,7 +30,7 @@ fn out_of_memory_is_no_space_and_leaves_nothing_behind() {
         assert!(live.len() < 4096, "no NoSpace from a 4 MiB server");
     };
     assert_eq!(error.kind(), ErrorKind::NoSpace, "{error}");
-    assert!(error.to_string().contains("out of memory"), "{error}");
+    assert!(error.error.to_string().contains("out of memory"), "{error:?}");
     assert!(live.len() > 64, "only {} pages fit in 4 MiB", live.len());
     let stats = BackupBackend::stats(&b);
     assert_eq!(stats.stored_pages, live.len() as u64);
@@ -209,4 +209,29 @@ fn a_server_killed_mid_batch_gives_io_errors_and_its_pages_after_restart() {
     eventually("the backend reconnects", || backup_batch(&b, 99_000, 1).1.is_none());
     verify(&b, &live);
     assert_eq!(BackupBackend::stats(&*b).stored_pages, live.len() as u64 + 1);
+}
+
+#[test]
+fn an_unreachable_server_is_an_io_error_whose_chain_holds_the_client_error() {
+    // A port nothing listens on: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let err = RedisBackend::new(RedisConfig::new(&url).with_timeout(Duration::from_secs(1))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    let chain: Vec<&(dyn std::error::Error + 'static)> =
+        std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| e.source()).collect();
+    let io = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .unwrap_or_else(|| panic!("no io::Error in the chain of {err:?}"));
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused, "{err:?}");
+    assert!(
+        io.get_ref()
+            .is_some_and(|e| e.downcast_ref::<redis::RedisError>().is_some()),
+        "the client's own error is kept: {io:?}"
+    );
+    assert!(chain[0].to_string().contains(&url), "{}", chain[0]);
 }

@@ -164,10 +164,8 @@ fn a_stopped_server_makes_every_sync_call_fail_in_time_and_leaves_nothing_half_d
                     let (done, err) = backup_batch(b, 100 + round * 20, 20);
                     let err = err.expect("a backup to a stopped server fails");
                     assert_eq!((err.kind(), done.len()), (ErrorKind::Io, 0), "{err}");
-                    assert!(
-                        err.to_string().contains("timeout") || err.to_string().contains("timed out"),
-                        "{err}"
-                    );
+                    let report = format!("{err:?}");
+                    assert!(report.contains("timeout") || report.contains("timed out"), "{report}");
                 }),
             ),
             ("drop_handles", {

@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
+use pagebackup_core::raw::seal::{MaybeSealed, SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result, forward_backend};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result};
+
+use rustix::fs::{Mode, OFlags};
 
 use crate::device::MemfdDevice;
 
@@ -29,7 +32,7 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// backend.drop_handle(handle)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShmemConfig {
     /// Most bytes of pages held (rounded down to whole pages). Default: the
@@ -37,7 +40,8 @@ pub struct ShmemConfig {
     /// memfds are sparse, so a large capacity costs nothing until used).
     pub capacity: Option<u64>,
     /// Keep a CRC-32 per page and check it on restore (default off: see
-    /// [`ShmemBackend`] for the measured cost).
+    /// [`ShmemBackend`] for the measured cost). With `seal`, the seal's tag
+    /// is the check and no CRC is kept.
     pub checksum: bool,
     /// Bytes of dropped pages whose memory is kept for reuse instead of
     /// released at once (default 64 MiB). Backups into them are plain copies
@@ -50,6 +54,11 @@ pub struct ShmemConfig {
     /// backing up at once do not share a memfd's inode lock; rounded down to
     /// a power of two. Default: the number of CPUs, at most 8.
     pub shards: Option<usize>,
+    /// Seal every page (encrypt and authenticate it, bound to its slot and
+    /// write) with a key from this source, so that the memfds (and the swap
+    /// they go to) hold no plaintext; `None` (the default) stores pages as
+    /// they are. Needs the crate's `seal` feature.
+    pub seal: Option<SealKeySource>,
 }
 
 impl Default for ShmemConfig {
@@ -59,6 +68,7 @@ impl Default for ShmemConfig {
             checksum: false,
             reuse: 64 << 20,
             shards: None,
+            seal: None,
         }
     }
 }
@@ -90,6 +100,8 @@ impl ShmemConfig {
             default: "CPUs, at most 8",
             meaning: "memfds the pages are spread over",
         },
+        SEAL_PARAM,
+        SEAL_KEY_PARAM,
     ];
 
     /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give.
@@ -103,6 +115,7 @@ impl ShmemConfig {
             checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
             reuse: params.size("reuse")?.unwrap_or(defaults.reuse),
             shards: params.count("shards")?,
+            seal: SealKeySource::from_params(&params)?,
         })
     }
 
@@ -132,6 +145,12 @@ impl ShmemConfig {
     /// With this many shards.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// With pages sealed under a key from `source`, or not (`None`).
+    pub fn with_seal(mut self, source: Option<SealKeySource>) -> Self {
+        self.seal = source;
         self
     }
 }
@@ -167,17 +186,35 @@ impl ShmemConfig {
 ///   (through the memfd) gives `Corrupt`. The memfd is private to the
 ///   process and in RAM, where bit rot is the RAM's to catch; the check
 ///   costs a pass over every page on both paths.
+/// - **Sealing** (`seal=on`, feature `seal`): every page is encrypted and
+///   authenticated before it reaches the memfd, bound to its backend, slot
+///   and write ([`raw::seal`](pagebackup_core::raw::seal)): the memfd and
+///   the swap it is paged out to hold no plaintext, and a page changed
+///   through the memfd restores as `Corrupt`.
 /// - **fork()**: the memfds are shared with a child; a child that uses the
 ///   backend gets [`BackupError::Unsupported`] and the parent's pages stay
 ///   intact.
 ///
 /// The slot store ([`SlotStore`]) gives the placement, handle, failure and
 /// concurrency rules.
+///
+/// **Blocking class**: may block. A restore can fault its slot in from swap
+/// (after `writeback` or memory pressure) and a backup can allocate pages of
+/// the memfd, each of which may sleep in the kernel, so
+/// [`never_blocks`](pagebackup_core::BackupBackend::never_blocks) is `false`
+/// and an async adapter sends each call (a batch is one call) to the
+/// blocking pool.
 pub struct ShmemBackend {
-    store: SlotStore<MemfdDevice>,
+    store: SlotStore<MaybeSealed<MemfdDevice>>,
 }
 
-forward_backend!(impl[] ShmemBackend => |s| s.store);
+/// Every operation is the slot store's.
+impl pagebackup_core::layers::Layer for ShmemBackend {
+    type Inner = SlotStore<MaybeSealed<MemfdDevice>>;
+    fn inner(&self) -> &Self::Inner {
+        &self.store
+    }
+}
 
 impl ShmemBackend {
     /// A backend with the default settings.
@@ -225,8 +262,10 @@ impl ShmemBackend {
             .map(|_| MemfdDevice::new(per_shard))
             .collect::<io::Result<Vec<_>>>()
             .map_err(|source| BackupError::Io { origin, source })?;
+        let devices = MaybeSealed::wrap(devices, config.seal.as_ref(), origin)?;
         let store = StoreConfig::new(NAME, pages)
-            .with_checksum(config.checksum)
+            // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
+            .with_checksum(config.checksum && config.seal.is_none())
             .with_deferred_release(config.reuse / PAGE);
         Ok(ShmemBackend {
             store: SlotStore::new(store, devices),
@@ -238,17 +277,44 @@ impl ShmemBackend {
         self.store.capacity_pages() * PAGE
     }
 
-    /// The backend's memfds, one per shard, for inspection (`fstat`, seals).
-    /// Writing to one changes backed-up pages (detected with `checksum`);
-    /// they cannot be shrunk or grown (sealed).
-    pub fn memfds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.store.devices().map(MemfdDevice::memfd)
+    /// The backend's memfds, one per shard, for inspection (`fstat`, seals),
+    /// each opened anew read-only through `/proc/self/fd`: they cannot write,
+    /// punch holes or map the pages writable, so holding them cannot change
+    /// a page a restore is copying. (An error if `/proc` is not mounted.)
+    pub fn memfds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.store
+            .devices()
+            .map(|d| {
+                let path = format!("/proc/self/fd/{}", d.inner().memfd().as_raw_fd());
+                Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
+            })
+            .collect()
+    }
+
+    /// The backend's own memfds, one per shard, writable. They cannot be
+    /// shrunk or grown (sealed); a write changes backed-up pages (which a
+    /// restore then gives as `Corrupt` with `checksum`, or as changed bytes).
+    ///
+    /// ```compile_fail,E0133
+    /// let backend = pagebackup_shmem::ShmemBackend::new().unwrap();
+    /// // error[E0133]: call to unsafe function requires unsafe block
+    /// let fd = backend.writable_memfds().next();
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write through them (`write`, `fallocate`, a writable
+    /// mapping) while a call of this backend copies the pages written: a
+    /// restore copies out of a shared mapping of the memfd, and a
+    /// concurrent change of memory being copied is a data race.
+    pub unsafe fn writable_memfds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.store.devices().map(|d| d.inner().memfd())
     }
 
     /// The address ranges of the backend's mappings, one per memfd, as
     /// `/proc/self/maps` and `/proc/self/smaps` show them.
     pub fn mapping_ranges(&self) -> Vec<std::ops::Range<usize>> {
-        self.store.devices().map(MemfdDevice::mapping_range).collect()
+        self.store.devices().map(|d| d.inner().mapping_range()).collect()
     }
 
     /// Bytes of the mappings that are swapped out, from their `Swap:` lines

@@ -29,6 +29,21 @@ const IOV_MAX: usize = 1024;
 /// - **Reads** copy out of the mapping. The memfd is sealed against
 ///   shrinking, so a slot inside it never faults with `SIGBUS`.
 /// - **Release** punches a hole; **writeback** is `MADV_PAGEOUT` (with swap).
+///
+/// Reads copy out of a shared mapping, so [`Device`]'s calls are `unsafe`
+/// and only the slot store, which holds the slots, makes them; safe code
+/// cannot read a slot another thread may be writing:
+///
+/// ```compile_fail,E0133
+/// use pagebackup_core::raw::{Device, ReadRun};
+/// use pagebackup_core::Page;
+/// use pagebackup_shmem::raw::MemfdDevice;
+///
+/// let device = MemfdDevice::new(1).unwrap();
+/// let mut page = Page::new_boxed();
+/// // error[E0133]: call to unsafe function requires unsafe block
+/// device.read(&mut [ReadRun { slot: 0, pages: &mut [&mut *page] }]).unwrap();
+/// ```
 #[derive(Debug)]
 pub struct MemfdDevice {
     memfd: OwnedFd,
@@ -46,8 +61,9 @@ impl MemfdDevice {
         Ok(MemfdDevice { memfd, map, slots })
     }
 
-    /// The memfd.
-    pub fn memfd(&self) -> BorrowedFd<'_> {
+    /// The memfd, writable: writing through it changes slots the store may
+    /// be reading (see [`ShmemBackend::writable_memfds`](crate::ShmemBackend::writable_memfds)).
+    pub(crate) fn memfd(&self) -> BorrowedFd<'_> {
         self.memfd.as_fd()
     }
 
@@ -110,27 +126,30 @@ impl MemfdDevice {
     }
 }
 
-impl Device for MemfdDevice {
-    fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+// SAFETY: a call touches only its runs' pages and the mapping's (or the
+// memfd's) slots it is given, inside the mapping (`slot_ptr` checks the
+// bounds); `read` copies whole pages and cannot fail part-way.
+unsafe impl Device for MemfdDevice {
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         for (done, run) in runs.iter().enumerate() {
             self.write_run(run).map_err(|error| RunError { done, error })?;
         }
         Ok(())
     }
 
-    fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         for run in runs.iter_mut() {
             for (k, dst) in run.pages.iter_mut().enumerate() {
-                // The store hands over live slots only, fully written before
-                // their handles existed; the sealed memfd cannot shrink, so no SIGBUS.
-                // SAFETY: the source lies inside the mapping; `dst` is a distinct, exclusive page.
+                // The caller's promise (`Device::read`): the slot was written and nothing
+                // writes or releases it meanwhile; the sealed memfd cannot shrink, so no SIGBUS.
+                // SAFETY: the source lies inside the mapping and is not being written; `dst` is a distinct, exclusive page.
                 unsafe { std::ptr::copy_nonoverlapping(self.slot_ptr(run.slot + k as u32), &mut **dst, 1) };
             }
         }
         Ok(())
     }
 
-    fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+    unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         memfd::punch_hole(&self.memfd, u64::from(slot) * PAGE, u64::from(count) * PAGE)
     }
 
@@ -166,7 +185,8 @@ mod tests {
     fn read_back(device: &MemfdDevice, slot: u32) -> Box<Page> {
         let mut out = Page::new_boxed();
         let mut dsts = [&mut *out];
-        device.read(&mut [ReadRun { slot, pages: &mut dsts }]).unwrap();
+        // SAFETY: the test owns the device and its slots; one call at a time.
+        unsafe { device.read(&mut [ReadRun { slot, pages: &mut dsts }]) }.unwrap();
         out
     }
 
@@ -177,25 +197,30 @@ mod tests {
         let device = MemfdDevice::new(8).unwrap();
         let (a, b, c) = (page(1), page(2), page(3));
         let pages = [&*a, &*b];
-        device
-            .write(&[WriteRun {
+        // SAFETY: the test owns the device and its slots; one call at a time.
+        unsafe {
+            device.write(&[WriteRun {
                 slot: 3,
                 pages: &pages,
                 resident: false,
             }])
-            .unwrap();
+        }
+        .unwrap();
         assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 2 * PAGE);
         assert_eq!((read_back(&device, 3), read_back(&device, 4)), (a, b.clone()));
-        device
-            .write(&[WriteRun {
+        // SAFETY: the test owns the device and its slots; one call at a time.
+        unsafe {
+            device.write(&[WriteRun {
                 slot: 3,
                 pages: &[&*c],
                 resident: true,
             }])
-            .unwrap();
+        }
+        .unwrap();
         assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 2 * PAGE);
         assert_eq!((read_back(&device, 3), read_back(&device, 4)), (c, b));
-        device.release(3, 2).unwrap();
+        // SAFETY: as above.
+        unsafe { device.release(3, 2) }.unwrap();
         assert_eq!(memfd::allocated_bytes(&device.memfd).unwrap(), 0);
     }
 }

@@ -1,5 +1,6 @@
 //! The conformance suite on the shmem backend: default settings (dropped
-//! memory kept for reuse), memory released at every drop, and checksums on.
+//! memory kept for reuse), memory released at every drop, checksums on,
+//! and sealing on.
 
 use pagebackup_shmem::{ShmemBackend, ShmemConfig};
 use pagebackup_testkit::{Check, Subject, conformance};
@@ -7,8 +8,12 @@ use rstest::rstest;
 use rstest_reuse::apply;
 
 fn subject(name: &str, config: ShmemConfig) -> Subject {
-    Subject::new(name, move || Box::new(ShmemBackend::with_config(config).unwrap())).with_limit(
-        move |bytes| Box::new(ShmemBackend::with_config(config.with_capacity(bytes)).unwrap()),
+    let limited = config.clone();
+    Subject::new(name, move || {
+        Box::new(ShmemBackend::with_config(config.clone()).unwrap())
+    })
+    .with_limit(
+        move |bytes| Box::new(ShmemBackend::with_config(limited.clone().with_capacity(bytes)).unwrap()),
         false,
     )
 }
@@ -26,4 +31,14 @@ fn shmem_releasing(#[case] check: Check) {
 #[apply(conformance)]
 fn shmem_checksum(#[case] check: Check) {
     check.run(&subject("shmem checksum=on", ShmemConfig::new().with_checksum(true)));
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn shmem_sealed(#[case] check: Check) {
+    use pagebackup_core::raw::seal::SealKeySource;
+    check.run(&subject(
+        "shmem seal=on",
+        ShmemConfig::new().with_seal(Some(SealKeySource::Random)),
+    ));
 }

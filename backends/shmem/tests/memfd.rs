@@ -10,6 +10,8 @@ const PAGE: u64 = PAGE_SIZE as u64;
 fn allocated(backend: &ShmemBackend) -> u64 {
     backend
         .memfds()
+        .unwrap()
+        .iter()
         .map(|fd| rustix::fs::fstat(fd).unwrap().st_blocks as u64 * 512)
         .sum()
 }
@@ -45,8 +47,10 @@ fn capacity_is_exact_and_exhaustion_loses_nothing() {
         .unwrap_err();
     assert_eq!((err.kind(), err.completed, handles.len()), (ErrorKind::NoSpace, 16, 16));
     assert!(
-        err.to_string().contains("shmem backend: backup_pages: no space left"),
-        "{err}"
+        err.error
+            .to_string()
+            .contains("shmem backend: backup_pages: no space left"),
+        "{err:?}"
     );
     let single = backend.backup_page(&pages[19], 19, BackupFlags::NONE).unwrap_err();
     assert_eq!(single.kind(), ErrorKind::NoSpace);
@@ -138,7 +142,12 @@ fn the_seal_holds_against_another_holder_of_the_fd() {
         .enumerate()
         .map(|(i, p)| backend.backup_page(p, i as u64, BackupFlags::NONE).unwrap())
         .collect();
-    let other = backend.memfds().next().unwrap().try_clone_to_owned().unwrap();
+    // SAFETY: nothing is written through the clone (the calls below are refused), and no backend call runs meanwhile.
+    let other = unsafe { backend.writable_memfds() }
+        .next()
+        .unwrap()
+        .try_clone_to_owned()
+        .unwrap();
     for len in [0, PAGE, 63 * PAGE] {
         assert_eq!(
             rustix::fs::ftruncate(&other, len),
@@ -168,8 +177,13 @@ fn the_seal_holds_against_another_holder_of_the_fd() {
 #[test]
 fn the_memfd_is_close_on_exec() {
     let backend = ShmemBackend::with_capacity(PAGE).unwrap();
-    for fd in backend.memfds() {
+    // SAFETY: only the descriptor flags are read; nothing is written.
+    for fd in unsafe { backend.writable_memfds() } {
         let flags = rustix::io::fcntl_getfd(fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+    for fd in backend.memfds().unwrap() {
+        let flags = rustix::io::fcntl_getfd(&fd).unwrap();
         assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
     }
 }
@@ -261,4 +275,29 @@ fn writeback_moves_pages_to_swap_and_they_come_back_exact() {
         0,
         "dropping swapped pages frees their swap"
     );
+}
+
+#[test]
+fn memfds_for_inspection_cannot_write() {
+    let backend = ShmemBackend::with_capacity(4 * PAGE).unwrap();
+    let h = backend
+        .backup_page(&PageSpec::new(6, 0, PageClass::Random).page(), 0, BackupFlags::NONE)
+        .unwrap();
+    let fds = backend.memfds().unwrap();
+    assert!(!fds.is_empty());
+    for fd in &fds {
+        let mut byte = [0u8];
+        assert_eq!(rustix::io::pread(fd, &mut byte, 0), Ok(1), "it reads");
+        assert_eq!(rustix::io::pwrite(fd, &[1], 0), Err(rustix::io::Errno::BADF));
+        assert_eq!(
+            rustix::fs::fallocate(
+                fd,
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                0,
+                PAGE
+            ),
+            Err(rustix::io::Errno::BADF)
+        );
+    }
+    backend.drop_handle(h).unwrap();
 }

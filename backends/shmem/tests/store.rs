@@ -27,17 +27,20 @@ fn a_child_gets_an_error_and_the_parent_keeps_every_page() {
     let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
     let mut handles: Vec<Handle> = Vec::new();
     b.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).unwrap();
-    let ok = in_forked_child(|| {
-        // Without the check, this backup would land in a slot the parent
-        // reuses, and the shared memfd would give the parent its bytes.
-        let other = PageSpec::new(3, 0, PageClass::Random).page();
-        let backup = b.backup_page(&other, 0, BackupFlags::NONE).unwrap_err();
-        let dropped = b.drop_handles(&handles).unwrap_err();
-        let mut dst = Page::new_boxed();
-        let copy = b.copy_page(&mut dst, handles[0], None).unwrap_err();
-        [backup.kind(), dropped.kind(), copy.kind()] == [ErrorKind::Unsupported; 3]
-            && backup.to_string().contains("fork() child")
-    });
+    // SAFETY: no other thread uses the backend, so its locks are free in the child; the child prints nothing and allocates only through glibc, whose malloc is fork-safe.
+    let ok = unsafe {
+        in_forked_child(|| {
+            // Without the check, this backup would land in a slot the parent
+            // reuses, and the shared memfd would give the parent its bytes.
+            let other = PageSpec::new(3, 0, PageClass::Random).page();
+            let backup = b.backup_page(&other, 0, BackupFlags::NONE).unwrap_err();
+            let dropped = b.drop_handles(&handles).unwrap_err();
+            let mut dst = Page::new_boxed();
+            let copy = b.copy_page(&mut dst, handles[0], None).unwrap_err();
+            [backup.kind(), dropped.kind(), copy.kind()] == [ErrorKind::Unsupported; 3]
+                && backup.to_string().contains("fork() child")
+        })
+    };
     assert!(ok, "the child was not refused with a clear error");
     let mut page = Page::new_boxed();
     for (h, spec) in handles.iter().zip(&specs) {
@@ -58,7 +61,8 @@ fn a_changed_memfd_gives_corrupt_with_checksums_and_wrong_bytes_without() {
         let spec = PageSpec::new(4, 0, PageClass::Text);
         let h = b.backup_page(&spec.page(), 0, BackupFlags::NONE).unwrap();
         // The first backup of the one shard is in slot 0: flip a byte there.
-        let memfd = b.memfds().next().unwrap();
+        // SAFETY: the byte is changed while no call of the backend runs (one thread, between calls).
+        let memfd = unsafe { b.writable_memfds() }.next().unwrap();
         let mut byte = [0u8];
         rustix::io::pread(memfd, &mut byte, 100).unwrap();
         rustix::io::pwrite(memfd, &[byte[0] ^ 0x40], 100).unwrap();

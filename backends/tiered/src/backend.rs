@@ -47,6 +47,11 @@ const MAX_TIERS: usize = 64;
 ///   the upper copy. A failure at any step leaves the page where it was,
 ///   readable; a restore racing a move retries on the new mapping, a drop
 ///   racing a move makes the move discard its copy.
+/// - **No tier I/O under the table's locks**: a restore looks its page up
+///   and releases the shard lock before its tier's restore; a drop marks
+///   its page, drops it in its tier outside the lock (a move meanwhile
+///   leaves the page alone), then frees the handle, or clears the mark if
+///   the tier's drop failed.
 /// - `NoSpace` from a lower tier stops moves, not backups. A move in flight
 ///   holds its page in both tiers for a moment, so with every tier full a
 ///   backup may see `NoSpace` that a moment later would have fit.
@@ -61,6 +66,10 @@ const MAX_TIERS: usize = 64;
 ///   writeback until it is freed; each failure counts in `failed_releases`.
 ///
 /// Dropping the backend stops its policy thread.
+///
+/// **Blocking class**: may block, whatever its tiers: a call can wait for a
+/// move of its page in flight, and any tier below may do I/O, so an async
+/// adapter sends each call to the blocking pool.
 pub struct Tiered {
     shared: Arc<Shared>,
     worker: Option<Worker>,
@@ -158,6 +167,34 @@ impl Tiered {
         self.shared.run_policy_step()
     }
 
+    /// Runs the policy as a task on the tokio runtime `runtime`: every
+    /// `interval`, and at once when a backup takes a tier past its high
+    /// watermark, as the automatic thread does, sharing the rate limit with
+    /// every other run. Each run goes to the runtime's blocking pool, as
+    /// moves do the tiers' I/O. The task ends by itself once the backend is
+    /// dropped (at its next wake-up); abort the returned handle to end it
+    /// sooner. The runtime needs its timer (`enable_time` or `enable_all`).
+    ///
+    /// Fails with [`BackupError::InvalidInput`] if the backend runs its
+    /// automatic thread ([`TieredConfig::auto`]): build it with
+    /// `with_auto(None)` to run the policy as a task instead.
+    #[cfg(feature = "async")]
+    pub fn spawn_policy(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        interval: std::time::Duration,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        if self.worker.is_some() {
+            return Err(BackupError::InvalidInput {
+                origin: Origin::new(NAME, Operation::Maintenance),
+                detail: "spawn_policy: the automatic thread already runs the policy; build the backend with \
+                         TieredConfig::with_auto(None) to run it as a task instead"
+                    .into(),
+            });
+        }
+        Ok(crate::worker::spawn_task(&self.shared, runtime, interval))
+    }
+
     /// Moves the pages of every upper tier that `filter` selects to the last
     /// tier now, within the rate limit, longest idle first.
     pub fn writeback(&self, filter: WritebackFilter) -> PolicyReport {
@@ -247,6 +284,9 @@ impl BackupBackend for Tiered {
 
 impl Drop for Tiered {
     fn drop(&mut self) {
+        // A policy task, if any, wakes to find the backend gone.
+        #[cfg(feature = "async")]
+        self.shared.wake.notify.notify_one();
         if let Some(worker) = self.worker.take() {
             worker.stop(&self.shared.wake);
         }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use pagebackup_core::raw::params::ParamDoc;
+use pagebackup_core::raw::params::{ParamDoc, ParamError, Params, parse_size, split_top_level};
+
+use crate::Tier;
 
 /// How the tiered backend treats pages its upper tier stores poorly: pages
 /// whose [`stored_size`](pagebackup_core::BackupBackend::stored_size) is above
@@ -82,14 +84,14 @@ pub struct TieredConfig {
     /// (the default) treats them like any other page.
     pub huge: Option<HugePolicy>,
     /// A page restored from a lower tier is copied back to the first tier
-    /// when it is used again soon: its previous use is no older than the
-    /// warmest page the watermark policy last moved out of the first tier
-    /// (so a page restored once in a long while, which would push a hotter
-    /// one out, stays down). The first tier takes it within its budget, and
-    /// the policy then makes room by moving the coldest pages down. Off by
-    /// default.
+    /// once it proves hot: restored at least twice since it went down and
+    /// more often lately than the page the policy would move out of the
+    /// first tier next (TinyLFU's admission test, on the per-page counts
+    /// the policy keeps). Promotions take from the rate limit. The first
+    /// tier takes the page within its budget, and the policy then makes
+    /// room by moving the coldest pages down. Off by default.
     pub promote: bool,
-    /// A bound on the bytes moved down per period; `None` (the default) for none.
+    /// A bound on the bytes moved per period, down and up; `None` (the default) for none.
     pub rate_limit: Option<RateLimit>,
     /// The automatic mode: a background thread runs the policy every
     /// interval, and at once when a tier passes its high watermark. `None`
@@ -99,8 +101,8 @@ pub struct TieredConfig {
 }
 
 impl TieredConfig {
-    /// The parameters of a `tiered:` spec. The facade parses them, because
-    /// each tier is a spec of its own, opened by the facade's `open`.
+    /// The parameters of a `tiered:` spec, which
+    /// [`from_params`](Self::from_params) parses.
     pub const PARAMS: &'static [ParamDoc] = &[
         ParamDoc {
             key: "tiers",
@@ -200,6 +202,82 @@ impl TieredConfig {
     pub fn with_auto(mut self, interval: Option<Duration>) -> Self {
         self.auto = interval;
         self
+    }
+}
+
+impl TieredConfig {
+    /// The tiers and the policies a `tiered:` spec's parameters give
+    /// ([`PARAMS`](Self::PARAMS)). Each tier of `tiers=[SPEC | SPEC ...]`
+    /// (`default_tiers` without it) is opened by `open_tier(index, spec)`,
+    /// which knows the backends (a tier may be tiered too) and says which
+    /// tier failed in its error; a tier without a `budget` gets what its
+    /// backend can take when opened.
+    pub fn from_params<E: From<ParamError>>(
+        params: &[(&str, &str)],
+        default_tiers: &[&str],
+        mut open_tier: impl FnMut(usize, &str) -> Result<Tier, E>,
+    ) -> Result<(Vec<Tier>, TieredConfig), E> {
+        let params = Params::new("tiered", Self::PARAMS, params)?;
+        let list = |key: &'static str| -> Result<Option<Vec<&str>>, ParamError> {
+            let Some(value) = params.get(key) else { return Ok(None) };
+            let inner = value.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
+            Ok(Some(match (key, inner) {
+                (_, Some(inner)) => split_top_level('|')(inner).into_iter().map(str::trim).collect(),
+                ("budget", None) => vec![value],
+                _ => return Err(params.bad(key, "a bracketed list: [SPEC | SPEC ...]")),
+            }))
+        };
+        let specs = list("tiers")?.unwrap_or_else(|| default_tiers.to_vec());
+        if specs.len() < 2 {
+            return Err(params.bad("tiers", "at least two tiers: [SPEC | SPEC ...]").into());
+        }
+        let budgets = list("budget")?.unwrap_or_default();
+        if budgets.len() >= specs.len() {
+            return Err(params
+                .bad("budget", "one size per tier but the last: [SIZE | SIZE ...]")
+                .into());
+        }
+        let mut tiers = Vec::with_capacity(specs.len());
+        for (index, spec) in specs.iter().enumerate() {
+            let tier = open_tier(index, spec)?;
+            let backend = tier.backend();
+            let budget = match budgets.get(index) {
+                Some(size) => parse_size(size).ok_or_else(|| params.bad("budget", "sizes such as [64MiB | 1GiB]"))?,
+                None => backend.bytes_avail().saturating_add(backend.stats().memory_used),
+            };
+            tiers.push(tier.with_budget(budget));
+        }
+        let mut config = TieredConfig::new();
+        let percent = |key: &'static str, default: f64| -> Result<f64, ParamError> {
+            params.get(key).map_or(Ok(default), |v| {
+                v.strip_suffix('%')
+                    .and_then(|n| n.trim().parse::<u8>().ok())
+                    .filter(|&n| n <= 100)
+                    .map(|n| f64::from(n) / 100.0)
+                    .ok_or_else(|| params.bad(key, "a percentage of the budget, 0% to 100%"))
+            })
+        };
+        let (high, low) = (percent("high", config.high)?, percent("low", config.low)?);
+        config = config.with_watermarks(high, low);
+        if config.low > config.high {
+            return Err(params.bad("low", "a watermark at most the high one").into());
+        }
+        if let Some(threshold) = params.size("huge")? {
+            let at_once = params.choice("huge_mode", &["first", "at_once"])? == Some("at_once");
+            config = config.with_huge(HugePolicy { threshold, at_once });
+        } else if params.get("huge_mode").is_some() {
+            return Err(params.bad("huge_mode", "huge=SIZE with it (the threshold)").into());
+        }
+        if let Some(on) = params.flag("promote")? {
+            config = config.with_promote(on);
+        }
+        if let Some(bytes) = params.size("rate")? {
+            config = config.with_rate_limit(RateLimit::per_second(bytes));
+        }
+        if params.flag("auto")? == Some(false) {
+            config = config.with_auto(None);
+        }
+        Ok((tiers, config))
     }
 }
 

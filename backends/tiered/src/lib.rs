@@ -4,9 +4,10 @@
 //!
 //! [`Tiered`] keeps its own handle table over its [`Tier`]s; the policies
 //! are fields of [`TieredConfig`] and each tier's budget. The policy runs by
-//! itself on a background thread ([`TieredConfig::auto`]); a caller that
-//! wants it elsewhere — a task on an async runtime, in a blocking section,
-//! or its own timer — turns that off and calls
+//! itself on a background thread ([`TieredConfig::auto`]) or, with the
+//! `async` feature, as a task on the caller's tokio runtime
+//! (`Tiered::spawn_policy`, with the thread turned off); a caller that
+//! wants it elsewhere — its own timer — turns the thread off and calls
 //! [`Tiered::run_policy_step`]. [`Tiered::tier_stats`] and
 //! [`Tiered::policy_state`] say what each tier holds and what moved.
 //!
@@ -36,6 +37,8 @@
 //! tiered.drop_handle(handle)?;
 //! # Ok::<(), pagebackup_core::BackupError>(())
 //! ```
+
+#![forbid(unsafe_code)]
 
 mod backend;
 mod config;

@@ -35,13 +35,24 @@ impl Shared {
             if turned_over {
                 tier.moved_since_aging.store(0, Ordering::Relaxed);
             }
-            let mut pages = self.pages_in(index, turned_over);
+            // Only the coldest pages that may be needed are kept (twice the
+            // excess at the tier's average cost, and some for races), so a
+            // run's scratch is bounded by what it moves, not the tier's size.
+            let average = tier.average_cost.load(Ordering::Relaxed).max(1);
+            let keep =
+                usize::try_from(excess.div_ceil(average).saturating_mul(2).saturating_add(64)).unwrap_or(usize::MAX);
             // Huge pages first (when there is a huge policy), then the least
             // restored, then the longest idle.
-            pages.sort_unstable_by_key(|p| (!(huge_first && p.entry.huge), p.entry.heat, p.entry.last_use));
+            let pages = self.coldest_in(index, turned_over, keep, |e| {
+                Some((!(huge_first && e.huge), e.heat, e.last_use))
+            });
             let before = report.moved_pages;
             let freed = || start.saturating_sub(tier.counters.held());
-            report.stopped = self.move_all(pages, index + 1, &mut report, || freed() < excess);
+            let (stopped, tried) = self.move_all(&pages, index + 1, &mut report, || freed() < excess);
+            report.stopped = stopped;
+            // The next victim; past the pages kept, the warmest of them.
+            let next = pages.get(tried).or(pages.last()).map_or(0, |p| p.entry.heat);
+            tier.victim_heat.store(next, Ordering::Relaxed);
             tier.moved_since_aging
                 .fetch_add(report.moved_pages - before, Ordering::Relaxed);
             if report.stopped.is_some() {
@@ -58,14 +69,15 @@ impl Shared {
         let last = self.tiers.len() - 1;
         let mut report = PolicyReport::default();
         for index in 0..last {
-            let mut pages = self.pages_in(index, false);
-            pages.retain(|p| match filter {
-                WritebackFilter::Idle(idle) => u128::from(now.saturating_sub(p.entry.last_use)) >= idle.as_millis(),
-                WritebackFilter::Huge => p.entry.huge,
-                WritebackFilter::All => true,
+            let pages = self.coldest_in(index, false, usize::MAX, |e| {
+                let selected = match filter {
+                    WritebackFilter::Idle(idle) => u128::from(now.saturating_sub(e.last_use)) >= idle.as_millis(),
+                    WritebackFilter::Huge => e.huge,
+                    WritebackFilter::All => true,
+                };
+                selected.then_some(e.last_use)
             });
-            pages.sort_unstable_by_key(|p| p.entry.last_use);
-            report.stopped = self.move_all(pages, last, &mut report, || true);
+            report.stopped = self.move_all(&pages, last, &mut report, || true).0;
             if report.stopped.is_some() {
                 break;
             }
@@ -91,21 +103,22 @@ impl Shared {
 
     /// Moves `pages` to tier `to`, in order, while `more` says so. A page
     /// whose move fails stays where it is and the next is tried; the rate
-    /// limit and `NoSpace` below stop the moves.
+    /// limit and `NoSpace` below stop the moves. Returns why it stopped
+    /// early and how many pages it went through (moved, raced or failed).
     fn move_all(
         &self,
-        pages: Vec<Located>,
+        pages: &[Located],
         to: usize,
         report: &mut PolicyReport,
         more: impl Fn() -> bool,
-    ) -> Option<Stop> {
+    ) -> (Option<Stop>, usize) {
         let mut buf = Page::new_boxed();
-        for found in pages {
+        for (tried, &found) in pages.iter().enumerate() {
             if !more() {
-                return None;
+                return (None, tried);
             }
             if !self.limiter.take(PAGE) {
-                return Some(Stop::RateLimited);
+                return (Some(Stop::RateLimited), tried);
             }
             let from = &self.tiers[found.entry.tier as usize].counters;
             match self.move_page(found, to, &mut buf) {
@@ -119,12 +132,12 @@ impl Shared {
                     TierCounters::bump(&from.failed_moves, 1);
                     report.failed_pages += 1;
                     if e.kind() == ErrorKind::NoSpace {
-                        return Some(Stop::NoSpaceBelow);
+                        return (Some(Stop::NoSpaceBelow), tried + 1);
                     }
                 }
             }
         }
-        None
+        (None, pages.len())
     }
 
     /// What a budgeted tier uses against its budget: the bytes counted for

@@ -1,7 +1,8 @@
 //! [`Shared`]: the state the backend and its policy thread share, and the
 //! moves on it (backup, restore, drop, the switch of a moved page), with
-//! [`Wake`], how backups wake the policy thread.
+//! [`Wake`], how backups wake the policy thread or task.
 
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
@@ -28,6 +29,33 @@ pub(crate) struct Located {
     pub(crate) slot: u32,
     pub(crate) generation: u32,
     pub(crate) entry: Entry,
+}
+
+/// A page found by the policy and its rank (lower goes first).
+#[derive(Debug)]
+pub(crate) struct Ranked<K> {
+    key: K,
+    found: Located,
+}
+
+impl<K: Ord> PartialEq for Ranked<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl<K: Ord> Eq for Ranked<K> {}
+
+impl<K: Ord> PartialOrd for Ranked<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Ord> Ord for Ranked<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
 }
 
 /// The state the backend and its policy thread share.
@@ -116,6 +144,7 @@ impl Shared {
             cost,
             last_use: self.clock.now(),
             heat: 0,
+            dropping: false,
         }))
     }
 
@@ -253,9 +282,7 @@ impl Shared {
                 .copy_page(dst, entry.inner, intr)
             {
                 Ok(()) => {
-                    // A page restored once while down would only push a
-                    // hotter page out: promote from the second restore.
-                    if self.config.promote && entry.tier > 0 && entry.heat >= PROMOTE_HEAT {
+                    if self.config.promote && entry.tier > 0 && self.admits(entry.heat) {
                         self.promote(handle, entry, dst);
                     }
                     return Ok(());
@@ -270,10 +297,33 @@ impl Shared {
         }
     }
 
+    /// Whether a page restored from below with `heat` restores since it
+    /// went there has proven hot enough for the first tier: restored twice
+    /// at least, hotter than the page the policy would move out of the
+    /// first tier next (as of its last run there), and within the first
+    /// tier's budget. A page no hotter than what it would displace stays
+    /// below, so an access pattern wider than the first tier does not churn
+    /// pages up and down (no promotion storms).
+    fn admits(&self, heat: u8) -> bool {
+        let top = &self.tiers[0];
+        if heat < PROMOTE_HEAT {
+            return false;
+        }
+        // Past the budget (a tiny or zero one too) nothing comes up, and
+        // nothing is taken from the rate limit for it.
+        let fits = top
+            .mark(1.0)
+            .is_none_or(|mark| top.counters.held() + top.average_cost.load(Ordering::Relaxed) <= mark);
+        fits && heat > top.victim_heat.load(Ordering::Relaxed)
+    }
+
     /// Copies a page just restored from a lower tier back to the first tier,
-    /// if that stays within its budget; past the high watermark, the policy
-    /// then moves the first tier's coldest pages down.
+    /// if that stays within its budget and the rate limit; past the high
+    /// watermark, the policy then moves the first tier's coldest pages down.
     fn promote(&self, handle: Handle, entry: Entry, page: &Page) {
+        if !self.limiter.take(PAGE) {
+            return;
+        }
         let (shard, slot, generation) = self.locate(handle);
         let Ok(Some(upper)) = self.store_in(0, page, u64::from(slot), BackupFlags::NONE, Some(1.0)) else {
             return;
@@ -299,7 +349,7 @@ impl Shared {
     pub(crate) fn switch(&self, found: Located, mut to: Entry) -> bool {
         let mut table = self.shards.lock(found.shard);
         match table.get(found.slot, found.generation) {
-            Some(entry) if entry.tier == found.entry.tier && entry.inner == found.entry.inner => {
+            Some(entry) if !entry.dropping && entry.tier == found.entry.tier && entry.inner == found.entry.inner => {
                 to.last_use = entry.last_use;
                 // A page moved down starts cold there; one moved up keeps its heat.
                 to.heat = if to.tier > entry.tier { 0 } else { entry.heat };
@@ -337,34 +387,66 @@ impl Shared {
 
     pub(crate) fn drop_page(&self, handle: Handle) -> Result<()> {
         let (shard, slot, generation) = self.locate(handle);
-        let mut table = self.shards.lock(shard);
-        let entry = *table
-            .get(slot, generation)
-            .ok_or_else(|| Self::invalid(Operation::DropHandle, handle))?;
-        // Under the lock, so that a failed drop leaves the handle live and
-        // a move cannot switch the page away in between.
+        // Marked under the lock, dropped inside its tier outside it: the
+        // mark keeps moves from switching the page away meanwhile, and a
+        // failed drop clears it, leaving the handle live.
+        let entry = {
+            let mut table = self.shards.lock(shard);
+            let entry = table
+                .get(slot, generation)
+                .filter(|e| !e.dropping)
+                .ok_or_else(|| Self::invalid(Operation::DropHandle, handle))?;
+            entry.dropping = true;
+            *entry
+        };
         let tier = &self.tiers[entry.tier as usize];
-        tier.backend.drop_handle(entry.inner)?;
-        tier.vacate();
+        let dropped = tier.backend.drop_handle(entry.inner);
+        let mut table = self.shards.lock(shard);
+        if let Err(e) = dropped {
+            if let Some(live) = table.get(slot, generation) {
+                live.dropping = false;
+            }
+            return Err(e);
+        }
         table.remove(slot, generation);
         drop(table);
+        tier.vacate();
         tier.counters.remove(entry.cost);
         Ok(())
     }
 
-    /// Every live page in tier `tier`, with where it is (and its heat as it
-    /// was); with `age`, every live page's heat is halved, in all tiers.
-    pub(crate) fn pages_in(&self, tier: usize, age: bool) -> Vec<Located> {
-        let mut found = Vec::new();
+    /// The live pages of tier `tier` that `rank` selects, up to `keep` of
+    /// them with the lowest ranks, in rank order, with where they are (and
+    /// their heat as it was); with `age`, every live page's heat is halved,
+    /// in all tiers. Pages being dropped are left out.
+    pub(crate) fn coldest_in<K: Ord>(
+        &self,
+        tier: usize,
+        age: bool,
+        keep: usize,
+        rank: impl Fn(&Entry) -> Option<K>,
+    ) -> Vec<Located> {
+        let mut kept: BinaryHeap<Ranked<K>> = BinaryHeap::new();
         for shard in 0..self.shards.len() {
             let mut table = self.shards.lock(shard);
             for (slot, generation, entry) in table.live() {
-                if entry.tier as usize == tier {
-                    found.push(Located {
-                        shard,
-                        slot,
-                        generation,
-                        entry: *entry,
+                if entry.tier as usize == tier
+                    && !entry.dropping
+                    && keep > 0
+                    && let Some(key) = rank(entry)
+                    && (kept.len() < keep || kept.peek().is_some_and(|warmest| key < warmest.key))
+                {
+                    if kept.len() == keep {
+                        kept.pop();
+                    }
+                    kept.push(Ranked {
+                        key,
+                        found: Located {
+                            shard,
+                            slot,
+                            generation,
+                            entry: *entry,
+                        },
                     });
                 }
                 if age {
@@ -372,7 +454,7 @@ impl Shared {
                 }
             }
         }
-        found
+        kept.into_sorted_vec().into_iter().map(|r| r.found).collect()
     }
 
     pub(crate) fn tier_stats(tier: &Tier) -> TierStats {
@@ -391,7 +473,6 @@ impl Shared {
         }
     }
 }
-
 
 /// Whether a backup that failed so in one tier is tried in the others: a
 /// full tier (`NoSpace`) or a failing one (`Io`, a cold tier's device or
@@ -413,6 +494,9 @@ pub(crate) struct Wake {
     pub(crate) changed: Condvar,
     /// A kick is pending: further backups need not take the lock.
     pub(crate) pending: AtomicBool,
+    /// How a kick wakes a policy task.
+    #[cfg(feature = "async")]
+    pub(crate) notify: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Wake {
@@ -423,5 +507,12 @@ impl Wake {
         }
         self.state.lock().unwrap_or_else(PoisonError::into_inner).0 = true;
         self.changed.notify_one();
+        #[cfg(feature = "async")]
+        self.notify.notify_one();
+    }
+
+    /// A policy run is starting: later backups may kick again.
+    pub(crate) fn taken(&self) {
+        self.pending.store(false, Ordering::Release);
     }
 }

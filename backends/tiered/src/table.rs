@@ -23,6 +23,10 @@ pub(crate) struct Entry {
     /// the policy looks at its tier: a counting clock, so that a page
     /// restored often outranks one restored once lately.
     pub(crate) heat: u8,
+    /// A drop of the page is running (its inner drop outside the shard
+    /// lock): the handle names it until that drop succeeds, but no move
+    /// may switch it and no second drop may start.
+    pub(crate) dropping: bool,
 }
 
 /// One shard's slots and entries.
@@ -119,6 +123,7 @@ mod tests {
             cost: 4096,
             last_use: 0,
             heat: 0,
+            dropping: false,
         }
     }
 

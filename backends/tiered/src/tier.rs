@@ -1,7 +1,7 @@
 //! [`Tier`]: one backend of a tiered stack, with its budget and counters.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use pagebackup_core::{BackupBackend, Handle, PAGE_SIZE};
 
@@ -28,6 +28,10 @@ pub struct Tier {
     pub(crate) vacated: AtomicBool,
     /// Pages the policy moved out since it last halved the tier's heat.
     pub(crate) moved_since_aging: AtomicU64,
+    /// The heat of the page the policy would move out next (its coldest
+    /// left), as of its last run over the tier: a page below is let into
+    /// it only if it is hotter (TinyLFU's admission test).
+    pub(crate) victim_heat: AtomicU8,
 }
 
 impl Tier {
@@ -42,12 +46,18 @@ impl Tier {
             maintenance: None,
             vacated: AtomicBool::new(false),
             moved_since_aging: AtomicU64::new(0),
+            victim_heat: AtomicU8::new(0),
         }
     }
 
     /// With a budget of `bytes`: the policy keeps the pages counted in this
     /// tier between the watermarks of it, and a backup that would take the
     /// tier past it goes to a tier below. Ignored on the last tier.
+    ///
+    /// A budget below one page's cost (zero included) makes the tier a
+    /// last resort: backups go below, nothing is promoted into it, and it
+    /// takes pages only when every tier below refuses them (full or
+    /// failing), from where the policy moves them down again.
     pub fn with_budget(mut self, bytes: u64) -> Self {
         self.budget = Some(bytes);
         self
@@ -55,9 +65,9 @@ impl Tier {
 
     /// With `maintenance` run by the policy after a step when pages left the
     /// tier since the last one: for a backend whose space comes back only
-    /// when asked (compaction of a compressed arena, release of deferred
-    /// slots). The policy thread, or the caller of
-    /// [`Tiered::run_policy_step`], runs it.
+    /// when asked, its [`maintain`](BackupBackend::maintain) (the compaction
+    /// of a compressed arena, for one). The policy thread, or the caller of
+    /// [`Tiered::run_policy_step`](crate::Tiered::run_policy_step), runs it.
     pub fn with_maintenance(mut self, maintenance: impl Fn() + Send + Sync + 'static) -> Self {
         self.maintenance = Some(Box::new(maintenance));
         self

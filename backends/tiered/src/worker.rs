@@ -1,7 +1,7 @@
-//! The automatic mode: a thread that runs the policy every interval, and at
+//! The automatic mode: a thread (or, with the `async` feature, a task on
+//! the caller's tokio runtime) that runs the policy every interval, and at
 //! once when a backup takes a tier past its high watermark.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -31,7 +31,7 @@ impl Worker {
                     }
                     state.0 = false;
                     drop(state);
-                    wake.pending.store(false, Ordering::Release);
+                    wake.taken();
                     shared.run_policy_step();
                 }
             })
@@ -47,4 +47,31 @@ impl Worker {
         // backend's pages are unaffected.
         let _ = self.thread.join();
     }
+}
+
+/// The policy as a task on a tokio runtime: it holds the backend weakly and
+/// ends once the backend is dropped.
+#[cfg(feature = "async")]
+pub(crate) fn spawn_task(
+    shared: &Arc<Shared>,
+    runtime: &tokio::runtime::Handle,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(shared);
+    let notify = Arc::clone(&shared.wake.notify);
+    runtime.spawn(async move {
+        loop {
+            // Woken by a kick, or the interval passed.
+            let _ = tokio::time::timeout(interval, notify.notified()).await;
+            let Some(shared) = weak.upgrade() else { return };
+            shared.wake.taken();
+            // Moves do the tiers' I/O: off the runtime's worker threads.
+            let run = tokio::task::spawn_blocking(move || {
+                shared.run_policy_step();
+            });
+            if run.await.is_err() {
+                return;
+            }
+        }
+    })
 }

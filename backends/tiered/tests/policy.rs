@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page, forward_backend};
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page};
 use pagebackup_testkit::{PageClass, PageSpec};
 use pagebackup_tiered::{HugePolicy, RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
 
@@ -224,10 +224,15 @@ impl BackupBackend for CostedBackend {
     }
 }
 
-/// `forward_backend!` forwards `stored_size` too.
+/// A layer that overrides nothing forwards `stored_size` too.
 #[derive(Debug)]
 struct Forwarded(MemoryBackend);
-forward_backend!(impl[] Forwarded => |s| s.0);
+impl pagebackup_core::layers::Layer for Forwarded {
+    type Inner = MemoryBackend;
+    fn inner(&self) -> &MemoryBackend {
+        &self.0
+    }
+}
 
 fn page_costing(huge: bool, n: u64) -> Box<Page> {
     let mut page = PageSpec::new(7, n, PageClass::Text).page();
@@ -435,4 +440,102 @@ fn a_tier_that_cannot_tell_sizes_is_held_to_the_memory_it_reports() {
     assert_eq!(t.tier_stats()[0].held_bytes, 10 * PAGE + 40 * 2 * PAGE);
     verify(&t, &pages);
     drop_all_and_check_empty(&t, &[pages, more].concat());
+}
+
+fn restore_times(t: &Tiered, pages: &[(Handle, PageSpec)], times: usize) {
+    for _ in 0..times {
+        verify(t, pages);
+    }
+}
+
+#[test]
+fn promotion_admits_only_pages_hotter_than_the_next_victim() {
+    let t = two_memory(8, manual().with_promote(true));
+    let hot = backup_n(&t, 7, 8);
+    restore_times(&t, &hot, 4);
+    let cold = backup_n(&t, 8, 16);
+    assert!(
+        cold.iter().all(|&(h, _)| t.tier_of(h) == Some(1)),
+        "past the budget, backups go below"
+    );
+    // 8 of 8 pages is past the high watermark (0.9): down to the low (0.7),
+    // leaving 5 hot pages restored 4 times each; the next victim has heat 4.
+    assert_eq!(t.run_policy_step().moved_pages, 3);
+    // Restored 3 times each: no hotter than the victim, they stay down,
+    // however often this repeats (room under the watermarks or not).
+    restore_times(&t, &cold, 3);
+    let up = |t: &Tiered| t.tier_stats()[1].moved_up;
+    assert_eq!(up(&t), 0);
+    assert!(cold.iter().all(|&(h, _)| t.tier_of(h) == Some(1)));
+    // Two restored twice more (heat 5 > 4) prove hotter and come up,
+    // within the budget.
+    restore_times(&t, &cold[5..7], 2);
+    assert_eq!(up(&t), 2);
+    assert_eq!((t.tier_of(cold[5].0), t.tier_of(cold[6].0)), (Some(0), Some(0)));
+    assert_eq!(t.tier_stats()[0].pages, 7);
+    verify(&t, &hot);
+    verify(&t, &cold);
+    drop_all_and_check_empty(&t, &[hot, cold].concat());
+}
+
+#[test]
+fn promotions_take_from_the_rate_limit() {
+    let limit = RateLimit {
+        bytes: 2 * PAGE,
+        period: Duration::from_secs(3600),
+    };
+    let t = two_memory(100, manual().with_promote(true).with_rate_limit(limit));
+    let pages = backup_n(&t, 9, 4);
+    assert_eq!(
+        t.writeback(WritebackFilter::All).moved_pages,
+        2,
+        "the period's allowance"
+    );
+    restore_times(&t, &pages, 3);
+    assert_eq!(
+        t.tier_stats()[1].moved_up,
+        0,
+        "nothing left in the period to promote with"
+    );
+    assert_eq!(t.policy_state().rate_remaining, Some(0));
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn zero_and_tiny_budgets_make_the_tier_a_last_resort() {
+    for budget in [0, 100, PAGE - 1] {
+        let t = Tiered::new(
+            vec![
+                Tier::new(MemoryBackend::new()).with_budget(budget),
+                Tier::new(MemoryBackend::with_limit(4 * PAGE)),
+            ],
+            manual().with_promote(true),
+        )
+        .unwrap();
+        let pages = backup_n(&t, 10, 4);
+        let s = t.tier_stats();
+        assert_eq!(
+            (s[0].pages, s[1].pages, s[1].direct_backups),
+            (0, 4, 4),
+            "budget {budget}"
+        );
+        // Restored often: nothing is promoted into a tier that cannot hold a
+        // page, and the rate limit is not spent on trying.
+        restore_times(&t, &pages, 4);
+        assert_eq!(t.tier_stats()[1].moved_up, 0, "budget {budget}");
+        // With the tier below full, the first tier takes the page past its
+        // budget rather than failing the backup; the policy cannot move it.
+        let over = backup_n(&t, 11, 1);
+        assert_eq!(t.tier_of(over[0].0), Some(0), "budget {budget}");
+        let report = t.run_policy_step();
+        assert_eq!(
+            (report.moved_pages, report.stopped),
+            (0, Some(Stop::NoSpaceBelow)),
+            "budget {budget}"
+        );
+        verify(&t, &pages);
+        verify(&t, &over);
+        drop_all_and_check_empty(&t, &[pages, over].concat());
+    }
 }

@@ -1,13 +1,16 @@
 //! [`SyncAdapter`]: any sync [`BackupBackend`] behind [`AsyncBackupBackend`].
 
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Page, Result};
 
 use crate::blocking::{BlockingJobs, HandlesToDrop};
 use crate::cancel::InterruptOnDrop;
+use crate::gather::Gather;
 use crate::{AsyncBackupBackend, BackedUp};
 
 /// Where a [`SyncAdapter`] runs the sync backend's calls.
@@ -17,17 +20,28 @@ pub enum Execution {
     /// ([`BackupBackend::never_blocks`]), where a thread hand-off would
     /// cost more than the call. Each call spends one unit of tokio's
     /// cooperative budget per page and may yield there: a backup or restore
-    /// before anything is done, a drop after the drop.
+    /// before anything is done, a drop after the drop. A batch runs in
+    /// slices of pages, one sync batch call each, and yields between two
+    /// slices once it has held the task for [`INLINE_SLICE`], so that a
+    /// long batch never holds a runtime worker for longer than that (plus
+    /// one slice). A backup whose future is dropped between two slices
+    /// drops the handles it made; a restore leaves the rest of its pages
+    /// as they were.
     Inline,
-    /// On tokio's blocking pool, one `spawn_blocking` per call (a batch is
-    /// one call), so that the runtime's workers never wait on the backend.
+    /// On tokio's blocking pool, so that the runtime's workers never wait
+    /// on the backend: one `spawn_blocking` per batch. Single-page backups
+    /// and restores are gathered: one that finds no gathered job running
+    /// starts one at once, and those made while it runs are served by it
+    /// next, many per thread hand-off (consecutive `idx` backed up as one
+    /// batch call), with no timer.
     Blocking,
 }
 
 /// A sync backend as an [`AsyncBackupBackend`].
 ///
-/// Each call, single page or batch, is one call of the sync backend, run
-/// where [`Execution`] says. Owned pages move into the blocking job and come
+/// Each batch is one call of the sync backend (in slices, inline), run
+/// where [`Execution`] says; on the blocking pool, concurrent single-page
+/// calls are gathered into shared jobs. Owned pages move into the blocking job and come
 /// back with its result; the sync backend sees references into them, so
 /// nothing is copied on the way.
 ///
@@ -46,17 +60,20 @@ pub enum Execution {
 ///
 /// # Panics
 ///
-/// A panic of the sync backend is resumed in the awaiting task; a backup
+/// A panic of the sync backend is resumed in the awaiting task (for a
+/// gathered single-page call, as a panic of its own); a backup
 /// batch that panics part-way first drops the handles it had made, so the
 /// pages it stored are not left behind. Calls outside a tokio runtime, or
 /// whose runtime refuses or cancels their job (it shut down), run the job
 /// on the awaiting thread instead.
 #[derive(Debug)]
-pub struct SyncAdapter<B: ?Sized = dyn BackupBackend> {
+pub struct SyncAdapter<B: BackupBackend + ?Sized = dyn BackupBackend> {
     backend: Arc<B>,
     execution: Execution,
     /// The blocking jobs, so that `flush` waits for orphaned ones.
     jobs: BlockingJobs,
+    /// Single-page calls gathered into blocking jobs.
+    gather: Gather<B>,
 }
 
 impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
@@ -74,6 +91,7 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
     /// An adapter running `backend` as `execution` says.
     pub fn with_execution(backend: Arc<B>, execution: Execution) -> Self {
         SyncAdapter {
+            gather: Gather::new(&backend),
             backend,
             execution,
             jobs: BlockingJobs::new(),
@@ -96,6 +114,37 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
         let backend = Arc::clone(&self.backend);
         self.jobs.run(move || job(&backend)).await
     }
+}
+
+/// How long an inline batch holds its task before it yields between two
+/// of its slices.
+pub const INLINE_SLICE: Duration = Duration::from_micros(100);
+
+/// Runs `step` over the items `0..len` of an inline batch, in slices that
+/// double while they take under a quarter of [`INLINE_SLICE`], yielding to
+/// the runtime between two slices once the batch has run for
+/// [`INLINE_SLICE`] since it started or last yielded. Stops at the first
+/// failure, with `completed` counted over the whole batch.
+async fn sliced(len: usize, mut step: impl FnMut(Range<usize>) -> Result<(), BatchError>) -> Result<(), BatchError> {
+    cooperate(len).await;
+    let (mut done, mut slice, mut since) = (0, 1, Instant::now());
+    while done < len {
+        let end = len.min(done + slice);
+        let started = Instant::now();
+        step(done..end).map_err(|e| BatchError {
+            completed: done + e.completed,
+            error: e.error,
+        })?;
+        done = end;
+        if started.elapsed() < INLINE_SLICE / 4 {
+            slice *= 2;
+        }
+        if done < len && since.elapsed() >= INLINE_SLICE {
+            tokio::task::yield_now().await;
+            since = Instant::now();
+        }
+    }
+    Ok(())
 }
 
 /// Spends `units` of the task's cooperative budget (one per page) around an
@@ -148,9 +197,21 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn backup_pages(&self, pages: Vec<Box<Page>>, first_idx: u64, flags: BackupFlags) -> BackedUp {
         if self.execution == Execution::Inline {
-            cooperate(pages.len()).await;
-            let (handles, result) = backup_owned(&*self.backend, &pages, first_idx, flags);
-            return BackedUp { pages, handles, result };
+            // Handles made so far are dropped again if the future is
+            // dropped between two slices, or the backend panics.
+            let mut made = HandlesToDrop::new(&self.backend, Vec::with_capacity(pages.len()));
+            let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+            let result = sliced(pages.len(), |range| {
+                let idx = first_idx.wrapping_add(range.start as u64);
+                self.backend.backup_pages(&refs[range], idx, flags, made.handles_mut())
+            })
+            .await;
+            drop(refs);
+            return BackedUp {
+                pages,
+                handles: made.take(),
+                result,
+            };
         }
         let (pages, issued, result) = self
             .on_blocking_thread(move |backend| {
@@ -173,8 +234,18 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
     ) -> (Result<(), BatchError>, Vec<Box<Page>>) {
         if self.execution == Execution::Inline {
             let on_drop = InterruptOnDrop::new(intr.clone());
-            cooperate(dsts.len()).await;
-            let result = copy_owned(&*self.backend, handles, &mut dsts, intr.as_ref());
+            let result = match pagebackup_core::raw::check_batch_lengths(self.backend.name(), handles.len(), dsts.len())
+            {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let mut refs: Vec<&mut Page> = dsts.iter_mut().map(|p| &mut **p).collect();
+                    sliced(handles.len(), |range| {
+                        self.backend
+                            .copy_pages(&handles[range.clone()], &mut refs[range], intr.as_ref())
+                    })
+                    .await
+                }
+            };
             on_drop.disarm();
             return (result, dsts);
         }
@@ -216,7 +287,9 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
                 self.backend.flush()
             }
             Execution::Blocking => {
-                // Cancelled backups are undone by their orphaned jobs.
+                // Cancelled backups are undone by their orphaned jobs, and
+                // by the gathered jobs that serve them.
+                self.gather.settle().await;
                 self.jobs.settle().await;
                 self.on_blocking_thread(|backend| backend.flush()).await
             }
@@ -228,14 +301,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
             cooperate(1).await;
             return (self.backend.backup_page(&page, idx, flags), page);
         }
-        let (issued, page) = self
-            .on_blocking_thread(move |backend| {
-                let issued = backend
-                    .backup_page(&page, idx, flags)
-                    .map(|h| HandlesToDrop::new(backend, vec![h]));
-                (issued, page)
-            })
-            .await;
+        let (issued, page) = self.gather.backup(page, idx, flags).await;
         (issued.map(|issued| issued.take()[0]), page)
     }
 
@@ -249,9 +315,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
         }
         let intr = intr.unwrap_or_default();
         let on_drop = InterruptOnDrop::new(Some(intr.clone()));
-        let out = self
-            .on_blocking_thread(move |backend| (backend.copy_page(&mut dst, handle, Some(&intr)), dst))
-            .await;
+        let out = self.gather.restore(dst, handle, intr).await;
         on_drop.disarm();
         out
     }

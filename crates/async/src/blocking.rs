@@ -226,6 +226,11 @@ impl<B: BackupBackend + ?Sized> HandlesToDrop<B> {
         }
     }
 
+    /// The handles to be dropped, to add to.
+    pub(crate) fn handles_mut(&mut self) -> &mut Vec<Handle> {
+        &mut self.handles
+    }
+
     /// The handles, no longer to be dropped.
     pub(crate) fn take(mut self) -> Vec<Handle> {
         std::mem::take(&mut self.handles)

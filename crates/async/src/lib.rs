@@ -24,13 +24,16 @@
 //! # }).unwrap();
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod adapter;
 mod backend;
 mod blocking;
 mod cancel;
+mod gather;
 mod page_array;
 
-pub use adapter::{Execution, SyncAdapter};
+pub use adapter::{Execution, INLINE_SLICE, SyncAdapter};
 pub use backend::{AsyncBackupBackend, BackedUp};
 pub use blocking::{BlockingJobs, Outstanding};
 pub use cancel::InterruptOnDrop;

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use pagebackup_async::{AsyncBackupBackend, Execution, SyncAdapter};
+use pagebackup_async::{AsyncBackupBackend, Execution, INLINE_SLICE, SyncAdapter};
 use pagebackup_core::{BackupBackend, BackupFlags, Handle, Interrupt, MemoryBackend, Page};
 
 fn page(fill: u8) -> Box<Page> {
@@ -48,12 +48,23 @@ fn a_backend_that_may_block_goes_to_the_blocking_pool() {
         Execution::Blocking,
         "the default capability is `may block`"
     );
+    // A backend that holds its first call until told: the call cannot
+    // finish before the first poll, so a pending poll means a hand-off.
+    let (gated, waiting, open) = Gated::new();
+    let adapter = SyncAdapter::new(gated.clone());
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let _entered = runtime.enter();
+    let mut fut = adapter.backup_page(page(1), 0, BackupFlags::NONE);
     assert!(
-        poll_once(adapter.backup_page(page(1), 0, BackupFlags::NONE)).is_pending(),
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending(),
         "the first poll hands the call to a blocking thread"
     );
+    // The call waits at the gate on another thread while this one goes on.
+    waiting.recv().unwrap();
+    open.send(()).unwrap();
+    let (handle, _) = runtime.block_on(fut);
+    runtime.block_on(adapter.drop_handle(handle.unwrap())).unwrap();
+    assert_eq!(gated.stats().stored_pages, 0);
 }
 
 #[test]
@@ -117,6 +128,141 @@ fn inline_calls_yield_to_other_tasks() {
     assert_eq!(memory.stats().stored_pages, 0);
 }
 
+/// The memory backend, declared never to block, with every call taking
+/// longer than [`INLINE_SLICE`]: a slow inline backend.
+#[derive(Debug, Default)]
+struct SlowInline(MemoryBackend);
+
+fn spin_past_a_slice() {
+    let start = std::time::Instant::now();
+    while start.elapsed() < INLINE_SLICE * 2 {
+        std::hint::spin_loop();
+    }
+}
+
+impl BackupBackend for SlowInline {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        spin_past_a_slice();
+        self.0.backup_page(page, idx, flags)
+    }
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        spin_past_a_slice();
+        self.0.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.0.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.0.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.0.stats()
+    }
+    fn never_blocks(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_long_inline_batch_lets_other_tasks_run_between_its_slices() {
+    let backend = Arc::new(SlowInline::default());
+    let adapter = SyncAdapter::new(backend.clone());
+    assert_eq!(adapter.execution(), Execution::Inline);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = tokio::spawn({
+            let (polls, stop) = (Arc::clone(&polls), Arc::clone(&stop));
+            async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = polls.load(std::sync::atomic::Ordering::Relaxed);
+        let pages = (0..8).map(|i| page(i as u8 + 1)).collect();
+        let backed = adapter.backup_pages(pages, 0, BackupFlags::NONE).await;
+        backed.result.unwrap();
+        let during_backup = polls.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let dsts = (0..8).map(|_| page(0)).collect();
+        let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
+        restored.unwrap();
+        let during_both = polls.load(std::sync::atomic::Ordering::Relaxed) - before;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        other.await.unwrap();
+        assert!(
+            during_backup >= 7,
+            "the other task ran {during_backup} times during 8 slow pages"
+        );
+        assert!(
+            during_both - during_backup >= 7,
+            "and {} times during their restore",
+            during_both - during_backup
+        );
+        for (i, dst) in dsts.iter().enumerate() {
+            assert_eq!(dst.0, [i as u8 + 1; 4096]);
+        }
+        adapter.drop_handles(&backed.handles).await.unwrap();
+    });
+    assert_eq!(backend.stats().stored_pages, 0);
+}
+
+#[test]
+fn an_inline_batch_dropped_between_slices_leaves_nothing_behind() {
+    for runtime in [
+        tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap(),
+    ] {
+        let backend = Arc::new(SlowInline::default());
+        let adapter = SyncAdapter::new(backend.clone());
+        let _entered = runtime.enter();
+        // Dropped after 1..=5 polls of a batch of 6 slow pages: each poll
+        // runs one slice.
+        for polls in 1..=5 {
+            let pages = (0..6).map(|_| page(polls)).collect();
+            let mut fut = adapter.backup_pages(pages, 0, BackupFlags::NONE);
+            for _ in 0..polls {
+                assert!(
+                    fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending(),
+                    "a batch of slow pages yields between its slices"
+                );
+            }
+            drop(fut);
+            assert_eq!(
+                backend.stats().stored_pages,
+                0,
+                "a backup dropped after {polls} polls left pages stored"
+            );
+        }
+        // A restore dropped part-way leaves the pages stored and sets its
+        // interrupt; the pages it did not reach keep their bytes.
+        let backed = runtime.block_on(adapter.backup_pages((0..6).map(|_| page(5)).collect(), 0, BackupFlags::NONE));
+        backed.result.unwrap();
+        let intr = Interrupt::new();
+        let dsts = (0..6).map(|_| page(0)).collect();
+        let mut fut = adapter.copy_pages(&backed.handles, dsts, Some(intr.clone()));
+        assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        drop(fut);
+        assert!(intr.is_interrupted());
+        assert_eq!(backend.stats().stored_pages, 6);
+        let (restored, dsts) =
+            runtime.block_on(adapter.copy_pages(&backed.handles, (0..6).map(|_| page(0)).collect(), None));
+        restored.unwrap();
+        assert!(dsts.iter().all(|d| d.0 == [5; 4096]));
+        backend.drop_handles(&backed.handles).unwrap();
+        assert_eq!(backend.stats().stored_pages, 0);
+    }
+}
+
 /// The memory backend without its `never_blocks` declaration: a backend
 /// that says nothing about blocking.
 #[derive(Debug)]
@@ -140,6 +286,186 @@ impl BackupBackend for Undeclared {
     }
     fn stats(&self) -> pagebackup_core::BackupStats {
         self.0.stats()
+    }
+}
+
+/// The memory backend behind a gate: its first backup call waits until the
+/// test opens the gate, so that calls made meanwhile queue up. Counts the
+/// batch calls and their pages.
+#[derive(Debug)]
+struct Gated {
+    inner: MemoryBackend,
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    gate: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    calls: std::sync::Mutex<Vec<usize>>,
+}
+
+impl Gated {
+    /// The backend, a receiver told when the first call waits at the gate,
+    /// and the sender that opens it.
+    fn new() -> (Arc<Self>, std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (entered, waiting) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let gated = Gated {
+            inner: MemoryBackend::new(),
+            entered: std::sync::Mutex::new(Some(entered)),
+            gate: std::sync::Mutex::new(Some(gate)),
+            calls: std::sync::Mutex::new(Vec::new()),
+        };
+        (Arc::new(gated), waiting, open)
+    }
+}
+
+impl BackupBackend for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn backup_pages(
+        &self,
+        pages: &[&Page],
+        first_idx: u64,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+    ) -> Result<(), pagebackup_core::BatchError> {
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            let gate = self.gate.lock().unwrap().take().unwrap();
+            gate.recv().unwrap();
+        }
+        self.calls.lock().unwrap().push(pages.len());
+        self.inner.backup_pages(pages, first_idx, flags, handles)
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        let mut handles = Vec::new();
+        self.backup_pages(&[page], idx, flags, &mut handles)
+            .map_err(|e| e.error)?;
+        Ok(handles[0])
+    }
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        self.inner.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.inner.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.inner.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn single_pages_made_while_a_job_runs_are_gathered_into_one_batch() {
+    let (backend, waiting, open) = Gated::new();
+    let adapter = Arc::new(SyncAdapter::new(backend.clone()));
+    assert_eq!(adapter.execution(), Execution::Blocking);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let submitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    runtime.block_on(async {
+        let spawn = |i: u64| {
+            let adapter = Arc::clone(&adapter);
+            let submitted = Arc::clone(&submitted);
+            tokio::spawn(async move {
+                // Counted in the same poll as the call's submission.
+                submitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (handle, _) = adapter.backup_page(page(i as u8), i, BackupFlags::NONE).await;
+                (i, handle.unwrap())
+            })
+        };
+        let first = spawn(0);
+        tokio::task::yield_now().await;
+        // The first page's job waits at the gate: the next 63 queue up.
+        tokio::task::spawn_blocking(move || waiting.recv().unwrap())
+            .await
+            .unwrap();
+        let rest: Vec<_> = (1..64).map(spawn).collect();
+        while submitted.load(std::sync::atomic::Ordering::SeqCst) < 64 {
+            tokio::task::yield_now().await;
+        }
+        open.send(()).unwrap();
+        let mut handles = vec![first.await.unwrap()];
+        for task in rest {
+            handles.push(task.await.unwrap());
+        }
+        assert_eq!(
+            *backend.calls.lock().unwrap(),
+            [1, 63],
+            "the queued pages, with consecutive idx, go as one batch"
+        );
+        for (i, handle) in handles {
+            let (restored, dst) = adapter.copy_page(page(0xff), handle, None).await;
+            restored.unwrap();
+            assert_eq!(dst.0, [i as u8; 4096]);
+        }
+    });
+}
+
+#[test]
+fn gathered_calls_dropped_or_left_at_shutdown_leave_nothing_behind() {
+    for multi_thread in [false, true] {
+        let (backend, waiting, open) = Gated::new();
+        let adapter = Arc::new(SyncAdapter::new(backend.clone()));
+        let runtime = match multi_thread {
+            true => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap(),
+            false => tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        };
+        // Handles that tasks finished before the shutdown received.
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = runtime.block_on(async {
+            let stored = adapter.backup_page(page(1), 100, BackupFlags::NONE);
+            let mut stored = Box::pin(stored);
+            assert!(
+                stored
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+            );
+            waiting.recv().unwrap();
+            // Queued behind the gate: backups dropped after 1 poll, a
+            // restore dropped after 1 poll, and tasks still waiting when
+            // the runtime shuts down.
+            for i in 0..8 {
+                let mut fut = adapter.backup_page(page(2), i, BackupFlags::NONE);
+                assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+            }
+            for i in 0..8 {
+                let (adapter, held) = (Arc::clone(&adapter), Arc::clone(&held));
+                drop(tokio::spawn(async move {
+                    let (handle, _) = adapter.backup_page(page(3), 50 + i, BackupFlags::NONE).await;
+                    held.lock().unwrap().push(handle.unwrap());
+                }));
+            }
+            tokio::task::yield_now().await;
+            open.send(()).unwrap();
+            let (handle, _) = stored.await;
+            handle.unwrap()
+        });
+        // Shut down with tasks still waiting for gathered calls (the
+        // workers stop before the handles held are counted).
+        runtime.shutdown_timeout(std::time::Duration::from_secs(30));
+        let settle = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        settle.block_on(adapter.flush()).unwrap();
+        let held = std::mem::take(&mut *held.lock().unwrap());
+        assert_eq!(
+            backend.stats().stored_pages,
+            1 + held.len() as u64,
+            "multi_thread {multi_thread}: only the pages whose futures took their handles are stored"
+        );
+        backend.drop_handles(&held).unwrap();
+        let (restored, dst) = settle.block_on(adapter.copy_page(page(0), kept, None));
+        restored.unwrap();
+        assert_eq!(dst.0, [1; 4096]);
+        let intr = Interrupt::new();
+        let _entered = settle.enter();
+        let mut fut = adapter.copy_page(page(0), kept, Some(intr.clone()));
+        let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        drop(fut);
+        settle.block_on(adapter.flush()).unwrap();
+        assert_eq!(backend.stats().stored_pages, 1, "a dropped restore keeps the page");
     }
 }
 

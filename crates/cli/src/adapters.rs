@@ -14,6 +14,15 @@ use pagebackup::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
 /// An error an adapter reports.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// `e` and every error of its chain of sources on one line, outermost
+/// first: each level's `Display` says only its own part.
+pub fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let chain: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    chain.join(": ")
+}
+
 /// What an adapter keeps for one batch it backed up, to restore and free it.
 #[derive(Debug)]
 pub enum Stored {

@@ -393,7 +393,8 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
     let runtime = runtime()?;
     let mut subjects: Vec<(String, Arc<dyn AsyncBackupBackend>, bool)> = Vec::new();
     for spec in &bench.specs {
-        let backend = open_async(spec).map_err(|e| format!("--backend {}: {e}", shown(spec)))?;
+        let backend = open_async(spec)
+            .map_err(|e| format!("--backend {}: {}", shown(spec), shown(&crate::adapters::report(&e))))?;
         subjects.push((spec.clone(), backend, true));
     }
     subjects.push((

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Whatever failed, a password in a spec it quotes stays hidden.
-            eprintln!("pagebackup: {}", shown(&e.to_string()));
+            eprintln!("pagebackup: {}", shown(&pagebackup_cli::adapters::report(&*e)));
             ExitCode::from(stop::exit_status(&e))
         }
     }
@@ -151,7 +151,15 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
     let specs = specs(args);
     let backends = specs
         .iter()
-        .map(|spec| Backend::open(spec).map_err(|e| format!("--backend {}: {e}", shown(spec))))
+        .map(|spec| {
+            Backend::open(spec).map_err(|e| {
+                format!(
+                    "--backend {}: {}",
+                    shown(spec),
+                    shown(&pagebackup_cli::adapters::report(&*e))
+                )
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut needed: Vec<&str> = Vec::new();
     for name in backends.iter().flat_map(Backend::baselines) {
@@ -170,8 +178,10 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
         match baseline(name, pages) {
             Ok(adapter) => all.push(adapter),
             // A baseline only --baselines all asked for may be missing here (io_uring).
-            Err(e) if !needed.contains(&name) => eprintln!("pagebackup: {name} left out: {e}"),
-            Err(e) => return Err(format!("{name}: {e}").into()),
+            Err(e) if !needed.contains(&name) => {
+                eprintln!("pagebackup: {name} left out: {}", pagebackup_cli::adapters::report(&*e))
+            }
+            Err(e) => return Err(format!("{name}: {}", pagebackup_cli::adapters::report(&*e)).into()),
         }
     }
     if args.kernel_zram {

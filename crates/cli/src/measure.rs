@@ -125,7 +125,7 @@ pub fn restore_buffer(pages: usize) -> Box<[Page]> {
 /// Runs `adapter` over `corpus` in `mode`, `rounds` times, restoring into
 /// `out` (a [`restore_buffer`] as long as the corpus), and keeps each
 /// operation's best round. The first round verifies every restored page
-/// and takes the footprint; later rounds verify one page in [`SAMPLE`].
+/// and takes the footprint; later rounds verify one page in `SAMPLE` (8).
 /// `tick` is told of every batch done; an error from it (a request to
 /// stop) ends the run with that error.
 pub fn run(

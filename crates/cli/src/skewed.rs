@@ -98,8 +98,8 @@ pub fn bench(specs: &[String], corpus: &[Page], skew: Skew, rounds: usize) -> Re
     for spec in specs {
         let mut best: Option<SkewRun> = None;
         for round in 0..rounds.max(1) {
-            let run =
-                replay(spec, corpus, skew, round as u64).map_err(|e| format!("--backend {}: {e}", shown(spec)))?;
+            let run = replay(spec, corpus, skew, round as u64)
+                .map_err(|e| format!("--backend {}: {}", shown(spec), shown(&crate::adapters::report(&*e))))?;
             best = Some(match best {
                 Some(b) => SkewRun {
                     hot_gbps: b.hot_gbps.max(run.hot_gbps),

@@ -1,7 +1,6 @@
 //! The [`BackupBackend`] trait.
 
 use std::fmt::Debug;
-use std::sync::Arc;
 
 use crate::error::{BackupError, BatchError, Operation, Origin, Result};
 use crate::{BackupFlags, BackupStats, Handle, Interrupt, Page};
@@ -67,6 +66,14 @@ pub trait BackupBackend: Send + Sync + Debug {
     /// Returns once every backup made so far has reached the backend's own
     /// storage (staged writes completed). The default does nothing.
     fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Gives back space that comes back only when asked (the compaction of
+    /// a packed arena), for a caller that has just dropped or moved many
+    /// pages out; a tiered backend's policy calls it on a tier pages left.
+    /// Every live handle stays valid. The default does nothing.
+    fn maintain(&self) -> Result<()> {
         Ok(())
     }
 
@@ -181,98 +188,3 @@ pub fn check_batch_lengths(backend: &'static str, handles: usize, dsts: usize) -
         },
     })
 }
-
-/// Implements [`BackupBackend`] for a type by forwarding every method, batch
-/// forms included, to the backend an expression gives: for backends that
-/// wrap another (a slot store, a layer that changes nothing) and for smart
-/// pointers. A method added to the trait is forwarded here once, for all.
-///
-/// ```
-/// use pagebackup_core::{MemoryBackend, forward_backend};
-///
-/// /// A backend that is a memory backend under another name.
-/// #[derive(Debug)]
-/// struct Mine(MemoryBackend);
-/// forward_backend!(impl[] Mine => |s| s.0);
-/// ```
-#[macro_export]
-macro_rules! forward_backend {
-    (impl[$($generics:tt)*] $ty:ty => |$s:ident| $inner:expr) => {
-        #[deny(clippy::missing_trait_methods)]
-        impl<$($generics)*> $crate::BackupBackend for $ty {
-            fn name(&self) -> &'static str {
-                let $s = self;
-                $inner.name()
-            }
-            fn backup_page(
-                &self,
-                page: &$crate::Page,
-                idx: u64,
-                flags: $crate::BackupFlags,
-            ) -> $crate::Result<$crate::Handle> {
-                let $s = self;
-                $inner.backup_page(page, idx, flags)
-            }
-            fn copy_page(
-                &self,
-                dst: &mut $crate::Page,
-                handle: $crate::Handle,
-                intr: Option<&$crate::Interrupt>,
-            ) -> $crate::Result<()> {
-                let $s = self;
-                $inner.copy_page(dst, handle, intr)
-            }
-            fn drop_handle(&self, handle: $crate::Handle) -> $crate::Result<()> {
-                let $s = self;
-                $inner.drop_handle(handle)
-            }
-            fn bytes_avail(&self) -> u64 {
-                let $s = self;
-                $inner.bytes_avail()
-            }
-            fn stats(&self) -> $crate::BackupStats {
-                let $s = self;
-                $inner.stats()
-            }
-            fn flush(&self) -> $crate::Result<()> {
-                let $s = self;
-                $inner.flush()
-            }
-            fn never_blocks(&self) -> bool {
-                let $s = self;
-                $inner.never_blocks()
-            }
-            fn stored_size(&self, handle: $crate::Handle) -> Option<u64> {
-                let $s = self;
-                $inner.stored_size(handle)
-            }
-            fn backup_pages(
-                &self,
-                pages: &[&$crate::Page],
-                first_idx: u64,
-                flags: $crate::BackupFlags,
-                handles: &mut Vec<$crate::Handle>,
-            ) -> $crate::Result<(), $crate::BatchError> {
-                let $s = self;
-                $inner.backup_pages(pages, first_idx, flags, handles)
-            }
-            fn copy_pages(
-                &self,
-                handles: &[$crate::Handle],
-                dsts: &mut [&mut $crate::Page],
-                intr: Option<&$crate::Interrupt>,
-            ) -> $crate::Result<(), $crate::BatchError> {
-                let $s = self;
-                $inner.copy_pages(handles, dsts, intr)
-            }
-            fn drop_handles(&self, handles: &[$crate::Handle]) -> $crate::Result<(), $crate::BatchError> {
-                let $s = self;
-                $inner.drop_handles(handles)
-            }
-        }
-    };
-}
-
-forward_backend!(impl['a, T: BackupBackend + ?Sized] &'a T => |s| (**s));
-forward_backend!(impl[T: BackupBackend + ?Sized] Box<T> => |s| (**s));
-forward_backend!(impl[T: BackupBackend + ?Sized] Arc<T> => |s| (**s));

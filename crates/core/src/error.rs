@@ -1,10 +1,11 @@
 //! [`BackupError`], [`BatchError`] and the context every error carries.
 //!
-//! One rule for every error of the crate: its `Display` is the whole message
-//! on one line, the underlying error's message included, and
-//! [`source`](std::error::Error::source) gives what lies *below* what
-//! `Display` printed, so that printing a chain repeats nothing. The
-//! underlying error itself stays reachable ([`BackupError::cause`]).
+//! One rule for every error of the crate, as in `std::io` and
+//! `object_store`: its `Display` says what failed at its own level and
+//! nothing below it, and [`source`](std::error::Error::source) is the error
+//! that caused it, itself, so that `downcast_ref` finds it (the
+//! [`std::io::Error`] of a failed write) and a report that walks the chain
+//! (`anyhow`'s `{:#}`, `eyre`'s) prints each level once.
 
 use std::{fmt, io};
 
@@ -190,6 +191,24 @@ pub enum BackupError {
 }
 
 impl BackupError {
+    /// The error for an I/O failure at `origin`, with `source` as its
+    /// cause: `ENOSPC`, `EFBIG`, `ENOMEM` and `EDQUOT` are
+    /// [`ErrorKind::NoSpace`], anything else [`BackupError::Io`].
+    pub fn io(origin: Origin, source: io::Error) -> Self {
+        use rustix::io::Errno;
+        match source.raw_os_error().map(Errno::from_raw_os_error) {
+            Some(Errno::NOSPC | Errno::FBIG | Errno::NOMEM | Errno::DQUOT) => Self::Caused {
+                origin,
+                kind: ErrorKind::NoSpace,
+                detail: "no space left: the storage refused the write; drop handles, flush, or give the backend \
+                         more space"
+                    .into(),
+                source: Box::new(source),
+            },
+            _ => Self::Io { origin, source },
+        }
+    }
+
     /// The error's kind.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -238,9 +257,8 @@ impl BackupError {
         self
     }
 
-    /// The underlying error whose message `Display` includes, if any (the
-    /// I/O error, the caused-by error), for callers that want to inspect or
-    /// downcast it.
+    /// The error that caused this one, if any (the I/O error, the
+    /// caused-by error): the same as [`source`](std::error::Error::source).
     pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io { source, .. } => Some(source),
@@ -274,17 +292,16 @@ impl fmt::Display for BackupError {
             Self::Unsupported { detail, .. } => write!(f, "{origin}: unsupported: {detail}"),
             Self::InvalidInput { detail, .. } => write!(f, "{origin}: invalid input: {detail}"),
             Self::Config { detail, .. } => write!(f, "{origin}: invalid configuration: {detail}"),
-            Self::Io { source, .. } => write!(f, "{origin}: I/O error: {source}"),
-            Self::Caused { detail, source, .. } => write!(f, "{origin}: {detail}: {source}"),
+            Self::Io { .. } => write!(f, "{origin}: I/O error"),
+            Self::Caused { detail, .. } => write!(f, "{origin}: {detail}"),
         }
     }
 }
 
 impl std::error::Error for BackupError {
-    /// Below the message: the cause's own source ([`BackupError::cause`]
-    /// gives the cause, whose message `Display` already includes).
+    /// The cause ([`BackupError::cause`]), whose message `Display` leaves out.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause().and_then(std::error::Error::source)
+        self.cause()
     }
 }
 
@@ -296,7 +313,8 @@ impl std::error::Error for BackupError {
 /// it were left as they were, so calling again with the rest continues.
 /// ([`PageArray::purge`](crate::PageArray::purge) is the one exception: it
 /// goes on past a failed drop, and `completed` counts the positions it
-/// emptied.) `?` turns it into its [`BackupError`].
+/// emptied.) `?` turns it into its [`BackupError`], which is also its
+/// [`source`](std::error::Error::source).
 #[derive(Debug)]
 pub struct BatchError {
     /// Items done before the failure.
@@ -316,16 +334,16 @@ impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (stopped after {} items; the rest were left as they were)",
-            self.error, self.completed
+            "batch stopped after {} items; the rest were left as they were",
+            self.completed
         )
     }
 }
 
 impl std::error::Error for BatchError {
-    /// Below the message, which includes `error`'s: `error`'s own source.
+    /// `error`, why item `completed` failed.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.error)
+        Some(&self.error)
     }
 }
 
@@ -356,9 +374,9 @@ mod tests {
         );
         let b = BatchError { completed: 3, error: e };
         assert_eq!(b.kind(), ErrorKind::NoSpace);
-        assert!(
-            b.to_string()
-                .ends_with("(stopped after 3 items; the rest were left as they were)")
+        assert_eq!(
+            b.to_string(),
+            "batch stopped after 3 items; the rest were left as they were"
         );
         let io = BackupError::Io {
             origin: Origin::new("file", Operation::Flush),
@@ -417,8 +435,9 @@ mod tests {
         assert_eq!(
             chain(&batch),
             [
-                "compressed backend: open: cannot load the dictionary: middle \
-                 (stopped after 2 items; the rest were left as they were)",
+                "batch stopped after 2 items; the rest were left as they were",
+                "compressed backend: open: cannot load the dictionary",
+                "middle",
                 "leaf cause"
             ]
         );
@@ -426,7 +445,15 @@ mod tests {
             origin: Origin::new("file", Operation::Flush),
             source: io::Error::from_raw_os_error(28),
         };
-        assert_eq!(chain(&io).len(), 1, "{:?}", chain(&io));
+        assert_eq!(
+            chain(&io),
+            [
+                "file backend: flush: I/O error",
+                &io::Error::from_raw_os_error(28).to_string()
+            ]
+        );
+        let source = std::error::Error::source(&io).and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(source.and_then(io::Error::raw_os_error), Some(28));
     }
 
     #[test]

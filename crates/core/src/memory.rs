@@ -28,6 +28,11 @@ const CHUNK_PAGES: usize = 64;
 /// Handles carry the slot, its generation and the instance's key (see
 /// [`HandleCodec`]): dropped, forged and foreign handles give
 /// [`BackupError::InvalidHandle`].
+///
+/// **Blocking class**: never blocks. A call copies under a shard lock held
+/// for the copy only, and the limit refuses a backup (`NoSpace`) rather
+/// than waiting for room, so [`never_blocks`](BackupBackend::never_blocks)
+/// is `true` and an async adapter runs it on the calling task.
 pub struct MemoryBackend {
     codec: HandleCodec,
     shards: Shards<Shard>,

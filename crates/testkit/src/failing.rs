@@ -119,31 +119,29 @@ impl<D: Device> FailingDevice<D> {
     }
 }
 
-impl<D: Device> Device for FailingDevice<D> {
-    fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-        match (0..runs.len()).find_map(|k| self.plan.fails_next(DeviceOp::Write).map(|e| (k, e))) {
-            Some((done, error)) => {
-                self.inner.write(&runs[..done])?;
-                Err(RunError { done, error })
-            }
-            None => self.inner.write(runs),
-        }
+// SAFETY: every call passes on to `inner` (part of) what it was given, and touches nothing else.
+unsafe impl<D: Device> Device for FailingDevice<D> {
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+        let done = (0..runs.len()).find_map(|k| self.plan.fails_next(DeviceOp::Write).map(|e| (k, e)));
+        let to_write = done.as_ref().map_or(runs, |&(done, _)| &runs[..done]);
+        // SAFETY: the caller holds these slots alone, as `Device::write` asks of it.
+        unsafe { self.inner.write(to_write) }?;
+        done.map_or(Ok(()), |(done, error)| Err(RunError { done, error }))
     }
 
-    fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        match (0..runs.len()).find_map(|k| self.plan.fails_next(DeviceOp::Read).map(|e| (k, e))) {
-            Some((done, error)) => {
-                self.inner.read(&mut runs[..done])?;
-                Err(RunError { done, error })
-            }
-            None => self.inner.read(runs),
-        }
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        let done = (0..runs.len()).find_map(|k| self.plan.fails_next(DeviceOp::Read).map(|e| (k, e)));
+        let end = done.as_ref().map_or(runs.len(), |&(done, _)| done);
+        // SAFETY: the slots were written and nothing writes or releases them meanwhile, as `Device::read` asks of the caller.
+        unsafe { self.inner.read(&mut runs[..end]) }?;
+        done.map_or(Ok(()), |(done, error)| Err(RunError { done, error }))
     }
 
-    fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+    unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         match self.plan.fails_next(DeviceOp::Release) {
             Some(error) => Err(error),
-            None => self.inner.release(slot, count),
+            // SAFETY: no write or read of these slots runs meanwhile, as `Device::release` asks of the caller.
+            None => unsafe { self.inner.release(slot, count) },
         }
     }
 

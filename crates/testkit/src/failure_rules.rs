@@ -32,7 +32,9 @@ pub type MakeFailing<'a> = &'a dyn Fn(Arc<FaultPlan>) -> Box<dyn BackupBackend>;
 ///   every handle stays live, and a [`PageArray`] restores all its pages;
 /// - a `PageArray` backup that fails part-way restores every page exactly.
 ///
-/// After each scenario the backend holds no page and no storage.
+/// Every error the device's failure causes has the device's
+/// [`std::io::Error`] in its chain of sources. After each scenario the
+/// backend holds no page and no storage.
 pub fn check_failure_rules(make: MakeFailing<'_>) {
     batch_backup_keeps_exactly_the_completed_runs(make);
     single_backup_failure_holds_nothing(make);
@@ -60,6 +62,19 @@ fn verify(b: &dyn BackupBackend, handles: &[Handle], specs: &[PageSpec]) {
         spec.verify(&page)
             .unwrap_or_else(|e| panic!("{}: page {k}: {e}", b.name()));
     }
+}
+
+/// Panics unless the chain of `err` (by `source`) reaches the
+/// [`std::io::Error`] the device failed with, `errno`, by `downcast_ref`.
+fn assert_io_cause(b: &dyn BackupBackend, err: &(dyn std::error::Error + 'static), errno: i32) {
+    let found = std::iter::successors(Some(err), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.raw_os_error() == Some(errno));
+    assert!(
+        found,
+        "{}: the device's error {errno} is not in the chain of {err:?}",
+        b.name()
+    );
 }
 
 fn assert_holds(b: &dyn BackupBackend, pages: u64, when: &str) {
@@ -112,6 +127,7 @@ fn batch_backup_keeps_exactly_the_completed_runs(make: MakeFailing<'_>) {
             "{}: a batch whose second run failed: {err}",
             b.name()
         );
+        assert_io_cause(&*b, &err, errno);
         assert_holds(&*b, 24 + 8, "after a failed batch");
         verify(&*b, &handles, &specs[..8]);
         verify(&*b, &old, &old_specs);
@@ -129,6 +145,7 @@ fn single_backup_failure_holds_nothing(make: MakeFailing<'_>) {
     plan.fail(DeviceOp::Write, 0, EIO, false);
     let err = b.backup_page(&pages[1], 1, BackupFlags::NONE).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{}: {err}", b.name());
+    assert_io_cause(&*b, &err, EIO);
     b.flush().unwrap();
     assert_holds(&*b, 1, "after a failed single backup");
     verify(&*b, &[kept], &specs[..1]);
@@ -151,6 +168,7 @@ fn restore_failure_leaves_backups(make: MakeFailing<'_>) {
             "{}: a restore whose second run failed: {err}",
             b.name()
         );
+        assert_io_cause(&*b, &err, EIO);
     }
     for (k, page) in out[..8].iter().enumerate() {
         specs[k]
@@ -175,6 +193,7 @@ fn drop_failure_keeps_later_handles_live(make: MakeFailing<'_>) {
         "{}: a drop whose second release failed: {err}",
         b.name()
     );
+    assert_io_cause(&*b, &err, EIO);
     let mut page = Page::new_boxed();
     for &h in &handles[..8] {
         assert_eq!(

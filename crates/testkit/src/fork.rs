@@ -5,11 +5,24 @@
 /// returned `true` (a panic counts as `false`). The child sees a copy of
 /// the caller's memory (the backends it captures included) and leaves with
 /// `_exit`, never returning into the test harness.
-pub fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
-    // Locks other threads held at the fork stay held in the child, so
-    // `child` must not take locks other threads may hold (a backend's own
-    // locks are free while no other thread uses it).
-    // SAFETY: the child only runs `child` and leaves with _exit.
+///
+/// Safe code cannot fork:
+///
+/// ```compile_fail,E0133
+/// // error[E0133]: call to unsafe function requires unsafe block
+/// let ok = pagebackup_testkit::in_forked_child(|| true);
+/// ```
+///
+/// # Safety
+///
+/// Only the calling thread exists in the child, and locks other threads
+/// held at the fork stay held there forever: `child` must not take a lock
+/// (the allocator's included, in a C library whose `malloc` is not
+/// fork-safe) or use state that another thread of the parent may have
+/// been changing at the fork. A backend that no other thread is using is
+/// fine: its locks are free.
+pub unsafe fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
+    // SAFETY: the child only runs `child`, which the caller promises takes no lock another thread may hold, and leaves with _exit.
     match unsafe { libc::fork() } {
         -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
         0 => {

@@ -69,7 +69,7 @@ mod sync_view;
 pub use async_subject::AsyncSubject;
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-pub use async_suite::{AsyncCheck, async_conformance, buffers_come_back, failed_backups_give_pages_back};
+pub use async_suite::{AsyncCheck, buffers_come_back, failed_backups_give_pages_back};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use cancellation::{
@@ -86,11 +86,14 @@ pub use model::{Divergence, ModelConfig, ModelReport, check_model};
 pub use race::{RaceConfig, RaceReport, check_racing_restores};
 pub use rng::SplitMix64;
 pub use subject::{Capabilities, Subject};
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use suite::async_conformance;
 pub use suite::{
     Check, LIMIT_PAGES, batch_matches_single, batch_stops_at_failure, caller_page_reusable, conformance,
     drop_releases_storage, dropped_handles_invalid, errors_name_backend_and_operation, exact_bytes,
     foreign_handles_invalid, forged_handles_invalid, idx_never_aliases, interrupt_and_resume, model_sequence, no_space,
-    run_all, threads, writeback_and_flush,
+    racing_restores, run_all, threads, writeback_and_flush,
 };
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]

@@ -17,95 +17,154 @@ use crate::{Capabilities, PageClass, PageSpec, SplitMix64, Subject};
 
 const SEED: u64 = 0x5eed_c0de;
 
-/// One case of the conformance suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Check {
+/// The suite's checks, listed once: each as its [`Check`] variant, its
+/// rstest case name and how [`Check::run`] runs it on the subject, a fresh
+/// backend of it and its capabilities. Produces the enum, [`Check::ALL`],
+/// the dispatch and the rstest templates (`conformance`, and
+/// `async_conformance` with the feature `async`).
+macro_rules! checks {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident / $case:ident => |$subject:pat_param, $backend:pat_param, $caps:pat_param| $run:expr;
+    )*) => {
+        /// One case of the conformance suite.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Check {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Check {
+            /// Every check, in the suite's order.
+            pub const ALL: [Check; [$(stringify!($variant)),*].len()] = [$(Check::$variant),*];
+
+            /// Runs the check on `backend`, a fresh instance of `subject`.
+            fn dispatch(self, subject: &Subject, backend: &dyn BackupBackend, caps: &Capabilities) {
+                match self {
+                    $(Check::$variant => {
+                        let ($subject, $backend, $caps) = (subject, backend, caps);
+                        $run
+                    })*
+                }
+            }
+        }
+
+        /// The suite as an rstest template: one test case per [`Check`]. See the
+        /// [crate documentation](crate) for how a backend crate applies it.
+        #[rstest_reuse::template]
+        #[export]
+        // rstest_reuse exports the template as a macro with a random suffix
+        // (`conformance_7434186057334638599`) re-exported under its name: `hidden`
+        // keeps the suffixed macro out of the docs.
+        #[hidden]
+        #[rstest]
+        $(#[case::$case(pagebackup_testkit::Check::$variant)])*
+        pub fn conformance(#[case] check: Check) {}
+
+        /// The async suite as an rstest template: one test case per
+        /// [`AsyncCheck`](crate::AsyncCheck). A crate applies it as the sync
+        /// `conformance` template is applied, with an
+        /// [`AsyncSubject`](crate::AsyncSubject).
+        #[cfg(feature = "async")]
+        #[rstest_reuse::template]
+        #[export]
+        #[hidden]
+        #[rstest]
+        $(#[case::$case(pagebackup_testkit::AsyncCheck::Sync(pagebackup_testkit::Check::$variant))])*
+        #[case::buffers_come_back(pagebackup_testkit::AsyncCheck::BuffersComeBack)]
+        #[case::dropped_restore_interrupts(pagebackup_testkit::AsyncCheck::DroppedRestoreInterrupts)]
+        #[case::cancellation_current_thread(pagebackup_testkit::AsyncCheck::Cancellation(
+            pagebackup_testkit::Flavor::CurrentThread
+        ))]
+        #[case::cancellation_multi_thread(pagebackup_testkit::AsyncCheck::Cancellation(
+            pagebackup_testkit::Flavor::MultiThread
+        ))]
+        #[case::page_array_cancellation_current_thread(pagebackup_testkit::AsyncCheck::PageArrayCancellation(
+            pagebackup_testkit::Flavor::CurrentThread
+        ))]
+        #[case::page_array_cancellation_multi_thread(pagebackup_testkit::AsyncCheck::PageArrayCancellation(
+            pagebackup_testkit::Flavor::MultiThread
+        ))]
+        #[case::shutdown_in_flight_current_thread(pagebackup_testkit::AsyncCheck::ShutdownInFlight(
+            pagebackup_testkit::Flavor::CurrentThread
+        ))]
+        #[case::shutdown_in_flight_multi_thread(pagebackup_testkit::AsyncCheck::ShutdownInFlight(
+            pagebackup_testkit::Flavor::MultiThread
+        ))]
+        #[case::drop_after_shutdown_current_thread(pagebackup_testkit::AsyncCheck::DropAfterShutdown(
+            pagebackup_testkit::Flavor::CurrentThread
+        ))]
+        #[case::drop_after_shutdown_multi_thread(pagebackup_testkit::AsyncCheck::DropAfterShutdown(
+            pagebackup_testkit::Flavor::MultiThread
+        ))]
+        #[case::flush_after_cancel(pagebackup_testkit::AsyncCheck::FlushAfterCancel)]
+        #[case::page_array_dropped_with_runtime_current_thread(pagebackup_testkit::AsyncCheck::PageArrayDroppedWithRuntime(
+            pagebackup_testkit::Flavor::CurrentThread
+        ))]
+        #[case::page_array_dropped_with_runtime_multi_thread(pagebackup_testkit::AsyncCheck::PageArrayDroppedWithRuntime(
+            pagebackup_testkit::Flavor::MultiThread
+        ))]
+        #[case::drop_with_cancelled_ops_current_thread(pagebackup_testkit::AsyncCheck::DropWithCancelledOps(
+            pagebackup_testkit::Flavor::CurrentThread
+        ))]
+        #[case::drop_with_cancelled_ops_multi_thread(pagebackup_testkit::AsyncCheck::DropWithCancelledOps(
+            pagebackup_testkit::Flavor::MultiThread
+        ))]
+        pub fn async_conformance(#[case] check: pagebackup_testkit::AsyncCheck) {}
+    };
+}
+
+checks! {
     /// [`exact_bytes`]
-    ExactBytes,
+    ExactBytes / exact_bytes => |_, b, caps| exact_bytes(b, caps);
     /// [`idx_never_aliases`]
-    IdxNeverAliases,
+    IdxNeverAliases / idx_never_aliases => |_, b, caps| idx_never_aliases(b, caps);
     /// [`caller_page_reusable`]
-    CallerPageReusable,
+    CallerPageReusable / caller_page_reusable => |_, b, caps| caller_page_reusable(b, caps);
     /// [`dropped_handles_invalid`]
-    DroppedHandlesInvalid,
+    DroppedHandlesInvalid / dropped_handles_invalid => |_, b, caps| dropped_handles_invalid(b, caps);
     /// [`forged_handles_invalid`]
-    ForgedHandlesInvalid,
+    ForgedHandlesInvalid / forged_handles_invalid => |_, b, caps| forged_handles_invalid(b, caps);
     /// [`foreign_handles_invalid`]
-    ForeignHandlesInvalid,
+    ForeignHandlesInvalid / foreign_handles_invalid =>
+        |subject, b, caps| foreign_handles_invalid(b, &*subject.create(), caps);
     /// [`no_space`]
-    NoSpace,
+    NoSpace / no_space => |subject, _, caps| match subject.limited(LIMIT_PAGES * PAGE_SIZE as u64) {
+        Some(limited) => {
+            no_space(&*limited, caps, LIMIT_PAGES * PAGE_SIZE as u64);
+            assert_empty(&*limited);
+        }
+        None => println!("skipped: {} has no space limit to exhaust", subject.name()),
+    };
     /// [`drop_releases_storage`]
-    DropReleasesStorage,
+    DropReleasesStorage / drop_releases_storage => |_, b, caps| drop_releases_storage(b, caps);
     /// [`batch_matches_single`]
-    BatchMatchesSingle,
+    BatchMatchesSingle / batch_matches_single => |_, b, caps| batch_matches_single(b, caps);
     /// [`batch_stops_at_failure`]
-    BatchStopsAtFailure,
+    BatchStopsAtFailure / batch_stops_at_failure => |_, b, caps| batch_stops_at_failure(b, caps);
     /// [`interrupt_and_resume`]
-    InterruptAndResume,
+    InterruptAndResume / interrupt_and_resume => |_, b, caps| interrupt_and_resume(b, caps);
     /// [`writeback_and_flush`]
-    WritebackAndFlush,
+    WritebackAndFlush / writeback_and_flush => |_, b, caps| writeback_and_flush(b, caps);
     /// [`errors_name_backend_and_operation`]
-    ErrorsNameBackendAndOperation,
+    ErrorsNameBackendAndOperation / errors_name_backend_and_operation =>
+        |_, b, caps| errors_name_backend_and_operation(b, caps);
     /// [`model_sequence`]
-    ModelSequence,
+    ModelSequence / model_sequence => |_, b, caps| model_sequence(b, caps);
     /// [`threads`]
-    Threads,
+    Threads / threads => |_, b, caps| threads(b, caps);
     /// [`racing_restores`]
-    RacingRestores,
+    RacingRestores / racing_restores => |_, b, caps| racing_restores(b, caps);
 }
 
 impl Check {
-    /// Every check, in the suite's order.
-    pub const ALL: [Check; 16] = [
-        Check::ExactBytes,
-        Check::IdxNeverAliases,
-        Check::CallerPageReusable,
-        Check::DroppedHandlesInvalid,
-        Check::ForgedHandlesInvalid,
-        Check::ForeignHandlesInvalid,
-        Check::NoSpace,
-        Check::DropReleasesStorage,
-        Check::BatchMatchesSingle,
-        Check::BatchStopsAtFailure,
-        Check::InterruptAndResume,
-        Check::WritebackAndFlush,
-        Check::ErrorsNameBackendAndOperation,
-        Check::ModelSequence,
-        Check::Threads,
-        Check::RacingRestores,
-    ];
-
     /// Runs the check on fresh instances of `subject`, then checks that the
     /// instance holds no page afterwards. Prints why it skips where the
     /// subject lacks a capability the check needs.
     pub fn run(self, subject: &Subject) {
         let caps = subject.capabilities();
         let backend = subject.create();
-        match self {
-            Check::ExactBytes => exact_bytes(&*backend, &caps),
-            Check::IdxNeverAliases => idx_never_aliases(&*backend, &caps),
-            Check::CallerPageReusable => caller_page_reusable(&*backend, &caps),
-            Check::DroppedHandlesInvalid => dropped_handles_invalid(&*backend, &caps),
-            Check::ForgedHandlesInvalid => forged_handles_invalid(&*backend, &caps),
-            Check::ForeignHandlesInvalid => foreign_handles_invalid(&*backend, &*subject.create(), &caps),
-            Check::NoSpace => match subject.limited(LIMIT_PAGES * PAGE_SIZE as u64) {
-                Some(limited) => {
-                    no_space(&*limited, &caps, LIMIT_PAGES * PAGE_SIZE as u64);
-                    assert_empty(&*limited);
-                }
-                None => println!("skipped: {} has no space limit to exhaust", subject.name()),
-            },
-            Check::DropReleasesStorage => drop_releases_storage(&*backend, &caps),
-            Check::BatchMatchesSingle => batch_matches_single(&*backend, &caps),
-            Check::BatchStopsAtFailure => batch_stops_at_failure(&*backend, &caps),
-            Check::InterruptAndResume => interrupt_and_resume(&*backend, &caps),
-            Check::WritebackAndFlush => writeback_and_flush(&*backend, &caps),
-            Check::ErrorsNameBackendAndOperation => errors_name_backend_and_operation(&*backend, &caps),
-            Check::ModelSequence => model_sequence(&*backend, &caps),
-            Check::Threads => threads(&*backend, &caps),
-            Check::RacingRestores => racing_restores(&*backend, &caps),
-        }
+        self.dispatch(subject, &*backend, &caps);
         assert_empty(&*backend);
     }
 }
@@ -758,30 +817,3 @@ pub fn racing_restores(b: &dyn BackupBackend, _caps: &Capabilities) {
     .unwrap_or_else(|e| panic!("{e}"));
     println!("{}: racing restores: {report}", b.name());
 }
-
-/// The suite as an rstest template: one test case per [`Check`]. See the
-/// [crate documentation](crate) for how a backend crate applies it.
-#[rstest_reuse::template]
-#[export]
-// rstest_reuse exports the template as a macro with a random suffix
-// (`conformance_7434186057334638599`) re-exported under its name: `hidden`
-// keeps the suffixed macro out of the docs.
-#[hidden]
-#[rstest]
-#[case::exact_bytes(pagebackup_testkit::Check::ExactBytes)]
-#[case::idx_never_aliases(pagebackup_testkit::Check::IdxNeverAliases)]
-#[case::caller_page_reusable(pagebackup_testkit::Check::CallerPageReusable)]
-#[case::dropped_handles_invalid(pagebackup_testkit::Check::DroppedHandlesInvalid)]
-#[case::forged_handles_invalid(pagebackup_testkit::Check::ForgedHandlesInvalid)]
-#[case::foreign_handles_invalid(pagebackup_testkit::Check::ForeignHandlesInvalid)]
-#[case::no_space(pagebackup_testkit::Check::NoSpace)]
-#[case::drop_releases_storage(pagebackup_testkit::Check::DropReleasesStorage)]
-#[case::batch_matches_single(pagebackup_testkit::Check::BatchMatchesSingle)]
-#[case::batch_stops_at_failure(pagebackup_testkit::Check::BatchStopsAtFailure)]
-#[case::interrupt_and_resume(pagebackup_testkit::Check::InterruptAndResume)]
-#[case::writeback_and_flush(pagebackup_testkit::Check::WritebackAndFlush)]
-#[case::errors_name_backend_and_operation(pagebackup_testkit::Check::ErrorsNameBackendAndOperation)]
-#[case::model_sequence(pagebackup_testkit::Check::ModelSequence)]
-#[case::threads(pagebackup_testkit::Check::Threads)]
-#[case::racing_restores(pagebackup_testkit::Check::RacingRestores)]
-pub fn conformance(#[case] check: Check) {}

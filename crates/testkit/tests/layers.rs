@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pagebackup_core::layers::{FaultConfig, FaultInjection, Instrumented};
+use pagebackup_core::layers::{self, FaultConfig, FaultInjection, Instrumented};
 use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, MemoryBackend, Page};
 use pagebackup_testkit::{Check, PageSpec, Subject, conformance};
 use rstest::rstest;
@@ -24,6 +24,21 @@ fn stacked(b: MemoryBackend) -> Box<dyn BackupBackend> {
     )))
 }
 
+/// A layer that writes no method of its own: every one forwards.
+#[derive(Debug)]
+struct Forwarding<B>(B);
+
+impl<B: BackupBackend> layers::Layer for Forwarding<B> {
+    type Inner = B;
+    fn inner(&self) -> &B {
+        &self.0
+    }
+}
+
+fn forwarding(b: MemoryBackend) -> Box<dyn BackupBackend> {
+    Box::new(Forwarding(b))
+}
+
 fn subject(name: &str, wrap: fn(MemoryBackend) -> Box<dyn BackupBackend>) -> Subject {
     Subject::new(name, move || wrap(MemoryBackend::new()))
         .with_limit(move |bytes| wrap(MemoryBackend::with_limit(bytes)), true)
@@ -32,6 +47,38 @@ fn subject(name: &str, wrap: fn(MemoryBackend) -> Box<dyn BackupBackend>) -> Sub
 #[apply(conformance)]
 fn fault_injection_at_rate_0(#[case] check: Check) {
     check.run(&subject("FaultInjection<memory>", faults_off));
+}
+
+#[apply(conformance)]
+fn a_layer_that_overrides_nothing(#[case] check: Check) {
+    check.run(&subject("Forwarding<memory>", forwarding));
+}
+
+#[test]
+fn a_layer_that_overrides_nothing_forwards_every_method() {
+    let b = Forwarding(MemoryBackend::with_limit(8 * 4096));
+    let inner = &b.0;
+    assert_eq!(b.name(), inner.name());
+    assert_eq!(b.never_blocks(), inner.never_blocks());
+    let pages: Vec<Box<Page>> = (0..3).map(|i| PageSpec::mixed(9, i).page()).collect();
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut handles = Vec::new();
+    b.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).unwrap();
+    assert_eq!(b.stats(), inner.stats());
+    assert_eq!(inner.stats().stored_pages, 3);
+    assert_eq!(b.bytes_avail(), inner.bytes_avail());
+    assert_eq!(b.stored_size(handles[0]), inner.stored_size(handles[0]));
+    let mut out = Page::new_boxed();
+    b.copy_page(&mut out, handles[1], None).unwrap();
+    assert_eq!(out.0, pages[1].0);
+    b.flush().unwrap();
+    b.drop_handles(&handles[..2]).unwrap();
+    assert_eq!(
+        inner.copy_page(&mut out, handles[0], None).unwrap_err().kind(),
+        ErrorKind::InvalidHandle
+    );
+    b.drop_handle(handles[2]).unwrap();
+    assert_eq!(inner.stats().stored_pages, 0);
 }
 
 #[apply(conformance)]

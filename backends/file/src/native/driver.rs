@@ -34,6 +34,8 @@ use io_uring::{IoUring, opcode, squeue, types};
 use pagebackup_async::Outstanding;
 use tokio::sync::oneshot;
 
+use crate::uring::Unavailable;
+
 /// Submission entries of a ring; completions get twice as many.
 const ENTRIES: u32 = 256;
 /// The `user_data` of the entries that wake the reaper when the driver is
@@ -90,14 +92,14 @@ pub(crate) struct Driver {
 
 impl Driver {
     /// A ring for `fd`, or why io_uring cannot be used.
-    pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Driver, String> {
+    pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Driver, Unavailable> {
         let ring = IoUring::builder()
             .setup_cqsize(2 * ENTRIES)
             .build(ENTRIES)
-            .map_err(|e| format!("io_uring setup failed: {e}"))?;
+            .map_err(Unavailable::refused("setup"))?;
         ring.submitter()
             .register_files(&[fd.as_raw_fd()])
-            .map_err(|e| format!("io_uring file registration failed: {e}"))?;
+            .map_err(Unavailable::refused("file registration"))?;
         let shared = Arc::new(Shared {
             ring,
             in_flight: Outstanding::new(),
@@ -110,7 +112,7 @@ impl Driver {
             std::thread::Builder::new()
                 .name("pagebackup-uring".into())
                 .spawn(move || reap(&shared))
-                .map_err(|e| format!("cannot start the io_uring reaper thread: {e}"))?
+                .map_err(Unavailable::refused("reaper thread start"))?
         };
         Ok(Driver {
             shared,

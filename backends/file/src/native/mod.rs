@@ -19,6 +19,7 @@ use crate::FileConfig;
 use crate::backend::open_store;
 use crate::device::FileDevice;
 use crate::runs::{IOV_MAX, read_sync, write_sync};
+use pagebackup_core::raw::seal::MaybeSealed;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -66,12 +67,16 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   handles of the other.
 ///
 /// Single pages are written at once (no staging).
+///
+/// **Blocking class**: natively async. Backups and restores submit on the
+/// calling task and await completions delivered by the reapers; only hole
+/// punches (drops) run on the blocking pool.
 pub struct AsyncFileBackend {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    store: Arc<SlotStore<FileDevice>>,
+    store: Arc<SlotStore<MaybeSealed<FileDevice>>>,
     drivers: Box<[Driver]>,
     op_pages: usize,
     /// Drops on the blocking pool, so that `flush` waits for orphaned ones.
@@ -81,17 +86,23 @@ struct Inner {
 impl AsyncFileBackend {
     /// A backend with `config` (its `io` is ignored: reads and writes go
     /// through the backend's own rings), or why it cannot be had (the
-    /// config's errors, or io_uring refused: `ENOSYS`, `EPERM`).
+    /// config's errors, io_uring refused: `ENOSYS`, `EPERM`, or `seal`
+    /// asked for: [`BackupError::Unsupported`]).
     pub fn new(config: FileConfig) -> Result<Self> {
+        if config.seal.is_some() {
+            return Err(BackupError::Unsupported {
+                origin: Origin::new(crate::NAME, Operation::Open),
+                detail: "seal=on: the native async file backend writes pages through io_uring without sealing them; \
+                         use the sync FileBackend through the async adapter (open_async does so for seal=on)"
+                    .to_string(),
+            });
+        }
         let store = open_store(&config.clone().with_io(crate::IoMode::Sync))?;
         let drivers = store
             .devices()
-            .map(|d| Driver::new(d.file.fd()))
-            .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(|detail| BackupError::Unsupported {
-                origin: Origin::new(crate::NAME, Operation::Open),
-                detail,
-            })?;
+            .map(|d| Driver::new(d.inner().file.fd()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(crate::uring::Unavailable::into_error)?;
         Ok(AsyncFileBackend {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
@@ -172,7 +183,7 @@ impl Inner {
     /// run with a failed entry (short writes finished with `pwritev` when
     /// `finish` is set, counted as failed otherwise).
     fn write_outcome(&self, bufs: &WriteBufs, results: &[i32], finish: bool) -> std::result::Result<(), RunError> {
-        let fd = self.store.device(bufs.reservation.shard()).file.fd();
+        let fd = self.store.device(bufs.reservation.shard()).inner().file.fd();
         let mut failed: Option<RunError> = None;
         for (&(run, first, count), &result) in bufs.entries.iter().zip(results) {
             let done = usize::try_from(result).ok();
@@ -350,7 +361,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
                             // SAFETY: this entry's read completed; the pages are ours alone now.
                             .map(|&p| unsafe { &mut *p })
                             .collect();
-                        let fd = inner.store.device(shard).file.fd();
+                        let fd = inner.store.device(shard).inner().file.fd();
                         read_sync(fd, offset, &mut pages, done)
                     }
                     Err(_) => Err(result_error(result)),

@@ -4,9 +4,10 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::Layer;
 use crate::error::{BackupError, BatchError, ErrorKind, Operation, Origin, Result};
 use crate::mix::mix64;
-use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, Page};
+use crate::{BackupBackend, BackupFlags, Handle, Interrupt, Page};
 
 const PPM: u64 = 1_000_000;
 
@@ -140,11 +141,12 @@ impl<B: BackupBackend> FaultInjection<B> {
     }
 }
 
-// Every method, so that a method added to the trait cannot silently bypass the layer.
-#[deny(clippy::missing_trait_methods)]
-impl<B: BackupBackend> BackupBackend for FaultInjection<B> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
+/// The methods the layer changes; every other forwards to the inner backend.
+impl<B: BackupBackend> Layer for FaultInjection<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
     }
 
     fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
@@ -197,34 +199,6 @@ impl<B: BackupBackend> BackupBackend for FaultInjection<B> {
             completed: failing,
             error: self.interrupted(Operation::CopyPages),
         })
-    }
-
-    fn drop_handle(&self, handle: Handle) -> Result<()> {
-        self.inner.drop_handle(handle)
-    }
-
-    fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
-        self.inner.drop_handles(handles)
-    }
-
-    fn bytes_avail(&self) -> u64 {
-        self.inner.bytes_avail()
-    }
-
-    fn stats(&self) -> BackupStats {
-        self.inner.stats()
-    }
-
-    fn stored_size(&self, handle: Handle) -> Option<u64> {
-        self.inner.stored_size(handle)
-    }
-
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
-    /// The layer adds only counters and decisions: it blocks where its inner backend does.
-    fn never_blocks(&self) -> bool {
-        self.inner.never_blocks()
     }
 }
 

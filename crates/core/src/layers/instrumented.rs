@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::Layer;
 use crate::error::{BatchError, Operation, Result};
-use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, Page};
+use crate::{BackupBackend, BackupFlags, Handle, Interrupt, Page};
 
 /// Counts and latencies of one kind of operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,11 +131,12 @@ impl<B: BackupBackend> Instrumented<B> {
     }
 }
 
-// Every method, so that a method added to the trait cannot silently bypass the layer.
-#[deny(clippy::missing_trait_methods)]
-impl<B: BackupBackend> BackupBackend for Instrumented<B> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
+/// The methods the layer changes; every other forwards to the inner backend.
+impl<B: BackupBackend> Layer for Instrumented<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
     }
 
     fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
@@ -182,24 +184,8 @@ impl<B: BackupBackend> BackupBackend for Instrumented<B> {
         })
     }
 
-    fn bytes_avail(&self) -> u64 {
-        self.inner.bytes_avail()
-    }
-
-    fn stats(&self) -> BackupStats {
-        self.inner.stats()
-    }
-
-    fn stored_size(&self, handle: Handle) -> Option<u64> {
-        self.inner.stored_size(handle)
-    }
-
     fn flush(&self) -> Result<()> {
         self.run(&self.flush, Operation::Flush, 0, || self.inner.flush())
-    }
-    /// The layer adds only counters and decisions: it blocks where its inner backend does.
-    fn never_blocks(&self) -> bool {
-        self.inner.never_blocks()
     }
 }
 

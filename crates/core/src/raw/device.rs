@@ -43,21 +43,66 @@ pub struct RunError {
 /// call (a write's slots are reserved for it; a read's are pinned: neither
 /// written, reused nor released until the read is over, even if their
 /// handles are dropped meanwhile), never under a lock, possibly from many
-/// threads at once.
-/// A device keeps no slot bookkeeping of its own: placement, handles,
-/// checksums and failure rules are the store's.
-pub trait Device: Send + Sync + Debug {
+/// threads at once. A device keeps no slot bookkeeping of its own:
+/// placement, handles, checksums and failure rules are the store's.
+///
+/// The contract is in the types, as memmap2 puts it on `Mmap::map`: a
+/// device may read and write its storage with plain memory copies (a shared
+/// mapping), which is sound only while no other call touches the same
+/// slots, so [`write`](Self::write), [`read`](Self::read) and
+/// [`release`](Self::release) are `unsafe fn`s whose callers promise that
+/// exclusivity, and the slot store is the one caller that keeps it (its
+/// reservations and read pins). Safe code cannot reach the racing calls:
+///
+/// ```compile_fail,E0133
+/// use pagebackup_core::raw::{Device, ReadRun};
+/// use pagebackup_core::Page;
+///
+/// fn peek(device: &impl Device, dst: &mut Page) {
+///     // error[E0133]: call to unsafe function requires unsafe block
+///     let _ = device.read(&mut [ReadRun { slot: 0, pages: &mut [dst] }]);
+/// }
+/// ```
+///
+/// (The same call inside `unsafe { }`, with a `// SAFETY:` saying why no
+/// other call touches slot 0, compiles.)
+///
+/// # Safety
+///
+/// An implementation promises that a call touches no memory but the pages
+/// of its runs (read for a write, written whole for a read that returns
+/// `Ok`, and only for the duration of the call) and the device's own
+/// storage of the slots it is given, so that the caller's exclusivity over
+/// those slots is all that concurrent calls need to be free of data races;
+/// and that it neither panics nor leaves a destination page partly written
+/// on `Ok`.
+pub unsafe trait Device: Send + Sync + Debug {
     /// Writes every run. When this returns `Ok`, a later [`read`](Self::read)
     /// of those slots returns the pages (the device may still hold them in
     /// memory, to be written by [`flush`](Self::flush)).
-    fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError>;
+    ///
+    /// # Safety
+    ///
+    /// The caller holds every slot of `runs` exclusively until this returns:
+    /// no other `write`, `read` or `release` of them runs at the same time.
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError>;
 
     /// Fills every run's pages from its slots.
-    fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError>;
+    ///
+    /// # Safety
+    ///
+    /// Every slot of `runs` was written (a `write` of it returned `Ok`) and
+    /// is neither written nor released until this returns; reads of the
+    /// same slots may run at the same time.
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError>;
 
     /// Frees the storage behind `count` slots from `slot` (punches a hole):
     /// their data is gone, their space given back.
-    fn release(&self, slot: u32, count: u32) -> io::Result<()>;
+    ///
+    /// # Safety
+    ///
+    /// No `write` or `read` of those slots runs at the same time.
+    unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()>;
 
     /// Starts moving `count` slots from `slot` to the device's slowest tier
     /// (swap, disk). Returns how many pages it sent. The default does nothing.

@@ -16,6 +16,9 @@
 //! - [`params`]: a backend's spec parameters (`NAME:key=value,...`), one
 //!   [`ParamDoc`](params::ParamDoc) table per backend, typed getters and
 //!   the errors that say what is valid.
+//! - [`seal`]: pages sealed (encrypted and authenticated) before they reach
+//!   a device, for backends whose bytes leave the process (feature `seal`
+//!   for the cipher).
 
 mod codec;
 mod device;
@@ -23,6 +26,7 @@ mod epoch;
 mod extents;
 mod generations;
 pub mod params;
+pub mod seal;
 mod shards;
 mod slot_runs;
 mod store;

@@ -174,16 +174,16 @@ impl fmt::Display for ParamError {
                 f,
                 "backend '{backend}': bad value '{value}' for '{key}': expected {expected}"
             ),
-            Self::Load { backend, key, error } => write!(f, "backend '{backend}': cannot use '{key}': {error}"),
+            Self::Load { backend, key, .. } => write!(f, "backend '{backend}': cannot use '{key}'"),
         }
     }
 }
 
 impl std::error::Error for ParamError {
-    /// Below the message, which includes a load error's: that error's source.
+    /// A load error's cause, the backend's error.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Load { error, .. } => error.source(),
+            Self::Load { error, .. } => Some(&**error),
             _ => None,
         }
     }

@@ -3,7 +3,6 @@
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
-use super::release::release_runs;
 use super::{ShardState, SlotStore, checksum};
 use crate::error::{BackupError, BatchError, Operation};
 use crate::raw::device::{Device, RunError, WriteRun};
@@ -56,7 +55,7 @@ impl Reservation {
 
 impl<D: Device> SlotStore<D> {
     /// Backs up `pages` at `first_idx, first_idx + 1, ...` (the batch rule
-    /// of [`BackupBackend::backup_pages`]), reporting errors as `op`:
+    /// of [`BackupBackend::backup_pages`](crate::BackupBackend::backup_pages)), reporting errors as `op`:
     /// [`reserve`](Self::reserve), the device's write, then
     /// [`complete`](Self::complete).
     pub fn backup(
@@ -72,7 +71,7 @@ impl<D: Device> SlotStore<D> {
         let outcome = if writes.is_empty() {
             Ok(())
         } else {
-            self.devices[reservation.shard].write(&writes)
+            self.write_reserved(reservation.shard, &writes)
         };
         self.complete(reservation, outcome, flags, handles, op)
     }
@@ -136,7 +135,7 @@ impl<D: Device> SlotStore<D> {
         if !failed.is_empty() {
             // Nothing of a failed run stays held: its storage is released
             // before its slots are free again.
-            let unreleased = release_runs(device, failed);
+            let unreleased = self.release_runs(shard, failed);
             let mut state = self.shards.lock(shard);
             for (range, released) in failed.iter().zip(unreleased) {
                 state.give(range.clone(), !released);

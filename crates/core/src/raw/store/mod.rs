@@ -11,12 +11,13 @@ mod stats;
 
 use std::fmt;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLockWriteGuard};
 
 use self::pins::Pins;
 use self::slot_bits::SlotBits;
-use super::device::Device;
+use super::device::{Device, ReadRun, RunError, WriteRun};
 use super::{FreeExtents, Generations, HandleCodec, ProcessEpoch, Shards, check_batch_lengths};
 use crate::error::{BackupError, BatchError, Operation, Origin, Result};
 use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, PAGE_SIZE, Page};
@@ -210,22 +211,10 @@ impl<D: Device> SlotStore<D> {
         self.epoch.is_current()
     }
 
-    /// The error for an I/O failure: `ENOSPC`, `EFBIG`, `ENOMEM` and
-    /// `EDQUOT` are [`BackupError::NoSpace`].
+    /// The error for an I/O failure ([`BackupError::io`]): `ENOSPC`,
+    /// `EFBIG`, `ENOMEM` and `EDQUOT` are [`ErrorKind::NoSpace`](crate::ErrorKind::NoSpace).
     pub fn io_error(&self, op: Operation, source: io::Error) -> BackupError {
-        let origin = self.origin(op);
-        match source.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
-            Some(
-                rustix::io::Errno::NOSPC
-                | rustix::io::Errno::FBIG
-                | rustix::io::Errno::NOMEM
-                | rustix::io::Errno::DQUOT,
-            ) => BackupError::NoSpace {
-                origin,
-                detail: format!("the storage refused the write: {source}"),
-            },
-            _ => BackupError::Io { origin, source },
-        }
+        BackupError::io(self.origin(op), source)
     }
 
     /// Reserves up to `n` slots of the capacity; returns how many.
@@ -255,8 +244,45 @@ impl<D: Device> SlotStore<D> {
 }
 
 /// A slot store is a backend: the backends built on it wrap it and forward
-/// to it (with [`forward_backend!`](crate::forward_backend)), adding their
+/// to it (as a [`Layer`](crate::layers::Layer) over it), adding their
 /// constructors and inspection methods.
+/// The one place the store calls its devices' `unsafe` methods, and why
+/// each call holds its slots alone (see [`Device`]'s contract): a slot is
+/// written only under a reservation of the backup writing it, read only
+/// while a plan's pins hold it, and released only once neither can be
+/// under way: a failed reservation's own slots, a dropped handle's slot
+/// that no read pins (one that a read pins is quarantined, and released
+/// when its last pin is given up), and free slots kept for reuse.
+impl<D: Device> SlotStore<D> {
+    /// Writes `runs`, the slots of a reservation, to shard `shard`'s device.
+    pub(super) fn write_reserved(&self, shard: usize, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+        // SAFETY: the runs' slots were taken from the free slots under the shard lock for this backup alone and have no handle yet: nothing else reads, writes or releases them until it completes.
+        unsafe { self.devices[shard].write(runs) }
+    }
+
+    /// Reads `runs`, slots a read plan validated and pinned, from shard
+    /// `shard`'s device.
+    pub(super) fn read_pinned(&self, shard: usize, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        // SAFETY: the plan pinned every slot after checking its handle live (so written): a pinned slot is neither reused (written) nor released until the plan gives its pins up, after this read.
+        unsafe { self.devices[shard].read(runs) }
+    }
+
+    /// Releases `count` slots from `slot` on shard `shard`'s device, slots
+    /// no reservation holds and no read pins (as said above).
+    pub(super) fn release_unused(&self, shard: usize, slot: u32, count: u32) -> io::Result<()> {
+        // SAFETY: every caller gives slots that no backup holds and no read pins (see above), so no write or read of them runs meanwhile.
+        unsafe { self.devices[shard].release(slot, count) }
+    }
+
+    /// [`release_unused`](Self::release_unused) of each run; returns, per
+    /// run, whether it failed.
+    pub(super) fn release_runs(&self, shard: usize, runs: &[Range<u32>]) -> Vec<bool> {
+        runs.iter()
+            .map(|r| self.release_unused(shard, r.start, r.end - r.start).is_err())
+            .collect()
+    }
+}
+
 impl<D: Device> BackupBackend for SlotStore<D> {
     fn name(&self) -> &'static str {
         self.config.name

@@ -95,7 +95,7 @@ impl<D: Device> SlotStore<D> {
     pub(super) fn settle(&self, shard: usize, slot: u32) {
         let defer = self.config.deferred_release_pages > 0;
         let held = defer || {
-            let failed = self.devices[shard].release(slot, 1).is_err();
+            let failed = self.release_unused(shard, slot, 1).is_err();
             if failed {
                 self.counters.failed_releases.fetch_add(1, Ordering::Relaxed);
             }
@@ -122,8 +122,9 @@ mod tests {
     #[derive(Debug, Default)]
     struct VecDevice(Mutex<Vec<Box<Page>>>);
 
-    impl Device for VecDevice {
-        fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+    // SAFETY: every call touches only its runs' pages and the vector, behind the lock.
+    unsafe impl Device for VecDevice {
+        unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
             let mut slots = self.0.lock().unwrap();
             for run in runs {
                 for (k, page) in run.pages.iter().enumerate() {
@@ -137,7 +138,7 @@ mod tests {
             Ok(())
         }
 
-        fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
             let slots = self.0.lock().unwrap();
             for run in runs {
                 for (k, page) in run.pages.iter_mut().enumerate() {
@@ -147,7 +148,7 @@ mod tests {
             Ok(())
         }
 
-        fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+        unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
             let mut slots = self.0.lock().unwrap();
             for s in slot..slot + count {
                 slots[s as usize].0.fill(0);
@@ -196,11 +197,13 @@ mod tests {
         let mut pages = [filled(0)];
         let mut refs: Vec<&mut Page> = pages.iter_mut().map(|p| &mut **p).collect();
         store
-            .device(0)
-            .read(&mut [ReadRun {
-                slot: 0,
-                pages: &mut refs,
-            }])
+            .read_pinned(
+                0,
+                &mut [ReadRun {
+                    slot: 0,
+                    pages: &mut refs,
+                }],
+            )
             .unwrap();
         store.finish_read(plan, None, &[h], |_| &*pages[0], op).unwrap();
         assert_eq!(pages[0].0[0], 1, "the read gave the page as of its validation");

@@ -144,7 +144,7 @@ impl<D: Device> SlotStore<D> {
     }
 
     /// Restores `handles` into `dsts` (of the same length; the batch rule
-    /// of [`BackupBackend::copy_pages`]), reporting errors as `op`.
+    /// of [`BackupBackend::copy_pages`](crate::BackupBackend::copy_pages)), reporting errors as `op`.
     pub fn restore(
         &self,
         handles: &[Handle],
@@ -186,11 +186,19 @@ impl<D: Device> SlotStore<D> {
                     pages: these,
                 });
             }
-            if let Err(RunError { done, error }) = self.devices[segment.shard].read(&mut runs) {
-                stop = Some(BatchError {
-                    completed: segment.runs[done].start,
-                    error: self.io_error(op, error),
-                });
+            if let Err(RunError { done, error }) = self.read_pinned(segment.shard, &mut runs) {
+                // A sealed page that fails authentication names itself.
+                let bad = crate::raw::seal::Unauthentic::of(&error);
+                let completed = segment.runs[done].start + bad.map_or(0, |b| b.page);
+                let error = match bad {
+                    Some(_) => BackupError::Corrupt {
+                        origin: self.origin(op),
+                        handle: handles[completed],
+                        detail: error.to_string(),
+                    },
+                    None => self.io_error(op, error),
+                };
+                stop = Some(BatchError { completed, error });
                 break;
             }
         }

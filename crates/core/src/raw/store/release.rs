@@ -39,7 +39,7 @@ impl<D: Device> SlotStore<D> {
                         next.shard == e.shard && !next.quarantined && prev.slot.checked_add(1) == Some(next.slot)
                     })
                     .count();
-                if let Err(source) = self.devices[e.shard].release(e.slot, len as u32) {
+                if let Err(source) = self.release_unused(e.shard, e.slot, len as u32) {
                     self.counters.failed_releases.fetch_add(1, Ordering::Relaxed);
                     freed = i;
                     stopped = Some(BatchError {
@@ -130,7 +130,7 @@ impl<D: Device> SlotStore<D> {
         if runs.is_empty() {
             return;
         }
-        let unreleased = release_runs(&self.devices[shard], &runs);
+        let unreleased = self.release_runs(shard, &runs);
         let mut state = self.shards.lock(shard);
         for (range, failed) in runs.iter().zip(unreleased) {
             if failed {
@@ -139,13 +139,6 @@ impl<D: Device> SlotStore<D> {
             state.give(range.clone(), failed);
         }
     }
-}
-
-/// Releases each run's storage; returns, per run, whether it failed.
-pub(super) fn release_runs<D: Device>(device: &D, runs: &[Range<u32>]) -> Vec<bool> {
-    runs.iter()
-        .map(|r| device.release(r.start, r.end - r.start).is_err())
-        .collect()
 }
 
 impl ShardState {

@@ -1,0 +1,104 @@
+//! The policy as a task on a tokio runtime: it moves pages while 8 threads
+//! back up, restore and drop, shares the rate limit, ends with the backend,
+//! and is refused beside the automatic thread.
+#![cfg(feature = "async")]
+
+use std::time::Duration;
+
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, MemoryBackend, PAGE_SIZE};
+use pagebackup_shmem::ShmemBackend;
+use pagebackup_testkit::{ConcurrentConfig, PageSpec, check_concurrent};
+use pagebackup_tiered::{RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn stack(budget_pages: u64, config: TieredConfig) -> Tiered {
+    Tiered::new(
+        vec![
+            Tier::new(MemoryBackend::new()).with_budget(budget_pages * PAGE),
+            Tier::new(ShmemBackend::with_capacity(1 << 30).unwrap()),
+        ],
+        config,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_policy_task_moves_pages_while_8_threads_back_up_restore_and_drop() {
+    let rt = runtime();
+    for promote in [false, true] {
+        let t = stack(32, TieredConfig::new().with_auto(None).with_promote(promote));
+        let task = t.spawn_policy(rt.handle(), Duration::from_millis(1)).unwrap();
+        let report = check_concurrent(
+            &t,
+            &ConcurrentConfig {
+                seed: 21,
+                threads: 8,
+                ops_per_thread: 4_000,
+            },
+        )
+        .unwrap_or_else(|e| panic!("promote={promote}: {e}"));
+        let s = t.tier_stats();
+        println!(
+            "promote={promote}: {report}; moved down {}, up {}",
+            s[0].moved_down, s[1].moved_up
+        );
+        assert!(s[0].moved_down > 0, "promote={promote}: the task moved nothing");
+        assert!(t.policy_state().runs > 0);
+        assert_eq!(t.stats().stored_pages, 0);
+        assert!(s.iter().all(|s| s.pages == 0 && s.backend.stored_pages == 0), "{s:?}");
+        drop(t);
+        // The task ends by itself once the backend is gone.
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await })
+            .expect("the policy task outlived its backend")
+            .unwrap();
+    }
+}
+
+#[test]
+fn the_task_shares_the_rate_limit_and_is_refused_beside_the_thread() {
+    let rt = runtime();
+    let limit = RateLimit {
+        bytes: 3 * PAGE,
+        period: Duration::from_secs(3600),
+    };
+    let t = stack(4, TieredConfig::new().with_auto(None).with_rate_limit(limit));
+    let pages: Vec<_> = (0..4)
+        .map(|i| {
+            let spec = PageSpec::mixed(22, i);
+            (t.backup_page(&spec.page(), i, BackupFlags::NONE).unwrap(), spec)
+        })
+        .collect();
+    // 4 pages of 4 is past the high watermark: the task moves 2 down to
+    // the low one (2.8 pages), taking 2 pages of the period's 3.
+    assert_eq!(t.tier_stats()[0].pages, 4);
+    let _task = t.spawn_policy(rt.handle(), Duration::from_millis(1)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while t.tier_stats()[0].moved_down < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(t.tier_stats()[0].moved_down, 2);
+    assert_eq!(t.policy_state().rate_remaining, Some(PAGE));
+    // The caller's writeback has what the task left: one page.
+    let report = t.writeback(WritebackFilter::All);
+    assert_eq!((report.moved_pages, report.stopped), (1, Some(Stop::RateLimited)));
+    let mut dst = pagebackup_core::Page::new_boxed();
+    for &(h, spec) in &pages {
+        t.copy_page(&mut dst, h, None).unwrap();
+        spec.verify(&dst).unwrap();
+        t.drop_handle(h).unwrap();
+    }
+
+    let auto = stack(4, TieredConfig::new().with_auto(Some(Duration::from_secs(1))));
+    let e = auto.spawn_policy(rt.handle(), Duration::from_millis(1)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("with_auto(None)"), "{e}");
+}

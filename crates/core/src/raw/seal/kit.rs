@@ -1,0 +1,754 @@
+//! The cipher side of sealing (feature `seal`): [`SealKey`], [`Sealer`] and
+//! [`SealedDevice`]. The argument for why nonces never repeat is in the
+//! [module docs](super).
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use super::{Device, ReadRun, RunError, SealKeySource, Unauthentic, WriteRun};
+use crate::Page;
+use crate::error::{BackupError, Origin, Result};
+
+/// A 256-bit sealing key, zeroed when dropped; its `Debug` shows no byte.
+pub struct SealKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(<redacted>)")
+    }
+}
+
+impl SealKey {
+    /// A key from the system's random source, or why none could be had.
+    pub fn random() -> io::Result<Self> {
+        let mut key = Zeroizing::new([0; 32]);
+        SystemRandom::new()
+            .fill(&mut key[..])
+            .map_err(|_| io::Error::other("the system's random source failed"))?;
+        Ok(SealKey(key))
+    }
+
+    /// The key `bytes`.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SealKey(Zeroizing::new(bytes))
+    }
+
+    /// A key from `text`: 32 bytes as they are, or 64 hex digits, white
+    /// space around either ignored.
+    fn parse(text: &[u8]) -> Option<Self> {
+        let trimmed = text.trim_ascii();
+        let mut key = Zeroizing::new([0; 32]);
+        match trimmed.len() {
+            64 => {
+                for (byte, pair) in key.iter_mut().zip(trimmed.chunks_exact(2)) {
+                    let digit = |c: u8| (c as char).to_digit(16);
+                    *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+                }
+            }
+            // Raw bytes are taken whole: white space may be key bytes.
+            _ if text.len() == 32 => key.copy_from_slice(text),
+            _ => return None,
+        }
+        Some(SealKey(key))
+    }
+
+    /// The key `source` names: drawn, read from the file, or read from the
+    /// environment variable. A failure says which, at `origin`, and never
+    /// shows the key's bytes.
+    pub fn load(source: &SealKeySource, origin: Origin) -> Result<Self> {
+        let config = |detail: String| BackupError::Config { origin, detail };
+        const FORM: &str = "32 bytes, or 64 hex digits";
+        match source {
+            SealKeySource::Random => SealKey::random().map_err(|source| BackupError::Io { origin, source }),
+            SealKeySource::File(path) => {
+                let text = Zeroizing::new(
+                    std::fs::read(path)
+                        .map_err(|e| config(format!("seal_key: cannot read the key file {}: {e}", path.display())))?,
+                );
+                SealKey::parse(&text).ok_or_else(|| {
+                    config(format!(
+                        "seal_key: the key file {} does not hold a key ({FORM})",
+                        path.display()
+                    ))
+                })
+            }
+            SealKeySource::Env(name) => {
+                let text = Zeroizing::new(
+                    std::env::var_os(name)
+                        .ok_or_else(|| config(format!("seal_key: the environment variable {name} is not set")))?
+                        .into_encoded_bytes(),
+                );
+                SealKey::parse(&text).ok_or_else(|| {
+                    config(format!(
+                        "seal_key: the environment variable {name} does not hold a key ({FORM})"
+                    ))
+                })
+            }
+        }
+    }
+}
+
+/// What a sealed value is bound to: its slot and the slot's write counter
+/// (its generation, for stores that count writes per key). Under one
+/// [`Sealer`], an identity must seal at most one value: it is the nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The slot (or key number) the value is stored under.
+    pub slot: u32,
+    /// The slot's write counter for this value.
+    pub generation: u64,
+}
+
+impl Identity {
+    /// The 96-bit nonce: the slot, then the counter, big-endian.
+    pub fn nonce(self) -> [u8; 12] {
+        let mut nonce = [0; 12];
+        nonce[..4].copy_from_slice(&self.slot.to_be_bytes());
+        nonce[4..].copy_from_slice(&self.generation.to_be_bytes());
+        nonce
+    }
+}
+
+/// The 16-byte authentication tag of a sealed value.
+pub type Tag = [u8; 16];
+
+/// Domain separation of the associated data and the key derivation.
+const CONTEXT: &[u8] = b"pagebackup seal v1";
+
+/// One instance's AEAD: a subkey derived from a [`SealKey`] and a random
+/// 128-bit instance salt, sealing values of any length bound to an
+/// [`Identity`] and to the instance.
+///
+/// It is the kit for any store: [`SealedDevice`] uses it per slot; a
+/// store keyed otherwise (a server's keys) uses it with its own slot
+/// numbers and per-slot counters, which must only grow.
+pub struct Sealer {
+    key: LessSafeKey,
+    instance: [u8; 16],
+    cipher: &'static str,
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealer")
+            .field("cipher", &self.cipher)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the CPU runs AES-GCM in hardware (AES rounds and carry-less
+/// multiplication).
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes") && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+impl Sealer {
+    /// A sealer under `key` with a fresh random instance salt: its subkey is
+    /// never another sealer's (see the [module docs](super)).
+    pub fn new(key: &SealKey) -> io::Result<Self> {
+        let mut instance = [0; 16];
+        SystemRandom::new()
+            .fill(&mut instance)
+            .map_err(|_| io::Error::other("the system's random source failed"))?;
+        Ok(Self::with_instance(key, instance))
+    }
+
+    /// A sealer under `key` for the instance salt `instance`. The caller
+    /// must never seal two values under one identity with the same key
+    /// and salt: a salt is for one instance's lifetime, never reused.
+    pub fn with_instance(key: &SealKey, instance: [u8; 16]) -> Self {
+        let (algorithm, cipher) = if aes_in_hardware() {
+            (&AES_256_GCM, "AES-256-GCM")
+        } else {
+            (&CHACHA20_POLY1305, "ChaCha20-Poly1305")
+        };
+        let info = [CONTEXT, cipher.as_bytes()];
+        let mut subkey = Zeroizing::new([0; 32]);
+        hkdf::Salt::new(hkdf::HKDF_SHA256, &instance)
+            .extract(&key.0[..])
+            .expand(&info, algorithm)
+            .and_then(|okm| okm.fill(&mut subkey[..]))
+            .expect("HKDF-SHA256 gives 32 bytes");
+        let key = UnboundKey::new(algorithm, &subkey[..]).expect("a 32-byte key fits either cipher");
+        Sealer {
+            key: LessSafeKey::new(key),
+            instance,
+            cipher,
+        }
+    }
+
+    /// The instance salt.
+    pub fn instance(&self) -> [u8; 16] {
+        self.instance
+    }
+
+    /// The cipher in use: `"AES-256-GCM"` or `"ChaCha20-Poly1305"`.
+    pub fn cipher(&self) -> &'static str {
+        self.cipher
+    }
+
+    fn aad(&self, id: Identity) -> [u8; CONTEXT.len() + 28] {
+        let mut aad = [0; CONTEXT.len() + 28];
+        aad[..CONTEXT.len()].copy_from_slice(CONTEXT);
+        aad[CONTEXT.len()..CONTEXT.len() + 16].copy_from_slice(&self.instance);
+        aad[CONTEXT.len() + 16..].copy_from_slice(&id.nonce());
+        aad
+    }
+
+    /// Encrypts `value` in place, bound to `id`; returns its tag.
+    pub fn seal(&self, id: Identity, value: &mut [u8]) -> Tag {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(id.nonce()), Aad::from(self.aad(id)), value)
+            .expect("a page is far below the cipher's length limit");
+        let mut out = [0; 16];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Decrypts `value` in place if it is the value sealed as `id` with
+    /// `tag`, under this instance; otherwise zeroes it and returns `false`.
+    #[must_use = "a value that fails authentication must not be used"]
+    pub fn open(&self, id: Identity, value: &mut [u8], tag: &Tag) -> bool {
+        let nonce = Nonce::assume_unique_for_key(id.nonce());
+        let tag = ring::aead::Tag::from(*tag);
+        let ok = self
+            .key
+            .open_in_place_separate_tag(nonce, Aad::from(self.aad(id)), tag, value, 0..)
+            .is_ok();
+        if !ok {
+            value.fill(0);
+        }
+        ok
+    }
+}
+
+/// Pages of bounce buffer a thread keeps between writes (a batch of 64):
+/// allocating them per write cost as much as sealing them (the allocator
+/// maps and faults them in afresh above 128 KiB). A larger write
+/// allocates its own. They only ever hold ciphertext once a write returns.
+const BOUNCE_KEPT: usize = 64;
+
+thread_local! {
+    static BOUNCE: Cell<Box<[Page]>> = Cell::new(Box::default());
+}
+
+/// A slot's sealing state: the counter of its last write (0: never
+/// written) and the tag of the value written then.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotSeal {
+    counter: u64,
+    tag: Tag,
+}
+
+/// A [`Device`] whose pages are sealed: each write encrypts the pages into
+/// a bounce buffer under the slot's next counter and keeps the tag; each
+/// read decrypts and verifies in the caller's pages. A page that fails
+/// (moved, replayed, from another instance, changed) is zeroed and the
+/// read fails with an [`io::Error`] of kind
+/// [`InvalidData`](io::ErrorKind::InvalidData) carrying [`Unauthentic`],
+/// which the store reports as [`Corrupt`](BackupError::Corrupt).
+pub struct SealedDevice<D> {
+    inner: D,
+    sealer: Sealer,
+    slots: Mutex<Vec<SlotSeal>>,
+    /// The last counter a slot may use; a slot past it is worn.
+    max_counter: u64,
+}
+
+impl<D: fmt::Debug> fmt::Debug for SealedDevice<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedDevice")
+            .field("inner", &self.inner)
+            .field("sealer", &self.sealer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Device> SealedDevice<D> {
+    /// `inner` sealed under `key`, with a fresh instance salt; a failing
+    /// random source is [`BackupError::Io`] at `origin`.
+    pub fn new(inner: D, key: &SealKey, origin: Origin) -> Result<Self> {
+        let sealer = Sealer::new(key).map_err(|source| BackupError::Io { origin, source })?;
+        Ok(Self::with_sealer(inner, sealer, 64))
+    }
+
+    /// `inner` sealed by `sealer`, each slot's write counter `counter_bits`
+    /// wide (at most 64; fewer makes slots wear out sooner, for tests).
+    pub fn with_sealer(inner: D, sealer: Sealer, counter_bits: u32) -> Self {
+        SealedDevice {
+            inner,
+            sealer,
+            slots: Mutex::new(Vec::new()),
+            max_counter: u64::MAX >> (64 - counter_bits.clamp(1, 64)),
+        }
+    }
+
+    /// The device under the sealing.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    /// The sealer.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Vec<SlotSeal>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the next counter of every slot of `runs`, in order, or fails
+    /// on the first run with a worn slot (taking none of it or later).
+    fn take_counters(&self, runs: &[WriteRun<'_>]) -> (Vec<u64>, Option<RunError>) {
+        let mut slots = self.slots();
+        let mut counters = Vec::with_capacity(runs.iter().map(|r| r.pages.len()).sum());
+        for (done, run) in runs.iter().enumerate() {
+            let end = run.slot as usize + run.pages.len();
+            if slots.len() < end {
+                slots.resize(end, SlotSeal::default());
+            }
+            let span = &mut slots[run.slot as usize..end];
+            if let Some(worn) = span.iter().position(|s| s.counter >= self.max_counter) {
+                let slot = run.slot + worn as u32;
+                let error = io::Error::other(format!(
+                    "slot {slot} is worn: it was written {} times, as many as its nonce counter allows; \
+                     sealing it again would repeat a nonce",
+                    self.max_counter
+                ));
+                return (counters, Some(RunError { done, error }));
+            }
+            for s in span {
+                s.counter += 1;
+                counters.push(s.counter);
+            }
+        }
+        (counters, None)
+    }
+}
+
+// SAFETY: a sealed device writes the same slots the caller gave, through
+// its own bounce buffer, and reads into the caller's pages only after the
+// inner device filled them: it passes the caller's promises on unchanged.
+unsafe impl<D: Device> Device for SealedDevice<D> {
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+        let (counters, worn) = self.take_counters(runs);
+        let runs = &runs[..worn.as_ref().map_or(runs.len(), |w| w.done)];
+        let mut bounce = BOUNCE.take();
+        if bounce.len() < counters.len() {
+            bounce = Page::new_boxed_slice(counters.len().max(BOUNCE_KEPT));
+        }
+        let mut tags = Vec::with_capacity(counters.len());
+        let ids = runs.iter().flat_map(|r| (r.slot..).take(r.pages.len()));
+        let pages = runs.iter().flat_map(|r| r.pages.iter());
+        for (((out, page), slot), &generation) in bounce.iter_mut().zip(pages).zip(ids).zip(&counters) {
+            out.as_bytes_mut().copy_from_slice(page.as_bytes());
+            tags.push(self.sealer.seal(Identity { slot, generation }, out.as_bytes_mut()));
+        }
+        let mut at = 0;
+        let sealed: Vec<&Page> = bounce[..counters.len()].iter().collect();
+        let sealed_runs: Vec<WriteRun<'_>> = runs
+            .iter()
+            .map(|r| {
+                at += r.pages.len();
+                WriteRun {
+                    slot: r.slot,
+                    pages: &sealed[at - r.pages.len()..at],
+                    resident: r.resident,
+                }
+            })
+            .collect();
+        // SAFETY: the same slots as the caller's runs, under the caller's promise.
+        let written = unsafe { self.inner.write(&sealed_runs) };
+        drop(sealed_runs);
+        drop(sealed);
+        if bounce.len() <= BOUNCE_KEPT {
+            BOUNCE.set(bounce);
+        }
+        // Tags of failed runs are kept too: those slots are not live, and
+        // their next write takes a later counter.
+        let mut slots = self.slots();
+        let ids = runs.iter().flat_map(|r| (r.slot..).take(r.pages.len()));
+        for (slot, tag) in ids.zip(tags) {
+            slots[slot as usize].tag = tag;
+        }
+        drop(slots);
+        written?;
+        worn.map_or(Ok(()), Err)
+    }
+
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's runs, under the caller's promise.
+        unsafe { self.inner.read(runs) }?;
+        let seals: Vec<SlotSeal> = {
+            let slots = self.slots();
+            runs.iter()
+                .flat_map(|r| r.slot as usize..r.slot as usize + r.pages.len())
+                .map(|s| slots.get(s).copied().unwrap_or_default())
+                .collect()
+        };
+        let mut seals = seals.into_iter();
+        for (done, run) in runs.iter_mut().enumerate() {
+            for (page, ((slot, dst), seal)) in (run.slot..).zip(run.pages.iter_mut()).zip(&mut seals).enumerate() {
+                let id = Identity {
+                    slot,
+                    generation: seal.counter,
+                };
+                // A slot never written has counter 0, which no write uses.
+                let ok = seal.counter != 0 && self.sealer.open(id, dst.as_bytes_mut(), &seal.tag);
+                if !ok {
+                    dst.as_bytes_mut().fill(0);
+                    let error = io::Error::new(io::ErrorKind::InvalidData, Unauthentic { page, slot });
+                    return Err(RunError { done, error });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+        // Counters stay: the slot's next write takes the next one. The tags
+        // go, so that nothing of a dropped slot authenticates.
+        let start = slot as usize;
+        if let Some(span) = self.slots().get_mut(start..start + count as usize) {
+            span.iter_mut().for_each(|s| s.tag = Tag::default());
+        }
+        // SAFETY: the caller's slots, under the caller's promise.
+        unsafe { self.inner.release(slot, count) }
+    }
+
+    fn writeback(&self, slot: u32, count: u32) -> u64 {
+        self.inner.writeback(slot, count)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.inner.resident_bytes()
+    }
+
+    fn space_avail(&self) -> u64 {
+        self.inner.space_avail()
+    }
+
+    fn io_path(&self) -> Option<&'static str> {
+        self.inner.io_path()
+    }
+
+    /// The inner device's buffers and the per-slot counters and tags.
+    fn buffered_bytes(&self) -> u64 {
+        let seals = self.slots().capacity() * std::mem::size_of::<SlotSeal>();
+        self.inner.buffered_bytes() + seals as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The device calls of these tests: one thread, slots the test owns,
+    /// nothing written while it is read.
+    trait TestCalls: Device {
+        fn test_write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+            // SAFETY: see the trait: the test owns the slots, one call at a time.
+            unsafe { self.write(runs) }
+        }
+        fn test_read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+            // SAFETY: see the trait.
+            unsafe { self.read(runs) }
+        }
+        fn test_release(&self, slot: u32, count: u32) -> io::Result<()> {
+            // SAFETY: see the trait.
+            unsafe { self.release(slot, count) }
+        }
+    }
+
+    impl<D: Device> TestCalls for D {}
+
+    /// Slots in memory; every page written is also kept in `log`.
+    #[derive(Debug, Default)]
+    struct MemDevice {
+        slots: Mutex<Vec<Page>>,
+        log: Arc<Mutex<Vec<Page>>>,
+    }
+
+    impl MemDevice {
+        fn with_log(log: &Arc<Mutex<Vec<Page>>>) -> Self {
+            MemDevice {
+                slots: Mutex::new(Vec::new()),
+                log: Arc::clone(log),
+            }
+        }
+        fn stored(&self, slot: u32) -> Page {
+            self.slots.lock().unwrap()[slot as usize].clone()
+        }
+        fn put(&self, slot: u32, page: &Page) {
+            self.slots.lock().unwrap()[slot as usize] = page.clone();
+        }
+    }
+
+    // SAFETY: a test device of plain memory behind a lock: any call is sound.
+    unsafe impl Device for MemDevice {
+        unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+            let mut slots = self.slots.lock().unwrap();
+            for run in runs {
+                for (slot, page) in (run.slot as usize..).zip(run.pages) {
+                    if slots.len() <= slot {
+                        slots.resize(slot + 1, Page::zeroed());
+                    }
+                    slots[slot] = (*page).clone();
+                    self.log.lock().unwrap().push((*page).clone());
+                }
+            }
+            Ok(())
+        }
+        unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+            let slots = self.slots.lock().unwrap();
+            for run in runs {
+                for (slot, dst) in (run.slot as usize..).zip(run.pages.iter_mut()) {
+                    **dst = slots[slot].clone();
+                }
+            }
+            Ok(())
+        }
+        unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+            let mut slots = self.slots.lock().unwrap();
+            for s in slots.iter_mut().skip(slot as usize).take(count as usize) {
+                *s = Page::zeroed();
+            }
+            Ok(())
+        }
+        fn resident_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    fn page(fill: u8) -> Page {
+        let mut page = Page::zeroed();
+        page.as_bytes_mut().fill(fill);
+        page
+    }
+
+    fn sealed(key: &SealKey, bits: u32) -> SealedDevice<MemDevice> {
+        SealedDevice::with_sealer(MemDevice::default(), Sealer::new(key).unwrap(), bits)
+    }
+
+    fn write(dev: &SealedDevice<impl Device>, slot: u32, page: &Page) -> Result<(), RunError> {
+        dev.test_write(&[WriteRun {
+            slot,
+            pages: &[page],
+            resident: false,
+        }])
+    }
+
+    /// The page read from `slot`, or the read's error.
+    fn read(dev: &SealedDevice<impl Device>, slot: u32) -> Result<Page, RunError> {
+        let mut out = page(0xee);
+        dev.test_read(&mut [ReadRun {
+            slot,
+            pages: &mut [&mut out],
+        }])?;
+        Ok(out)
+    }
+
+    /// The read of `slot` fails authentication, naming page 0 and the slot,
+    /// and leaves zeroes in the destination.
+    fn assert_unauthentic(dev: &SealedDevice<impl Device>, slot: u32) {
+        let mut out = page(0xee);
+        let error = dev
+            .test_read(&mut [ReadRun {
+                slot,
+                pages: &mut [&mut out],
+            }])
+            .unwrap_err();
+        assert_eq!(error.done, 0);
+        assert_eq!(error.error.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(Unauthentic::of(&error.error), Some(Unauthentic { page: 0, slot }));
+        assert_eq!(out, Page::zeroed());
+    }
+
+    #[test]
+    fn round_trip_stores_no_plaintext() {
+        let dev = sealed(&SealKey::random().unwrap(), 64);
+        write(&dev, 3, &page(0x5a)).unwrap();
+        assert_ne!(dev.inner().stored(3), page(0x5a));
+        assert_eq!(read(&dev, 3).unwrap(), page(0x5a));
+    }
+
+    #[test]
+    fn changed_moved_and_replayed_values_fail() {
+        let dev = sealed(&SealKey::random().unwrap(), 64);
+        write(&dev, 0, &page(1)).unwrap();
+        write(&dev, 1, &page(2)).unwrap();
+        let old = dev.inner().stored(0);
+        // Changed: one bit.
+        let mut changed = old.clone();
+        changed.as_bytes_mut()[100] ^= 1;
+        dev.inner().put(0, &changed);
+        assert_unauthentic(&dev, 0);
+        // Replayed: slot 0 rewritten, its old value put back.
+        write(&dev, 0, &page(3)).unwrap();
+        assert_eq!(read(&dev, 0).unwrap(), page(3));
+        dev.inner().put(0, &old);
+        assert_unauthentic(&dev, 0);
+        // Moved: slot 1's value in slot 0.
+        dev.inner().put(0, &dev.inner().stored(1));
+        assert_unauthentic(&dev, 0);
+        assert_eq!(read(&dev, 1).unwrap(), page(2));
+    }
+
+    #[test]
+    fn another_instance_value_fails_under_the_same_key() {
+        let key = SealKey::random().unwrap();
+        let (a, b) = (sealed(&key, 64), sealed(&key, 64));
+        write(&a, 0, &page(1)).unwrap();
+        write(&b, 0, &page(2)).unwrap();
+        b.inner().put(0, &a.inner().stored(0));
+        assert_unauthentic(&b, 0);
+    }
+
+    #[test]
+    fn released_slot_fails_and_a_multi_page_run_names_its_bad_page() {
+        let dev = sealed(&SealKey::random().unwrap(), 64);
+        let pages = [page(1), page(2), page(3)];
+        let refs: Vec<&Page> = pages.iter().collect();
+        dev.test_write(&[WriteRun {
+            slot: 4,
+            pages: &refs,
+            resident: false,
+        }])
+        .unwrap();
+        let mut changed = dev.inner().stored(6);
+        changed.as_bytes_mut()[0] ^= 0x80;
+        dev.inner().put(6, &changed);
+        let mut out = [page(0), page(0), page(0)];
+        let [o0, o1, o2] = &mut out;
+        let error = dev
+            .test_read(&mut [ReadRun {
+                slot: 4,
+                pages: &mut [o0, o1, o2],
+            }])
+            .unwrap_err();
+        assert_eq!(Unauthentic::of(&error.error), Some(Unauthentic { page: 2, slot: 6 }));
+        assert_eq!(out[..2], pages[..2]);
+        dev.test_release(4, 1).unwrap();
+        assert_unauthentic(&dev, 4);
+    }
+
+    #[test]
+    fn a_worn_slot_refuses_the_write_and_keeps_its_value() {
+        let dev = sealed(&SealKey::random().unwrap(), 2);
+        for fill in 1..=3 {
+            write(&dev, 0, &page(fill)).unwrap();
+        }
+        let error = write(&dev, 0, &page(4)).unwrap_err();
+        assert_eq!(error.done, 0);
+        assert!(error.error.to_string().contains("slot 0 is worn"), "{}", error.error);
+        assert_eq!(read(&dev, 0).unwrap(), page(3));
+        dev.test_release(0, 1).unwrap();
+        assert!(write(&dev, 0, &page(5)).is_err(), "a dropped slot keeps its counter");
+        write(&dev, 1, &page(6)).unwrap();
+    }
+
+    #[test]
+    fn keys_parse_from_hex_or_raw_bytes_and_never_show() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF\n";
+        let key = SealKey::parse(hex.as_bytes()).unwrap();
+        assert_eq!(key.0[..4], [0x00, 0x11, 0x22, 0x33]);
+        assert_eq!(key.0[31], 0xff);
+        assert_eq!(SealKey::parse(&[b' '; 32]).unwrap().0[..], [b' '; 32]);
+        assert!(SealKey::parse(b"short").is_none());
+        assert!(SealKey::parse(&[b'g'; 64]).is_none());
+        assert_eq!(format!("{key:?}"), "SealKey(<redacted>)");
+        assert!(!format!("{:?}", Sealer::new(&key).unwrap()).contains("0011"));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u32),
+        Release(u32),
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            60 => (0u32..4).prop_map(Op::Write),
+            15 => (0u32..4).prop_map(Op::Release),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Slot reuse far past the counter's wrap-around (3-bit counters,
+        /// hundreds of writes over 4 slots) and restarts under the same key
+        /// never seal two values under one (key, nonce): a zero page's
+        /// ciphertext is the keystream of its (subkey, nonce), so every
+        /// sealed zero page written must differ from every other.
+        #[test]
+        fn no_key_nonce_pair_repeats(ops in proptest::collection::vec(op(), 100..600)) {
+            // Every case starts by writing slot 0 twice as often as its
+            // counter allows: past wrap-around whatever the ops are.
+            let ops = std::iter::repeat_n(Op::Write(0), 16).chain(ops);
+            let key = SealKey::from_bytes([7; 32]);
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let open = || SealedDevice::with_sealer(MemDevice::with_log(&log), Sealer::new(&key).unwrap(), 3);
+            let mut dev = open();
+            let mut live = [false; 4];
+            let mut refused = 0;
+            for op in ops {
+                match op {
+                    Op::Write(slot) => match write(&dev, slot, &Page::zeroed()) {
+                        Ok(()) => live[slot as usize] = true,
+                        Err(e) => {
+                            prop_assert!(e.error.to_string().contains("is worn"));
+                            refused += 1;
+                        }
+                    },
+                    Op::Release(slot) => {
+                        dev.test_release(slot, 1).unwrap();
+                        live[slot as usize] = false;
+                    }
+                    Op::Restart => {
+                        dev = open();
+                        live = [false; 4];
+                    }
+                }
+                for slot in (0..4).filter(|&s| live[s as usize]) {
+                    prop_assert_eq!(read(&dev, slot).unwrap(), Page::zeroed());
+                }
+            }
+            let log = log.lock().unwrap();
+            let distinct: HashSet<&[u8]> = log.iter().map(|p| &p.as_bytes()[..32]).collect();
+            prop_assert!(refused >= 9, "{} refused", refused);
+            prop_assert_eq!(distinct.len(), log.len());
+        }
+    }
+}

@@ -1,0 +1,1214 @@
+//! [`OffloadRegion`]: the page table, the fault service shared by both
+//! modes, the evictor and the handler thread.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use linux_raw_sys::general as uapi;
+use pagebackup_core::{BackupBackend, BackupError, BackupFlags, BatchError, Handle, PAGE_SIZE, Page};
+use rustix::io::Errno;
+
+use crate::config::{FaultMode, MAX_READ_AHEAD, RegionConfig};
+use crate::error::RegionError;
+use crate::stats::{Counters, RegionStats};
+use crate::sys::{self, FaultMsg, Mapping, Registration, Releaser, Uffd};
+
+// Page states. A page is in exactly one; whoever moves it to BUSY owns it
+// (and its handle word) until it stores the next state.
+/// Never written, or evicted while all zeros: reads as zeros, holds no storage.
+const EMPTY: u8 = 0;
+/// Resident and writable; its handle word, if set, names a stale copy to drop.
+const DIRTY: u8 = 1;
+/// Resident, write-protected, equal to the copy its handle names.
+const CLEAN: u8 = 2;
+/// Not resident; its handle names its contents.
+const BACKED: u8 = 3;
+/// Owned by a thread restoring, evicting or unprotecting it.
+const BUSY: u8 = 4;
+/// Its restore failed: poisoned where the kernel can, its handle kept for a retry.
+const POISONED: u8 = 5;
+
+/// A handle value for the unused places of a fixed-size handle array.
+const PLACEHOLDER: Handle = match Handle::from_raw(1) {
+    Some(h) => h,
+    None => panic!("1 is a handle value"),
+};
+
+static ZERO_PAGE: Page = Page::zeroed();
+
+/// While reads restore pages writable, one restore in this many still
+/// restores them clean, to see whether they are still written after.
+const PROBE_EVERY: u64 = 16;
+/// Bounds of [`Shared::write_score`].
+const SCORE_LIMIT: i32 = 64;
+
+/// What the signal handler should do after the region looked at a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Served: return and let the access run again.
+    Served,
+    /// Not served (the page could not be restored): chain to the previous handler.
+    Failed,
+}
+
+/// Who is serving a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    /// The faulting thread, in its `SIGBUS` handler.
+    Signal,
+    /// The handler thread, for a thread waiting in the kernel.
+    Handler,
+    /// A call of the region's API (prefault, pin) on the calling thread.
+    Api,
+}
+
+/// Single-consumer ring of resident pages, oldest first: faulting threads
+/// push without locks (from signal handlers too), the evictor pops. A page
+/// is in it at most once, and the slot being popped is the only other one
+/// in use, so a ring of one slot more than the pages never laps itself.
+#[derive(Debug)]
+struct Fifo {
+    slots: Box<[AtomicU32]>,
+    head: AtomicUsize,
+    tail: AtomicUsize,
+}
+
+impl Fifo {
+    fn new(pages: usize) -> Fifo {
+        Fifo {
+            slots: (0..pages + 1).map(|_| AtomicU32::new(0)).collect(),
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+        }
+    }
+
+    fn push(&self, page: usize) {
+        let pos = self.tail.fetch_add(1, Ordering::AcqRel);
+        self.slots[pos % self.slots.len()].store(page as u32 + 1, Ordering::Release);
+    }
+
+    /// The oldest page; only the evictor calls it. A push under way (its
+    /// place taken, its page not yet stored) is waited for.
+    fn pop(&self) -> Option<usize> {
+        let head = self.head.load(Ordering::Relaxed);
+        let slot = &self.slots[head % self.slots.len()];
+        let mut backoff = Backoff(0);
+        let value = loop {
+            let value = slot.load(Ordering::Acquire);
+            if value != 0 || self.tail.load(Ordering::Acquire) == head {
+                break value;
+            }
+            backoff.snooze();
+        };
+        if value == 0 {
+            return None;
+        }
+        slot.store(0, Ordering::Relaxed);
+        self.head.store(head + 1, Ordering::Release);
+        Some(value as usize - 1)
+    }
+}
+
+/// Spins, then yields: for waits on another thread that is running.
+struct Backoff(u32);
+
+impl Backoff {
+    fn snooze(&mut self) {
+        if self.0 < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        self.0 = self.0.saturating_add(1);
+    }
+}
+
+/// The state shared by the region, its threads and the signal handler.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    // The descriptor closes (unregistering the range) before the mapping goes.
+    uffd: Uffd,
+    mapping: Mapping,
+    pages: usize,
+    backend: Box<dyn BackupBackend>,
+    state: Box<[AtomicU8]>,
+    handle: Box<[AtomicU64]>,
+    pins: Box<[AtomicU32]>,
+    fifo: Fifo,
+    resident: AtomicUsize,
+    budget: usize,
+    high: usize,
+    low: usize,
+    config: RegionConfig,
+    staging: Box<[Mutex<Box<[Page]>>]>,
+    stats: Counters,
+    evictor: OnceLock<Thread>,
+    stop: AtomicBool,
+    /// The page after the last restored run, to detect sequential faults.
+    last_end: AtomicUsize,
+    /// The evictor could not make progress (backend full, failing): faults
+    /// go over the budget instead of waiting.
+    stalled: AtomicBool,
+    error: Mutex<Option<BackupError>>,
+    /// Whether pages restored clean tend to be written soon after: raised by
+    /// a write to a clean page, lowered by each clean restore. Above zero,
+    /// reads restore pages writable (but one in [`PROBE_EVERY`], to keep
+    /// measuring), saving the second fault a write would take.
+    write_score: AtomicI32,
+    poison: bool,
+    releaser: Releaser,
+}
+
+impl Shared {
+    fn addr(&self, page: usize) -> usize {
+        self.mapping.addr() + page * PAGE_SIZE
+    }
+
+    fn claim(&self, page: usize, from: u8) -> bool {
+        self.state[page]
+            .compare_exchange(from, BUSY, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn set(&self, page: usize, state: u8) {
+        self.state[page].store(state, Ordering::Release);
+    }
+
+    fn wake_evictor(&self) {
+        if let Some(t) = self.evictor.get() {
+            t.unpark();
+        }
+    }
+
+    /// Keeps `error` as the region's last error. From a signal handler the
+    /// slot may be taken; then the error is counted only.
+    fn record(&self, error: BackupError) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        match self.error.try_lock() {
+            Ok(mut slot) => *slot = Some(error),
+            Err(TryLockError::Poisoned(p)) => *p.into_inner() = Some(error),
+            // Dropping it could free memory under an allocator lock the
+            // interrupted code holds; a counted error is not worth that risk.
+            Err(TryLockError::WouldBlock) => std::mem::forget(error),
+        }
+    }
+
+    fn os_error(&self, what: &str, errno: Errno) -> BackupError {
+        BackupError::Io {
+            origin: pagebackup_core::Origin::new("region", pagebackup_core::Operation::CopyPage),
+            source: std::io::Error::new(std::io::Error::from(errno).kind(), format!("{what}: {errno}")),
+        }
+    }
+
+    /// Counts `pages` as resident, waiting (spinning, then yielding) while
+    /// that would pass the budget and the evictor makes progress.
+    fn reserve(&self, pages: usize) {
+        let mut backoff = Backoff(0);
+        let mut since: Option<Instant> = None;
+        loop {
+            let r = self.resident.load(Ordering::Relaxed);
+            let over = r + pages > self.budget;
+            if !over || self.stalled.load(Ordering::Relaxed) {
+                if self
+                    .resident
+                    .compare_exchange_weak(r, r + pages, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    if r + pages > self.high {
+                        self.wake_evictor();
+                    }
+                    if over {
+                        self.stats.over_budget.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                continue;
+            }
+            self.wake_evictor();
+            let start = *since.get_or_insert_with(Instant::now);
+            if start.elapsed() > Duration::from_millis(200) {
+                self.resident.fetch_add(pages, Ordering::AcqRel);
+                self.stats.over_budget.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            backoff.snooze();
+        }
+        // (unreachable)
+    }
+
+    /// A staging buffer of [`MAX_READ_AHEAD`] pages, taken without blocking.
+    fn staging(&self) -> MutexGuard<'_, Box<[Page]>> {
+        let n = self.staging.len();
+        // Threads start at different buffers: their stacks lie apart.
+        let marker = 0u8;
+        let start = (&marker as *const u8 as usize) >> 16;
+        let mut backoff = Backoff(0);
+        loop {
+            for k in 0..n {
+                match self.staging[(start + k) % n].try_lock() {
+                    Ok(g) => return g,
+                    Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                    Err(TryLockError::WouldBlock) => {}
+                }
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Serves a fault on the faulting thread (`SIGBUS` handler).
+    pub(crate) fn on_signal(&self, addr: usize, write: Option<bool>) -> Fault {
+        let start = Instant::now();
+        let page = (addr - self.mapping.addr()) / PAGE_SIZE;
+        let result = self.serve(page, write, Ctx::Signal);
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .fault_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(_) => Fault::Served,
+            Err(error) => {
+                self.record(error);
+                Fault::Failed
+            }
+        }
+    }
+
+    /// Makes `page` resident (and writable if `write` is not `Some(false)`).
+    /// Returns whether an ioctl already woke the threads waiting on it.
+    fn serve(&self, page: usize, write: Option<bool>, ctx: Ctx) -> Result<bool, BackupError> {
+        let writing = write != Some(false);
+        let mut backoff = Backoff(0);
+        loop {
+            match self.state[page].load(Ordering::Acquire) {
+                EMPTY if self.claim(page, EMPTY) => return self.fill_zero(page, writing),
+                BACKED if self.claim(page, BACKED) => return self.restore(page, write),
+                POISONED if ctx != Ctx::Api => return Err(self.poisoned_error(page)),
+                POISONED if self.claim(page, POISONED) => {
+                    // A retry: release the poison marker first.
+                    if let Err(e) = self.releaser.release(&self.mapping, &[(page, 1)]) {
+                        self.set(page, POISONED);
+                        return Err(BackupError::Io {
+                            origin: pagebackup_core::Origin::new("region", pagebackup_core::Operation::CopyPage),
+                            source: e,
+                        });
+                    }
+                    return self.restore(page, write);
+                }
+                CLEAN if !writing => return Ok(false),
+                CLEAN if self.claim(page, CLEAN) => {
+                    // A write to a clean page: its copy goes stale, the page
+                    // becomes writable (which wakes the waiters).
+                    if ctx != Ctx::Api {
+                        self.stats.wp_faults.fetch_add(1, Ordering::Relaxed);
+                        self.nudge_score(2);
+                    }
+                    let r = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
+                    self.set(page, DIRTY);
+                    return r.map(|()| true).map_err(|e| self.os_error("UFFDIO_WRITEPROTECT", e));
+                }
+                DIRTY if ctx == Ctx::Api => return Ok(false),
+                DIRTY => return Ok(false),
+                BUSY => {
+                    while self.state[page].load(Ordering::Acquire) == BUSY {
+                        backoff.snooze();
+                    }
+                    if ctx != Ctx::Api {
+                        // Let the access run again and fault again if it must.
+                        return Ok(false);
+                    }
+                }
+                _ => backoff.snooze(),
+            }
+        }
+    }
+
+    fn nudge_score(&self, by: i32) {
+        let s = self.write_score.load(Ordering::Relaxed);
+        self.write_score
+            .store((s + by).clamp(-SCORE_LIMIT, SCORE_LIMIT), Ordering::Relaxed);
+    }
+
+    fn poisoned_error(&self, page: usize) -> BackupError {
+        BackupError::Corrupt {
+            origin: pagebackup_core::Origin::new(self.backend.name(), pagebackup_core::Operation::CopyPage),
+            handle: Handle::from_raw(self.handle[page].load(Ordering::Relaxed)).unwrap_or(PLACEHOLDER),
+            detail: format!(
+                "page {page} of the region could not be restored earlier and is poisoned; \
+                 prefault or pin it to retry"
+            ),
+        }
+    }
+
+    /// Maps zeros at an `EMPTY` page the caller owns.
+    fn fill_zero(&self, page: usize, write: bool) -> Result<bool, BackupError> {
+        self.reserve(1);
+        let r = if write {
+            self.uffd.copy(self.addr(page), std::slice::from_ref(&ZERO_PAGE), false)
+        } else {
+            self.uffd.zeropage(self.addr(page))
+        };
+        match r {
+            Ok(()) | Err(Errno::EXIST) => {
+                self.handle[page].store(0, Ordering::Relaxed);
+                self.set(page, DIRTY);
+                self.fifo.push(page);
+                self.stats.zero_fills.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) => {
+                self.resident.fetch_sub(1, Ordering::AcqRel);
+                self.set(page, EMPTY);
+                Err(self.os_error("UFFDIO_ZEROPAGE", e))
+            }
+        }
+    }
+
+    /// Restores a `BACKED` page the caller owns, with the pages after it
+    /// when faults run sequentially (read-ahead).
+    fn restore(&self, page: usize, write: Option<bool>) -> Result<bool, BackupError> {
+        let window = if self.last_end.load(Ordering::Relaxed) == page {
+            self.config.read_ahead
+        } else {
+            1
+        };
+        let mut n = 1;
+        while n < window && page + n < self.pages && self.claim(page + n, BACKED) {
+            n += 1;
+        }
+        self.last_end.store(page + n, Ordering::Relaxed);
+        self.reserve(n);
+        let mut staging = self.staging();
+        let mut handles = [PLACEHOLDER; MAX_READ_AHEAD];
+        for (k, h) in handles.iter_mut().enumerate().take(n) {
+            *h = Handle::from_raw(self.handle[page + k].load(Ordering::Relaxed)).unwrap_or(PLACEHOLDER);
+        }
+        let mut dsts: [&mut Page; MAX_READ_AHEAD] = match <&mut [Page; MAX_READ_AHEAD]>::try_from(&mut staging[..]) {
+            Ok(array) => array.each_mut(),
+            Err(_) => unreachable!("staging buffers hold MAX_READ_AHEAD pages"),
+        };
+        let restored = match self.backend.copy_pages(&handles[..n], &mut dsts[..n], None) {
+            Ok(()) => n,
+            Err(BatchError { completed, error }) => {
+                // Pages after the failing one go back as they were; the
+                // failing one is poisoned if it is the faulting page.
+                for k in completed..n {
+                    if k > 0 {
+                        self.set(page + k, BACKED);
+                    }
+                }
+                self.resident.fetch_sub(n - completed, Ordering::AcqRel);
+                self.stats.restore_errors.fetch_add(1, Ordering::Relaxed);
+                if completed == 0 {
+                    drop(staging);
+                    if self.poison && self.uffd.poison(self.addr(page), PAGE_SIZE).is_ok() {
+                        self.set(page, POISONED);
+                    } else {
+                        self.set(page, BACKED);
+                    }
+                    return Err(error);
+                }
+                self.record(error);
+                completed
+            }
+        };
+        // A page about to be written is mapped writable at once; the rest
+        // write-protected, so that a clean page is dropped, not written
+        // again, unless restored pages are mostly written soon after.
+        let wp = self.config.clean_tracking
+            && (self.write_score.load(Ordering::Relaxed) <= 0
+                || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY));
+        if wp {
+            self.nudge_score(-1);
+        }
+        let split = if wp && write != Some(false) { 1 } else { 0 };
+        let mut result = Ok(());
+        if split == 1 {
+            result = self.uffd.copy(self.addr(page), &staging[..1], false);
+        }
+        if result.is_ok() && restored > split {
+            result = self.uffd.copy(self.addr(page + split), &staging[split..restored], wp);
+        }
+        drop(staging);
+        if let Err(e) = result.or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) }) {
+            for k in 0..restored {
+                self.set(page + k, BACKED);
+            }
+            self.resident.fetch_sub(restored, Ordering::AcqRel);
+            return Err(self.os_error("UFFDIO_COPY", e));
+        }
+        for k in 0..restored {
+            self.set(page + k, if wp && k >= split { CLEAN } else { DIRTY });
+            self.fifo.push(page + k);
+        }
+        self.stats.restores.fetch_add(1, Ordering::Relaxed);
+        self.stats.restored_pages.fetch_add(restored as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Serves one fault read from the descriptor (handler-thread mode).
+    fn on_message(&self, msg: FaultMsg) {
+        let start = Instant::now();
+        let base = self.mapping.addr();
+        if !(base..base + self.mapping.len()).contains(&msg.addr) {
+            return;
+        }
+        let page = (msg.addr - base) / PAGE_SIZE;
+        let addr = self.addr(page);
+        match self.serve(page, Some(msg.write || msg.wp), Ctx::Handler) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = self.uffd.wake(addr, PAGE_SIZE);
+            }
+            Err(error) => {
+                self.record(error);
+                if self.state[page].load(Ordering::Acquire) != POISONED {
+                    // No poison on this kernel: let the thread retry later
+                    // rather than hand it a page that is not its own.
+                    std::thread::sleep(Duration::from_millis(10));
+                    let _ = self.uffd.wake(addr, PAGE_SIZE);
+                }
+            }
+        }
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .fault_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn handler_main(&self) {
+        let cpu0 = sys::thread_cpu_ns();
+        let mut msgs = [FaultMsg {
+            addr: 0,
+            write: false,
+            wp: false,
+        }; 16];
+        let mut idle_since = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            match self.uffd.read_faults(&mut msgs) {
+                Ok(0) => {
+                    if idle_since.elapsed() < self.config.handler_spin {
+                        std::hint::spin_loop();
+                    } else {
+                        self.uffd.wait(50);
+                        idle_since = Instant::now();
+                    }
+                }
+                Ok(n) => {
+                    for msg in &msgs[..n] {
+                        self.on_message(*msg);
+                    }
+                    idle_since = Instant::now();
+                }
+                Err(e) => {
+                    self.record(self.os_error("reading userfaultfd", e));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            self.stats
+                .handler_cpu_ns
+                .store(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
+        }
+    }
+
+    fn evictor_main(&self) {
+        let cpu0 = sys::thread_cpu_ns();
+        let mut work = EvictScratch::default();
+        while !self.stop.load(Ordering::Acquire) {
+            if self.resident.load(Ordering::Relaxed) <= self.high {
+                std::thread::park_timeout(Duration::from_millis(50));
+                continue;
+            }
+            while self.resident.load(Ordering::Relaxed) > self.low && !self.stop.load(Ordering::Acquire) {
+                match self.evict_batch(&mut work) {
+                    Evicted::Some => self.stalled.store(false, Ordering::Relaxed),
+                    Evicted::Nothing => {
+                        // Every resident page is pinned or in use: wait for one.
+                        std::thread::park_timeout(Duration::from_millis(1));
+                        break;
+                    }
+                    Evicted::Failed => {
+                        // The backend refuses pages: let faults pass the budget
+                        // rather than wait, and try again shortly.
+                        self.stalled.store(true, Ordering::Relaxed);
+                        std::thread::park_timeout(Duration::from_millis(10));
+                        break;
+                    }
+                }
+            }
+            self.stats
+                .evictor_cpu_ns
+                .store(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
+        }
+        self.stats
+            .evictor_cpu_ns
+            .store(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
+    }
+
+    /// Picks up to a batch of victims, oldest first, and owns them.
+    fn pick_victims(&self, want: usize, victims: &mut Vec<(usize, u8)>) {
+        victims.clear();
+        let mut skipped = 0;
+        while victims.len() < want && skipped < 2 * want + 64 {
+            let Some(page) = self.fifo.pop() else { break };
+            let s = self.state[page].load(Ordering::Acquire);
+            let resident = matches!(s, CLEAN | DIRTY | BUSY);
+            if (s == CLEAN || s == DIRTY) && self.pins[page].load(Ordering::SeqCst) == 0 && self.claim(page, s) {
+                if self.pins[page].load(Ordering::SeqCst) == 0 {
+                    victims.push((page, s));
+                    continue;
+                }
+                self.set(page, s);
+            }
+            if resident {
+                self.fifo.push(page);
+                skipped += 1;
+            }
+        }
+        victims.sort_unstable();
+    }
+
+    /// Evicts one batch.
+    fn evict_batch(&self, w: &mut EvictScratch) -> Evicted {
+        let excess = self.resident.load(Ordering::Relaxed).saturating_sub(self.low);
+        self.pick_victims(excess.clamp(1, self.config.evict_batch), &mut w.victims);
+        if w.victims.is_empty() {
+            return Evicted::Nothing;
+        }
+        // Dirty pages are write-protected first, so that what is copied is
+        // what stays: a writer now faults and waits for the eviction.
+        w.protect.clear();
+        runs_of(w.victims.iter().filter(|v| v.1 == DIRTY).map(|v| v.0), &mut w.protect);
+        w.failed.clear();
+        for &(first, len) in &w.protect {
+            if let Err(e) = self.uffd.write_protect(self.addr(first), len * PAGE_SIZE, true) {
+                self.record(self.os_error("UFFDIO_WRITEPROTECT", e));
+                w.failed.extend(first..first + len);
+            }
+        }
+        // Classify: clean (dropped), zero (dropped, no storage), written.
+        w.write.clear();
+        w.zero.clear();
+        for &(page, s) in &w.victims {
+            if s == DIRTY && !w.failed.contains(&page) {
+                if self.mapping.page(page).0.iter().all(|&b| b == 0) {
+                    w.zero.push(page);
+                } else {
+                    w.write.push(page);
+                }
+            }
+        }
+        w.handles.clear();
+        let mut written = 0;
+        w.runs.clear();
+        runs_of(w.write.iter().copied(), &mut w.runs);
+        for &(first, len) in &w.runs {
+            let pages: Vec<&Page> = (first..first + len).map(|p| self.mapping.page(p)).collect();
+            match self
+                .backend
+                .backup_pages(&pages, first as u64, BackupFlags::NONE, &mut w.handles)
+            {
+                Ok(()) => written += len,
+                Err(BatchError { completed, error }) => {
+                    written += completed;
+                    self.stats.backup_errors.fetch_add(1, Ordering::Relaxed);
+                    self.record(error);
+                    break;
+                }
+            }
+        }
+        // Pages not written go back to being dirty and writable.
+        w.failed.extend_from_slice(&w.write[written..]);
+        w.write.truncate(written);
+        for &page in &w.failed {
+            let _ = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
+            self.set(page, DIRTY);
+            self.fifo.push(page);
+        }
+        // Release every page that is done with one call.
+        w.done.clear();
+        w.done
+            .extend(w.victims.iter().map(|v| v.0).filter(|p| !w.failed.contains(p)));
+        w.runs.clear();
+        runs_of(w.done.iter().copied(), &mut w.runs);
+        let released = match self.releaser.release(&self.mapping, &w.runs) {
+            Ok(calls) => {
+                self.stats.release_calls.fetch_add(calls, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.record(BackupError::Io {
+                    origin: pagebackup_core::Origin::new("region", pagebackup_core::Operation::Maintenance),
+                    source: e,
+                });
+                false
+            }
+        };
+        w.stale.clear();
+        let mut next_handle = w.handles.iter();
+        for &(page, s) in &w.victims {
+            if w.failed.contains(&page) {
+                continue;
+            }
+            let old = self.handle[page].load(Ordering::Relaxed);
+            let state = if s == CLEAN {
+                BACKED
+            } else if w.zero.binary_search(&page).is_ok() {
+                if old != 0 {
+                    w.stale.push(old);
+                }
+                self.handle[page].store(0, Ordering::Relaxed);
+                EMPTY
+            } else {
+                let Some(new) = next_handle.next() else { continue };
+                if old != 0 {
+                    w.stale.push(old);
+                }
+                self.handle[page].store(new.to_raw(), Ordering::Relaxed);
+                BACKED
+            };
+            if released {
+                self.set(page, state);
+            } else {
+                // Still mapped and write-protected: a clean resident page,
+                // or a dirty one when it holds no copy.
+                self.set(page, if state == EMPTY { DIRTY } else { CLEAN });
+                if state == EMPTY {
+                    let _ = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
+                }
+                self.fifo.push(page);
+            }
+        }
+        if released {
+            self.resident.fetch_sub(w.done.len(), Ordering::AcqRel);
+            self.stats
+                .evicted_pages
+                .fetch_add(w.done.len() as u64, Ordering::Relaxed);
+            self.stats
+                .clean_drops
+                .fetch_add((w.done.len() - w.write.len() - w.zero.len()) as u64, Ordering::Relaxed);
+            self.stats.zero_drops.fetch_add(w.zero.len() as u64, Ordering::Relaxed);
+            self.stats.evict_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .written_back
+            .fetch_add(w.write.len() as u64, Ordering::Relaxed);
+        self.drop_raw_handles(&w.stale);
+        if released && !w.done.is_empty() {
+            Evicted::Some
+        } else {
+            Evicted::Failed
+        }
+    }
+
+    fn drop_raw_handles(&self, raw: &[u64]) {
+        let handles: Vec<Handle> = raw.iter().filter_map(|&h| Handle::from_raw(h)).collect();
+        if handles.is_empty() {
+            return;
+        }
+        if let Err(e) = self.backend.drop_handles(&handles) {
+            self.record(e.error);
+        }
+    }
+
+    /// Brings the pages of `pages` in (writable if `write`), on this thread.
+    fn prefault(&self, pages: Range<usize>, write: bool) -> Result<(), BackupError> {
+        for page in pages {
+            self.serve(page, Some(write), Ctx::Api)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one eviction batch achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evicted {
+    /// Pages were released.
+    Some,
+    /// No page could be taken (pinned, in use, none resident).
+    Nothing,
+    /// The backend or the kernel refused: nothing was released.
+    Failed,
+}
+
+/// Buffers the evictor reuses from batch to batch.
+#[derive(Debug, Default)]
+struct EvictScratch {
+    victims: Vec<(usize, u8)>,
+    protect: Vec<(usize, usize)>,
+    failed: Vec<usize>,
+    write: Vec<usize>,
+    zero: Vec<usize>,
+    handles: Vec<Handle>,
+    runs: Vec<(usize, usize)>,
+    done: Vec<usize>,
+    stale: Vec<u64>,
+}
+
+/// Appends the runs `(first, len)` of consecutive values of the ascending `pages`.
+fn runs_of(pages: impl Iterator<Item = usize>, out: &mut Vec<(usize, usize)>) {
+    for page in pages {
+        match out.last_mut() {
+            Some((first, len)) if *first + *len == page => *len += 1,
+            _ => out.push((page, 1)),
+        }
+    }
+}
+
+/// A range of ordinary memory that pages itself to a backend under a budget.
+///
+/// The region is anonymous memory registered with `userfaultfd`. A page
+/// never written reads as zeros; a page evicted is faulted back from its
+/// copy in the backend; when more than `budget` bytes are resident, a
+/// background thread backs up the oldest pages in batches (one batch call to
+/// the backend, one `process_madvise(MADV_DONTNEED)` to release them) ahead
+/// of the budget, so that a fault costs a lookup, a restore and one
+/// `UFFDIO_COPY`. Pages restored by a read are write-protected: if they stay
+/// clean, eviction drops them without writing them again.
+///
+/// # Fault modes
+///
+/// - [`FaultMode::Signal`] (the default): the faulting thread serves its own
+///   fault in a `SIGBUS` handler (`UFFD_FEATURE_SIGBUS`). The handler takes
+///   no lock the interrupted code may hold and allocates nothing of its own
+///   (staging buffers are made up front); it calls the backend's
+///   `copy_pages`. Consequences, documented rules:
+///   - a **system call** given evicted memory (`read(fd, ptr, n)` into it,
+///     `write(fd, ptr, n)` from it) fails with `EFAULT` instead of faulting:
+///     [`pin`](Self::pin) (or [`prefault`](Self::prefault)) the range first;
+///   - code that holds a lock the backend's restore takes (a call into the
+///     same backend) must not touch non-resident region memory: pass region
+///     pages to the backend through [`backend`](Self::backend), which pins
+///     them, or pin them yourself;
+///   - faults outside every region go to the `SIGBUS` handler installed
+///     before the first region was made.
+/// - [`FaultMode::HandlerThread`]: a thread reads the descriptor and serves
+///   faults, spinning for [`RegionConfig::handler_spin`] after each before it
+///   sleeps; system calls on evicted memory work (the kernel waits for the
+///   handler). Each fault costs a hand-off between threads.
+///
+/// # Errors on access
+///
+/// A page the backend cannot restore is never mapped as zeros: it is
+/// poisoned (`UFFDIO_POISON`), so the access raises `SIGBUS` as a memory
+/// error would (in signal mode the region's handler passes it to the
+/// handler installed before, by default ending the process), and the error
+/// is kept ([`last_error`](Self::last_error)). [`prefault`](Self::prefault)
+/// and [`pin`](Self::pin) return it instead, and retry poisoned pages.
+///
+/// # Fork
+///
+/// The mapping is `MADV_DONTFORK`: a child does not inherit it.
+#[derive(Debug)]
+pub struct OffloadRegion {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    registration: Option<Registration>,
+}
+
+impl OffloadRegion {
+    /// A region of `len` bytes (rounded up to pages) keeping at most
+    /// `budget` bytes resident, paging to `backend`, in the default mode.
+    pub fn new(len: usize, budget: usize, backend: impl BackupBackend + 'static) -> Result<Self, RegionError> {
+        Self::with_config(len, budget, Box::new(backend), RegionConfig::default())
+    }
+
+    /// A region as [`new`](Self::new) makes, with `config`.
+    pub fn with_config(
+        len: usize,
+        budget: usize,
+        backend: Box<dyn BackupBackend>,
+        config: RegionConfig,
+    ) -> Result<Self, RegionError> {
+        let pages = len.div_ceil(PAGE_SIZE);
+        let budget_pages = budget / PAGE_SIZE;
+        config.check()?;
+        let min_budget = 4 * MAX_READ_AHEAD;
+        if pages == 0 || pages >= u32::MAX as usize {
+            return Err(RegionError::InvalidInput(format!(
+                "a region of {len} bytes: give between 1 and {} pages",
+                u32::MAX - 1
+            )));
+        }
+        if budget_pages < min_budget {
+            return Err(RegionError::InvalidInput(format!(
+                "a budget of {budget} bytes: give at least {} bytes ({min_budget} pages)",
+                min_budget * PAGE_SIZE
+            )));
+        }
+        let supported = Uffd::supported_features().map_err(|source| RegionError::Os {
+            op: "opening a userfaultfd",
+            source,
+        })?;
+        let mut features = u64::from(uapi::UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+        if config.mode == FaultMode::Signal {
+            features |= u64::from(uapi::UFFD_FEATURE_SIGBUS);
+        }
+        if supported & features != features {
+            return Err(RegionError::Unsupported {
+                what: if supported & u64::from(uapi::UFFD_FEATURE_SIGBUS) == 0 {
+                    "UFFD_FEATURE_SIGBUS (Linux 4.14), for the signal fault mode"
+                } else {
+                    "userfaultfd write-protect on anonymous memory (Linux 5.7)"
+                },
+                detail: format!("the kernel offers the features {supported:#x}"),
+            });
+        }
+        let poison = supported & u64::from(uapi::UFFD_FEATURE_POISON) != 0;
+        if poison {
+            features |= u64::from(uapi::UFFD_FEATURE_POISON);
+        }
+        let uffd = Uffd::open(features).map_err(|source| RegionError::Os {
+            op: "enabling userfaultfd features",
+            source,
+        })?;
+        let mapping = Mapping::new(pages * PAGE_SIZE).map_err(|source| RegionError::Os {
+            op: "mapping the region",
+            source,
+        })?;
+        let ioctls = uffd.register(&mapping).map_err(|source| RegionError::Os {
+            op: "registering the region with userfaultfd",
+            source,
+        })?;
+        for (bit, name) in [
+            (uapi::_UFFDIO_COPY, "UFFDIO_COPY"),
+            (uapi::_UFFDIO_ZEROPAGE, "UFFDIO_ZEROPAGE"),
+            (uapi::_UFFDIO_WRITEPROTECT, "UFFDIO_WRITEPROTECT"),
+        ] {
+            if ioctls & (1 << bit) == 0 {
+                return Err(RegionError::Unsupported {
+                    what: name,
+                    detail: format!("the registered range offers the ioctls {ioctls:#x}"),
+                });
+            }
+        }
+        let budget_pages = budget_pages.min(pages.max(min_budget));
+        let headroom = (budget_pages / 16).max(config.read_ahead * 2);
+        let high = budget_pages.saturating_sub(headroom);
+        let low = high.saturating_sub(config.evict_batch.max(budget_pages / 16));
+        let threads_hint = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let shared = Arc::new(Shared {
+            uffd,
+            mapping,
+            pages,
+            backend,
+            state: (0..pages).map(|_| AtomicU8::new(EMPTY)).collect(),
+            handle: (0..pages).map(|_| AtomicU64::new(0)).collect(),
+            pins: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+            fifo: Fifo::new(pages),
+            resident: AtomicUsize::new(0),
+            budget: budget_pages,
+            high,
+            low,
+            config: config.clone(),
+            staging: (0..(4 * threads_hint).max(16))
+                .map(|_| Mutex::new(Page::new_boxed_slice(MAX_READ_AHEAD)))
+                .collect(),
+            stats: Counters::default(),
+            evictor: OnceLock::new(),
+            stop: AtomicBool::new(false),
+            last_end: AtomicUsize::new(usize::MAX),
+            stalled: AtomicBool::new(false),
+            error: Mutex::new(None),
+            write_score: AtomicI32::new(0),
+            poison,
+            releaser: Releaser::new(),
+        });
+        let mut region = OffloadRegion {
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+            registration: None,
+        };
+        if config.mode == FaultMode::Signal {
+            sys::install_sigbus_handler().map_err(|source| RegionError::Os {
+                op: "installing the SIGBUS handler",
+                source,
+            })?;
+            region.registration = Some(
+                sys::register_region(&shared, shared.mapping.addr(), shared.mapping.len()).ok_or_else(|| {
+                    RegionError::InvalidInput(format!(
+                        "{} regions in signal mode are alive already; drop one or use the handler-thread mode",
+                        sys::MAX_REGIONS
+                    ))
+                })?,
+            );
+        } else {
+            let s = Arc::clone(&shared);
+            region
+                .threads
+                .push(spawn("pagebackup-region-faults", move || s.handler_main())?);
+        }
+        let s = Arc::clone(&shared);
+        let evictor = spawn("pagebackup-region-evict", move || s.evictor_main())?;
+        let _ = shared.evictor.set(evictor.thread().clone());
+        region.threads.push(evictor);
+        Ok(region)
+    }
+
+    /// The length in bytes (whole pages).
+    pub fn len(&self) -> usize {
+        self.shared.mapping.len()
+    }
+
+    /// Always false: a region has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The budget in bytes: at most this much is resident, bar transient
+    /// overshoot when the backend cannot take pages.
+    pub fn budget(&self) -> usize {
+        self.shared.budget * PAGE_SIZE
+    }
+
+    /// The mode faults are served in.
+    pub fn mode(&self) -> FaultMode {
+        self.shared.config.mode
+    }
+
+    /// The memory, to read.
+    pub fn as_slice(&self) -> &[u8] {
+        self.shared.mapping.as_slice()
+    }
+
+    /// The memory, to read and write.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        sys::exclusive_slice(self, |r| &r.shared.mapping)
+    }
+
+    /// The memory as 64-bit words that many threads may read and write at
+    /// once (atomically; plain loads and stores on x86-64).
+    pub fn words(&self) -> &[AtomicU64] {
+        sys::words(&self.shared.mapping)
+    }
+
+    /// The first byte, for code that needs a pointer (FFI). Accesses through
+    /// it follow the rules of the fault mode (see the type's documentation).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.shared.mapping.as_ptr()
+    }
+
+    /// Makes the pages of the byte range `range` resident now, on this
+    /// thread, returning the backend's error for a page it cannot restore
+    /// (and retrying pages poisoned earlier). They may be evicted again later.
+    pub fn prefault(&self, range: Range<usize>) -> Result<(), RegionError> {
+        let pages = self.page_range(&range)?;
+        self.shared.prefault(pages, false).map_err(RegionError::Backend)
+    }
+
+    /// Keeps the pages of the byte range `range` resident and writable until
+    /// the guard is dropped: for memory handed to the kernel (system calls)
+    /// or to code that must not fault. At most half the budget may be pinned.
+    pub fn pin(&self, range: Range<usize>) -> Result<PinGuard<'_>, RegionError> {
+        let pages = self.page_range(&range)?;
+        Self::pin_pages(&self.shared, pages)
+    }
+
+    /// Pins the byte range `range` as [`pin`](Self::pin) does and gives it
+    /// as a mutable slice, for a system call or foreign code to write into.
+    pub fn pin_mut(&mut self, range: Range<usize>) -> Result<PinnedMut<'_>, RegionError> {
+        let pages = self.page_range(&range)?;
+        let guard = Self::pin_pages(&self.shared, pages)?;
+        let bytes = &mut sys::exclusive_slice(self, |r| &r.shared.mapping)[range];
+        Ok(PinnedMut { bytes, _guard: guard })
+    }
+
+    fn pin_pages<'r>(shared: &Arc<Shared>, pages: Range<usize>) -> Result<PinGuard<'r>, RegionError> {
+        if pages.len() > shared.budget / 2 {
+            return Err(RegionError::InvalidInput(format!(
+                "pinning {} pages: at most half the budget ({} pages) may be pinned",
+                pages.len(),
+                shared.budget / 2
+            )));
+        }
+        for p in pages.clone() {
+            shared.pins[p].fetch_add(1, Ordering::SeqCst);
+        }
+        let guard = PinGuard {
+            shared: Arc::clone(shared),
+            pages: pages.clone(),
+            _region: PhantomData,
+        };
+        shared.prefault(pages, true).map_err(RegionError::Backend)?;
+        Ok(guard)
+    }
+
+    fn page_range(&self, range: &Range<usize>) -> Result<Range<usize>, RegionError> {
+        if range.start > range.end || range.end > self.len() {
+            return Err(RegionError::InvalidInput(format!(
+                "the byte range {range:?} is not inside the region of {} bytes",
+                self.len()
+            )));
+        }
+        Ok(range.start / PAGE_SIZE..range.end.div_ceil(PAGE_SIZE))
+    }
+
+    /// The backend, wrapped so that pages of this region given to it (as the
+    /// page to back up or the destination of a restore) are pinned for the
+    /// call: a call into the backend never faults on the region.
+    pub fn backend(&self) -> RegionBackend<'_> {
+        RegionBackend { region: self }
+    }
+
+    /// The last error the region met serving a fault or evicting, if any (taken).
+    pub fn last_error(&self) -> Option<BackupError> {
+        match self.shared.error.lock() {
+            Ok(mut e) => e.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> RegionStats {
+        let s = &self.shared;
+        s.stats.snapshot(
+            s.resident.load(Ordering::Relaxed),
+            s.releaser.vectored(),
+            &s.backend.stats(),
+        )
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, RegionError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|source| RegionError::Os {
+            op: "starting the region's thread",
+            source,
+        })
+}
+
+impl Drop for OffloadRegion {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.stop.store(true, Ordering::Release);
+        for t in &self.threads {
+            t.thread().unpark();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Waits for signal handlers inside the region to return.
+        self.registration = None;
+        let live: Vec<u64> = (0..s.pages)
+            .filter(|&p| s.state[p].load(Ordering::Acquire) != EMPTY)
+            .map(|p| s.handle[p].load(Ordering::Relaxed))
+            .filter(|&h| h != 0)
+            .collect();
+        s.drop_raw_handles(&live);
+    }
+}
+
+/// Pages of a region kept resident and writable; see [`OffloadRegion::pin`].
+#[derive(Debug)]
+pub struct PinGuard<'r> {
+    shared: Arc<Shared>,
+    pages: Range<usize>,
+    _region: PhantomData<&'r OffloadRegion>,
+}
+
+impl Drop for PinGuard<'_> {
+    fn drop(&mut self) {
+        for p in self.pages.clone() {
+            self.shared.pins[p].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A pinned byte range of a region, writable; see [`OffloadRegion::pin_mut`].
+#[derive(Debug)]
+pub struct PinnedMut<'r> {
+    bytes: &'r mut [u8],
+    _guard: PinGuard<'r>,
+}
+
+impl std::ops::Deref for PinnedMut<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl std::ops::DerefMut for PinnedMut<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes
+    }
+}
+
+/// A region's backend, pinning the region's pages it is handed; see
+/// [`OffloadRegion::backend`].
+#[derive(Debug)]
+pub struct RegionBackend<'r> {
+    region: &'r OffloadRegion,
+}
+
+impl RegionBackend<'_> {
+    /// Pins `page` if it lies in the region.
+    fn pin_if_inside(&self, page: &Page) -> pagebackup_core::Result<Option<PinGuard<'_>>> {
+        let addr = page as *const Page as usize;
+        let base = self.region.shared.mapping.addr();
+        if !(base..base + self.region.len()).contains(&addr) {
+            return Ok(None);
+        }
+        let offset = addr - base;
+        self.region
+            .pin(offset..offset + PAGE_SIZE)
+            .map(Some)
+            .map_err(|e| match e {
+                RegionError::Backend(b) => b,
+                other => BackupError::Io {
+                    origin: pagebackup_core::Origin::new("region", pagebackup_core::Operation::CopyPage),
+                    source: std::io::Error::other(other.to_string()),
+                },
+            })
+    }
+
+    fn inner(&self) -> &dyn BackupBackend {
+        &*self.region.shared.backend
+    }
+}
+
+impl BackupBackend for RegionBackend<'_> {
+    fn name(&self) -> &'static str {
+        self.inner().name()
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        let _pin = self.pin_if_inside(page)?;
+        self.inner().backup_page(page, idx, flags)
+    }
+    fn copy_page(
+        &self,
+        dst: &mut Page,
+        handle: Handle,
+        intr: Option<&pagebackup_core::Interrupt>,
+    ) -> pagebackup_core::Result<()> {
+        let _pin = self.pin_if_inside(dst)?;
+        self.inner().copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.inner().drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.inner().bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.inner().stats()
+    }
+    fn flush(&self) -> pagebackup_core::Result<()> {
+        self.inner().flush()
+    }
+}
+
+impl fmt::Display for FaultMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FaultMode::Signal => "signal",
+            FaultMode::HandlerThread => "thread",
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! A fault taken inside the allocator, with its lock held: the fault
+//! service must neither allocate (which would deadlock) nor corrupt.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+use pagebackup_core::{MemoryBackend, PAGE_SIZE};
+use pagebackup_region::RegionConfig;
+use support::{MODES, region};
+
+/// The system allocator behind one lock, which, when armed, reads a word of
+/// the region while holding it (an allocator whose metadata lives there).
+struct LockedAllocator;
+
+static LOCK: AtomicBool = AtomicBool::new(false);
+static TARGET: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+static SEEN: AtomicU64 = AtomicU64::new(0);
+static REENTERED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+impl LockedAllocator {
+    fn locked<R>(f: impl FnOnce() -> R) -> R {
+        if INSIDE.get() {
+            // Called again from inside: the fault service allocated.
+            REENTERED.store(true, Ordering::SeqCst);
+            return f();
+        }
+        while LOCK
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        INSIDE.set(true);
+        let target = TARGET.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !target.is_null() {
+            // SAFETY: the test points TARGET at a word of a region that outlives the access.
+            SEEN.store(unsafe { (*target).load(Ordering::Relaxed) }, Ordering::SeqCst);
+        }
+        let r = f();
+        INSIDE.set(false);
+        LOCK.store(false, Ordering::Release);
+        r
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for LockedAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        Self::locked(|| unsafe { System.alloc(layout) })
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's pointer and layout.
+        Self::locked(|| unsafe { System.dealloc(ptr, layout) })
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LockedAllocator = LockedAllocator;
+
+#[test]
+fn a_fault_inside_the_allocator_neither_deadlocks_nor_allocates() {
+    for mode in MODES {
+        let budget = 64 * PAGE_SIZE;
+        let config = RegionConfig::new().with_mode(mode);
+        let Some(r) = region(8 * budget, budget, Box::new(MemoryBackend::new()), config) else {
+            return;
+        };
+        let words = r.words();
+        let per_page = PAGE_SIZE / 8;
+        for p in 0..r.len() / PAGE_SIZE {
+            words[p * per_page + 7].store(p as u64 + 1000, Ordering::Relaxed);
+        }
+        // Page 0 was evicted long ago; the next allocation faults on it
+        // with the allocator's lock held.
+        TARGET.store((&words[7] as *const AtomicU64).cast_mut(), Ordering::SeqCst);
+        let v: Vec<u64> = Vec::with_capacity(64);
+        drop(v);
+        assert!(
+            TARGET.load(Ordering::SeqCst).is_null(),
+            "{mode}: the allocator did not run"
+        );
+        assert_eq!(
+            SEEN.load(Ordering::SeqCst),
+            1000,
+            "{mode}: the word read inside the allocator"
+        );
+        assert!(!REENTERED.load(Ordering::SeqCst), "{mode}: the fault service allocated");
+        assert!(r.stats().restored_pages > 0);
+    }
+}

@@ -1,0 +1,63 @@
+//! Byte-exact contents after random reads and writes over a region eight
+//! times its budget, in both fault modes.
+
+mod support;
+
+use pagebackup_core::{MemoryBackend, PAGE_SIZE};
+use pagebackup_region::RegionConfig;
+use support::{MODES, Rng, region};
+
+const BUDGET: usize = 64 * PAGE_SIZE;
+const LEN: usize = 8 * BUDGET;
+
+#[test]
+fn random_reads_and_writes_read_back_exactly_in_both_modes() {
+    for mode in MODES {
+        for clean_tracking in [true, false] {
+            let config = RegionConfig::new().with_mode(mode).with_clean_tracking(clean_tracking);
+            let Some(mut r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), config) else {
+                return;
+            };
+            let mut model = vec![0u8; LEN];
+            let mut rng = Rng(0x5EED ^ clean_tracking as u64);
+            let bytes = r.as_mut_slice();
+            for step in 0..8_000 {
+                let off = rng.below(LEN);
+                let n = (1 + rng.below(2 * PAGE_SIZE)).min(LEN - off);
+                if step % 3 == 0 {
+                    assert_eq!(bytes[off..off + n], model[off..off + n], "{mode} step {step} at {off}");
+                } else {
+                    let v = rng.next() as u8;
+                    bytes[off..off + n].fill(v);
+                    model[off..off + n].fill(v);
+                }
+            }
+            assert!(bytes == &model[..], "{mode}: the whole region differs from the model");
+            let s = r.stats();
+            assert!(s.evicted_pages > 0 && s.restored_pages > 0, "{mode}: {s:?}");
+            assert!(s.resident_pages as usize * PAGE_SIZE <= BUDGET, "{mode}: {s:?}");
+            assert_eq!(r.last_error().map(|e| e.to_string()), None);
+        }
+    }
+}
+
+#[test]
+fn settings_it_cannot_work_with_are_refused_with_the_bound() {
+    let err = pagebackup_region::OffloadRegion::new(LEN, PAGE_SIZE, MemoryBackend::new()).unwrap_err();
+    assert!(
+        matches!(err, pagebackup_region::RegionError::InvalidInput(_))
+            && err.to_string().contains("at least 262144 bytes"),
+        "{err}"
+    );
+    let config = RegionConfig::new().with_read_ahead(0);
+    let err =
+        pagebackup_region::OffloadRegion::with_config(LEN, BUDGET, Box::new(MemoryBackend::new()), config).unwrap_err();
+    assert!(err.to_string().contains("read_ahead = 0: give 1 to 16 pages"), "{err}");
+    let Some(r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), RegionConfig::new()) else {
+        return;
+    };
+    let err = r.prefault(0..LEN + 1).unwrap_err();
+    assert!(err.to_string().contains("is not inside the region"), "{err}");
+    let err = r.pin(0..BUDGET).unwrap_err();
+    assert!(err.to_string().contains("at most half the budget"), "{err}");
+}

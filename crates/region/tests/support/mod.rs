@@ -1,0 +1,51 @@
+//! Helpers of the region tests: making a region or skipping with the reason.
+
+#![allow(dead_code)] // each test binary uses a part
+
+use pagebackup_core::BackupBackend;
+use pagebackup_region::{FaultMode, OffloadRegion, RegionConfig, RegionError};
+
+/// Both fault modes.
+pub const MODES: [FaultMode; 2] = [FaultMode::Signal, FaultMode::HandlerThread];
+
+/// A region, or `None` after printing why this kernel cannot make one.
+pub fn region(
+    len: usize,
+    budget: usize,
+    backend: Box<dyn BackupBackend>,
+    config: RegionConfig,
+) -> Option<OffloadRegion> {
+    match OffloadRegion::with_config(len, budget, backend, config) {
+        Ok(r) => Some(r),
+        Err(e @ RegionError::Unsupported { .. }) => {
+            println!("SKIP: {e}");
+            None
+        }
+        Err(RegionError::Os { op, source })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound | std::io::ErrorKind::Unsupported
+            ) || source.raw_os_error() == Some(38) =>
+        {
+            println!("SKIP: userfaultfd unavailable ({op}: {source})");
+            None
+        }
+        Err(e) => panic!("making a region: {e}"),
+    }
+}
+
+/// xorshift64*: deterministic test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(2685821657736338717)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
