@@ -17,8 +17,8 @@ use crate::{OpenError, registry};
 /// as it is. Every other backend is wrapped in a
 /// [`SyncAdapter`]: one that declares it never blocks (the memory backend)
 /// runs on the calling task, the others run each call, single page or
-/// batch, as one `spawn_blocking`. Calls must then be made within a tokio
-/// runtime.
+/// batch, as one `spawn_blocking` (awaited outside a tokio runtime, such a
+/// call runs on the awaiting thread instead).
 ///
 /// ```
 /// use pagebackup::{BackupFlags, Page};

@@ -165,7 +165,7 @@ fn compressed_takes_algo_level_limit_dict_checksum_and_huge() {
         ),
         (
             "compressed:algo=lz4,level=3",
-            "bad value '3' for 'level': expected no level with algo=lz4",
+            "bad value '3' for 'level': expected no level: algo=lz4 takes none, only algo=zstd does",
         ),
         (
             "compressed:algo=zstd,level=high",

@@ -449,6 +449,9 @@ impl BackupBackend for CompressedBackend {
             stats.same_filled_pages += shard.same_filled;
             stats.incompressible_pages += shard.raw;
             stats.compacted_pages += shard.compacted;
+            // The handle table, and the headers (and checksums) in front
+            // of the arena's objects: `object_bytes` leaves them out.
+            stats.metadata_bytes += shard.table.bytes() + shard.arena.live() - shard.object_bytes;
         }
         stats.memory_used = self.budget.used();
         stats.original_bytes = stats.stored_pages * PAGE;

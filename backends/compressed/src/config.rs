@@ -21,6 +21,24 @@ pub const DEFAULT_HUGE_THRESHOLD: usize = 3840;
 pub const HUGE_THRESHOLDS: std::ops::RangeInclusive<usize> = 64..=4095;
 
 /// Settings of a [`CompressedBackend`](crate::CompressedBackend).
+///
+/// Each setting is a parameter of the `compressed:` spec (`algo`, `level`,
+/// `limit`, `dict`, `checksum`, `huge`), which
+/// [`from_params`](Self::from_params) parses:
+///
+/// ```
+/// use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig};
+/// use pagebackup_core::{BackupBackend, BackupFlags, Page};
+///
+/// let config = CompressedConfig::new(Algorithm::Lz4).with_limit(64 << 20).with_checksum(true);
+/// let backend = CompressedBackend::new(config)?;
+/// let handle = backend.backup_page(&Page::new_boxed(), 0, BackupFlags::NONE)?;
+/// println!("{}", backend.stats()); // 1 page (4.0 KiB) stored in 0 B, ...
+/// backend.drop_handle(handle)?;
+/// // The same settings as a spec's parameters:
+/// CompressedConfig::from_params(&[("algo", "lz4"), ("limit", "64MiB"), ("checksum", "on")])?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CompressedConfig {
@@ -98,7 +116,7 @@ impl CompressedConfig {
         let default = if cfg!(feature = "lz4") { "lz4" } else { "zstd" };
         let algorithm = match params.choice("algo", &["lz4", "zstd"])?.unwrap_or(default) {
             "lz4" if params.get("level").is_some() => {
-                return Err(params.bad("level", "no level with algo=lz4 (levels are for zstd)"));
+                return Err(params.bad("level", "no level: algo=lz4 takes none, only algo=zstd does"));
             }
             #[cfg(feature = "lz4")]
             "lz4" => Algorithm::Lz4,

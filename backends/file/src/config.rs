@@ -22,6 +22,26 @@ pub enum IoMode {
 }
 
 /// Settings of a [`FileBackend`](crate::FileBackend).
+///
+/// Each setting is a parameter of the `file:` spec (`dir`, `path`,
+/// `max_size`, `io`, `direct`, `checksum`, `shards`), which
+/// [`from_params`](Self::from_params) parses:
+///
+/// ```
+/// use pagebackup_core::{BackupBackend, BackupFlags, Page};
+/// use pagebackup_file::{FileBackend, FileConfig, IoMode};
+///
+/// let config = FileConfig::new()
+///     .with_dir(std::env::temp_dir())
+///     .with_max_size(64 << 20)
+///     .with_io(IoMode::Auto);
+/// let backend = FileBackend::new(config)?;
+/// let handle = backend.backup_page(&Page::new_boxed(), 0, BackupFlags::NONE)?;
+/// backend.drop_handle(handle)?;
+/// // The same settings as a spec's parameters:
+/// FileConfig::from_params(&[("max_size", "64MiB"), ("io", "auto")])?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FileConfig {

@@ -7,6 +7,26 @@ use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
 
 /// Settings of a [`RedisBackend`](crate::RedisBackend).
 ///
+/// Each setting is a parameter of the `redis:` spec (`url`, `prefix`,
+/// `attach`, `timeout`, `cluster`, `limit`, `checksum`, `allow_eviction`),
+/// which [`from_params`](Self::from_params) parses. Opening needs a server:
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use pagebackup_core::{BackupBackend, BackupFlags, Page};
+/// use pagebackup_redis::{RedisBackend, RedisConfig};
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379")
+///     .with_prefix("myapp")
+///     .with_timeout(Duration::from_secs(2))
+///     .with_limit(1 << 30);
+/// let backend = RedisBackend::new(config)?;
+/// let handle = BackupBackend::backup_page(&backend, &Page::new_boxed(), 0, BackupFlags::NONE)?;
+/// BackupBackend::drop_handle(&backend, handle)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// The URL may carry a password (`redis://user:password@host:port/db`); it
 /// is used to connect and never printed: `Debug`, errors and logs show the
 /// URL with the password replaced by `***`.

@@ -684,6 +684,7 @@ impl Inner {
         stats.original_bytes = stored * PAGE_SIZE as u64;
         stats.stored_bytes = stored * self.format.len() as u64;
         stats.memory_used = metadata;
+        stats.metadata_bytes = metadata;
         stats.unreleased_bytes = pending * self.format.len() as u64;
         stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);
         stats.failed_restores = self.failed_restores.load(Ordering::Relaxed);

@@ -17,6 +17,21 @@ const NAME: &str = "shmem";
 const PAGE: u64 = PAGE_SIZE as u64;
 
 /// Settings of a [`ShmemBackend`].
+///
+/// Each setting is a parameter of the `shmem:` spec (`capacity`, `checksum`,
+/// `reuse`, `shards`), which [`from_params`](Self::from_params) parses:
+///
+/// ```
+/// use pagebackup_core::{BackupBackend, BackupFlags, Page};
+/// use pagebackup_shmem::{ShmemBackend, ShmemConfig};
+///
+/// let config = ShmemConfig::new().with_capacity(64 << 20).with_checksum(true);
+/// assert_eq!(config, ShmemConfig::from_params(&[("capacity", "64MiB"), ("checksum", "on")])?);
+/// let backend = ShmemBackend::with_config(config)?;
+/// let handle = backend.backup_page(&Page::new_boxed(), 0, BackupFlags::NONE)?;
+/// backend.drop_handle(handle)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShmemConfig {

@@ -47,6 +47,30 @@ impl RateLimit {
 
 /// The policies of a [`Tiered`](crate::Tiered) backend. Budgets are per tier,
 /// on [`Tier`](crate::Tier); everything else is here.
+///
+/// The `tiered:` spec's `high`, `low`, `huge`, `huge_mode`, `promote`,
+/// `rate` and `auto` parameters set these fields; `tiers` and `budget` make
+/// the [`Tier`](crate::Tier)s:
+///
+/// ```
+/// use pagebackup_core::{BackupBackend, BackupFlags, MemoryBackend, Page};
+/// use pagebackup_tiered::{RateLimit, Tier, Tiered, TieredConfig};
+///
+/// let config = TieredConfig::new()
+///     .with_watermarks(0.9, 0.7)
+///     .with_rate_limit(RateLimit::per_second(64 << 20))
+///     .with_auto(None); // run the policy with `run_policy_step` instead
+/// let tiered = Tiered::new(
+///     vec![
+///         Tier::new(MemoryBackend::new()).with_budget(64 * 4096),
+///         Tier::new(MemoryBackend::new()),
+///     ],
+///     config,
+/// )?;
+/// let handle = tiered.backup_page(&Page::new_boxed(), 0, BackupFlags::NONE)?;
+/// tiered.drop_handle(handle)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct TieredConfig {

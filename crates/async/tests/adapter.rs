@@ -468,3 +468,25 @@ fn gathered_calls_dropped_or_left_at_shutdown_leave_nothing_behind() {
         assert_eq!(backend.stats().stored_pages, 1, "a dropped restore keeps the page");
     }
 }
+
+#[test]
+fn a_blocking_adapter_awaited_outside_a_runtime_runs_on_the_awaiting_thread() {
+    let memory = Arc::new(MemoryBackend::new());
+    let adapter = SyncAdapter::with_execution(memory.clone(), Execution::Blocking);
+    // No runtime: without one, spawn_blocking would panic ("there is no reactor running").
+    let Poll::Ready((handle, page)) = poll_once(adapter.backup_page(page(9), 3, BackupFlags::NONE)) else {
+        panic!("a backup outside a runtime finishes in its first poll");
+    };
+    let handle = handle.unwrap();
+    assert_eq!(page.0[0], 9, "the page comes back");
+    let Poll::Ready((restored, back)) = poll_once(adapter.copy_page(Page::new_boxed(), handle, None)) else {
+        panic!("a restore outside a runtime finishes in its first poll");
+    };
+    restored.unwrap();
+    assert!(back.0.iter().all(|&b| b == 9));
+    let Poll::Ready(dropped) = poll_once(adapter.drop_handle(handle)) else {
+        panic!("a drop outside a runtime finishes in its first poll");
+    };
+    dropped.unwrap();
+    assert_eq!(memory.stats().stored_pages, 0);
+}

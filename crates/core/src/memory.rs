@@ -182,7 +182,10 @@ impl BackupBackend for MemoryBackend {
         let reserved = self.stored_pages.fetch_add(1, Ordering::AcqRel);
         if reserved >= self.limit_pages {
             self.stored_pages.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.no_space(format!("limit of {} pages reached", self.limit_pages)));
+            return Err(self.no_space(format!(
+                "limit of {} bytes reached",
+                self.limit_pages * PAGE_SIZE as u64
+            )));
         }
         let shard_index = self.shards.mine();
         let mut shard = self.shards.lock(shard_index);
@@ -240,8 +243,10 @@ impl BackupBackend for MemoryBackend {
         let mut stats = BackupStats::default();
         for shard in self.shards.each() {
             stats.stored_pages += shard.table.live();
-            stats.memory_used += shard.slab_bytes() + shard.table.metadata_bytes();
+            stats.metadata_bytes += shard.table.metadata_bytes();
+            stats.memory_used += shard.slab_bytes();
         }
+        stats.memory_used += stats.metadata_bytes;
         stats.original_bytes = stats.stored_pages * PAGE_SIZE as u64;
         stats.stored_bytes = stats.original_bytes;
         stats.failed_backups = self.failed_backups.load(Ordering::Relaxed);

@@ -47,3 +47,110 @@ pub struct BackupStats {
     /// does I/O.
     pub io_path: Option<&'static str>,
 }
+
+impl BackupStats {
+    /// How many times smaller the stored pages are than the originals
+    /// (`original_bytes / stored_bytes`); `None` while nothing takes room
+    /// in the store (no pages, or only same-filled ones).
+    pub fn ratio(&self) -> Option<f64> {
+        (self.stored_bytes > 0).then(|| self.original_bytes as f64 / self.stored_bytes as f64)
+    }
+}
+
+/// One line of the figures that matter, sizes in binary units:
+/// `3 pages (12.0 KiB) stored in 5.1 KiB, ratio 2.35; memory used 132.0 KiB
+/// (metadata 1.2 KiB); unreleased 0 B`, then the I/O path and the failure
+/// counts where there are any. [`Debug`] shows every field.
+impl std::fmt::Display for BackupStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pages = if self.stored_pages == 1 { "page" } else { "pages" };
+        write!(
+            f,
+            "{} {pages} ({}) stored in {}, ratio ",
+            self.stored_pages,
+            Bytes(self.original_bytes),
+            Bytes(self.stored_bytes)
+        )?;
+        match self.ratio() {
+            Some(ratio) => write!(f, "{ratio:.2}")?,
+            None => f.write_str("-")?,
+        }
+        write!(
+            f,
+            "; memory used {} (metadata {}); unreleased {}",
+            Bytes(self.memory_used),
+            Bytes(self.metadata_bytes),
+            Bytes(self.unreleased_bytes)
+        )?;
+        if let Some(path) = self.io_path {
+            write!(f, "; io {path}")?;
+        }
+        for (count, what) in [
+            (self.failed_backups, "failed backups"),
+            (self.failed_restores, "failed restores"),
+            (self.failed_releases, "failed releases"),
+        ] {
+            if count > 0 {
+                write!(f, "; {count} {what}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A byte count in binary units: exact below 1 KiB, one decimal above.
+struct Bytes(u64);
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_of_the_figures_that_matter() {
+        let stats = BackupStats {
+            stored_pages: 3,
+            original_bytes: 3 * 4096,
+            stored_bytes: 5222,
+            memory_used: 132 << 10,
+            metadata_bytes: 1229,
+            ..BackupStats::default()
+        };
+        assert_eq!(
+            stats.to_string(),
+            "3 pages (12.0 KiB) stored in 5.1 KiB, ratio 2.35; memory used 132.0 KiB (metadata 1.2 KiB); unreleased 0 B"
+        );
+    }
+
+    #[test]
+    fn display_adds_the_io_path_and_failures_and_no_ratio_when_nothing_is_stored() {
+        let stats = BackupStats {
+            stored_pages: 1,
+            original_bytes: 4096,
+            unreleased_bytes: 8 << 20,
+            failed_restores: 2,
+            io_path: Some("io_uring"),
+            ..BackupStats::default()
+        };
+        assert_eq!(
+            stats.to_string(),
+            "1 page (4.0 KiB) stored in 0 B, ratio -; memory used 0 B (metadata 0 B); unreleased 8.0 MiB; io io_uring; 2 failed restores"
+        );
+        assert_eq!(BackupStats::default().ratio(), None);
+    }
+}
