@@ -29,6 +29,8 @@ pub mod output;
 #[doc(hidden)]
 pub mod redis_bench;
 #[doc(hidden)]
+pub mod region_bench;
+#[doc(hidden)]
 pub mod render;
 #[doc(hidden)]
 pub mod report;

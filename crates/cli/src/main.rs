@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pagebackup::region::bench::Workload;
 use pagebackup_cli::adapters::{ALL_BASELINES, Adapter, Backend, Error, REDIS_PER_PAGE, baseline};
 use pagebackup_cli::capture::capture;
 use pagebackup_cli::corpus::{Corpus, classify};
@@ -15,7 +16,7 @@ use pagebackup_cli::redis_bench::{self, RedisPerPage};
 use pagebackup_cli::report::{CorpusInfo, Machine, Mode, Report, Timing, shown};
 use pagebackup_cli::table::Format;
 use pagebackup_cli::zram::KernelZram;
-use pagebackup_cli::{async_bench, chart, render, skewed, stop};
+use pagebackup_cli::{async_bench, chart, region_bench, render, skewed, stop};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +54,32 @@ enum Command {
         /// The page file.
         file: PathBuf,
     },
+    /// The kernel's side of `bench --region --kernel-swap`, run by the bench
+    /// in a child: one workload over plain memory in a memory cgroup.
+    #[command(hide = true)]
+    KernelWorkload {
+        /// The v1 memory cgroup to join.
+        #[arg(long)]
+        cgroup: PathBuf,
+        /// random, hot, seq or scan.
+        #[arg(long)]
+        workload: String,
+        /// Bytes of memory.
+        #[arg(long)]
+        len: usize,
+        /// Accesses (random, hot).
+        #[arg(long)]
+        accesses: u64,
+        /// Threads (random, hot).
+        #[arg(long)]
+        threads: usize,
+        /// Pages in the built-in corpus.
+        #[arg(long, default_value_t = 16384)]
+        pages: usize,
+        /// A page file to fill the memory from instead.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -77,11 +104,31 @@ struct BenchArgs {
     /// A page file to run on instead of the built-in corpus.
     #[arg(long)]
     corpus: Option<PathBuf>,
+    /// Run the region mode instead: the random, hot, seq and scan workloads
+    /// over an offload region for each backend (default: compressed:algo=lz4).
+    #[arg(long)]
+    region: bool,
+    /// MiB of the region (default 1024; --region only).
+    #[arg(long)]
+    region_mib: Option<usize>,
+    /// MiB the region keeps resident (default 256; --region only).
+    #[arg(long)]
+    budget_mib: Option<usize>,
+    /// Accesses of the random and hot workloads (default 500000 and
+    /// 2000000; --region only).
+    #[arg(long)]
+    accesses: Option<u64>,
+    /// Also run the workloads under the kernel's swap: a memory cgroup of
+    /// the budget, swap on /dev/zram0 (lz4), set up and torn down here
+    /// (root; skipped with the reason where it cannot). --region only.
+    #[arg(long)]
+    kernel_swap: bool,
     /// Pages per call in the batched runs (default 64; not with --working-set).
     #[arg(long)]
     batch: Option<usize>,
-    /// Threads of the multi-threaded run (default: the machine's cores).
-    /// Plain mode only.
+    /// Threads of the multi-threaded run (default: the machine's cores);
+    /// in the region mode, threads of random and hot (default 1). Plain and
+    /// region modes only.
     #[arg(long)]
     threads: Option<usize>,
     /// Rounds of each run; the best is kept.
@@ -134,6 +181,15 @@ fn main() -> ExitCode {
             max_pages,
         } => capture_to(pid, &out, force, max_pages),
         Command::Stat { file } => stat(&file),
+        Command::KernelWorkload {
+            cgroup,
+            workload,
+            len,
+            accesses,
+            threads,
+            pages,
+            corpus,
+        } => kernel_workload(&cgroup, &workload, len, accesses, threads, corpus.as_deref(), pages),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,19 +269,28 @@ fn specs(args: &BenchArgs) -> Vec<String> {
 /// The mode `args` ask for; a flag that mode cannot honour is a usage
 /// error (the process exits with status 2, as for any other usage error).
 fn mode(args: &BenchArgs) -> Mode {
-    let mode = match (args.async_api, args.working_set.is_some()) {
-        (true, true) => usage("--async and --working-set are separate modes; run them one at a time"),
-        (true, false) => Mode::Async,
-        (false, true) => Mode::WorkingSet,
-        (false, false) => Mode::Plain,
+    let modes = [
+        (args.async_api, "--async", Mode::Async),
+        (args.working_set.is_some(), "--working-set", Mode::WorkingSet),
+        (args.region, "--region", Mode::Region),
+    ];
+    let chosen: Vec<_> = modes.iter().filter(|(given, ..)| *given).collect();
+    let mode = match chosen[..] {
+        [] => Mode::Plain,
+        [(_, _, mode)] => *mode,
+        [(_, a, _), (_, b, _), ..] => usage(&format!("{a} and {b} are separate modes; run them one at a time")),
     };
-    let flags: [(&str, bool, &[Mode]); 6] = [
+    let flags: [(&str, bool, &[Mode]); 10] = [
         ("--baselines", args.baselines.is_some(), &[Mode::Plain]),
-        ("--threads", args.threads.is_some(), &[Mode::Plain]),
+        ("--threads", args.threads.is_some(), &[Mode::Plain, Mode::Region]),
         ("--kernel-zram", args.kernel_zram, &[Mode::Plain]),
         ("--batch", args.batch.is_some(), &[Mode::Plain, Mode::Async]),
         ("--depth", args.depth.is_some(), &[Mode::Async]),
         ("--hot", args.hot.is_some(), &[Mode::WorkingSet]),
+        ("--region-mib", args.region_mib.is_some(), &[Mode::Region]),
+        ("--budget-mib", args.budget_mib.is_some(), &[Mode::Region]),
+        ("--accesses", args.accesses.is_some(), &[Mode::Region]),
+        ("--kernel-swap", args.kernel_swap, &[Mode::Region]),
     ];
     for (flag, given, modes) in flags {
         if given && !modes.contains(&mode) {
@@ -281,6 +346,7 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
             report.skew = Some(skew);
             report.results = runs.iter().map(|r| r.row(&skew)).collect();
         }
+        Mode::Region => report.results = region(&args, &corpus)?,
         _ => plain(&args, &corpus, batch, &mut report)?,
     }
     println!("{}", render::summary(&report, args.format));
@@ -352,6 +418,53 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
     );
     let redis = redis_bench::comparison(&args.backends, &report.results, batch, n)?;
     report.results.extend(redis);
+    Ok(())
+}
+
+/// The region mode: each backend spec behind a region (default: lz4),
+/// with the kernel's swap if asked for.
+fn region(args: &BenchArgs, corpus: &Corpus) -> Result<Vec<pagebackup_cli::report::Row>, Error> {
+    let (len_mib, budget_mib) = (args.region_mib.unwrap_or(1024), args.budget_mib.unwrap_or(256));
+    if len_mib == 0 || budget_mib == 0 || args.threads == Some(0) || args.accesses == Some(0) {
+        return Err("--region-mib, --budget-mib, --threads and --accesses must be at least 1".into());
+    }
+    let specs = match args.backends.is_empty() {
+        true => vec!["compressed:algo=lz4".to_string()],
+        false => args.backends.clone(),
+    };
+    let bench = region_bench::RegionBench {
+        specs,
+        len: len_mib << 20,
+        budget: budget_mib << 20,
+        accesses: args.accesses,
+        threads: args.threads.unwrap_or(1),
+        rounds: args.rounds,
+        kernel_swap: args.kernel_swap,
+    };
+    // The kernel's child fills its memory from the same corpus.
+    let corpus_args = match &args.corpus {
+        Some(path) => vec!["--corpus".to_string(), path.to_string_lossy().into_owned()],
+        None => vec!["--pages".to_string(), args.pages.to_string()],
+    };
+    region_bench::run(&bench, &corpus.pages, &corpus_args)
+}
+
+fn kernel_workload(
+    cgroup: &Path,
+    workload: &str,
+    len: usize,
+    accesses: u64,
+    threads: usize,
+    corpus: Option<&Path>,
+    pages: usize,
+) -> Result<(), Error> {
+    let corpus = match corpus {
+        Some(path) => Corpus::from_file(path)?,
+        None => Corpus::built_in(pages),
+    };
+    let workload = Workload::from_name(workload).ok_or_else(|| format!("no workload called {workload}"))?;
+    let figures = region_bench::kernel_workload(cgroup, workload, len, accesses, threads, &corpus.pages)?;
+    println!("{}", serde_json::to_string(&figures)?);
     Ok(())
 }
 

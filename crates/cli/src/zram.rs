@@ -24,17 +24,7 @@ impl KernelZram {
     /// when not root, when there is no zram0, or when it is in use
     /// (initialised, or swapped to).
     pub fn open(pages: usize, algo: &str) -> Result<KernelZram, Error> {
-        if !rustix::process::geteuid().is_root() {
-            return Err("--kernel-zram needs root (it configures /dev/zram0)".into());
-        }
-        if !Path::new(SYS).exists() {
-            return Err("there is no /dev/zram0 (load the zram module: modprobe zram)".into());
-        }
-        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-        let initialised = read(&format!("{SYS}/initstate"))?.trim() != "0";
-        if initialised || swaps.contains("/dev/zram0") {
-            return Err("/dev/zram0 is in use (initialised or swapped to); refusing to touch it".into());
-        }
+        check_free().map_err(|e| format!("--kernel-zram: {e}"))?;
         write(&format!("{SYS}/comp_algorithm"), algo).map_err(|e| {
             format!(
                 "zram has no {algo} ({e}); it offers: {}",
@@ -57,6 +47,23 @@ impl KernelZram {
     fn dev(&self) -> &File {
         self.dev.as_ref().expect("open until dropped")
     }
+}
+
+/// Whether `/dev/zram0` may be taken: this process is root, the device
+/// exists and is neither initialised nor swapped to.
+pub fn check_free() -> Result<(), Error> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("needs root (it configures /dev/zram0)".into());
+    }
+    if !Path::new(SYS).exists() {
+        return Err("there is no /dev/zram0 (load the zram module: modprobe zram)".into());
+    }
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let initialised = read(&format!("{SYS}/initstate"))?.trim() != "0";
+    if initialised || swaps.contains("/dev/zram0") {
+        return Err("/dev/zram0 is in use (initialised or swapped to); refusing to touch it".into());
+    }
+    Ok(())
 }
 
 fn read(path: &str) -> Result<String, Error> {

@@ -51,6 +51,66 @@ fn bench_json(name: &str, args: &[&str]) -> (String, Report, String) {
 }
 
 #[test]
+fn region_json_holds_a_row_per_workload_and_backend() {
+    if !std::path::Path::new("/dev/userfaultfd").exists() && !rustix::process::geteuid().is_root() {
+        println!("SKIP: the region needs userfaultfd (/dev/userfaultfd or root)");
+        return;
+    }
+    let (stdout, report, chart) = bench_json(
+        "region",
+        &[
+            "--region",
+            "--region-mib",
+            "8",
+            "--budget-mib",
+            "2",
+            "--accesses",
+            "20000",
+            "--pages",
+            "256",
+            "--rounds",
+            "1",
+            "--backend",
+            "memory",
+            "--backend",
+            "compressed:algo=lz4",
+        ],
+    );
+    assert_eq!(report.mode, Mode::Region);
+    assert_eq!(report.results.len(), 2 * 4, "{report:?}");
+    for (row, (backend, workload)) in report.results.iter().zip(
+        ["memory", "compressed:algo=lz4"]
+            .into_iter()
+            .flat_map(|b| ["random", "hot", "seq", "scan"].map(|w| (b, w))),
+    ) {
+        assert_eq!((row.mode, row.role), (Mode::Region, Role::Backend), "{row:?}");
+        assert_eq!(
+            (row.backend.as_str(), row.workload.as_deref()),
+            (backend, Some(workload))
+        );
+        assert_eq!(row.pages, Some(8 << 8), "{row:?}");
+        assert_eq!(row.budget_bytes, Some(2 << 20), "{row:?}");
+        let seq = matches!(workload, "seq" | "scan");
+        assert_eq!(row.gbps.is_some(), seq, "{row:?}");
+        assert_eq!(row.accesses_per_s.is_some(), !seq, "{row:?}");
+        assert!(row.gbps.or(row.accesses_per_s).unwrap() > 0.0, "{row:?}");
+        let (p50, p99) = (row.fault_p50_us.unwrap(), row.fault_p99_us.unwrap());
+        assert!(p99 >= p50, "{row:?}");
+        // The budget plus what the backend holds; evicted pages are held.
+        assert!(row.ram_bytes.unwrap() > 0, "{row:?}");
+        assert!(row.cpu_s.is_some(), "{row:?}");
+        assert_eq!(row.vs_kernel, None, "no kernel run asked for");
+    }
+    let lz4 = &report.results[4];
+    assert!(
+        lz4.effective_ratio.unwrap() > 1.0,
+        "the built-in corpus compresses: {lz4:?}"
+    );
+    assert!(stdout.contains("offload region"), "{stdout}");
+    assert!(chart.contains("compressed:algo=lz4 (random)"), "{chart}");
+}
+
+#[test]
 fn plain_json_holds_plain_rows_and_the_bench_overhead() {
     let (stdout, report, chart) = bench_json(
         "plain",
@@ -281,10 +341,10 @@ fn a_password_in_a_failing_spec_stays_out_of_the_error() {
 
 #[test]
 fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 14] = [
         (
             &["--async", "--threads", "2"],
-            "--threads applies to the plain mode only, not to the async mode",
+            "--threads applies to the plain and region mode only, not to the async mode",
         ),
         (
             &["--async", "--baselines", "all"],
@@ -308,6 +368,21 @@ fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
             "--depth applies to the async mode only, not to the plain mode",
         ),
         (&["--hot", "20/80"], "--hot applies to the working-set mode only"),
+        (&["--region", "--async"], "separate modes"),
+        (
+            &["--region", "--batch", "8"],
+            "--batch applies to the plain and async mode",
+        ),
+        (
+            &["--region", "--kernel-zram"],
+            "--kernel-zram applies to the plain mode only",
+        ),
+        (&["--kernel-swap"], "--kernel-swap applies to the region mode only"),
+        (&["--budget-mib", "4"], "--budget-mib applies to the region mode only"),
+        (
+            &["--working-set", "64", "--accesses", "10"],
+            "--accesses applies to the region mode only",
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["bench", "--pages", "16", "--rounds", "1", "--backend", "memory"];

@@ -74,15 +74,36 @@ pub struct WorkloadResult {
     pub stats: RegionStats,
 }
 
+impl WorkloadResult {
+    /// The replay's own figures.
+    pub fn replay(&self) -> Replay {
+        Replay {
+            threads: self.threads,
+            accesses: self.accesses,
+            seconds: self.seconds,
+            accesses_per_s: self.accesses_per_s,
+            gbps: self.gbps,
+            access_p50_us: self.access_p50_us,
+            access_p99_us: self.access_p99_us,
+        }
+    }
+}
+
 /// Writes the corpus's pages (repeated) into every page of the region,
 /// through the region (faults, eviction and backups included); returns
 /// the seconds it took.
 pub fn fill(region: &OffloadRegion, corpus: &[Page]) -> f64 {
+    fill_words(region.words(), corpus)
+}
+
+/// Writes the corpus's pages (repeated) into `words`, page after page;
+/// returns the seconds it took. The same fill over plain memory gives the
+/// kernel's figure for the same contents.
+pub fn fill_words(words: &[AtomicU64], corpus: &[Page]) -> f64 {
     let start = Instant::now();
     if corpus.is_empty() {
         return 0.0;
     }
-    let words = region.words();
     for (p, dst) in words.chunks_exact(PAGE_SIZE / 8).enumerate() {
         let src = &corpus[p % corpus.len()];
         for (d, s) in dst.iter().zip(src.words()) {
@@ -133,11 +154,30 @@ fn random_worker(words: &[AtomicU64], accesses: u64, hot: bool, id: u64, lat: Op
     sum
 }
 
-/// Runs `workload` over the region: `accesses` accesses on `threads`
-/// threads (random, hot), or three passes over every page (seq, scan).
-pub fn run(region: &OffloadRegion, workload: Workload, accesses: u64, threads: usize) -> WorkloadResult {
-    let words = region.words();
-    let before = region.stats();
+/// What replaying a workload over memory measured, whatever memory it was.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Replay {
+    /// Threads that ran it (random and hot; 1 for seq and scan).
+    pub threads: usize,
+    /// Accesses made (random, hot) or pages visited (seq, scan).
+    pub accesses: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Accesses per second (random, hot; 0 for seq and scan).
+    pub accesses_per_s: f64,
+    /// Bytes covered per second, in GB/s (seq, scan; 0 for random and hot).
+    pub gbps: f64,
+    /// Median latency of one access (random, hot) or one page (seq, scan), µs.
+    pub access_p50_us: f64,
+    /// 99th percentile of the same, µs.
+    pub access_p99_us: f64,
+}
+
+/// Replays `workload` over `words`, any memory (a region's, or plain memory
+/// under the kernel's swap): `accesses` accesses on `threads` threads
+/// (random, hot), or three passes over every page (seq, scan).
+pub fn replay(words: &[AtomicU64], workload: Workload, accesses: u64, threads: usize) -> Replay {
     let mut lat = Vec::with_capacity(MAX_SAMPLES.min(accesses.max(3 * words.len() as u64 / 512) as usize));
     let start = Instant::now();
     let (visited, threads) = match workload {
@@ -177,23 +217,36 @@ pub fn run(region: &OffloadRegion, workload: Workload, accesses: u64, threads: u
         }
     };
     let seconds = start.elapsed().as_secs_f64();
-    let after = region.stats();
     lat.sort_unstable_by(f64::total_cmp);
     let pct = |q: usize| lat.get(lat.len() * q / 100).map_or(0.0, |s| s * 1e6);
     let seq = matches!(workload, Workload::Seq | Workload::Scan);
-    WorkloadResult {
-        workload,
+    let bytes = (words.len() * 8) as f64;
+    Replay {
         threads,
         accesses: visited,
         seconds,
         accesses_per_s: if seq { 0.0 } else { visited as f64 / seconds },
-        gbps: if seq {
-            3.0 * region.len() as f64 / seconds / 1e9
-        } else {
-            0.0
-        },
+        gbps: if seq { 3.0 * bytes / seconds / 1e9 } else { 0.0 },
         access_p50_us: pct(50),
         access_p99_us: pct(99),
+    }
+}
+
+/// Runs `workload` over the region: `accesses` accesses on `threads`
+/// threads (random, hot), or three passes over every page (seq, scan).
+pub fn run(region: &OffloadRegion, workload: Workload, accesses: u64, threads: usize) -> WorkloadResult {
+    let before = region.stats();
+    let r = replay(region.words(), workload, accesses, threads);
+    let after = region.stats();
+    WorkloadResult {
+        workload,
+        threads: r.threads,
+        accesses: r.accesses,
+        seconds: r.seconds,
+        accesses_per_s: r.accesses_per_s,
+        gbps: r.gbps,
+        access_p50_us: r.access_p50_us,
+        access_p99_us: r.access_p99_us,
         evictor_cpu_s: (after.evictor_cpu_ns.saturating_sub(before.evictor_cpu_ns)) as f64 / 1e9,
         fault_service_s: (after.fault_ns.saturating_sub(before.fault_ns)) as f64 / 1e9,
         ram_bytes: after.resident_pages * PAGE_SIZE as u64 + after.backend_bytes,

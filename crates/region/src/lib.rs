@@ -43,11 +43,16 @@
 //!   what stays), backed up with one batch call per run of pages, and all
 //!   released with one `process_madvise`. The faulting thread waits only
 //!   when the budget is full, and never compresses.
-//! - **The victim policy is oldest-restored first** (FIFO), which needs
-//!   nothing from the kernel; it keeps no access information, so a hot set
-//!   that fits the budget is still evicted once per turn of the FIFO (the
-//!   kernel's LRU does better there). Access bits (DAMON, `PAGEMAP_SCAN`)
-//!   are not used yet.
+//! - **The victim policy is oldest-restored first (FIFO) with a second
+//!   chance for refaulted pages.** Resident pages give no access
+//!   information without kernel help (no accessed bits through
+//!   userfaultfd; `PAGEMAP_SCAN` reports written, not accessed; idle page
+//!   tracking needs `CONFIG_IDLE_PAGE_TRACKING` and PFNs), but a page
+//!   faulted back fewer evictions after its eviction than the budget holds
+//!   pages would have stayed under an LRU: it is in use, and the evictor
+//!   passes it over for the next three turns of the FIFO. A hot set that
+//!   fits the budget thus stays resident after a short warm-up, while a
+//!   page that stops being used loses its turns and goes.
 //! - **Clean tracking** by userfaultfd write-protect: a page restored by a
 //!   read is mapped write-protected; evicting it while clean is a release
 //!   only, its copy kept. While restored pages are mostly written soon after

@@ -46,6 +46,9 @@ static ZERO_PAGE: Page = Page::zeroed();
 const PROBE_EVERY: u64 = 16;
 /// Bounds of [`Shared::write_score`].
 const SCORE_LIMIT: i32 = 64;
+/// Turns of the FIFO a page that refaulted soon after its eviction is passed
+/// over by the evictor ([`Shared::credit`]).
+const REFAULT_CREDIT: u8 = 3;
 
 /// What the signal handler should do after the region looked at a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +143,16 @@ pub(crate) struct Shared {
     handle: Box<[AtomicU64]>,
     pins: Box<[AtomicU32]>,
     fifo: Fifo,
+    /// The access information of the policy. Resident pages give none (the
+    /// kernel takes their accesses), but a page faulted back soon after its
+    /// eviction (fewer evictions ago than the budget holds pages: it would
+    /// have stayed under an LRU) was in use: it earns [`REFAULT_CREDIT`]
+    /// turns of the FIFO that the evictor passes it over, one spent a turn.
+    credit: Box<[AtomicU8]>,
+    /// The eviction clock when each page was last evicted (0: never).
+    evicted_at: Box<[AtomicU32]>,
+    /// Pages evicted so far, the clock of `evicted_at` (wrapping).
+    evictions: AtomicU32,
     resident: AtomicUsize,
     budget: usize,
     high: usize,
@@ -441,6 +454,10 @@ impl Shared {
             self.resident.fetch_sub(restored, Ordering::AcqRel);
             return Err(self.os_error("UFFDIO_COPY", e));
         }
+        let at = self.evicted_at[page].load(Ordering::Relaxed);
+        if at != 0 && (self.evictions.load(Ordering::Relaxed).wrapping_sub(at) as usize) < self.budget {
+            self.credit[page].store(REFAULT_CREDIT, Ordering::Relaxed);
+        }
         for k in 0..restored {
             self.set(page + k, if wp && k >= split { CLEAN } else { DIRTY });
             self.fifo.push(page + k);
@@ -553,10 +570,19 @@ impl Shared {
     fn pick_victims(&self, want: usize, victims: &mut Vec<(usize, u8)>) {
         victims.clear();
         let mut skipped = 0;
-        while victims.len() < want && skipped < 2 * want + 64 {
+        let mut spared = 0;
+        while victims.len() < want && skipped < 2 * want + 64 && spared < 4 * want {
             let Some(page) = self.fifo.pop() else { break };
             let s = self.state[page].load(Ordering::Acquire);
             let resident = matches!(s, CLEAN | DIRTY | BUSY);
+            let credit = self.credit[page].load(Ordering::Relaxed);
+            if resident && credit > 0 {
+                // In use lately: another turn, one credit spent.
+                self.credit[page].store(credit - 1, Ordering::Relaxed);
+                self.fifo.push(page);
+                spared += 1;
+                continue;
+            }
             if (s == CLEAN || s == DIRTY) && self.pins[page].load(Ordering::SeqCst) == 0 && self.claim(page, s) {
                 if self.pins[page].load(Ordering::SeqCst) == 0 {
                     victims.push((page, s));
@@ -672,6 +698,8 @@ impl Shared {
                 BACKED
             };
             if released {
+                let now = self.evictions.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+                self.evicted_at[page].store(now.max(1), Ordering::Relaxed);
                 self.set(page, state);
             } else {
                 // Still mapped and write-protected: a clean resident page,
@@ -900,6 +928,9 @@ impl OffloadRegion {
             handle: (0..pages).map(|_| AtomicU64::new(0)).collect(),
             pins: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             fifo: Fifo::new(pages),
+            credit: (0..pages).map(|_| AtomicU8::new(0)).collect(),
+            evicted_at: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+            evictions: AtomicU32::new(0),
             resident: AtomicUsize::new(0),
             budget: budget_pages,
             high,
