@@ -81,7 +81,6 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
     // Only the baselines the backends are compared with.
     let expected: std::collections::BTreeSet<(&str, &str)> = [
         ("baseline:copy-prefaulted", "baseline"),
-        ("baseline:pwrite-memfd", "baseline"),
         ("baseline:pwrite-file", "baseline"),
         ("baseline:lz4_flex", "baseline"),
         ("memory", "backend"),

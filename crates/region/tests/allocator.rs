@@ -78,8 +78,13 @@ fn a_fault_inside_the_allocator_neither_deadlocks_nor_allocates() {
         for p in 0..r.len() / PAGE_SIZE {
             words[p * per_page + 7].store(p as u64 + 1000, Ordering::Relaxed);
         }
-        // Page 0 was evicted long ago; the next allocation faults on it
-        // with the allocator's lock held.
+        // The evictor runs in the background: wait until its first batches
+        // (the oldest pages, page 0 first) are out, so that the next
+        // allocation faults on page 0 with the allocator's lock held.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while r.stats().evicted_pages < 128 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         TARGET.store((&words[7] as *const AtomicU64).cast_mut(), Ordering::SeqCst);
         let v: Vec<u64> = Vec::with_capacity(64);
         drop(v);
