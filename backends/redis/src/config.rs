@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
+use pagebackup_core::raw::seal::{SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 
 /// Settings of a [`RedisBackend`](crate::RedisBackend).
 ///
@@ -46,6 +47,14 @@ pub struct RedisConfig {
     /// delete pages: with it on, restoring an evicted page gives `Corrupt`
     /// ("the key is missing on the server"), never another page.
     pub allow_eviction: bool,
+    /// Seal every page (`seal=on`, feature `seal`): encrypted and
+    /// authenticated with its identity (instance, slot, generation) as
+    /// associated data, so that the server holds no page in clear and a
+    /// value changed, moved to another key, replayed or taken from another
+    /// instance restores as `Corrupt`. The key comes from the source given
+    /// (by default drawn at open and held only in memory). `None` stores
+    /// pages as they are.
+    pub seal: Option<SealKeySource>,
 }
 
 impl RedisConfig {
@@ -102,6 +111,8 @@ impl RedisConfig {
             default: "off",
             meaning: "accept a server whose policy evicts keys (a missing page is then `Corrupt`)",
         },
+        SEAL_PARAM,
+        SEAL_KEY_PARAM,
     ];
 
     /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give.
@@ -124,13 +135,13 @@ impl RedisConfig {
         if let Some(limit) = params.size("limit")? {
             config = config.with_limit(limit);
         }
-        Ok(config)
+        Ok(config.with_seal(SealKeySource::from_params(&params)?))
     }
 
     /// A configuration for the server at `url`
     /// (`redis://[user:password@]host:port[/db]`), with the shared default
     /// prefix, the default timeout, no cluster, no quota, no checksum, no
-    /// eviction and no attaching.
+    /// eviction, no attaching and no sealing.
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
@@ -141,6 +152,7 @@ impl RedisConfig {
             limit: None,
             checksum: false,
             allow_eviction: false,
+            seal: None,
         }
     }
 
@@ -183,6 +195,12 @@ impl RedisConfig {
     /// Accepting an evicting server or not (see [`allow_eviction`](Self::allow_eviction)).
     pub fn with_allow_eviction(mut self, on: bool) -> Self {
         self.allow_eviction = on;
+        self
+    }
+
+    /// With pages sealed under a key from `source`, or not (`None`).
+    pub fn with_seal(mut self, source: Option<SealKeySource>) -> Self {
+        self.seal = source;
         self
     }
 
@@ -230,6 +248,7 @@ impl fmt::Debug for RedisConfig {
             .field("limit", &self.limit)
             .field("checksum", &self.checksum)
             .field("allow_eviction", &self.allow_eviction)
+            .field("seal", &self.seal)
             .finish()
     }
 }

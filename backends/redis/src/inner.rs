@@ -158,6 +158,8 @@ impl Inner {
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
         check_server(&config, &infos)?;
+        // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
+        let format = ValueFormat::new(config.checksum, config.seal.as_ref(), Origin::new(NAME, op))?;
         let (keys, claimed) = register(&conn, &config, deadline).await?;
         let max_slots = config.limit.map_or(HandleCodec::MAX_SLOTS, |l| {
             (l / PAGE_SIZE as u64).min(HandleCodec::MAX_SLOTS)
@@ -170,9 +172,7 @@ impl Inner {
             blocking,
             keys,
             claimed,
-            format: ValueFormat {
-                checksum: config.checksum,
-            },
+            format,
             config,
             runtime,
             conn,
