@@ -148,7 +148,8 @@ impl Inner {
     pub(crate) async fn open(config: RedisConfig, runtime: Runtime) -> Result<Inner, BackupError> {
         let op = Operation::Open;
         let traffic = Traffic::default();
-        let conn = Conn::connect(&config)
+        let tls = crate::tls::load(&config, Origin::new(NAME, op))?;
+        let conn = Conn::connect(&config, &tls)
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
         // Connected (within its own timeout): the checks and the
@@ -166,7 +167,7 @@ impl Inner {
         });
         let blocking = match config.cluster {
             true => None,
-            false => Some(BlockingPool::new(&config).map_err(|e| crate::error::client_error(&config, op, &e))?),
+            false => Some(BlockingPool::new(&config, &tls).map_err(|e| crate::error::client_error(&config, op, &e))?),
         };
         Ok(Inner {
             blocking,
