@@ -9,9 +9,10 @@ use crate::RedisConfig;
 /// The certificates of a TLS connection (feature `tls`); nothing without it.
 #[cfg(feature = "tls")]
 pub(crate) type Tls = Option<redis::TlsCertificates>;
-/// The certificates of a TLS connection (feature `tls`); nothing without it.
+/// The certificates of a TLS connection (feature `tls`); always `None`
+/// without it.
 #[cfg(not(feature = "tls"))]
-pub(crate) type Tls = ();
+pub(crate) type Tls = Option<std::convert::Infallible>;
 
 /// Whether `url` asks for TLS.
 fn is_tls_url(url: &str) -> bool {
@@ -33,10 +34,7 @@ pub(crate) fn load(config: &RedisConfig, origin: Origin) -> Result<Tls, BackupEr
                 config.redacted_url()
             )));
         }
-        #[cfg(feature = "tls")]
         return Ok(None);
-        #[cfg(not(feature = "tls"))]
-        return Ok(());
     }
     #[cfg(feature = "tls")]
     {
