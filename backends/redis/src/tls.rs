@@ -68,3 +68,32 @@ pub(crate) fn client(info: impl IntoConnectionInfo, tls: &Tls) -> RedisResult<Cl
     let _ = tls;
     Client::open(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use pagebackup_core::Operation;
+
+    use super::*;
+
+    const ORIGIN: Origin = Origin::new(crate::NAME, Operation::Open);
+
+    #[test]
+    fn tls_files_beside_a_plaintext_url_are_refused() {
+        let mut config = RedisConfig::new("redis://:pw@127.0.0.1:1");
+        assert!(load(&config, ORIGIN).unwrap().is_none());
+        config.tls_ca = Some("ca.pem".into());
+        let err = load(&config, ORIGIN).unwrap_err().to_string();
+        assert!(
+            err.contains("need a rediss:// URL, not redis://:***@127.0.0.1:1"),
+            "{err}"
+        );
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_without_the_feature_is_a_config_error_never_plaintext() {
+        let err = load(&RedisConfig::new("rediss://127.0.0.1:1"), ORIGIN).unwrap_err();
+        assert_eq!(err.kind(), pagebackup_core::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("enable the `tls` feature"), "{err}");
+    }
+}

@@ -196,6 +196,14 @@ mod tests {
 
     const ORIGIN: Origin = Origin::new(crate::NAME, pagebackup_core::Operation::Open);
 
+    #[cfg(not(feature = "seal"))]
+    #[test]
+    fn sealing_without_the_feature_is_a_config_error() {
+        let err = ValueFormat::new(false, Some(&SealKeySource::Random), ORIGIN).unwrap_err();
+        assert_eq!(err.kind(), pagebackup_core::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("enable the `seal` feature"), "{err}");
+    }
+
     const ID: Identity = Identity {
         instance: 0xfeed,
         slot: 3,
