@@ -55,6 +55,18 @@ use crate::{NAME, RedisConfig, RedisStats};
 /// covers the same identity as well as the bytes, so a value copied from
 /// another page's key (by another client) gives `Corrupt`.
 ///
+/// **Sealing** ([`RedisConfig::seal`], `seal=on`, feature `seal`): every
+/// value is the page encrypted and authenticated
+/// ([`raw::seal`](pagebackup_core::raw::seal)) with the same identity as
+/// associated data, then its 16-byte tag (4112 bytes a key): the server,
+/// its other clients, its persistence files and the network see no page in
+/// clear, and a value changed, copied from another key, replayed (an older
+/// value of the same key) or written by another instance, even one with
+/// the same supplied key, restores as `Corrupt`. The key is drawn at open
+/// and held only in memory unless `seal_key` names one; a value sealed by
+/// one instance can never be read by another (each seals under its own
+/// random salt), so sealed pages die with the instance.
+///
 /// **Batches.** A batch is one pipeline (`SET`s, `GET`s or `DEL`s), so one
 /// round trip. A backup that fails part-way keeps the pages before the
 /// first failure and deletes whatever the rest may have written. A

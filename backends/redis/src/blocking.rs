@@ -33,13 +33,13 @@ struct Pooled {
 
 impl BlockingPool {
     /// A pool for the server of `config` (no connection made yet).
-    pub(crate) fn new(config: &RedisConfig) -> RedisResult<Self> {
+    pub(crate) fn new(config: &RedisConfig, tls: &crate::tls::Tls) -> RedisResult<Self> {
         let info = config.url().into_connection_info()?;
         // No `CLIENT SETINFO` on connecting: fewer replies to wait for.
         let settings = info.redis_settings().clone().set_skip_set_lib_name();
         let setup_commands = u32::from(settings.password().is_some()) + u32::from(settings.db() != 0);
         Ok(BlockingPool {
-            client: redis::Client::open(info.set_redis_settings(settings))?,
+            client: crate::tls::client(info.set_redis_settings(settings), tls)?,
             setup_commands,
             config: config.clone(),
             idle: Mutex::new(Vec::new()),

@@ -1,9 +1,11 @@
 //! [`RedisConfig`]: where the backend's server is and how it uses it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
+use pagebackup_core::raw::seal::{SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 
 /// Settings of a [`RedisBackend`](crate::RedisBackend).
 ///
@@ -66,6 +68,25 @@ pub struct RedisConfig {
     /// delete pages: with it on, restoring an evicted page gives `Corrupt`
     /// ("the key is missing on the server"), never another page.
     pub allow_eviction: bool,
+    /// Seal every page (`seal=on`, feature `seal`): encrypted and
+    /// authenticated with its identity (instance, slot, generation) as
+    /// associated data, so that the server holds no page in clear and a
+    /// value changed, moved to another key, replayed or taken from another
+    /// instance restores as `Corrupt`. The key comes from the source given
+    /// (by default drawn at open and held only in memory). `None` stores
+    /// pages as they are.
+    pub seal: Option<SealKeySource>,
+    /// With a `rediss://` URL (feature `tls`): a PEM file of the CA
+    /// certificates the server's must chain to, instead of the system's.
+    /// A server whose certificate does not verify is an error at open.
+    pub tls_ca: Option<PathBuf>,
+    /// With a `rediss://` URL: a PEM file of the client's certificate
+    /// chain, for servers that ask for one (`tls-auth-clients`); needs
+    /// [`tls_key`](Self::tls_key).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM file of [`tls_cert`](Self::tls_cert)'s private key. Only the
+    /// path is ever shown.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -78,7 +99,7 @@ impl RedisConfig {
             key: "url",
             syntax: "URL",
             default: "required",
-            meaning: "`redis://[user:password@]host:port[/db]` (the password never appears in messages)",
+            meaning: "`redis://[user:password@]host:port[/db]`, `rediss://` for TLS (the password never appears in messages)",
         },
         ParamDoc {
             key: "prefix",
@@ -122,6 +143,26 @@ impl RedisConfig {
             default: "off",
             meaning: "accept a server whose policy evicts keys (a missing page is then `Corrupt`)",
         },
+        SEAL_PARAM,
+        SEAL_KEY_PARAM,
+        ParamDoc {
+            key: "tls_ca",
+            syntax: "PATH",
+            default: "the system's roots",
+            meaning: "PEM file of the CAs a rediss:// server's certificate must chain to (feature `tls`)",
+        },
+        ParamDoc {
+            key: "tls_cert",
+            syntax: "PATH",
+            default: "none",
+            meaning: "PEM file of the client certificate for a rediss:// server (with tls_key)",
+        },
+        ParamDoc {
+            key: "tls_key",
+            syntax: "PATH",
+            default: "none",
+            meaning: "PEM file of the client certificate's private key",
+        },
     ];
 
     /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give.
@@ -144,13 +185,18 @@ impl RedisConfig {
         if let Some(limit) = params.size("limit")? {
             config = config.with_limit(limit);
         }
-        Ok(config)
+        let path = |key| params.get(key).map(PathBuf::from);
+        config.tls_ca = path("tls_ca");
+        config.tls_cert = path("tls_cert");
+        config.tls_key = path("tls_key");
+        Ok(config.with_seal(SealKeySource::from_params(&params)?))
     }
 
     /// A configuration for the server at `url`
     /// (`redis://[user:password@]host:port[/db]`), with the shared default
     /// prefix, the default timeout, no cluster, no quota, no checksum, no
-    /// eviction and no attaching.
+    /// eviction, no attaching, no sealing and, for `rediss://`, the
+    /// system's CA roots and no client certificate.
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
@@ -161,6 +207,10 @@ impl RedisConfig {
             limit: None,
             checksum: false,
             allow_eviction: false,
+            seal: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -203,6 +253,12 @@ impl RedisConfig {
     /// Accepting an evicting server or not (see [`allow_eviction`](Self::allow_eviction)).
     pub fn with_allow_eviction(mut self, on: bool) -> Self {
         self.allow_eviction = on;
+        self
+    }
+
+    /// With pages sealed under a key from `source`, or not (`None`).
+    pub fn with_seal(mut self, source: Option<SealKeySource>) -> Self {
+        self.seal = source;
         self
     }
 
@@ -250,6 +306,10 @@ impl fmt::Debug for RedisConfig {
             .field("limit", &self.limit)
             .field("checksum", &self.checksum)
             .field("allow_eviction", &self.allow_eviction)
+            .field("seal", &self.seal)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }

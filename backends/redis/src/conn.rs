@@ -11,6 +11,7 @@ use crate::RedisConfig;
 use crate::blocking::{cut, timed_out};
 use crate::error::Failure;
 use crate::stats::{Traffic, command_len};
+use crate::tls::Tls;
 
 /// Reconnection attempts within one call before it fails with `Io`.
 const RECONNECT_ATTEMPTS: usize = 1;
@@ -28,10 +29,16 @@ pub(crate) enum Conn {
 impl Conn {
     /// Connects as `config` says. Must run within a tokio runtime with I/O
     /// and time enabled: the connection's tasks stay on it.
-    pub(crate) async fn connect(config: &RedisConfig) -> RedisResult<Conn> {
+    pub(crate) async fn connect(config: &RedisConfig, tls: &Tls) -> RedisResult<Conn> {
         let timeout = config.timeout;
         if config.cluster {
-            let client = ClusterClient::builder([config.url()])
+            let builder = ClusterClient::builder([config.url()]);
+            #[cfg(feature = "tls")]
+            let builder = match tls {
+                Some(certificates) => builder.certs(certificates.clone()),
+                None => builder,
+            };
+            let client = builder
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .retries(RECONNECT_ATTEMPTS as u32)
@@ -43,7 +50,7 @@ impl Conn {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(RECONNECT_ATTEMPTS)
             .set_max_delay(timeout);
-        let client = redis::Client::open(config.url())?;
+        let client = crate::tls::client(config.url(), tls)?;
         Ok(Conn::Single(client.get_connection_manager_with_config(manager).await?))
     }
 

@@ -148,7 +148,8 @@ impl Inner {
     pub(crate) async fn open(config: RedisConfig, runtime: Runtime) -> Result<Inner, BackupError> {
         let op = Operation::Open;
         let traffic = Traffic::default();
-        let conn = Conn::connect(&config)
+        let tls = crate::tls::load(&config, Origin::new(NAME, op))?;
+        let conn = Conn::connect(&config, &tls)
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
         // Connected (within its own timeout): the checks and the
@@ -158,21 +159,21 @@ impl Inner {
             .await
             .map_err(|e| crate::error::client_error(&config, op, &e))?;
         check_server(&config, &infos)?;
+        // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
+        let format = ValueFormat::new(config.checksum, config.seal.as_ref(), Origin::new(NAME, op))?;
         let (keys, claimed) = register(&conn, &config, deadline).await?;
         let max_slots = config.limit.map_or(HandleCodec::MAX_SLOTS, |l| {
             (l / PAGE_SIZE as u64).min(HandleCodec::MAX_SLOTS)
         });
         let blocking = match config.cluster {
             true => None,
-            false => Some(BlockingPool::new(&config).map_err(|e| crate::error::client_error(&config, op, &e))?),
+            false => Some(BlockingPool::new(&config, &tls).map_err(|e| crate::error::client_error(&config, op, &e))?),
         };
         Ok(Inner {
             blocking,
             keys,
             claimed,
-            format: ValueFormat {
-                checksum: config.checksum,
-            },
+            format,
             config,
             runtime,
             conn,

@@ -34,7 +34,12 @@ mod server;
 mod space;
 mod stats;
 mod sync_api;
+mod tls;
 mod value;
+
+// rustls is a dependency only to give it its one crypto provider (`ring`).
+#[cfg(feature = "tls")]
+use rustls as _;
 
 pub use backend::RedisBackend;
 pub use config::RedisConfig;

@@ -126,6 +126,19 @@ impl SealKeySource {
     }
 }
 
+/// The error of `seal=on` asked of a build without the `seal` feature, at
+/// `origin`: which feature to enable.
+pub fn not_compiled_in(origin: Origin) -> crate::BackupError {
+    crate::BackupError::Config {
+        origin,
+        detail: format!(
+            "seal=on needs sealing compiled in: enable the `seal` feature of the {} backend's crate (or of the \
+             pagebackup facade)",
+            origin.backend
+        ),
+    }
+}
+
 /// A device with pages sealed or not, as the backend's config says: what
 /// a store of a backend that offers `seal=on` holds.
 #[derive(Debug)]
@@ -158,14 +171,7 @@ impl<D: Device> MaybeSealed<D> {
         #[cfg(not(feature = "seal"))]
         {
             let _ = source;
-            Err(crate::BackupError::Config {
-                origin,
-                detail: format!(
-                    "seal=on needs sealing compiled in: enable the `seal` feature of the {} backend's crate (or of \
-                     the pagebackup facade)",
-                    origin.backend
-                ),
-            })
+            Err(not_compiled_in(origin))
         }
     }
 
