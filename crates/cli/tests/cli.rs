@@ -141,7 +141,7 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
     assert_eq!(chart.matches("<circle").count(), 4 * 3);
     assert_eq!(
         chart.matches("<rect x=").count(),
-        1 + 4 * 3,
+        1 + 3 * 3,
         "the plot frame and the baselines' squares"
     );
     std::fs::remove_file(json).unwrap();
