@@ -57,7 +57,7 @@
 )]
 #![cfg_attr(
     feature = "file",
-    doc = "| [`file`] | `file` | [`FileBackend`](file::FileBackend), [`FileConfig`](file::FileConfig) (with `async`: [`AsyncFileBackend`](file::AsyncFileBackend)) | `dir`, `path`, `max_size`, `io`, `direct`, `checksum`, `shards` |"
+    doc = "| [`file`](mod@file) | `file` | [`FileBackend`](file::FileBackend), [`FileConfig`](file::FileConfig) (with `async`: [`AsyncFileBackend`](file::AsyncFileBackend)) | `dir`, `path`, `max_size`, `io`, `direct`, `checksum`, `shards` |"
 )]
 #![cfg_attr(
     not(feature = "file"),
