@@ -64,7 +64,7 @@ pub struct RunError {
 /// }
 /// ```
 ///
-/// (The same call inside `unsafe { }`, with a `// SAFETY:` saying why no
+/// (The same call inside an `unsafe` block, with a `// SAFETY:` saying why no
 /// other call touches slot 0, compiles.)
 ///
 /// # Safety
