@@ -80,8 +80,7 @@ impl Uffd {
                         )
                     })?;
                 let flags = (uapi::O_CLOEXEC | uapi::O_NONBLOCK) as libc::c_int;
-                // SAFETY: USERFAULTFD_IOC_NEW takes an int of open flags and returns a new
-                // descriptor, which is owned from here on.
+                // SAFETY: USERFAULTFD_IOC_NEW takes an int of open flags and returns a new descriptor, which is owned from here on.
                 let fd = unsafe { libc::ioctl(dev.as_raw_fd(), USERFAULTFD_IOC_NEW as _, flags) };
                 if fd < 0 {
                     return Err(io::Error::last_os_error());
@@ -144,8 +143,7 @@ impl Uffd {
                 mode: if wp { u64::from(uapi::UFFDIO_COPY_MODE_WP) } else { 0 },
                 copy: 0,
             };
-            // SAFETY: UFFDIO_COPY reads `len` bytes at `src` (inside the borrowed pages) and
-            // writes only into the registered range (the module's first invariant).
+            // SAFETY: UFFDIO_COPY reads `len` bytes at `src` (inside the borrowed pages) and writes only into the registered range (the module's first invariant).
             let result = unsafe { ioctl(&self.fd, Updater::<{ nr::UFFDIO_COPY }, _>::new(&mut c)) };
             match result {
                 Ok(()) => return Ok(()),
@@ -213,8 +211,8 @@ impl Uffd {
     pub(crate) fn read_faults(&self, out: &mut [FaultMsg; 16]) -> Result<usize, Errno> {
         // SAFETY: uffd_msg is plain data; an all-zero value is valid.
         let mut msgs: [uapi::uffd_msg; 16] = unsafe { std::mem::zeroed() };
-        // SAFETY: the buffer is `size_of_val(&msgs)` writable bytes of plain data.
         let bytes =
+            // SAFETY: the buffer is `size_of_val(&msgs)` writable bytes of plain data.
             unsafe { std::slice::from_raw_parts_mut(msgs.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(&msgs)) };
         let n = match rustix::io::read(&self.fd, bytes) {
             Ok(n) => n / std::mem::size_of::<uapi::uffd_msg>(),
@@ -319,16 +317,14 @@ impl Mapping {
     /// write-protected (or otherwise kept from writers) while the reference lives.
     pub(crate) fn page(&self, index: usize) -> &Page {
         debug_assert!(index < self.len / PAGE_SIZE);
-        // SAFETY: the page lies inside the mapping and is page-aligned; its bytes are
-        // plain data, stable while write-protected (the caller's condition).
+        // SAFETY: the page lies inside the mapping and is page-aligned; its bytes are plain data, stable while write-protected (the caller's condition).
         unsafe { &*self.ptr.as_ptr().add(index * PAGE_SIZE).cast::<Page>() }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: the mapping is ours and nothing refers to it any more (the module's
-        // second invariant).
+        // SAFETY: the mapping is ours and nothing refers to it any more (the module's second invariant).
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -372,9 +368,7 @@ impl Releaser {
                         iov_len: pages * PAGE_SIZE,
                     })
                     .collect();
-                // SAFETY: every iovec lies inside the mapping, whose pages are all backed up
-                // or zero (the caller's condition); dropping them only makes the next access
-                // fault, which the region serves.
+                // SAFETY: every iovec lies inside the mapping, whose pages are all backed up or zero (the caller's condition); dropping them only makes the next access fault, which the region serves.
                 let r = unsafe {
                     libc::syscall(
                         libc::SYS_process_madvise,
@@ -483,8 +477,7 @@ fn with_region<R>(addr: usize, f: impl Fn(&Shared) -> R) -> Option<R> {
         let p = e.shared.load(Ordering::SeqCst);
         let inside = !p.is_null() && (e.start.load(Ordering::SeqCst)..e.end.load(Ordering::SeqCst)).contains(&addr);
         let result = inside.then(|| {
-            // SAFETY: `p` is non-null after `users` was raised, so its Registration (which
-            // holds an Arc of it) waits for `users` to fall before letting it go.
+            // SAFETY: `p` is non-null after `users` was raised, so its Registration (which holds an Arc of it) waits for `users` to fall before letting it go.
             f(unsafe { &*p })
         });
         e.users.fetch_sub(1, Ordering::SeqCst);
@@ -579,8 +572,8 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             unsafe { libc::sigaction(sig, &dfl, ptr::null_mut()) };
         }
         handler if prev.sa_flags & libc::SA_SIGINFO != 0 => {
-            // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
                 unsafe { std::mem::transmute(handler) };
             f(sig, info, ctx);
         }
@@ -604,15 +597,12 @@ pub(crate) fn thread_cpu_ns() -> u64 {
 pub(crate) fn exclusive_slice<T>(owner: &mut T, mapping: impl FnOnce(&T) -> &Mapping) -> &mut [u8] {
     let m = mapping(owner);
     let (ptr, len) = (m.as_ptr(), m.len());
-    // SAFETY: the mapping is `len` writable bytes while its owner lives, and the owner is
-    // borrowed mutably for as long as the slice lives, so no other reference reaches it
-    // through the owner.
+    // SAFETY: the mapping is `len` writable bytes while its owner lives, and the owner is borrowed mutably for as long as the slice lives, so no other reference reaches it through the owner.
     unsafe { std::slice::from_raw_parts_mut(ptr, len) }
 }
 
 /// The whole mapping as words that many threads may read and write at once.
 pub(crate) fn words(mapping: &Mapping) -> &[std::sync::atomic::AtomicU64] {
-    // SAFETY: the mapping is page-aligned, `len` bytes long (a multiple of 8), and every
-    // bit pattern is a valid AtomicU64; all access through the view is atomic.
+    // SAFETY: the mapping is page-aligned, `len` bytes long (a multiple of 8), and every bit pattern is a valid AtomicU64; all access through the view is atomic.
     unsafe { std::slice::from_raw_parts(mapping.as_ptr().cast(), mapping.len() / 8) }
 }

@@ -119,8 +119,7 @@ fn a_fault_inside_the_allocator_neither_deadlocks_nor_allocates() {
 /// The first page of the `pages` at `base` that is not resident.
 fn first_evicted(base: *mut u8, pages: usize) -> Option<usize> {
     let mut resident = vec![0u8; pages];
-    // SAFETY: `base` is the page-aligned start of a mapping of `pages` pages,
-    // and `resident` has one byte per page for the kernel to fill.
+    // SAFETY: `base` is the page-aligned start of a mapping of `pages` pages, and `resident` has one byte per page for the kernel to fill.
     let rc = unsafe { libc::mincore(base.cast(), pages * PAGE_SIZE, resident.as_mut_ptr()) };
     assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
     resident.iter().position(|&r| r & 1 == 0)
