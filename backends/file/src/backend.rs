@@ -115,7 +115,7 @@ impl FileBackend {
 
     /// The files' descriptors, one per shard, for inspection (`fstat`).
     pub fn fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
-        self.store.devices().map(|d| d.inner().file.fd())
+        self.store.devices().map(|d| d.base().file.fd())
     }
 
     fn first(&self) -> &FileDevice {
@@ -123,7 +123,7 @@ impl FileBackend {
             .devices()
             .next()
             .expect("a store has at least one shard")
-            .inner()
+            .base()
     }
 }
 

@@ -285,7 +285,7 @@ impl ShmemBackend {
         self.store
             .devices()
             .map(|d| {
-                let path = format!("/proc/self/fd/{}", d.inner().memfd().as_raw_fd());
+                let path = format!("/proc/self/fd/{}", d.base().memfd().as_raw_fd());
                 Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
             })
             .collect()
@@ -308,13 +308,13 @@ impl ShmemBackend {
     /// restore copies out of a shared mapping of the memfd, and a
     /// concurrent change of memory being copied is a data race.
     pub unsafe fn writable_memfds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.store.devices().map(|d| d.inner().memfd())
+        self.store.devices().map(|d| d.base().memfd())
     }
 
     /// The address ranges of the backend's mappings, one per memfd, as
     /// `/proc/self/maps` and `/proc/self/smaps` show them.
     pub fn mapping_ranges(&self) -> Vec<std::ops::Range<usize>> {
-        self.store.devices().map(|d| d.inner().mapping_range()).collect()
+        self.store.devices().map(|d| d.base().mapping_range()).collect()
     }
 
     /// Bytes of the mappings that are swapped out, from their `Swap:` lines

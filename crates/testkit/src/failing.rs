@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pagebackup_core::raw::{Device, ReadRun, RunError, WriteRun};
+use pagebackup_core::raw::{self, Device, ReadRun, RunError, WriteRun};
 
 /// A device operation a [`FaultPlan`] can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,15 +112,18 @@ impl<D: Device> FailingDevice<D> {
     pub fn new(inner: D, plan: Arc<FaultPlan>) -> Self {
         FailingDevice { inner, plan }
     }
-
-    /// The device underneath.
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
 }
 
-// SAFETY: every call passes on to `inner` (part of) what it was given, and touches nothing else.
-unsafe impl<D: Device> Device for FailingDevice<D> {
+// SAFETY: it owns `inner`, and every call passes on to it (part of) what it
+// was given, and touches nothing else.
+unsafe impl<D: Device> raw::DeviceLayer for FailingDevice<D> {
+    type Inner = D;
+
+    /// The device underneath.
+    fn inner(&self) -> &D {
+        &self.inner
+    }
+
     unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         let done = (0..runs.len()).find_map(|k| self.plan.fails_next(DeviceOp::Write).map(|e| (k, e)));
         let to_write = done.as_ref().map_or(runs, |&(done, _)| &runs[..done]);
@@ -143,29 +146,5 @@ unsafe impl<D: Device> Device for FailingDevice<D> {
             // SAFETY: no write or read of these slots runs meanwhile, as `Device::release` asks of the caller.
             None => unsafe { self.inner.release(slot, count) },
         }
-    }
-
-    fn writeback(&self, slot: u32, count: u32) -> u64 {
-        self.inner.writeback(slot, count)
-    }
-
-    fn flush(&self) -> io::Result<()> {
-        self.inner.flush()
-    }
-
-    fn resident_bytes(&self) -> u64 {
-        self.inner.resident_bytes()
-    }
-
-    fn space_avail(&self) -> u64 {
-        self.inner.space_avail()
-    }
-
-    fn io_path(&self) -> Option<&'static str> {
-        self.inner.io_path()
-    }
-
-    fn buffered_bytes(&self) -> u64 {
-        self.inner.buffered_bytes()
     }
 }

@@ -100,7 +100,7 @@ impl AsyncFileBackend {
         let store = open_store(&config.clone().with_io(crate::IoMode::Sync))?;
         let drivers = store
             .devices()
-            .map(|d| Driver::new(d.inner().file.fd()))
+            .map(|d| Driver::new(d.base().file.fd()))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(crate::uring::Unavailable::into_error)?;
         Ok(AsyncFileBackend {
@@ -183,7 +183,7 @@ impl Inner {
     /// run with a failed entry (short writes finished with `pwritev` when
     /// `finish` is set, counted as failed otherwise).
     fn write_outcome(&self, bufs: &WriteBufs, results: &[i32], finish: bool) -> std::result::Result<(), RunError> {
-        let fd = self.store.device(bufs.reservation.shard()).inner().file.fd();
+        let fd = self.store.device(bufs.reservation.shard()).base().file.fd();
         let mut failed: Option<RunError> = None;
         for (&(run, first, count), &result) in bufs.entries.iter().zip(results) {
             let done = usize::try_from(result).ok();
@@ -361,7 +361,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
                             // SAFETY: this entry's read completed; the pages are ours alone now.
                             .map(|&p| unsafe { &mut *p })
                             .collect();
-                        let fd = inner.store.device(shard).inner().file.fd();
+                        let fd = inner.store.device(shard).base().file.fd();
                         read_sync(fd, offset, &mut pages, done)
                     }
                     Err(_) => Err(result_error(result)),

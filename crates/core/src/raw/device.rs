@@ -1,5 +1,6 @@
 //! [`Device`]: the storage under a [`SlotStore`](super::SlotStore), one
-//! per shard, addressed in page-sized slots.
+//! per shard, addressed in page-sized slots; [`DeviceLayer`]: a device
+//! over another, that writes only what it changes.
 
 use std::fmt::Debug;
 use std::io;
@@ -136,5 +137,164 @@ pub unsafe trait Device: Send + Sync + Debug {
     /// buffers), counted in the store's `memory_used`.
     fn buffered_bytes(&self) -> u64 {
         0
+    }
+}
+
+/// A device over another device (sealing, fault injection, a choice
+/// between devices): [`inner`](DeviceLayer::inner) names the device
+/// underneath, and every method the layer does not write forwards to it.
+/// Each method means what the [`Device`] method of the same name means.
+///
+/// Every `DeviceLayer` is a [`Device`] through one impl beside the trait,
+/// so a method added to `Device` is added there once and forwards for
+/// every layer; a layer cannot implement `Device` by hand as well (rustc
+/// refuses the two impls). As with [`layers::Layer`](crate::layers::Layer),
+/// implement it by its path (`impl raw::DeviceLayer for ...`) where `Device`
+/// is in scope too, or call the methods as `Device::write(&layer, ..)`.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use pagebackup_core::raw::{Device, DeviceLayer, RunError, WriteRun};
+///
+/// /// Counts written pages; everything else goes to the device underneath.
+/// #[derive(Debug)]
+/// struct Counting<D> {
+///     inner: D,
+///     pages: AtomicU64,
+/// }
+///
+/// // SAFETY: `write` passes its runs to the inner device unchanged and
+/// // touches nothing but a counter; the rest forwards.
+/// unsafe impl<D: Device> DeviceLayer for Counting<D> {
+///     type Inner = D;
+///     fn inner(&self) -> &D {
+///         &self.inner
+///     }
+///     unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+///         let pages: usize = runs.iter().map(|r| r.pages.len()).sum();
+///         self.pages.fetch_add(pages as u64, Ordering::Relaxed);
+///         // SAFETY: the caller's runs, under the caller's promise.
+///         unsafe { self.inner.write(runs) }
+///     }
+/// }
+/// ```
+///
+/// # Safety
+///
+/// An implementation promises, for the methods it writes, what an
+/// implementation of [`Device`] promises (see its `# Safety`); the
+/// provided methods pass their arguments to [`inner`](DeviceLayer::inner)
+/// unchanged, which keeps it. It also promises that the caller's
+/// exclusivity reaches the device underneath: `inner` returns a device
+/// that nothing but this layer calls (the layer owns it, or the
+/// device it returns is the same one at every call and nobody else holds
+/// it), and a layer that calls it on slots passes the caller's slots, or
+/// slots that only the layer uses. A layer shared with another caller of
+/// its inner device would pass on a promise for slots that the other
+/// caller may be touching.
+pub unsafe trait DeviceLayer: Send + Sync + Debug {
+    /// The device underneath.
+    type Inner: Device + ?Sized;
+
+    /// The device underneath.
+    fn inner(&self) -> &Self::Inner;
+
+    /// [`Device::write`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::write`].
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's runs, under the caller's promise, which
+        // reaches the inner device (the trait's contract).
+        unsafe { self.inner().write(runs) }
+    }
+
+    /// [`Device::read`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::read`].
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's runs, under the caller's promise, which
+        // reaches the inner device (the trait's contract).
+        unsafe { self.inner().read(runs) }
+    }
+
+    /// [`Device::release`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::release`].
+    unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+        // SAFETY: the caller's slots, under the caller's promise, which
+        // reaches the inner device (the trait's contract).
+        unsafe { self.inner().release(slot, count) }
+    }
+
+    /// [`Device::writeback`].
+    fn writeback(&self, slot: u32, count: u32) -> u64 {
+        self.inner().writeback(slot, count)
+    }
+
+    /// [`Device::flush`].
+    fn flush(&self) -> io::Result<()> {
+        self.inner().flush()
+    }
+
+    /// [`Device::resident_bytes`].
+    fn resident_bytes(&self) -> u64 {
+        self.inner().resident_bytes()
+    }
+
+    /// [`Device::space_avail`].
+    fn space_avail(&self) -> u64 {
+        self.inner().space_avail()
+    }
+
+    /// [`Device::io_path`].
+    fn io_path(&self) -> Option<&'static str> {
+        self.inner().io_path()
+    }
+
+    /// [`Device::buffered_bytes`].
+    fn buffered_bytes(&self) -> u64 {
+        self.inner().buffered_bytes()
+    }
+}
+
+// SAFETY: every method is the layer's own, which keeps `Device`'s contract
+// by `DeviceLayer`'s; the caller's promises pass through unchanged.
+#[deny(clippy::missing_trait_methods)]
+unsafe impl<L: DeviceLayer> Device for L {
+    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's promise is the layer's method's.
+        unsafe { DeviceLayer::write(self, runs) }
+    }
+    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+        // SAFETY: the caller's promise is the layer's method's.
+        unsafe { DeviceLayer::read(self, runs) }
+    }
+    unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+        // SAFETY: the caller's promise is the layer's method's.
+        unsafe { DeviceLayer::release(self, slot, count) }
+    }
+    fn writeback(&self, slot: u32, count: u32) -> u64 {
+        DeviceLayer::writeback(self, slot, count)
+    }
+    fn flush(&self) -> io::Result<()> {
+        DeviceLayer::flush(self)
+    }
+    fn resident_bytes(&self) -> u64 {
+        DeviceLayer::resident_bytes(self)
+    }
+    fn space_avail(&self) -> u64 {
+        DeviceLayer::space_avail(self)
+    }
+    fn io_path(&self) -> Option<&'static str> {
+        DeviceLayer::io_path(self)
+    }
+    fn buffered_bytes(&self) -> u64 {
+        DeviceLayer::buffered_bytes(self)
     }
 }

@@ -6,7 +6,9 @@
 //! - [`SlotStore`] over a [`Device`]: placement, handles, batches, the
 //!   failure rules, checksums, deferred release and `fork()` detection for
 //!   any store of page-sized slots (a memfd, a file, a block device). A
-//!   backend is then a device and a constructor.
+//!   backend is then a device and a constructor. [`DeviceLayer`] wraps a
+//!   device in another (sealing, fault injection) that writes only what it
+//!   changes.
 //! - [`HandleCodec`], [`Generations`], [`SlotTable`] and [`FreeExtents`]:
 //!   handle encoding and slot bookkeeping, for backends that keep their own
 //!   storage per slot.
@@ -35,7 +37,7 @@ mod thread_index;
 pub use crate::backend::check_batch_lengths;
 pub use crate::slots::SlotTable;
 pub use codec::HandleCodec;
-pub use device::{Device, ReadRun, RunError, WriteRun};
+pub use device::{Device, DeviceLayer, ReadRun, RunError, WriteRun};
 pub use epoch::ProcessEpoch;
 pub use extents::FreeExtents;
 pub use generations::Generations;

@@ -67,7 +67,7 @@
 
 use std::path::PathBuf;
 
-use super::device::{Device, ReadRun, RunError, WriteRun};
+use super::device::{Device, DeviceLayer};
 use super::params::{ParamDoc, ParamError, Params};
 use crate::error::{Origin, Result};
 
@@ -175,8 +175,8 @@ impl<D: Device> MaybeSealed<D> {
         }
     }
 
-    /// The device under the sealing.
-    pub fn inner(&self) -> &D {
+    /// The backend's own device, under the sealing if any.
+    pub fn base(&self) -> &D {
         match self {
             MaybeSealed::Plain(d) => d,
             #[cfg(feature = "seal")]
@@ -188,48 +188,20 @@ impl<D: Device> MaybeSealed<D> {
     pub fn is_sealed(&self) -> bool {
         !matches!(self, MaybeSealed::Plain(_))
     }
+}
 
-    fn device(&self) -> &dyn Device {
+// SAFETY: the one device inside is owned, and every call goes to it
+// unchanged: the caller's promises pass through.
+unsafe impl<D: Device + 'static> DeviceLayer for MaybeSealed<D> {
+    type Inner = dyn Device + 'static;
+
+    /// The device pages go to: the sealing device, or the plain one.
+    fn inner(&self) -> &(dyn Device + 'static) {
         match self {
             MaybeSealed::Plain(d) => d,
             #[cfg(feature = "seal")]
             MaybeSealed::Sealed(s) => &**s,
         }
-    }
-}
-
-// SAFETY: every call goes to the one device inside, which keeps the
-// contract; the caller's promises pass through unchanged.
-unsafe impl<D: Device> Device for MaybeSealed<D> {
-    unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-        // SAFETY: the caller's promise for these runs is the inner device's.
-        unsafe { self.device().write(runs) }
-    }
-    unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        // SAFETY: the caller's promise for these runs is the inner device's.
-        unsafe { self.device().read(runs) }
-    }
-    unsafe fn release(&self, slot: u32, count: u32) -> std::io::Result<()> {
-        // SAFETY: the caller's promise for these slots is the inner device's.
-        unsafe { self.device().release(slot, count) }
-    }
-    fn writeback(&self, slot: u32, count: u32) -> u64 {
-        self.device().writeback(slot, count)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        self.device().flush()
-    }
-    fn resident_bytes(&self) -> u64 {
-        self.device().resident_bytes()
-    }
-    fn space_avail(&self) -> u64 {
-        self.device().space_avail()
-    }
-    fn io_path(&self) -> Option<&'static str> {
-        self.device().io_path()
-    }
-    fn buffered_bytes(&self) -> u64 {
-        self.device().buffered_bytes()
     }
 }
 

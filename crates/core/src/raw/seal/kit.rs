@@ -12,9 +12,10 @@ use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use super::{Device, ReadRun, RunError, SealKeySource, Unauthentic, WriteRun};
+use super::{SealKeySource, Unauthentic};
 use crate::Page;
 use crate::error::{BackupError, Origin, Result};
+use crate::raw::{Device, DeviceLayer, ReadRun, RunError, WriteRun};
 
 /// A 256-bit sealing key, zeroed when dropped; its `Debug` shows no byte.
 pub struct SealKey(Zeroizing<[u8; 32]>);
@@ -303,11 +304,6 @@ impl<D: Device> SealedDevice<D> {
         }
     }
 
-    /// The device under the sealing.
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
-
     /// The sealer.
     pub fn sealer(&self) -> &Sealer {
         &self.sealer
@@ -346,10 +342,18 @@ impl<D: Device> SealedDevice<D> {
     }
 }
 
-// SAFETY: a sealed device writes the same slots the caller gave, through
-// its own bounce buffer, and reads into the caller's pages only after the
-// inner device filled them: it passes the caller's promises on unchanged.
-unsafe impl<D: Device> Device for SealedDevice<D> {
+// SAFETY: a sealed device owns its inner device, writes the same slots the
+// caller gave, through its own bounce buffer, and reads into the caller's
+// pages only after the inner device filled them: it passes the caller's
+// promises on unchanged. Its own state (counters, tags) is behind a lock.
+unsafe impl<D: Device> DeviceLayer for SealedDevice<D> {
+    type Inner = D;
+
+    /// The device under the sealing.
+    fn inner(&self) -> &D {
+        &self.inner
+    }
+
     unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         let (counters, worn) = self.take_counters(runs);
         let runs = &runs[..worn.as_ref().map_or(runs.len(), |w| w.done)];
@@ -434,26 +438,6 @@ unsafe impl<D: Device> Device for SealedDevice<D> {
         }
         // SAFETY: the caller's slots, under the caller's promise.
         unsafe { self.inner.release(slot, count) }
-    }
-
-    fn writeback(&self, slot: u32, count: u32) -> u64 {
-        self.inner.writeback(slot, count)
-    }
-
-    fn flush(&self) -> io::Result<()> {
-        self.inner.flush()
-    }
-
-    fn resident_bytes(&self) -> u64 {
-        self.inner.resident_bytes()
-    }
-
-    fn space_avail(&self) -> u64 {
-        self.inner.space_avail()
-    }
-
-    fn io_path(&self) -> Option<&'static str> {
-        self.inner.io_path()
     }
 
     /// The inner device's buffers and the per-slot counters and tags.
