@@ -279,11 +279,24 @@ impl CompressedBackend {
         }
     }
 
-    fn corrupt(&self, handle: Handle, detail: String) -> BackupError {
-        BackupError::Corrupt {
-            origin: Origin::new(NAME, Operation::CopyPage),
-            handle,
-            detail,
+    /// The restore of `handle` found its stored copy damaged: `detail`
+    /// says which check failed, and `source` is the error that found it,
+    /// kept as the cause where there is one (a decoder's).
+    fn corrupt(
+        &self,
+        handle: Handle,
+        detail: String,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BackupError {
+        let origin = Origin::new(NAME, Operation::CopyPage);
+        match source {
+            None => BackupError::Corrupt { origin, handle, detail },
+            Some(source) => BackupError::Caused {
+                origin,
+                kind: ErrorKind::Corrupt,
+                detail: format!("stored copy of handle {handle} is corrupt: {detail}"),
+                source,
+            },
         }
     }
 
@@ -311,6 +324,7 @@ impl CompressedBackend {
                 return Err(self.corrupt(
                     handle,
                     format!("checksum {found:#010x} does not match the stored {sum:#010x}"),
+                    None,
                 ));
             }
         }
@@ -320,12 +334,9 @@ impl CompressedBackend {
             out[a.len()..].copy_from_slice(b);
             return Ok(());
         }
-        self.codec.decompress((a, b), dst).map_err(|e| BackupError::Caused {
-            origin: Origin::new(NAME, Operation::CopyPage),
-            kind: ErrorKind::Corrupt,
-            detail: format!("stored copy of handle {handle} is corrupt"),
-            source: Box::new(e),
-        })
+        self.codec
+            .decompress((a, b), dst)
+            .map_err(|e| self.corrupt(handle, "it does not decode".into(), Some(Box::new(e))))
     }
 }
 
@@ -530,6 +541,10 @@ mod tests {
                 match b.copy_page(&mut dst, h, None) {
                     Err(e) => {
                         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+                        assert!(e.to_string().contains(&format!("handle {h} is corrupt")), "{e}");
+                        // A checksum finds damage first; without, the decoder
+                        // does, and its error is kept as the cause.
+                        assert_eq!(e.cause().is_some(), !checksum, "{e}");
                         corrupt += 1;
                     }
                     Ok(()) => {
