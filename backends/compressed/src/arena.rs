@@ -311,13 +311,19 @@ impl Arena {
     /// Flips byte `pos` of an object, to test what damage does.
     #[cfg(test)]
     pub(crate) fn flip(&mut self, loc: Location, pos: usize) {
+        self.xor(loc, pos, 0x5a);
+    }
+
+    /// XORs byte `pos` of an object with `mask`, to test what damage does.
+    #[cfg(test)]
+    pub(crate) fn xor(&mut self, loc: Location, pos: usize, mask: u8) {
         let offset = usize::from(loc.offset) + self.overhead() + pos;
         let (id, offset) = if offset >= CHUNK {
             (self.chunk(loc.chunk).next, offset - CHUNK)
         } else {
             (loc.chunk, offset)
         };
-        self.chunk_mut(id).data[offset] ^= 0x5a;
+        self.chunk_mut(id).data[offset] ^= mask;
     }
 
     /// The object's checksum, if the arena keeps them.

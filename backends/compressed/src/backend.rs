@@ -15,6 +15,7 @@ use crate::budget::Budget;
 use crate::codec::{Codec, SCRATCH_LEN};
 use crate::config::HUGE_THRESHOLDS;
 use crate::entry::{ENTRY_BYTES, Stored};
+use crate::seal::ObjectSeal;
 use crate::shard::{COMPACTION_RESERVE, Prepared, Shard};
 use crate::table::{self, Refused};
 use crate::{Algorithm, CompressedConfig, NAME};
@@ -99,6 +100,13 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   ratio.
 /// - **Corruption** of stored data gives `Corrupt` or, without checksums, at
 ///   worst a wrong page — never a panic or a short page.
+/// - **Sealing** (`seal=on`, feature `seal`): each object (compressed
+///   first) is encrypted and authenticated in place, its 16-byte tag stored
+///   after it and counted in the stored bytes, bound to the shard's
+///   instance, the slot and the slot's write counter (8 bytes of metadata
+///   per slot); a changed, moved or older object restores as `Corrupt`
+///   ([`raw::seal`](pagebackup_core::raw::seal) has the cipher and why
+///   nonces never repeat). The tag is the check: `checksum` is not kept.
 /// - **Blocking class**: no call sleeps or does I/O. The limit refuses an
 ///   allocation rather than waiting for room, and locks are held only for
 ///   the arena's copies (one chunk of compaction at most, or the whole
@@ -111,6 +119,7 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 pub struct CompressedBackend {
     codec: Codec,
     checksum: bool,
+    sealed: bool,
     threshold: usize,
     handles: HandleCodec,
     shards: Shards<Shard>,
@@ -182,6 +191,9 @@ impl CompressedBackend {
                 dict.check_on(level, &samples)?;
             }
         }
+        let mut seals = Self::seals(&config)?.into_iter();
+        // A sealed object's tag authenticates it: a CRC beside it checks nothing more.
+        let checksum = config.checksum && config.seal.is_none();
         #[cfg(feature = "zstd")]
         let codec = {
             #[cfg(feature = "lz4")]
@@ -195,15 +207,42 @@ impl CompressedBackend {
         let fixed = Self::fixed_bytes();
         Ok(CompressedBackend {
             codec,
-            checksum: config.checksum,
+            checksum,
+            sealed: config.seal.is_some(),
             threshold: config.huge_threshold,
             handles: HandleCodec::new(),
-            shards: Shards::new(SHARDS, |_| Shard::new(MAX_SLOTS_PER_SHARD, config.checksum)),
+            shards: Shards::new(SHARDS, |_| Shard::new(MAX_SLOTS_PER_SHARD, checksum, seals.next())),
             budget: Budget::new(config.limit, fixed),
             fixed,
             failed_backups: AtomicU64::new(0),
             failed_restores: AtomicU64::new(0),
         })
+    }
+
+    /// One sealing per shard, each under its own instance salt, with one
+    /// key for all, if `config` asks for sealing: a key that cannot be
+    /// loaded, or sealing asked of a build without the `seal` feature, is
+    /// `Config` at open.
+    fn seals(config: &CompressedConfig) -> Result<Vec<ObjectSeal>> {
+        let Some(source) = &config.seal else {
+            return Ok(Vec::new());
+        };
+        let origin = Origin::new(NAME, Operation::Open);
+        #[cfg(feature = "seal")]
+        {
+            let key = pagebackup_core::raw::seal::SealKey::load(source, origin)?;
+            (0..SHARDS).map(|_| ObjectSeal::new(&key, origin)).collect()
+        }
+        #[cfg(not(feature = "seal"))]
+        {
+            let _ = source;
+            Err(pagebackup_core::raw::seal::not_compiled_in(origin))
+        }
+    }
+
+    /// Whether pages are sealed (`seal=on`).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// The codec in use.
@@ -234,11 +273,12 @@ impl CompressedBackend {
             let shard = self.shards.read(index);
             let overhead = shard.arena.overhead() as u64;
             stats.raw_pages += shard.raw;
-            stats.raw_bytes += shard.raw * (PAGE + overhead);
+            stats.raw_bytes += shard.raw * (shard.raw_len() as u64 + overhead);
             stats.chunks += shard.arena.chunks();
             stats.live_bytes += shard.arena.live();
             stats.garbage_bytes += shard.arena.garbage();
-            stats.table_bytes += shard.table.bytes() + shard.arena.bytes() - shard.arena.chunks() * CHUNK_BYTES;
+            stats.table_bytes += shard.table.bytes() + shard.arena.bytes() - shard.arena.chunks() * CHUNK_BYTES
+                + shard.seal.as_ref().map_or(0, ObjectSeal::bytes);
         }
         stats
     }
@@ -263,6 +303,10 @@ impl CompressedBackend {
                 "the limit of {} bytes is reached ({} in use)",
                 self.budget.limit().unwrap_or(u64::MAX),
                 self.budget.used()
+            ))),
+            Err(Refused::Worn) => Err(self.no_space(format!(
+                "a slot of shard {index} was sealed as many times as its nonce counter allows; sealing it again \
+                 would repeat a nonce"
             ))),
         }
     }
@@ -315,6 +359,25 @@ impl CompressedBackend {
             Stored::Object(loc) => loc,
         };
         let (a, b) = shard.arena.object(loc);
+        if let Some(seal) = &shard.seal {
+            // Opened in a buffer of this thread's, joined from its pieces:
+            // `dst` gets nothing of an object that fails authentication.
+            return SCRATCH.with_borrow_mut(|scratch| {
+                let object = &mut scratch[..a.len() + b.len()];
+                object[..a.len()].copy_from_slice(a);
+                object[a.len()..].copy_from_slice(b);
+                match seal.open(local, object) {
+                    Some(payload) => self.decode((payload, &[]), dst, handle),
+                    None => Err(self.corrupt(
+                        handle,
+                        "the sealed object fails authentication: it was changed, or is another slot's, an older \
+                         or another instance's"
+                            .into(),
+                        None,
+                    )),
+                }
+            });
+        }
         if let Some(sum) = shard.arena.checksum(loc) {
             let mut crc = crc32fast::Hasher::new();
             crc.update(a);
@@ -328,7 +391,13 @@ impl CompressedBackend {
                 ));
             }
         }
-        if usize::from(loc.len) == PAGE_SIZE {
+        self.decode((a, b), dst, handle)
+    }
+
+    /// Fills `dst` from an object's payload, in one piece or two: the page
+    /// itself if it is a whole page, else decompressed.
+    fn decode(&self, (a, b): (&[u8], &[u8]), dst: &mut Page, handle: Handle) -> Result<()> {
+        if a.len() + b.len() == PAGE_SIZE {
             let out = dst.as_bytes_mut();
             out[..a.len()].copy_from_slice(a);
             out[a.len()..].copy_from_slice(b);
@@ -362,9 +431,22 @@ impl BackupBackend for CompressedBackend {
         if let Some(word) = same_word(page) {
             return self.store(Prepared::Same(word));
         }
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let (bytes, raw) = match self.codec.compress(page, &mut scratch, self.threshold) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let compressed = self.codec.compress(page, scratch, self.threshold);
+            if self.sealed {
+                // Sealed in place once the slot is known, the tag after it.
+                let len = match compressed {
+                    Some(len) => len,
+                    None => {
+                        scratch[..PAGE_SIZE].copy_from_slice(page.as_bytes());
+                        PAGE_SIZE
+                    }
+                };
+                let raw = compressed.is_none();
+                let object = &mut scratch[..len + crate::seal::TAG_BYTES];
+                return self.store(Prepared::Sealed { object, raw });
+            }
+            let (bytes, raw) = match compressed {
                 Some(len) => (&scratch[..len], false),
                 None => (page.as_bytes().as_slice(), true),
             };
@@ -460,9 +542,11 @@ impl BackupBackend for CompressedBackend {
             stats.same_filled_pages += shard.same_filled;
             stats.incompressible_pages += shard.raw;
             stats.compacted_pages += shard.compacted;
-            // The handle table, and the headers (and checksums) in front
-            // of the arena's objects: `object_bytes` leaves them out.
-            stats.metadata_bytes += shard.table.bytes() + shard.arena.live() - shard.object_bytes;
+            // The handle table, the headers (and checksums) in front of the
+            // arena's objects (`object_bytes` leaves them out) and the
+            // sealing counters; a sealed object's tag is in `object_bytes`.
+            stats.metadata_bytes += shard.table.bytes() + shard.arena.live() - shard.object_bytes
+                + shard.seal.as_ref().map_or(0, ObjectSeal::bytes);
         }
         stats.memory_used = self.budget.used();
         stats.original_bytes = stats.stored_pages * PAGE;
@@ -478,6 +562,7 @@ impl fmt::Debug for CompressedBackend {
             .field("algorithm", &self.codec.algorithm())
             .field("limit", &self.budget.limit())
             .field("checksum", &self.checksum)
+            .field("sealed", &self.sealed)
             .field("threshold", &self.threshold)
             .field("memory_used", &self.budget.used())
             .finish_non_exhaustive()
@@ -604,6 +689,164 @@ mod tests {
             assert!(corrupt > 400, "{corrupt}");
             let (corrupt, wrong) = damage_everything(algorithm, false);
             println!("{algorithm} without checksums: {corrupt} damaged restores gave Corrupt, {wrong} a wrong page");
+        }
+    }
+
+    #[cfg(feature = "seal")]
+    mod sealed {
+        use pagebackup_core::raw::seal::SealKeySource;
+
+        use super::*;
+
+        fn key_file(tag: &str) -> std::path::PathBuf {
+            let path = std::env::temp_dir().join(format!("pagebackup-compressed-key-{tag}-{}", std::process::id()));
+            std::fs::write(&path, [0x42; 32]).unwrap();
+            path
+        }
+
+        fn backend(algorithm: Algorithm, key: SealKeySource) -> CompressedBackend {
+            CompressedBackend::new(CompressedConfig::new(algorithm).with_seal(Some(key))).unwrap()
+        }
+
+        /// The object's bytes, joined.
+        fn object(b: &CompressedBackend, h: Handle) -> Vec<u8> {
+            let (shard, loc) = location(b, h);
+            let shard = b.shards.read(shard);
+            let (x, y) = shard.arena.object(loc);
+            [x, y].concat()
+        }
+
+        /// Overwrites the object of `h` with `bytes` (of its length).
+        fn overwrite(b: &CompressedBackend, h: Handle, bytes: &[u8]) {
+            let (shard, loc) = location(b, h);
+            let old = object(b, h);
+            assert_eq!(old.len(), bytes.len());
+            let mut shard = b.shards.lock(shard);
+            for (pos, (o, n)) in old.iter().zip(bytes).enumerate() {
+                shard.arena.xor(loc, pos, o ^ n);
+            }
+        }
+
+        /// A restore of `h` gives `Corrupt` naming it and leaves `dst` untouched.
+        fn assert_unauthentic(b: &CompressedBackend, h: Handle) {
+            let mut dst = Page::new_boxed();
+            dst.as_bytes_mut().fill(0xee);
+            let e = b.copy_page(&mut dst, h, None).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+            assert!(e.to_string().contains("fails authentication"), "{e}");
+            assert!(
+                dst.as_bytes().iter().all(|&x| x == 0xee),
+                "a failed restore wrote into dst"
+            );
+        }
+
+        #[test]
+        fn sealed_objects_hold_ciphertext_and_cost_their_tag() {
+            for algorithm in [Algorithm::Lz4, Algorithm::Zstd { level: 1 }] {
+                let plain = CompressedBackend::new(CompressedConfig::new(algorithm)).unwrap();
+                let sealed = backend(algorithm, SealKeySource::Random);
+                assert!(sealed.is_sealed() && !plain.is_sealed());
+                // Page 0 compresses, page 3 is random (raw), page 5 is text again.
+                for i in [0, 3, 5] {
+                    let p = page(i);
+                    let (hp, hs) = (
+                        plain.backup_page(&p, 0, BackupFlags::NONE).unwrap(),
+                        sealed.backup_page(&p, 0, BackupFlags::NONE).unwrap(),
+                    );
+                    let (clear, secret) = (object(&plain, hp), object(&sealed, hs));
+                    assert_eq!(secret.len(), clear.len() + 16, "{algorithm}: the object and its tag");
+                    assert_ne!(secret[..clear.len()], clear[..], "{algorithm}: the object is encrypted");
+                    assert_eq!(sealed.stored_size(hs), plain.stored_size(hp).map(|s| s + 16));
+                    let mut dst = Page::new_boxed();
+                    sealed.copy_page(&mut dst, hs, None).unwrap();
+                    assert_eq!(dst, p);
+                }
+                let (ps, ss) = (plain.stats(), sealed.stats());
+                assert_eq!(
+                    ss.stored_bytes,
+                    ps.stored_bytes + 3 * 16,
+                    "{algorithm}: tags are stored bytes"
+                );
+                assert_eq!(ss.incompressible_pages, 1);
+                assert_eq!(sealed.arena_stats().raw_bytes, 4096 + 16 + 4);
+                // One step of counters, 8 bytes per slot, is metadata.
+                assert_eq!(ss.metadata_bytes, ps.metadata_bytes + 1024 * 8, "{algorithm}");
+            }
+        }
+
+        #[test]
+        fn a_changed_object_is_corrupt_and_restores_once_undone() {
+            let b = backend(Algorithm::Lz4, SealKeySource::Random);
+            for i in [0, 3] {
+                let p = page(i);
+                let h = b.backup_page(&p, 0, BackupFlags::NONE).unwrap();
+                let (shard, loc) = location(&b, h);
+                for pos in [0, usize::from(loc.len) / 2, usize::from(loc.len) - 1] {
+                    flip(&b, shard, loc, pos);
+                    assert_unauthentic(&b, h);
+                    flip(&b, shard, loc, pos);
+                }
+                let mut dst = Page::new_boxed();
+                b.copy_page(&mut dst, h, None).unwrap();
+                assert_eq!(dst, p);
+            }
+        }
+
+        #[test]
+        fn a_moved_or_older_object_is_corrupt() {
+            let b = backend(Algorithm::Lz4, SealKeySource::Random);
+            // Two pages of the same length: each object fits the other's place.
+            let (p1, p2) = (page(0), page(4));
+            let h1 = b.backup_page(&p1, 0, BackupFlags::NONE).unwrap();
+            let h2 = b.backup_page(&p2, 0, BackupFlags::NONE).unwrap();
+            let (o1, o2) = (object(&b, h1), object(&b, h2));
+            assert_eq!(o1.len(), o2.len());
+            // Moved: slot 2's object in slot 1's place.
+            overwrite(&b, h1, &o2);
+            assert_unauthentic(&b, h1);
+            overwrite(&b, h1, &o1);
+            // Older: slot 1 dropped and reused for the same page; its old
+            // object put back in the new one's place.
+            b.drop_handle(h1).unwrap();
+            let h3 = b.backup_page(&p1, 0, BackupFlags::NONE).unwrap();
+            assert_eq!(b.locate(h3), b.locate(h1), "the slot is reused");
+            let o3 = object(&b, h3);
+            assert_ne!(o3, o1, "a new counter, a new ciphertext");
+            overwrite(&b, h3, &o1);
+            assert_unauthentic(&b, h3);
+            overwrite(&b, h3, &o3);
+            let mut dst = Page::new_boxed();
+            b.copy_page(&mut dst, h3, None).unwrap();
+            assert_eq!(dst, p1);
+            b.copy_page(&mut dst, h2, None).unwrap();
+            assert_eq!(dst, p2);
+        }
+
+        #[test]
+        fn another_instance_object_is_corrupt_under_the_same_key() {
+            let path = key_file("instances");
+            let (a, b) = (
+                backend(Algorithm::Lz4, SealKeySource::File(path.clone())),
+                backend(Algorithm::Lz4, SealKeySource::File(path.clone())),
+            );
+            std::fs::remove_file(&path).unwrap();
+            let p = page(0);
+            let ha = a.backup_page(&p, 0, BackupFlags::NONE).unwrap();
+            let hb = b.backup_page(&p, 0, BackupFlags::NONE).unwrap();
+            assert_eq!(a.locate(ha), b.locate(hb), "the same slot in each");
+            overwrite(&b, hb, &object(&a, ha));
+            assert_unauthentic(&b, hb);
+        }
+
+        #[test]
+        fn seal_parameters_parse_and_a_missing_key_is_a_config_error() {
+            let config = CompressedConfig::from_params(&[("seal", "on")]).unwrap();
+            assert_eq!(config.seal, Some(SealKeySource::Random));
+            assert!(CompressedConfig::from_params(&[("seal_key", "env:X")]).is_err());
+            let missing = CompressedConfig::new(Algorithm::Lz4)
+                .with_seal(Some(SealKeySource::File("/nonexistent/pagebackup-key".into())));
+            let e = CompressedBackend::new(missing).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{e}");
         }
     }
 }

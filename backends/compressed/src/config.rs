@@ -3,6 +3,7 @@
 #[cfg(feature = "zstd")]
 use pagebackup_core::Page;
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
+use pagebackup_core::raw::seal::{SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 
 #[cfg(feature = "zstd")]
 use crate::Dictionary;
@@ -23,7 +24,7 @@ pub const HUGE_THRESHOLDS: std::ops::RangeInclusive<usize> = 64..=4095;
 /// Settings of a [`CompressedBackend`](crate::CompressedBackend).
 ///
 /// Each setting is a parameter of the `compressed:` spec (`algo`, `level`,
-/// `limit`, `dict`, `checksum`, `huge`), which
+/// `limit`, `dict`, `checksum`, `huge`, `seal`, `seal_key`), which
 /// [`from_params`](Self::from_params) parses:
 ///
 /// ```
@@ -63,6 +64,10 @@ pub struct CompressedConfig {
     /// raw (zram's huge pages): [`DEFAULT_HUGE_THRESHOLD`] unless set, in
     /// [`HUGE_THRESHOLDS`].
     pub huge_threshold: usize,
+    /// Where the sealing key comes from, if every object is sealed
+    /// (encrypted and authenticated after compression); `None` stores
+    /// objects as they are. Needs the crate's `seal` feature.
+    pub seal: Option<SealKeySource>,
 }
 
 impl CompressedConfig {
@@ -104,6 +109,8 @@ impl CompressedConfig {
             default: "3840",
             meaning: "pages compressing to more are stored raw; 64 to 4095",
         },
+        SEAL_PARAM,
+        SEAL_KEY_PARAM,
     ];
 
     /// The config a spec's parameters (see [`PARAMS`](Self::PARAMS)) give,
@@ -133,6 +140,7 @@ impl CompressedConfig {
         };
         let mut config = CompressedConfig::new(algorithm).with_checksum(params.flag("checksum")?.unwrap_or(false));
         config.limit = params.size("limit")?;
+        config.seal = SealKeySource::from_params(&params)?;
         if let Some(huge) = params.size("huge")? {
             config.huge_threshold = usize::try_from(huge).unwrap_or(usize::MAX);
         }
@@ -164,6 +172,7 @@ impl CompressedConfig {
             dictionary_samples: Vec::new(),
             checksum: false,
             huge_threshold: DEFAULT_HUGE_THRESHOLD,
+            seal: None,
         }
     }
 
@@ -190,6 +199,12 @@ impl CompressedConfig {
     /// With per-object checksums on or off.
     pub fn with_checksum(mut self, on: bool) -> Self {
         self.checksum = on;
+        self
+    }
+
+    /// With objects sealed under a key from `source`, or not (`None`).
+    pub fn with_seal(mut self, source: Option<SealKeySource>) -> Self {
+        self.seal = source;
         self
     }
 

@@ -35,6 +35,7 @@ mod config;
 #[cfg(feature = "zstd")]
 mod dictionary;
 mod entry;
+mod seal;
 mod shard;
 mod table;
 

@@ -6,6 +6,7 @@ use pagebackup_core::PAGE_SIZE;
 use crate::arena::{Arena, CHUNK};
 use crate::budget::Budget;
 use crate::entry::{Location, Stored};
+use crate::seal::ObjectSeal;
 use crate::table::{Refused, Table};
 
 /// Chunks with fewer live bytes than this are worth moving when
@@ -18,7 +19,7 @@ pub(crate) const WORTH_MOVING: usize = CHUNK * 7 / 8;
 pub(crate) const COMPACTION_RESERVE: u64 = CHUNK as u64;
 
 /// What a backup stores, worked out before the shard is locked.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) enum Prepared<'a> {
     /// A same-filled page's word.
     Same(u64),
@@ -31,6 +32,14 @@ pub(crate) enum Prepared<'a> {
         /// Their CRC-32, if the arena keeps checksums (else 0).
         sum: u32,
     },
+    /// Compressed bytes, or the page itself (`raw`), followed by room for
+    /// the tag, to be sealed once the slot is known (`seal=on`).
+    Sealed {
+        /// The payload, then the tag's room.
+        object: &'a mut [u8],
+        /// Whether the payload is the page itself.
+        raw: bool,
+    },
 }
 
 /// One shard's pages.
@@ -42,11 +51,14 @@ pub(crate) struct Shard {
     pub(crate) same_filled: u64,
     pub(crate) raw: u64,
     pub(crate) compacted: u64,
+    /// The sealing of the shard's objects, with `seal=on`.
+    pub(crate) seal: Option<ObjectSeal>,
 }
 
 impl Shard {
-    /// An empty shard of at most `max_slots` pages.
-    pub(crate) fn new(max_slots: u32, checksums: bool) -> Self {
+    /// An empty shard of at most `max_slots` pages, its objects sealed by
+    /// `seal` if given.
+    pub(crate) fn new(max_slots: u32, checksums: bool, seal: Option<ObjectSeal>) -> Self {
         Shard {
             table: Table::new(max_slots),
             arena: Arena::new(checksums),
@@ -54,19 +66,26 @@ impl Shard {
             same_filled: 0,
             raw: 0,
             compacted: 0,
+            seal,
         }
+    }
+
+    /// Bytes of an object holding a raw page: the page, and its tag if sealed.
+    pub(crate) fn raw_len(&self) -> usize {
+        PAGE_SIZE + self.seal.as_ref().map_or(0, ObjectSeal::tag_len)
     }
 
     /// Stores a page: its slot and generation. On `Refused`, nothing is
     /// stored and nothing is charged that was not charged before.
     pub(crate) fn store(&mut self, prepared: Prepared<'_>, budget: &Budget) -> Result<(u32, u32), Refused> {
-        let (bytes, raw, sum) = match prepared {
+        let (object, raw, sum) = match prepared {
             Prepared::Same(word) => {
                 let done = self.table.alloc(Stored::Same(word), budget, COMPACTION_RESERVE)?;
                 self.same_filled += 1;
                 return Ok(done);
             }
-            Prepared::Object { bytes, raw, sum } => (bytes, raw, sum),
+            Prepared::Object { bytes, raw, sum } => (Err(bytes), raw, sum),
+            Prepared::Sealed { object, raw } => (Ok(object), raw, 0),
         };
         let placeholder = Stored::Object(Location {
             chunk: u32::MAX,
@@ -74,6 +93,17 @@ impl Shard {
             len: 0,
         });
         let (slot, generation) = self.table.alloc(placeholder, budget, COMPACTION_RESERVE)?;
+        let bytes: &[u8] = match (object, &mut self.seal) {
+            (Err(bytes), _) => bytes,
+            (Ok(object), Some(seal)) => match seal.seal(slot, object, budget, COMPACTION_RESERVE) {
+                Ok(()) => object,
+                Err(refused) => {
+                    self.table.release(slot, budget);
+                    return Err(refused);
+                }
+            },
+            (Ok(_), None) => unreachable!("a sealed object is prepared only for a shard that seals"),
+        };
         let loc = match self.arena.append(bytes, slot, sum, budget, COMPACTION_RESERVE) {
             Some(loc) => loc,
             None => {
@@ -102,7 +132,7 @@ impl Shard {
             Some(Stored::Object(loc)) => {
                 self.arena.free(loc, budget);
                 self.object_bytes -= u64::from(loc.len);
-                self.raw -= u64::from(usize::from(loc.len) == PAGE_SIZE);
+                self.raw -= u64::from(usize::from(loc.len) == self.raw_len());
                 self.tidy(budget);
             }
         }
@@ -144,7 +174,7 @@ impl Shard {
             _ => None,
         });
         let mut moved = 0;
-        let mut buf = [0u8; PAGE_SIZE];
+        let mut buf = [0u8; 2 * PAGE_SIZE];
         for (slot, from) in objects {
             let len = usize::from(from.len);
             let (a, b) = self.arena.object(from);

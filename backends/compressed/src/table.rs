@@ -25,6 +25,10 @@ pub(crate) enum Refused {
     Full,
     /// A new segment would pass the memory limit.
     Limit,
+    /// The slot's sealing counter is spent (`seal=on`): sealing it again
+    /// would repeat a nonce.
+    #[cfg_attr(not(feature = "seal"), expect(dead_code, reason = "only sealing wears slots out"))]
+    Worn,
 }
 
 struct Segment {

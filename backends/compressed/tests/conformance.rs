@@ -1,6 +1,6 @@
 //! The conformance suite on the compressed backend: lz4, zstd, zstd with a
-//! dictionary, checksums, the highest and lowest huge thresholds, each also
-//! with a memory limit.
+//! dictionary, checksums, the highest and lowest huge thresholds, sealing
+//! (compressed and raw objects), each also with a memory limit.
 
 use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig, Dictionary, train_dictionary};
 use pagebackup_core::{BackupBackend, Page};
@@ -60,5 +60,26 @@ fn zstd_with_checksums_and_the_highest_threshold(#[case] check: Check) {
 fn lz4_with_the_lowest_threshold(#[case] check: Check) {
     check.run(&subject("compressed lz4, huge=64", || {
         CompressedConfig::new(Algorithm::Lz4).with_huge_threshold(64)
+    }));
+}
+
+#[cfg(feature = "seal")]
+fn sealed(config: CompressedConfig) -> CompressedConfig {
+    config.with_seal(Some(pagebackup_core::raw::seal::SealKeySource::Random))
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn lz4_sealed(#[case] check: Check) {
+    check.run(&subject("compressed lz4, seal=on", || {
+        sealed(CompressedConfig::new(Algorithm::Lz4))
+    }));
+}
+
+#[cfg(feature = "seal")]
+#[apply(conformance)]
+fn zstd_sealed_with_the_lowest_threshold(#[case] check: Check) {
+    check.run(&subject("compressed zstd-1, seal=on, huge=64", || {
+        sealed(CompressedConfig::new(Algorithm::Zstd { level: 1 }).with_huge_threshold(64))
     }));
 }
