@@ -298,3 +298,119 @@ unsafe impl<L: DeviceLayer> Device for L {
         DeviceLayer::buffered_bytes(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A device of pages in memory whose every other method says who it is.
+    #[derive(Debug, Default)]
+    struct Marked {
+        slots: Mutex<Vec<Page>>,
+    }
+
+    // SAFETY: plain memory behind a lock: any call is sound.
+    unsafe impl Device for Marked {
+        unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+            let mut slots = self.slots.lock().unwrap();
+            for run in runs {
+                for (slot, page) in (run.slot as usize..).zip(run.pages) {
+                    let len = slots.len().max(slot + 1);
+                    slots.resize(len, Page::zeroed());
+                    slots[slot] = (*page).clone();
+                }
+            }
+            Ok(())
+        }
+        unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
+            let slots = self.slots.lock().unwrap();
+            for run in runs {
+                for (slot, dst) in (run.slot as usize..).zip(run.pages.iter_mut()) {
+                    **dst = slots[slot].clone();
+                }
+            }
+            Ok(())
+        }
+        unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
+            let mut slots = self.slots.lock().unwrap();
+            slots
+                .iter_mut()
+                .skip(slot as usize)
+                .take(count as usize)
+                .for_each(|p| *p = Page::zeroed());
+            Ok(())
+        }
+        fn writeback(&self, _: u32, count: u32) -> u64 {
+            u64::from(count) * 10
+        }
+        fn flush(&self) -> io::Result<()> {
+            Err(io::Error::other("marked flush"))
+        }
+        fn resident_bytes(&self) -> u64 {
+            11
+        }
+        fn space_avail(&self) -> u64 {
+            12
+        }
+        fn io_path(&self) -> Option<&'static str> {
+            Some("marked")
+        }
+        fn buffered_bytes(&self) -> u64 {
+            13
+        }
+    }
+
+    /// A layer that changes only its I/O path's name.
+    #[derive(Debug)]
+    struct Renamed(Marked);
+
+    // SAFETY: it owns its inner device and changes no unsafe method.
+    unsafe impl DeviceLayer for Renamed {
+        type Inner = Marked;
+        fn inner(&self) -> &Marked {
+            &self.0
+        }
+        fn io_path(&self) -> Option<&'static str> {
+            Some("renamed")
+        }
+    }
+
+    #[test]
+    fn a_layer_forwards_what_it_does_not_write() {
+        let layer = Renamed(Marked::default());
+        let device: &dyn Device = &layer;
+        let mut page = Page::zeroed();
+        page.as_bytes_mut()[7] = 7;
+        // SAFETY: one thread, and the test owns every slot.
+        unsafe {
+            device.write(&[WriteRun {
+                slot: 2,
+                pages: &[&page],
+                resident: false,
+            }])
+        }
+        .unwrap();
+        let mut out = Page::zeroed();
+        // SAFETY: as above; slot 2 was written.
+        unsafe {
+            device.read(&mut [ReadRun {
+                slot: 2,
+                pages: &mut [&mut out],
+            }])
+        }
+        .unwrap();
+        assert_eq!(out, page);
+        // SAFETY: as above.
+        unsafe { device.release(2, 1) }.unwrap();
+        assert_eq!(layer.inner().slots.lock().unwrap()[2], Page::zeroed());
+        assert_eq!(device.writeback(0, 3), 30);
+        assert_eq!(device.flush().unwrap_err().to_string(), "marked flush");
+        assert_eq!(
+            (device.resident_bytes(), device.space_avail(), device.buffered_bytes()),
+            (11, 12, 13)
+        );
+        assert_eq!(device.io_path(), Some("renamed"));
+    }
+}
