@@ -37,6 +37,12 @@ pub fn summary(report: &Report, format: Format) -> String {
         };
         out.push('\n');
     }
+    for skip in &report.skipped {
+        let _ = writeln!(out, "skipped {}: {}", skip.backend, skip.reason);
+    }
+    if !report.skipped.is_empty() {
+        out.push('\n');
+    }
     if let Some(t) = &report.timing {
         let _ = writeln!(
             out,

@@ -365,6 +365,16 @@ impl Timing {
     }
 }
 
+/// A backend the run left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skipped {
+    /// The backend's name or spec (passwords redacted).
+    pub backend: String,
+    /// Why it did not run, and how to make it run.
+    pub reason: String,
+}
+
 /// The whole report of one bench run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -387,6 +397,9 @@ pub struct Report {
     /// Where the time went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<Timing>,
+    /// The backends of the build the run left out, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
     /// The rows, in the order they were measured.
     pub results: Vec<Row>,
 }
@@ -402,6 +415,7 @@ impl Report {
             skew: None,
             async_setup: None,
             timing: None,
+            skipped: Vec::new(),
             results: Vec::new(),
         }
     }
