@@ -511,6 +511,8 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
         run_s: start.elapsed().as_secs_f64(),
         windows_s: runs.iter().map(|r| r.windows.as_secs_f64()).sum(),
         in_calls_s: runs.iter().map(|r| r.in_calls.as_secs_f64()).sum(),
+        verify_s: runs.iter().map(|r| r.verifying.as_secs_f64()).sum(),
+        stats_s: runs.iter().map(|r| r.stats.as_secs_f64()).sum(),
     });
     progress.finish_and_clear();
     report.results = measure::rows(

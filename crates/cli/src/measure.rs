@@ -50,6 +50,10 @@ pub struct Run {
     /// Time inside the adapter's calls, over every round: in each window,
     /// the calls of its busiest thread.
     pub in_calls: Duration,
+    /// Time spent verifying restored pages, over every round.
+    pub verifying: Duration,
+    /// Time spent reading the adapter's footprint.
+    pub stats: Duration,
 }
 
 impl Run {
@@ -166,6 +170,8 @@ pub fn run(
                 }
                 b.windows += run.windows;
                 b.in_calls += run.in_calls;
+                b.verifying += run.verifying;
+                b.stats += run.stats;
                 (b, kept_times)
             }
         });
@@ -275,7 +281,9 @@ fn round(
     let backup = figures(Op::Backup, bytes, wall);
     let backup_times = per_page(&mut backed);
     // A backend's stats can be costly (shmem reads smaps): once per run.
+    let stats = Instant::now();
     let footprint = if n == 0 { adapter.footprint() } else { None };
+    let stats = stats.elapsed();
 
     // Each thread restores its own batches into its own stretch of `out`.
     let mut rest = &mut out[..];
@@ -320,9 +328,11 @@ fn round(
     // Verified outside the timed window, so that checking never disturbs
     // what is timed: each round a different share (page `i` in round
     // `i % rounds`), every page once per run, one pass over the corpus in all.
+    let verify = Instant::now();
     if let Some(i) = (n..corpus.len()).step_by(rounds).find(|&i| out[i] != corpus[i]) {
         return Err(format!("{}: restored page {i} differs from the original", adapter.name()).into());
     }
+    let verifying = verify.elapsed();
 
     let (mut dropped, wall) = timed(backed, |part| {
         let mut timing = Part::with_calls(part.stored.len());
@@ -346,6 +356,8 @@ fn round(
         pages: corpus.len(),
         windows,
         in_calls: calls,
+        verifying,
+        stats,
     };
     Ok((run, vec![backup_times, restore_times, drop_times]))
 }

@@ -351,14 +351,30 @@ pub struct Timing {
     pub windows_s: f64,
     /// Seconds inside the measured calls.
     pub in_calls_s: f64,
+    /// Seconds, outside the timed windows, spent verifying restored pages
+    /// against the corpus.
+    #[serde(default)]
+    pub verify_s: f64,
+    /// Seconds, outside the timed windows, spent reading the backends'
+    /// stats for their footprint.
+    #[serde(default)]
+    pub stats_s: f64,
 }
 
 impl Timing {
     /// The share of the run spent outside the measured calls, in percent:
     /// the bench's own overhead (verifying, bookkeeping, timing, threads).
     pub fn overhead_percent(&self) -> f64 {
+        match self.run_s > 0.0 {
+            true => (100.0 - self.percent_of_run(self.in_calls_s)).max(0.0),
+            false => 0.0,
+        }
+    }
+
+    /// `seconds` as a percentage of the run (0 for an empty run).
+    pub fn percent_of_run(&self, seconds: f64) -> f64 {
         if self.run_s > 0.0 {
-            (1.0 - self.in_calls_s / self.run_s).max(0.0) * 100.0
+            seconds / self.run_s * 100.0
         } else {
             0.0
         }
