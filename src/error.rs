@@ -7,9 +7,12 @@ use pagebackup_core::{BackupError, ErrorKind, Operation, Origin};
 
 /// Why a backend spec could not be opened. Every message says what is valid.
 ///
-/// `?` turns it into a [`BackupError`]: a backend's own failure to start as
-/// it is, a spec that cannot be opened as [`ErrorKind::Config`] with this
-/// error as its cause.
+/// `?` turns it into a [`BackupError`] that names the backend once, in its
+/// origin: a backend's own failure to start as it is; a parameter the
+/// backend refuses, or a backend this build lacks, as
+/// [`BackupError::Config`] of that backend; a tier that cannot be opened
+/// as the `tiered` backend's error caused by the tier's; a spec naming no
+/// known backend as [`ErrorKind::Config`] with this error as its cause.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OpenError {
@@ -54,10 +57,7 @@ impl fmt::Display for OpenError {
             Self::UnknownBackend { name, available } => {
                 write!(f, "unknown backend '{name}'; this build has: {}", available.join(", "))
             }
-            Self::NotCompiled { name, feature } => write!(
-                f,
-                "backend '{name}' is not in this build; enable the cargo feature `{feature}` of pagebackup"
-            ),
+            Self::NotCompiled { name, feature } => write!(f, "backend '{name}' is {}", not_compiled(feature)),
             Self::Backend(e) => write!(f, "{e}"),
             Self::Tier { index, spec, .. } => write!(f, "tiered: cannot open tier {index} '{spec}'"),
         }
@@ -77,28 +77,46 @@ impl std::error::Error for OpenError {
 }
 
 impl From<OpenError> for BackupError {
+    /// Each level of the result names its backend once: the origin names
+    /// the backend, and the message says only what is wrong with the spec.
     fn from(e: OpenError) -> Self {
+        let open = |backend| Origin::new(backend, Operation::Open);
         match e {
             OpenError::Backend(e) => e,
             // A file a parameter names failed to load: that failure, of its kind.
             OpenError::Param(ParamError::Load { error, .. }) => *error,
-            spec => {
-                let backend = match &spec {
-                    OpenError::NotCompiled { name, .. } => name,
-                    OpenError::Param(e) => e.backend().unwrap_or("pagebackup"),
-                    OpenError::Tier { .. } => "tiered",
-                    // The spec names no backend this crate knows.
-                    _ => "pagebackup",
-                };
+            OpenError::Param(e) if e.backend().is_some() => BackupError::Config {
+                origin: open(e.backend().unwrap_or("pagebackup")),
+                detail: e.detail(),
+            },
+            OpenError::NotCompiled { name, feature } => BackupError::Config {
+                origin: open(name),
+                detail: not_compiled(feature),
+            },
+            // The tier's own error, with its own backend, comes next.
+            OpenError::Tier { index, spec, source } => {
+                let tier = BackupError::from(*source);
                 BackupError::Caused {
-                    origin: Origin::new(backend, Operation::Open),
-                    kind: ErrorKind::Config,
-                    detail: "cannot open the spec".into(),
-                    source: Box::new(spec),
+                    origin: open("tiered"),
+                    kind: tier.kind(),
+                    detail: format!("cannot open tier {index} '{spec}'"),
+                    source: Box::new(tier),
                 }
             }
+            // The spec names no backend this crate knows, or none at all.
+            spec => BackupError::Caused {
+                origin: open("pagebackup"),
+                kind: ErrorKind::Config,
+                detail: "cannot open the spec".into(),
+                source: Box::new(spec),
+            },
         }
     }
+}
+
+/// What [`OpenError::NotCompiled`] says after the backend's name.
+fn not_compiled(feature: &str) -> String {
+    format!("not in this build; enable the cargo feature `{feature}` of pagebackup")
 }
 
 impl From<ParamError> for OpenError {

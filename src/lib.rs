@@ -227,6 +227,13 @@ pub fn available_backends() -> Vec<&'static str> {
     registry::available_in(registry::BACKENDS)
 }
 
+/// The parameters [`open`] takes for the backend `name`, with their
+/// defaults: the very table its spec parser checks keys against. `None`
+/// if this build does not contain `name`.
+pub fn backend_params(name: &str) -> Option<&'static [raw::params::ParamDoc]> {
+    registry::params_in(registry::BACKENDS, name)
+}
+
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -2,7 +2,7 @@
 //! compiles each in. Each backend parses its own parameters
 //! (`from_params`, with its `PARAMS` table).
 
-use pagebackup_core::raw::params::Spec;
+use pagebackup_core::raw::params::{ParamDoc, Spec};
 use pagebackup_core::{BackupBackend, MemoryBackend};
 
 use crate::OpenError;
@@ -17,6 +17,9 @@ pub(crate) struct Entry {
     pub(crate) feature: &'static str,
     /// `None` when this build was compiled without the feature.
     pub(crate) open: Option<Opener>,
+    /// The parameters its opener parses (its config's `PARAMS`); empty
+    /// when this build was compiled without it.
+    pub(crate) params: &'static [ParamDoc],
 }
 
 pub(crate) const BACKENDS: &[Entry] = &[
@@ -24,6 +27,7 @@ pub(crate) const BACKENDS: &[Entry] = &[
         name: "memory",
         feature: "",
         open: Some(open_memory),
+        params: MemoryBackend::PARAMS,
     },
     Entry {
         name: "shmem",
@@ -32,6 +36,10 @@ pub(crate) const BACKENDS: &[Entry] = &[
         open: Some(open_shmem),
         #[cfg(not(feature = "shmem"))]
         open: None,
+        #[cfg(feature = "shmem")]
+        params: pagebackup_shmem::ShmemConfig::PARAMS,
+        #[cfg(not(feature = "shmem"))]
+        params: &[],
     },
     Entry {
         name: "file",
@@ -40,6 +48,10 @@ pub(crate) const BACKENDS: &[Entry] = &[
         open: Some(open_file),
         #[cfg(not(feature = "file"))]
         open: None,
+        #[cfg(feature = "file")]
+        params: pagebackup_file::FileConfig::PARAMS,
+        #[cfg(not(feature = "file"))]
+        params: &[],
     },
     Entry {
         name: "compressed",
@@ -48,6 +60,10 @@ pub(crate) const BACKENDS: &[Entry] = &[
         open: Some(open_compressed),
         #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
         open: None,
+        #[cfg(any(feature = "compressed-lz4", feature = "compressed-zstd"))]
+        params: pagebackup_compressed::CompressedConfig::PARAMS,
+        #[cfg(not(any(feature = "compressed-lz4", feature = "compressed-zstd")))]
+        params: &[],
     },
     Entry {
         name: "tiered",
@@ -56,6 +72,10 @@ pub(crate) const BACKENDS: &[Entry] = &[
         open: Some(open_tiered_boxed),
         #[cfg(not(feature = "tiered"))]
         open: None,
+        #[cfg(feature = "tiered")]
+        params: pagebackup_tiered::TieredConfig::PARAMS,
+        #[cfg(not(feature = "tiered"))]
+        params: &[],
     },
     Entry {
         name: "redis",
@@ -64,6 +84,10 @@ pub(crate) const BACKENDS: &[Entry] = &[
         open: Some(open_redis),
         #[cfg(not(feature = "redis"))]
         open: None,
+        #[cfg(feature = "redis")]
+        params: pagebackup_redis::RedisConfig::PARAMS,
+        #[cfg(not(feature = "redis"))]
+        params: &[],
     },
 ];
 
@@ -89,6 +113,14 @@ pub(crate) fn parse_in<'s>(table: &[Entry], spec: &'s str) -> Result<(Opener, Sp
         });
     };
     Ok((open, spec))
+}
+
+/// The parameters `name`'s opener parses, if `table` has it compiled in.
+pub(crate) fn params_in(table: &[Entry], name: &str) -> Option<&'static [ParamDoc]> {
+    table
+        .iter()
+        .find(|e| e.name == name && e.open.is_some())
+        .map(|e| e.params)
 }
 
 /// The compiled-in backends of `table`.
@@ -177,11 +209,13 @@ mod tests {
             name: "memory",
             feature: "",
             open: Some(open_memory),
+            params: MemoryBackend::PARAMS,
         },
         Entry {
             name: "absent",
             feature: "absent-feature",
             open: None,
+            params: &[],
         },
     ];
 
@@ -200,6 +234,8 @@ mod tests {
             "backend 'absent' is not in this build; enable the cargo feature `absent-feature` of pagebackup"
         );
         assert_eq!(available_in(TABLE), ["memory"]);
+        assert_eq!(params_in(TABLE, "memory"), Some(MemoryBackend::PARAMS));
+        assert_eq!(params_in(TABLE, "absent"), None);
         let unknown = open_in(TABLE, "nope").unwrap_err().to_string();
         assert_eq!(unknown, "unknown backend 'nope'; this build has: memory");
     }

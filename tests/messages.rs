@@ -31,7 +31,7 @@ fn a_bad_value() {
 fn an_unknown_key() {
     assert_eq!(
         open_error("memory:size=1MiB"),
-        "backend 'memory' has no parameter 'size'; valid: limit"
+        "backend 'memory': no parameter 'size'; valid: limit"
     );
 }
 
@@ -69,5 +69,33 @@ fn no_space() {
         err.to_string(),
         "memory backend: backup_page: no space left (limit of 4096 bytes reached); \
          drop handles, flush, or give the backend more space"
+    );
+}
+
+#[test]
+fn an_open_error_through_question_mark_names_the_backend_once() {
+    fn open_backend(spec: &str) -> pagebackup::Result<Box<dyn BackupBackend>> {
+        Ok(open(spec)?)
+    }
+    let report = |spec: &str| {
+        let e = open_backend(spec).unwrap_err();
+        let chain: Vec<String> = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+        chain.join(": ")
+    };
+    assert_eq!(
+        report("memory:limit=lots"),
+        "memory backend: open: invalid configuration: bad value 'lots' for 'limit': expected a size in bytes, \
+         optionally with a suffix B, KiB, MiB, GiB or TiB (such as 64MiB)"
+    );
+    assert_eq!(
+        report("memory:size=1MiB"),
+        "memory backend: open: invalid configuration: no parameter 'size'; valid: limit"
+    );
+    let names = pagebackup::available_backends().join(", ");
+    assert_eq!(
+        report("tape"),
+        format!("pagebackup backend: open: cannot open the spec: unknown backend 'tape'; this build has: {names}")
     );
 }

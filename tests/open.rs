@@ -46,7 +46,7 @@ fn an_unknown_backend_lists_the_available_ones() {
 fn an_unknown_key_lists_the_valid_ones() {
     let e = err("memory:size=1MiB");
     assert!(matches!(&e, OpenError::Param(ParamError::UnknownKey { backend: "memory", key, .. }) if key == "size"));
-    assert_eq!(e.to_string(), "backend 'memory' has no parameter 'size'; valid: limit");
+    assert_eq!(e.to_string(), "backend 'memory': no parameter 'size'; valid: limit");
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn shmem_takes_a_capacity() {
     assert!(e.to_string().contains("capacity 100 is less than one page"), "{e}");
     assert_eq!(
         err("shmem:limit=1MiB").to_string(),
-        "backend 'shmem' has no parameter 'limit'; valid: capacity, checksum, reuse, shards, seal, seal_key"
+        "backend 'shmem': no parameter 'limit'; valid: capacity, checksum, reuse, shards, seal, seal_key"
     );
     let e = err("shmem:capacity=100TiB");
     assert!(e.to_string().contains("above the most a backend can address"), "{e}");
@@ -331,24 +331,19 @@ fn open_errors_compose_into_backup_errors_with_question_mark() {
         e.origin(),
         pagebackup::Origin::new("memory", pagebackup::Operation::Open)
     );
+    // The origin names the backend; the message, once, what is wrong.
     assert_eq!(
         chain(&e),
-        [
-            "memory backend: open: cannot open the spec",
-            "backend 'memory' has no parameter 'size'; valid: limit"
-        ]
-    );
-    let cause = e.cause().and_then(|c| c.downcast_ref::<OpenError>());
-    assert!(
-        matches!(
-            cause,
-            Some(OpenError::Param(ParamError::UnknownKey { backend: "memory", .. }))
-        ),
-        "{cause:?}"
+        ["memory backend: open: invalid configuration: no parameter 'size'; valid: limit"]
     );
     let unnamed = open_and_back_up("tape").unwrap_err();
     assert_eq!(unnamed.origin().backend, "pagebackup");
     assert_eq!(unnamed.kind(), pagebackup::ErrorKind::Config);
+    let cause = unnamed.cause().and_then(|c| c.downcast_ref::<OpenError>());
+    assert!(
+        matches!(cause, Some(OpenError::UnknownBackend { name, .. }) if name == "tape"),
+        "{cause:?}"
+    );
 }
 
 #[cfg(feature = "file")]

@@ -86,13 +86,18 @@ fn a_report_of_a_tier_that_fails_to_open_prints_each_level_once() {
             &enoent,
         ]
     );
-    // Through `?` into a BackupError: one more level, the rest unchanged.
+    // Through `?` into a BackupError: each level names its backend once.
     let backup: pagebackup::BackupError = e.into();
-    let report = chain(&backup);
-    assert_eq!(report[0], "tiered backend: open: cannot open the spec");
+    assert_eq!(backup.origin().backend, "tiered");
+    assert_eq!(backup.kind(), pagebackup::ErrorKind::Io);
     assert_eq!(
-        report[1..],
-        chain(&open("tiered:tiers=[memory | file:dir=/nonexistent/t]").unwrap_err())
+        chain(&backup),
+        [
+            "tiered backend: open: cannot open tier 1 'file:dir=/nonexistent/t'",
+            "file backend: open: I/O error",
+            "cannot create a temporary file in /nonexistent/t",
+            &enoent,
+        ]
     );
     let io = std::iter::successors(Some(&backup as &(dyn std::error::Error + 'static)), |e| e.source()).find_map(|e| {
         e.downcast_ref::<std::io::Error>()

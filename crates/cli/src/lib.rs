@@ -23,6 +23,8 @@ pub mod chart;
 #[doc(hidden)]
 pub mod corpus;
 #[doc(hidden)]
+pub mod glossary;
+#[doc(hidden)]
 pub mod measure;
 #[doc(hidden)]
 pub mod output;

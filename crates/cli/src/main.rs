@@ -13,10 +13,10 @@ use pagebackup_cli::corpus::{Corpus, classify};
 use pagebackup_cli::measure::{self, run};
 use pagebackup_cli::output::NewFile;
 use pagebackup_cli::redis_bench::{self, RedisPerPage};
-use pagebackup_cli::report::{CorpusInfo, Machine, Mode, Report, Timing, shown};
+use pagebackup_cli::report::{CorpusInfo, Machine, Mode, Report, Skipped, Timing, shown};
 use pagebackup_cli::table::Format;
 use pagebackup_cli::zram::KernelZram;
-use pagebackup_cli::{async_bench, chart, region_bench, render, skewed, stop};
+use pagebackup_cli::{async_bench, chart, glossary, region_bench, render, skewed, stop};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,9 @@ enum Command {
         #[arg(long)]
         max_pages: Option<u64>,
     },
+    /// List the backends of this build, each with the parameters its spec
+    /// takes (`NAME:key=value,...`) and their defaults.
+    Backends,
     /// Describe a page file: its size and its pages by kind.
     Stat {
         /// The page file.
@@ -85,7 +88,10 @@ enum Command {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// A backend spec, as `pagebackup::open` takes it (repeatable; default:
-    /// every backend of this build with its default options).
+    /// every backend of this build with its default options, tiered as
+    /// compressed lz4 over zstd, redis if a server answers at
+    /// redis://127.0.0.1:6379; a backend that cannot run is skipped with
+    /// the reason). `pagebackup backends` lists the parameters.
     #[arg(long = "backend", value_name = "SPEC")]
     backends: Vec<String>,
     /// Which baselines to run: those the backends are compared with
@@ -95,6 +101,9 @@ struct BenchArgs {
     /// Print the full table (every adapter, mode and operation) after the summary.
     #[arg(long)]
     full: bool,
+    /// Say what each column of the tables means, and run nothing.
+    #[arg(long)]
+    explain: bool,
     /// How to print the summary and the table.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -180,6 +189,10 @@ fn main() -> ExitCode {
             force,
             max_pages,
         } => capture_to(pid, &out, force, max_pages),
+        Command::Backends => {
+            print!("{}", backends());
+            Ok(())
+        }
         Command::Stat { file } => stat(&file),
         Command::KernelWorkload {
             cgroup,
@@ -202,21 +215,33 @@ fn main() -> ExitCode {
 }
 
 /// The backends asked for, after the baselines they are compared with (all
-/// of them with `--baselines all`) and the kernel's zram if asked for.
-fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Error> {
-    let specs = specs(args);
-    let backends = specs
-        .iter()
-        .map(|spec| {
-            Backend::open(spec).map_err(|e| {
-                format!(
+/// of them with `--baselines all`) and the kernel's zram if asked for. By
+/// default ([`default_specs`]), a backend that cannot be opened here is
+/// left out and said so in `skipped`; one named with `--backend` is an error.
+fn adapters(
+    args: &BenchArgs,
+    specs: &[String],
+    pages: usize,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Vec<Box<dyn Adapter>>, Error> {
+    let mut backends = Vec::new();
+    for spec in specs {
+        match Backend::open(spec) {
+            Ok(backend) => backends.push(backend),
+            Err(e) if args.backends.is_empty() => skipped.push(Skipped {
+                backend: shown(spec),
+                reason: format!("cannot open it here: {}", shown(&pagebackup_cli::adapters::report(&*e))),
+            }),
+            Err(e) => {
+                return Err(format!(
                     "--backend {}: {}",
                     shown(spec),
                     shown(&pagebackup_cli::adapters::report(&*e))
                 )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+                .into());
+            }
+        }
+    }
     let mut needed: Vec<&str> = Vec::new();
     for name in backends.iter().flat_map(Backend::baselines) {
         if !needed.contains(&name) {
@@ -244,16 +269,64 @@ fn adapters(args: &BenchArgs, pages: usize) -> Result<Vec<Box<dyn Adapter>>, Err
         all.push(Box::new(KernelZram::open(pages, "lz4")?));
     }
     // The per-page redis baseline needs the server: the first redis spec's.
-    if let Some(redis) = specs.iter().find(|s| s.starts_with("redis:")) {
-        all.push(Box::new(RedisPerPage::for_spec(redis)?));
+    if let Some(redis) = backends.iter().map(|b| b.name()).find(|s| s.starts_with("redis:")) {
+        let spec = specs.iter().find(|s| shown(s) == redis).map_or(redis, String::as_str);
+        all.push(Box::new(RedisPerPage::for_spec(spec)?));
     }
     all.extend(backends.into_iter().map(|b| Box::new(b) as Box<dyn Adapter>));
     Ok(all)
 }
 
-/// The backends asked for, or by default every backend of this build but
-/// redis, which needs a server's URL, and tiered, which needs its tiers and
-/// budgets: they run when named with --backend.
+/// The tiered stack the plain bench runs by default: lz4 in front of zstd,
+/// the first tier's budget a quarter of the corpus's size, so that pages
+/// move down.
+fn default_tiered(pages: usize) -> String {
+    // A quarter of `pages` pages of 4 KiB, in KiB.
+    format!(
+        "tiered:tiers=[compressed:algo=lz4|compressed:algo=zstd],budget={}KiB",
+        pages.max(64)
+    )
+}
+
+/// Where the plain bench looks for a redis server by default.
+const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
+/// The backends of the plain bench: those asked for, or by default every
+/// backend of this build, tiered as [`default_tiered`] and redis at
+/// [`DEFAULT_REDIS`] if a server answers there (else a skip with the reason).
+fn default_specs(args: &BenchArgs, pages: usize) -> (Vec<String>, Vec<Skipped>) {
+    if !args.backends.is_empty() {
+        return (args.backends.clone(), Vec::new());
+    }
+    let mut skipped = Vec::new();
+    let specs = pagebackup::available_backends()
+        .into_iter()
+        .filter_map(|name| match name {
+            "tiered" => Some(default_tiered(pages)),
+            "redis" => {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 6379));
+                match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
+                    Ok(_) => Some(format!("redis:url={DEFAULT_REDIS}")),
+                    Err(e) => {
+                        skipped.push(Skipped {
+                            backend: "redis".into(),
+                            reason: format!(
+                                "no server at {DEFAULT_REDIS} ({e}); name one with --backend redis:url=redis://HOST:PORT"
+                            ),
+                        });
+                        None
+                    }
+                }
+            }
+            other => Some(other.to_string()),
+        })
+        .collect();
+    (specs, skipped)
+}
+
+/// The backends of the working-set mode: those asked for, or by default
+/// every backend of this build but redis, which needs a server's URL, and
+/// tiered, which needs its tiers and budgets.
 fn specs(args: &BenchArgs) -> Vec<String> {
     if args.backends.is_empty() {
         pagebackup::available_backends()
@@ -264,6 +337,29 @@ fn specs(args: &BenchArgs) -> Vec<String> {
     } else {
         args.backends.clone()
     }
+}
+
+/// Every backend of this build and the parameters its spec takes, from
+/// the table its spec parser checks keys against.
+fn backends() -> String {
+    let mut out = String::from(
+        "Backends of this build, as `bench --backend` and `pagebackup::open` take them: NAME or NAME:key=value,...\n",
+    );
+    for name in pagebackup::available_backends() {
+        let params = pagebackup::backend_params(name).unwrap_or_default();
+        out += &format!("\n{name}\n");
+        if params.is_empty() {
+            out += "  (no parameters)\n";
+        }
+        let cell = |p: &pagebackup::raw::params::ParamDoc| format!("{}={}", p.key, p.syntax);
+        let width = params.iter().map(|p| cell(p).chars().count()).max().unwrap_or(0);
+        for p in params {
+            let key = cell(p);
+            let pad = width - key.chars().count();
+            out += &format!("  {key}{:pad$}  {} (default: {})\n", "", p.meaning, p.default);
+        }
+    }
+    out
 }
 
 /// The mode `args` ask for; a flag that mode cannot honour is a usage
@@ -312,6 +408,10 @@ fn usage(message: &str) -> ! {
 }
 
 fn bench(args: BenchArgs) -> Result<(), Error> {
+    if args.explain {
+        print!("{}", glossary::explain());
+        return Ok(());
+    }
     let mode = mode(&args);
     let batch = args.batch.unwrap_or(64);
     if batch == 0 || args.pages == 0 || args.rounds == 0 || args.depth == Some(0) {
@@ -366,7 +466,9 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
 /// the redis backends against `redis-benchmark`.
 fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -> Result<(), Error> {
     let n = corpus.pages.len();
-    let adapters = adapters(args, n)?;
+    let (specs, mut skipped) = default_specs(args, n);
+    let adapters = adapters(args, &specs, n, &mut skipped)?;
+    report.skipped = skipped;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()))
@@ -409,6 +511,8 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
         run_s: start.elapsed().as_secs_f64(),
         windows_s: runs.iter().map(|r| r.windows.as_secs_f64()).sum(),
         in_calls_s: runs.iter().map(|r| r.in_calls.as_secs_f64()).sum(),
+        verify_s: runs.iter().map(|r| r.verifying.as_secs_f64()).sum(),
+        stats_s: runs.iter().map(|r| r.stats.as_secs_f64()).sum(),
     });
     progress.finish_and_clear();
     report.results = measure::rows(
@@ -416,7 +520,11 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
         |name| name.starts_with("baseline:") || name.starts_with("kernel:"),
         |name, op| adapters.iter().find(|a| a.name() == name).and_then(|a| a.baseline(op)),
     );
-    let redis = redis_bench::comparison(&args.backends, &report.results, batch, n)?;
+    let ran: Vec<String> = specs
+        .into_iter()
+        .filter(|s| !report.skipped.iter().any(|k| k.backend == shown(s)))
+        .collect();
+    let redis = redis_bench::comparison(&ran, &report.results, batch, n)?;
     report.results.extend(redis);
     Ok(())
 }

@@ -50,6 +50,10 @@ pub struct Run {
     /// Time inside the adapter's calls, over every round: in each window,
     /// the calls of its busiest thread.
     pub in_calls: Duration,
+    /// Time spent verifying restored pages, over every round.
+    pub verifying: Duration,
+    /// Time spent reading the adapter's footprint.
+    pub stats: Duration,
 }
 
 impl Run {
@@ -73,6 +77,18 @@ struct Part {
     per_page: Vec<Duration>,
     in_calls: Duration,
     unticked: u64,
+}
+
+impl Part {
+    /// A part for `calls` calls, its lists allocated once, before the
+    /// window's clock starts counting them.
+    fn with_calls(calls: usize) -> Part {
+        Part {
+            stored: Vec::with_capacity(calls),
+            per_page: Vec::with_capacity(calls),
+            ..Part::default()
+        }
+    }
 }
 
 /// What a run tells of its progress: pages done; an error asks it to stop.
@@ -107,11 +123,6 @@ fn in_calls(parts: &[Part]) -> Duration {
     parts.iter().map(|p| p.in_calls).max().unwrap_or_default()
 }
 
-/// Pages of the corpus one later round verifies: one in this many (a
-/// different share each round), so that checking does not cost as much as
-/// what it checks. The first round verifies every page.
-const SAMPLE: usize = 8;
-
 /// A buffer of `pages` pages to restore into, every page faulted in, so
 /// that no round's restores pay for its page faults.
 pub fn restore_buffer(pages: usize) -> Box<[Page]> {
@@ -124,8 +135,9 @@ pub fn restore_buffer(pages: usize) -> Box<[Page]> {
 
 /// Runs `adapter` over `corpus` in `mode`, `rounds` times, restoring into
 /// `out` (a [`restore_buffer`] as long as the corpus), and keeps each
-/// operation's best round. The first round verifies every restored page
-/// and takes the footprint; later rounds verify one page in `SAMPLE` (8).
+/// operation's best round. Every restored page is verified against the
+/// corpus once per run (each round a different `1/rounds` of the pages);
+/// the first round takes the footprint.
 /// `tick` is told of every batch done; an error from it (a request to
 /// stop) ends the run with that error.
 pub fn run(
@@ -139,24 +151,37 @@ pub fn run(
     if out.len() < corpus.len() {
         return Err(format!("a restore buffer of {} pages for {} pages", out.len(), corpus.len()).into());
     }
-    let mut best: Option<Run> = None;
-    for n in 0..rounds.max(1) {
-        let run = round(adapter, corpus, out, mode, n, tick)?;
+    let rounds = rounds.max(1);
+    let mut best: Option<(Run, Vec<Vec<Duration>>)> = None;
+    for n in 0..rounds {
+        let (run, times) = round(adapter, corpus, out, mode, n, rounds, tick)?;
         best = Some(match best {
-            None => run,
-            Some(mut b) => {
-                for (kept, new) in b.ops.iter_mut().zip(run.ops) {
+            None => (run, times),
+            Some((mut b, mut kept_times)) => {
+                for ((kept, kept_t), (new, new_t)) in b
+                    .ops
+                    .iter_mut()
+                    .zip(&mut kept_times)
+                    .zip(run.ops.into_iter().zip(times))
+                {
                     if new.gbps > kept.gbps {
-                        *kept = new;
+                        (*kept, *kept_t) = (new, new_t);
                     }
                 }
                 b.windows += run.windows;
                 b.in_calls += run.in_calls;
-                b
+                b.verifying += run.verifying;
+                b.stats += run.stats;
+                (b, kept_times)
             }
         });
     }
-    Ok(best.expect("at least one round"))
+    let (mut run, times) = best.expect("at least one round");
+    // Percentiles of the kept rounds only: the bench's own time stays small.
+    for (f, mut t) in run.ops.iter_mut().zip(times) {
+        (f.p50_us, f.p99_us) = percentiles(&mut t);
+    }
+    Ok(run)
 }
 
 fn shares(n: usize, threads: usize) -> Vec<Range<usize>> {
@@ -164,28 +189,36 @@ fn shares(n: usize, threads: usize) -> Vec<Range<usize>> {
     (0..threads).map(|t| t * n / threads..(t + 1) * n / threads).collect()
 }
 
-fn figures(op: Op, bytes: usize, wall: Duration, parts: &[Part]) -> OpFigures {
-    let mut per_page: Vec<f64> = parts
-        .iter()
-        .flat_map(|p| &p.per_page)
-        .map(|d| d.as_secs_f64() * 1e6)
-        .collect();
-    // A selection, not a sort: the bench's own time stays small.
-    let mut pct = |q: f64| match per_page.len() {
-        0 => 0.0,
-        n => {
-            *per_page
-                .select_nth_unstable_by(((n - 1) as f64 * q).round() as usize, f64::total_cmp)
-                .1
-        }
-    };
-    let (p50, p99) = (pct(0.5), pct(0.99));
+/// An operation's throughput over `wall`; its percentiles come later, from
+/// the per-page times of the round kept ([`percentiles`]).
+fn figures(op: Op, bytes: usize, wall: Duration) -> OpFigures {
     OpFigures {
         op,
         gbps: bytes as f64 / wall.as_secs_f64().max(1e-9) / 1e9,
-        p50_us: p50,
-        p99_us: p99,
+        p50_us: 0.0,
+        p99_us: 0.0,
     }
+}
+
+/// Every part's per-page times, in one list.
+fn per_page(parts: &mut [Part]) -> Vec<Duration> {
+    parts.iter_mut().flat_map(|p| std::mem::take(&mut p.per_page)).collect()
+}
+
+/// The median and 99th percentile of `times`, in microseconds.
+fn percentiles(times: &mut [Duration]) -> (f64, f64) {
+    // A selection, not a sort.
+    let mut pct = |q: f64| match times.len() {
+        0 => 0.0,
+        n => {
+            times
+                .select_nth_unstable(((n - 1) as f64 * q).round() as usize)
+                .1
+                .as_secs_f64()
+                * 1e6
+        }
+    };
+    (pct(0.5), pct(0.99))
 }
 
 /// Runs `work` on each share, the first on this thread and each other on a
@@ -212,18 +245,21 @@ fn timed<T: Send>(
     Ok((parts.into_iter().collect::<Result<_, _>>()?, wall))
 }
 
+/// One round: the run's figures (percentiles still to come) and each
+/// operation's per-page times.
 fn round(
     adapter: &dyn Adapter,
     corpus: &[Page],
     out: &mut [Page],
     mode: Mode,
     n: usize,
+    rounds: usize,
     tick: &Tick<'_>,
-) -> Result<Run, Error> {
+) -> Result<(Run, Vec<Vec<Duration>>), Error> {
     let bytes = corpus.len() * PAGE_SIZE;
     let batch = mode.batch.max(1);
-    let (backed, mut wall) = timed(shares(corpus.len(), mode.threads), |share| {
-        let mut part = Part::default();
+    let (mut backed, mut wall) = timed(shares(corpus.len(), mode.threads), |share| {
+        let mut part = Part::with_calls(share.len().div_ceil(batch));
         let mut refs: Vec<&Page> = Vec::with_capacity(batch);
         for start in share.clone().step_by(batch) {
             let end = (start + batch).min(share.end);
@@ -242,9 +278,12 @@ fn round(
     wall += flushed;
     let mut windows = wall;
     let mut calls = in_calls(&backed) + flushed;
-    let backup = figures(Op::Backup, bytes, wall, &backed);
+    let backup = figures(Op::Backup, bytes, wall);
+    let backup_times = per_page(&mut backed);
     // A backend's stats can be costly (shmem reads smaps): once per run.
+    let stats = Instant::now();
     let footprint = if n == 0 { adapter.footprint() } else { None };
+    let stats = stats.elapsed();
 
     // Each thread restores its own batches into its own stretch of `out`.
     let mut rest = &mut out[..];
@@ -257,27 +296,46 @@ fn round(
         rest = tail;
         offset += len;
     }
-    let (restored, wall) = timed(jobs, |(base, dsts, part)| {
-        let mut timing = Part::default();
+    let (mut restored, wall) = timed(jobs, |(base, dsts, part)| {
+        let mut timing = Part::with_calls(part.stored.len());
         for (start, stored) in &part.stored {
             let len = stored_len(stored);
-            let mut refs: Vec<&mut Page> = dsts[start - base..start - base + len].iter_mut().collect();
+            let dsts = &mut dsts[start - base..start - base + len];
+            // A single page goes as a slice of one on the stack: no
+            // allocation per call in single-page runs.
+            let mut one: [&mut Page; 1];
+            let mut many: Vec<&mut Page>;
+            let refs: &mut [&mut Page] = match dsts {
+                [page] => {
+                    one = [page];
+                    &mut one
+                }
+                _ => {
+                    many = dsts.iter_mut().collect();
+                    &mut many
+                }
+            };
             let t = Instant::now();
-            adapter.restore(stored, &mut refs)?;
+            adapter.restore(stored, refs)?;
             timing.record(t.elapsed(), len, tick)?;
         }
         timing.done(tick)
     })?;
     windows += wall;
     calls += in_calls(&restored);
-    let restore = figures(Op::Restore, bytes, wall, &restored);
-    let (first, step) = if n == 0 { (0, 1) } else { (n % SAMPLE, SAMPLE) };
-    if let Some(i) = (first..corpus.len()).step_by(step).find(|&i| out[i] != corpus[i]) {
+    let restore = figures(Op::Restore, bytes, wall);
+    let restore_times = per_page(&mut restored);
+    // Verified outside the timed window, so that checking never disturbs
+    // what is timed: each round a different share (page `i` in round
+    // `i % rounds`), every page once per run, one pass over the corpus in all.
+    let verify = Instant::now();
+    if let Some(i) = (n..corpus.len()).step_by(rounds).find(|&i| out[i] != corpus[i]) {
         return Err(format!("{}: restored page {i} differs from the original", adapter.name()).into());
     }
+    let verifying = verify.elapsed();
 
-    let (dropped, wall) = timed(backed, |part| {
-        let mut timing = Part::default();
+    let (mut dropped, wall) = timed(backed, |part| {
+        let mut timing = Part::with_calls(part.stored.len());
         for (_, stored) in part.stored {
             let len = stored_len(&stored);
             let t = Instant::now();
@@ -288,8 +346,9 @@ fn round(
     })?;
     windows += wall;
     calls += in_calls(&dropped);
-    let drop = figures(Op::Drop, bytes, wall, &dropped);
-    Ok(Run {
+    let drop = figures(Op::Drop, bytes, wall);
+    let drop_times = per_page(&mut dropped);
+    let run = Run {
         adapter: adapter.name().to_string(),
         mode,
         ops: vec![backup, restore, drop],
@@ -297,7 +356,10 @@ fn round(
         pages: corpus.len(),
         windows,
         in_calls: calls,
-    })
+        verifying,
+        stats,
+    };
+    Ok((run, vec![backup_times, restore_times, drop_times]))
 }
 
 /// The report rows of `runs`: one per adapter, mode and operation.
@@ -374,6 +436,60 @@ mod tests {
                     assert!(f.gbps > 0.0 && f.p99_us >= f.p50_us, "{f:?}");
                 }
                 assert!(run.effective_ratio().is_some());
+            }
+        }
+    }
+
+    /// The prefaulted store, but restoring page `bad` with one byte changed.
+    struct Corrupting {
+        store: Prefaulted,
+        bad: u64,
+    }
+
+    impl Adapter for Corrupting {
+        fn name(&self) -> &str {
+            "corrupting"
+        }
+        fn baseline(&self, _: Op) -> Option<String> {
+            None
+        }
+        fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error> {
+            self.store.backup(pages, first_idx)
+        }
+        fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+            self.store.restore(stored, dsts)?;
+            if let &Stored::Slots { first, count } = stored
+                && (first..first + count as u64).contains(&self.bad)
+            {
+                dsts[(self.bad - first) as usize].0[100] ^= 1;
+            }
+            Ok(())
+        }
+        fn release(&self, stored: Stored) -> Result<(), Error> {
+            self.store.release(stored)
+        }
+        fn footprint(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    #[test]
+    fn every_page_is_verified_once_per_run() {
+        let corpus = crate::corpus::Corpus::built_in(64);
+        for rounds in [1, 2, 3, 5] {
+            for bad in [0, 1, 2, 3, 4, 37, 63] {
+                let adapter = Corrupting {
+                    store: Prefaulted::new(64),
+                    bad,
+                };
+                let mut out = restore_buffer(64);
+                let mode = Mode { batch: 8, threads: 1 };
+                let err = run(&adapter, &corpus.pages, &mut out, mode, rounds, &|_| Ok(())).unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    format!("corrupting: restored page {bad} differs from the original"),
+                    "{rounds} rounds"
+                );
             }
         }
     }

@@ -37,13 +37,22 @@ pub fn summary(report: &Report, format: Format) -> String {
         };
         out.push('\n');
     }
+    for skip in &report.skipped {
+        let _ = writeln!(out, "skipped {}: {}", skip.backend, skip.reason);
+    }
+    if !report.skipped.is_empty() {
+        out.push('\n');
+    }
     if let Some(t) = &report.timing {
         let _ = writeln!(
             out,
-            "bench overhead: {:.1}% of {:.2} s of measuring was outside the measured calls ({:.1}% outside the timed windows)",
+            "bench overhead: {:.1}% of {:.2} s of measuring was outside the measured calls ({:.1}% outside the timed windows, \
+             of which verifying restored pages {:.1}% and reading backend stats {:.1}%)",
             t.overhead_percent(),
             t.run_s,
-            (1.0 - t.windows_s / t.run_s.max(1e-9)).max(0.0) * 100.0
+            (100.0 - t.percent_of_run(t.windows_s)).max(0.0),
+            t.percent_of_run(t.verify_s),
+            t.percent_of_run(t.stats_s)
         );
     }
     out

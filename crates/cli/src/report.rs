@@ -351,18 +351,44 @@ pub struct Timing {
     pub windows_s: f64,
     /// Seconds inside the measured calls.
     pub in_calls_s: f64,
+    /// Seconds, outside the timed windows, spent verifying restored pages
+    /// against the corpus.
+    #[serde(default)]
+    pub verify_s: f64,
+    /// Seconds, outside the timed windows, spent reading the backends'
+    /// stats for their footprint.
+    #[serde(default)]
+    pub stats_s: f64,
 }
 
 impl Timing {
     /// The share of the run spent outside the measured calls, in percent:
     /// the bench's own overhead (verifying, bookkeeping, timing, threads).
     pub fn overhead_percent(&self) -> f64 {
+        match self.run_s > 0.0 {
+            true => (100.0 - self.percent_of_run(self.in_calls_s)).max(0.0),
+            false => 0.0,
+        }
+    }
+
+    /// `seconds` as a percentage of the run (0 for an empty run).
+    pub fn percent_of_run(&self, seconds: f64) -> f64 {
         if self.run_s > 0.0 {
-            (1.0 - self.in_calls_s / self.run_s).max(0.0) * 100.0
+            seconds / self.run_s * 100.0
         } else {
             0.0
         }
     }
+}
+
+/// A backend the run left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skipped {
+    /// The backend's name or spec (passwords redacted).
+    pub backend: String,
+    /// Why it did not run, and how to make it run.
+    pub reason: String,
 }
 
 /// The whole report of one bench run.
@@ -387,6 +413,9 @@ pub struct Report {
     /// Where the time went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<Timing>,
+    /// The backends of the build the run left out, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
     /// The rows, in the order they were measured.
     pub results: Vec<Row>,
 }
@@ -402,6 +431,7 @@ impl Report {
             skew: None,
             async_setup: None,
             timing: None,
+            skipped: Vec::new(),
             results: Vec::new(),
         }
     }

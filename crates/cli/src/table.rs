@@ -17,8 +17,14 @@ pub struct Table {
 }
 
 impl Table {
-    /// A table with these `(header, right-aligned)` columns.
+    /// A table with these `(header, right-aligned)` columns. Each header
+    /// has its meaning in [`crate::glossary::COLUMNS`] (checked in debug
+    /// builds), so that `bench --explain` covers every column.
     pub fn new(headers: &[(&'static str, bool)]) -> Table {
+        debug_assert!(
+            headers.iter().all(|(h, _)| crate::glossary::meaning(h).is_some()),
+            "a column without its meaning in glossary::COLUMNS: {headers:?}"
+        );
         Table {
             headers: headers.to_vec(),
             rows: Vec::new(),

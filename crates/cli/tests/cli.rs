@@ -22,6 +22,98 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The tiered stack a bench of 512 pages runs by default.
+const TIERED_512: &str = "tiered:tiers=[compressed:algo=lz4|compressed:algo=zstd],budget=512KiB";
+
+#[test]
+fn bench_reports_a_row_or_a_skip_line_for_every_backend_of_the_build() {
+    let json = temp("every-backend.json");
+    let out = pagebackup(&[
+        "bench",
+        "--pages",
+        "256",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let ran = |name: &str| {
+        report["results"].as_array().unwrap().iter().any(|r| {
+            r["role"] == "backend"
+                && (r["backend"] == name || r["backend"].as_str().unwrap().starts_with(&format!("{name}:")))
+        })
+    };
+    let skipped = |name: &str| {
+        report["skipped"].as_array().is_some_and(|s| {
+            s.iter().any(|k| {
+                let backend = k["backend"].as_str().unwrap();
+                let reason = k["reason"].as_str().unwrap();
+                (backend == name || backend.starts_with(&format!("{name}:")))
+                    && !reason.is_empty()
+                    && stdout.contains(&format!("skipped {backend}: {reason}"))
+            })
+        })
+    };
+    let all = pagebackup::available_backends();
+    assert!(all.len() >= 6, "an all-features build: {all:?}");
+    for name in all {
+        assert!(
+            ran(name) != skipped(name),
+            "{name}: a row or a skip line, not both nor neither\n{stdout}"
+        );
+    }
+    // Tiered runs as lz4 over zstd, its first tier a quarter of the corpus.
+    assert!(
+        ran("tiered:tiers=[compressed:algo=lz4|compressed:algo=zstd],budget=256KiB"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_explain_says_what_each_column_means_and_runs_nothing() {
+    let out = pagebackup(&["bench", "--explain"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for (header, meaning) in pagebackup_cli::glossary::COLUMNS {
+        assert!(
+            stdout.contains(&format!("  {header} ")) && stdout.contains(meaning),
+            "{header}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("recommendation"), "{stdout}");
+}
+
+#[test]
+fn backends_lists_each_backend_with_its_parameters_and_defaults() {
+    let out = pagebackup(&["backends"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    for name in pagebackup::available_backends() {
+        let at = lines
+            .iter()
+            .position(|l| *l == name)
+            .unwrap_or_else(|| panic!("{name}: {stdout}"));
+        let params = pagebackup::backend_params(name).unwrap();
+        assert!(!params.is_empty(), "{name}");
+        // Its parameters follow its name, in the parser's order, each with its default.
+        for (line, p) in lines[at + 1..].iter().zip(params) {
+            assert!(
+                line.trim_start().starts_with(&format!("{}={}", p.key, p.syntax)),
+                "{line}"
+            );
+            assert!(line.ends_with(&format!("(default: {})", p.default)), "{line}");
+        }
+    }
+    assert!(stdout.contains("  limit=SIZE"), "memory's limit: {stdout}");
+}
+
 #[test]
 fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
     let (json, svg) = (temp("bench.json"), temp("bench.svg"));
@@ -60,9 +152,10 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
         .take_while(|l| !l.is_empty())
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(names, ["memory", "shmem", "file", "compressed"], "{stdout}");
+    assert_eq!(names, ["memory", "shmem", "file", "compressed", TIERED_512], "{stdout}");
+    // (The tiered spec has a `|` of its own, between its tiers.)
     assert!(
-        !stdout.contains('|') && !stdout.contains("**") && !stdout.contains('`'),
+        !stdout.lines().any(|l| l.starts_with('|')) && !stdout.contains("**") && !stdout.contains('`'),
         "{stdout}"
     );
     assert!(stdout.contains("\nrecommendation: "), "{stdout}");
@@ -87,6 +180,7 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
         ("shmem", "backend"),
         ("file", "backend"),
         ("compressed", "backend"),
+        (TIERED_512, "backend"),
     ]
     .into();
     assert_eq!(names, expected);
@@ -138,7 +232,7 @@ fn bench_compares_every_backend_with_its_baseline_and_writes_json_and_svg() {
             "{name} missing from the chart"
         );
     }
-    assert_eq!(chart.matches("<circle").count(), 4 * 3);
+    assert_eq!(chart.matches("<circle").count(), 5 * 3);
     assert_eq!(
         chart.matches("<rect x=").count(),
         1 + 3 * 3,

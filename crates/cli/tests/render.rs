@@ -181,6 +181,8 @@ fn fixture() -> Report {
         run_s: 10.0,
         windows_s: 9.9,
         in_calls_s: 9.8,
+        verify_s: 0.05,
+        stats_s: 0.02,
     });
     report
 }

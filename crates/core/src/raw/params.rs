@@ -148,33 +148,33 @@ impl ParamError {
     }
 }
 
-impl fmt::Display for ParamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ParamError {
+    /// The message without the backend's name, for a context that names it
+    /// already (an error whose origin is that backend): "no parameter
+    /// 'size'; valid: limit". A syntax error names no backend and reads
+    /// the same as its `Display`.
+    pub fn detail(&self) -> String {
         match self {
-            Self::Syntax { spec, detail } => write!(f, "bad backend spec '{spec}': {detail}"),
-            Self::UnknownKey {
-                backend,
-                key,
-                valid: [],
-            } => write!(f, "backend '{backend}' takes no parameters, but '{key}' was given"),
-            Self::UnknownKey { backend, key, valid } => {
+            Self::Syntax { spec, detail } => format!("bad backend spec '{spec}': {detail}"),
+            Self::UnknownKey { key, valid: [], .. } => format!("takes no parameters, but '{key}' was given"),
+            Self::UnknownKey { key, valid, .. } => {
                 let keys: Vec<&str> = valid.iter().map(|p| p.key).collect();
-                write!(
-                    f,
-                    "backend '{backend}' has no parameter '{key}'; valid: {}",
-                    keys.join(", ")
-                )
+                format!("no parameter '{key}'; valid: {}", keys.join(", "))
             }
             Self::BadValue {
-                backend,
-                key,
-                value,
-                expected,
-            } => write!(
-                f,
-                "backend '{backend}': bad value '{value}' for '{key}': expected {expected}"
-            ),
-            Self::Load { backend, key, .. } => write!(f, "backend '{backend}': cannot use '{key}'"),
+                key, value, expected, ..
+            } => format!("bad value '{value}' for '{key}': expected {expected}"),
+            Self::Load { key, .. } => format!("cannot use '{key}'"),
+        }
+    }
+}
+
+impl fmt::Display for ParamError {
+    /// The backend's name, then [`ParamError::detail`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.backend() {
+            Some(backend) => write!(f, "backend '{backend}': {}", self.detail()),
+            None => f.write_str(&self.detail()),
         }
     }
 }
@@ -512,14 +512,15 @@ mod tests {
     fn an_unknown_key_lists_the_table() {
         let e = params("t:limit=1,size=2").unwrap_err();
         assert_eq!(e.backend(), Some("test"));
+        assert_eq!(e.detail(), "no parameter 'size'; valid: limit, io, check, shards");
         assert_eq!(
             e.to_string(),
-            "backend 'test' has no parameter 'size'; valid: limit, io, check, shards"
+            "backend 'test': no parameter 'size'; valid: limit, io, check, shards"
         );
         let none = Params::new("bare", &[], &[("x", "1")]).unwrap_err();
         assert_eq!(
             none.to_string(),
-            "backend 'bare' takes no parameters, but 'x' was given"
+            "backend 'bare': takes no parameters, but 'x' was given"
         );
     }
 
