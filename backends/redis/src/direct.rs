@@ -214,16 +214,14 @@ impl Direct {
                 if let Some((config, name)) = &self.target.tls {
                     let session = rustls::ClientConnection::new(config.clone(), name.clone())
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    return self.setup_blocking(
-                        SyncStream::Tls(Box::new(rustls::StreamOwned::new(session, tcp))),
-                        deadline,
-                    );
+                    let sock = TlsSocket(io::BufReader::with_capacity(TLS_READ_BUFFER, tcp));
+                    let stream = SyncStream::Tls(Box::new(rustls::StreamOwned::new(session, sock)));
+                    return self.setup_blocking(stream, deadline);
                 }
                 SyncStream::Tcp(tcp)
             }
             Addr::Unix(path) => SyncStream::Unix(std::os::unix::net::UnixStream::connect(path)?),
         };
-        stream.set_timeouts(left)?;
         self.setup_blocking(stream, deadline)
     }
 
@@ -250,6 +248,7 @@ impl Direct {
                 tcp.set_nodelay(true)?;
                 #[cfg(feature = "tls")]
                 if let Some((config, name)) = &self.target.tls {
+                    let tcp = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, tcp);
                     let tls = tokio_rustls::TlsConnector::from(config.clone())
                         .connect(name.clone(), tcp)
                         .await?;
@@ -383,7 +382,36 @@ enum SyncStream {
     Tcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
     #[cfg(feature = "tls")]
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TlsSocket>>),
+}
+
+/// Bytes read from a TLS connection's socket at once. rustls asks its
+/// socket for at most 4 KiB per read, a system call per record's worth of
+/// a batch's replies without this buffer.
+#[cfg(feature = "tls")]
+const TLS_READ_BUFFER: usize = 256 * 1024;
+
+/// The socket under a blocking TLS connection: reads buffered (see
+/// [`TLS_READ_BUFFER`]), writes straight through.
+#[cfg(feature = "tls")]
+struct TlsSocket(io::BufReader<std::net::TcpStream>);
+
+#[cfg(feature = "tls")]
+impl Read for TlsSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Write for TlsSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.get_mut().flush()
+    }
 }
 
 impl SyncStream {
@@ -399,8 +427,8 @@ impl SyncStream {
             }
             #[cfg(feature = "tls")]
             SyncStream::Tls(s) => {
-                s.sock.set_read_timeout(Some(left))?;
-                s.sock.set_write_timeout(Some(left))
+                s.sock.0.get_ref().set_read_timeout(Some(left))?;
+                s.sock.0.get_ref().set_write_timeout(Some(left))
             }
         }
     }
@@ -484,7 +512,7 @@ enum AsyncStream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
     #[cfg(feature = "tls")]
-    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::io::BufReader<tokio::net::TcpStream>>>),
 }
 
 /// Forwards a poll to the stream of whichever kind.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use pagebackup_async::AsyncBackupBackend;
 use pagebackup_core::{BackupBackend, ErrorKind, Handle, Page};
-use pagebackup_testkit::PageSpec;
 use pagebackup_redis::{RedisBackend, RedisConfig};
+use pagebackup_testkit::PageSpec;
 use support::{Server, backup_batch, verify};
 
 const SENTINEL: u8 = 0x5a;
@@ -52,7 +52,10 @@ fn restore(
         dsts = back;
         result
     };
-    (dsts, result.map_err(|e| (e.kind(), e.completed, format!("{} {:?}", e.error, e.error))))
+    (
+        dsts,
+        result.map_err(|e| (e.kind(), e.completed, format!("{} {:?}", e.error, e.error))),
+    )
 }
 
 fn check(dst: &Page, spec: &PageSpec) {
@@ -83,7 +86,10 @@ fn replies_that_are_not_pages_stop_the_batch_and_leave_the_connection_in_step() 
         assert!(message.contains(&format!("{} bytes", (1 << 20) + 1)), "{message}");
         check(&dsts[0], &live[0].1);
         for d in &dsts[1..] {
-            assert!(d.0.iter().all(|&x| x == SENTINEL), "a page after the failure was written");
+            assert!(
+                d.0.iter().all(|&x| x == SENTINEL),
+                "a page after the failure was written"
+            );
         }
 
         let (dsts, result) = restore(&b, &rt, sync, &h[2..5]);
