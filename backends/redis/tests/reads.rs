@@ -35,6 +35,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A failed batch: its error's kind, how many pages it completed, and its
+/// message with its chain.
+type Failed = (ErrorKind, usize, String);
+
 /// Restores `handles` in one batch, sync or async, into sentinel pages:
 /// the pages and the batch's error as (kind, completed, message).
 fn restore(
@@ -42,7 +46,7 @@ fn restore(
     rt: &tokio::runtime::Runtime,
     sync: bool,
     handles: &[Handle],
-) -> (Vec<Box<Page>>, Result<(), (ErrorKind, usize, String)>) {
+) -> (Vec<Box<Page>>, Result<(), Failed>) {
     let mut dsts = sentinels(handles.len());
     let result = if sync {
         let mut refs: Vec<&mut Page> = dsts.iter_mut().map(|d| &mut **d).collect();
