@@ -1,7 +1,7 @@
 //! [`AsyncBackupBackend`] for [`RedisBackend`]: each call awaits its round
 //! trip, run on the backend's runtime.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use pagebackup_async::{AsyncBackupBackend, BackedUp, InterruptOnDrop};
@@ -59,6 +59,23 @@ impl RedisBackend {
         };
         // Dropped while the GETs are in flight: the restore was interrupted.
         let guard = InterruptOnDrop::new(intr.clone());
+        if self.inner.direct() {
+            // The pages go to the runtime's task for the time of the
+            // restore, and come back whatever happens to it.
+            let pages = Arc::new(Mutex::new(dsts));
+            let restored = self
+                .on_runtime(
+                    op,
+                    Arc::clone(&self.inner).copy_direct(op, prepared, Arc::clone(&pages), intr),
+                )
+                .await;
+            guard.disarm();
+            let dsts = std::mem::take(&mut *pages.lock().unwrap_or_else(PoisonError::into_inner));
+            return match restored {
+                Ok(result) => (result, dsts),
+                Err(error) => (Err(BatchError { completed: 0, error }), dsts),
+            };
+        }
         let fetched = self.on_runtime(op, Arc::clone(&self.inner).fetch(prepared)).await;
         guard.disarm();
         let result = match fetched {

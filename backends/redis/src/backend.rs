@@ -74,6 +74,18 @@ use crate::{NAME, RedisConfig, RedisStats};
 /// if on): a wrong value gives `Corrupt`, a missing key `Corrupt` too,
 /// never another page's bytes.
 ///
+/// **Restores read their replies themselves.** On a single server (TCP,
+/// Unix socket or TLS) restores go over connections of their own, whose
+/// `GET` replies the backend reads from its read buffer: a value of the
+/// page's length is checked (a sealed one opened) where it lies in that
+/// buffer and copied once into its page, with no reply object in between;
+/// a value of another length is skipped as it arrives, never buffered
+/// whole. Such a connection is reused only after a round trip read every
+/// reply and nothing more: one that failed, timed out, or whose async
+/// restore was dropped mid-reply is closed, so a reply is never read for
+/// another request. A cluster's restores go through the redis crate's
+/// cluster connection.
+///
 /// **Failures.** An out-of-memory reply (`maxmemory` reached under
 /// `noeviction`) is `NoSpace`; a lost connection is `Io` for the calls in
 /// flight, and the next call reconnects (a call whose connection turns out

@@ -185,7 +185,7 @@ fn request(conn: &mut Connection, packed: &[u8], count: usize, deadline: Instant
 }
 
 /// The time left until `deadline`, or a timeout error if none is.
-fn remaining(deadline: Instant) -> RedisResult<std::time::Duration> {
+pub(crate) fn remaining(deadline: Instant) -> RedisResult<std::time::Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(timed_out());

@@ -14,9 +14,11 @@ use tokio::runtime::Handle as Runtime;
 
 use crate::blocking::BlockingPool;
 use crate::conn::{Batch, Conn};
+use crate::direct::Direct;
 use crate::error::{Failure, corrupt, invalid_handle, io_error};
 use crate::keys::{Keys, group, random_u64};
 use crate::raw::{HandleCodec, SlotTable};
+use crate::resp::Reply;
 use crate::server::ServerInfo;
 use crate::space::Space;
 use crate::stats::Traffic;
@@ -42,6 +44,8 @@ pub(crate) struct Inner {
     conn: Conn,
     /// Blocking connections for sync calls on a single server.
     blocking: Option<BlockingPool>,
+    /// The restore path's own connections, on a single server.
+    direct: Option<Direct>,
     pub(crate) keys: Keys,
     format: ValueFormat,
     codec: HandleCodec,
@@ -169,8 +173,10 @@ impl Inner {
             true => None,
             false => Some(BlockingPool::new(&config, &tls).map_err(|e| crate::error::client_error(&config, op, &e))?),
         };
+        let direct = Direct::new(&config, &tls).map_err(|e| crate::error::client_error(&config, op, &e))?;
         Ok(Inner {
             blocking,
+            direct,
             keys,
             claimed,
             format,
@@ -306,7 +312,7 @@ impl Inner {
         if error.is_some() {
             self.failed_backups.fetch_add(1, Ordering::Relaxed);
         }
-        self.after_call(&replies);
+        self.after_call(reached(&replies));
         BackupOutcome {
             issued: Issued {
                 inner: Arc::clone(self),
@@ -345,13 +351,10 @@ impl Inner {
         });
     }
 
-    /// After a call: if the server answered it, retries the deletes left
+    /// After a call: if the server answered it (`reached`), retries the deletes left
     /// pending (in the background, one retry at a time), and refreshes the
     /// server's figures if they are old.
-    fn after_call(self: &Arc<Self>, replies: &[Result<Value, Failure>]) {
-        let reached = replies
-            .iter()
-            .any(|r| !r.as_ref().err().is_some_and(Failure::uncertain));
+    fn after_call(self: &Arc<Self>, reached: bool) {
         if reached && !lock(&self.pending).is_empty() && !self.retrying.swap(true, Ordering::AcqRel) {
             let inner = Arc::clone(self);
             self.runtime.spawn(async move {
@@ -496,50 +499,135 @@ impl Inner {
         dsts: impl Iterator<Item = &'d mut Page>,
         intr: Option<&Interrupt>,
     ) -> Result<(), BatchError> {
-        let failed = |completed: usize, error: BackupError| {
-            self.failed_restores.fetch_add(1, Ordering::Relaxed);
-            Err(BatchError { completed, error })
-        };
-        self.after_call(&replies);
-        let mut dsts = dsts;
-        for (k, (&(handle, id), reply)) in prepared.handles.iter().zip(replies).enumerate() {
-            if intr.is_some_and(Interrupt::is_interrupted) {
-                return failed(
-                    k,
-                    BackupError::Interrupted {
-                        origin: Origin::new(NAME, op),
-                    },
-                );
+        let mut restore = Restore::new(self, op, dsts, intr);
+        for reply in replies {
+            match reply {
+                Ok(Value::BulkString(mut value)) => restore.reply(&prepared.handles, Ok(Reply::Value(&mut value))),
+                Ok(other) => restore.reply(&prepared.handles, Ok(Reply::Other(other))),
+                Err(failure) => restore.reply(&prepared.handles, Err(failure)),
             }
-            let dst = dsts.next().expect("one destination per handle");
-            let error = match reply {
-                Ok(Value::BulkString(value)) => match self.format.decode(&value, id, dst) {
-                    Ok(()) => continue,
-                    Err(detail) => corrupt(
-                        op,
-                        handle,
-                        format!("key {}: {detail}", self.keys.key(id.slot, id.generation)),
-                    ),
-                },
-                Ok(Value::Nil) => match self.key_of(handle) {
-                    None => invalid_handle(op, handle),
-                    Some(key) => corrupt(
-                        op,
-                        handle,
-                        format!(
-                            "the key {key} is missing on the server: deleted by another client, flushed, \
-                             evicted (allow_eviction) or lost in a restart without persistence"
-                        ),
-                    ),
-                },
-                Ok(other) => unexpected(&self.config, op, &other),
-                Err(failure) => failure.to_error(&self.config, op),
-            };
-            return failed(k, error);
         }
-        match prepared.invalid {
-            Some(error) => failed(prepared.handles.len(), error),
+        self.finish_restore(restore, prepared)
+    }
+
+    /// Whether restores read their replies over the restore path's own
+    /// connections ([`Direct`]): on a single server.
+    pub(crate) fn direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Restores a prepared batch over the restore path's own blocking
+    /// connection, on this thread, each value read from the connection's
+    /// buffer, checked, and copied into its page (only when
+    /// [`direct`](Self::direct)).
+    pub(crate) fn copy_direct_blocking<'d>(
+        self: &Arc<Self>,
+        op: Operation,
+        mut prepared: PreparedCopy,
+        dsts: impl Iterator<Item = &'d mut Page> + Send,
+        intr: Option<&Interrupt>,
+    ) -> Result<(), BatchError> {
+        let direct = self.direct.as_ref().expect("called only when `direct()`");
+        let batch = prepared.take_batch(&self.conn);
+        let mut restore = Restore::new(self, op, dsts, intr);
+        for part in batch.into_parts() {
+            let packed = part.pipe.get_packed_pipeline();
+            let handles = &prepared.handles;
+            let received = direct.round_trip_blocking(
+                &packed,
+                part.commands,
+                self.format.len(),
+                prepared.deadline,
+                &mut |reply| restore.reply(handles, reply),
+            );
+            self.traffic
+                .count_received(part.commands, part.pages, part.bytes, received);
+        }
+        self.finish_restore(restore, prepared)
+    }
+
+    /// [`copy_direct_blocking`](Self::copy_direct_blocking) on the
+    /// backend's runtime, into the pages held by `pages` (taken out for the
+    /// time of the restore, put back when it ends or is dropped). Dropped
+    /// mid-reply, it closes its connection.
+    pub(crate) async fn copy_direct(
+        self: Arc<Self>,
+        op: Operation,
+        mut prepared: PreparedCopy,
+        pages: Arc<Mutex<Vec<Box<Page>>>>,
+        intr: Option<Interrupt>,
+    ) -> Result<(), BatchError> {
+        let direct = self.direct.as_ref().expect("called only when `direct()`");
+        let batch = prepared.take_batch(&self.conn);
+        let mut held = Held::take(pages);
+        let mut restore = Restore::new(&self, op, held.pages.iter_mut().map(|p| &mut **p), intr.as_ref());
+        for part in batch.into_parts() {
+            let packed = part.pipe.get_packed_pipeline();
+            let handles = &prepared.handles;
+            let received = direct
+                .round_trip(
+                    &packed,
+                    part.commands,
+                    self.format.len(),
+                    prepared.deadline,
+                    &mut |reply| restore.reply(handles, reply),
+                )
+                .await;
+            self.traffic
+                .count_received(part.commands, part.pages, part.bytes, received);
+        }
+        self.finish_restore(restore, prepared)
+    }
+
+    /// The outcome of a restore whose replies were all handed to `restore`.
+    fn finish_restore<D>(self: &Arc<Self>, restore: Restore<'_, D>, prepared: PreparedCopy) -> Result<(), BatchError> {
+        self.after_call(restore.reached);
+        let failed = restore
+            .failed
+            .or_else(|| prepared.invalid.map(|error| (prepared.handles.len(), error)));
+        match failed {
+            Some((completed, error)) => {
+                self.failed_restores.fetch_add(1, Ordering::Relaxed);
+                Err(BatchError { completed, error })
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Checks one reply to the `GET` of `handle` (whose value must carry
+    /// `id`) and copies its page into `dst` if it passes.
+    fn restore_one(
+        &self,
+        op: Operation,
+        (handle, id): (Handle, Identity),
+        reply: Result<Reply<'_>, Failure>,
+        dst: &mut Page,
+    ) -> Result<(), BackupError> {
+        let key = || self.keys.key(id.slot, id.generation);
+        match reply {
+            Ok(Reply::Value(value)) => self
+                .format
+                .decode(value, id, dst)
+                .map_err(|detail| corrupt(op, handle, format!("key {}: {detail}", key()))),
+            Ok(Reply::Length(n)) => Err(corrupt(
+                op,
+                handle,
+                format!("key {}: {}", key(), self.format.wrong_length(n)),
+            )),
+            Ok(Reply::Other(Value::Nil)) => Err(match self.key_of(handle) {
+                None => invalid_handle(op, handle),
+                Some(key) => corrupt(
+                    op,
+                    handle,
+                    format!(
+                        "the key {key} is missing on the server: deleted by another client, flushed, \
+                         evicted (allow_eviction) or lost in a restart without persistence"
+                    ),
+                ),
+            }),
+            Ok(Reply::Other(Value::ServerError(e))) => Err(Failure::Refused(e).to_error(&self.config, op)),
+            Ok(Reply::Other(other)) => Err(unexpected(&self.config, op, &other)),
+            Err(failure) => Err(failure.to_error(&self.config, op)),
         }
     }
 
@@ -602,7 +690,7 @@ impl Inner {
             .filter(|(_, r)| r.is_err())
             .map(|(k, _)| k);
         lock(&self.pending).extend(failed);
-        self.after_call(&replies);
+        self.after_call(reached(&replies));
         invalid.map_or(Ok(()), |error| Err(BatchError { completed, error }))
     }
 
@@ -706,6 +794,86 @@ impl Inner {
             ),
         }
     }
+}
+
+/// A restore as its replies come in, in order: each value checked and
+/// copied into its page until the first that fails, or an interrupt; the
+/// replies after that are only read.
+struct Restore<'a, D> {
+    inner: &'a Inner,
+    op: Operation,
+    dsts: D,
+    intr: Option<&'a Interrupt>,
+    /// Replies handed in so far.
+    next: usize,
+    /// The first failure and how many pages were restored before it.
+    failed: Option<(usize, BackupError)>,
+    /// Whether any reply came from the server.
+    reached: bool,
+}
+
+impl<'a, 'd, D: Iterator<Item = &'d mut Page>> Restore<'a, D> {
+    fn new(inner: &'a Inner, op: Operation, dsts: D, intr: Option<&'a Interrupt>) -> Self {
+        Restore {
+            inner,
+            op,
+            dsts,
+            intr,
+            next: 0,
+            failed: None,
+            reached: false,
+        }
+    }
+
+    /// Handles the reply to the `GET` of the next of `handles`.
+    fn reply(&mut self, handles: &[(Handle, Identity)], reply: Result<Reply<'_>, Failure>) {
+        let k = self.next;
+        self.next += 1;
+        self.reached |= !reply.as_ref().err().is_some_and(Failure::uncertain);
+        if self.failed.is_some() {
+            return;
+        }
+        let (Some(&handle), Some(dst)) = (handles.get(k), self.dsts.next()) else {
+            return;
+        };
+        let result = if self.intr.is_some_and(Interrupt::is_interrupted) {
+            Err(BackupError::Interrupted {
+                origin: Origin::new(NAME, self.op),
+            })
+        } else {
+            self.inner.restore_one(self.op, handle, reply, dst)
+        };
+        if let Err(error) = result {
+            self.failed = Some((k, error));
+        }
+    }
+}
+
+/// Pages taken out of a shared list for the time of a restore on the
+/// runtime, put back when it ends or its task is dropped.
+struct Held {
+    shared: Arc<Mutex<Vec<Box<Page>>>>,
+    pages: Vec<Box<Page>>,
+}
+
+impl Held {
+    fn take(shared: Arc<Mutex<Vec<Box<Page>>>>) -> Self {
+        let pages = std::mem::take(&mut *lock(&shared));
+        Held { shared, pages }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *lock(&self.shared) = std::mem::take(&mut self.pages);
+    }
+}
+
+/// Whether any of `replies` came from the server.
+fn reached(replies: &[Result<Value, Failure>]) -> bool {
+    replies
+        .iter()
+        .any(|r| !r.as_ref().err().is_some_and(Failure::uncertain))
 }
 
 /// Locks `m`, a list that stays consistent whatever panicked while holding it.

@@ -34,12 +34,17 @@ impl Traffic {
     /// Counts a pipeline of `commands` carrying `pages` pages, `sent` bytes
     /// out, and its `replies`.
     pub(crate) fn count(&self, commands: usize, pages: usize, sent: u64, replies: &[Value]) {
+        self.count_received(commands, pages, sent, replies.iter().map(reply_len).sum());
+    }
+
+    /// Counts a pipeline as [`count`](Self::count) does, with `received`
+    /// bytes of replies.
+    pub(crate) fn count_received(&self, commands: usize, pages: usize, sent: u64, received: u64) {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         if commands > 1 {
             self.pipelined_pages.fetch_add(pages as u64, Ordering::Relaxed);
         }
         self.bytes_sent.fetch_add(sent, Ordering::Relaxed);
-        let received: u64 = replies.iter().map(reply_len).sum();
         self.bytes_received.fetch_add(received, Ordering::Relaxed);
     }
 

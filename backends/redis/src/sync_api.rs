@@ -1,6 +1,7 @@
 //! [`BackupBackend`] for [`RedisBackend`]: on a single server each call
 //! makes its round trip on the calling thread, over a blocking connection
-//! of its own; on a cluster it waits for its round trip on the backend's
+//! of its own (restores over the restore path's own, read straight into
+//! the pages); on a cluster it waits for its round trip on the backend's
 //! runtime.
 
 use std::sync::Arc;
@@ -43,6 +44,10 @@ impl RedisBackend {
         intr: Option<&Interrupt>,
     ) -> Result<(), BatchError> {
         let mut prepared = self.inner.prepare_copy(op, handles, intr)?;
+        if self.inner.direct() {
+            let dsts = dsts.iter_mut().map(|d| &mut **d);
+            return self.inner.copy_direct_blocking(op, prepared, dsts, intr);
+        }
         let replies = if self.inner.blocking() {
             self.inner.fetch_blocking(&mut prepared)
         } else {

@@ -69,6 +69,57 @@ pub(crate) fn client(info: impl IntoConnectionInfo, tls: &Tls) -> RedisResult<Cl
     Client::open(info)
 }
 
+/// The rustls configuration and server name of the restore path's own
+/// connections to `host`: the same roots (`tls_ca`'s, or the system's) and
+/// client certificate as the redis crate's connections.
+#[cfg(feature = "tls")]
+pub(crate) fn rustls_target(
+    host: &str,
+    certificates: &redis::TlsCertificates,
+) -> RedisResult<(
+    std::sync::Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}: {e}"),
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &certificates.root_cert {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| invalid("tls_ca", &e))?;
+                roots.add(cert).map_err(|e| invalid("tls_ca", &e))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    // The process's crypto provider, as the redis crate's connections use
+    // (`ring`, the one this crate's features compile in).
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match &certificates.client_tls {
+        Some(client) => {
+            let chain = CertificateDer::pem_slice_iter(&client.client_cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid("tls_cert", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(&client.client_key).map_err(|e| invalid("tls_key", &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid("tls_cert and tls_key", &e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(host.to_string()).map_err(|e| invalid("server name", &e))?;
+    Ok((std::sync::Arc::new(config), name))
+}
+
 #[cfg(test)]
 mod tests {
     use pagebackup_core::Operation;

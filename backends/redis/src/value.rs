@@ -121,22 +121,28 @@ impl ValueFormat {
     }
 
     /// Copies the page of `value`, read as `id`'s, into `dst`, or says why
-    /// the value is not that page (`dst` is then untouched).
-    pub(crate) fn decode(&self, value: &[u8], id: Identity, dst: &mut Page) -> Result<(), String> {
+    /// the value is not that page (`dst` is then untouched). A sealed value
+    /// is opened in place, in `value`.
+    pub(crate) fn decode(&self, value: &mut [u8], id: Identity, dst: &mut Page) -> Result<(), String> {
         if value.len() != self.len() {
-            return Err(format!(
-                "the value on the server is {} bytes, not {}: it was changed by another client",
-                value.len(),
-                self.len()
-            ));
+            return Err(self.wrong_length(value.len()));
         }
-        let (page, sum) = value.split_at(PAGE_SIZE);
+        let (page, sum) = value.split_at_mut(PAGE_SIZE);
         #[cfg(feature = "seal")]
         if let Some(sealer) = &self.sealer {
-            return open(sealer, page, sum, id, dst);
+            let tag: &pagebackup_core::raw::seal::Tag = (&*sum).try_into().expect("16 tag bytes");
+            if !sealer.open(id.sealed(), page, tag) {
+                return Err(format!(
+                    "the sealed value fails authentication as slot {} generation {} of this instance: it was \
+                     changed on the server, is another page's or another instance's, or an older value of this key",
+                    id.slot, id.generation
+                ));
+            }
+            dst.0.copy_from_slice(page);
+            return Ok(());
         }
         if self.checksum {
-            let stored = u32::from_le_bytes(sum.try_into().expect("4 checksum bytes"));
+            let stored = u32::from_le_bytes((&*sum).try_into().expect("4 checksum bytes"));
             let actual = id.checksum(page);
             if stored != actual {
                 return Err(format!(
@@ -149,39 +155,14 @@ impl ValueFormat {
         dst.0.copy_from_slice(page);
         Ok(())
     }
-}
 
-#[cfg(feature = "seal")]
-thread_local! {
-    /// Where a sealed value is opened, so that one failing authentication
-    /// never reaches the caller's page.
-    static OPENING: std::cell::RefCell<Box<Page>> = std::cell::RefCell::new(Page::new_boxed());
-}
-
-/// Opens the sealed `page` with its `tag` as `id`'s into `dst`, or says
-/// why not (`dst` is then untouched).
-#[cfg(feature = "seal")]
-fn open(
-    sealer: &pagebackup_core::raw::seal::Sealer,
-    page: &[u8],
-    tag: &[u8],
-    id: Identity,
-    dst: &mut Page,
-) -> Result<(), String> {
-    let tag: &pagebackup_core::raw::seal::Tag = tag.try_into().expect("16 tag bytes");
-    OPENING.with_borrow_mut(|opening| {
-        opening.0.copy_from_slice(page);
-        if sealer.open(id.sealed(), &mut opening.0, tag) {
-            dst.0.copy_from_slice(&opening.0);
-            Ok(())
-        } else {
-            Err(format!(
-                "the sealed value fails authentication as slot {} generation {} of this instance: it was \
-                 changed on the server, is another page's or another instance's, or an older value of this key",
-                id.slot, id.generation
-            ))
-        }
-    })
+    /// Why a value of `len` bytes is not a page.
+    pub(crate) fn wrong_length(&self, len: usize) -> String {
+        format!(
+            "the value on the server is {len} bytes, not {}: it was changed by another client",
+            self.len()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -219,9 +200,9 @@ mod tests {
             let value = format.encode(&page, ID, <[u8]>::to_vec);
             assert_eq!(value.len(), format.len());
             let mut back = Page::new_boxed();
-            format.decode(&value, ID, &mut back).unwrap();
+            format.decode(&mut value.clone(), ID, &mut back).unwrap();
             assert_eq!(back, page);
-            let err = format.decode(&value[..100], ID, &mut back).unwrap_err();
+            let err = format.decode(&mut value[..100].to_vec(), ID, &mut back).unwrap_err();
             assert!(err.contains("100 bytes"), "{err}");
         }
         let format = ValueFormat::plain(true);
@@ -229,7 +210,7 @@ mod tests {
         value[3] ^= 1;
         let mut back = Page::new_boxed();
         back.0.fill(0xee);
-        let err = format.decode(&value, ID, &mut back).unwrap_err();
+        let err = format.decode(&mut value, ID, &mut back).unwrap_err();
         assert!(err.starts_with("checksum mismatch"), "{err}");
         assert!(
             back.0.iter().all(|&b| b == 0xee),
@@ -250,7 +231,7 @@ mod tests {
         for other in others {
             let mut back = Page::new_boxed();
             back.0.fill(0xee);
-            let err = format.decode(&value, other, &mut back).unwrap_err();
+            let err = format.decode(&mut value.clone(), other, &mut back).unwrap_err();
             assert!(err.starts_with("checksum mismatch"), "{other:?}: {err}");
             assert!(back.0.iter().all(|&b| b == 0xee));
         }
@@ -281,7 +262,7 @@ mod sealed_tests {
     fn refused(format: &ValueFormat, value: &[u8], id: Identity) -> String {
         let mut back = Page::new_boxed();
         back.0.fill(0xee);
-        let err = format.decode(value, id, &mut back).unwrap_err();
+        let err = format.decode(&mut value.to_vec(), id, &mut back).unwrap_err();
         assert!(
             back.0.iter().all(|&b| b == 0xee),
             "a refused value must not reach the page"
@@ -298,7 +279,7 @@ mod sealed_tests {
         assert_eq!(value.len(), PAGE_SIZE + TAG_BYTES);
         assert!(!value.windows(5).any(|w| w == b"hello"), "the page is in clear");
         let mut back = Page::new_boxed();
-        format.decode(&value, ID, &mut back).unwrap();
+        format.decode(&mut value.clone(), ID, &mut back).unwrap();
         assert_eq!(back, page);
     }
 

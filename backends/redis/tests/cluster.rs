@@ -4,7 +4,6 @@
 mod support;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use pagebackup_core::ErrorKind;
 use pagebackup_redis::{RedisBackend, RedisConfig};
@@ -29,19 +28,7 @@ fn cluster() -> Option<&'static [Server]> {
             let nodes: Vec<Server> = (0..3)
                 .map(|_| Server::start("redis cluster", &args))
                 .collect::<Option<_>>()?;
-            let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-            let mut create = vec!["--cluster", "create"];
-            create.extend(addresses.iter().map(String::as_str));
-            create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-            nodes[0].cli(&create);
-            let start = Instant::now();
-            while !nodes
-                .iter()
-                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-            {
-                assert!(start.elapsed() < Duration::from_secs(20), "the cluster did not form");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            support::form_cluster(&nodes);
             Some(nodes)
         })
         .as_deref()

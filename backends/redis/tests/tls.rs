@@ -1,6 +1,7 @@
 //! TLS against a real redis-server started with `--tls-port` and
 //! certificates made here: the conformance suites over `rediss://` with a
-//! client certificate, and servers that must be refused at open.
+//! client certificate, on a server and on a cluster whose bus speaks TLS
+//! too, and servers that must be refused at open.
 #![cfg(feature = "tls")]
 
 mod support;
@@ -14,7 +15,7 @@ use pagebackup_testkit::{AsyncCheck, AsyncSubject, Check, Subject, async_conform
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rstest::rstest;
 use rstest_reuse::apply;
-use support::{Server, free_port};
+use support::{Server, free_port, tls_available};
 
 /// PEM files of one CA and a server and a client certificate it signed.
 struct Pki {
@@ -64,8 +65,16 @@ fn pki(dir: &Path, name: &str) -> Pki {
 /// A redis-server with a TLS port (client certificates required) serving
 /// `server`'s certificate and trusting `clients`' CA; its `rediss://` URL.
 fn tls_server(test: &str, server: &Pki, clients: &Pki) -> Option<(Server, String)> {
+    tls_node(test, server, clients, &["--maxmemory", "256mb"])
+}
+
+/// [`tls_server`] with `extra` options.
+fn tls_node(test: &str, server: &Pki, clients: &Pki, extra: &[&str]) -> Option<(Server, String)> {
+    if !tls_available(test) {
+        return None;
+    }
     let port = free_port().to_string();
-    let args = [
+    let mut args = vec![
         "--tls-port",
         &port,
         "--tls-cert-file",
@@ -76,11 +85,82 @@ fn tls_server(test: &str, server: &Pki, clients: &Pki) -> Option<(Server, String
         clients.ca.to_str().unwrap(),
         "--tls-auth-clients",
         "yes",
-        "--maxmemory",
-        "256mb",
     ];
+    args.extend_from_slice(extra);
     let server = Server::start(test, &args)?;
     Some((server, format!("rediss://127.0.0.1:{port}")))
+}
+
+/// A Redis Cluster of three masters, started once for the test process,
+/// whose clients and cluster bus speak TLS only to certificates of one CA
+/// (`--tls-cluster yes`; the plain ports serve `redis-cli` alone), and the
+/// config of a `rediss://` cluster spec reaching it through its second node.
+fn tls_cluster(test: &str) -> Option<RedisConfig> {
+    static CLUSTER: OnceLock<Option<(RedisConfig, Vec<Server>)>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let pki = pki(&dir("cluster"), "c");
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--tls-cluster",
+                "yes",
+                "--maxmemory",
+                "64mb",
+            ];
+            let nodes: Vec<(Server, String)> = (0..3)
+                .map(|_| tls_node(test, &pki, &pki, &args))
+                .collect::<Option<_>>()?;
+            let (nodes, urls): (Vec<Server>, Vec<String>) = nodes.into_iter().unzip();
+            support::form_cluster(&nodes);
+            Some((config(&urls[1], &pki).with_cluster(true), nodes))
+        })
+        .as_ref()
+        .map(|(config, _)| config.clone())
+}
+
+#[apply(conformance)]
+fn redis_tls_cluster(#[case] check: Check) {
+    let Some(config) = tls_cluster("redis tls cluster conformance") else {
+        return;
+    };
+    let limited = config.clone();
+    let subject = Subject::new("redis cluster (tls)", move || Box::new(open(config.clone())))
+        .with_limit(move |bytes| Box::new(open(limited.clone().with_limit(bytes))), true);
+    check.run(&subject);
+}
+
+#[apply(async_conformance)]
+fn redis_tls_cluster_async(#[case] check: AsyncCheck) {
+    let Some(config) = tls_cluster("redis tls cluster async conformance") else {
+        return;
+    };
+    let limited = config.clone();
+    let subject = AsyncSubject::new("redis cluster (tls, async)", move || Arc::new(open(config.clone())))
+        .with_limit(move |bytes| Arc::new(open(limited.clone().with_limit(bytes))), true);
+    check.run(&subject);
+}
+
+#[test]
+fn a_tls_cluster_is_reached_over_tls_only() {
+    let Some(config) = tls_cluster("redis tls cluster, plaintext refused") else {
+        return;
+    };
+    // Every node's TLS port serves the cluster's pages; a cluster spec
+    // without TLS on the same port is refused, not served in clear.
+    let b = open(config.clone());
+    let (live, _) = support::backup_batch(&b, 0, 200);
+    support::verify(&b, &live);
+    let plain = config.redacted_url().replace("rediss://", "redis://");
+    let err = RedisBackend::new(
+        RedisConfig::new(plain)
+            .with_cluster(true)
+            .with_timeout(std::time::Duration::from_secs(2)),
+    )
+    .expect_err("a TLS port does not answer in clear");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
 }
 
 /// The config of a `rediss://` spec trusting `pki`'s CA, with its client

@@ -24,7 +24,28 @@ impl RedisPerPage {
     /// The baseline on the server of the spec `redis:url=URL,...`.
     pub fn for_spec(spec: &str) -> Result<RedisPerPage, Error> {
         let url = spec_param(spec, "url").ok_or("a redis spec needs url=")?;
-        let client = redis::Client::open(url)?;
+        // A TLS spec's CA and client certificate, as the backend reads them.
+        let read = |param: &str| {
+            spec_param(spec, param)
+                .map(|path| std::fs::read(path).map_err(|e| format!("{param}: cannot read {path}: {e}")))
+                .transpose()
+        };
+        let (ca, cert, key) = (read("tls_ca")?, read("tls_cert")?, read("tls_key")?);
+        let client = if ca.is_some() || cert.is_some() {
+            let client_tls = cert.zip(key).map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            });
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert: ca,
+                },
+            )?
+        } else {
+            redis::Client::open(url)?
+        };
         let first = client.get_connection()?;
         Ok(RedisPerPage {
             client,

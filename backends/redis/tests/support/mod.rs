@@ -40,6 +40,44 @@ pub fn available(test: &str) -> bool {
     found
 }
 
+/// Whether redis-server was built with TLS; prints a `SKIP:` line if not.
+/// A server given a certificate it cannot load says it failed to configure
+/// TLS only when it has TLS to configure.
+pub fn tls_available(test: &str) -> bool {
+    if !available(test) {
+        return false;
+    }
+    let out = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", "1", "--save", ""])
+        .args(["--tls-cert-file", "/nonexistent", "--tls-key-file", "/nonexistent"])
+        .output()
+        .expect("redis-server runs");
+    let found = String::from_utf8_lossy(&out.stdout).contains("configure TLS");
+    if !found {
+        println!("SKIP: {test}: this redis-server was built without TLS");
+    }
+    found
+}
+
+/// Makes a cluster of `nodes` (started with `--cluster-enabled yes`), one
+/// master each, with `redis-cli --cluster create` on their plain ports, and
+/// waits until every node says the cluster is ok.
+pub fn form_cluster(nodes: &[Server]) {
+    let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    nodes[0].cli(&create);
+    let start = Instant::now();
+    while !nodes
+        .iter()
+        .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "the cluster did not form");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Server {
     /// Starts redis-server with `args` after [`BASE`], or `None` (having
     /// printed why) if it is not installed.
