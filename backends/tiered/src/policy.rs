@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
 
-use crate::WritebackFilter;
 use crate::shared::{Located, Shared};
 use crate::stats::{PolicyReport, Stop, TierCounters};
 use crate::tier::Tier;
+use crate::{Policy, WritebackFilter};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -28,24 +28,16 @@ impl Shared {
             }
             let excess = usage.saturating_sub((budget as f64 * self.config.low) as u64);
             let start = tier.counters.held();
-            // Heat halves once the tier has turned over (as many pages moved
-            // out as it holds), so that it counts recent restores, not all.
-            let turned_over =
-                tier.moved_since_aging.load(Ordering::Relaxed) >= tier.counters.pages.load(Ordering::Relaxed);
-            if turned_over {
-                tier.moved_since_aging.store(0, Ordering::Relaxed);
-            }
             // Only the coldest pages that may be needed are kept (twice the
             // excess at the tier's average cost, and some for races), so a
             // run's scratch is bounded by what it moves, not the tier's size.
             let average = tier.average_cost.load(Ordering::Relaxed).max(1);
             let keep =
                 usize::try_from(excess.div_ceil(average).saturating_mul(2).saturating_add(64)).unwrap_or(usize::MAX);
-            // Huge pages first (when there is a huge policy), then the least
-            // restored, then the longest idle.
-            let pages = self.coldest_in(index, turned_over, keep, |e| {
-                Some((!(huge_first && e.huge), e.heat, e.last_use))
-            });
+            let pages = match self.config.policy {
+                Policy::Lfu => self.lfu_victims(index, huge_first, keep),
+                Policy::S3Fifo => self.s3fifo_victims(index, huge_first, keep),
+            };
             let before = report.moved_pages;
             let freed = || start.saturating_sub(tier.counters.held());
             let (stopped, tried) = self.move_all(&pages, index + 1, &mut report, || freed() < excess);
@@ -60,6 +52,48 @@ impl Shared {
             }
         }
         self.finish(report)
+    }
+
+    /// [`Policy::Lfu`]'s victims in tier `index`: huge pages first (under a
+    /// huge policy), then the least restored, then the longest idle. Heat
+    /// halves once the tier has turned over (as many pages moved out as it
+    /// holds), so that it counts recent restores, not all.
+    fn lfu_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
+        let tier = &self.tiers[index];
+        let turned_over = tier.moved_since_aging.load(Ordering::Relaxed) >= tier.counters.pages.load(Ordering::Relaxed);
+        if turned_over {
+            tier.moved_since_aging.store(0, Ordering::Relaxed);
+        }
+        self.coldest_in(index, turned_over, keep, |e| {
+            Some((!(huge_first && e.huge), e.heat, e.last_use))
+        })
+    }
+
+    /// [`Policy::S3Fifo`]'s victims in tier `index`, its FIFOs updated on
+    /// the way: a page of the small FIFO restored since it came goes to
+    /// the main one; one of the main FIFO restored since the last run is
+    /// reinserted with one restore less. Huge pages first (under a huge
+    /// policy), then the small FIFO's while it holds over a tenth of the
+    /// tier's pages, then the main FIFO's; oldest first. (Pages enter the
+    /// main FIFO only in these runs and by promotion, so the main FIFO's
+    /// size at the last run, plus promotions since, tells the small one's.)
+    fn s3fifo_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
+        let tier = &self.tiers[index];
+        let pages = tier.counters.pages.load(Ordering::Relaxed);
+        let small_first = pages.saturating_sub(tier.main_pages.load(Ordering::Relaxed)) * 10 > pages;
+        let now = self.clock.now();
+        let mut main = 0;
+        let victims = self.coldest_in(index, false, keep, |e| {
+            if e.heat > 0 {
+                e.heat = if e.main { e.heat.min(3) - 1 } else { 0 };
+                e.main = true;
+                e.since = now;
+            }
+            main += u64::from(e.main);
+            Some((!(huge_first && e.huge), e.main == small_first, e.since))
+        });
+        tier.main_pages.store(main, Ordering::Relaxed);
+        victims
     }
 
     /// See [`Tiered::writeback`](crate::Tiered::writeback).

@@ -21,8 +21,15 @@ pub(crate) struct Entry {
     pub(crate) last_use: u32,
     /// Restores since it came to its tier (saturating), halved each time
     /// the policy looks at its tier: a counting clock, so that a page
-    /// restored often outranks one restored once lately.
+    /// restored often outranks one restored once lately. Under
+    /// [`Policy::S3Fifo`](crate::Policy::S3Fifo), S3-FIFO's frequency.
     pub(crate) heat: u8,
+    /// [`Clock`] time it entered its tier's FIFO (came to the tier, or was
+    /// reinserted by [`Policy::S3Fifo`](crate::Policy::S3Fifo)).
+    pub(crate) since: u32,
+    /// In the main FIFO of [`Policy::S3Fifo`](crate::Policy::S3Fifo), not
+    /// the small one that new pages enter.
+    pub(crate) main: bool,
     /// A drop of the page is running (its inner drop outside the shard
     /// lock): the handle names it until that drop succeeds, but no move
     /// may switch it and no second drop may start.
@@ -123,6 +130,8 @@ mod tests {
             cost: 4096,
             last_use: 0,
             heat: 0,
+            since: 0,
+            main: false,
             dropping: false,
         }
     }

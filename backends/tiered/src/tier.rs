@@ -32,6 +32,9 @@ pub struct Tier {
     /// left), as of its last run over the tier: a page below is let into
     /// it only if it is hotter (TinyLFU's admission test).
     pub(crate) victim_heat: AtomicU8,
+    /// Pages in the main FIFO of [`Policy::S3Fifo`](crate::Policy::S3Fifo):
+    /// as of its last run over the tier, plus promotions since.
+    pub(crate) main_pages: AtomicU64,
 }
 
 impl Tier {
@@ -47,6 +50,7 @@ impl Tier {
             vacated: AtomicBool::new(false),
             moved_since_aging: AtomicU64::new(0),
             victim_heat: AtomicU8::new(0),
+            main_pages: AtomicU64::new(0),
         }
     }
 
