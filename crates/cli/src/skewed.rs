@@ -179,7 +179,7 @@ fn tier_specs(spec: &str) -> Result<Option<Vec<String>>, Error> {
 /// `spec` (a `tiered:` one) with its first tier's budget set to `bytes`.
 fn with_budget(spec: &str, bytes: u64) -> Result<String, Error> {
     let parsed = Spec::parse(spec)?;
-    let size = if bytes % 1024 == 0 {
+    let size = if bytes.is_multiple_of(1024) {
         format!("{}KiB", bytes / 1024)
     } else {
         bytes.to_string()
