@@ -1,5 +1,6 @@
 //! The policy: which pages move down, and when they stop moving.
 
+use std::cmp::Reverse;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
@@ -74,23 +75,24 @@ impl Shared {
     /// the main one; one of the main FIFO restored since the last run is
     /// reinserted with one restore less. Huge pages first (under a huge
     /// policy), then the small FIFO's while it holds over a tenth of the
-    /// tier's pages, then the main FIFO's; oldest first. (Pages enter the
+    /// tier's pages, then the main FIFO's; oldest (by policy run) first. (Pages enter the
     /// main FIFO only in these runs and by promotion, so the main FIFO's
     /// size at the last run, plus promotions since, tells the small one's.)
     fn s3fifo_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
         let tier = &self.tiers[index];
         let pages = tier.counters.pages.load(Ordering::Relaxed);
         let small_first = pages.saturating_sub(tier.main_pages.load(Ordering::Relaxed)) * 10 > pages;
-        let now = self.clock.now();
+        let run = self.runs.load(Ordering::Relaxed) as u16;
         let mut main = 0;
         let victims = self.coldest_in(index, false, keep, |e| {
             if e.heat > 0 {
                 e.heat = if e.main { e.heat.min(3) - 1 } else { 0 };
                 e.main = true;
-                e.since = now;
+                e.since = run;
             }
             main += u64::from(e.main);
-            Some((!(huge_first && e.huge), e.main == small_first, e.since))
+            let age = run.wrapping_sub(e.since);
+            Some((!(huge_first && e.huge), e.main == small_first, Reverse(age)))
         });
         tier.main_pages.store(main, Ordering::Relaxed);
         victims

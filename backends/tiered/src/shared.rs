@@ -145,7 +145,7 @@ impl Shared {
             cost,
             last_use: now,
             heat: 0,
-            since: now,
+            since: self.runs.load(Ordering::Relaxed) as u16,
             main: false,
             dropping: false,
         }))

@@ -24,9 +24,12 @@ pub(crate) struct Entry {
     /// restored often outranks one restored once lately. Under
     /// [`Policy::S3Fifo`](crate::Policy::S3Fifo), S3-FIFO's frequency.
     pub(crate) heat: u8,
-    /// [`Clock`] time it entered its tier's FIFO (came to the tier, or was
-    /// reinserted by [`Policy::S3Fifo`](crate::Policy::S3Fifo)).
-    pub(crate) since: u32,
+    /// The policy run (the low 16 bits of its count) in which it entered
+    /// its tier's FIFO: came to the tier, or was reinserted by
+    /// [`Policy::S3Fifo`](crate::Policy::S3Fifo). Run order is FIFO order
+    /// for a batch policy; after 65536 runs it wraps, which costs order,
+    /// never correctness. Two bytes, so that an entry stays 24.
+    pub(crate) since: u16,
     /// In the main FIFO of [`Policy::S3Fifo`](crate::Policy::S3Fifo), not
     /// the small one that new pages enter.
     pub(crate) main: bool,
@@ -134,6 +137,11 @@ mod tests {
             main: false,
             dropping: false,
         }
+    }
+
+    #[test]
+    fn an_entry_takes_24_bytes() {
+        assert_eq!(size_of::<Option<Entry>>(), 24);
     }
 
     #[test]
