@@ -238,17 +238,23 @@ pub struct SkewRun {
     pub verified: u64,
 }
 
-/// Runs the replay for each planned run, `rounds` times each (the best hot
-/// and cold figures are kept; RAM and ratio are from the last round).
+/// Runs the replay for each planned run, `rounds` times each, round by
+/// round (every run once, then every run again), so that a change in the
+/// machine's load touches every row alike; the best hot and cold figures
+/// are kept, RAM and ratio are from the last round.
 pub fn bench(plan: &[Planned], corpus: &[Page], skew: Skew, rounds: usize) -> Result<Vec<SkewRun>, Error> {
-    let mut runs = Vec::new();
-    for planned in plan {
-        let spec = &planned.spec;
-        let mut best: Option<SkewRun> = None;
-        for round in 0..rounds.max(1) {
+    let mut best: Vec<Option<SkewRun>> = vec![None; plan.len()];
+    for round in 0..rounds.max(1) {
+        for (planned, best) in plan.iter().zip(best.iter_mut()) {
+            let spec = &planned.spec;
             let run = replay(spec, corpus, skew, round as u64)
                 .map_err(|e| format!("--backend {}: {}", shown(spec), shown(&crate::adapters::report(&*e))))?;
-            best = Some(match best {
+            let run = SkewRun {
+                role: planned.role,
+                first_last: planned.first_last.clone(),
+                ..run
+            };
+            *best = Some(match best.take() {
                 Some(b) => SkewRun {
                     hot_gbps: b.hot_gbps.max(run.hot_gbps),
                     cold_gbps: b.cold_gbps.max(run.cold_gbps),
@@ -259,13 +265,8 @@ pub fn bench(plan: &[Planned], corpus: &[Page], skew: Skew, rounds: usize) -> Re
                 None => run,
             });
         }
-        runs.extend(best.map(|run| SkewRun {
-            role: planned.role,
-            first_last: planned.first_last.clone(),
-            ..run
-        }));
     }
-    Ok(runs)
+    Ok(best.into_iter().flatten().collect())
 }
 
 /// The report rows of `runs`, a tiered stack's with its figures over its
