@@ -58,14 +58,21 @@ impl Shared {
     /// [`Policy::Lfu`]'s victims in tier `index`: huge pages first (under a
     /// huge policy), then the least restored, then the longest idle. Heat
     /// halves once the tier has turned over (as many pages moved out as it
-    /// holds), so that it counts recent restores, not all.
+    /// holds) or ten restores per page of the tier have passed (TinyLFU's
+    /// window), so that it counts recent restores, not all: a page of a
+    /// long tail restored twice in a long while does not pass for hot.
     fn lfu_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
         let tier = &self.tiers[index];
-        let turned_over = tier.moved_since_aging.load(Ordering::Relaxed) >= tier.counters.pages.load(Ordering::Relaxed);
-        if turned_over {
+        let pages = tier.counters.pages.load(Ordering::Relaxed);
+        let restores: u64 = self.shards.each().map(|t| t.restores).sum();
+        let window =
+            restores.saturating_sub(tier.restores_at_aging.load(Ordering::Relaxed)) >= pages.saturating_mul(10);
+        let age = window || tier.moved_since_aging.load(Ordering::Relaxed) >= pages;
+        if age {
             tier.moved_since_aging.store(0, Ordering::Relaxed);
+            tier.restores_at_aging.store(restores, Ordering::Relaxed);
         }
-        self.coldest_in(index, turned_over, keep, |e| {
+        self.coldest_in(index, age, keep, |e| {
             Some((!(huge_first && e.huge), e.heat, e.last_use))
         })
     }

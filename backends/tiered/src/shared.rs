@@ -102,12 +102,19 @@ impl Shared {
 
     /// Runs `f` on the live entry of `handle` under its shard's lock.
     pub(crate) fn with_entry<R>(&self, handle: Handle, op: Operation, f: impl FnOnce(&mut Entry) -> R) -> Result<R> {
+        self.in_table(handle, op, |table, slot, generation| table.get(slot, generation).map(f))
+    }
+
+    /// Runs `f` on the shard table of `handle` under its lock, with the
+    /// handle's slot and generation there; `InvalidHandle` if it gives `None`.
+    fn in_table<R>(
+        &self,
+        handle: Handle,
+        op: Operation,
+        f: impl FnOnce(&mut Table, u32, u32) -> Option<R>,
+    ) -> Result<R> {
         let (shard, slot, generation) = self.locate(handle);
-        let mut table = self.shards.lock(shard);
-        table
-            .get(slot, generation)
-            .map(f)
-            .ok_or_else(|| Self::invalid(op, handle))
+        f(&mut self.shards.lock(shard), slot, generation).ok_or_else(|| Self::invalid(op, handle))
     }
 
     /// Stores `page` in tier `index` and counts it there: the entry for
@@ -275,10 +282,8 @@ impl Shared {
         let now = self.clock.now();
         let mut tried = None;
         loop {
-            let entry = self.with_entry(handle, Operation::CopyPage, |e| {
-                e.last_use = now;
-                e.heat = e.heat.saturating_add(1);
-                *e
+            let entry = self.in_table(handle, Operation::CopyPage, |table, slot, generation| {
+                table.restored(slot, generation, now)
             })?;
             match self.tiers[entry.tier as usize]
                 .backend

@@ -44,6 +44,9 @@ pub(crate) struct Entry {
 pub(crate) struct Table {
     slots: SlotTable,
     entries: Vec<Option<Entry>>,
+    /// Restores of the shard's pages so far: the policy's window of
+    /// accesses, counted under the lock the restore takes anyway.
+    pub(crate) restores: u64,
 }
 
 impl Table {
@@ -51,6 +54,7 @@ impl Table {
         Table {
             slots: SlotTable::new(max_slots),
             entries: Vec::new(),
+            restores: 0,
         }
     }
 
@@ -72,6 +76,18 @@ impl Table {
             return None;
         }
         self.entries[slot as usize].as_mut()
+    }
+
+    /// Counts a restore of `slot` (live at `generation`): stamps it with
+    /// `now`, adds one to its heat and to the shard's restores, and returns
+    /// the entry as it is then.
+    pub(crate) fn restored(&mut self, slot: u32, generation: u32, now: u32) -> Option<Entry> {
+        let entry = self.get(slot, generation)?;
+        entry.last_use = now;
+        entry.heat = entry.heat.saturating_add(1);
+        let entry = *entry;
+        self.restores += 1;
+        Some(entry)
     }
 
     /// Frees `slot` (live at `generation`), returning its entry.

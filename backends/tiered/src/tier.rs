@@ -28,6 +28,9 @@ pub struct Tier {
     pub(crate) vacated: AtomicBool,
     /// Pages the policy moved out since it last halved the tier's heat.
     pub(crate) moved_since_aging: AtomicU64,
+    /// The count of restores (all tiers) when the policy last halved the
+    /// tier's heat.
+    pub(crate) restores_at_aging: AtomicU64,
     /// The heat of the page the policy would move out next (its coldest
     /// left), as of its last run over the tier: a page below is let into
     /// it only if it is hotter (TinyLFU's admission test).
@@ -49,6 +52,7 @@ impl Tier {
             maintenance: None,
             vacated: AtomicBool::new(false),
             moved_since_aging: AtomicU64::new(0),
+            restores_at_aging: AtomicU64::new(0),
             victim_heat: AtomicU8::new(0),
             main_pages: AtomicU64::new(0),
         }

@@ -582,3 +582,25 @@ fn s3fifo_moves_pages_never_restored_oldest_first_and_keeps_those_restored() {
     verify(&t, &all);
     drop_all_and_check_empty(&t, &all);
 }
+
+/// Heat halves once ten restores per page of the tier have passed, as
+/// TinyLFU's counts do at the end of its window: a page restored once
+/// before that needs two restores after it to prove hot.
+#[test]
+fn heat_halves_after_ten_restores_per_page_of_the_tier() {
+    let t = two_memory(10, manual().with_promote(true));
+    let up = backup_n(&t, 40, 10);
+    let down = backup_n(&t, 41, 2);
+    assert!(down.iter().all(|&(h, _)| t.tier_of(h) == Some(1)), "past the budget");
+    restore_times(&t, &down[..1], 1);
+    // 100 more restores: 101, past the window of 10 per page of the tier.
+    restore_times(&t, &up[..5], 20);
+    // 10 pages of 10 is past the high watermark: the 3 coldest go down.
+    assert_eq!(t.run_policy_step().moved_pages, 3);
+    // Its one restore was halved away: one more is not the two of a promotion.
+    restore_times(&t, &down[..1], 1);
+    assert_eq!(t.tier_of(down[0].0), Some(1));
+    restore_times(&t, &down[..1], 1);
+    assert_eq!(t.tier_of(down[0].0), Some(0), "two restores since the halving");
+    drop_all_and_check_empty(&t, &[up, down].concat());
+}
