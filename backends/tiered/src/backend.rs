@@ -31,9 +31,11 @@ const MAX_TIERS: usize = 64;
 ///   `high` of it has its coldest pages moved down until it holds `low` of
 ///   it. Cold is kept cheap, per page, with no list on the hot path: a
 ///   restore stamps the page with a millisecond clock and counts it (a
-///   count halved each time the tier turns over); the policy moves the
+///   count halved each time the tier turns over or ten restores per page
+///   of it have passed); the policy moves the
 ///   least restored lately first and, among equals, the longest idle (with
-///   no restores, that is idle order alone). A backup that
+///   no restores, that is idle order alone); [`Policy::S3Fifo`](crate::Policy::S3Fifo)
+///   runs S3-FIFO's queues instead. A backup that
 ///   would take it past its budget goes to the next tier with room (or, when
 ///   every tier below is full, to any tier that takes it).
 /// - **Poorly stored pages** ([`HugePolicy`](crate::HugePolicy)) go first, or at once.

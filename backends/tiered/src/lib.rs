@@ -51,6 +51,6 @@ mod tier;
 mod worker;
 
 pub use backend::Tiered;
-pub use config::{HugePolicy, RateLimit, TieredConfig, WritebackFilter};
+pub use config::{HugePolicy, Policy, RateLimit, TieredConfig, WritebackFilter};
 pub use stats::{PolicyReport, PolicyState, Stop, TierStats};
 pub use tier::Tier;

@@ -1,14 +1,15 @@
 //! The policy: which pages move down, and when they stop moving.
 
+use std::cmp::Reverse;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
 
-use crate::WritebackFilter;
 use crate::shared::{Located, Shared};
 use crate::stats::{PolicyReport, Stop, TierCounters};
 use crate::tier::Tier;
+use crate::{Policy, WritebackFilter};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -28,24 +29,16 @@ impl Shared {
             }
             let excess = usage.saturating_sub((budget as f64 * self.config.low) as u64);
             let start = tier.counters.held();
-            // Heat halves once the tier has turned over (as many pages moved
-            // out as it holds), so that it counts recent restores, not all.
-            let turned_over =
-                tier.moved_since_aging.load(Ordering::Relaxed) >= tier.counters.pages.load(Ordering::Relaxed);
-            if turned_over {
-                tier.moved_since_aging.store(0, Ordering::Relaxed);
-            }
             // Only the coldest pages that may be needed are kept (twice the
             // excess at the tier's average cost, and some for races), so a
             // run's scratch is bounded by what it moves, not the tier's size.
             let average = tier.average_cost.load(Ordering::Relaxed).max(1);
             let keep =
                 usize::try_from(excess.div_ceil(average).saturating_mul(2).saturating_add(64)).unwrap_or(usize::MAX);
-            // Huge pages first (when there is a huge policy), then the least
-            // restored, then the longest idle.
-            let pages = self.coldest_in(index, turned_over, keep, |e| {
-                Some((!(huge_first && e.huge), e.heat, e.last_use))
-            });
+            let pages = match self.config.policy {
+                Policy::Lfu => self.lfu_victims(index, huge_first, keep),
+                Policy::S3Fifo => self.s3fifo_victims(index, huge_first, keep),
+            };
             let before = report.moved_pages;
             let freed = || start.saturating_sub(tier.counters.held());
             let (stopped, tried) = self.move_all(&pages, index + 1, &mut report, || freed() < excess);
@@ -60,6 +53,56 @@ impl Shared {
             }
         }
         self.finish(report)
+    }
+
+    /// [`Policy::Lfu`]'s victims in tier `index`: huge pages first (under a
+    /// huge policy), then the least restored, then the longest idle. Heat
+    /// halves once the tier has turned over (as many pages moved out as it
+    /// holds) or ten restores per page of the tier have passed (TinyLFU's
+    /// window), so that it counts recent restores, not all: a page of a
+    /// long tail restored twice in a long while does not pass for hot.
+    fn lfu_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
+        let tier = &self.tiers[index];
+        let pages = tier.counters.pages.load(Ordering::Relaxed);
+        let restores: u64 = self.shards.each().map(|t| t.restores).sum();
+        let window =
+            restores.saturating_sub(tier.restores_at_aging.load(Ordering::Relaxed)) >= pages.saturating_mul(10);
+        let age = window || tier.moved_since_aging.load(Ordering::Relaxed) >= pages;
+        if age {
+            tier.moved_since_aging.store(0, Ordering::Relaxed);
+            tier.restores_at_aging.store(restores, Ordering::Relaxed);
+        }
+        self.coldest_in(index, age, keep, |e| {
+            Some((!(huge_first && e.huge), e.heat, e.last_use))
+        })
+    }
+
+    /// [`Policy::S3Fifo`]'s victims in tier `index`, its FIFOs updated on
+    /// the way: a page of the small FIFO restored since it came goes to
+    /// the main one; one of the main FIFO restored since the last run is
+    /// reinserted with one restore less. Huge pages first (under a huge
+    /// policy), then the small FIFO's while it holds over a tenth of the
+    /// tier's pages, then the main FIFO's; oldest (by policy run) first. (Pages enter the
+    /// main FIFO only in these runs and by promotion, so the main FIFO's
+    /// size at the last run, plus promotions since, tells the small one's.)
+    fn s3fifo_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
+        let tier = &self.tiers[index];
+        let pages = tier.counters.pages.load(Ordering::Relaxed);
+        let small_first = pages.saturating_sub(tier.main_pages.load(Ordering::Relaxed)) * 10 > pages;
+        let run = self.runs.load(Ordering::Relaxed) as u16;
+        let mut main = 0;
+        let victims = self.coldest_in(index, false, keep, |e| {
+            if e.heat > 0 {
+                e.heat = if e.main { e.heat.min(3) - 1 } else { 0 };
+                e.main = true;
+                e.since = run;
+            }
+            main += u64::from(e.main);
+            let age = run.wrapping_sub(e.since);
+            Some((!(huge_first && e.huge), e.main == small_first, Reverse(age)))
+        });
+        tier.main_pages.store(main, Ordering::Relaxed);
+        victims
     }
 
     /// See [`Tiered::writeback`](crate::Tiered::writeback).

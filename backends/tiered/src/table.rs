@@ -21,8 +21,18 @@ pub(crate) struct Entry {
     pub(crate) last_use: u32,
     /// Restores since it came to its tier (saturating), halved each time
     /// the policy looks at its tier: a counting clock, so that a page
-    /// restored often outranks one restored once lately.
+    /// restored often outranks one restored once lately. Under
+    /// [`Policy::S3Fifo`](crate::Policy::S3Fifo), S3-FIFO's frequency.
     pub(crate) heat: u8,
+    /// The policy run (the low 16 bits of its count) in which it entered
+    /// its tier's FIFO: came to the tier, or was reinserted by
+    /// [`Policy::S3Fifo`](crate::Policy::S3Fifo). Run order is FIFO order
+    /// for a batch policy; after 65536 runs it wraps, which costs order,
+    /// never correctness. Two bytes, so that an entry stays 24.
+    pub(crate) since: u16,
+    /// In the main FIFO of [`Policy::S3Fifo`](crate::Policy::S3Fifo), not
+    /// the small one that new pages enter.
+    pub(crate) main: bool,
     /// A drop of the page is running (its inner drop outside the shard
     /// lock): the handle names it until that drop succeeds, but no move
     /// may switch it and no second drop may start.
@@ -34,6 +44,9 @@ pub(crate) struct Entry {
 pub(crate) struct Table {
     slots: SlotTable,
     entries: Vec<Option<Entry>>,
+    /// Restores of the shard's pages so far: the policy's window of
+    /// accesses, counted under the lock the restore takes anyway.
+    pub(crate) restores: u64,
 }
 
 impl Table {
@@ -41,6 +54,7 @@ impl Table {
         Table {
             slots: SlotTable::new(max_slots),
             entries: Vec::new(),
+            restores: 0,
         }
     }
 
@@ -62,6 +76,18 @@ impl Table {
             return None;
         }
         self.entries[slot as usize].as_mut()
+    }
+
+    /// Counts a restore of `slot` (live at `generation`): stamps it with
+    /// `now`, adds one to its heat and to the shard's restores, and returns
+    /// the entry as it is then.
+    pub(crate) fn restored(&mut self, slot: u32, generation: u32, now: u32) -> Option<Entry> {
+        let entry = self.get(slot, generation)?;
+        entry.last_use = now;
+        entry.heat = entry.heat.saturating_add(1);
+        let entry = *entry;
+        self.restores += 1;
+        Some(entry)
     }
 
     /// Frees `slot` (live at `generation`), returning its entry.
@@ -123,8 +149,15 @@ mod tests {
             cost: 4096,
             last_use: 0,
             heat: 0,
+            since: 0,
+            main: false,
             dropping: false,
         }
+    }
+
+    #[test]
+    fn an_entry_takes_24_bytes() {
+        assert_eq!(size_of::<Option<Entry>>(), 24);
     }
 
     #[test]

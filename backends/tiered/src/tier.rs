@@ -28,10 +28,16 @@ pub struct Tier {
     pub(crate) vacated: AtomicBool,
     /// Pages the policy moved out since it last halved the tier's heat.
     pub(crate) moved_since_aging: AtomicU64,
+    /// The count of restores (all tiers) when the policy last halved the
+    /// tier's heat.
+    pub(crate) restores_at_aging: AtomicU64,
     /// The heat of the page the policy would move out next (its coldest
     /// left), as of its last run over the tier: a page below is let into
     /// it only if it is hotter (TinyLFU's admission test).
     pub(crate) victim_heat: AtomicU8,
+    /// Pages in the main FIFO of [`Policy::S3Fifo`](crate::Policy::S3Fifo):
+    /// as of its last run over the tier, plus promotions since.
+    pub(crate) main_pages: AtomicU64,
 }
 
 impl Tier {
@@ -46,7 +52,9 @@ impl Tier {
             maintenance: None,
             vacated: AtomicBool::new(false),
             moved_since_aging: AtomicU64::new(0),
+            restores_at_aging: AtomicU64::new(0),
             victim_heat: AtomicU8::new(0),
+            main_pages: AtomicU64::new(0),
         }
     }
 

@@ -9,7 +9,7 @@ use pagebackup_core::{BackupBackend, MemoryBackend, PAGE_SIZE};
 use pagebackup_file::{FileBackend, FileConfig};
 use pagebackup_shmem::{ShmemBackend, ShmemConfig};
 use pagebackup_testkit::{Check, Subject, conformance};
-use pagebackup_tiered::{Tier, Tiered, TieredConfig};
+use pagebackup_tiered::{Policy, Tier, Tiered, TieredConfig};
 use rstest::rstest;
 use rstest_reuse::apply;
 
@@ -17,10 +17,19 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// The upper tier's budget: 16 pages, far below what most checks hold.
 const BUDGET: u64 = 16 * PAGE;
 
-/// A stack with the automatic policy running every millisecond, or without
-/// it (`auto` off).
-fn stack(upper: Box<dyn BackupBackend>, lower: Box<dyn BackupBackend>, budget: u64, auto: bool) -> Tiered {
-    let config = TieredConfig::new().with_auto(auto.then_some(Duration::from_millis(1)));
+/// A stack with the automatic policy running every millisecond and pages
+/// restored twice below promoted, or with neither (`auto` off).
+fn stack(
+    upper: Box<dyn BackupBackend>,
+    lower: Box<dyn BackupBackend>,
+    budget: u64,
+    auto: bool,
+    policy: Policy,
+) -> Tiered {
+    let config = TieredConfig::new()
+        .with_auto(auto.then_some(Duration::from_millis(1)))
+        .with_policy(policy)
+        .with_promote(auto);
     Tiered::new(vec![Tier::new(upper).with_budget(budget), Tier::new(lower)], config).unwrap()
 }
 
@@ -67,11 +76,11 @@ type Make = fn(Option<u64>) -> Box<dyn BackupBackend>;
 /// tier's limit counts 64 KiB chunks and its fixed part, so a page dropped
 /// from a full one gives back no room until compaction frees a chunk; its
 /// own suite checks its limit.)
-fn subject(name: &str, upper: Make, lower: Make) -> (Subject, Arc<Mutex<Vec<Arc<Tiered>>>>) {
+fn subject(name: &str, upper: Make, lower: Make, policy: Policy) -> (Subject, Arc<Mutex<Vec<Arc<Tiered>>>>) {
     let made = Arc::new(Mutex::new(Vec::new()));
     let keep = Arc::clone(&made);
     let subject = Subject::new(name, move || {
-        let tiered = Arc::new(stack(upper(None), lower(None), BUDGET, true));
+        let tiered = Arc::new(stack(upper(None), lower(None), BUDGET, true, policy));
         keep.lock().unwrap().push(Arc::clone(&tiered));
         Box::new(tiered)
     })
@@ -82,6 +91,7 @@ fn subject(name: &str, upper: Make, lower: Make) -> (Subject, Arc<Mutex<Vec<Arc<
                 memory(Some(bytes - bytes / 4)),
                 bytes / 4,
                 false,
+                policy,
             ))
         },
         false,
@@ -90,7 +100,7 @@ fn subject(name: &str, upper: Make, lower: Make) -> (Subject, Arc<Mutex<Vec<Arc<
 }
 
 fn run(check: Check, name: &str, upper: Make, lower: Make) {
-    let (subject, _) = subject(name, upper, lower);
+    let (subject, _) = subject(name, upper, lower, Policy::Lfu);
     check.run(&subject);
 }
 
@@ -109,6 +119,12 @@ fn memory_over_shmem(#[case] check: Check) {
     run(check, "tiered memory over shmem", memory, shmem);
 }
 
+#[apply(conformance)]
+fn lz4_over_zstd_s3fifo(#[case] check: Check) {
+    let (subject, _) = subject("tiered lz4 over zstd, S3-FIFO", lz4, zstd, Policy::S3Fifo);
+    check.run(&subject);
+}
+
 /// The budgets are small enough that the policy moves pages during the
 /// checks that hold many pages (not only backups placed below directly).
 #[test]
@@ -118,7 +134,7 @@ fn pages_move_during_the_suite() {
         ("lz4 over zstd", lz4, zstd),
         ("memory over shmem", memory, shmem),
     ] {
-        let (subject, made) = subject(name, upper, lower);
+        let (subject, made) = subject(name, upper, lower, Policy::Lfu);
         for check in [Check::ExactBytes, Check::ModelSequence, Check::Threads] {
             check.run(&subject);
         }

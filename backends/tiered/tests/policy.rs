@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page};
 use pagebackup_testkit::{PageClass, PageSpec};
-use pagebackup_tiered::{HugePolicy, RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
+use pagebackup_tiered::{HugePolicy, Policy, RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -538,4 +538,69 @@ fn zero_and_tiny_budgets_make_the_tier_a_last_resort() {
         verify(&t, &over);
         drop_all_and_check_empty(&t, &[pages, over].concat());
     }
+}
+
+/// S3-FIFO: new pages enter the small FIFO and, unless restored before the
+/// next run, go down oldest first; a page restored there goes to the main
+/// FIFO and stays while it is restored between runs; a page restored twice
+/// below comes up.
+#[test]
+fn s3fifo_moves_pages_never_restored_oldest_first_and_keeps_those_restored() {
+    let t = two_memory(100, manual().with_policy(Policy::S3Fifo).with_promote(true));
+    let old = backup_n(&t, 30, 40);
+    // FIFO order is policy-run order: a run between them (40 pages of 100
+    // moves nothing) makes the first 40 older.
+    assert_eq!(t.run_policy_step().moved_pages, 0);
+    let young = backup_n(&t, 31, 60);
+    // Restored once in the small FIFO: to the main one at the next run.
+    verify(&t, &young[..20]);
+    // 100 pages of 100 is past the high watermark: down to the low one,
+    // 30 pages, the oldest of the small FIFO: all of them older ones.
+    assert_eq!(t.run_policy_step().moved_pages, 30);
+    let tiers = |pages: &[(Handle, PageSpec)]| pages.iter().map(|&(h, _)| t.tier_of(h).unwrap()).collect::<Vec<_>>();
+    assert_eq!(tiers(&old).iter().filter(|&&k| k == 1).count(), 30);
+    assert!(tiers(&young).iter().all(|&k| k == 0));
+    // The main FIFO's pages restored again keep their place; 30 new pages
+    // take the tier past its high watermark once more, and the small
+    // FIFO's oldest go: the 10 old pages left, then 20 young ones never
+    // restored.
+    verify(&t, &young[..20]);
+    let new = backup_n(&t, 32, 30);
+    assert_eq!(t.run_policy_step().moved_pages, 30);
+    assert!(tiers(&old).iter().all(|&k| k == 1));
+    assert!(
+        tiers(&young[..20]).iter().all(|&k| k == 0),
+        "restored, in the main FIFO"
+    );
+    assert_eq!(tiers(&young[20..]).iter().filter(|&&k| k == 1).count(), 20);
+    assert!(tiers(&new).iter().all(|&k| k == 0));
+    // A page restored twice below comes up (the ghost hit), within the budget.
+    restore_times(&t, &old[..1], 2);
+    assert_eq!(t.tier_stats()[1].moved_up, 1);
+    assert_eq!(t.tier_of(old[0].0), Some(0));
+    let all = [old, young, new].concat();
+    verify(&t, &all);
+    drop_all_and_check_empty(&t, &all);
+}
+
+/// Heat halves once ten restores per page of the tier have passed, as
+/// TinyLFU's counts do at the end of its window: a page restored once
+/// before that needs two restores after it to prove hot.
+#[test]
+fn heat_halves_after_ten_restores_per_page_of_the_tier() {
+    let t = two_memory(10, manual().with_promote(true));
+    let up = backup_n(&t, 40, 10);
+    let down = backup_n(&t, 41, 2);
+    assert!(down.iter().all(|&(h, _)| t.tier_of(h) == Some(1)), "past the budget");
+    restore_times(&t, &down[..1], 1);
+    // 100 more restores: 101, past the window of 10 per page of the tier.
+    restore_times(&t, &up[..5], 20);
+    // 10 pages of 10 is past the high watermark: the 3 coldest go down.
+    assert_eq!(t.run_policy_step().moved_pages, 3);
+    // Its one restore was halved away: one more is not the two of a promotion.
+    restore_times(&t, &down[..1], 1);
+    assert_eq!(t.tier_of(down[0].0), Some(1));
+    restore_times(&t, &down[..1], 1);
+    assert_eq!(t.tier_of(down[0].0), Some(0), "two restores since the halving");
+    drop_all_and_check_empty(&t, &[up, down].concat());
 }

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, MemoryBackend, PAGE_SIZE};
-use pagebackup_shmem::ShmemBackend;
-use pagebackup_testkit::{ConcurrentConfig, PageSpec, check_concurrent};
-use pagebackup_tiered::{RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind};
+use pagebackup_testkit::PageSpec;
+use pagebackup_tiered::{RateLimit, Stop, TieredConfig, WritebackFilter};
 
-const PAGE: u64 = PAGE_SIZE as u64;
+mod support;
+
+use support::{PAGE, eight_threads_while_the_policy_moves, memory_over_shmem as stack};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -20,41 +21,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn stack(budget_pages: u64, config: TieredConfig) -> Tiered {
-    Tiered::new(
-        vec![
-            Tier::new(MemoryBackend::new()).with_budget(budget_pages * PAGE),
-            Tier::new(ShmemBackend::with_capacity(1 << 30).unwrap()),
-        ],
-        config,
-    )
-    .unwrap()
-}
-
 #[test]
 fn the_policy_task_moves_pages_while_8_threads_back_up_restore_and_drop() {
     let rt = runtime();
     for promote in [false, true] {
         let t = stack(32, TieredConfig::new().with_auto(None).with_promote(promote));
         let task = t.spawn_policy(rt.handle(), Duration::from_millis(1)).unwrap();
-        let report = check_concurrent(
-            &t,
-            &ConcurrentConfig {
-                seed: 21,
-                threads: 8,
-                ops_per_thread: 4_000,
-            },
-        )
-        .unwrap_or_else(|e| panic!("promote={promote}: {e}"));
-        let s = t.tier_stats();
-        println!(
-            "promote={promote}: {report}; moved down {}, up {}",
-            s[0].moved_down, s[1].moved_up
-        );
-        assert!(s[0].moved_down > 0, "promote={promote}: the task moved nothing");
-        assert!(t.policy_state().runs > 0);
-        assert_eq!(t.stats().stored_pages, 0);
-        assert!(s.iter().all(|s| s.pages == 0 && s.backend.stored_pages == 0), "{s:?}");
+        eight_threads_while_the_policy_moves(&t, 21, &format!("promote={promote}"));
         drop(t);
         // The task ends by itself once the backend is gone.
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await })

@@ -5,48 +5,31 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page};
-use pagebackup_shmem::ShmemBackend;
-use pagebackup_testkit::{ConcurrentConfig, PageSpec, SplitMix64, check_concurrent};
-use pagebackup_tiered::{Tier, Tiered, TieredConfig, WritebackFilter};
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, Page};
+use pagebackup_testkit::{PageSpec, SplitMix64};
+use pagebackup_tiered::{Policy, Tiered, TieredConfig, WritebackFilter};
 
-const PAGE: u64 = PAGE_SIZE as u64;
+mod support;
+
+use support::{PAGE, eight_threads_while_the_policy_moves, memory_over_shmem};
 
 fn auto_memory(budget_pages: u64, promote: bool) -> Tiered {
-    let config = TieredConfig::new()
+    memory_over_shmem(budget_pages, auto(promote))
+}
+
+fn auto(promote: bool) -> TieredConfig {
+    TieredConfig::new()
         .with_auto(Some(Duration::from_millis(1)))
-        .with_promote(promote);
-    Tiered::new(
-        vec![
-            Tier::new(MemoryBackend::new()).with_budget(budget_pages * PAGE),
-            Tier::new(ShmemBackend::with_capacity(1 << 30).unwrap()),
-        ],
-        config,
-    )
-    .unwrap()
+        .with_promote(promote)
 }
 
 #[test]
 fn concurrent_checker_while_the_policy_moves_and_promotes() {
-    for promote in [false, true] {
-        let t = auto_memory(32, promote);
-        let report = check_concurrent(
-            &t,
-            &ConcurrentConfig {
-                seed: 11,
-                threads: 8,
-                ops_per_thread: 4_000,
-            },
-        )
-        .unwrap_or_else(|e| panic!("promote={promote}: {e}"));
-        let s = t.tier_stats();
-        println!(
-            "promote={promote}: {report}; moved down {}, up {}",
-            s[0].moved_down, s[1].moved_up
-        );
-        assert!(s[0].moved_down > 0, "promote={promote}: nothing moved");
-        assert_eq!(t.stats().stored_pages, 0);
-        assert!(s.iter().all(|s| s.pages == 0 && s.backend.stored_pages == 0), "{s:?}");
+    for policy in [Policy::Lfu, Policy::S3Fifo] {
+        for promote in [false, true] {
+            let t = memory_over_shmem(32, auto(promote).with_policy(policy));
+            eight_threads_while_the_policy_moves(&t, 11, &format!("{policy:?}, promote={promote}"));
+        }
     }
 }
 

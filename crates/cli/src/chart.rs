@@ -5,7 +5,9 @@
 //! - plain: backup and restore GB/s against effective ratio, batched on one thread;
 //! - async: backup and restore GB/s against the ticker's p99 lateness under
 //!   that load, batched at the deepest depth;
-//! - working set: hot and cold restore GB/s against the RAM used;
+//! - working set: hot and cold restore GB/s against the RAM budget (a
+//!   tiered stack's, one point per budget run) or, for a backend alone, the
+//!   RAM it used;
 //! - region: fault latency p50 and p99 against the RAM used.
 //!
 //! Each adapter has a colour and is named in the legend, not beside its
@@ -199,7 +201,7 @@ fn working_set(report: &Report) -> Picture {
             Some(Series {
                 name: r.backend.clone(),
                 baseline: r.is_baseline(),
-                x: r.ram_bytes? as f64 / (1 << 20) as f64,
+                x: r.budget_bytes.or(r.ram_bytes)? as f64 / (1 << 20) as f64,
                 filled: r.hot_gbps?,
                 hollow: r.cold_gbps?,
             })
@@ -208,14 +210,15 @@ fn working_set(report: &Report) -> Picture {
     Picture {
         title: match &report.skew {
             Some(s) => format!(
-                "Restore throughput against RAM ({} pages, {:.0}% of pages take {:.0}% of restores)",
+                "Restore throughput against RAM budget ({} pages, {}{:.0}% of pages take {:.0}% of restores)",
                 s.working_set,
+                s.zipf.map_or(String::new(), |z| format!("Zipf {z}: ")),
                 s.hot_pages * 100.0,
                 s.hot_restores * 100.0
             ),
-            None => "Restore throughput against RAM".into(),
+            None => "Restore throughput against RAM budget".into(),
         },
-        x_label: "RAM used, MiB",
+        x_label: "RAM budget of a tiered stack, or RAM used by a backend alone, MiB",
         x_log: false,
         y_label: "restore GB/s (log scale)",
         markers: "filled: hot pages, hollow: cold pages",

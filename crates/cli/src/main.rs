@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pagebackup::raw::params::parse_size;
 use pagebackup::region::bench::Workload;
 use pagebackup_cli::adapters::{ALL_BASELINES, Adapter, Backend, Error, REDIS_PER_PAGE, baseline};
 use pagebackup_cli::capture::capture;
@@ -13,7 +14,7 @@ use pagebackup_cli::corpus::{Corpus, classify};
 use pagebackup_cli::measure::{self, run};
 use pagebackup_cli::output::NewFile;
 use pagebackup_cli::redis_bench::{self, RedisPerPage};
-use pagebackup_cli::report::{CorpusInfo, Machine, Mode, Report, Skipped, Timing, shown};
+use pagebackup_cli::report::{CorpusInfo, Machine, Mode, Report, Skew, Skipped, Timing, shown};
 use pagebackup_cli::table::Format;
 use pagebackup_cli::zram::KernelZram;
 use pagebackup_cli::{async_bench, chart, glossary, region_bench, render, skewed, stop};
@@ -168,6 +169,16 @@ struct BenchArgs {
     /// take (default 20/80; --working-set only).
     #[arg(long)]
     hot: Option<String>,
+    /// Restores follow a Zipf law of this exponent over the pages (such as
+    /// 0.99) instead of two classes; the hot pages are the most popular 20%
+    /// (--working-set only; not with --hot).
+    #[arg(long)]
+    zipf: Option<f64>,
+    /// Run each tiered stack at each of these budgets of its first tier
+    /// (such as 1MiB,4MiB,16MiB), for the chart of throughput against
+    /// budget (--working-set only).
+    #[arg(long, value_delimiter = ',', value_name = "SIZE,...")]
+    budgets: Vec<String>,
 }
 
 /// The baselines a bench runs.
@@ -376,13 +387,15 @@ fn mode(args: &BenchArgs) -> Mode {
         [(_, _, mode)] => *mode,
         [(_, a, _), (_, b, _), ..] => usage(&format!("{a} and {b} are separate modes; run them one at a time")),
     };
-    let flags: [(&str, bool, &[Mode]); 10] = [
+    let flags: [(&str, bool, &[Mode]); 12] = [
         ("--baselines", args.baselines.is_some(), &[Mode::Plain]),
         ("--threads", args.threads.is_some(), &[Mode::Plain, Mode::Region]),
         ("--kernel-zram", args.kernel_zram, &[Mode::Plain]),
         ("--batch", args.batch.is_some(), &[Mode::Plain, Mode::Async]),
         ("--depth", args.depth.is_some(), &[Mode::Async]),
         ("--hot", args.hot.is_some(), &[Mode::WorkingSet]),
+        ("--zipf", args.zipf.is_some(), &[Mode::WorkingSet]),
+        ("--budgets", !args.budgets.is_empty(), &[Mode::WorkingSet]),
         ("--region-mib", args.region_mib.is_some(), &[Mode::Region]),
         ("--budget-mib", args.budget_mib.is_some(), &[Mode::Region]),
         ("--accesses", args.accesses.is_some(), &[Mode::Region]),
@@ -397,6 +410,12 @@ fn mode(args: &BenchArgs) -> Mode {
                 mode.name()
             ));
         }
+    }
+    if args.hot.is_some() && args.zipf.is_some() {
+        usage("--hot and --zipf are two kinds of skew; give one");
+    }
+    if !args.budgets.is_empty() && !args.backends.iter().any(|b| b.trim_start().starts_with("tiered")) {
+        usage("--budgets sets the budget of tiered stacks: give one with --backend tiered:...");
     }
     mode
 }
@@ -440,11 +459,22 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
         }
         Mode::WorkingSet => {
             let working_set = args.working_set.unwrap_or_default();
-            let hot = args.hot.as_deref().unwrap_or("20/80");
-            let skew = pagebackup_cli::report::Skew::parse(working_set, hot, working_set * 4)?;
-            let runs = skewed::bench(&specs(&args), &corpus.pages, skew, args.rounds)?;
+            if working_set == 0 {
+                return Err("--working-set must be at least 1 page".into());
+            }
+            let skew = match args.zipf {
+                Some(exponent) => Skew::zipf(working_set, exponent, working_set * 4)?,
+                None => Skew::parse(working_set, args.hot.as_deref().unwrap_or("20/80"), working_set * 4)?,
+            };
+            let budgets = args
+                .budgets
+                .iter()
+                .map(|b| parse_size(b).ok_or_else(|| format!("--budgets {b}: expected sizes such as 1MiB,4MiB")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let plan = skewed::plan(&specs(&args), &budgets)?;
+            let runs = skewed::bench(&plan, &corpus.pages, skew, args.rounds)?;
             report.skew = Some(skew);
-            report.results = runs.iter().map(|r| r.row(&skew)).collect();
+            report.results = skewed::rows(&runs, &skew);
         }
         Mode::Region => report.results = region(&args, &corpus)?,
         _ => plain(&args, &corpus, batch, &mut report)?,

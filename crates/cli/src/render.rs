@@ -129,6 +129,12 @@ const COLUMNS: &[Column] = &[
                 .join("/"),
         )
     }),
+    ("hot vs 1st", true, |r| r.hot_vs_first.map(|v| format!("{v:.2}x"))),
+    ("restores vs 1st", true, |r| {
+        r.restores_vs_first.map(|v| format!("{v:.2}x"))
+    }),
+    ("RAM vs last", true, |r| r.ram_vs_last.map(|v| format!("{v:.2}x"))),
+    ("policy CPU", true, |r| r.policy_cpu_percent.map(|v| format!("{v:.1}%"))),
 ];
 
 /// Every row of `report`, with the columns some row fills.
@@ -420,9 +426,10 @@ fn groups<'a>(rows: &[&'a Row]) -> Vec<(&'a str, usize, usize)> {
 fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
     let mut out = match &report.skew {
         Some(s) => format!(
-            "skewed replay: {} pages ({:.0} MiB), {:.0}% of pages take {:.0}% of {} restores; every restore verified\n\n",
+            "skewed replay: {} pages ({:.0} MiB), {}{:.0}% of pages take {:.0}% of {} restores; every restore verified\n\n",
             s.working_set,
             mib((s.working_set * PAGE_SIZE) as u64),
+            s.zipf.map_or(String::new(), |z| format!("Zipf {z}: ")),
             s.hot_pages * 100.0,
             s.hot_restores * 100.0,
             s.restores
@@ -442,9 +449,15 @@ fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
         ("moved dn/up", true),
         ("pages per tier", true),
         ("RAM MiB per tier", true),
+        ("restores per tier", true),
         ("hot up", true),
+        ("hot vs 1st", true),
+        ("restores vs 1st", true),
+        ("RAM vs last", true),
+        ("policy CPU", true),
     ]);
     let mibs = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1}", mib(b)));
+    let times = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
     for r in rows {
         let tiers = r.tiers.as_deref().unwrap_or_default();
         table.row(vec![
@@ -467,7 +480,16 @@ fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
                 .map(|t| format!("{:.1}", mib(t.ram_bytes)))
                 .collect::<Vec<_>>()
                 .join("/"),
+            tiers
+                .iter()
+                .map(|t| t.restores.map_or("-".into(), |r| format!("{:.1}%", r * 100.0)))
+                .collect::<Vec<_>>()
+                .join("/"),
             r.hot_from_first.map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
+            times(r.hot_vs_first),
+            times(r.restores_vs_first),
+            times(r.ram_vs_last),
+            r.policy_cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
         ]);
     }
     out += &table.render(format);

@@ -133,6 +133,9 @@ pub struct TierSplit {
     pub pages: u64,
     /// Bytes of RAM the tier uses.
     pub ram_bytes: u64,
+    /// The share of the measured restores the tier served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restores: Option<f64>,
 }
 
 /// One result: an adapter, a mode, and (for most modes) an operation and
@@ -238,6 +241,19 @@ pub struct Row {
     /// Each tier's pages and RAM at the end, first tier first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<TierSplit>>,
+    /// A tiered stack's hot GB/s over its first tier's alone on the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_vs_first: Option<f64>,
+    /// A tiered stack's restores/s over its first tier's alone on the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restores_vs_first: Option<f64>,
+    /// A tiered stack's RAM over its last tier's alone holding the same pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_vs_last: Option<f64>,
+    /// CPU of a tiered stack's policy thread during the measured pass, in
+    /// percent of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_cpu_percent: Option<f64>,
 
     // Region rows.
     /// The access pattern replayed on the region.
@@ -297,6 +313,10 @@ impl Row {
             moved_up: None,
             hot_from_first: None,
             tiers: None,
+            hot_vs_first: None,
+            restores_vs_first: None,
+            ram_vs_last: None,
+            policy_cpu_percent: None,
             workload: None,
             accesses_per_s: None,
             fault_p50_us: None,
@@ -312,18 +332,23 @@ impl Row {
     }
 }
 
-/// A skewed restore pattern (`--working-set N --hot P/Q`).
+/// A skewed restore pattern (`--working-set N --hot P/Q` or `--zipf S`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Skew {
     /// Pages backed up.
     pub working_set: usize,
-    /// The share of pages that are hot.
+    /// The share of pages that are hot (with `zipf`: the most popular ranks).
     pub hot_pages: f64,
-    /// The share of restores that go to hot pages.
+    /// The share of restores that go to hot pages (with `zipf`: their
+    /// probability mass).
     pub hot_restores: f64,
     /// Restores measured (after as many to warm up).
     pub restores: usize,
+    /// The Zipf exponent when restores follow a Zipf law over the pages'
+    /// popularity ranks instead of two classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipf: Option<f64>,
 }
 
 /// How the async mode ran.

@@ -1,13 +1,17 @@
-//! Skewed access replay (`bench --working-set N --hot 20/80`): a working set
-//! backed up once, then restores of which a hot share of the pages takes
-//! most, so that a tiered backend's policy matters. Every backend runs the
-//! same pages and the same restore sequence in the same run.
+//! Skewed access replay (`bench --working-set N --hot 20/80` or `--zipf
+//! 0.99`): a working set backed up once, then restores of which a hot share
+//! of the pages takes most, so that a tiered backend's policy matters.
+//! Every backend runs the same pages and the same restore sequence in the
+//! same run, and a tiered stack runs beside each of its tiers alone, so
+//! that its rows say whether stacking pays: hot restores against its first
+//! tier alone, RAM against its last tier alone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::adapters::Error;
 use crate::report::{Mode, Role, Row, Skew, TierSplit, round_to, shown};
+use pagebackup::raw::params::{Spec, split_top_level};
 use pagebackup::tiered::Tiered;
 use pagebackup::{BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page};
 use pagebackup_testkit::SplitMix64;
@@ -30,31 +34,164 @@ impl Skew {
             hot_pages: percent(pages).ok_or_else(bad)?,
             hot_restores: percent(share).ok_or_else(bad)?,
             restores,
+            zipf: None,
         })
     }
 
-    fn hot_count(&self) -> usize {
-        ((self.working_set as f64 * self.hot_pages) as usize).clamp(1, self.working_set)
+    /// `working_set` pages restored `restores` times following a Zipf law
+    /// of exponent `exponent` over their popularity ranks; the hot pages
+    /// are the most popular 20% of ranks, and `hot_restores` is their share
+    /// of the restores.
+    pub fn zipf(working_set: usize, exponent: f64, restores: usize) -> Result<Skew, Error> {
+        if !(exponent.is_finite() && exponent > 0.0 && exponent <= 10.0) {
+            return Err(format!("--zipf {exponent}: expected an exponent above 0 and at most 10, such as 0.99").into());
+        }
+        let mut skew = Skew {
+            working_set,
+            hot_pages: 0.2,
+            hot_restores: 0.0,
+            restores,
+            zipf: Some(exponent),
+        };
+        let cdf = skew.zipf_cdf(exponent);
+        skew.hot_restores = round_to(cdf.get(skew.hot_count() - 1).copied().unwrap_or(1.0), 4);
+        Ok(skew)
     }
 
-    /// The restore sequence: page indices, hot ones (below `hot_count`
-    /// after the shuffle `order`) with probability `hot_restores`.
+    fn hot_count(&self) -> usize {
+        ((self.working_set as f64 * self.hot_pages) as usize).clamp(1, self.working_set.max(1))
+    }
+
+    /// The cumulative probability of ranks `0..=k` under the Zipf law.
+    fn zipf_cdf(&self, exponent: f64) -> Vec<f64> {
+        let mut sum = 0.0;
+        let mut cdf: Vec<f64> = (0..self.working_set)
+            .map(|k| {
+                sum += ((k + 1) as f64).powf(-exponent);
+                sum
+            })
+            .collect();
+        cdf.iter_mut().for_each(|c| *c /= sum);
+        cdf
+    }
+
+    /// The restore sequence: page indices (`order[rank]`), hot for ranks
+    /// below `hot_count`: with probability `hot_restores` a hot one for two
+    /// classes, or a rank drawn by the Zipf law.
     fn sequence(&self, order: &[usize], seed: u64) -> Vec<(usize, bool)> {
         let hot = self.hot_count();
         let cold = self.working_set - hot;
         let mut rng = SplitMix64::new(seed);
+        let cdf = self.zipf.map(|s| self.zipf_cdf(s));
         (0..self.restores)
             .map(|_| {
-                let is_hot = cold == 0 || (rng.next_u64() % 10_000) as f64 / 10_000.0 < self.hot_restores;
-                let k = if is_hot {
-                    rng.next_u64() as usize % hot
-                } else {
-                    hot + rng.next_u64() as usize % cold
+                let rank = match &cdf {
+                    Some(cdf) => {
+                        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                        cdf.partition_point(|&c| c < u).min(self.working_set - 1)
+                    }
+                    None => {
+                        let is_hot = cold == 0 || (rng.next_u64() % 10_000) as f64 / 10_000.0 < self.hot_restores;
+                        if is_hot {
+                            rng.next_u64() as usize % hot
+                        } else {
+                            hot + rng.next_u64() as usize % cold
+                        }
+                    }
                 };
-                (order[k], is_hot)
+                (order[rank], rank < hot)
             })
             .collect()
     }
+}
+
+/// A run the bench makes: a spec, whether it was asked for or is a tier of
+/// a stack run alone beside it, and for a stack its first and last tiers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// The backend spec.
+    pub spec: String,
+    /// A backend asked for, or a tier of a stack run alone (a baseline).
+    pub role: Role,
+    /// For a tiered stack: the specs of its first and last tiers.
+    pub first_last: Option<(String, String)>,
+}
+
+/// The runs for `specs`: each tiered stack preceded by each of its tiers
+/// alone (once, unless asked for anyway), and run at each of `budgets`
+/// (the first tier's budget; the spec's own without any). Other specs
+/// ignore `budgets`.
+pub fn plan(specs: &[String], budgets: &[u64]) -> Result<Vec<Planned>, Error> {
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut add = |spec: String, role: Role, first_last: Option<(String, String)>| match planned
+        .iter_mut()
+        .find(|p| p.spec == spec)
+    {
+        Some(p) if role == Role::Backend => p.role = Role::Backend,
+        Some(_) => {}
+        None => planned.push(Planned { spec, role, first_last }),
+    };
+    for spec in specs {
+        let Some(tiers) = tier_specs(spec)? else {
+            add(spec.clone(), Role::Backend, None);
+            continue;
+        };
+        for tier in &tiers {
+            add(tier.clone(), Role::Baseline, None);
+        }
+        let first_last = Some((tiers[0].clone(), tiers[tiers.len() - 1].clone()));
+        if budgets.is_empty() {
+            add(spec.clone(), Role::Backend, first_last.clone());
+        }
+        for &budget in budgets {
+            add(with_budget(spec, budget)?, Role::Backend, first_last.clone());
+        }
+    }
+    Ok(planned)
+}
+
+/// The tier specs of a `tiered:` spec (its `tiers=[...]`, or the tiers it
+/// opens with by default); `None` for any other backend.
+fn tier_specs(spec: &str) -> Result<Option<Vec<String>>, Error> {
+    let parsed = Spec::parse(spec)?;
+    if parsed.name != "tiered" {
+        return Ok(None);
+    }
+    let listed = parsed.params.iter().find(|(k, _)| *k == "tiers").and_then(|(_, v)| {
+        let inner = v.strip_prefix('[')?.strip_suffix(']')?;
+        Some(
+            split_top_level('|')(inner)
+                .into_iter()
+                .map(|t| t.trim().to_string())
+                .collect(),
+        )
+    });
+    Ok(Some(match listed {
+        Some(tiers) => tiers,
+        None => pagebackup::open_tiered(spec)?
+            .tiers()
+            .iter()
+            .map(|t| t.backend().name().to_string())
+            .collect(),
+    }))
+}
+
+/// `spec` (a `tiered:` one) with its first tier's budget set to `bytes`.
+fn with_budget(spec: &str, bytes: u64) -> Result<String, Error> {
+    let parsed = Spec::parse(spec)?;
+    let size = if bytes.is_multiple_of(1024) {
+        format!("{}KiB", bytes / 1024)
+    } else {
+        bytes.to_string()
+    };
+    let mut params: Vec<String> = parsed
+        .params
+        .iter()
+        .filter(|(k, _)| *k != "budget")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    params.push(format!("budget={size}"));
+    Ok(format!("{}:{}", parsed.name, params.join(",")))
 }
 
 /// One backend's figures on the skewed replay.
@@ -62,6 +199,10 @@ impl Skew {
 pub struct SkewRun {
     /// The backend spec.
     pub backend: String,
+    /// A backend asked for, or a tier of a stack run alone.
+    pub role: Role,
+    /// For a tiered stack: the specs of its first and last tiers.
+    pub first_last: Option<(String, String)>,
     /// Bytes of RAM the backend used after the replay (`memory_used`).
     pub ram_bytes: u64,
     /// The sum of the upper tiers' budgets (tiered specs only).
@@ -82,25 +223,38 @@ pub struct SkewRun {
     pub tier_pages: Vec<u64>,
     /// Bytes of RAM per tier at the end (tiered specs only).
     pub tier_ram_bytes: Vec<u64>,
+    /// The share of the measured restores each tier served (tiered specs only).
+    pub tier_restores: Vec<f64>,
     /// The share of measured hot restores served by the first tier
     /// (tiered specs only).
     pub hot_from_first: Option<f64>,
     /// Restores per second in the measured pass, hot and cold together.
     pub restores_per_s: f64,
+    /// CPU time of the tiered policy thread during the measured pass, in
+    /// percent of one core over the pass (tiered specs only, where
+    /// `/proc/self/task/*/schedstat` tells it).
+    pub policy_cpu_percent: Option<f64>,
     /// Restores verified against the corpus.
     pub verified: u64,
 }
 
-/// Runs the replay for each spec, `rounds` times each (the best hot and
-/// cold figures are kept; RAM and ratio are from the last round).
-pub fn bench(specs: &[String], corpus: &[Page], skew: Skew, rounds: usize) -> Result<Vec<SkewRun>, Error> {
-    let mut runs = Vec::new();
-    for spec in specs {
-        let mut best: Option<SkewRun> = None;
-        for round in 0..rounds.max(1) {
+/// Runs the replay for each planned run, `rounds` times each, round by
+/// round (every run once, then every run again), so that a change in the
+/// machine's load touches every row alike; the best hot and cold figures
+/// are kept, RAM and ratio are from the last round.
+pub fn bench(plan: &[Planned], corpus: &[Page], skew: Skew, rounds: usize) -> Result<Vec<SkewRun>, Error> {
+    let mut best: Vec<Option<SkewRun>> = vec![None; plan.len()];
+    for round in 0..rounds.max(1) {
+        for (planned, best) in plan.iter().zip(best.iter_mut()) {
+            let spec = &planned.spec;
             let run = replay(spec, corpus, skew, round as u64)
                 .map_err(|e| format!("--backend {}: {}", shown(spec), shown(&crate::adapters::report(&*e))))?;
-            best = Some(match best {
+            let run = SkewRun {
+                role: planned.role,
+                first_last: planned.first_last.clone(),
+                ..run
+            };
+            *best = Some(match best.take() {
                 Some(b) => SkewRun {
                     hot_gbps: b.hot_gbps.max(run.hot_gbps),
                     cold_gbps: b.cold_gbps.max(run.cold_gbps),
@@ -111,9 +265,30 @@ pub fn bench(specs: &[String], corpus: &[Page], skew: Skew, rounds: usize) -> Re
                 None => run,
             });
         }
-        runs.extend(best);
     }
-    Ok(runs)
+    Ok(best.into_iter().flatten().collect())
+}
+
+/// The report rows of `runs`, a tiered stack's with its figures over its
+/// first and last tiers' alone.
+pub fn rows(runs: &[SkewRun], skew: &Skew) -> Vec<Row> {
+    let alone = |spec: &str| runs.iter().find(|r| r.backend == spec && r.first_last.is_none());
+    runs.iter()
+        .map(|run| {
+            let mut row = run.row(skew);
+            if let Some((first, last)) = &run.first_last {
+                let over = |a: f64, b: f64| (b > 0.0).then(|| round_to(a / b, 3));
+                if let Some(first) = alone(first) {
+                    row.hot_vs_first = over(run.hot_gbps, first.hot_gbps);
+                    row.restores_vs_first = over(run.restores_per_s, first.restores_per_s);
+                }
+                if let Some(last) = alone(last) {
+                    row.ram_vs_last = over(run.ram_bytes as f64, last.ram_bytes as f64);
+                }
+            }
+            row
+        })
+        .collect()
 }
 
 /// The replay on one fresh backend: back up the working set, warm up with
@@ -148,10 +323,17 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     let mut times = [Duration::ZERO; 2];
     let mut counts = [0u64; 2];
     let mut hot_from_first = 0u64;
+    let mut served = vec![0u64; tiered.as_ref().map_or(0, |t| t.tiers().len())];
+    let mut policy_cpu = None;
     for pass in 0..2 {
-        for (n, (k, hot)) in skew.sequence(&order, seed * 2 + pass).into_iter().enumerate() {
-            if pass == 1 && hot && tiered.as_ref().is_some_and(|t| t.tier_of(handles[k]) == Some(0)) {
-                hot_from_first += 1;
+        let sequence = skew.sequence(&order, seed * 2 + pass);
+        let pass_start = (Instant::now(), policy_thread_cpu());
+        for (n, (k, hot)) in sequence.into_iter().enumerate() {
+            if pass == 1
+                && let Some(tier) = tiered.as_ref().and_then(|t| t.tier_of(handles[k]))
+            {
+                served[tier] += 1;
+                hot_from_first += u64::from(hot && tier == 0);
             }
             let start = Instant::now();
             backend.copy_page(&mut dst, handles[k], None)?;
@@ -168,6 +350,13 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
                 peak = peak.max(backend.stats().memory_used);
             }
         }
+        if pass == 1 && tiered.is_some() {
+            let wall = pass_start.0.elapsed().as_nanos().max(1) as f64;
+            policy_cpu = pass_start
+                .1
+                .zip(policy_thread_cpu())
+                .map(|(before, after)| round_to(after.saturating_sub(before) as f64 / wall * 100.0, 2));
+        }
         if let Some(t) = &tiered {
             // Let the policy act on what the pass made hot and cold.
             t.run_policy_step();
@@ -181,6 +370,8 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     let tier_stats = tiered.as_ref().map(|t| t.tier_stats()).unwrap_or_default();
     let run = SkewRun {
         backend: spec.to_string(),
+        role: Role::Backend,
+        first_last: None,
         ram_bytes: stats.memory_used,
         budget_bytes: tiered
             .is_some()
@@ -197,10 +388,15 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
         }),
         tier_pages: tier_stats.iter().map(|s| s.pages).collect(),
         tier_ram_bytes: tier_stats.iter().map(|s| s.backend.memory_used).collect(),
+        tier_restores: served
+            .iter()
+            .map(|&n| n as f64 / (counts[0] + counts[1]).max(1) as f64)
+            .collect(),
         hot_from_first: tiered
             .is_some()
             .then(|| hot_from_first as f64 / counts[1].max(1) as f64),
         restores_per_s: (counts[0] + counts[1]) as f64 / (times[0] + times[1]).as_secs_f64().max(1e-9),
+        policy_cpu_percent: policy_cpu,
         verified,
     };
     backend.drop_handles(&handles)?;
@@ -211,10 +407,32 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     Ok(run)
 }
 
+/// Nanoseconds the tiered policy threads of this process (named
+/// `pagebackup-tiered`, which the kernel cuts to 15 bytes) have run, from
+/// the scheduler's per-thread figures; `None` where `/proc` does not tell them.
+fn policy_thread_cpu() -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let is_policy = std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "pagebackup-tier");
+        if !is_policy {
+            continue;
+        }
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        total = Some(total.unwrap_or(0) + ns);
+    }
+    total
+}
+
 impl SkewRun {
     /// The report row of this run.
     pub fn row(&self, skew: &Skew) -> Row {
-        let mut row = Row::new(&self.backend, Role::Backend, Mode::WorkingSet);
+        let mut row = Row::new(&self.backend, self.role, Mode::WorkingSet);
         row.op = Some(crate::report::Op::Restore);
         row.batch = Some(1);
         row.pages = Some(skew.working_set);
@@ -229,11 +447,17 @@ impl SkewRun {
         row.moved_down = self.moved.map(|m| m.0);
         row.moved_up = self.moved.map(|m| m.1);
         row.hot_from_first = self.hot_from_first.map(|f| round_to(f, 3));
+        row.policy_cpu_percent = self.policy_cpu_percent;
         row.tiers = (!self.tier_pages.is_empty()).then(|| {
             self.tier_pages
                 .iter()
                 .zip(&self.tier_ram_bytes)
-                .map(|(&pages, &ram_bytes)| TierSplit { pages, ram_bytes })
+                .zip(&self.tier_restores)
+                .map(|((&pages, &ram_bytes), &restores)| TierSplit {
+                    pages,
+                    ram_bytes,
+                    restores: Some(round_to(restores, 4)),
+                })
                 .collect()
         });
         row
@@ -258,5 +482,55 @@ mod tests {
         assert!((0.78..0.82).contains(&hot), "{hot}");
         // Hot pages are the first 200 of the order: pages 999 down to 800.
         assert!(sequence.iter().all(|&(k, hot)| hot == (k >= 800)));
+    }
+
+    #[test]
+    fn a_zipf_sequence_follows_its_law() {
+        let skew = Skew::zipf(1000, 0.99, 50_000).unwrap();
+        assert_eq!((skew.zipf, skew.hot_pages), (Some(0.99), 0.2));
+        // The top 200 of 1000 ranks hold sum(1/k^0.99, k=1..200)/sum(..1000) of the mass.
+        let mass = |n: usize| (1..=n).map(|k| (k as f64).powf(-0.99)).sum::<f64>();
+        assert!((skew.hot_restores - mass(200) / mass(1000)).abs() < 1e-3, "{skew:?}");
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 11.0] {
+            assert!(Skew::zipf(1000, bad, 1).is_err(), "{bad}");
+        }
+        let order: Vec<usize> = (0..1000).collect();
+        let sequence = skew.sequence(&order, 3);
+        let count = |k: usize| sequence.iter().filter(|&&(p, _)| p == k).count() as f64;
+        // Rank 0 takes 1/mass(1000) of restores, rank 1 about half as many.
+        let top = count(0) / 50_000.0;
+        assert!((top - 1.0 / mass(1000)).abs() < 0.01, "{top}");
+        assert!((1.6..2.4).contains(&(count(0) / count(1))), "{} {}", count(0), count(1));
+        let hot = sequence.iter().filter(|(_, hot)| *hot).count() as f64 / 50_000.0;
+        assert!((hot - skew.hot_restores).abs() < 0.02, "{hot}");
+        assert!(sequence.iter().all(|&(k, hot)| hot == (k < 200)));
+    }
+
+    #[test]
+    fn a_stack_runs_beside_its_tiers_alone_at_each_budget() {
+        let stack = "tiered:tiers=[compressed:algo=lz4 | compressed:algo=zstd,level=9],budget=1MiB".to_string();
+        let plan = plan(&[stack.clone(), "compressed:algo=lz4".into()], &[]).unwrap();
+        let shown: Vec<_> = plan.iter().map(|p| (p.spec.as_str(), p.role)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("compressed:algo=lz4", Role::Backend),
+                ("compressed:algo=zstd,level=9", Role::Baseline),
+                (stack.as_str(), Role::Backend),
+            ]
+        );
+        assert_eq!(
+            plan[2].first_last,
+            Some(("compressed:algo=lz4".into(), "compressed:algo=zstd,level=9".into()))
+        );
+        let swept = super::plan(&[stack], &[512 << 10, 3000]).unwrap();
+        let specs: Vec<_> = swept.iter().skip(2).map(|p| p.spec.as_str()).collect();
+        assert_eq!(
+            specs,
+            [
+                "tiered:tiers=[compressed:algo=lz4 | compressed:algo=zstd,level=9],budget=512KiB",
+                "tiered:tiers=[compressed:algo=lz4 | compressed:algo=zstd,level=9],budget=3000",
+            ]
+        );
     }
 }

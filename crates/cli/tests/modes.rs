@@ -180,7 +180,7 @@ fn async_json_holds_async_throughput_and_ticker_rows() {
 }
 
 #[test]
-fn working_set_json_holds_the_replay_rows_with_their_tiers() {
+fn working_set_json_holds_the_stack_beside_its_tiers_alone() {
     let tiered = "tiered:tiers=[memory | compressed],budget=256KiB";
     let (stdout, report, chart) = bench_json(
         "working-set",
@@ -201,25 +201,105 @@ fn working_set_json_holds_the_replay_rows_with_their_tiers() {
     );
     assert_eq!(report.mode, Mode::WorkingSet);
     let skew = report.skew.unwrap();
-    assert_eq!((skew.working_set, skew.hot_pages, skew.hot_restores), (256, 0.1, 0.9));
-    assert_eq!(report.results.len(), 2);
+    assert_eq!(
+        (skew.working_set, skew.hot_pages, skew.hot_restores, skew.zipf),
+        (256, 0.1, 0.9, None)
+    );
+    // memory (asked for, and the first tier), compressed (the last tier
+    // alone), then the stack.
+    let shown: Vec<_> = report.results.iter().map(|r| (r.backend.as_str(), r.role)).collect();
+    assert_eq!(
+        shown,
+        [
+            ("memory", Role::Backend),
+            ("compressed", Role::Baseline),
+            (tiered, Role::Backend)
+        ]
+    );
     for r in &report.results {
-        assert_eq!(
-            (r.mode, r.role, r.op),
-            (Mode::WorkingSet, Role::Backend, Some(Op::Restore))
-        );
+        assert_eq!((r.mode, r.op), (Mode::WorkingSet, Some(Op::Restore)));
         assert!(r.ram_bytes.is_some() && r.effective_ratio.is_some() && r.restores_per_s.unwrap() > 0.0);
         assert!(r.hot_gbps.unwrap() > 0.0 && r.cold_gbps.unwrap() > 0.0, "{r:?}");
     }
-    let stack = &report.results[1];
-    assert_eq!(stack.backend, tiered);
+    let stack = &report.results[2];
     assert_eq!(stack.budget_bytes, Some(256 << 10));
     let tiers = stack.tiers.as_ref().unwrap();
     assert_eq!(tiers.len(), 2);
     assert_eq!(tiers.iter().map(|t| t.pages).sum::<u64>(), 256);
-    assert!(report.results[0].tiers.is_none() && report.results[0].budget_bytes.is_none());
+    let served: f64 = tiers.iter().map(|t| t.restores.unwrap()).sum();
+    assert!(
+        (served - 1.0).abs() < 1e-3,
+        "every measured restore served by a tier: {tiers:?}"
+    );
+    let (memory, compressed) = (&report.results[0], &report.results[1]);
+    let ratio = |a: f64, b: f64| (a / b * 1000.0).round() / 1000.0;
+    assert_eq!(
+        stack.hot_vs_first,
+        Some(ratio(stack.hot_gbps.unwrap(), memory.hot_gbps.unwrap()))
+    );
+    assert_eq!(
+        stack.restores_vs_first,
+        Some(ratio(stack.restores_per_s.unwrap(), memory.restores_per_s.unwrap()))
+    );
+    assert_eq!(
+        stack.ram_vs_last,
+        Some(ratio(
+            stack.ram_bytes.unwrap() as f64,
+            compressed.ram_bytes.unwrap() as f64
+        ))
+    );
+    for alone in [memory, compressed] {
+        assert!(alone.tiers.is_none() && alone.budget_bytes.is_none() && alone.hot_vs_first.is_none());
+    }
     assert!(stdout.contains("skewed replay: 256 pages"), "{stdout}");
-    assert!(chart.contains("Restore throughput against RAM"), "{chart}");
+    assert!(stdout.contains("RAM vs last"), "{stdout}");
+    assert!(chart.contains("Restore throughput against RAM budget"), "{chart}");
+}
+
+#[test]
+fn working_set_zipf_runs_each_budget_of_the_stack() {
+    let tiered = "tiered:tiers=[compressed:algo=lz4 | compressed:algo=zstd],budget=64KiB";
+    let (stdout, report, chart) = bench_json(
+        "zipf",
+        &[
+            "--working-set",
+            "256",
+            "--zipf",
+            "0.99",
+            "--budgets",
+            "128KiB,256KiB",
+            "--pages",
+            "64",
+            "--rounds",
+            "1",
+            "--backend",
+            tiered,
+        ],
+    );
+    let skew = report.skew.unwrap();
+    assert_eq!((skew.zipf, skew.hot_pages), (Some(0.99), 0.2));
+    assert!((0.5..0.9).contains(&skew.hot_restores), "{skew:?}");
+    let budgets: Vec<_> = report.results.iter().map(|r| (r.role, r.budget_bytes)).collect();
+    assert_eq!(
+        budgets,
+        [
+            (Role::Baseline, None),
+            (Role::Baseline, None),
+            (Role::Backend, Some(128 << 10)),
+            (Role::Backend, Some(256 << 10))
+        ]
+    );
+    assert_eq!(
+        report.results[3].backend,
+        "tiered:tiers=[compressed:algo=lz4 | compressed:algo=zstd],budget=256KiB"
+    );
+    assert!(
+        report.results[2..]
+            .iter()
+            .all(|r| r.hot_vs_first.is_some() && r.ram_vs_last.is_some())
+    );
+    assert!(stdout.contains("Zipf 0.99: 20% of pages take"), "{stdout}");
+    assert!(chart.contains("Zipf 0.99"), "{chart}");
 }
 
 /// A redis-server with a password on a free loopback port, killed on drop;
@@ -341,7 +421,7 @@ fn a_password_in_a_failing_spec_stays_out_of_the_error() {
 
 #[test]
 fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 18] = [
         (
             &["--async", "--threads", "2"],
             "--threads applies to the plain and region mode only, not to the async mode",
@@ -368,6 +448,19 @@ fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
             "--depth applies to the async mode only, not to the plain mode",
         ),
         (&["--hot", "20/80"], "--hot applies to the working-set mode only"),
+        (&["--zipf", "0.99"], "--zipf applies to the working-set mode only"),
+        (
+            &["--async", "--budgets", "1MiB"],
+            "--budgets applies to the working-set mode only",
+        ),
+        (
+            &["--working-set", "64", "--hot", "20/80", "--zipf", "0.99"],
+            "--hot and --zipf are two kinds of skew",
+        ),
+        (
+            &["--working-set", "64", "--budgets", "1MiB"],
+            "--budgets sets the budget of tiered stacks",
+        ),
         (&["--region", "--async"], "separate modes"),
         (
             &["--region", "--batch", "8"],

@@ -125,6 +125,7 @@ fn fixture() -> Report {
         hot_pages: 0.2,
         hot_restores: 0.8,
         restores: 16384,
+        zipf: None,
     });
     let tiered = format!("tiered:tiers=[memory|budget=4MiB ; {secret}]");
     for (name, ram, hot, cold, tiers) in [
@@ -147,14 +148,20 @@ fn fixture() -> Report {
             row.moved_down = Some(3000);
             row.moved_up = Some(200);
             row.hot_from_first = Some(0.9);
+            row.hot_vs_first = Some(2.0);
+            row.restores_vs_first = Some(1.0);
+            row.ram_vs_last = Some(0.833);
+            row.policy_cpu_percent = Some(1.5);
             row.tiers = Some(vec![
                 TierSplit {
                     pages: 1000,
                     ram_bytes: 4 << 20,
+                    restores: Some(0.8),
                 },
                 TierSplit {
                     pages: 3096,
                     ram_bytes: 1 << 20,
+                    restores: Some(0.2),
                 },
             ]);
         }

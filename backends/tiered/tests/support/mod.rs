@@ -1,0 +1,50 @@
+//! What the tiered tests share: a memory tier over shmem, and the workload
+//! of 8 threads backing up, restoring and dropping while the policy (a
+//! thread or a task) moves pages, checked page by page.
+
+use pagebackup_core::{BackupBackend, MemoryBackend, PAGE_SIZE};
+use pagebackup_shmem::ShmemBackend;
+use pagebackup_testkit::{ConcurrentConfig, check_concurrent};
+use pagebackup_tiered::{Tier, Tiered, TieredConfig};
+
+/// A page's bytes.
+pub const PAGE: u64 = PAGE_SIZE as u64;
+
+/// A memory tier with a budget of `budget_pages` over a shmem tier.
+pub fn memory_over_shmem(budget_pages: u64, config: TieredConfig) -> Tiered {
+    Tiered::new(
+        vec![
+            Tier::new(MemoryBackend::new()).with_budget(budget_pages * PAGE),
+            Tier::new(ShmemBackend::with_capacity(1 << 30).unwrap()),
+        ],
+        config,
+    )
+    .unwrap()
+}
+
+/// 8 threads of 4000 backups, restores (each verified) and drops on `t`
+/// while its policy runs; then the policy must have moved pages down and
+/// the stack, every handle dropped, must hold nothing in any tier.
+pub fn eight_threads_while_the_policy_moves(t: &Tiered, seed: u64, label: &str) {
+    let report = check_concurrent(
+        t,
+        &ConcurrentConfig {
+            seed,
+            threads: 8,
+            ops_per_thread: 4_000,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let s = t.tier_stats();
+    println!(
+        "{label}: {report}; moved down {}, up {}",
+        s[0].moved_down, s[1].moved_up
+    );
+    assert!(s[0].moved_down > 0, "{label}: the policy moved nothing");
+    assert!(t.policy_state().runs > 0, "{label}: the policy never ran");
+    assert_eq!(t.stats().stored_pages, 0, "{label}");
+    assert!(
+        s.iter().all(|s| s.pages == 0 && s.backend.stored_pages == 0),
+        "{label}: {s:?}"
+    );
+}
