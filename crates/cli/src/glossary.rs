@@ -128,6 +128,26 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "MiB of RAM each tier used at the end, first tier first",
     ),
     ("hot up", "the share of hot restores the first tier served"),
+    (
+        "restores per tier",
+        "the share of the measured restores each tier served, first tier first",
+    ),
+    (
+        "hot vs 1st",
+        "hot GB/s over that of the stack's first tier alone on the same trace",
+    ),
+    (
+        "restores vs 1st",
+        "restores/s over that of the stack's first tier alone on the same trace",
+    ),
+    (
+        "RAM vs last",
+        "RAM used over that of the stack's last tier alone on the same trace (1.00x: no more RAM than the densest tier)",
+    ),
+    (
+        "policy CPU",
+        "CPU time of the tiering policy's thread during the measured pass, in % of one core",
+    ),
     // The redis comparison.
     ("GB/s", "GB/s of pages backed up or restored"),
     (
