@@ -63,10 +63,13 @@
 //!   without kernel help. (1) Refaults: a page faulted back fewer evictions
 //!   after its eviction than the budget holds pages would have stayed under
 //!   an LRU: it is in use, and the hand passes it over for its next three
-//!   turns. (2) Sampling ([`RegionConfig::access_sampling`]): the hand
-//!   write-protects a dirty page one turn before it evicts it (the
-//!   protection eviction needs anyway, done a turn early); a write in
-//!   between costs one write-protect fault and gives the page another turn.
+//!   turns. (2) Sampling: a dirty page the hand keeps for its credit
+//!   inside a span it write-protects is protected with the span (one call
+//!   for all); a write before the hand comes back costs one write-protect
+//!   fault and renews its credit; otherwise the hand evicts it, protected
+//!   already. [`RegionConfig::access_sampling`] samples every dirty page
+//!   so, a turn before its eviction: off by default, as its faults cost
+//!   what it saves in restores.
 //!   A hot set that fits the budget thus stays resident, while a page that
 //!   stops being used loses its turns and goes. Reads of resident pages are
 //!   not seen.

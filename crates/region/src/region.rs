@@ -282,7 +282,7 @@ impl Shared {
                 PROBED if self.claim(page, PROBED) => {
                     // A write to a page the clock hand sampled: in use, it
                     // gets another turn.
-                    self.credit[page].store(1, Ordering::Relaxed);
+                    self.credit[page].fetch_max(REFAULT_CREDIT, Ordering::Relaxed);
                     if ctx != Ctx::Api {
                         self.stats.probe_hits.fetch_add(1, Ordering::Relaxed);
                     }
@@ -573,12 +573,12 @@ impl Shared {
     }
 
     /// Write-protects the dirty victims and the probes with few
-    /// `UFFDIO_WRITEPROTECT` calls: one call covers a span from one to the next when
-    /// every page between them is a victim too, or a page the evictor can
-    /// own for the call that write-protection leaves as it is (not resident,
-    /// or clean: protected already). Any other page (a dirty page kept, a
-    /// page in use) ends the span. Dirty victims of a failed call go to
-    /// `w.failed`.
+    /// `UFFDIO_WRITEPROTECT` calls: one call covers a span from one to the
+    /// next when every page between them is a victim too, or an unpinned
+    /// page the evictor can own for the call: write-protection leaves one
+    /// not resident or clean as it is, and makes a dirty one (kept for its
+    /// credit) a probe. A page in use or pinned ends the span. Dirty victims
+    /// of a failed call go to `w.failed`.
     fn protect_dirty(&self, w: &mut EvictScratch) {
         w.protect.clear();
         w.held.clear();
@@ -596,7 +596,13 @@ impl Shared {
                             return true;
                         }
                         let gs = self.state[g].load(Ordering::Acquire);
-                        let own = matches!(gs, EMPTY | BACKED | CLEAN | PROBED) && self.claim(g, gs);
+                        let own = matches!(gs, EMPTY | BACKED | CLEAN | PROBED | DIRTY)
+                            && self.pins[g].load(Ordering::SeqCst) == 0
+                            && self.claim(g, gs);
+                        if own && self.pins[g].load(Ordering::SeqCst) != 0 {
+                            self.set(g, gs);
+                            return false;
+                        }
                         if own {
                             w.held.push((g, gs));
                         }
@@ -617,15 +623,25 @@ impl Shared {
                 _ => w.protect.push((page, 1)),
             }
         }
+        w.unprotected.clear();
         for &(first, len) in &w.protect {
             if let Err(e) = self.uffd.write_protect(self.addr(first), len * PAGE_SIZE, true) {
                 self.record(self.os_error("UFFDIO_WRITEPROTECT", e));
+                w.unprotected.push((first, len));
                 w.failed
                     .extend(w.targets.iter().copied().filter(|p| (first..first + len).contains(p)));
             }
         }
-        for &(g, gs) in &w.held {
-            self.set(g, gs);
+        for &(g, was) in &w.held {
+            if was != DIRTY {
+                self.set(g, was);
+            } else if w.unprotected.iter().any(|&(f, l)| (f..f + l).contains(&g)) {
+                let _ = self.uffd.write_protect(self.addr(g), PAGE_SIZE, false);
+                self.set(g, DIRTY);
+            } else {
+                // A dirty page kept becomes a sample of its use.
+                self.set(g, PROBED);
+            }
         }
         // Probes are sampled now; one the kernel did not protect stays dirty.
         for &page in &w.probes {
@@ -811,6 +827,8 @@ struct EvictScratch {
     targets: Vec<usize>,
     /// Pages between them owned for a write-protect call, with their states.
     held: Vec<(usize, u8)>,
+    /// Spans whose write-protect call failed.
+    unprotected: Vec<(usize, usize)>,
     failed: Vec<usize>,
     write: Vec<usize>,
     zero: Vec<usize>,
