@@ -170,10 +170,11 @@ pub fn run(bench: &RegionBench, corpus: &[pagebackup::Page], corpus_args: &[Stri
     if bench.kernel_swap {
         match KernelSwap::set_up(bench) {
             Ok(swap) => {
-                for workload in Workload::ALL {
-                    let f = best((0..bench.rounds).map(|_| swap.run(bench, workload, corpus_args)))?;
-                    kernel.push((workload, f));
+                let (figures, skips) = kernel_rounds(bench.rounds, |w| swap.run(bench, w, corpus_args));
+                for skip in skips {
+                    eprintln!("pagebackup: {skip}");
                 }
+                kernel = figures;
             }
             Err(e) => eprintln!("pagebackup: --kernel-swap skipped: {e}"),
         }
@@ -193,6 +194,68 @@ pub fn run(bench: &RegionBench, corpus: &[pagebackup::Page], corpus_args: &[Stri
         }
     }
     Ok(rows)
+}
+
+/// The kernel's figures for each workload that `run` measured, and a skip
+/// line (with the reason) for each it could not: a child killed by the OOM
+/// killer or a signal, or failing otherwise, costs that workload its kernel
+/// row, not the bench.
+fn kernel_rounds(
+    rounds: usize,
+    mut run: impl FnMut(Workload) -> Result<Figures, Error>,
+) -> (Vec<(Workload, Figures)>, Vec<String>) {
+    let mut figures = Vec::new();
+    let mut skips = Vec::new();
+    for workload in Workload::ALL {
+        match best((0..rounds).map(|_| run(workload))) {
+            Ok(f) => figures.push((workload, f)),
+            Err(e) => skips.push(format!("--kernel-swap, {}: skipped: {e}", workload.name())),
+        }
+    }
+    (figures, skips)
+}
+
+/// The figures a kernel child printed, or why there are none: killed (by
+/// which signal, and whether the cgroup's OOM killer did it, from
+/// `oom_kills` counted before and after), or failed.
+fn child_figures(
+    workload: Workload,
+    out: &std::process::Output,
+    oom_kills: impl FnOnce() -> Option<u64>,
+) -> Result<Figures, Error> {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = out.status.signal() {
+        let by = match oom_kills() {
+            Some(n) if n > 0 => " by the OOM killer (the cgroup's memory limit)".to_string(),
+            _ => String::new(),
+        };
+        return Err(format!(
+            "{KERNEL_SWAP}, {}: the workload was killed{by} (signal {signal}){}",
+            workload.name(),
+            stderr_tail(&out.stderr)
+        )
+        .into());
+    }
+    if !out.status.success() {
+        return Err(format!(
+            "{KERNEL_SWAP}, {}: the workload failed ({}){}",
+            workload.name(),
+            out.status,
+            stderr_tail(&out.stderr)
+        )
+        .into());
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{KERNEL_SWAP}, {}: unreadable figures: {e}", workload.name()).into())
+}
+
+/// `: ` and the child's last line of error output, if it wrote one.
+fn stderr_tail(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .trim()
+        .lines()
+        .last()
+        .map_or(String::new(), |l| format!(": {l}"))
 }
 
 const ZRAM: &str = "/sys/block/zram0";
@@ -263,6 +326,9 @@ impl KernelSwap {
     /// One workload in a child in the cgroup.
     fn run(&self, bench: &RegionBench, workload: Workload, corpus_args: &[String]) -> Result<Figures, Error> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let oom_control = self.cgroup.join("memory.oom_control");
+        let kills = || read_field(&oom_control, "oom_kill");
+        let before = kills();
         let out = Command::new(exe)
             .arg("kernel-workload")
             .args(["--cgroup", &self.cgroup.to_string_lossy()])
@@ -273,17 +339,7 @@ impl KernelSwap {
             .args(corpus_args)
             .output()
             .map_err(|e| format!("{KERNEL_SWAP}: cannot start the workload: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{KERNEL_SWAP}, {}: the workload failed ({}): {}",
-                workload.name(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-            .into());
-        }
-        serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("{KERNEL_SWAP}, {}: unreadable figures: {e}", workload.name()).into())
+        child_figures(workload, &out, || Some(kills()?.saturating_sub(before.unwrap_or(0))))
     }
 }
 
@@ -336,10 +392,109 @@ pub fn kernel_workload(
     Ok(Figures::new(&r, usage + used, ratio, cpu_s))
 }
 
+/// The value of the line `name VALUE` of a file such as `memory.oom_control`.
+fn read_field(path: &Path, name: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        let mut fields = l.split_whitespace();
+        (fields.next()? == name).then(|| fields.next()?.parse().ok())?
+    })
+}
+
 fn read_number(path: &Path, field: usize) -> Result<u64, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     text.split_whitespace()
         .nth(field)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("{}: no number in field {field}", path.display()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that kills itself, as the OOM killer or an operator would.
+    fn killed_child() -> std::process::Output {
+        Command::new("sh")
+            .args(["-c", "echo about to die >&2; kill -9 $$"])
+            .output()
+            .expect("sh runs")
+    }
+
+    fn figures() -> Figures {
+        Figures {
+            threads: 1,
+            accesses_per_s: 1000.0,
+            gbps: 0.0,
+            p50_us: 1.0,
+            p99_us: 2.0,
+            ram_bytes: 4096,
+            effective_ratio: None,
+            cpu_s: 0.5,
+        }
+    }
+
+    #[test]
+    fn a_killed_child_is_an_error_naming_the_signal_and_the_oom_killer() {
+        let out = killed_child();
+        let e = child_figures(Workload::Random, &out, || Some(1))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "kernel:swap-zram-lz4, random: the workload was killed by the OOM killer \
+             (the cgroup's memory limit) (signal 9): about to die"
+        );
+        let e = child_figures(Workload::Seq, &out, || Some(0)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "kernel:swap-zram-lz4, seq: the workload was killed (signal 9): about to die"
+        );
+    }
+
+    #[test]
+    fn a_killed_kernel_child_skips_its_rows_and_the_bench_goes_on() {
+        let mut calls = Vec::new();
+        let (figures, skips) = kernel_rounds(2, |w| {
+            calls.push(w);
+            if w == Workload::Hot {
+                child_figures(w, &killed_child(), || None)
+            } else {
+                Ok(figures())
+            }
+        });
+        // Every workload was tried; hot stopped at its first killed round.
+        assert_eq!(
+            calls,
+            [
+                Workload::Random,
+                Workload::Random,
+                Workload::Hot,
+                Workload::Seq,
+                Workload::Seq,
+                Workload::Scan,
+                Workload::Scan
+            ]
+        );
+        let measured: Vec<Workload> = figures.iter().map(|(w, _)| *w).collect();
+        assert_eq!(measured, [Workload::Random, Workload::Seq, Workload::Scan]);
+        assert_eq!(
+            skips,
+            [
+                "--kernel-swap, hot: skipped: kernel:swap-zram-lz4, hot: the workload was killed (signal 9): about to die"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_child_is_an_error_with_its_status() {
+        let out = Command::new("sh")
+            .args(["-c", "echo no cgroup >&2; exit 3"])
+            .output()
+            .unwrap();
+        let e = child_figures(Workload::Scan, &out, || None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "kernel:swap-zram-lz4, scan: the workload failed (exit status: 3): no cgroup"
+        );
+    }
 }

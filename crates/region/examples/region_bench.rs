@@ -5,7 +5,7 @@
 //! ```text
 //! region_bench [--corpus FILE|built-in] [--spec SPEC]... [--workload W]... [--len-mib N]
 //!              [--budget-mib N] [--mode signal|thread] [--threads N] [--runs N] [--clean on|off]
-//!              [--read-ahead N] [--evict-batch N] [--accesses N]
+//!              [--sampling on|off] [--read-ahead N] [--evict-batch N] [--accesses N]
 //! region_bench --corpus built-in --dump FILE      (writes the corpus as a page file)
 //! ```
 
@@ -51,6 +51,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 })
             }
             "--clean" => config = config.with_clean_tracking(value == "on"),
+            "--sampling" => config = config.with_access_sampling(value == "on"),
             "--read-ahead" => config = config.with_read_ahead(value.parse()?),
             "--evict-batch" => config = config.with_evict_batch(value.parse()?),
             _ => return Err(format!("unknown flag {flag}").into()),
@@ -90,13 +91,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 let r = bench::run(&region, workload, accesses, threads);
                 let s = &r.stats;
                 println!(
-                    "corpus={corpus_name} run={run} spec={spec} mode={} clean={} workload={} threads={} \
+                    "corpus={corpus_name} run={run} spec={spec} mode={} clean={} sampling={} workload={} threads={} \
                      maccess_per_s={:.4} gbps={:.3} p50_us={:.2} p99_us={:.2} fill_s={:.2} \
                      evictor_cpu_s={:.2} fault_service_s={:.2} seconds={:.2} ram_mib={} \
-                     backend_ratio={:.3} faults={} restored={} wp_faults={} evicted={} written={} clean_drops={} \
+                     backend_ratio={:.3} faults={} restored={} wp_faults={} probe_hits={} protect_calls={} evicted={} written={} clean_drops={} \
                      zero_drops={} batches={} release_calls={} over_budget={} errors={}",
                     config.mode,
                     config.clean_tracking,
+                    config.access_sampling,
                     workload.name(),
                     r.threads,
                     r.accesses_per_s / 1e6,
@@ -112,6 +114,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     s.faults,
                     s.restored_pages,
                     s.wp_faults,
+                    s.probe_hits,
+                    s.protect_calls,
                     s.evicted_pages,
                     s.written_back,
                     s.clean_drops,

@@ -31,6 +31,15 @@ pub struct RegionConfig {
     /// them again (userfaultfd write-protect). Off: every restored page is
     /// writable and written back when evicted.
     pub clean_tracking: bool,
+    /// Sample the use of dirty pages before evicting them: the clock hand
+    /// write-protects a dirty page on one turn and evicts it on the next
+    /// unless it was written in between (one write-protect fault, and the
+    /// page another turn). Off (the default): the hand evicts what it meets,
+    /// and refaults tell it which pages are in use; measured on a 1 GiB
+    /// Python heap under a 256 MiB budget, sampling cut the hot workload's
+    /// restores by a fifth but its write-protect faults cost as much, and
+    /// slowed random accesses by a fifth.
+    pub access_sampling: bool,
     /// Pages restored by one fault when faults run sequentially, 1 to
     /// [`MAX_READ_AHEAD`].
     pub read_ahead: usize,
@@ -46,6 +55,7 @@ impl Default for RegionConfig {
         RegionConfig {
             mode: FaultMode::Signal,
             clean_tracking: true,
+            access_sampling: false,
             read_ahead: MAX_READ_AHEAD,
             evict_batch: 128,
             handler_spin: Duration::from_micros(50),
@@ -69,6 +79,12 @@ impl RegionConfig {
     /// With clean tracking on or off.
     pub fn with_clean_tracking(mut self, on: bool) -> Self {
         self.clean_tracking = on;
+        self
+    }
+
+    /// With access sampling on or off.
+    pub fn with_access_sampling(mut self, on: bool) -> Self {
+        self.access_sampling = on;
         self
     }
 

@@ -38,21 +38,56 @@
 //!   that sleeps costs two cross-CPU wake-ups (the region anchor measures
 //!   4.6–4.9 µs against 49–55 µs on a 2-vCPU machine). The handler thread
 //!   spins a while after each fault to narrow that gap.
+//! - **No tokio task serves faults.** A fault handed to a task leaves the
+//!   faulting thread asleep in the kernel until the runtime polls the
+//!   descriptor and the task answers: the handler thread's two cross-CPU
+//!   wake-ups at best, where the signal mode serves it on the faulting
+//!   thread. At worst it never ends: a task touching evicted memory blocks
+//!   its worker thread inside the fault, so on a current-thread runtime
+//!   (or a multi-thread one whose workers all fault at once) the task that
+//!   would serve the fault can never run. Async programs use the signal
+//!   mode, which serves a worker's fault on that worker, or the handler
+//!   thread, which no task can starve.
 //! - **Eviction runs ahead of the budget on its own thread**, in batches of
-//!   up to 128 pages: dirty pages are write-protected (so what is copied is
-//!   what stays), backed up with one batch call per run of pages, and all
-//!   released with one `process_madvise`. The faulting thread waits only
-//!   when the budget is full, and never compresses.
-//! - **The victim policy is oldest-restored first (FIFO) with a second
-//!   chance for refaulted pages.** Resident pages give no access
-//!   information without kernel help (no accessed bits through
-//!   userfaultfd; `PAGEMAP_SCAN` reports written, not accessed; idle page
-//!   tracking needs `CONFIG_IDLE_PAGE_TRACKING` and PFNs), but a page
-//!   faulted back fewer evictions after its eviction than the budget holds
-//!   pages would have stayed under an LRU: it is in use, and the evictor
-//!   passes it over for the next three turns of the FIFO. A hot set that
-//!   fits the budget thus stays resident after a short warm-up, while a
-//!   page that stops being used loses its turns and goes.
+//!   up to 128 pages picked in address order by a clock hand over the page
+//!   indices: dirty pages are write-protected (so what is copied is what
+//!   stays) with one `UFFDIO_WRITEPROTECT` per span of victims (a span runs
+//!   across pages between them that are not resident or already clean),
+//!   backed up with one batch call, and all released with one
+//!   `process_madvise`. Each of those calls flushes the TLB of every CPU
+//!   running the program, so the fewer, the better two faulting threads
+//!   scale. The faulting thread waits only when the budget is full, and
+//!   never compresses.
+//! - **The victim policy is a clock over page indices with two sources of
+//!   access information**, both from faults, since resident pages give none
+//!   without kernel help. (1) Refaults: a page faulted back fewer evictions
+//!   after its eviction than the budget holds pages would have stayed under
+//!   an LRU: it is in use, and the hand passes it over for its next three
+//!   turns. (2) Sampling: a dirty page the hand keeps for its credit
+//!   inside a span it write-protects is protected with the span (one call
+//!   for all); a write before the hand comes back costs one write-protect
+//!   fault and renews its credit; otherwise the hand evicts it, protected
+//!   already. [`RegionConfig::access_sampling`] samples every dirty page
+//!   so, a turn before its eviction: off by default, as its faults cost
+//!   what it saves in restores.
+//!   A hot set that fits the budget thus stays resident, while a page that
+//!   stops being used loses its turns and goes. Reads of resident pages are
+//!   not seen.
+//! - **What the other sources of access information need, and why they are
+//!   not used.** Idle page tracking (`/sys/kernel/mm/page_idle`) needs
+//!   `CONFIG_IDLE_PAGE_TRACKING`, `CAP_SYS_ADMIN` and PFNs from
+//!   `/proc/self/pagemap`. `PAGEMAP_SCAN` (6.7) reports written pages, not
+//!   accessed ones. DAMON's virtual-address monitoring (`CONFIG_DAMON_VADDR`,
+//!   root, `/sys/kernel/mm/damon/admin`) gives access frequencies per
+//!   region of at least `len / max_nr_regions` (1 MiB for 1 GiB at its
+//!   default of 1000 regions) aggregated over its interval (100 ms by
+//!   default), read back by writing `update_schemes_tried_regions`; its
+//!   sysfs interface is one per machine, and changing `nr_kdamonds` is
+//!   refused (`EBUSY`) while any kdamond runs, so a region cannot add its
+//!   own monitor beside one that the system already runs (as on machines
+//!   that start a physical-address kdamond at boot). A page-granular, free
+//!   signal from the faults the region takes anyway serves the policy
+//!   better.
 //! - **Clean tracking** by userfaultfd write-protect: a page restored by a
 //!   read is mapped write-protected; evicting it while clean is a release
 //!   only, its copy kept. While restored pages are mostly written soon after

@@ -32,6 +32,10 @@ const BACKED: u8 = 3;
 const BUSY: u8 = 4;
 /// Its restore failed: poisoned where the kernel can, its handle kept for a retry.
 const POISONED: u8 = 5;
+/// Resident and dirty, write-protected by the clock hand as a sample of its
+/// use: a write before the hand comes back makes it `DIRTY` with a credit
+/// (another turn); otherwise the hand evicts it, protected already.
+const PROBED: u8 = 6;
 
 /// A handle value for the unused places of a fixed-size handle array.
 const PLACEHOLDER: Handle = match Handle::from_raw(1) {
@@ -46,9 +50,11 @@ static ZERO_PAGE: Page = Page::zeroed();
 const PROBE_EVERY: u64 = 16;
 /// Bounds of [`Shared::write_score`].
 const SCORE_LIMIT: i32 = 64;
-/// Turns of the FIFO a page that refaulted soon after its eviction is passed
-/// over by the evictor ([`Shared::credit`]).
+/// Turns of the clock hand a page that refaulted soon after its eviction is
+/// passed over by the evictor ([`Shared::credit`]).
 const REFAULT_CREDIT: u8 = 3;
+/// Most pages between two dirty victims that one write-protect call spans.
+const MAX_PROTECT_GAP: usize = 256;
 
 /// What the signal handler should do after the region looked at a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,53 +74,6 @@ enum Ctx {
     Handler,
     /// A call of the region's API (prefault, pin) on the calling thread.
     Api,
-}
-
-/// Single-consumer ring of resident pages, oldest first: faulting threads
-/// push without locks (from signal handlers too), the evictor pops. A page
-/// is in it at most once, and the slot being popped is the only other one
-/// in use, so a ring of one slot more than the pages never laps itself.
-#[derive(Debug)]
-struct Fifo {
-    slots: Box<[AtomicU32]>,
-    head: AtomicUsize,
-    tail: AtomicUsize,
-}
-
-impl Fifo {
-    fn new(pages: usize) -> Fifo {
-        Fifo {
-            slots: (0..pages + 1).map(|_| AtomicU32::new(0)).collect(),
-            head: AtomicUsize::new(0),
-            tail: AtomicUsize::new(0),
-        }
-    }
-
-    fn push(&self, page: usize) {
-        let pos = self.tail.fetch_add(1, Ordering::AcqRel);
-        self.slots[pos % self.slots.len()].store(page as u32 + 1, Ordering::Release);
-    }
-
-    /// The oldest page; only the evictor calls it. A push under way (its
-    /// place taken, its page not yet stored) is waited for.
-    fn pop(&self) -> Option<usize> {
-        let head = self.head.load(Ordering::Relaxed);
-        let slot = &self.slots[head % self.slots.len()];
-        let mut backoff = Backoff(0);
-        let value = loop {
-            let value = slot.load(Ordering::Acquire);
-            if value != 0 || self.tail.load(Ordering::Acquire) == head {
-                break value;
-            }
-            backoff.snooze();
-        };
-        if value == 0 {
-            return None;
-        }
-        slot.store(0, Ordering::Relaxed);
-        self.head.store(head + 1, Ordering::Release);
-        Some(value as usize - 1)
-    }
 }
 
 /// Spins, then yields: for waits on another thread that is running.
@@ -142,12 +101,11 @@ pub(crate) struct Shared {
     state: Box<[AtomicU8]>,
     handle: Box<[AtomicU64]>,
     pins: Box<[AtomicU32]>,
-    fifo: Fifo,
     /// The access information of the policy. Resident pages give none (the
     /// kernel takes their accesses), but a page faulted back soon after its
     /// eviction (fewer evictions ago than the budget holds pages: it would
     /// have stayed under an LRU) was in use: it earns [`REFAULT_CREDIT`]
-    /// turns of the FIFO that the evictor passes it over, one spent a turn.
+    /// turns of the clock hand that the evictor passes it over, one spent a turn.
     credit: Box<[AtomicU8]>,
     /// The eviction clock when each page was last evicted (0: never).
     evicted_at: Box<[AtomicU32]>,
@@ -312,19 +270,24 @@ impl Shared {
                     }
                     return self.restore(page, write);
                 }
-                CLEAN if !writing => return Ok(false),
+                CLEAN | PROBED if !writing => return Ok(false),
                 CLEAN if self.claim(page, CLEAN) => {
-                    // A write to a clean page: its copy goes stale, the page
-                    // becomes writable (which wakes the waiters).
+                    // A write to a clean page: its copy goes stale.
                     if ctx != Ctx::Api {
                         self.stats.wp_faults.fetch_add(1, Ordering::Relaxed);
                         self.nudge_score(2);
                     }
-                    let r = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
-                    self.set(page, DIRTY);
-                    return r.map(|()| true).map_err(|e| self.os_error("UFFDIO_WRITEPROTECT", e));
+                    return self.unprotect(page);
                 }
-                DIRTY if ctx == Ctx::Api => return Ok(false),
+                PROBED if self.claim(page, PROBED) => {
+                    // A write to a page the clock hand sampled: in use, it
+                    // gets another turn.
+                    self.credit[page].fetch_max(REFAULT_CREDIT, Ordering::Relaxed);
+                    if ctx != Ctx::Api {
+                        self.stats.probe_hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return self.unprotect(page);
+                }
                 DIRTY => return Ok(false),
                 BUSY => {
                     while self.state[page].load(Ordering::Acquire) == BUSY {
@@ -338,6 +301,14 @@ impl Shared {
                 _ => backoff.snooze(),
             }
         }
+    }
+
+    /// Makes a write-protected page the caller owns writable and dirty
+    /// (which wakes the threads waiting on it).
+    fn unprotect(&self, page: usize) -> Result<bool, BackupError> {
+        let r = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
+        self.set(page, DIRTY);
+        r.map(|()| true).map_err(|e| self.os_error("UFFDIO_WRITEPROTECT", e))
     }
 
     fn nudge_score(&self, by: i32) {
@@ -369,7 +340,6 @@ impl Shared {
             Ok(()) | Err(Errno::EXIST) => {
                 self.handle[page].store(0, Ordering::Relaxed);
                 self.set(page, DIRTY);
-                self.fifo.push(page);
                 self.stats.zero_fills.fetch_add(1, Ordering::Relaxed);
                 Ok(true)
             }
@@ -460,7 +430,6 @@ impl Shared {
         }
         for k in 0..restored {
             self.set(page + k, if wp && k >= split { CLEAN } else { DIRTY });
-            self.fifo.push(page + k);
         }
         self.stats.restores.fetch_add(1, Ordering::Relaxed);
         self.stats.restored_pages.fetch_add(restored as u64, Ordering::Relaxed);
@@ -566,61 +535,148 @@ impl Shared {
             .store(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
     }
 
-    /// Picks up to a batch of victims, oldest first, and owns them.
-    fn pick_victims(&self, want: usize, victims: &mut Vec<(usize, u8)>) {
-        victims.clear();
-        let mut skipped = 0;
-        let mut spared = 0;
-        while victims.len() < want && skipped < 2 * want + 64 && spared < 4 * want {
-            let Some(page) = self.fifo.pop() else { break };
+    /// Picks up to `want` victims in address order and owns them: the clock
+    /// hand sweeps the page indices from where it stopped, spends one credit
+    /// of each resident page that has some, and takes every other resident
+    /// page it can own (unpinned, not in use); with access sampling, a dirty
+    /// page it takes is a probe (to write-protect) rather than a victim the
+    /// first time. It stops at the end of the region, so that a batch's
+    /// pages lie in one window and ascend.
+    fn pick_victims(&self, want: usize, w: &mut EvictScratch) {
+        w.victims.clear();
+        w.probes.clear();
+        let mut looked = 0;
+        while w.victims.len() < want && looked < self.pages {
+            let page = w.hand;
+            w.hand = if page + 1 == self.pages { 0 } else { page + 1 };
+            looked += 1;
             let s = self.state[page].load(Ordering::Acquire);
-            let resident = matches!(s, CLEAN | DIRTY | BUSY);
-            let credit = self.credit[page].load(Ordering::Relaxed);
-            if resident && credit > 0 {
-                // In use lately: another turn, one credit spent.
-                self.credit[page].store(credit - 1, Ordering::Relaxed);
-                self.fifo.push(page);
-                spared += 1;
-                continue;
-            }
-            if (s == CLEAN || s == DIRTY) && self.pins[page].load(Ordering::SeqCst) == 0 && self.claim(page, s) {
-                if self.pins[page].load(Ordering::SeqCst) == 0 {
-                    victims.push((page, s));
-                    continue;
+            if matches!(s, CLEAN | DIRTY | PROBED) {
+                let credit = self.credit[page].load(Ordering::Relaxed);
+                if credit > 0 {
+                    // In use lately: another turn, one credit spent.
+                    self.credit[page].store(credit - 1, Ordering::Relaxed);
+                } else if self.pins[page].load(Ordering::SeqCst) == 0 && self.claim(page, s) {
+                    if self.pins[page].load(Ordering::SeqCst) != 0 {
+                        self.set(page, s);
+                    } else if s == DIRTY && self.config.access_sampling {
+                        w.probes.push(page);
+                    } else {
+                        w.victims.push((page, s));
+                    }
                 }
-                self.set(page, s);
             }
-            if resident {
-                self.fifo.push(page);
-                skipped += 1;
+            if (w.hand == 0 && !(w.victims.is_empty() && w.probes.is_empty())) || w.probes.len() >= 4 * want {
+                break;
             }
         }
-        victims.sort_unstable();
+    }
+
+    /// Write-protects the dirty victims and the probes with few
+    /// `UFFDIO_WRITEPROTECT` calls: one call covers a span from one to the
+    /// next when every page between them is a victim too, or an unpinned
+    /// page the evictor can own for the call: write-protection leaves one
+    /// not resident or clean as it is, and makes a dirty one (kept for its
+    /// credit) a probe. A page in use or pinned ends the span. Dirty victims
+    /// of a failed call go to `w.failed`.
+    fn protect_dirty(&self, w: &mut EvictScratch) {
+        w.protect.clear();
+        w.held.clear();
+        w.failed.clear();
+        w.targets.clear();
+        w.targets.extend(w.victims.iter().filter(|v| v.1 == DIRTY).map(|v| v.0));
+        w.targets.extend_from_slice(&w.probes);
+        w.targets.sort_unstable();
+        for &page in &w.targets {
+            let joined = match w.protect.last() {
+                Some(&(first, len)) if page - (first + len) <= MAX_PROTECT_GAP => {
+                    let mark = w.held.len();
+                    let owned = (first + len..page).all(|g| {
+                        if w.victims.binary_search_by_key(&g, |v| v.0).is_ok() {
+                            return true;
+                        }
+                        let gs = self.state[g].load(Ordering::Acquire);
+                        let own = matches!(gs, EMPTY | BACKED | CLEAN | PROBED | DIRTY)
+                            && self.pins[g].load(Ordering::SeqCst) == 0
+                            && self.claim(g, gs);
+                        if own && self.pins[g].load(Ordering::SeqCst) != 0 {
+                            self.set(g, gs);
+                            return false;
+                        }
+                        if own {
+                            w.held.push((g, gs));
+                        }
+                        own
+                    });
+                    if !owned {
+                        for &(g, gs) in &w.held[mark..] {
+                            self.set(g, gs);
+                        }
+                        w.held.truncate(mark);
+                    }
+                    owned
+                }
+                _ => false,
+            };
+            match w.protect.last_mut() {
+                Some((first, len)) if joined => *len = page + 1 - *first,
+                _ => w.protect.push((page, 1)),
+            }
+        }
+        w.unprotected.clear();
+        for &(first, len) in &w.protect {
+            if let Err(e) = self.uffd.write_protect(self.addr(first), len * PAGE_SIZE, true) {
+                self.record(self.os_error("UFFDIO_WRITEPROTECT", e));
+                w.unprotected.push((first, len));
+                w.failed
+                    .extend(w.targets.iter().copied().filter(|p| (first..first + len).contains(p)));
+            }
+        }
+        for &(g, was) in &w.held {
+            if was != DIRTY {
+                self.set(g, was);
+            } else if w.unprotected.iter().any(|&(f, l)| (f..f + l).contains(&g)) {
+                let _ = self.uffd.write_protect(self.addr(g), PAGE_SIZE, false);
+                self.set(g, DIRTY);
+            } else {
+                // A dirty page kept becomes a sample of its use.
+                self.set(g, PROBED);
+            }
+        }
+        // Probes are sampled now; one the kernel did not protect stays dirty.
+        for &page in &w.probes {
+            if w.failed.contains(&page) {
+                let _ = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
+                self.set(page, DIRTY);
+            } else {
+                self.set(page, PROBED);
+            }
+        }
+        w.failed.retain(|p| w.probes.binary_search(p).is_err());
+        self.stats
+            .protect_calls
+            .fetch_add(w.protect.len() as u64, Ordering::Relaxed);
     }
 
     /// Evicts one batch.
     fn evict_batch(&self, w: &mut EvictScratch) -> Evicted {
         let excess = self.resident.load(Ordering::Relaxed).saturating_sub(self.low);
-        self.pick_victims(excess.clamp(1, self.config.evict_batch), &mut w.victims);
-        if w.victims.is_empty() {
+        self.pick_victims(excess.clamp(1, self.config.evict_batch), w);
+        if w.victims.is_empty() && w.probes.is_empty() {
             return Evicted::Nothing;
         }
         // Dirty pages are write-protected first, so that what is copied is
         // what stays: a writer now faults and waits for the eviction.
-        w.protect.clear();
-        runs_of(w.victims.iter().filter(|v| v.1 == DIRTY).map(|v| v.0), &mut w.protect);
-        w.failed.clear();
-        for &(first, len) in &w.protect {
-            if let Err(e) = self.uffd.write_protect(self.addr(first), len * PAGE_SIZE, true) {
-                self.record(self.os_error("UFFDIO_WRITEPROTECT", e));
-                w.failed.extend(first..first + len);
-            }
+        self.protect_dirty(w);
+        if w.victims.is_empty() {
+            // Only probes this time: the hand evicts them on its next turn.
+            return Evicted::Some;
         }
         // Classify: clean (dropped), zero (dropped, no storage), written.
         w.write.clear();
         w.zero.clear();
         for &(page, s) in &w.victims {
-            if s == DIRTY && !w.failed.contains(&page) {
+            if (s == DIRTY || s == PROBED) && !w.failed.contains(&page) {
                 if self.mapping.page(page).0.iter().all(|&b| b == 0) {
                     w.zero.push(page);
                 } else {
@@ -628,32 +684,28 @@ impl Shared {
                 }
             }
         }
+        // One batch call for every page written, whatever their addresses.
         w.handles.clear();
-        let mut written = 0;
-        w.runs.clear();
-        runs_of(w.write.iter().copied(), &mut w.runs);
-        for &(first, len) in &w.runs {
-            let pages: Vec<&Page> = (first..first + len).map(|p| self.mapping.page(p)).collect();
-            match self
-                .backend
-                .backup_pages(&pages, first as u64, BackupFlags::NONE, &mut w.handles)
-            {
-                Ok(()) => written += len,
-                Err(BatchError { completed, error }) => {
-                    written += completed;
-                    self.stats.backup_errors.fetch_add(1, Ordering::Relaxed);
-                    self.record(error);
-                    break;
-                }
+        let pages: Vec<&Page> = w.write.iter().map(|&p| self.mapping.page(p)).collect();
+        let first = w.write.first().map_or(0, |&p| p as u64);
+        let written = match self
+            .backend
+            .backup_pages(&pages, first, BackupFlags::NONE, &mut w.handles)
+        {
+            Ok(()) => pages.len(),
+            Err(BatchError { completed, error }) => {
+                self.stats.backup_errors.fetch_add(1, Ordering::Relaxed);
+                self.record(error);
+                completed
             }
-        }
+        };
+        drop(pages);
         // Pages not written go back to being dirty and writable.
         w.failed.extend_from_slice(&w.write[written..]);
         w.write.truncate(written);
         for &page in &w.failed {
             let _ = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
             self.set(page, DIRTY);
-            self.fifo.push(page);
         }
         // Release every page that is done with one call.
         w.done.clear();
@@ -708,7 +760,6 @@ impl Shared {
                 if state == EMPTY {
                     let _ = self.uffd.write_protect(self.addr(page), PAGE_SIZE, false);
                 }
-                self.fifo.push(page);
             }
         }
         if released {
@@ -766,8 +817,18 @@ enum Evicted {
 /// Buffers the evictor reuses from batch to batch.
 #[derive(Debug, Default)]
 struct EvictScratch {
+    /// The clock hand: the next page index to look at.
+    hand: usize,
     victims: Vec<(usize, u8)>,
     protect: Vec<(usize, usize)>,
+    /// Dirty pages the hand write-protects as samples of their use.
+    probes: Vec<usize>,
+    /// The dirty victims and the probes, ascending: the pages to write-protect.
+    targets: Vec<usize>,
+    /// Pages between them owned for a write-protect call, with their states.
+    held: Vec<(usize, u8)>,
+    /// Spans whose write-protect call failed.
+    unprotected: Vec<(usize, usize)>,
     failed: Vec<usize>,
     write: Vec<usize>,
     zero: Vec<usize>,
@@ -927,7 +988,6 @@ impl OffloadRegion {
             state: (0..pages).map(|_| AtomicU8::new(EMPTY)).collect(),
             handle: (0..pages).map(|_| AtomicU64::new(0)).collect(),
             pins: (0..pages).map(|_| AtomicU32::new(0)).collect(),
-            fifo: Fifo::new(pages),
             credit: (0..pages).map(|_| AtomicU8::new(0)).collect(),
             evicted_at: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             evictions: AtomicU32::new(0),

@@ -11,12 +11,14 @@ pub(crate) struct Counters {
     pub(crate) restores: AtomicU64,
     pub(crate) restored_pages: AtomicU64,
     pub(crate) wp_faults: AtomicU64,
+    pub(crate) probe_hits: AtomicU64,
     pub(crate) evicted_pages: AtomicU64,
     pub(crate) written_back: AtomicU64,
     pub(crate) clean_drops: AtomicU64,
     pub(crate) zero_drops: AtomicU64,
     pub(crate) evict_batches: AtomicU64,
     pub(crate) release_calls: AtomicU64,
+    pub(crate) protect_calls: AtomicU64,
     pub(crate) over_budget: AtomicU64,
     pub(crate) restore_errors: AtomicU64,
     pub(crate) backup_errors: AtomicU64,
@@ -42,6 +44,9 @@ pub struct RegionStats {
     pub restored_pages: u64,
     /// Writes to clean pages (write-protect faults).
     pub wp_faults: u64,
+    /// Writes to pages the clock hand had write-protected as samples (access
+    /// sampling): each earned its page another turn.
+    pub probe_hits: u64,
     /// Pages evicted.
     pub evicted_pages: u64,
     /// Evicted pages that were written to the backend.
@@ -54,6 +59,9 @@ pub struct RegionStats {
     pub evict_batches: u64,
     /// Release system calls (`process_madvise` or `madvise`).
     pub release_calls: u64,
+    /// `UFFDIO_WRITEPROTECT` calls that protected dirty pages for eviction
+    /// (one per span of victims, each a TLB flush).
+    pub protect_calls: u64,
     /// Whether releases are batched with `process_madvise`.
     pub vectored_release: bool,
     /// Faults that went over the budget because the evictor could not keep up or fails.
@@ -91,12 +99,14 @@ impl Counters {
             restores: g(&self.restores),
             restored_pages: g(&self.restored_pages),
             wp_faults: g(&self.wp_faults),
+            probe_hits: g(&self.probe_hits),
             evicted_pages: g(&self.evicted_pages),
             written_back: g(&self.written_back),
             clean_drops: g(&self.clean_drops),
             zero_drops: g(&self.zero_drops),
             evict_batches: g(&self.evict_batches),
             release_calls: g(&self.release_calls),
+            protect_calls: g(&self.protect_calls),
             vectored_release: vectored,
             over_budget: g(&self.over_budget),
             restore_errors: g(&self.restore_errors),

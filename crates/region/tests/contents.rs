@@ -1,25 +1,26 @@
 //! Byte-exact contents after random reads and writes over a region eight
-//! times its budget, in both fault modes.
+//! times its budget, in both fault modes, with and without clean tracking
+//! and access sampling.
 
 mod support;
 
 use pagebackup_core::{MemoryBackend, PAGE_SIZE};
 use pagebackup_region::RegionConfig;
-use support::{MODES, Rng, region};
-
-const BUDGET: usize = 64 * PAGE_SIZE;
-const LEN: usize = 8 * BUDGET;
+use support::{BUDGET, LEN, MODES, Rng, region};
 
 #[test]
 fn random_reads_and_writes_read_back_exactly_in_both_modes() {
     for mode in MODES {
-        for clean_tracking in [true, false] {
-            let config = RegionConfig::new().with_mode(mode).with_clean_tracking(clean_tracking);
+        for (clean_tracking, sampling) in [(true, true), (false, true), (true, false)] {
+            let config = RegionConfig::new()
+                .with_mode(mode)
+                .with_clean_tracking(clean_tracking)
+                .with_access_sampling(sampling);
             let Some(mut r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), config) else {
                 return;
             };
             let mut model = vec![0u8; LEN];
-            let mut rng = Rng(0x5EED ^ clean_tracking as u64);
+            let mut rng = Rng(0x5EED ^ clean_tracking as u64 ^ (sampling as u64) << 1);
             let bytes = r.as_mut_slice();
             for step in 0..8_000 {
                 let off = rng.below(LEN);

@@ -10,17 +10,12 @@ use std::sync::atomic::Ordering;
 
 use pagebackup_core::{BackupBackend, BackupFlags, MemoryBackend, PAGE_SIZE, Page};
 use pagebackup_region::{FaultMode, RegionConfig};
-use support::{MODES, Rng, region};
-
-const BUDGET: usize = 64 * PAGE_SIZE;
-const LEN: usize = 8 * BUDGET;
-const WORDS_PER_PAGE: usize = PAGE_SIZE / 8;
+use support::{LEN, MODES, Rng, WORDS_PER_PAGE, fill, memory_region, region};
 
 #[test]
 fn eight_threads_on_different_pages_keep_their_own_words() {
     for mode in MODES {
-        let config = RegionConfig::new().with_mode(mode);
-        let Some(r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), config) else {
+        let Some(r) = memory_region(mode) else {
             return;
         };
         let words = r.words();
@@ -56,10 +51,60 @@ fn eight_threads_on_different_pages_keep_their_own_words() {
 }
 
 #[test]
+fn eight_threads_writing_their_own_pages_read_back_every_word_exactly() {
+    for mode in MODES {
+        let Some(r) = memory_region(mode) else {
+            return;
+        };
+        let words = r.words();
+        let pages = LEN / PAGE_SIZE;
+        let models: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..8usize)
+                .map(|t| {
+                    s.spawn(move || {
+                        // Thread t owns the pages p with p % 8 == t and
+                        // keeps a model of their words.
+                        let mut model = vec![0u64; pages / 8 * WORDS_PER_PAGE];
+                        let mut rng = Rng(t as u64 + 101);
+                        for i in 0..6000u64 {
+                            let k = rng.below(pages / 8);
+                            let off = rng.below(WORDS_PER_PAGE);
+                            let w = (k * 8 + t) * WORDS_PER_PAGE + off;
+                            if i % 3 == 0 {
+                                let v = words[w].load(Ordering::Relaxed);
+                                assert_eq!(v, model[k * WORDS_PER_PAGE + off], "{mode}: thread {t} word {w}");
+                            } else {
+                                let v = rng.next();
+                                words[w].store(v, Ordering::Relaxed);
+                                model[k * WORDS_PER_PAGE + off] = v;
+                            }
+                        }
+                        model
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for p in 0..pages {
+            let (t, k) = (p % 8, p / 8);
+            for off in 0..WORDS_PER_PAGE {
+                let v = words[p * WORDS_PER_PAGE + off].load(Ordering::Relaxed);
+                assert_eq!(v, models[t][k * WORDS_PER_PAGE + off], "{mode}: page {p} word {off}");
+            }
+        }
+        let s = r.stats();
+        assert!(s.evicted_pages > 0 && s.restored_pages > 0, "{mode}: {s:?}");
+        // Victims are picked in address order, so one write-protect call
+        // covers a span of them: far fewer calls than pages written back.
+        assert!(s.protect_calls * 4 <= s.written_back, "{mode}: {s:?}");
+        assert_eq!(r.last_error().map(|e| e.to_string()), None);
+    }
+}
+
+#[test]
 fn eight_threads_on_the_same_pages_lose_no_increment() {
     for mode in MODES {
-        let config = RegionConfig::new().with_mode(mode);
-        let Some(r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), config) else {
+        let Some(r) = memory_region(mode) else {
             return;
         };
         let words = r.words();
@@ -86,18 +131,10 @@ fn eight_threads_on_the_same_pages_lose_no_increment() {
     }
 }
 
-/// Fills the region so that its first pages are evicted.
-fn fill(bytes: &mut [u8]) {
-    for (i, chunk) in bytes.chunks_mut(PAGE_SIZE).enumerate() {
-        chunk.fill(i as u8 | 1);
-    }
-}
-
 #[test]
 fn a_system_call_on_evicted_memory_gets_efault_in_signal_mode_and_works_once_pinned() {
     for mode in MODES {
-        let config = RegionConfig::new().with_mode(mode);
-        let Some(mut r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), config) else {
+        let Some(mut r) = memory_region(mode) else {
             return;
         };
         fill(r.as_mut_slice());
@@ -133,8 +170,7 @@ fn libc_efault() -> i32 {
 #[test]
 fn backend_calls_given_region_pages_pin_them_instead_of_faulting_under_the_backend() {
     for mode in MODES {
-        let config = RegionConfig::new().with_mode(mode);
-        let Some(mut r) = region(LEN, BUDGET, Box::new(MemoryBackend::new()), config) else {
+        let Some(mut r) = memory_region(mode) else {
             return;
         };
         fill(r.as_mut_slice());
@@ -154,7 +190,7 @@ fn drop_while_the_evictor_and_restores_are_busy_releases_every_backup() {
         for round in 0..10u64 {
             let backend = Arc::new(MemoryBackend::new());
             let config = RegionConfig::new().with_mode(mode);
-            let Some(r) = region(LEN, BUDGET, Box::new(Arc::clone(&backend)), config) else {
+            let Some(r) = region(LEN, support::BUDGET, Box::new(Arc::clone(&backend)), config) else {
                 return;
             };
             let words = r.words();

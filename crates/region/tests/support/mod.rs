@@ -2,8 +2,15 @@
 
 #![allow(dead_code)] // each test binary uses a part
 
-use pagebackup_core::BackupBackend;
+use pagebackup_core::{BackupBackend, MemoryBackend, PAGE_SIZE};
 use pagebackup_region::{FaultMode, OffloadRegion, RegionConfig, RegionError};
+
+/// The budget of the small regions of the tests: 64 pages.
+pub const BUDGET: usize = 64 * PAGE_SIZE;
+/// Their length: eight times the budget.
+pub const LEN: usize = 8 * BUDGET;
+/// 64-bit words in a page.
+pub const WORDS_PER_PAGE: usize = PAGE_SIZE / 8;
 
 /// Both fault modes.
 pub const MODES: [FaultMode; 2] = [FaultMode::Signal, FaultMode::HandlerThread];
@@ -31,6 +38,25 @@ pub fn region(
             None
         }
         Err(e) => panic!("making a region: {e}"),
+    }
+}
+
+/// A region of [`LEN`] bytes under a [`BUDGET`] over a `MemoryBackend`,
+/// in `mode`, or `None` after printing why this kernel cannot make one.
+pub fn memory_region(mode: FaultMode) -> Option<OffloadRegion> {
+    region(
+        LEN,
+        BUDGET,
+        Box::new(MemoryBackend::new()),
+        RegionConfig::new().with_mode(mode),
+    )
+}
+
+/// Fills page `i` with the byte `i as u8 | 1`, page after page, so that the
+/// first pages are evicted by the end.
+pub fn fill(bytes: &mut [u8]) {
+    for (i, chunk) in bytes.chunks_mut(PAGE_SIZE).enumerate() {
+        chunk.fill(i as u8 | 1);
     }
 }
 
