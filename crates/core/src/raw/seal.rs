@@ -213,6 +213,10 @@ unsafe impl<D: Device> Device for MaybeSealed<D> {
         // SAFETY: the caller's promise for these slots is the inner device's.
         unsafe { self.device().release(slot, count) }
     }
+    unsafe fn preallocate(&self, slot: u32, count: u32) -> std::io::Result<()> {
+        // SAFETY: the caller's promise for these slots is the inner device's.
+        unsafe { self.device().preallocate(slot, count) }
+    }
     fn writeback(&self, slot: u32, count: u32) -> u64 {
         self.device().writeback(slot, count)
     }

@@ -436,6 +436,13 @@ unsafe impl<D: Device> Device for SealedDevice<D> {
         unsafe { self.inner.release(slot, count) }
     }
 
+    /// The inner device's: a slot allocated ahead holds no tag, so it
+    /// authenticates nothing until its first write seals it.
+    unsafe fn preallocate(&self, slot: u32, count: u32) -> io::Result<()> {
+        // SAFETY: the caller's slots, under the caller's promise.
+        unsafe { self.inner.preallocate(slot, count) }
+    }
+
     fn writeback(&self, slot: u32, count: u32) -> u64 {
         self.inner.writeback(slot, count)
     }
