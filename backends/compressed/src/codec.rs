@@ -284,6 +284,7 @@ mod lz4 {
     #[cfg(not(feature = "lz4-c"))]
     const TRUNCATED: &str = "the block ends early";
 
+    #[cfg(not(feature = "lz4-c"))]
     use pagebackup_core::PAGE_SIZE;
 
     /// Decodes a block stored in two pieces straight into `dst`, reading

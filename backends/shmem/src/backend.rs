@@ -54,13 +54,16 @@ pub struct ShmemConfig {
     /// memory, 4.5-5x that of a backup into new memory); past the budget the
     /// highest are released, down to half of it.
     pub reuse: u64,
-    /// Bytes of free memory per shard kept allocated ahead of the backups
-    /// that will take it (default 16 MiB; 0: none), counting the dropped
-    /// memory kept for reuse: when a backup finds less than half of it, a
-    /// thread of the backend allocates more (`MADV_POPULATE_WRITE`, a
-    /// batch at a time, into the lowest free slots, which backups take
-    /// next), so that backups into new slots are copies too instead of
-    /// allocating. Nothing is allocated ahead before the first backup, nor
+    /// Most bytes of free memory per shard kept allocated ahead of the
+    /// backups that will take it (default 64 MiB; 0: none), counting the
+    /// dropped memory kept for reuse. The reserve starts at 1 MiB and
+    /// doubles, up to this, whenever a backup finds no free memory left,
+    /// so that it follows the backend's bursts of backups; when a backup
+    /// finds less than half of it, a thread of the backend allocates more
+    /// (`MADV_POPULATE_WRITE`, a batch at a time, into the lowest free
+    /// slots, which backups take first), so that backups into new slots
+    /// are copies too instead of allocating. Nothing is allocated ahead
+    /// before the first backup, nor
     /// while the machine's available memory is low (then the free memory
     /// kept is released); [`ShmemBackend::release_unused`] releases it,
     /// and [`maintain`](pagebackup_core::BackupBackend::maintain) fills it
@@ -84,7 +87,7 @@ impl Default for ShmemConfig {
             capacity: None,
             checksum: false,
             reuse: 64 << 20,
-            reserve: 16 << 20,
+            reserve: 64 << 20,
             shards: None,
             seal: None,
         }
@@ -115,8 +118,8 @@ impl ShmemConfig {
         ParamDoc {
             key: "reserve",
             syntax: "SIZE",
-            default: "16MiB",
-            meaning: "free memory per shard allocated ahead of backups",
+            default: "64MiB",
+            meaning: "most free memory per shard allocated ahead of backups",
         },
         ParamDoc {
             key: "shards",

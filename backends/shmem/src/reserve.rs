@@ -18,9 +18,18 @@ pub(crate) type Store = SlotStore<MaybeSealed<MemfdDevice>>;
 /// few system calls, and the shard's lock is free between batches.
 const BATCH: u32 = 256;
 
+/// The reserve a backend starts with, per shard (1 MiB): it grows from
+/// there to the bursts of backups it sees.
+const FIRST_TARGET: u64 = 256;
+
 /// What the backup path and the thread share.
 #[derive(Debug, Default)]
 struct Shared {
+    /// Free slots per shard the thread fills up to now: from
+    /// [`FIRST_TARGET`], doubled (up to the reserve's size) each time a
+    /// backup finds no free memory at all, so that it follows the bursts of
+    /// backups the backend takes.
+    target: AtomicU64,
     /// Shards whose backups found the reserve low (bit `shard % 64`).
     asked: AtomicU64,
     /// Set from a request until the thread has served it: later backups
@@ -30,9 +39,11 @@ struct Shared {
     wake: Condvar,
 }
 
-/// Keeps up to `pages` free slots per shard backed by memory (counting those
-/// kept since their drop), filled by a thread of its own when a backup
-/// finds fewer than half of them, so that no backup waits for the
+/// Keeps free slots per shard backed by memory (counting those kept since
+/// their drop), up to a target that starts at 1 MiB and doubles, up to
+/// `pages`, whenever a backup finds none left (a burst larger than the
+/// reserve), filled by a thread of its own when a backup finds fewer than
+/// half of the target, so that no backup waits for the
 /// allocation: the thread takes the lowest free slots, which placement
 /// hands out next, and allocates them with `MADV_POPULATE_WRITE` a batch at
 /// a time. It fills nothing while the machine's available memory
@@ -50,12 +61,15 @@ impl Reserve {
     /// Starts the thread for a reserve of `pages` per shard of `store`; `None`
     /// if the thread cannot be made (the backend then allocates at backup).
     pub(crate) fn start(store: Weak<Store>, pages: u64) -> Option<Reserve> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            target: AtomicU64::new(FIRST_TARGET.min(pages)),
+            ..Shared::default()
+        });
         let thread = std::thread::Builder::new()
             .name("pagebackup-shmem-reserve".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || serve(&store, &shared, pages)
+                move || serve(&store, &shared)
             })
             .ok()?;
         Some(Reserve {
@@ -65,17 +79,24 @@ impl Reserve {
         })
     }
 
-    /// Free slots per shard it keeps backed.
+    /// Most free slots per shard it keeps backed.
     pub(crate) fn pages(&self) -> u64 {
         self.pages
     }
 
     /// Called after a backup: asks the thread to fill the calling thread's
-    /// shard if the store's free memory is below half the reserve. An
-    /// atomic load when it is not.
+    /// shard if the store's free memory is below half the target (and
+    /// doubles the target if there is none). Two atomic loads when it is not.
     pub(crate) fn after_backup(&self, store: &Store) {
-        if store.resident_free_pages() >= self.pages / 2 {
+        let free = store.resident_free_pages();
+        let target = self.shared.target.load(Ordering::Relaxed);
+        if free >= target / 2 {
             return;
+        }
+        if free == 0 && target < self.pages {
+            self.shared
+                .target
+                .store((target * 2).min(self.pages), Ordering::Relaxed);
         }
         self.shared
             .asked
@@ -98,7 +119,7 @@ impl Drop for Reserve {
 }
 
 /// The thread: waits for a request, fills the shards asked for, again.
-fn serve(store: &Weak<Store>, shared: &Shared, pages: u64) {
+fn serve(store: &Weak<Store>, shared: &Shared) {
     loop {
         {
             let mut stop = shared.stop.lock().unwrap_or_else(PoisonError::into_inner);
@@ -111,12 +132,13 @@ fn serve(store: &Weak<Store>, shared: &Shared, pages: u64) {
         }
         let Some(store) = store.upgrade() else { return };
         let asked = shared.asked.swap(0, Ordering::Relaxed);
-        fill(&store, asked, pages);
+        fill(&store, asked, shared.target.load(Ordering::Relaxed));
         shared.pending.store(false, Ordering::Release);
     }
 }
 
-/// Fills the reserve of each shard in `asked` (a bit per shard, `% 64`), or
+/// Fills the reserve of each shard in `asked` (a bit per shard, `% 64`) to
+/// `pages`, or
 /// under memory pressure releases the free memory the store keeps.
 fn fill(store: &Store, asked: u64, pages: u64) {
     if memory_low(pages) {
