@@ -49,11 +49,11 @@
 //! | (root) | always | [`MemoryBackend`] | `limit` |
 #![cfg_attr(
     feature = "shmem",
-    doc = "| [`shmem`] | `shmem` | [`ShmemBackend`](shmem::ShmemBackend), [`ShmemConfig`](shmem::ShmemConfig) | `capacity`, `checksum`, `reuse`, `shards` |"
+    doc = "| [`shmem`] | `shmem` | [`ShmemBackend`](shmem::ShmemBackend), [`ShmemConfig`](shmem::ShmemConfig) | `capacity`, `checksum`, `reuse`, `reserve`, `shards` |"
 )]
 #![cfg_attr(
     not(feature = "shmem"),
-    doc = "| `shmem` | `shmem` | `ShmemBackend`, `ShmemConfig` (not in this build) | `capacity`, `checksum`, `reuse`, `shards` |"
+    doc = "| `shmem` | `shmem` | `ShmemBackend`, `ShmemConfig` (not in this build) | `capacity`, `checksum`, `reuse`, `reserve`, `shards` |"
 )]
 #![cfg_attr(
     feature = "file",

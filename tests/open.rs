@@ -123,7 +123,7 @@ fn shmem_takes_a_capacity() {
     assert!(e.to_string().contains("capacity 100 is less than one page"), "{e}");
     assert_eq!(
         err("shmem:limit=1MiB").to_string(),
-        "backend 'shmem': no parameter 'limit'; valid: capacity, checksum, reuse, shards, seal, seal_key"
+        "backend 'shmem': no parameter 'limit'; valid: capacity, checksum, reuse, reserve, shards, seal, seal_key"
     );
     let e = err("shmem:capacity=100TiB");
     assert!(e.to_string().contains("above the most a backend can address"), "{e}");

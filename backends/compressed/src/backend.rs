@@ -78,7 +78,8 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   4-byte header where the previous one ended, in 64 KiB chunks, running
 ///   on into the next chunk where it does not fit, so nothing is lost to
 ///   size classes or part-filled slabs. An object in two pieces is decoded
-///   from them in place by zstd, and joined in a per-thread buffer for lz4.
+///   from them in place by zstd and by lz4_flex, and joined in a per-thread
+///   buffer for the C lz4 decoder (feature `lz4-c`, the default).
 ///   A chunk is freed when nothing in it is live.
 /// - **Compaction** runs by itself: a backup or drop that leaves more than a
 ///   chunk and 1/16 of the live bytes reclaimable moves the live objects of
@@ -311,9 +312,13 @@ impl CompressedBackend {
         }
     }
 
-    /// The shard and local slot `handle` names.
-    fn locate(&self, handle: Handle) -> (usize, u32) {
-        self.shards.split(self.handles.slot(handle))
+    /// The shard, local slot and generation `handle` names, deciphered
+    /// once (a live slot matches it only if its generation is this one,
+    /// which is never 0).
+    fn locate(&self, handle: Handle) -> (usize, u32, u32) {
+        let (slot, generation) = self.handles.decode(handle);
+        let (shard, local) = self.shards.split(slot);
+        (shard, local, generation)
     }
 
     fn invalid_handle(&self, handle: Handle, op: Operation) -> BackupError {
@@ -345,10 +350,10 @@ impl CompressedBackend {
     }
 
     fn restore(&self, dst: &mut Page, handle: Handle) -> Result<()> {
-        let (index, local) = self.locate(handle);
+        let (index, local, wanted) = self.locate(handle);
         let shard = self.shards.read(index);
         let stored = match shard.table.get(local) {
-            Some((generation, stored)) if self.handles.matches(handle, generation) => stored,
+            Some((generation, stored)) if generation != 0 && generation == wanted => stored,
             _ => return Err(self.invalid_handle(handle, Operation::CopyPage)),
         };
         let loc = match stored {
@@ -472,10 +477,10 @@ impl BackupBackend for CompressedBackend {
     /// What the page costs in the arena: its object with its header and
     /// table entry, or only the entry for a same-filled page.
     fn stored_size(&self, handle: Handle) -> Option<u64> {
-        let (index, local) = self.locate(handle);
+        let (index, local, wanted) = self.locate(handle);
         let shard = self.shards.read(index);
         match shard.table.get(local) {
-            Some((generation, stored)) if self.handles.matches(handle, generation) => Some(match stored {
+            Some((generation, stored)) if generation != 0 && generation == wanted => Some(match stored {
                 Stored::Same(_) => ENTRY_BYTES as u64,
                 Stored::Object(at) => (ENTRY_BYTES + HEADER) as u64 + u64::from(at.len),
             }),
@@ -490,10 +495,10 @@ impl BackupBackend for CompressedBackend {
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
-        let (index, local) = self.locate(handle);
+        let (index, local, wanted) = self.locate(handle);
         let mut shard = self.shards.lock(index);
         match shard.table.get(local) {
-            Some((generation, _)) if self.handles.matches(handle, generation) => {
+            Some((generation, _)) if generation != 0 && generation == wanted => {
                 shard.drop_slot(local, &self.budget);
                 Ok(())
             }
@@ -595,7 +600,7 @@ mod tests {
     }
 
     fn location(b: &CompressedBackend, h: Handle) -> (usize, Location) {
-        let (shard, local) = b.locate(h);
+        let (shard, local, _) = b.locate(h);
         let Some((_, Stored::Object(loc))) = b.shards.read(shard).table.get(local) else {
             panic!("not an object")
         };
@@ -640,7 +645,7 @@ mod tests {
                 flip(&b, shard, loc, pos);
             }
             if usize::from(loc.len) != PAGE_SIZE {
-                let (_, local) = b.locate(h);
+                let (_, local, _) = b.locate(h);
                 let cut = Location {
                     len: loc.len / 2,
                     ..loc

@@ -12,8 +12,13 @@ use crate::uring::Ring;
 /// The I/O path.
 #[derive(Debug)]
 pub(crate) enum Io {
-    /// An io_uring ring, with the most pages one operation carries.
-    Uring(Box<Ring>, usize),
+    /// An io_uring ring, with the most pages one operation carries and
+    /// whether a call of one run goes through the syscall instead (nothing
+    /// to overlap, and measured about twice as fast with `O_DIRECT` on
+    /// ext4 over virtio: 0.96-1.16x `dd oflag=direct bs=256K` against
+    /// 0.45-0.51x through the ring, whose allocating writes are handed to
+    /// a worker thread).
+    Uring(Box<Ring>, usize, bool),
     /// Positioned vectored syscalls.
     Sync,
 }
@@ -30,8 +35,8 @@ impl Io {
     /// Writes every run whole.
     pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         match self {
-            Io::Uring(ring, op_pages) => ring.write(fd, runs, *op_pages),
-            Io::Sync => runs.iter().enumerate().try_for_each(|(done, &(offset, pages))| {
+            Io::Uring(ring, op_pages, one_sync) if !(*one_sync && runs.len() == 1) => ring.write(fd, runs, *op_pages),
+            _ => runs.iter().enumerate().try_for_each(|(done, &(offset, pages))| {
                 write_sync(fd, offset, pages, 0).map_err(|error| RunError { done, error })
             }),
         }
@@ -40,8 +45,8 @@ impl Io {
     /// Fills every run's pages.
     pub(crate) fn read(&self, fd: BorrowedFd<'_>, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         match self {
-            Io::Uring(ring, op_pages) => ring.read(fd, runs, *op_pages),
-            Io::Sync => runs.iter_mut().enumerate().try_for_each(|(done, (offset, pages))| {
+            Io::Uring(ring, op_pages, one_sync) if !(*one_sync && runs.len() == 1) => ring.read(fd, runs, *op_pages),
+            _ => runs.iter_mut().enumerate().try_for_each(|(done, (offset, pages))| {
                 read_sync(fd, *offset, pages, 0).map_err(|error| RunError { done, error })
             }),
         }

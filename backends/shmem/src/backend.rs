@@ -3,15 +3,19 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use pagebackup_core::raw::params::{ParamDoc, ParamError, Params};
 use pagebackup_core::raw::seal::{MaybeSealed, SEAL_KEY_PARAM, SEAL_PARAM, SealKeySource};
 use pagebackup_core::raw::{HandleCodec, SlotStore, StoreConfig};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Result};
+use pagebackup_core::{
+    BackupBackend, BackupError, BackupFlags, BatchError, Handle, Operation, Origin, PAGE_SIZE, Page, Result,
+};
 
 use rustix::fs::{Mode, OFlags};
 
 use crate::device::MemfdDevice;
+use crate::reserve::{Reserve, Store};
 
 const NAME: &str = "shmem";
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -19,7 +23,7 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// Settings of a [`ShmemBackend`].
 ///
 /// Each setting is a parameter of the `shmem:` spec (`capacity`, `checksum`,
-/// `reuse`, `shards`), which [`from_params`](Self::from_params) parses:
+/// `reuse`, `reserve`, `shards`), which [`from_params`](Self::from_params) parses:
 ///
 /// ```
 /// use pagebackup_core::{BackupBackend, BackupFlags, Page};
@@ -50,6 +54,22 @@ pub struct ShmemConfig {
     /// memory, 4.5-5x that of a backup into new memory); past the budget the
     /// highest are released, down to half of it.
     pub reuse: u64,
+    /// Most bytes of free memory per shard kept allocated ahead of the
+    /// backups that will take it (default 64 MiB; 0: none), counting the
+    /// dropped memory kept for reuse. The reserve starts at 1 MiB and
+    /// doubles, up to this, whenever a backup finds no free memory left,
+    /// so that it follows the backend's bursts of backups; when a backup
+    /// finds less than half of it, a thread of the backend allocates more
+    /// (`MADV_POPULATE_WRITE`, a batch at a time, into the lowest free
+    /// slots, which backups take first), so that backups into new slots
+    /// are copies too instead of allocating. Nothing is allocated ahead
+    /// before the first backup, nor
+    /// while the machine's available memory is low (then the free memory
+    /// kept is released); [`ShmemBackend::release_unused`] releases it,
+    /// and [`maintain`](pagebackup_core::BackupBackend::maintain) fills it
+    /// on the calling thread. Shown, with the dropped memory kept, as
+    /// `unreleased_bytes` in [`stats`](pagebackup_core::BackupBackend::stats).
+    pub reserve: u64,
     /// Memfds the pages are spread over, one per shard, so that threads
     /// backing up at once do not share a memfd's inode lock; rounded down to
     /// a power of two. Default: the number of CPUs, at most 8.
@@ -67,6 +87,7 @@ impl Default for ShmemConfig {
             capacity: None,
             checksum: false,
             reuse: 64 << 20,
+            reserve: 64 << 20,
             shards: None,
             seal: None,
         }
@@ -95,6 +116,12 @@ impl ShmemConfig {
             meaning: "dropped memory kept for reuse",
         },
         ParamDoc {
+            key: "reserve",
+            syntax: "SIZE",
+            default: "64MiB",
+            meaning: "most free memory per shard allocated ahead of backups",
+        },
+        ParamDoc {
             key: "shards",
             syntax: "N",
             default: "CPUs, at most 8",
@@ -114,6 +141,7 @@ impl ShmemConfig {
             capacity: params.size("capacity")?,
             checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
             reuse: params.size("reuse")?.unwrap_or(defaults.reuse),
+            reserve: params.size("reserve")?.unwrap_or(defaults.reserve),
             shards: params.count("shards")?,
             seal: SealKeySource::from_params(&params)?,
         })
@@ -139,6 +167,13 @@ impl ShmemConfig {
     /// With a reuse budget in bytes (0 releases memory at every drop).
     pub fn with_reuse(mut self, bytes: u64) -> Self {
         self.reuse = bytes;
+        self
+    }
+
+    /// With a reserve of free memory allocated ahead, in bytes per shard
+    /// (0: none).
+    pub fn with_reserve(mut self, bytes: u64) -> Self {
+        self.reserve = bytes;
         self
     }
 
@@ -205,14 +240,46 @@ impl ShmemConfig {
 /// and an async adapter sends each call (a batch is one call) to the
 /// blocking pool.
 pub struct ShmemBackend {
-    store: SlotStore<MaybeSealed<MemfdDevice>>,
+    /// Stopped (its thread joined) before the store goes.
+    reserve: Option<Reserve>,
+    store: Arc<Store>,
 }
 
-/// Every operation is the slot store's.
+/// Every operation is the slot store's; backups then let the reserve
+/// know, and `maintain` fills it.
 impl pagebackup_core::layers::Layer for ShmemBackend {
-    type Inner = SlotStore<MaybeSealed<MemfdDevice>>;
+    type Inner = Store;
     fn inner(&self) -> &Self::Inner {
         &self.store
+    }
+
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> Result<Handle> {
+        let handle = BackupBackend::backup_page(&*self.store, page, idx, flags);
+        self.after_backup();
+        handle
+    }
+
+    fn backup_pages(
+        &self,
+        pages: &[&Page],
+        first_idx: u64,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+    ) -> Result<(), BatchError> {
+        let done = BackupBackend::backup_pages(&*self.store, pages, first_idx, flags, handles);
+        self.after_backup();
+        done
+    }
+
+    /// Fills the reserve of the calling thread's shard, here and now.
+    fn maintain(&self) -> Result<()> {
+        if let Some(reserve) = &self.reserve {
+            let shard = self.store.placing_shard();
+            self.store
+                .fill_reserve(shard, reserve.pages(), u32::MAX)
+                .map_err(|source| BackupError::io(Origin::new(NAME, Operation::Maintenance), source))?;
+        }
+        Ok(())
     }
 }
 
@@ -267,9 +334,18 @@ impl ShmemBackend {
             // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
             .with_checksum(config.checksum && config.seal.is_none())
             .with_deferred_release(config.reuse / PAGE);
-        Ok(ShmemBackend {
-            store: SlotStore::new(store, devices),
-        })
+        let reserve_pages = config.reserve / PAGE;
+        let store = Arc::new(SlotStore::new(store.with_reserve(reserve_pages), devices));
+        let reserve = (reserve_pages > 0)
+            .then(|| Reserve::start(Arc::downgrade(&store), reserve_pages))
+            .flatten();
+        Ok(ShmemBackend { reserve, store })
+    }
+
+    fn after_backup(&self) {
+        if let Some(reserve) = &self.reserve {
+            reserve.after_backup(&self.store);
+        }
     }
 
     /// The capacity in bytes.
@@ -326,7 +402,8 @@ impl ShmemBackend {
             .sum()
     }
 
-    /// Releases the memory of every dropped page kept for reuse.
+    /// Releases the memory of every dropped page kept for reuse and of
+    /// the reserve (which the next backups start filling again).
     pub fn release_unused(&self) {
         self.store.release_deferred();
     }

@@ -149,6 +149,14 @@ unsafe impl Device for MemfdDevice {
         Ok(())
     }
 
+    /// `MADV_POPULATE_WRITE`: the kernel allocates (and zeroes) the pages
+    /// and maps them writable, so that a resident write is a copy that
+    /// takes no fault. A failed allocation is an error (`ENOMEM`), not a
+    /// `SIGBUS`.
+    unsafe fn preallocate(&self, slot: u32, count: u32) -> io::Result<()> {
+        self.advise(slot, count, Advice::LinuxPopulateWrite)
+    }
+
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         memfd::punch_hole(&self.memfd, u64::from(slot) * PAGE, u64::from(count) * PAGE)
     }

@@ -20,6 +20,7 @@
 mod backend;
 mod device;
 mod memfd;
+mod reserve;
 mod smaps;
 
 pub use backend::{ShmemBackend, ShmemConfig};

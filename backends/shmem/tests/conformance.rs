@@ -29,6 +29,12 @@ fn shmem_releasing(#[case] check: Check) {
 }
 
 #[apply(conformance)]
+fn shmem_small_reserve(#[case] check: Check) {
+    let config = ShmemConfig::new().with_reuse(0).with_reserve(8 * 4096);
+    check.run(&subject("shmem reuse=0,reserve=32KiB", config));
+}
+
+#[apply(conformance)]
 fn shmem_checksum(#[case] check: Check) {
     check.run(&subject("shmem checksum=on", ShmemConfig::new().with_checksum(true)));
 }

@@ -16,9 +16,10 @@ fn allocated(backend: &ShmemBackend) -> u64 {
         .sum()
 }
 
-/// A backend that releases memory at every drop.
+/// A backend that releases memory at every drop and allocates none ahead.
 fn releasing(capacity: u64) -> ShmemBackend {
-    ShmemBackend::with_config(ShmemConfig::new().with_capacity(capacity).with_reuse(0)).unwrap()
+    let config = ShmemConfig::new().with_capacity(capacity).with_reuse(0).with_reserve(0);
+    ShmemBackend::with_config(config).unwrap()
 }
 
 fn random_pages(seed: u64, n: u64) -> (Vec<PageSpec>, Vec<Box<Page>>) {
@@ -194,6 +195,7 @@ fn dropped_memory_is_kept_for_reuse_within_the_budget() {
     let config = ShmemConfig::new()
         .with_capacity(1 << 20)
         .with_reuse(budget * PAGE)
+        .with_reserve(0)
         .with_shards(1);
     let backend = ShmemBackend::with_config(config).unwrap();
     let (specs, pages) = random_pages(7, 64);
@@ -227,6 +229,53 @@ fn dropped_memory_is_kept_for_reuse_within_the_budget() {
     let h = backend.backup_page(&pages[0], 0, BackupFlags::WRITEBACK).unwrap();
     assert_eq!(backend.stats().unreleased_bytes, 0);
     backend.drop_handle(h).unwrap();
+}
+
+/// A reserve of 64 pages, filled by `maintain` (the thread does the same
+/// off the backup path): its slots are allocated, free and where the next
+/// backups go, which then allocate nothing; drops with `reuse=0` still
+/// release at once; `release_unused` gives the reserve back; pages read
+/// back exactly throughout, and a dropped handle stays invalid.
+#[test]
+fn the_reserve_is_allocated_ahead_and_backups_fill_it_without_allocating() {
+    let reserve = 64;
+    let config = ShmemConfig::new()
+        .with_capacity(1 << 20)
+        .with_reuse(0)
+        .with_reserve(reserve * PAGE)
+        .with_shards(1);
+    let backend = ShmemBackend::with_config(config).unwrap();
+    backend.maintain().unwrap();
+    let stats = backend.stats();
+    assert_eq!((stats.stored_pages, stats.unreleased_bytes), (0, reserve * PAGE));
+    assert_eq!(allocated(&backend), reserve * PAGE, "allocated ahead");
+    // 16 pages leave 48 of the reserve, above half of it: the thread is
+    // not asked to refill, so the figures below are exact.
+    let (specs, pages) = random_pages(11, 16);
+    let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+    let mut handles = Vec::new();
+    backend.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).unwrap();
+    assert_eq!(backend.stats().unreleased_bytes, (reserve - 16) * PAGE);
+    assert_eq!(allocated(&backend), reserve * PAGE, "the backups allocated nothing");
+    verify_all(&backend, &handles, &specs);
+    backend.drop_handles(&handles[..8]).unwrap();
+    let mut page = Page::new_boxed();
+    assert_eq!(
+        backend.copy_page(&mut page, handles[0], None).unwrap_err().kind(),
+        ErrorKind::InvalidHandle
+    );
+    assert_eq!(
+        allocated(&backend),
+        (reserve - 8) * PAGE,
+        "reuse=0 releases at the drop"
+    );
+    backend.maintain().unwrap();
+    assert_eq!(backend.stats().unreleased_bytes, reserve * PAGE);
+    assert_eq!(allocated(&backend), (8 + reserve) * PAGE);
+    backend.release_unused();
+    assert_eq!(backend.stats().unreleased_bytes, 0);
+    assert_eq!(allocated(&backend), 8 * PAGE);
+    verify_all(&backend, &handles[8..], &specs[8..]);
 }
 
 fn swap_free() -> u64 {

@@ -105,6 +105,21 @@ pub unsafe trait Device: Send + Sync + Debug {
     /// No `write` or `read` of those slots runs at the same time.
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()>;
 
+    /// Allocates the storage of `count` free slots from `slot` ahead of
+    /// their writes (its contents are unspecified until written), so that a
+    /// later write of them, marked [`WriteRun::resident`], allocates
+    /// nothing. Done off the backup path, by a store filling its reserve
+    /// ([`SlotStore::fill_reserve`](super::SlotStore::fill_reserve)). The
+    /// default says [`io::ErrorKind::Unsupported`].
+    ///
+    /// # Safety
+    ///
+    /// No `write`, `read` or `release` of those slots runs at the same time.
+    unsafe fn preallocate(&self, slot: u32, count: u32) -> io::Result<()> {
+        let _ = (slot, count);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Starts moving `count` slots from `slot` to the device's slowest tier
     /// (swap, disk). Returns how many pages it sent. The default does nothing.
     fn writeback(&self, slot: u32, count: u32) -> u64 {
@@ -232,6 +247,17 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
         unsafe { self.inner().release(slot, count) }
     }
 
+    /// [`Device::preallocate`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::preallocate`].
+    unsafe fn preallocate(&self, slot: u32, count: u32) -> io::Result<()> {
+        // SAFETY: the caller's slots, under the caller's promise, which
+        // reaches the inner device (the trait's contract).
+        unsafe { self.inner().preallocate(slot, count) }
+    }
+
     /// [`Device::writeback`].
     fn writeback(&self, slot: u32, count: u32) -> u64 {
         self.inner().writeback(slot, count)
@@ -278,6 +304,10 @@ unsafe impl<L: DeviceLayer> Device for L {
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         // SAFETY: the caller's promise is the layer's method's.
         unsafe { DeviceLayer::release(self, slot, count) }
+    }
+    unsafe fn preallocate(&self, slot: u32, count: u32) -> io::Result<()> {
+        // SAFETY: the caller's promise is the layer's method's.
+        unsafe { DeviceLayer::preallocate(self, slot, count) }
     }
     fn writeback(&self, slot: u32, count: u32) -> u64 {
         DeviceLayer::writeback(self, slot, count)

@@ -175,6 +175,13 @@ impl FreeExtents {
         }
     }
 
+    /// The free slots as ascending runs: the free runs below `end`, then
+    /// the never-used slots from `end` to the limit.
+    pub fn free_runs(&self) -> impl Iterator<Item = Range<u32>> + '_ {
+        let tail = (self.end < self.limit).then_some(self.end..self.limit);
+        self.runs.iter().map(|(&start, &len)| start..start + len).chain(tail)
+    }
+
     /// Bytes of heap the runs take, about.
     pub fn metadata_bytes(&self) -> u64 {
         // A B-tree node holds up to 11 (u32, u32) entries in about 140 bytes.

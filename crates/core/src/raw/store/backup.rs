@@ -156,10 +156,7 @@ impl<D: Device> SlotStore<D> {
                     k += 1;
                 }
             }
-            (
-                k,
-                self.deferred_total.load(Ordering::Relaxed) > self.config.deferred_release_pages,
-            )
+            (k, self.deferred_total.load(Ordering::Relaxed) > self.kept_budget())
         };
         if flags.writeback {
             for range in kept {
@@ -198,20 +195,31 @@ impl ShardState {
     /// the previous object where the idx follows on.
     /// Returns the runs and, per run, whether all its slots kept their
     /// storage since they were dropped (deferred release).
+    ///
+    /// Free slots whose storage was kept (dropped, or allocated ahead for
+    /// the reserve) come first, lowest first, since writing them allocates
+    /// nothing; then the free slots placement chooses.
     fn place(&mut self, first_idx: u64, n: u32) -> (Vec<Range<u32>>, Vec<bool>) {
         let near = self
             .cursor
             .filter(|&(idx, _)| idx.wrapping_add(1) == first_idx)
             .map(|(_, slot)| slot + 1);
-        let runs = self.extents.take(near, n);
+        let mut runs = self.deferred.take_lowest(u64::from(n));
+        for run in &runs {
+            assert!(self.extents.take_range(run.clone()), "kept slots are free");
+        }
+        let mut resident = vec![true; runs.len()];
+        let kept: u32 = runs.iter().map(|r| r.end - r.start).sum();
+        if kept < n {
+            // No kept slot is left: the rest allocate.
+            let more = self.extents.take(near, n - kept);
+            resident.extend(std::iter::repeat_n(false, more.len()));
+            runs.extend(more);
+        }
         if let Some(last) = runs.last() {
             let placed: u32 = runs.iter().map(|r| r.end - r.start).sum();
             self.cursor = Some((first_idx.wrapping_add(u64::from(placed) - 1), last.end - 1));
         }
-        let resident = runs
-            .iter()
-            .map(|r| self.deferred.clear_range(r.clone()) == r.end - r.start)
-            .collect();
         (runs, resident)
     }
 

@@ -6,6 +6,7 @@ mod backup;
 mod pins;
 mod plan;
 mod release;
+mod reserve;
 mod slot_bits;
 mod stats;
 
@@ -41,6 +42,10 @@ pub struct StoreConfig {
     /// overwrites resident storage instead of allocating it again), over all
     /// shards. 0 releases storage in the drop call itself.
     pub deferred_release_pages: u64,
+    /// Free slots whose storage is allocated ahead of the backups that
+    /// will take them ([`SlotStore::fill_reserve`]), over all shards; kept
+    /// beside the dropped slots above. 0 allocates nothing ahead.
+    pub reserve_pages: u64,
 }
 
 impl StoreConfig {
@@ -52,6 +57,7 @@ impl StoreConfig {
             capacity_pages,
             checksum: false,
             deferred_release_pages: 0,
+            reserve_pages: 0,
         }
     }
 
@@ -64,6 +70,12 @@ impl StoreConfig {
     /// With a budget of unreleased dropped pages.
     pub fn with_deferred_release(mut self, pages: u64) -> Self {
         self.deferred_release_pages = pages;
+        self
+    }
+
+    /// With a reserve of free slots allocated ahead.
+    pub fn with_reserve(mut self, pages: u64) -> Self {
+        self.reserve_pages = pages;
         self
     }
 }
@@ -98,6 +110,11 @@ impl StoreConfig {
 ///   to a budget over all shards, and are reused first (lowest first, as
 ///   every slot); past the budget, the highest are released down to half
 ///   of it. [`release_deferred`](Self::release_deferred) releases all.
+/// - **Reserve** (optional): [`fill_reserve`](Self::fill_reserve), called
+///   off the backup path, allocates the storage of the lowest free slots
+///   ahead, so that the backups placed there next are plain writes; those
+///   slots count with the deferred ones (the budget above grows by the
+///   reserve) and are released with them.
 /// - **fork()**: a store used in a child of the process that made it
 ///   refuses every operation with [`BackupError::Unsupported`], so the
 ///   parent's storage (shared with the child) is never written by the child.
@@ -235,6 +252,12 @@ impl<D: Device> SlotStore<D> {
 
     fn unreserve(&self, n: u64) {
         self.taken.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Most free slots kept with their storage, over all shards: the
+    /// deferred-release budget and the reserve.
+    fn kept_budget(&self) -> u64 {
+        self.config.deferred_release_pages + self.config.reserve_pages
     }
 
     /// Free capacity in bytes (the device's own space is the backend's to add).

@@ -107,7 +107,7 @@ impl<D: Device> SlotStore<D> {
     /// the highest of `shard`'s until the store is down to half the budget
     /// (or the shard has none left).
     pub(super) fn trim_deferred(&self, shard: usize) {
-        let budget = self.config.deferred_release_pages;
+        let budget = self.kept_budget();
         let total = self.deferred_total.load(Ordering::Relaxed);
         if total > budget {
             let excess = total - budget / 2;

@@ -37,6 +37,13 @@ impl SlotBits {
         }
     }
 
+    /// Whether `slot` is in the set.
+    pub(super) fn contains(&self, slot: u32) -> bool {
+        self.words
+            .get(slot as usize / 64)
+            .is_some_and(|word| word & (1 << (slot % 64)) != 0)
+    }
+
     /// Removes `range`; returns how many of its slots were in the set.
     pub(super) fn clear_range(&mut self, range: Range<u32>) -> u32 {
         if self.count == 0 {
@@ -55,6 +62,29 @@ impl SlotBits {
             }
         }
         cleared
+    }
+
+    /// Removes up to `n` of the lowest slots; returns them as ascending runs.
+    pub(super) fn take_lowest(&mut self, mut n: u64) -> Vec<Range<u32>> {
+        let mut runs: Vec<Range<u32>> = Vec::new();
+        for (w, word) in self.words.iter_mut().enumerate() {
+            while n > 0 && *word != 0 {
+                let bit = word.trailing_zeros();
+                *word &= *word - 1;
+                self.count -= 1;
+                self.total.fetch_sub(1, Ordering::Relaxed);
+                n -= 1;
+                let slot = (w as u32) * 64 + bit;
+                match runs.last_mut() {
+                    Some(last) if last.end == slot => last.end += 1,
+                    _ => runs.push(slot..slot + 1),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        runs
     }
 
     /// Removes up to `n` of the highest slots; returns them as ascending
