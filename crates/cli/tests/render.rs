@@ -112,12 +112,17 @@ fn fixture() -> Report {
             }
             report.results.push(row);
         }
-        let mut ticker = Row::new(name, role, Mode::Async);
-        ticker.batch = Some(batch);
-        ticker.ticker_p99_us = Some(120.0 * gbps);
-        ticker.ticker_max_us = Some(900.0);
-        ticker.idle_p99_us = Some(60.0);
-        report.results.push(ticker);
+        for depth in [1, 64] {
+            let mut ticker = Row::new(name, role, Mode::Async);
+            ticker.batch = Some(batch);
+            ticker.depth = Some(depth);
+            ticker.ticker_p50_us = Some(30.0 * depth as f64);
+            ticker.ticker_p99_us = Some(120.0 * gbps * depth as f64);
+            ticker.ticker_max_us = Some(900.0 * depth as f64);
+            ticker.idle_p99_us = Some(60.0);
+            ticker.ttfb_us = (batch == 1 && depth == 1).then_some(12.5);
+            report.results.push(ticker);
+        }
     }
     // Working set: a tiered stack and a plain backend.
     report.skew = Some(Skew {
