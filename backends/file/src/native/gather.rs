@@ -18,8 +18,32 @@ use super::driver::{Completion, libc_iovec::Iovec, readv, result_error};
 use super::{Inner, PAGE, WriteBufs, iovec};
 use crate::runs::read_sync;
 
-/// What a gathered backup gives back: its handle and its page.
-pub(super) type BackupReply = (Result<Handle>, Box<Page>);
+/// What a gathered backup gives back: its handle (dropped again unless
+/// taken, so that a reply nobody receives leaves nothing stored) and its
+/// page.
+type BackupReply = (Result<Issued>, Box<Page>);
+
+/// A handle issued to a caller, dropped from the store unless taken.
+struct Issued {
+    inner: Arc<Inner>,
+    handle: Option<Handle>,
+}
+
+impl Issued {
+    fn take(mut self) -> Handle {
+        self.handle.take().expect("taken once")
+    }
+}
+
+impl Drop for Issued {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            // Nobody holds this handle: a live one of ours, so only an I/O
+            // failure of the hole punch can refuse it.
+            let _ = self.inner.store.drop_handles(&[handle]);
+        }
+    }
+}
 /// What a gathered restore gives back: its outcome and its page.
 pub(super) type RestoreReply = (Result<()>, Box<Page>);
 
@@ -163,7 +187,12 @@ fn restores(inner: &Inner) -> &Lane<Restore> {
 /// Backs up `page` in a gathered write. Once polled, the backup is carried
 /// out whatever happens to the future: a handle nobody received is
 /// dropped again when the write completes.
-pub(super) async fn backup(inner: &Arc<Inner>, page: Box<Page>, idx: u64, flags: BackupFlags) -> BackupReply {
+pub(super) async fn backup(
+    inner: &Arc<Inner>,
+    page: Box<Page>,
+    idx: u64,
+    flags: BackupFlags,
+) -> (Result<Handle>, Box<Page>) {
     let (reply, answer) = oneshot::channel();
     if backups(inner).push(Backup {
         page,
@@ -171,7 +200,8 @@ pub(super) async fn backup(inner: &Arc<Inner>, page: Box<Page>, idx: u64, flags:
     }) {
         drain(inner, backups, submit_backups);
     }
-    answer.await.expect("every gathered backup is answered")
+    let (issued, page) = answer.await.expect("every gathered backup is answered");
+    (issued.map(Issued::take), page)
 }
 
 /// Restores `handle` into `dst` in a gathered read. A restore whose future
@@ -248,9 +278,7 @@ fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) -> bool {
         completed(&owner, backups, submit_backups);
     });
     // SAFETY: every entry points into `bufs` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
-    let receiver = unsafe { inner.drivers[shard].submit(sqes, Box::new((bufs, callers)), done) };
-    // The completion goes to `done`, on the reaper.
-    drop(receiver);
+    unsafe { inner.drivers[shard].submit_handled(sqes, Box::new((bufs, callers)), done) };
     true
 }
 
@@ -259,7 +287,7 @@ fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) -> bool {
 /// are gone), the next one the error, and the rest go back to the front of
 /// the queue, to be tried again.
 fn answer_backups(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     pages: Vec<Box<Page>>,
     callers: Vec<Caller>,
     handles: &[Handle],
@@ -272,11 +300,12 @@ fn answer_backups(
     let mut again = Vec::new();
     for (k, (page, caller)) in pages.into_iter().zip(callers).enumerate() {
         if k < done {
-            if let Err((Ok(handle), _)) = caller.reply.send((Ok(handles[k]), page)) {
-                // Nobody holds this handle: a live one of ours, so only an
-                // I/O failure of the hole punch can refuse it.
-                let _ = inner.store.drop_handles(&[handle]);
-            }
+            let issued = Issued {
+                inner: Arc::clone(inner),
+                handle: Some(handles[k]),
+            };
+            // A caller gone drops the handle here.
+            let _ = caller.reply.send((Ok(issued), page));
         } else if let Some(error) = error.take() {
             let _ = caller.reply.send((Err(error), page));
         } else {
@@ -392,8 +421,7 @@ fn submit_restores(inner: &Arc<Inner>, queued: Vec<Restore>) -> bool {
             finish_reads(*reads, shard, &c.results);
         });
         // SAFETY: every entry points into `reads` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
-        let receiver = unsafe { inner.drivers[shard].submit(sqes, reads, done) };
-        drop(receiver);
+        unsafe { inner.drivers[shard].submit_handled(sqes, reads, done) };
         submitted = true;
     }
     submitted
