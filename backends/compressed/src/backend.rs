@@ -108,8 +108,8 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   adapter runs calls on the calling task; at higher zstd levels a page
 ///   costs tens to hundreds of microseconds of CPU, which would hold a
 ///   runtime worker, so calls go to the blocking pool; being
-///   [`cpu_bound`](BackupBackend::cpu_bound), they run there at most one
-///   per core at a time, however many are in flight.
+///   [`cpu_bound`](BackupBackend::cpu_bound), they run there on all cores
+///   but one at a time (at least one), however many are in flight.
 pub struct CompressedBackend {
     codec: Codec,
     checksum: bool,
@@ -422,7 +422,7 @@ impl BackupBackend for CompressedBackend {
     }
 
     /// Every call is codec work and copies: on the blocking pool (zstd
-    /// above level 1), its jobs are capped at the core count.
+    /// above level 1), its jobs leave a core to the runtime.
     fn cpu_bound(&self) -> bool {
         true
     }

@@ -37,8 +37,8 @@ pub enum Execution {
     /// batch call), with no timer. The jobs of a CPU-bound backend
     /// ([`BackupBackend::cpu_bound`]) wait for one of the process-wide
     /// [`cpu_slots`](crate::cpu_slots) before they start, so that however
-    /// many calls are in flight, no more of them compute at once than there
-    /// are cores; those of other backends wait on I/O and all start at once.
+    /// many calls are in flight, they leave a core to the runtime's workers;
+    /// those of other backends wait on I/O and all start at once.
     Blocking,
 }
 

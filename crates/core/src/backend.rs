@@ -86,10 +86,10 @@ pub trait BackupBackend: Send + Sync + Debug {
     }
 
     /// Whether a call spends its time computing rather than waiting (a
-    /// codec at a slow level): an async adapter then runs at most as many
-    /// of its blocking jobs at once as the machine has cores, process-wide,
-    /// so that a deep queue of such calls does not crowd the runtime's own
-    /// threads off the CPU. Backends whose calls wait on I/O keep every
+    /// codec at a slow level): an async adapter then runs at most one fewer
+    /// of its blocking jobs at once than the machine has cores (at least
+    /// one), process-wide, so that a deep queue of such calls does not crowd
+    /// the runtime's own threads off the CPU. Backends whose calls wait on I/O keep every
     /// call in flight. The default is `false`.
     fn cpu_bound(&self) -> bool {
         false
