@@ -69,7 +69,12 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   gives the same store through the sync trait, so handles from one are
 ///   handles of the other.
 ///
-/// Single pages are written at once (no staging).
+/// Single pages are written at once (no staging), and gathered while busy:
+/// a `backup_page` or `copy_page` that finds none of its kind in flight is
+/// submitted at once; those made while one is in flight are submitted
+/// together when it completes, backups as one reservation (one `WRITEV`
+/// per run of contiguous slots), restores as one `READV` per run of
+/// contiguous slots read. No timer adds latency to an idle backend.
 ///
 /// **Blocking class**: natively async. Backups and restores submit on the
 /// calling task and await completions delivered by the reapers; only hole
