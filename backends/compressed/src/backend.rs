@@ -116,7 +116,9 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   [`never_blocks`](BackupBackend::never_blocks) is `true` and an async
 ///   adapter runs calls on the calling task; at higher zstd levels a page
 ///   costs tens to hundreds of microseconds of CPU, which would hold a
-///   runtime worker, so calls go to the blocking pool.
+///   runtime worker, so calls go to the blocking pool; being
+///   [`cpu_bound`](BackupBackend::cpu_bound), they run there on all cores
+///   but one at a time (at least one), however many are in flight.
 pub struct CompressedBackend {
     codec: Codec,
     checksum: bool,
@@ -515,6 +517,12 @@ impl BackupBackend for CompressedBackend {
             #[cfg(feature = "zstd")]
             Algorithm::Zstd { level } => level <= 1,
         }
+    }
+
+    /// Every call is codec work and copies: on the blocking pool (zstd
+    /// above level 1), its jobs leave a core to the runtime.
+    fn cpu_bound(&self) -> bool {
+        true
     }
 
     fn bytes_avail(&self) -> u64 {

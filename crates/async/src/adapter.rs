@@ -10,6 +10,7 @@ use pagebackup_core::{BackupBackend, BackupFlags, BackupStats, BatchError, Handl
 
 use crate::blocking::{BlockingJobs, HandlesToDrop};
 use crate::cancel::InterruptOnDrop;
+use crate::cpu::cpu_slot;
 use crate::gather::Gather;
 use crate::{AsyncBackupBackend, BackedUp};
 
@@ -33,7 +34,11 @@ pub enum Execution {
     /// and restores are gathered: one that finds no gathered job running
     /// starts one at once, and those made while it runs are served by it
     /// next, many per thread hand-off (consecutive `idx` backed up as one
-    /// batch call), with no timer.
+    /// batch call), with no timer. The jobs of a CPU-bound backend
+    /// ([`BackupBackend::cpu_bound`]) wait for one of the process-wide
+    /// [`cpu_slots`](crate::cpu_slots) before they start, so that however
+    /// many calls are in flight, they leave a core to the runtime's workers;
+    /// those of other backends wait on I/O and all start at once.
     Blocking,
 }
 
@@ -74,6 +79,8 @@ pub struct SyncAdapter<B: BackupBackend + ?Sized = dyn BackupBackend> {
     jobs: BlockingJobs,
     /// Single-page calls gathered into blocking jobs.
     gather: Gather<B>,
+    /// Whether its jobs take a CPU slot first.
+    cpu_bound: bool,
 }
 
 impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
@@ -90,8 +97,10 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
 
     /// An adapter running `backend` as `execution` says.
     pub fn with_execution(backend: Arc<B>, execution: Execution) -> Self {
+        let cpu_bound = backend.cpu_bound();
         SyncAdapter {
-            gather: Gather::new(&backend),
+            gather: Gather::new(&backend, cpu_bound),
+            cpu_bound,
             backend,
             execution,
             jobs: BlockingJobs::new(),
@@ -113,6 +122,23 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
     async fn on_blocking_thread<T: Send + 'static>(&self, job: impl FnOnce(&Arc<B>) -> T + Send + 'static) -> T {
         let backend = Arc::clone(&self.backend);
         self.jobs.run(move || job(&backend)).await
+    }
+
+    /// [`on_blocking_thread`](Self::on_blocking_thread) for a backup or a
+    /// restore: a CPU-bound backend's job first waits for a CPU slot and
+    /// holds it until it ends. A future dropped while it waits has started
+    /// nothing.
+    async fn compute<T: Send + 'static>(&self, job: impl FnOnce(&Arc<B>) -> T + Send + 'static) -> T {
+        let slot = match self.cpu_bound {
+            true => Some(cpu_slot().await),
+            false => None,
+        };
+        self.on_blocking_thread(move |backend| {
+            let out = job(backend);
+            drop(slot);
+            out
+        })
+        .await
     }
 }
 
@@ -214,7 +240,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
             };
         }
         let (pages, issued, result) = self
-            .on_blocking_thread(move |backend| {
+            .compute(move |backend| {
                 let (handles, result) = backup_owned(&**backend, &pages, first_idx, flags);
                 (pages, HandlesToDrop::new(backend, handles), result)
             })
@@ -253,7 +279,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
         let on_drop = InterruptOnDrop::new(Some(intr.clone()));
         let handles = handles.to_vec();
         let out = self
-            .on_blocking_thread(move |backend| {
+            .compute(move |backend| {
                 let result = copy_owned(&**backend, &handles, &mut dsts, Some(&intr));
                 (result, dsts)
             })

@@ -10,6 +10,7 @@ use pagebackup_core::{BackupBackend, BackupFlags, Handle, Interrupt, Operation, 
 use tokio::sync::oneshot;
 
 use crate::blocking::{HandlesToDrop, Outstanding};
+use crate::cpu::cpu_slot;
 
 /// What a gathered backup gives back: its handle (dropped again unless
 /// taken) and its page.
@@ -57,6 +58,8 @@ pub(crate) struct Gather<B: BackupBackend + ?Sized> {
     backend: Arc<B>,
     state: Arc<Mutex<State<B>>>,
     jobs: Arc<Outstanding>,
+    /// Whether a job waits for a CPU slot before it starts.
+    cpu_bound: bool,
 }
 
 impl<B: BackupBackend + ?Sized> fmt::Debug for Gather<B> {
@@ -74,8 +77,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<B: BackupBackend + ?Sized + 'static> Gather<B> {
-    pub(crate) fn new(backend: &Arc<B>) -> Self {
+    pub(crate) fn new(backend: &Arc<B>, cpu_bound: bool) -> Self {
         Gather {
+            cpu_bound,
             backend: Arc::clone(backend),
             state: Arc::new(Mutex::new(State {
                 items: Vec::new(),
@@ -136,7 +140,16 @@ impl<B: BackupBackend + ?Sized + 'static> Gather<B> {
         match tokio::runtime::Handle::try_current() {
             // The job's work is the drain's drop: on a blocking thread, or
             // wherever the runtime drops it unstarted.
-            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(drain))),
+            Ok(runtime) if !self.cpu_bound => drop(runtime.spawn_blocking(move || drop(drain))),
+            // The same once a CPU slot is free; a task the runtime drops
+            // while it waits drops the drain, which serves the queue there.
+            Ok(runtime) => drop(runtime.clone().spawn(async move {
+                let slot = cpu_slot().await;
+                drop(runtime.spawn_blocking(move || {
+                    drop(drain);
+                    drop(slot);
+                }));
+            })),
             Err(_) => drop(drain),
         }
     }

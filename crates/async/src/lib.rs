@@ -30,6 +30,7 @@ mod adapter;
 mod backend;
 mod blocking;
 mod cancel;
+mod cpu;
 mod gather;
 mod page_array;
 
@@ -37,4 +38,5 @@ pub use adapter::{Execution, INLINE_SLICE, SyncAdapter};
 pub use backend::{AsyncBackupBackend, BackedUp};
 pub use blocking::{BlockingJobs, Outstanding};
 pub use cancel::InterruptOnDrop;
+pub use cpu::cpu_slots;
 pub use page_array::AsyncPageArray;

@@ -490,3 +490,160 @@ fn a_blocking_adapter_awaited_outside_a_runtime_runs_on_the_awaiting_thread() {
     dropped.unwrap();
     assert_eq!(memory.stats().stored_pages, 0);
 }
+
+/// The memory backend declared CPU-bound (or not), each call holding its
+/// thread for a while; counts how many calls run at once, at most.
+#[derive(Debug, Default)]
+struct Busy {
+    inner: MemoryBackend,
+    cpu_bound: bool,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl Busy {
+    /// Enters a call: counts it, then waits until `want` calls are in at
+    /// once or a while has passed, and leaves.
+    fn hold(&self, want: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        let start = std::time::Instant::now();
+        while self.running.load(SeqCst) < want && start.elapsed() < std::time::Duration::from_millis(20) {
+            std::thread::yield_now();
+        }
+        self.most.fetch_max(self.running.load(SeqCst), SeqCst);
+        self.running.fetch_sub(1, SeqCst);
+    }
+}
+
+impl BackupBackend for Busy {
+    fn name(&self) -> &'static str {
+        "busy"
+    }
+    fn backup_pages(
+        &self,
+        pages: &[&Page],
+        first_idx: u64,
+        flags: BackupFlags,
+        handles: &mut Vec<Handle>,
+    ) -> Result<(), pagebackup_core::BatchError> {
+        self.hold(usize::MAX);
+        self.inner.backup_pages(pages, first_idx, flags, handles)
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        self.inner.backup_page(page, idx, flags)
+    }
+    fn copy_pages(
+        &self,
+        handles: &[Handle],
+        dsts: &mut [&mut Page],
+        intr: Option<&Interrupt>,
+    ) -> Result<(), pagebackup_core::BatchError> {
+        // Uncapped, every call of the test comes in at once.
+        self.hold(if self.cpu_bound { usize::MAX } else { 16 });
+        self.inner.copy_pages(handles, dsts, intr)
+    }
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        self.inner.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        self.inner.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.inner.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.inner.stats()
+    }
+    fn cpu_bound(&self) -> bool {
+        self.cpu_bound
+    }
+}
+
+#[test]
+fn cpu_bound_jobs_run_at_most_one_per_core_and_others_all_at_once() {
+    for cpu_bound in [true, false] {
+        let backend = Arc::new(Busy {
+            cpu_bound,
+            ..Busy::default()
+        });
+        let adapter = Arc::new(SyncAdapter::new(backend.clone()));
+        assert_eq!(adapter.execution(), Execution::Blocking);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // 16 batches in flight: each backed up, restored and checked.
+            let tasks: Vec<_> = (0..16u8)
+                .map(|t| {
+                    let adapter = Arc::clone(&adapter);
+                    tokio::spawn(async move {
+                        let pages = (0..4).map(|k| page(t * 4 + k)).collect();
+                        let backed = adapter.backup_pages(pages, u64::from(t) * 4, BackupFlags::NONE).await;
+                        backed.result.unwrap();
+                        let dsts = (0..4).map(|_| page(0xff)).collect();
+                        let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
+                        restored.unwrap();
+                        for (k, dst) in dsts.iter().enumerate() {
+                            assert_eq!(dst.0, [t * 4 + k as u8; 4096]);
+                        }
+                        adapter.drop_handles(&backed.handles).await.unwrap();
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let most = backend.most.load(std::sync::atomic::Ordering::SeqCst);
+        match cpu_bound {
+            true => assert!(
+                (1..=pagebackup_async::cpu_slots()).contains(&most),
+                "{most} CPU-bound jobs ran at once on {} slots",
+                pagebackup_async::cpu_slots()
+            ),
+            false => assert!(
+                most > pagebackup_async::cpu_slots(),
+                "I/O-bound jobs are not capped: {most} ran at once"
+            ),
+        }
+        assert_eq!(backend.stats().stored_pages, 0);
+    }
+}
+
+#[test]
+fn gathered_cpu_bound_calls_left_waiting_for_a_slot_at_shutdown_are_served() {
+    for multi_thread in [false, true] {
+        let backend = Arc::new(Busy {
+            cpu_bound: true,
+            ..Busy::default()
+        });
+        let adapter = Arc::new(SyncAdapter::new(backend.clone()));
+        let runtime = match multi_thread {
+            true => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap(),
+            false => tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        };
+        let _entered = runtime.enter();
+        // Single pages polled once (queued, their job waiting for a slot
+        // or started), then dropped with the runtime.
+        let mut futs: Vec<_> = (0..8u64)
+            .map(|i| adapter.backup_page(page(i as u8), i, BackupFlags::NONE))
+            .collect();
+        for fut in &mut futs {
+            let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
+        drop(futs);
+        drop(_entered);
+        runtime.shutdown_background();
+        // Another runtime's flush waits for the gathered job, which drops
+        // the handles nobody received.
+        let other = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        other.block_on(adapter.flush()).unwrap();
+        assert_eq!(backend.stats().stored_pages, 0, "multi_thread: {multi_thread}");
+    }
+}

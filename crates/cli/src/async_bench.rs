@@ -68,13 +68,17 @@ pub struct AsyncRun {
     pub sync: Option<Throughput>,
 }
 
-/// A 2-worker runtime's timer lateness while 64 tasks work.
+/// A 2-worker runtime's timer lateness while tasks work.
 #[derive(Debug, Clone)]
 pub struct Responsiveness {
     /// The spec, or the baseline's name.
     pub name: String,
     /// Pages per call of the load.
     pub batch: usize,
+    /// Tasks of the load.
+    pub depth: usize,
+    /// Median lateness of a 1 ms ticker, in microseconds.
+    pub p50_us: f64,
     /// 99th percentile lateness of a 1 ms ticker, in microseconds.
     pub p99_us: f64,
     /// Largest lateness, in microseconds.
@@ -90,6 +94,9 @@ pub struct AsyncReport {
     pub responsiveness: Vec<Responsiveness>,
     /// The ticker's p99 lateness on the idle runtime, in microseconds.
     pub idle_p99_us: f64,
+    /// Per subject, the median time of a single-page restore on the idle
+    /// runtime, in microseconds.
+    pub ttfb_us: Vec<(String, f64)>,
 }
 
 /// The runtime every run uses.
@@ -366,25 +373,63 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The ticker's lateness while `LOAD_TASKS` tasks back up and restore the
-/// corpus through `b` in calls of `batch`.
+/// The ticker's lateness while `mode.depth` tasks back up and restore the
+/// corpus through `b` in calls of `mode.batch`.
 fn responsiveness(
     name: &str,
     runtime: &tokio::runtime::Runtime,
     b: &Arc<dyn AsyncBackupBackend>,
     corpus: &[Page],
-    batch: usize,
+    mode: AsyncMode,
 ) -> Result<Responsiveness, Error> {
-    let mode = AsyncMode {
-        batch,
-        depth: LOAD_TASKS,
-    };
     let late = ticker_lateness(runtime, async { round(b, corpus, mode).await.map(drop) })?;
     Ok(Responsiveness {
         name: name.to_string(),
-        batch,
+        batch: mode.batch,
+        depth: mode.depth,
+        p50_us: percentile(&late, 0.5),
         p99_us: percentile(&late, 0.99),
         max_us: late.last().copied().unwrap_or(0.0),
+    })
+}
+
+/// Single-page restores timed on the idle runtime.
+const TTFB_RESTORES: usize = 200;
+
+/// The median time, in microseconds, from a single-page restore's call to
+/// its page coming back, on the idle runtime: a page of the corpus backed
+/// up once, restored `TTFB_RESTORES` times one after another (after as
+/// many to warm up), each checked.
+fn time_to_first_byte(
+    runtime: &tokio::runtime::Runtime,
+    b: &Arc<dyn AsyncBackupBackend>,
+    corpus: &[Page],
+) -> Result<f64, Error> {
+    let original = corpus.first().ok_or("the corpus is empty")?;
+    runtime.block_on(async {
+        let (handle, _) = b
+            .backup_page(owned(std::slice::from_ref(original)).remove(0), 0, BackupFlags::NONE)
+            .await;
+        let handle = handle?;
+        b.flush().await?;
+        let mut times = Vec::with_capacity(TTFB_RESTORES);
+        let mut dst = Page::new_boxed();
+        for k in 0..2 * TTFB_RESTORES {
+            let start = Instant::now();
+            let (restored, back) = b.copy_page(dst, handle, None).await;
+            let took = start.elapsed();
+            restored?;
+            if *back != *original {
+                return Err(format!("{}: a restored page differs from the original", b.name()).into());
+            }
+            if k >= TTFB_RESTORES {
+                times.push(took.as_secs_f64() * 1e6);
+            }
+            dst = back;
+        }
+        b.drop_handle(handle).await?;
+        times.sort_by(f64::total_cmp);
+        Ok(percentile(&times, 0.5))
     })
 }
 
@@ -418,6 +463,7 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
     ];
     let mut runs = Vec::new();
     let mut responsive = Vec::new();
+    let mut ttfb_us = Vec::new();
     for (name, backend, is_backend) in &subjects {
         let sync = match is_backend {
             true => Some(pagebackup::open(name)?),
@@ -436,10 +482,14 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
             });
         }
         for batch in [1, bench.batch] {
-            if *is_backend || batch == 1 {
-                responsive.push(responsiveness(name, &runtime, backend, corpus, batch)?);
+            for depth in [1, LOAD_TASKS] {
+                if *is_backend || batch == 1 {
+                    let mode = AsyncMode { batch, depth };
+                    responsive.push(responsiveness(name, &runtime, backend, corpus, mode)?);
+                }
             }
         }
+        ttfb_us.push((name.clone(), time_to_first_byte(&runtime, backend, corpus)?));
     }
     let idle = ticker_lateness(&runtime, async {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -449,6 +499,7 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
         runs,
         responsiveness: responsive,
         idle_p99_us: percentile(&idle, 0.99),
+        ttfb_us,
     })
 }
 
@@ -477,7 +528,8 @@ pub fn setup() -> AsyncSetup {
 impl AsyncReport {
     /// The report rows: a row per subject, mode and operation, with its
     /// ratios to the sync backend and to the spawn_blocking baseline (single
-    /// pages at the same depth); then a ticker row per responsiveness run.
+    /// pages at the same depth); then a ticker row per responsiveness run,
+    /// the batch-1, depth-1 one with the subject's time to first byte.
     pub fn rows(&self) -> Vec<Row> {
         let baseline = self
             .runs
@@ -512,9 +564,16 @@ impl AsyncReport {
         for t in &self.responsiveness {
             let mut row = Row::new(&t.name, role(&t.name), Mode::Async);
             row.batch = Some(t.batch);
+            row.depth = Some(t.depth);
+            row.ticker_p50_us = Some(round_to(t.p50_us, 1));
             row.ticker_p99_us = Some(round_to(t.p99_us, 1));
             row.ticker_max_us = Some(round_to(t.max_us, 1));
             row.idle_p99_us = Some(round_to(self.idle_p99_us, 1));
+            row.ttfb_us = self
+                .ttfb_us
+                .iter()
+                .find(|(name, _)| *name == t.name && t.batch == 1 && t.depth == 1)
+                .map(|&(_, us)| round_to(us, 1));
             rows.push(row);
         }
         rows
@@ -542,19 +601,29 @@ mod tests {
             report
                 .responsiveness
                 .iter()
-                .map(|r| (r.name.as_str(), r.batch))
+                .map(|r| (r.name.as_str(), r.batch, r.depth))
                 .collect::<Vec<_>>(),
             [
-                ("memory", 1),
-                ("memory", 16),
-                ("shmem", 1),
-                ("shmem", 16),
-                ("baseline:spawn_blocking-pwrite", 1)
+                ("memory", 1, 1),
+                ("memory", 1, LOAD_TASKS),
+                ("memory", 16, 1),
+                ("memory", 16, LOAD_TASKS),
+                ("shmem", 1, 1),
+                ("shmem", 1, LOAD_TASKS),
+                ("shmem", 16, 1),
+                ("shmem", 16, LOAD_TASKS),
+                ("baseline:spawn_blocking-pwrite", 1, 1),
+                ("baseline:spawn_blocking-pwrite", 1, LOAD_TASKS),
             ]
         );
+        assert_eq!(
+            report.ttfb_us.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            ["memory", "shmem", "baseline:spawn_blocking-pwrite"]
+        );
+        assert!(report.ttfb_us.iter().all(|&(_, us)| us > 0.0), "{:?}", report.ttfb_us);
         let rows = report.rows();
         // Three ops per throughput run, one ticker row per responsiveness run.
-        assert_eq!(rows.len(), 7 * 3 + 5);
+        assert_eq!(rows.len(), 7 * 3 + 10);
         let memory = rows
             .iter()
             .find(|r| r.backend == "memory" && r.op == Some(Op::Restore) && r.batch == Some(1))
@@ -563,7 +632,16 @@ mod tests {
             memory.vs_sync.unwrap() > 0.0 && memory.vs_spawn_blocking.unwrap() > 0.0,
             "{memory:?}"
         );
-        let ticker = rows.iter().find(|r| r.ticker_p99_us.is_some()).unwrap();
-        assert!(ticker.op.is_none() && ticker.idle_p99_us.is_some(), "{ticker:?}");
+        let tickers: Vec<&Row> = rows.iter().filter(|r| r.ticker_p99_us.is_some()).collect();
+        assert_eq!(tickers.len(), 10);
+        for t in &tickers {
+            assert!(t.op.is_none() && t.idle_p99_us.is_some() && t.depth.is_some(), "{t:?}");
+            assert!(
+                t.ticker_p50_us <= t.ticker_p99_us && t.ticker_p99_us <= t.ticker_max_us,
+                "{t:?}"
+            );
+            // The time to first byte is on the single-page, one-task row.
+            assert_eq!(t.ttfb_us.is_some(), t.batch == Some(1) && t.depth == Some(1), "{t:?}");
+        }
     }
 }

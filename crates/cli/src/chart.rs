@@ -168,7 +168,7 @@ fn asynchronous(report: &Report) -> Picture {
     let depth = report.rows(Mode::Async).filter_map(|r| r.depth).max().unwrap_or(1);
     let series = report
         .rows(Mode::Async)
-        .filter(|t| t.ticker_p99_us.is_some())
+        .filter(|t| t.ticker_p99_us.is_some() && t.depth.is_none_or(|d| d == depth))
         .filter_map(|t| {
             let op = |op: Op| {
                 with_op(report, Mode::Async, op)

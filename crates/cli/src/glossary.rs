@@ -70,8 +70,8 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "async GB/s over baseline:spawn_blocking-pwrite's (one spawn_blocking and one pwrite/pread per page) at the same depth",
     ),
     (
-        "ticker p99/max µs",
-        "how late a 1 ms ticker on the same runtime fired while this load ran: 99th percentile and worst",
+        "ticker p50/p99/max µs",
+        "how late a 1 ms ticker on the same runtime fired while this load ran: median, 99th percentile and worst",
     ),
     (
         "idle p99 µs",
@@ -113,7 +113,12 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("bk vs spawn_b", "backup GB/s over baseline:spawn_blocking-pwrite's"),
     ("rs vs spawn_b", "restore GB/s over baseline:spawn_blocking-pwrite's"),
     ("p99 µs", "the ticker's 99th-percentile lateness"),
+    ("p50 µs", "the ticker's median lateness"),
     ("max µs", "the ticker's largest lateness"),
+    (
+        "ttfb µs",
+        "time to first byte: median time of one single-page restore on the idle runtime",
+    ),
     // The working-set summary.
     ("peak MiB", "the most RAM the backend used during the run"),
     ("RAM x", "original bytes per byte of RAM"),

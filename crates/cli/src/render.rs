@@ -96,10 +96,14 @@ const COLUMNS: &[Column] = &[
     ("vs spawn_blocking", true, |r| {
         r.vs_spawn_blocking.map(|v| format!("{v:.2}x"))
     }),
-    ("ticker p99/max µs", true, |r| {
-        Some(format!("{:.0} / {:.0}", r.ticker_p99_us?, r.ticker_max_us?))
+    ("ticker p50/p99/max µs", true, |r| {
+        Some(format!(
+            "{:.0} / {:.0} / {:.0}",
+            r.ticker_p50_us?, r.ticker_p99_us?, r.ticker_max_us?
+        ))
     }),
     ("idle p99 µs", true, |r| r.idle_p99_us.map(|v| format!("{v:.0}"))),
+    ("ttfb µs", true, |r| r.ttfb_us.map(|v| format!("{v:.1}"))),
     ("hot/cold GB/s", true, |r| {
         Some(format!("{:.2} / {:.2}", r.hot_gbps?, r.cold_gbps?))
     }),
@@ -368,7 +372,8 @@ fn asynchronous(report: &Report, rows: &[&Row], format: Format) -> String {
         let idle = tickers.iter().find_map(|r| r.idle_p99_us);
         let _ = write!(
             out,
-            "\nresponsiveness: a {} µs ticker's lateness while {} tasks back up and restore the corpus (idle runtime: p99 {} µs):\n\n",
+            "\nresponsiveness: a {} µs ticker's lateness while 1 or {} tasks back up and restore the corpus (idle runtime: p99 {} µs), \
+             and the time to first byte of a single-page restore on the idle runtime (median):\n\n",
             report
                 .async_setup
                 .map_or(String::from("periodic"), |s| s.tick_us.to_string()),
@@ -377,13 +382,24 @@ fn asynchronous(report: &Report, rows: &[&Row], format: Format) -> String {
                 .map_or(String::from("loading"), |s| s.load_tasks.to_string()),
             opt(idle, 0)
         );
-        let mut table = Table::new(&[("subject", false), ("batch", true), ("p99 µs", true), ("max µs", true)]);
+        let mut table = Table::new(&[
+            ("subject", false),
+            ("batch", true),
+            ("depth", true),
+            ("p50 µs", true),
+            ("p99 µs", true),
+            ("max µs", true),
+            ("ttfb µs", true),
+        ]);
         for r in &tickers {
             table.row(vec![
                 r.backend.clone(),
                 r.batch.map_or(String::new(), |b| b.to_string()),
+                r.depth.map_or(String::new(), |d| d.to_string()),
+                opt(r.ticker_p50_us, 0),
                 opt(r.ticker_p99_us, 0),
                 opt(r.ticker_max_us, 0),
+                opt(r.ttfb_us, 1),
             ]);
         }
         out += &table.render(format);
@@ -392,7 +408,12 @@ fn asynchronous(report: &Report, rows: &[&Row], format: Format) -> String {
         Some((backend, batch, depth, rt)) => {
             let late = rows
                 .iter()
-                .find(|r| r.backend == backend && r.batch == Some(batch) && r.ticker_p99_us.is_some())
+                .find(|r| {
+                    r.backend == backend
+                        && r.batch == Some(batch)
+                        && r.depth.is_none_or(|d| d == depth)
+                        && r.ticker_p99_us.is_some()
+                })
                 .and_then(|r| r.ticker_p99_us);
             format!(
                 "\nrecommendation: {backend}: the fastest round trip through the async API ({rt:.2} GB/s in batches of {batch} at depth {depth}){}\n",

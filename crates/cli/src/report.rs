@@ -197,6 +197,9 @@ pub struct Row {
     /// GB/s over `baseline:spawn_blocking-pwrite`'s, single pages at the same depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_spawn_blocking: Option<f64>,
+    /// Median lateness of the runtime's ticker under this load, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker_p50_us: Option<f64>,
     /// 99th percentile lateness of the runtime's ticker under this load, µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticker_p99_us: Option<f64>,
@@ -206,6 +209,11 @@ pub struct Row {
     /// 99th percentile lateness of the ticker on the idle runtime, µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_p99_us: Option<f64>,
+    /// Time to first byte: the median time of a single-page restore on
+    /// the idle runtime, from the call to its page coming back, µs (on the
+    /// batch-1, depth-1 ticker row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttfb_us: Option<f64>,
 
     // Working-set rows (and region rows: `ram_bytes`).
     /// Bytes of RAM the backend used at the end.
@@ -299,9 +307,11 @@ impl Row {
             speed_ratio: None,
             vs_sync: None,
             vs_spawn_blocking: None,
+            ticker_p50_us: None,
             ticker_p99_us: None,
             ticker_max_us: None,
             idle_p99_us: None,
+            ttfb_us: None,
             ram_bytes: None,
             peak_ram_bytes: None,
             budget_bytes: None,
@@ -359,7 +369,8 @@ pub struct AsyncSetup {
     pub workers: usize,
     /// The ticker's period, µs.
     pub tick_us: u64,
-    /// Tasks backing up and restoring while the ticker runs.
+    /// Tasks backing up and restoring while the ticker runs (the deepest
+    /// load; the ticker also runs beside one task).
     pub load_tasks: usize,
 }
 

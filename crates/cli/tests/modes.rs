@@ -169,12 +169,36 @@ fn async_json_holds_async_throughput_and_ticker_rows() {
         .unwrap();
     assert!(batched.gbps.unwrap() > 0.0 && batched.vs_sync.unwrap() > 0.0 && batched.vs_spawn_blocking.is_some());
     let tickers: Vec<_> = report.results.iter().filter(|r| r.ticker_p99_us.is_some()).collect();
-    assert_eq!(tickers.len(), 3, "memory at two batches, the baseline at one");
-    assert!(
-        tickers
-            .iter()
-            .all(|t| t.ticker_max_us.is_some() && t.idle_p99_us.is_some())
+    assert_eq!(
+        tickers.len(),
+        6,
+        "memory at two batches, the baseline at one, each beside 1 and 64 tasks"
     );
+    for t in &tickers {
+        assert!(
+            t.ticker_p50_us.is_some() && t.ticker_max_us.is_some() && t.idle_p99_us.is_some(),
+            "{t:?}"
+        );
+        assert_eq!(t.ttfb_us.is_some(), t.batch == Some(1) && t.depth == Some(1), "{t:?}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+    let first = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backend"] == "memory" && r["ttfb_us"].is_number())
+        .unwrap();
+    for field in [
+        "ticker_p50_us",
+        "ticker_p99_us",
+        "ticker_max_us",
+        "idle_p99_us",
+        "batch",
+        "depth",
+    ] {
+        assert!(first[field].is_number(), "{field} missing from {first}");
+    }
+    assert_eq!(first["mode"], "async");
     assert!(stdout.contains("\nrecommendation: memory"), "{stdout}");
     assert!(chart.contains("ticker lateness"), "{chart}");
 }

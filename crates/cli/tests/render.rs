@@ -112,12 +112,17 @@ fn fixture() -> Report {
             }
             report.results.push(row);
         }
-        let mut ticker = Row::new(name, role, Mode::Async);
-        ticker.batch = Some(batch);
-        ticker.ticker_p99_us = Some(120.0 * gbps);
-        ticker.ticker_max_us = Some(900.0);
-        ticker.idle_p99_us = Some(60.0);
-        report.results.push(ticker);
+        for depth in [1, 64] {
+            let mut ticker = Row::new(name, role, Mode::Async);
+            ticker.batch = Some(batch);
+            ticker.depth = Some(depth);
+            ticker.ticker_p50_us = Some(30.0 * depth as f64);
+            ticker.ticker_p99_us = Some(120.0 * gbps * depth as f64);
+            ticker.ticker_max_us = Some(900.0 * depth as f64);
+            ticker.idle_p99_us = Some(60.0);
+            ticker.ttfb_us = (batch == 1 && depth == 1).then_some(12.5);
+            report.results.push(ticker);
+        }
     }
     // Working set: a tiered stack and a plain backend.
     report.skew = Some(Skew {
@@ -224,7 +229,7 @@ fn the_text_and_markdown_summaries_and_tables_match_their_snapshots() {
     for section in [
         "Batches of 64 pages on one thread:",
         "async API, 2-worker tokio runtime",
-        "responsiveness: a 1000 µs ticker's lateness while 64 tasks",
+        "responsiveness: a 1000 µs ticker's lateness while 1 or 64 tasks",
         "skewed replay: 4096 pages (16 MiB), 20% of pages take 80% of 16384 restores",
         "redis backends against redis-benchmark",
         "offload region:",

@@ -85,6 +85,16 @@ pub trait BackupBackend: Send + Sync + Debug {
         false
     }
 
+    /// Whether a call spends its time computing rather than waiting (a
+    /// codec at a slow level): an async adapter then runs at most one fewer
+    /// of its blocking jobs at once than the machine has cores (at least
+    /// one), process-wide, so that a deep queue of such calls does not crowd
+    /// the runtime's own threads off the CPU. Backends whose calls wait on I/O keep every
+    /// call in flight. The default is `false`.
+    fn cpu_bound(&self) -> bool {
+        false
+    }
+
     /// The bytes of the backend's store that the page under `handle` takes
     /// (its compressed size, or the page size where stored as is), or
     /// `None` when the handle is not live or the backend cannot tell.

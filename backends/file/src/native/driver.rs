@@ -142,17 +142,46 @@ impl Driver {
         buffers: Box<dyn Any + Send>,
         orphan: Orphan,
     ) -> oneshot::Receiver<Completion> {
+        let (done, receiver) = oneshot::channel();
+        // SAFETY: the caller's guarantee.
+        unsafe { self.submit_inner(entries, buffers, Some(done), orphan) };
+        receiver
+    }
+
+    /// Submits `entries` as [`submit`](Self::submit) does, with no future
+    /// waiting: `handler` gets the completion, on the reaper thread.
+    ///
+    /// # Safety
+    /// As for [`submit`](Self::submit).
+    pub(crate) unsafe fn submit_handled(
+        &self,
+        entries: Vec<squeue::Entry>,
+        buffers: Box<dyn Any + Send>,
+        handler: Orphan,
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.submit_inner(entries, buffers, None, handler) };
+    }
+
+    /// # Safety
+    /// As for [`submit`](Self::submit).
+    unsafe fn submit_inner(
+        &self,
+        entries: Vec<squeue::Entry>,
+        buffers: Box<dyn Any + Send>,
+        done: Option<oneshot::Sender<Completion>>,
+        orphan: Orphan,
+    ) {
         assert!(
             !entries.is_empty() && entries.len() < 1 << INDEX_BITS,
             "1..65536 entries per operation"
         );
-        let (done, receiver) = oneshot::channel();
         self.shared.in_flight.add();
         let op = self.shared.lock_ops().insert(InFlight {
             remaining: entries.len(),
             results: vec![0; entries.len()],
             buffers: Some(buffers),
-            done: Some(done),
+            done,
             orphan: Some(orphan),
         });
         let entries = entries
@@ -161,7 +190,6 @@ impl Driver {
             .map(|(k, entry)| entry.user_data(((op as u64) << INDEX_BITS) | k as u64));
         // SAFETY: the caller guarantees the buffers live until the completion, which the reaper delivers only after the kernel is done.
         unsafe { self.shared.push_and_submit(entries) };
-        receiver
     }
 }
 
@@ -286,8 +314,11 @@ fn reap(shared: &Shared) {
                 results: std::mem::take(&mut op.results),
                 buffers: op.buffers.take().expect("buffers stay until delivered"),
             };
-            let done = op.done.take().expect("delivered once");
-            if let Err(completion) = done.send(completion) {
+            let undelivered = match op.done.take() {
+                Some(done) => done.send(completion).err(),
+                None => Some(completion),
+            };
+            if let Some(completion) = undelivered {
                 (op.orphan.take().expect("delivered once"))(completion);
             }
             shared.in_flight.remove();

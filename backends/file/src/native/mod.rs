@@ -2,6 +2,7 @@
 //! for async programs (feature `async`).
 
 mod driver;
+mod gather;
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
     Page, Result,
 };
+
+use io_uring::squeue::Entry;
 
 use self::driver::{Completion, Driver, libc_iovec::Iovec, readv, result_error, writev};
 use crate::FileConfig;
@@ -66,7 +69,12 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   gives the same store through the sync trait, so handles from one are
 ///   handles of the other.
 ///
-/// Single pages are written at once (no staging).
+/// Single pages are written at once (no staging), and gathered while busy:
+/// a `backup_page` or `copy_page` that finds none of its kind in flight is
+/// submitted at once; those made while one is in flight are submitted
+/// together when it completes, backups as one reservation (one `WRITEV`
+/// per run of contiguous slots), restores as one `READV` per run of
+/// contiguous slots read. No timer adds latency to an idle backend.
 ///
 /// **Blocking class**: natively async. Backups and restores submit on the
 /// calling task and await completions delivered by the reapers; only hole
@@ -81,6 +89,8 @@ struct Inner {
     op_pages: usize,
     /// Drops on the blocking pool, so that `flush` waits for orphaned ones.
     drops: BlockingJobs,
+    /// Single-page calls gathered while gathered ones are in flight.
+    gather: gather::Gather,
 }
 
 impl AsyncFileBackend {
@@ -109,6 +119,7 @@ impl AsyncFileBackend {
                 drivers: drivers.into_boxed_slice(),
                 op_pages: IOV_MAX,
                 drops: BlockingJobs::new(),
+                gather: gather::Gather::default(),
             }),
         })
     }
@@ -208,6 +219,36 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The `WRITEV`s of `reservation`'s runs (one per run, split at
+    /// `op_pages`), and the buffers they point into, to keep until they
+    /// complete.
+    fn writes(&self, pages: Vec<Box<Page>>, reservation: Reservation, flags: BackupFlags) -> (Vec<Entry>, WriteBufs) {
+        let iovecs: Vec<Iovec> = pages.iter().map(|p| iovec(&**p)).collect();
+        let mut entries = Vec::new();
+        let mut sqes = Vec::new();
+        let mut at = 0;
+        for (run, range) in reservation.runs().iter().enumerate() {
+            let len = (range.end - range.start) as usize;
+            for start in (0..len).step_by(self.op_pages) {
+                let count = self.op_pages.min(len - start);
+                let offset = (u64::from(range.start) + start as u64) * PAGE;
+                sqes.push(writev(&iovecs[at + start..at + start + count], offset));
+                entries.push((run, at + start, count));
+            }
+            at += len;
+        }
+        let bufs = WriteBufs {
+            pages,
+            iovecs,
+            entries,
+            reservation,
+            flags,
+        };
+        (sqes, bufs)
+    }
+}
+
 /// The index of the first page of `run`.
 fn run_first_page(reservation: &Reservation, run: usize) -> usize {
     reservation.runs()[..run]
@@ -242,28 +283,8 @@ impl AsyncBackupBackend for AsyncFileBackend {
             let result = inner.store.complete(reservation, Ok(()), flags, &mut handles, op);
             return BackedUp { pages, handles, result };
         }
-        let iovecs: Vec<Iovec> = pages.iter().map(|p| iovec(&**p)).collect();
-        let mut entries = Vec::new();
-        let mut sqes = Vec::new();
-        let mut at = 0;
-        for (run, range) in reservation.runs().iter().enumerate() {
-            let len = (range.end - range.start) as usize;
-            for start in (0..len).step_by(inner.op_pages) {
-                let count = inner.op_pages.min(len - start);
-                let offset = (u64::from(range.start) + start as u64) * PAGE;
-                sqes.push(writev(&iovecs[at + start..at + start + count], offset));
-                entries.push((run, at + start, count));
-            }
-            at += len;
-        }
         let shard = reservation.shard();
-        let bufs = WriteBufs {
-            pages,
-            iovecs,
-            entries,
-            reservation,
-            flags,
-        };
+        let (sqes, bufs) = inner.writes(pages, reservation, flags);
         let orphan_inner = Arc::clone(inner);
         let orphan = Box::new(move |c: Completion| {
             // The future is gone: complete the backup and drop what it made.
@@ -383,6 +404,18 @@ impl AsyncBackupBackend for AsyncFileBackend {
         (result, dsts)
     }
 
+    async fn backup_page(&self, page: Box<Page>, idx: u64, flags: BackupFlags) -> (Result<Handle>, Box<Page>) {
+        gather::backup(&self.inner, page, idx, flags).await
+    }
+
+    async fn copy_page(&self, dst: Box<Page>, handle: Handle, intr: Option<Interrupt>) -> (Result<()>, Box<Page>) {
+        let intr = intr.unwrap_or_default();
+        let on_drop = InterruptOnDrop::new(Some(intr.clone()));
+        let out = gather::restore(&self.inner, dst, handle, intr).await;
+        on_drop.disarm();
+        out
+    }
+
     async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         self.inner.drops.drop_handles(&self.inner.store, handles).await
     }
@@ -403,6 +436,8 @@ impl AsyncBackupBackend for AsyncFileBackend {
     /// exactly what its callers hold (also after the runtime that ran them
     /// shut down: they end on the reaper and the blocking pool).
     async fn flush(&self) -> Result<()> {
+        // Gathered backups first: their completions may submit to any ring.
+        self.inner.gather.backups.settle().await;
         for driver in self.inner.drivers.iter() {
             driver.settle().await;
         }

@@ -118,6 +118,12 @@ pub trait Layer: Send + Sync + Debug {
         self.inner().never_blocks()
     }
 
+    /// [`BackupBackend::cpu_bound`]: a layer that only counts and decides
+    /// computes where its inner backend does.
+    fn cpu_bound(&self) -> bool {
+        self.inner().cpu_bound()
+    }
+
     /// [`BackupBackend::stored_size`].
     fn stored_size(&self, handle: Handle) -> Option<u64> {
         self.inner().stored_size(handle)
@@ -182,6 +188,9 @@ impl<L: Layer> BackupBackend for L {
     }
     fn never_blocks(&self) -> bool {
         Layer::never_blocks(self)
+    }
+    fn cpu_bound(&self) -> bool {
+        Layer::cpu_bound(self)
     }
     fn stored_size(&self, handle: Handle) -> Option<u64> {
         Layer::stored_size(self, handle)
