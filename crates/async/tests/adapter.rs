@@ -562,7 +562,7 @@ impl BackupBackend for Busy {
 }
 
 #[test]
-fn cpu_bound_jobs_run_at_most_one_per_core_and_others_all_at_once() {
+fn cpu_bound_jobs_run_at_most_cpu_slots_at_once_and_others_all_at_once() {
     for cpu_bound in [true, false] {
         let backend = Arc::new(Busy {
             cpu_bound,
