@@ -278,7 +278,9 @@ fn reap(shared: &Shared) {
                     Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)
                 ) =>
             {
-                continue;
+                // Go on to reap what is there: EBUSY can mean completions
+                // wait for room in the completion queue, which only
+                // reaping makes.
             }
             Err(e) => {
                 eprintln!("pagebackup-file: waiting for io_uring completions failed: {e}; aborting");
