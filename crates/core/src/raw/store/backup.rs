@@ -89,12 +89,31 @@ impl<D: Device> SlotStore<D> {
             .map_err(|error| BatchError { completed: 0, error })?;
         let shard = self.shards.mine();
         let reserved = self.reserve_capacity(pages.len() as u64);
-        let (runs, resident) = if reserved == 0 {
+        let slots = |runs: &[Range<u32>]| runs.iter().map(|r| u64::from(r.end - r.start)).sum::<u64>();
+        let (mut runs, mut resident) = if reserved == 0 {
             (Vec::new(), Vec::new())
         } else {
             self.shards.lock(shard).place(first_idx, reserved as u32)
         };
-        let placed: u64 = runs.iter().map(|r| u64::from(r.end - r.start)).sum();
+        let mut placed = slots(&runs);
+        // Too few free slots while the reserve is allocating some ahead:
+        // they are free space taken for a moment, so wait for them.
+        while placed < reserved {
+            let mut state = self.shards.lock(shard);
+            let filling = state.filling > 0;
+            let (more, more_resident) = state.place(first_idx.wrapping_add(placed), (reserved - placed) as u32);
+            drop(state);
+            let got = slots(&more);
+            runs.extend(more);
+            resident.extend(more_resident);
+            placed += got;
+            if !filling {
+                break;
+            }
+            if got == 0 {
+                std::thread::yield_now();
+            }
+        }
         self.unreserve(reserved - placed);
         let checksums: Vec<u32> = if self.config.checksum {
             pages[..placed as usize].iter().map(|p| checksum(p)).collect()

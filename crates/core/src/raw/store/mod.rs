@@ -9,6 +9,8 @@ mod release;
 mod reserve;
 mod slot_bits;
 mod stats;
+#[cfg(test)]
+mod test_device;
 
 use std::fmt;
 use std::io;
@@ -149,6 +151,10 @@ struct ShardState {
     cursor: Option<(u64, u32)>,
     /// Restores' pins and the quarantine of dropped slots still pinned.
     pins: Pins,
+    /// Free slots taken for a while by [`SlotStore::fill_reserve`] to
+    /// allocate their storage: a backup that finds too few free slots waits
+    /// for them instead of failing.
+    filling: u32,
 }
 
 impl<D: Device> SlotStore<D> {
@@ -168,6 +174,7 @@ impl<D: Device> SlotStore<D> {
             deferred: SlotBits::counting_in(Arc::clone(&deferred_total)),
             cursor: None,
             pins: Pins::default(),
+            filling: 0,
         });
         SlotStore {
             config,

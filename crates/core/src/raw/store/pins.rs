@@ -111,55 +111,10 @@ impl<D: Device> SlotStore<D> {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::Mutex;
-
-    use crate::raw::device::{ReadRun, RunError, WriteRun};
-    use crate::raw::{Device, SlotStore, StoreConfig};
+    use super::super::test_device::VecDevice;
+    use crate::raw::device::ReadRun;
+    use crate::raw::{SlotStore, StoreConfig};
     use crate::{BackupBackend, BackupFlags, ErrorKind, Operation, PAGE_SIZE, Page};
-
-    /// Slots in a vector; a released slot reads as zeros.
-    #[derive(Debug, Default)]
-    struct VecDevice(Mutex<Vec<Box<Page>>>);
-
-    // SAFETY: every call touches only its runs' pages and the vector, behind the lock.
-    unsafe impl Device for VecDevice {
-        unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-            let mut slots = self.0.lock().unwrap();
-            for run in runs {
-                for (k, page) in run.pages.iter().enumerate() {
-                    let slot = run.slot as usize + k;
-                    while slots.len() <= slot {
-                        slots.push(Page::new_boxed());
-                    }
-                    slots[slot].0.copy_from_slice(&page.0);
-                }
-            }
-            Ok(())
-        }
-
-        unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-            let slots = self.0.lock().unwrap();
-            for run in runs {
-                for (k, page) in run.pages.iter_mut().enumerate() {
-                    page.0.copy_from_slice(&slots[run.slot as usize + k].0);
-                }
-            }
-            Ok(())
-        }
-
-        unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
-            let mut slots = self.0.lock().unwrap();
-            for s in slot..slot + count {
-                slots[s as usize].0.fill(0);
-            }
-            Ok(())
-        }
-
-        fn resident_bytes(&self) -> u64 {
-            0
-        }
-    }
 
     fn filled(byte: u8) -> Box<Page> {
         let mut page = Page::new_boxed();

@@ -31,8 +31,10 @@ impl<D: Device> SlotStore<D> {
     /// slots allocated.
     ///
     /// While a batch is being allocated its slots are taken, so no backup
-    /// is placed there; then they are free again, with storage, and a backup
-    /// placed on them writes into it. A batch whose allocation fails is
+    /// is placed there (a backup that finds too few other free slots waits
+    /// for them, rather than fail for want of space the store has); then
+    /// they are free again, with storage, and a backup placed on them writes
+    /// into it. A batch whose allocation fails is
     /// released again and given back without storage, and the error (such
     /// as `ENOMEM`, or `Unsupported` from a device that cannot allocate
     /// ahead) returned; what earlier batches allocated stays.
@@ -52,6 +54,7 @@ impl<D: Device> SlotStore<D> {
                 let runs = lowest_unbacked(&state.extents, &state.deferred, want as u32);
                 for run in &runs {
                     assert!(state.extents.take_range(run.clone()), "free runs can be taken");
+                    state.filling += run.end - run.start;
                 }
                 runs
             };
@@ -72,6 +75,7 @@ impl<D: Device> SlotStore<D> {
             }
             let mut state = self.shards.lock(shard);
             for run in &runs {
+                state.filling -= run.end - run.start;
                 let held = failed.as_ref().is_none_or(|&(start, _)| run.start < start);
                 if held {
                     filled += u64::from(run.end - run.start);
@@ -111,4 +115,46 @@ fn lowest_unbacked(
         }
     }
     runs
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::super::test_device::VecDevice;
+    use crate::raw::{SlotStore, StoreConfig};
+    use crate::{BackupBackend, BackupFlags, Page};
+
+    /// A backup that needs the slots the reserve is allocating ahead waits
+    /// for them: the store is not full, so it must not say so.
+    #[test]
+    fn a_backup_waits_for_slots_taken_by_the_reserve_rather_than_fail() {
+        let (started, start) = mpsc::channel();
+        let device = VecDevice(Default::default(), Some((started, Duration::from_millis(100))));
+        let config = StoreConfig::new("vec", 8).with_reserve(8);
+        let store = SlotStore::new(config, vec![device]);
+        let pages: Vec<Box<Page>> = (0..8u8)
+            .map(|i| {
+                let mut page = Page::new_boxed();
+                page.0.fill(i + 1);
+                page
+            })
+            .collect();
+        std::thread::scope(|s| {
+            let filler = s.spawn(|| store.fill_reserve(0, 8, 8));
+            start.recv().unwrap();
+            let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+            let mut handles = Vec::new();
+            store
+                .backup_pages(&refs, 0, BackupFlags::NONE, &mut handles)
+                .expect("every slot of the capacity is free");
+            assert_eq!(filler.join().unwrap().unwrap(), 8);
+            for (h, page) in handles.iter().zip(&pages) {
+                let mut back = Page::new_boxed();
+                store.copy_page(&mut back, *h, None).unwrap();
+                assert_eq!(back.0, page.0);
+            }
+        });
+    }
 }
