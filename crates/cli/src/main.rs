@@ -524,17 +524,26 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
     let start = std::time::Instant::now();
     let mut runs = Vec::new();
     for adapter in &adapters {
-        for &mode in &modes {
+        for (index, &mode) in modes.iter().enumerate() {
             progress.set_message(format!(
                 "{} (batch {}, {} threads)",
                 adapter.name(),
                 mode.batch,
                 mode.threads
             ));
-            runs.push(run(&**adapter, &corpus.pages, &mut out, mode, args.rounds, &|k| {
-                progress.inc(k);
-                stop::check()
-            })?);
+            let checks = measure::Checks { index, of: modes.len() };
+            runs.push(run(
+                &**adapter,
+                &corpus.pages,
+                &mut out,
+                mode,
+                args.rounds,
+                checks,
+                &|k| {
+                    progress.inc(k);
+                    stop::check()
+                },
+            )?);
         }
     }
     report.timing = Some(Timing {
