@@ -37,8 +37,7 @@ impl Mapping {
         } else {
             libc::PROT_READ
         };
-        // SAFETY: a fresh mapping of a file this program created and keeps
-        // at `len` bytes; nothing else maps or truncates it.
+        // SAFETY: a fresh mapping of a file this program created and keeps at `len` bytes; nothing else maps or truncates it.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, file.as_raw_fd(), 0) };
         assert_ne!(ptr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
         Mapping { ptr: ptr.cast(), len }

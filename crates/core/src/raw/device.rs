@@ -220,8 +220,7 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
     ///
     /// As [`Device::write`].
     unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-        // SAFETY: the caller's runs, under the caller's promise, which
-        // reaches the inner device (the trait's contract).
+        // SAFETY: the caller's runs, under the caller's promise, which reaches the inner device (the trait's contract).
         unsafe { self.inner().write(runs) }
     }
 
@@ -231,8 +230,7 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
     ///
     /// As [`Device::read`].
     unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        // SAFETY: the caller's runs, under the caller's promise, which
-        // reaches the inner device (the trait's contract).
+        // SAFETY: the caller's runs, under the caller's promise, which reaches the inner device (the trait's contract).
         unsafe { self.inner().read(runs) }
     }
 
@@ -242,8 +240,7 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
     ///
     /// As [`Device::release`].
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
-        // SAFETY: the caller's slots, under the caller's promise, which
-        // reaches the inner device (the trait's contract).
+        // SAFETY: the caller's slots, under the caller's promise, which reaches the inner device (the trait's contract).
         unsafe { self.inner().release(slot, count) }
     }
 
@@ -253,8 +250,7 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
     ///
     /// As [`Device::preallocate`].
     unsafe fn preallocate(&self, slot: u32, count: u32) -> io::Result<()> {
-        // SAFETY: the caller's slots, under the caller's promise, which
-        // reaches the inner device (the trait's contract).
+        // SAFETY: the caller's slots, under the caller's promise, which reaches the inner device (the trait's contract).
         unsafe { self.inner().preallocate(slot, count) }
     }
 
