@@ -172,9 +172,16 @@ unsafe impl Device for MemfdDevice {
         }
     }
 
-    /// The memfd's allocated bytes (in RAM or swapped) less those swapped out.
+    /// The memfd's allocated bytes (in RAM or swapped) less those swapped
+    /// out. Those are read from `/proc/self/smaps`, a file as long as the
+    /// process's mappings, only when something is swapped out on the
+    /// machine at all.
     fn resident_bytes(&self) -> u64 {
         let allocated = memfd::allocated_bytes(&self.memfd).unwrap_or(0);
+        let info = rustix::system::sysinfo();
+        if allocated == 0 || info.totalswap == info.freeswap {
+            return allocated;
+        }
         let swapped = crate::smaps::swap_bytes(self.mapping_range().start).unwrap_or(0);
         allocated.saturating_sub(swapped)
     }

@@ -317,7 +317,17 @@ fn writeback_moves_pages_to_swap_and_they_come_back_exact() {
         "only {swapped} bytes of {} reached swap",
         PAGES * PAGE
     );
+    assert_eq!(
+        stats.resident_bytes,
+        PAGES * PAGE - swapped,
+        "what is swapped out is not resident"
+    );
     verify_all(&backend, &handles, &specs);
+    assert_eq!(
+        backend.stats().resident_bytes,
+        PAGES * PAGE - backend.swapped_bytes().unwrap(),
+        "what is swapped out is not resident"
+    );
     backend.drop_handles(&handles).unwrap();
     assert_eq!(
         backend.swapped_bytes().unwrap(),
