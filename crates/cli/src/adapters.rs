@@ -124,15 +124,20 @@ pub const PREFAULTED: &str = "baseline:copy-prefaulted";
 
 /// Every baseline `--baselines all` runs, besides the codec of each
 /// compressed spec.
-pub const ALL_BASELINES: [&str; 7] = [
+pub const ALL_BASELINES: [&str; 8] = [
     PREFAULTED,
     "baseline:pwrite-memfd",
     "baseline:pwrite-file",
     "baseline:uring-file",
     DD_DIRECT,
     "baseline:lz4_flex",
+    LZ4_C,
     "baseline:zstd-1",
 ];
+
+/// The name of the lz4 baseline decoded by the C library
+/// ([`RawCodec::lz4_c`]): the fastest restore any lz4 store can reach.
+pub const LZ4_C: &str = "baseline:lz4-c";
 
 /// The baseline adapter called `name`, for a corpus of `pages` pages.
 pub fn baseline(name: &str, pages: usize) -> Result<Box<dyn Adapter>, Error> {
@@ -143,6 +148,7 @@ pub fn baseline(name: &str, pages: usize) -> Result<Box<dyn Adapter>, Error> {
         "baseline:uring-file" => Box::new(PerPage::file(pages, true)?),
         DD_DIRECT => Box::new(DirectFile::new(pages)?),
         "baseline:lz4_flex" => Box::new(RawCodec::lz4()),
+        LZ4_C => Box::new(RawCodec::lz4_c()),
         _ => match name.strip_prefix("baseline:zstd-") {
             Some(level) => Box::new(RawCodec::zstd(
                 level.parse().map_err(|_| format!("bad zstd level in {name}"))?,
@@ -531,8 +537,20 @@ impl Adapter for PerPage {
 /// A codec alone: each page compressed into a buffer and back, no store.
 pub struct RawCodec {
     name: String,
-    level: Option<i32>,
+    codec: RawKind,
     held: AtomicU64,
+}
+
+/// What a [`RawCodec`] encodes and decodes with.
+#[derive(Clone, Copy)]
+enum RawKind {
+    /// lz4_flex both ways (safe Rust).
+    Lz4Flex,
+    /// lz4_flex's encoder (the same block format) and the C library's
+    /// `LZ4_decompress_safe`.
+    Lz4C,
+    /// zstd at this level.
+    Zstd(i32),
 }
 
 impl RawCodec {
@@ -540,7 +558,17 @@ impl RawCodec {
     pub fn lz4() -> RawCodec {
         RawCodec {
             name: "baseline:lz4_flex".into(),
-            level: None,
+            codec: RawKind::Lz4Flex,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `baseline:lz4-c`: the same blocks as `baseline:lz4_flex`, decoded by
+    /// the C library, the decoder the compressed backend restores with.
+    pub fn lz4_c() -> RawCodec {
+        RawCodec {
+            name: LZ4_C.into(),
+            codec: RawKind::Lz4C,
             held: AtomicU64::new(0),
         }
     }
@@ -549,7 +577,7 @@ impl RawCodec {
     pub fn zstd(level: i32) -> RawCodec {
         RawCodec {
             name: format!("baseline:zstd-{level}"),
-            level: Some(level),
+            codec: RawKind::Zstd(level),
             held: AtomicU64::new(0),
         }
     }
@@ -568,13 +596,13 @@ impl Adapter for RawCodec {
         let mut at = 0;
         for page in pages {
             let out = &mut data[at..at + 2 * PAGE_SIZE];
-            let len = match self.level {
-                Some(level) => ZSTD.with(|z| {
+            let len = match self.codec {
+                RawKind::Zstd(level) => ZSTD.with(|z| {
                     z.borrow_mut()
                         .compressor(level)?
                         .compress_to_buffer(page.as_bytes().as_slice(), out)
                 })?,
-                None => lz4_flex::block::compress_into(page.as_bytes(), out)?,
+                RawKind::Lz4Flex | RawKind::Lz4C => lz4_flex::block::compress_into(page.as_bytes(), out)?,
             };
             lens.push(len);
             at += len;
@@ -590,13 +618,14 @@ impl Adapter for RawCodec {
         let mut at = 0;
         for (dst, &len) in dsts.iter_mut().zip(lens) {
             let src = &data[at..at + len];
-            let out = match self.level {
-                Some(_) => ZSTD.with(|z| {
+            let out = match self.codec {
+                RawKind::Zstd(_) => ZSTD.with(|z| {
                     z.borrow_mut()
                         .decompressor()?
                         .decompress_to_buffer(src, dst.as_bytes_mut().as_mut_slice())
                 })?,
-                None => lz4_flex::block::decompress_into(src, dst.as_bytes_mut())?,
+                RawKind::Lz4Flex => lz4_flex::block::decompress_into(src, dst.as_bytes_mut())?,
+                RawKind::Lz4C => lz4::block::decompress_to_buffer(src, Some(PAGE_SIZE as i32), dst.as_bytes_mut())?,
             };
             if out != PAGE_SIZE {
                 return Err(format!("{} decoded {out} bytes", self.name).into());
