@@ -8,7 +8,7 @@ use redis::{Connection, IntoConnectionInfo, RedisResult, Value};
 
 use crate::RedisConfig;
 use crate::conn::Batch;
-use crate::error::Failure;
+use crate::error::{Failure, cut, timed_out};
 use crate::stats::Traffic;
 
 /// Idle blocking connections, one taken per sync call (so one per thread
@@ -191,17 +191,6 @@ pub(crate) fn remaining(deadline: Instant) -> RedisResult<std::time::Duration> {
         return Err(timed_out());
     }
     Ok(left)
-}
-
-/// The error of a call whose deadline passed.
-pub(crate) fn timed_out() -> redis::RedisError {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within the timeout").into()
-}
-
-/// Whether `e` says the connection was cut (and the request may be resent
-/// on a new one), rather than that the server did not answer in time.
-pub(crate) fn cut(e: &redis::RedisError) -> bool {
-    !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped())
 }
 
 impl std::fmt::Debug for BlockingPool {

@@ -8,8 +8,8 @@ use redis::{Cmd, Pipeline, RedisResult, Value};
 use std::time::Instant;
 
 use crate::RedisConfig;
-use crate::blocking::{cut, timed_out};
 use crate::error::Failure;
+use crate::error::{cut, timed_out};
 use crate::stats::{Traffic, command_len};
 use crate::tls::Tls;
 

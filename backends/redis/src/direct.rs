@@ -18,8 +18,8 @@ use redis::{ConnectionAddr, IntoConnectionInfo, Value};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::RedisConfig;
-use crate::blocking::{cut, remaining, timed_out};
-use crate::error::Failure;
+use crate::blocking::remaining;
+use crate::error::{Failure, cut, timed_out};
 use crate::resp::{Reply, ReplyReader, run_blocking};
 
 /// TLS to the server: the client configuration and the name to verify.

@@ -111,3 +111,14 @@ pub(crate) fn corrupt(op: Operation, handle: Handle, detail: String) -> BackupEr
         detail,
     }
 }
+
+/// The error of a call whose deadline passed.
+pub(crate) fn timed_out() -> RedisError {
+    io::Error::new(io::ErrorKind::TimedOut, "no answer within the timeout").into()
+}
+
+/// Whether `e` says the connection was cut (and the request may be resent
+/// on a new one), rather than that the server did not answer in time.
+pub(crate) fn cut(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped())
+}
