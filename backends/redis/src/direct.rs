@@ -123,12 +123,9 @@ impl Direct {
         deadline: Instant,
         each: &mut Each<'_>,
     ) -> u64 {
-        let (mut delivered, mut received) = (0, 0);
-        let mut conn = pop(&self.idle_sync);
-        let mut pooled = conn.is_some();
+        let mut trip = Trip::start(&self.idle_sync);
         loop {
-            let made = conn.take().map_or_else(|| self.connect_blocking(deadline), Ok);
-            let error = match made {
+            let attempt = match trip.conn.take().map_or_else(|| self.connect_blocking(deadline), Ok) {
                 Ok((mut stream, mut reader)) => {
                     let mut timed = Blocking {
                         stream: &mut stream,
@@ -140,26 +137,17 @@ impl Direct {
                         packed,
                         count,
                         expected,
-                        &mut delivered,
+                        &mut trip.delivered,
                         each,
                     ));
-                    received += reader.take_received();
-                    match exchanged {
-                        Ok(()) => {
-                            push(&self.idle_sync, (stream, reader));
-                            return received;
-                        }
-                        Err(e) => redis::RedisError::from(e),
-                    }
+                    trip.received += reader.take_received();
+                    exchanged.map(|()| (stream, reader)).map_err(redis::RedisError::from)
                 }
-                Err(e) => e,
+                Err(e) => Err(e),
             };
-            if pooled && delivered == 0 && cut(&error) {
-                pooled = false;
-                continue;
+            if let Some(received) = trip.settle(attempt, &self.idle_sync, count, each) {
+                return received;
             }
-            fail_rest(each, delivered, count, error);
-            return received;
         }
     }
 
@@ -173,33 +161,26 @@ impl Direct {
         deadline: Instant,
         each: &mut Each<'_>,
     ) -> u64 {
-        let (mut delivered, mut received) = (0, 0);
-        let mut conn = pop(&self.idle_async);
-        let mut pooled = conn.is_some();
+        let mut trip = Trip::start(&self.idle_async);
         loop {
-            let taken = conn.take();
+            let taken = trip.conn.take();
+            let (delivered, received) = (&mut trip.delivered, &mut trip.received);
             let attempt = async {
                 let (mut stream, mut reader) = match taken {
                     Some(conn) => conn,
                     None => self.connect(deadline).await?,
                 };
-                let exchanged = exchange(&mut stream, &mut reader, packed, count, expected, &mut delivered, each).await;
-                received += reader.take_received();
+                let exchanged = exchange(&mut stream, &mut reader, packed, count, expected, delivered, each).await;
+                *received += reader.take_received();
                 exchanged?;
-                push(&self.idle_async, (stream, reader));
-                Ok::<_, redis::RedisError>(())
+                Ok::<_, redis::RedisError>((stream, reader))
             };
-            let error = match tokio::time::timeout_at(deadline.into(), attempt).await {
-                Ok(Ok(())) => return received,
-                Ok(Err(e)) => e,
-                Err(_) => timed_out(),
-            };
-            if pooled && delivered == 0 && cut(&error) {
-                pooled = false;
-                continue;
+            let attempt = tokio::time::timeout_at(deadline.into(), attempt)
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+            if let Some(received) = trip.settle(attempt, &self.idle_async, count, each) {
+                return received;
             }
-            fail_rest(each, delivered, count, error);
-            return received;
         }
     }
 
@@ -303,6 +284,54 @@ impl Direct {
 
 /// What a round trip hands each reply to, in order.
 pub(crate) type Each<'a> = dyn FnMut(Result<Reply<'_>, Failure>) + Send + 'a;
+
+/// What a round trip, sync or async, has done so far: each attempt
+/// exchanges on `conn` (a pooled connection, or a new one when `None`),
+/// counting the replies it delivers and the bytes it receives, then
+/// [`settle`](Trip::settle)s.
+struct Trip<C> {
+    conn: Option<C>,
+    /// Whether `conn` came from the pool (and may have been closed by the
+    /// server while idle).
+    pooled: bool,
+    delivered: usize,
+    received: u64,
+}
+
+impl<C> Trip<C> {
+    fn start(idle: &Mutex<Vec<C>>) -> Self {
+        let conn = pop(idle);
+        Trip {
+            pooled: conn.is_some(),
+            conn,
+            delivered: 0,
+            received: 0,
+        }
+    }
+
+    /// After an attempt: `None` to try once more on a new connection (the
+    /// pooled one was found cut before any reply, as when the server closed
+    /// it or restarted: `GET`s may be resent); else the bytes received, the
+    /// connection pooled once every reply was read, or the replies not
+    /// delivered failed.
+    fn settle(
+        &mut self,
+        attempt: redis::RedisResult<C>,
+        idle: &Mutex<Vec<C>>,
+        count: usize,
+        each: &mut Each<'_>,
+    ) -> Option<u64> {
+        match attempt {
+            Ok(conn) => push(idle, conn),
+            Err(error) if self.pooled && self.delivered == 0 && cut(&error) => {
+                self.pooled = false;
+                return None;
+            }
+            Err(error) => fail_rest(each, self.delivered, count, error),
+        }
+        Some(self.received)
+    }
+}
 
 /// Hands `each` the failure of the replies from `delivered` to `count`.
 fn fail_rest(each: &mut Each<'_>, delivered: usize, count: usize, error: redis::RedisError) {
