@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
 
-use crate::shared::{Located, Shared};
+use crate::shared::{Located, Moved, Shared};
 use crate::stats::{PolicyReport, Stop, TierCounters};
 use crate::tier::Tier;
 use crate::{Policy, WritebackFilter};
@@ -165,12 +165,17 @@ impl Shared {
             }
             let from = &self.tiers[found.entry.tier as usize].counters;
             match self.move_page(found, to, &mut buf) {
-                Ok(true) => {
+                Ok(Moved::Copied) => {
                     TierCounters::bump(&from.moved_down, 1);
                     TierCounters::bump(&self.tiers[to].counters.written_back_bytes, PAGE);
                     report.moved_pages += 1;
                 }
-                Ok(false) => report.raced_pages += 1,
+                Ok(Moved::ToKept) => {
+                    TierCounters::bump(&from.moved_down, 1);
+                    TierCounters::bump(&from.moved_down_to_kept, 1);
+                    report.moved_pages += 1;
+                }
+                Ok(Moved::Raced) => report.raced_pages += 1,
                 Err(e) => {
                     TierCounters::bump(&from.failed_moves, 1);
                     report.failed_pages += 1;
@@ -191,7 +196,12 @@ impl Shared {
     fn usage(&self, tier: &Tier) -> u64 {
         let held = tier.counters.held();
         let (bytes, pages, usage) = if tier.sizes_known.load(Ordering::Relaxed) {
-            (held, tier.counters.pages.load(Ordering::Relaxed), held)
+            let c = &tier.counters;
+            (
+                held,
+                c.pages.load(Ordering::Relaxed) + c.kept.load(Ordering::Relaxed),
+                held,
+            )
         } else {
             let stats = tier.backend.stats();
             (stats.memory_used, stats.stored_pages, held.max(stats.memory_used))
