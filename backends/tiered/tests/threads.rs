@@ -26,9 +26,11 @@ fn auto(promote: bool) -> TieredConfig {
 #[test]
 fn concurrent_checker_while_the_policy_moves_and_promotes() {
     for policy in [Policy::Lfu, Policy::S3Fifo] {
-        for promote in [false, true] {
-            let t = memory_over_shmem(32, auto(promote).with_policy(policy));
-            eight_threads_while_the_policy_moves(&t, 11, &format!("{policy:?}, promote={promote}"));
+        for (promote, keep_lower) in [(false, false), (true, false), (true, true)] {
+            let config = auto(promote).with_policy(policy).with_keep_lower(keep_lower);
+            let t = memory_over_shmem(32, config);
+            let label = format!("{policy:?}, promote={promote}, keep_lower={keep_lower}");
+            eight_threads_while_the_policy_moves(&t, 11, &label);
         }
     }
 }
