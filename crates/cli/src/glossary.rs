@@ -146,6 +146,14 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "restores/s over that of the stack's first tier alone on the same trace",
     ),
     (
+        "ideal hot vs 1st",
+        "the hot vs 1st a two-tier stack would reach if each hot restore cost what it costs in its tier alone, at the stack's measured split: the bound its policy's hit split sets",
+    ),
+    (
+        "ideal restores vs 1st",
+        "the same bound for restores vs 1st, at the measured split of all restores",
+    ),
+    (
         "RAM vs last",
         "RAM used over that of the stack's last tier alone on the same trace (1.00x: no more RAM than the densest tier)",
     ),

@@ -255,6 +255,16 @@ pub struct Row {
     /// A tiered stack's restores/s over its first tier's alone on the same trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restores_vs_first: Option<f64>,
+    /// The `hot_vs_first` a two-tier stack would reach if each hot restore
+    /// cost what it costs in its tier alone, at the stack's measured split
+    /// of hot restores between its tiers: the bound its policy sets, with
+    /// no cost of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ideal_hot_vs_first: Option<f64>,
+    /// The same bound for `restores_vs_first`, at the measured split of
+    /// all restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ideal_restores_vs_first: Option<f64>,
     /// A tiered stack's RAM over its last tier's alone holding the same pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram_vs_last: Option<f64>,
@@ -325,6 +335,8 @@ impl Row {
             tiers: None,
             hot_vs_first: None,
             restores_vs_first: None,
+            ideal_hot_vs_first: None,
+            ideal_restores_vs_first: None,
             ram_vs_last: None,
             policy_cpu_percent: None,
             workload: None,

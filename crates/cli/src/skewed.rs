@@ -282,6 +282,18 @@ pub fn rows(runs: &[SkewRun], skew: &Skew) -> Vec<Row> {
                     row.hot_vs_first = over(run.hot_gbps, first.hot_gbps);
                     row.restores_vs_first = over(run.restores_per_s, first.restores_per_s);
                 }
+                if let (Some(first), Some(last), [from_first, from_last]) =
+                    (alone(first), alone(last), run.tier_restores.as_slice())
+                {
+                    // Time per restore at the split, over the first tier's alone.
+                    let ideal = |split: f64, first: f64, last: f64| {
+                        (first > 0.0 && last > 0.0).then(|| round_to(1.0 / (split + (1.0 - split) * first / last), 3))
+                    };
+                    let hot = run.hot_from_first.unwrap_or(0.0);
+                    row.ideal_hot_vs_first = ideal(hot, first.hot_gbps, last.hot_gbps);
+                    let split = from_first / (from_first + from_last).max(f64::MIN_POSITIVE);
+                    row.ideal_restores_vs_first = ideal(split, first.restores_per_s, last.restores_per_s);
+                }
                 if let Some(last) = alone(last) {
                     row.ram_vs_last = over(run.ram_bytes as f64, last.ram_bytes as f64);
                 }
