@@ -570,7 +570,9 @@ impl Shared {
         let mut kept: BinaryHeap<Ranked<K>> = BinaryHeap::new();
         for shard in 0..self.shards.len() {
             let mut table = self.shards.lock(shard);
-            for (slot, generation, entry) in table.live() {
+            // Without aging, only the tier's own pages are visited.
+            let only = (!age).then_some(tier as u8);
+            for (slot, generation, entry) in table.live(only) {
                 if entry.tier as usize == tier
                     && !entry.dropping
                     && keep > 0

@@ -139,12 +139,15 @@ impl Table {
         entry.kept.then(|| self.kept.remove(&slot)).flatten()
     }
 
-    /// Every live entry with its slot and generation.
-    pub(crate) fn live(&mut self) -> impl Iterator<Item = (u32, u32, &mut Entry)> + '_ {
+    /// Every live entry with its slot and generation, or those of tier
+    /// `tier` only: the tier is checked first, so that a scan of a small
+    /// tier reads no generation of another tier's pages.
+    pub(crate) fn live(&mut self, tier: Option<u8>) -> impl Iterator<Item = (u32, u32, &mut Entry)> + '_ {
         let slots = &self.slots;
-        self.entries.iter_mut().enumerate().filter_map(|(slot, entry)| {
+        self.entries.iter_mut().enumerate().filter_map(move |(slot, entry)| {
+            let entry = entry.as_mut().filter(|e| tier.is_none_or(|t| e.tier == t))?;
             let slot = slot as u32;
-            Some((slot, slots.live_generation(slot)?, entry.as_mut()?))
+            Some((slot, slots.live_generation(slot)?, entry))
         })
     }
 
@@ -212,7 +215,8 @@ mod tests {
         assert_eq!(t.get(slot, generation).map(|e| e.inner), Handle::from_raw(1));
         assert_eq!(t.get(slot, generation + 1), None);
         assert_eq!(t.get(slot, 0), None);
-        assert_eq!(t.live().count(), 1);
+        assert_eq!(t.live(None).count(), 1);
+        assert_eq!(t.live(Some(1)).count(), 0);
         assert_eq!(t.remove(slot, generation), Some((entry(1), None)));
         assert_eq!(t.remove(slot, generation), None);
         let (again, next) = t.insert(entry(2)).unwrap();
