@@ -119,6 +119,8 @@ impl Tiered {
             failed_restores: AtomicU64::new(0),
             failed_releases: AtomicU64::new(0),
             writeback_pages: AtomicU64::new(0),
+            promotions: Mutex::new(Vec::new()),
+            deferred: std::sync::atomic::AtomicBool::new(auto.is_some()),
             unreleased: std::sync::Mutex::new(Vec::new()),
         });
         let worker = auto.map(|interval| Worker::start(Arc::clone(&shared), interval));

@@ -135,6 +135,11 @@ pub struct TieredConfig {
     /// [`Policy::S3Fifo`], the two restores alone). Promotions take from
     /// the rate limit. The first tier takes the page within its budget,
     /// and the policy then makes room by moving the coldest pages down.
+    /// With a policy thread ([`auto`](Self::auto)) or task
+    /// (`Tiered::spawn_policy`), the restore only notes the page and wakes
+    /// the policy, which reads it again and copies it up: a restore from
+    /// below costs its tier's restore, not a compression for the first tier
+    /// too. Without either, the restore promotes the page itself.
     /// Off by default.
     pub promote: bool,
     /// A promoted page keeps its copy in the tier it came from (the

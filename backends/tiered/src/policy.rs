@@ -18,6 +18,7 @@ impl Shared {
     pub(crate) fn run_policy_step(&self) -> PolicyReport {
         let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
         self.runs.fetch_add(1, Ordering::Relaxed);
+        self.promote_deferred();
         let huge_first = self.config.huge.is_some();
         let mut report = PolicyReport::default();
         for index in 0..self.tiers.len() - 1 {

@@ -20,6 +20,8 @@ use crate::{Policy, TieredConfig};
 pub(crate) const NAME: &str = "tiered";
 /// Restores since a page went down before it is promoted.
 const PROMOTE_HEAT: u8 = 2;
+/// Promotions that may wait for the policy thread or task.
+const DEFERRED: usize = 1024;
 
 /// Where a page is, as the policy found it: enough to move it and to check,
 /// at the switch, that nobody dropped or moved it meanwhile.
@@ -95,6 +97,10 @@ pub(crate) struct Shared {
     pub(crate) failed_restores: AtomicU64,
     pub(crate) failed_releases: AtomicU64,
     pub(crate) writeback_pages: AtomicU64,
+    /// Promotions restores left to the policy thread or task (by handle).
+    pub(crate) promotions: Mutex<Vec<Handle>>,
+    /// A policy thread or task runs, so restores leave promotions to it.
+    pub(crate) deferred: AtomicBool,
     /// Copies the table no longer maps whose release failed, by tier:
     /// retried after every policy run and writeback until they are freed.
     pub(crate) unreleased: Mutex<Vec<(usize, Handle)>>,
@@ -311,7 +317,11 @@ impl Shared {
             {
                 Ok(()) => {
                     if self.config.promote && entry.tier > 0 && self.admits(entry.heat) {
-                        self.promote(handle, entry, dst);
+                        if self.deferred.load(Ordering::Relaxed) {
+                            self.defer_promotion(handle);
+                        } else {
+                            self.promote(handle, entry, dst);
+                        }
                     }
                     return Ok(());
                 }
@@ -370,6 +380,48 @@ impl Shared {
         fits && match self.config.policy {
             Policy::Lfu => heat > top.victim_heat.load(Ordering::Relaxed),
             Policy::S3Fifo => true,
+        }
+    }
+
+    /// Leaves the promotion of the page of `handle` to the policy thread or
+    /// task, and wakes it: the restore returns without compressing the page
+    /// for the first tier. Past [`DEFERRED`] waiting, the page stays below
+    /// until it proves hot again.
+    fn defer_promotion(&self, handle: Handle) {
+        {
+            let mut waiting = lock(&self.promotions);
+            if waiting.len() >= DEFERRED {
+                return;
+            }
+            waiting.push(handle);
+        }
+        self.wake.kick();
+    }
+
+    /// Promotes the pages restores left to the policy: each still below is
+    /// read again from its tier and copied up, within the first tier's
+    /// budget and the rate limit.
+    pub(crate) fn promote_deferred(&self) {
+        let waiting = std::mem::replace(&mut *lock(&self.promotions), Vec::with_capacity(DEFERRED));
+        if waiting.is_empty() {
+            return;
+        }
+        let mut buf = Page::new_boxed();
+        for handle in waiting {
+            let Ok(entry) = self.with_entry(handle, Operation::Maintenance, |e| *e) else {
+                continue;
+            };
+            if entry.tier == 0 || entry.dropping {
+                continue;
+            }
+            // A failed read leaves the page where it is; a restore retries.
+            if self.tiers[entry.tier as usize]
+                .backend
+                .copy_page(&mut buf, entry.inner, None)
+                .is_ok()
+            {
+                self.promote(handle, entry, &buf);
+            }
         }
     }
 

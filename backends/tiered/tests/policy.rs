@@ -272,6 +272,24 @@ fn the_policy_moves_a_promoted_page_down_to_its_kept_copy_when_it_cools() {
     drop_all_and_check_empty(&t, &[hot, cold].concat());
 }
 
+#[test]
+fn with_a_policy_thread_promotions_are_left_to_it() {
+    let t = two_memory(100, TieredConfig::new().with_promote(true));
+    let pages = backup_n(&t, 17, 4);
+    t.writeback(WritebackFilter::All);
+    restore_times(&t, &pages[..2], 2);
+    // The policy thread copies them up on its wake-up, not the restore.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.tier_stats()[1].moved_up < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let s = t.tier_stats();
+    assert_eq!((s[1].moved_up, s[0].pages, s[1].kept_pages), (2, 2, 2), "{s:?}");
+    assert!(pages[..2].iter().all(|&(h, _)| t.tier_of(h) == Some(0)));
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
 /// A memory backend that says pages starting with 0xff cost a whole page
 /// and others a quarter: a stand-in for a compressing tier.
 #[derive(Debug)]
