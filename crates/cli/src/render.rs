@@ -137,7 +137,9 @@ const COLUMNS: &[Column] = &[
     ("restores vs 1st", true, |r| {
         r.restores_vs_first.map(|v| format!("{v:.2}x"))
     }),
-    ("ideal hot vs 1st", true, |r| r.ideal_hot_vs_first.map(|v| format!("{v:.2}x"))),
+    ("ideal hot vs 1st", true, |r| {
+        r.ideal_hot_vs_first.map(|v| format!("{v:.2}x"))
+    }),
     ("ideal restores vs 1st", true, |r| {
         r.ideal_restores_vs_first.map(|v| format!("{v:.2}x"))
     }),

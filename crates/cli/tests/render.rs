@@ -162,11 +162,13 @@ fn fixture() -> Report {
                     pages: 1000,
                     ram_bytes: 4 << 20,
                     restores: Some(0.8),
+                    restore_us: Some(1.0),
                 },
                 TierSplit {
                     pages: 3096,
                     ram_bytes: 1 << 20,
                     restores: Some(0.2),
+                    restore_us: Some(4.0),
                 },
             ]);
         }
