@@ -155,6 +155,9 @@ fn fixture() -> Report {
             row.hot_from_first = Some(0.9);
             row.hot_vs_first = Some(2.0);
             row.restores_vs_first = Some(1.0);
+            row.ideal_hot_vs_first = Some(2.5);
+            row.ideal_restores_vs_first = Some(1.25);
+            row.preempted_restores = Some(3);
             row.ram_vs_last = Some(0.833);
             row.policy_cpu_percent = Some(1.5);
             row.tiers = Some(vec![
