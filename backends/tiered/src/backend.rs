@@ -47,7 +47,9 @@ const MAX_TIERS: usize = 64;
 /// - **Kept copies** ([`TieredConfig::keep_lower`], on by default): a page
 ///   promoted keeps its copy in the tier it came from, and a later move
 ///   down is a drop of its upper copy; a restore whose upper copy fails
-///   (other than an invalid handle or an interrupt) is served from it. A
+///   (other than an invalid handle or an interrupt) is served from it; a
+///   page that settles above (restored often lately) has its kept copy
+///   released by the policy. A
 ///   page counts once in `stored_pages`; its two copies both count in
 ///   `memory_used` and their tiers' figures.
 /// - **No loss while pages move**: a move copies the page down, switches

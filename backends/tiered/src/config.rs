@@ -150,8 +150,19 @@ pub struct TieredConfig {
     /// tier's space for as long as the page stays above (counted in that
     /// tier's `held_bytes`, its [`TierStats::kept_pages`](crate::TierStats::kept_pages)
     /// and `memory_used`; the page itself counts once in `stored_pages`).
+    /// A page restored at least eight times lately above (heat halves as
+    /// the policy ages it) has settled there: a policy run releases its
+    /// kept copy, which would only cost RAM.
     /// Off: a promotion releases the lower copy, and a move down copies the
     /// page again.
+    ///
+    /// Measured with `pagebackup bench --working-set 16384` over
+    /// `[compressed:algo=lz4 | compressed:algo=zstd,level=9]`, a 4 MiB
+    /// budget, promotion on (three runs each, a loaded machine): on Zipf
+    /// 0.99, the policy thread took 2.0–4.1% of a core with kept copies
+    /// against 5.4–10.6% without, for 1.15–1.16x the RAM of zstd-9 alone
+    /// against 1.11–1.12x; on 90/10, hot restores ran at 0.91–0.93x of lz4
+    /// alone against 0.83–0.92x, for 1.10–1.14x RAM against 1.09–1.12x.
     pub keep_lower: bool,
     /// A bound on the bytes moved per period, down and up; `None` (the default) for none.
     pub rate_limit: Option<RateLimit>,

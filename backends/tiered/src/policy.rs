@@ -12,6 +12,9 @@ use crate::tier::Tier;
 use crate::{Policy, WritebackFilter};
 
 const PAGE: u64 = PAGE_SIZE as u64;
+/// Restores lately from which a page above with a kept copy below is
+/// settled there, and its kept copy released.
+const SETTLED_HEAT: u8 = 8;
 
 impl Shared {
     /// See [`Tiered::run_policy_step`](crate::Tiered::run_policy_step).
@@ -24,6 +27,7 @@ impl Shared {
         for index in 0..self.tiers.len() - 1 {
             let tier = &self.tiers[index];
             let Some(budget) = tier.budget else { continue };
+            self.release_settled(index);
             let usage = self.usage(tier);
             if usage as f64 <= budget as f64 * self.config.high {
                 continue;
@@ -54,6 +58,31 @@ impl Shared {
             }
         }
         self.finish(report)
+    }
+
+    /// Releases the kept copies of the pages of tier `index` that have
+    /// settled there: restored at least [`SETTLED_HEAT`] times lately (heat
+    /// halves as the policy ages it), so unlikely to move down soon. Their
+    /// copies below are RAM spent for a move that is not coming; a settled
+    /// page that does cool later is copied down again.
+    fn release_settled(&self, index: usize) {
+        let mut settled = Vec::new();
+        for shard in 0..self.shards.len() {
+            let mut table = self.shards.lock(shard);
+            let slots: Vec<u32> = table
+                .live(Some(index as u8))
+                .filter(|(_, _, e)| e.kept && !e.dropping && e.heat >= SETTLED_HEAT)
+                .map(|(slot, _, e)| {
+                    e.kept = false;
+                    slot
+                })
+                .collect();
+            settled.extend(slots.into_iter().filter_map(|slot| table.take_settled(slot)));
+        }
+        for kept in settled {
+            self.tiers[kept.tier as usize].counters.remove_kept(kept.cost);
+            self.release_inner(kept.tier as usize, kept.inner);
+        }
     }
 
     /// [`Policy::Lfu`]'s victims in tier `index`: huge pages first (under a

@@ -133,6 +133,12 @@ impl Table {
         entry.kept.then(|| self.kept.get(&slot).copied()).flatten()
     }
 
+    /// Takes the kept copy of the page at `slot` out of the side map, its
+    /// entry's flag already cleared.
+    pub(crate) fn take_settled(&mut self, slot: u32) -> Option<Kept> {
+        self.kept.remove(&slot)
+    }
+
     /// Takes the kept copy of the page at `slot` whose entry is `entry`
     /// out of the side map, if it has one.
     pub(crate) fn take_kept(&mut self, slot: u32, entry: &Entry) -> Option<Kept> {

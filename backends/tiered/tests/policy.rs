@@ -199,6 +199,32 @@ fn a_promoted_page_keeps_its_copy_below_and_moves_down_again_by_a_drop() {
 }
 
 #[test]
+fn a_promoted_page_restored_often_settles_and_its_kept_copy_is_released() {
+    let t = two_memory(100, manual().with_promote(true));
+    let pages = backup_n(&t, 18, 3);
+    t.writeback(WritebackFilter::All);
+    restore_times(&t, &pages[..2], 2);
+    assert_eq!(t.tier_stats()[1].kept_pages, 2);
+    // Page 0 restored six more times (eight lately): settled above.
+    restore_times(&t, &pages[..1], 6);
+    t.run_policy_step();
+    let s = t.tier_stats();
+    assert_eq!(
+        (s[1].kept_pages, s[1].pages, s[1].backend.stored_pages),
+        (1, 1, 2),
+        "{s:?}"
+    );
+    assert_eq!(s[1].held_bytes, 2 * PAGE);
+    // Moved down again, the settled page is copied; the other drops to its copy.
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 2);
+    let s = t.tier_stats();
+    assert_eq!(s[0].moved_down_to_kept, 1);
+    assert_eq!(s[1].written_back_bytes, 4 * PAGE);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
 fn without_keep_lower_a_promotion_releases_the_copy_below_and_a_move_down_copies_again() {
     let t = two_memory(100, manual().with_promote(true).with_keep_lower(false));
     let pages = backup_n(&t, 13, 4);
@@ -254,11 +280,13 @@ fn the_policy_moves_a_promoted_page_down_to_its_kept_copy_when_it_cools() {
     assert_eq!(written, 8 * PAGE);
     restore_times(&t, &cold[..6], 4);
     assert_eq!(t.tier_stats()[0].pages, 6);
-    // Now the first eight turn hot and the promoted ones cold.
-    restore_times(&t, &hot, 12);
-    for _ in 0..4 {
+    // Now the first eight turn hot and the promoted ones cold (the hot
+    // ones restored under eight times lately, so none settles and drops
+    // its copy below).
+    restore_times(&t, &hot, 5);
+    for _ in 0..2 {
         t.run_policy_step();
-        restore_times(&t, &hot, 2);
+        restore_times(&t, &hot, 1);
     }
     let s = t.tier_stats();
     assert!(s[0].moved_down_to_kept > 0, "{s:?}");
