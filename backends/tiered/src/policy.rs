@@ -27,11 +27,13 @@ impl Shared {
         for index in 0..self.tiers.len() - 1 {
             let tier = &self.tiers[index];
             let Some(budget) = tier.budget else { continue };
-            self.release_settled(index);
             let usage = self.usage(tier);
             if usage as f64 <= budget as f64 * self.config.high {
                 continue;
             }
+            // Pages came up since the last run that moved pages out: the
+            // settled ones need their copy below no longer.
+            self.release_settled(index);
             let excess = usage.saturating_sub((budget as f64 * self.config.low) as u64);
             let start = tier.counters.held();
             // Only the coldest pages that may be needed are kept (twice the
@@ -66,18 +68,26 @@ impl Shared {
     /// copies below are RAM spent for a move that is not coming; a settled
     /// page that does cool later is copied down again.
     fn release_settled(&self, index: usize) {
-        let mut settled = Vec::new();
+        if self.tiers[index + 1..]
+            .iter()
+            .all(|t| t.counters.kept.load(Ordering::Relaxed) == 0)
+        {
+            return;
+        }
+        let (mut settled, mut slots) = (Vec::new(), Vec::new());
         for shard in 0..self.shards.len() {
             let mut table = self.shards.lock(shard);
-            let slots: Vec<u32> = table
-                .live(Some(index as u8))
-                .filter(|(_, _, e)| e.kept && !e.dropping && e.heat >= SETTLED_HEAT)
-                .map(|(slot, _, e)| {
-                    e.kept = false;
-                    slot
-                })
-                .collect();
-            settled.extend(slots.into_iter().filter_map(|slot| table.take_settled(slot)));
+            slots.clear();
+            slots.extend(
+                table
+                    .live(Some(index as u8))
+                    .filter(|(_, _, e)| e.kept && !e.dropping && e.heat >= SETTLED_HEAT)
+                    .map(|(slot, _, e)| {
+                        e.kept = false;
+                        slot
+                    }),
+            );
+            settled.extend(slots.iter().filter_map(|&slot| table.take_settled(slot)));
         }
         for kept in settled {
             self.tiers[kept.tier as usize].counters.remove_kept(kept.cost);
