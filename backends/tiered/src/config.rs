@@ -159,10 +159,10 @@ pub struct TieredConfig {
     /// Measured with `pagebackup bench --working-set 16384` over
     /// `[compressed:algo=lz4 | compressed:algo=zstd,level=9]`, a 4 MiB
     /// budget, promotion on (three runs each, a loaded machine): on Zipf
-    /// 0.99, the policy thread took 2.0–4.1% of a core with kept copies
-    /// against 5.4–10.6% without, for 1.15–1.16x the RAM of zstd-9 alone
-    /// against 1.11–1.12x; on 90/10, hot restores ran at 0.91–0.93x of lz4
-    /// alone against 0.83–0.92x, for 1.10–1.14x RAM against 1.09–1.12x.
+    /// 0.99, the policy thread took 3.2–3.7% of a core with kept copies
+    /// against 10.4–13.7% without, for 1.15–1.17x the RAM of zstd-9 alone
+    /// against 1.10–1.11x; on 90/10, 0.0–1.9% against 0.4–7.0%, for the
+    /// same RAM (1.10–1.11x).
     pub keep_lower: bool,
     /// A bound on the bytes moved per period, down and up; `None` (the default) for none.
     pub rate_limit: Option<RateLimit>,
