@@ -84,7 +84,7 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 /// - **Compaction** runs by itself: a backup or drop that leaves more than a
 ///   chunk and 1/16 of the live bytes reclaimable moves the live objects of
 ///   the sparsest chunk to the head (one chunk per operation at most) and
-///   frees it. [`compact`](Self::compact) moves every chunk under 7/8 live.
+///   frees it. [`compact`](Self::compact) moves every chunk under 15/16 live.
 /// - **Metadata** per stored page is [`METADATA_BYTES_PER_PAGE`] (16)
 ///   bytes; tables grow and shrink in segments of 1024 entries.
 /// - **Concurrency**: 8 shards, each an arena and a handle table behind its
@@ -253,7 +253,7 @@ impl CompressedBackend {
         self.codec.algorithm()
     }
 
-    /// Moves the objects of every chunk under 7/8 live to the head of its
+    /// Moves the objects of every chunk under 15/16 live to the head of its
     /// arena and frees the chunks, shard by shard (each shard is locked
     /// while it is compacted). Every page stays restorable.
     pub fn compact(&self) -> Compaction {

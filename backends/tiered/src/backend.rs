@@ -44,6 +44,14 @@ const MAX_TIERS: usize = 64;
 ///   the automatic mode (a background thread, [`TieredConfig::auto`]) runs
 ///   the policy by itself; [`run_policy_step`](Self::run_policy_step) runs
 ///   one step from any caller (an async task, a timer).
+/// - **Kept copies** ([`TieredConfig::keep_lower`], on by default): a page
+///   promoted keeps its copy in the tier it came from, and a later move
+///   down is a drop of its upper copy; a restore whose upper copy fails
+///   (other than an invalid handle or an interrupt) is served from it; a
+///   page that settles above (restored often lately) has its kept copy
+///   released by the policy. A
+///   page counts once in `stored_pages`; its two copies both count in
+///   `memory_used` and their tiers' figures.
 /// - **No loss while pages move**: a move copies the page down, switches
 ///   the mapping if the page is still where it was copied from, then drops
 ///   the upper copy. A failure at any step leaves the page where it was,
@@ -119,6 +127,8 @@ impl Tiered {
             failed_restores: AtomicU64::new(0),
             failed_releases: AtomicU64::new(0),
             writeback_pages: AtomicU64::new(0),
+            promotions: Mutex::new(Vec::new()),
+            deferred: std::sync::atomic::AtomicBool::new(auto.is_some()),
             unreleased: std::sync::Mutex::new(Vec::new()),
         });
         let worker = auto.map(|interval| Worker::start(Arc::clone(&shared), interval));

@@ -6,18 +6,22 @@ use std::sync::atomic::Ordering;
 
 use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
 
-use crate::shared::{Located, Shared};
+use crate::shared::{Located, Moved, Shared};
 use crate::stats::{PolicyReport, Stop, TierCounters};
 use crate::tier::Tier;
 use crate::{Policy, WritebackFilter};
 
 const PAGE: u64 = PAGE_SIZE as u64;
+/// Restores lately from which a page above with a kept copy below is
+/// settled there, and its kept copy released.
+const SETTLED_HEAT: u8 = 8;
 
 impl Shared {
     /// See [`Tiered::run_policy_step`](crate::Tiered::run_policy_step).
     pub(crate) fn run_policy_step(&self) -> PolicyReport {
         let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
         self.runs.fetch_add(1, Ordering::Relaxed);
+        self.promote_deferred();
         let huge_first = self.config.huge.is_some();
         let mut report = PolicyReport::default();
         for index in 0..self.tiers.len() - 1 {
@@ -27,6 +31,9 @@ impl Shared {
             if usage as f64 <= budget as f64 * self.config.high {
                 continue;
             }
+            // Pages came up since the last run that moved pages out: the
+            // settled ones need their copy below no longer.
+            self.release_settled(index);
             let excess = usage.saturating_sub((budget as f64 * self.config.low) as u64);
             let start = tier.counters.held();
             // Only the coldest pages that may be needed are kept (twice the
@@ -53,6 +60,39 @@ impl Shared {
             }
         }
         self.finish(report)
+    }
+
+    /// Releases the kept copies of the pages of tier `index` that have
+    /// settled there: restored at least [`SETTLED_HEAT`] times lately (heat
+    /// halves as the policy ages it), so unlikely to move down soon. Their
+    /// copies below are RAM spent for a move that is not coming; a settled
+    /// page that does cool later is copied down again.
+    fn release_settled(&self, index: usize) {
+        if self.tiers[index + 1..]
+            .iter()
+            .all(|t| t.counters.kept.load(Ordering::Relaxed) == 0)
+        {
+            return;
+        }
+        let (mut settled, mut slots) = (Vec::new(), Vec::new());
+        for shard in 0..self.shards.len() {
+            let mut table = self.shards.lock(shard);
+            slots.clear();
+            slots.extend(
+                table
+                    .live(Some(index as u8))
+                    .filter(|(_, _, e)| e.kept && !e.dropping && e.heat >= SETTLED_HEAT)
+                    .map(|(slot, _, e)| {
+                        e.kept = false;
+                        slot
+                    }),
+            );
+            settled.extend(slots.iter().filter_map(|&slot| table.take_settled(slot)));
+        }
+        for kept in settled {
+            self.tiers[kept.tier as usize].counters.remove_kept(kept.cost);
+            self.release_inner(kept.tier as usize, kept.inner);
+        }
     }
 
     /// [`Policy::Lfu`]'s victims in tier `index`: huge pages first (under a
@@ -165,12 +205,17 @@ impl Shared {
             }
             let from = &self.tiers[found.entry.tier as usize].counters;
             match self.move_page(found, to, &mut buf) {
-                Ok(true) => {
+                Ok(Moved::Copied) => {
                     TierCounters::bump(&from.moved_down, 1);
                     TierCounters::bump(&self.tiers[to].counters.written_back_bytes, PAGE);
                     report.moved_pages += 1;
                 }
-                Ok(false) => report.raced_pages += 1,
+                Ok(Moved::ToKept) => {
+                    TierCounters::bump(&from.moved_down, 1);
+                    TierCounters::bump(&from.moved_down_to_kept, 1);
+                    report.moved_pages += 1;
+                }
+                Ok(Moved::Raced) => report.raced_pages += 1,
                 Err(e) => {
                     TierCounters::bump(&from.failed_moves, 1);
                     report.failed_pages += 1;
@@ -191,7 +236,12 @@ impl Shared {
     fn usage(&self, tier: &Tier) -> u64 {
         let held = tier.counters.held();
         let (bytes, pages, usage) = if tier.sizes_known.load(Ordering::Relaxed) {
-            (held, tier.counters.pages.load(Ordering::Relaxed), held)
+            let c = &tier.counters;
+            (
+                held,
+                c.pages.load(Ordering::Relaxed) + c.kept.load(Ordering::Relaxed),
+                held,
+            )
         } else {
             let stats = tier.backend.stats();
             (stats.memory_used, stats.stored_pages, held.max(stats.memory_used))

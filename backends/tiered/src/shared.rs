@@ -13,13 +13,15 @@ use pagebackup_core::{
 
 use crate::rate::Limiter;
 use crate::stats::{TierCounters, TierStats};
-use crate::table::{Clock, Entry, Table};
+use crate::table::{Clock, Entry, Kept, Table};
 use crate::tier::{PAGE, Tier};
 use crate::{Policy, TieredConfig};
 
 pub(crate) const NAME: &str = "tiered";
 /// Restores since a page went down before it is promoted.
 const PROMOTE_HEAT: u8 = 2;
+/// Promotions that may wait for the policy thread or task.
+const DEFERRED: usize = 1024;
 
 /// Where a page is, as the policy found it: enough to move it and to check,
 /// at the switch, that nobody dropped or moved it meanwhile.
@@ -29,6 +31,25 @@ pub(crate) struct Located {
     pub(crate) slot: u32,
     pub(crate) generation: u32,
     pub(crate) entry: Entry,
+}
+
+impl Located {
+    /// Whether `entry` (the page's entry now) is still the one found: not
+    /// being dropped, in the same tier under the same handle there.
+    fn still(&self, entry: &Entry) -> bool {
+        !entry.dropping && entry.tier == self.entry.tier && entry.inner == self.entry.inner
+    }
+}
+
+/// How a move ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Moved {
+    /// The page was copied to the tier below.
+    Copied,
+    /// The page went down to the copy it had kept there.
+    ToKept,
+    /// The page was dropped or moved by someone else meanwhile; nothing moved.
+    Raced,
 }
 
 /// A page found by the policy and its rank (lower goes first).
@@ -76,6 +97,10 @@ pub(crate) struct Shared {
     pub(crate) failed_restores: AtomicU64,
     pub(crate) failed_releases: AtomicU64,
     pub(crate) writeback_pages: AtomicU64,
+    /// Promotions restores left to the policy thread or task (by handle).
+    pub(crate) promotions: Mutex<Vec<Handle>>,
+    /// A policy thread or task runs, so restores leave promotions to it.
+    pub(crate) deferred: AtomicBool,
     /// Copies the table no longer maps whose release failed, by tier:
     /// retried after every policy run and writeback until they are freed.
     pub(crate) unreleased: Mutex<Vec<(usize, Handle)>>,
@@ -155,6 +180,7 @@ impl Shared {
             since: self.runs.load(Ordering::Relaxed) as u16,
             main: false,
             dropping: false,
+            kept: false,
         }))
     }
 
@@ -291,7 +317,11 @@ impl Shared {
             {
                 Ok(()) => {
                     if self.config.promote && entry.tier > 0 && self.admits(entry.heat) {
-                        self.promote(handle, entry, dst);
+                        if self.deferred.load(Ordering::Relaxed) {
+                            self.defer_promotion(handle);
+                        } else {
+                            self.promote(handle, entry, dst);
+                        }
                     }
                     return Ok(());
                 }
@@ -299,6 +329,25 @@ impl Shared {
                 // copy: look again, unless it is still where it was.
                 Err(e) if e.kind() == ErrorKind::InvalidHandle && tried != Some(entry.inner) => {
                     tried = Some(entry.inner);
+                }
+                // The upper copy failed (a failing device, corrupt data):
+                // the copy kept below holds the same bytes.
+                Err(e) if entry.kept && !matches!(e.kind(), ErrorKind::InvalidHandle | ErrorKind::Interrupted) => {
+                    let kept = self.in_table(handle, Operation::CopyPage, |table, slot, generation| {
+                        let entry = *table.get(slot, generation)?;
+                        table.kept(slot, &entry)
+                    });
+                    return match kept {
+                        Ok(k)
+                            if self.tiers[k.tier as usize]
+                                .backend
+                                .copy_page(dst, k.inner, intr)
+                                .is_ok() =>
+                        {
+                            Ok(())
+                        }
+                        _ => Err(e),
+                    };
                 }
                 Err(e) => return Err(e),
             }
@@ -334,6 +383,48 @@ impl Shared {
         }
     }
 
+    /// Leaves the promotion of the page of `handle` to the policy thread or
+    /// task, and wakes it: the restore returns without compressing the page
+    /// for the first tier. Past [`DEFERRED`] waiting, the page stays below
+    /// until it proves hot again.
+    fn defer_promotion(&self, handle: Handle) {
+        {
+            let mut waiting = lock(&self.promotions);
+            if waiting.len() >= DEFERRED {
+                return;
+            }
+            waiting.push(handle);
+        }
+        self.wake.kick();
+    }
+
+    /// Promotes the pages restores left to the policy: each still below is
+    /// read again from its tier and copied up, within the first tier's
+    /// budget and the rate limit.
+    pub(crate) fn promote_deferred(&self) {
+        let waiting = std::mem::replace(&mut *lock(&self.promotions), Vec::with_capacity(DEFERRED));
+        if waiting.is_empty() {
+            return;
+        }
+        let mut buf = Page::new_boxed();
+        for handle in waiting {
+            let Ok(entry) = self.with_entry(handle, Operation::Maintenance, |e| *e) else {
+                continue;
+            };
+            if entry.tier == 0 || entry.dropping {
+                continue;
+            }
+            // A failed read leaves the page where it is; a restore retries.
+            if self.tiers[entry.tier as usize]
+                .backend
+                .copy_page(&mut buf, entry.inner, None)
+                .is_ok()
+            {
+                self.promote(handle, entry, &buf);
+            }
+        }
+    }
+
     /// Copies a page just restored from a lower tier back to the first tier,
     /// if that stays within its budget and the rate limit; past the high
     /// watermark, the policy then moves the first tier's coldest pages down.
@@ -362,48 +453,124 @@ impl Shared {
 
     /// Points a page found at `found` at `to` (a copy already stored and
     /// counted in its tier) instead, if it is still live and where it was
-    /// found, then drops the old copy; else drops `to`. Returns whether it
+    /// found, then drops the old copy (keeps it, for a promotion under
+    /// [`TieredConfig::keep_lower`]); else drops `to`. A kept copy below
+    /// stays while it is below the page's new tier. Returns whether it
     /// switched.
     pub(crate) fn switch(&self, found: Located, mut to: Entry) -> bool {
         let mut table = self.shards.lock(found.shard);
-        match table.get(found.slot, found.generation) {
-            Some(entry) if !entry.dropping && entry.tier == found.entry.tier && entry.inner == found.entry.inner => {
-                to.last_use = entry.last_use;
-                // A page moved down starts cold there, in its small FIFO; one
-                // moved up keeps its heat and goes to the main FIFO.
-                let up = to.tier < entry.tier;
-                to.heat = if up { entry.heat } else { 0 };
-                to.main = up;
-                *entry = to;
-                drop(table);
-                self.tiers[found.entry.tier as usize].counters.remove(found.entry.cost);
-                self.release_inner(found.entry.tier as usize, found.entry.inner);
-                true
-            }
-            _ => {
-                drop(table);
-                self.tiers[to.tier as usize].counters.remove(to.cost);
-                self.release_inner(to.tier as usize, to.inner);
-                false
-            }
+        let Some(old) = table
+            .get(found.slot, found.generation)
+            .map(|e| *e)
+            .filter(|e| found.still(e))
+        else {
+            drop(table);
+            self.tiers[to.tier as usize].counters.remove(to.cost);
+            self.release_inner(to.tier as usize, to.inner);
+            return false;
+        };
+        to.last_use = old.last_use;
+        // A page moved down starts cold there, in its small FIFO; one moved
+        // up keeps its heat and goes to the main FIFO.
+        let up = to.tier < old.tier;
+        to.heat = if up { old.heat } else { 0 };
+        to.main = up;
+        let mut kept = table.take_kept(found.slot, &old);
+        let mut release_old = true;
+        if up && self.config.keep_lower && kept.is_none() {
+            kept = Some(Kept {
+                inner: old.inner,
+                tier: old.tier,
+                cost: old.cost,
+            });
+            release_old = false;
         }
+        let stale = kept.filter(|k| k.tier <= to.tier);
+        if stale.is_some() {
+            kept = None;
+        }
+        to.kept = kept.is_some();
+        if let Some(k) = kept {
+            table.keep(found.slot, k);
+        }
+        if let Some(entry) = table.get(found.slot, found.generation) {
+            *entry = to;
+        }
+        drop(table);
+        let from = &self.tiers[old.tier as usize];
+        if release_old {
+            from.counters.remove(old.cost);
+            self.release_inner(old.tier as usize, old.inner);
+        } else {
+            from.counters.keep();
+        }
+        if let Some(k) = stale {
+            self.tiers[k.tier as usize].counters.remove_kept(k.cost);
+            self.release_inner(k.tier as usize, k.inner);
+        }
+        true
     }
 
-    /// Moves the page at `found` to tier `to` through `buf`: copy, switch,
-    /// drop above.
-    pub(crate) fn move_page(&self, found: Located, to: usize, buf: &mut Page) -> Result<bool> {
+    /// Moves the page at `found` down to its kept copy in tier `to`, if it
+    /// has one there: the kept copy serves it again and the upper copy is
+    /// dropped. `None` if it has no kept copy in `to` (the page must be
+    /// copied down).
+    fn fall_back(&self, found: Located, to: usize) -> Option<Moved> {
+        let mut table = self.shards.lock(found.shard);
+        let old = table.get(found.slot, found.generation).map(|e| *e);
+        let Some(old) = old.filter(|e| found.still(e)) else {
+            return Some(Moved::Raced);
+        };
+        let kept = table.kept(found.slot, &old).filter(|k| k.tier as usize == to)?;
+        table.take_kept(found.slot, &old);
+        let lower = &self.tiers[to];
+        let huge = lower.sizes_known.load(Ordering::Relaxed)
+            && self.config.huge.is_some_and(|h| u64::from(kept.cost) > h.threshold);
+        if let Some(entry) = table.get(found.slot, found.generation) {
+            *entry = Entry {
+                inner: kept.inner,
+                tier: kept.tier,
+                huge,
+                cost: kept.cost,
+                last_use: old.last_use,
+                heat: 0,
+                since: self.runs.load(Ordering::Relaxed) as u16,
+                main: false,
+                dropping: false,
+                kept: false,
+            };
+        }
+        drop(table);
+        lower.counters.serve_kept();
+        self.tiers[old.tier as usize].counters.remove(old.cost);
+        self.release_inner(old.tier as usize, old.inner);
+        Some(Moved::ToKept)
+    }
+
+    /// Moves the page at `found` to tier `to`: down to its kept copy there
+    /// if it has one, else through `buf`: copy, switch, drop above.
+    pub(crate) fn move_page(&self, found: Located, to: usize, buf: &mut Page) -> Result<Moved> {
+        if found.entry.kept
+            && let Some(moved) = self.fall_back(found, to)
+        {
+            return Ok(moved);
+        }
         let from = &self.tiers[found.entry.tier as usize];
         match from.backend.copy_page(buf, found.entry.inner, None) {
             Ok(()) => {}
             // Dropped or moved since it was found.
-            Err(e) if e.kind() == ErrorKind::InvalidHandle => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::InvalidHandle => return Ok(Moved::Raced),
             Err(e) => return Err(e),
         }
         let global = self.shards.slot(found.shard, found.slot);
         let lower = self
             .store_in(to, buf, u64::from(global), BackupFlags::NONE, None)?
             .expect("a store without a bound always has room");
-        Ok(self.switch(found, lower))
+        Ok(if self.switch(found, lower) {
+            Moved::Copied
+        } else {
+            Moved::Raced
+        })
     }
 
     pub(crate) fn drop_page(&self, handle: Handle) -> Result<()> {
@@ -429,10 +596,14 @@ impl Shared {
             }
             return Err(e);
         }
-        table.remove(slot, generation);
+        let kept = table.remove(slot, generation).and_then(|(_, kept)| kept);
         drop(table);
         tier.vacate();
         tier.counters.remove(entry.cost);
+        if let Some(k) = kept {
+            self.tiers[k.tier as usize].counters.remove_kept(k.cost);
+            self.release_inner(k.tier as usize, k.inner);
+        }
         Ok(())
     }
 
@@ -451,7 +622,9 @@ impl Shared {
         let mut kept: BinaryHeap<Ranked<K>> = BinaryHeap::new();
         for shard in 0..self.shards.len() {
             let mut table = self.shards.lock(shard);
-            for (slot, generation, entry) in table.live() {
+            // Without aging, only the tier's own pages are visited.
+            let only = (!age).then_some(tier as u8);
+            for (slot, generation, entry) in table.live(only) {
                 if entry.tier as usize == tier
                     && !entry.dropping
                     && keep > 0
@@ -487,6 +660,8 @@ impl Shared {
             pages: c.pages.load(Ordering::Relaxed),
             held_bytes: c.held(),
             moved_down: c.moved_down.load(Ordering::Relaxed),
+            moved_down_to_kept: c.moved_down_to_kept.load(Ordering::Relaxed),
+            kept_pages: c.kept.load(Ordering::Relaxed),
             moved_up: c.moved_up.load(Ordering::Relaxed),
             written_back_bytes: c.written_back_bytes.load(Ordering::Relaxed),
             failed_moves: c.failed_moves.load(Ordering::Relaxed),

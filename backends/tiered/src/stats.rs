@@ -21,6 +21,15 @@ pub struct TierStats {
     pub held_bytes: u64,
     /// Pages moved from this tier to a lower one.
     pub moved_down: u64,
+    /// Of `moved_down`, the pages that went down by a drop of their copy
+    /// here, the copy they kept below serving them again: no copy made, no
+    /// recompression (see [`TieredConfig::keep_lower`](crate::TieredConfig::keep_lower)).
+    pub moved_down_to_kept: u64,
+    /// Copies held here of pages promoted above and served from there (see
+    /// [`TieredConfig::keep_lower`](crate::TieredConfig::keep_lower)): not in
+    /// `pages`, but in `held_bytes` and the backend's own figures, as they
+    /// take its space.
+    pub kept_pages: u64,
     /// Pages moved from this tier to an upper one (promotion).
     pub moved_up: u64,
     /// Bytes of pages (4096 each) written into this tier by moves from above.
@@ -79,6 +88,8 @@ pub(crate) struct TierCounters {
     pub(crate) pages: AtomicU64,
     pub(crate) held_bytes: AtomicU64,
     pub(crate) moved_down: AtomicU64,
+    pub(crate) moved_down_to_kept: AtomicU64,
+    pub(crate) kept: AtomicU64,
     pub(crate) moved_up: AtomicU64,
     pub(crate) written_back_bytes: AtomicU64,
     pub(crate) failed_moves: AtomicU64,
@@ -112,6 +123,25 @@ impl TierCounters {
     /// Counts a page of `cost` bytes out.
     pub(crate) fn remove(&self, cost: u32) {
         self.pages.fetch_sub(1, Ordering::Relaxed);
+        self.held_bytes.fetch_sub(u64::from(cost), Ordering::Relaxed);
+    }
+
+    /// A page of this tier, promoted, keeps its copy here: it leaves the
+    /// pages served from here, its bytes stay counted.
+    pub(crate) fn keep(&self) {
+        self.pages.fetch_sub(1, Ordering::Relaxed);
+        self.kept.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A kept copy here serves its page again.
+    pub(crate) fn serve_kept(&self) {
+        self.kept.fetch_sub(1, Ordering::Relaxed);
+        self.pages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a kept copy of `cost` bytes out.
+    pub(crate) fn remove_kept(&self, cost: u32) {
+        self.kept.fetch_sub(1, Ordering::Relaxed);
         self.held_bytes.fetch_sub(u64::from(cost), Ordering::Relaxed);
     }
 

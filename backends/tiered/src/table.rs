@@ -1,6 +1,7 @@
 //! The tiered backend's own handle table: each live page's tier, its handle
 //! there, its cost and when it was last used.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use pagebackup_core::Handle;
@@ -37,6 +38,23 @@ pub(crate) struct Entry {
     /// lock): the handle names it until that drop succeeds, but no move
     /// may switch it and no second drop may start.
     pub(crate) dropping: bool,
+    /// The page also has a [`Kept`] copy in a lower tier (it was promoted
+    /// and its copy below kept), in its shard table's side map.
+    pub(crate) kept: bool,
+}
+
+/// The copy a promoted page keeps in the tier it came from: the page's
+/// bytes never change under a handle, so this copy stays good for as long
+/// as the page lives, and moving the page down again is a drop of its
+/// upper copy, with no recompression, and no hole left below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kept {
+    /// Its handle in its tier.
+    pub(crate) inner: Handle,
+    /// Its tier, below the one the page is served from.
+    pub(crate) tier: u8,
+    /// The bytes it is counted for in its tier.
+    pub(crate) cost: u32,
 }
 
 /// One shard's slots and entries.
@@ -44,6 +62,10 @@ pub(crate) struct Entry {
 pub(crate) struct Table {
     slots: SlotTable,
     entries: Vec<Option<Entry>>,
+    /// The kept copies of the promoted pages, by slot: only pages promoted
+    /// with a copy kept below have one, so the map stays the size of the
+    /// upper tier at most, and every other entry pays one flag for it.
+    kept: HashMap<u32, Kept>,
     /// Restores of the shard's pages so far: the policy's window of
     /// accesses, counted under the lock the restore takes anyway.
     pub(crate) restores: u64,
@@ -54,6 +76,7 @@ impl Table {
         Table {
             slots: SlotTable::new(max_slots),
             entries: Vec::new(),
+            kept: HashMap::new(),
             restores: 0,
         }
     }
@@ -90,19 +113,47 @@ impl Table {
         Some(entry)
     }
 
-    /// Frees `slot` (live at `generation`), returning its entry.
-    pub(crate) fn remove(&mut self, slot: u32, generation: u32) -> Option<Entry> {
+    /// Frees `slot` (live at `generation`), returning its entry and its
+    /// kept copy, if it has one.
+    pub(crate) fn remove(&mut self, slot: u32, generation: u32) -> Option<(Entry, Option<Kept>)> {
         self.get(slot, generation)?;
         self.slots.release(slot);
-        self.entries[slot as usize].take()
+        let entry = self.entries[slot as usize].take()?;
+        let kept = self.take_kept(slot, &entry);
+        Some((entry, kept))
     }
 
-    /// Every live entry with its slot and generation.
-    pub(crate) fn live(&mut self) -> impl Iterator<Item = (u32, u32, &mut Entry)> + '_ {
+    /// Notes `kept` as the kept copy of the page at `slot`.
+    pub(crate) fn keep(&mut self, slot: u32, kept: Kept) {
+        self.kept.insert(slot, kept);
+    }
+
+    /// The kept copy of the page at `slot` whose entry is `entry`, if it has one.
+    pub(crate) fn kept(&self, slot: u32, entry: &Entry) -> Option<Kept> {
+        entry.kept.then(|| self.kept.get(&slot).copied()).flatten()
+    }
+
+    /// Takes the kept copy of the page at `slot` out of the side map, its
+    /// entry's flag already cleared.
+    pub(crate) fn take_settled(&mut self, slot: u32) -> Option<Kept> {
+        self.kept.remove(&slot)
+    }
+
+    /// Takes the kept copy of the page at `slot` whose entry is `entry`
+    /// out of the side map, if it has one.
+    pub(crate) fn take_kept(&mut self, slot: u32, entry: &Entry) -> Option<Kept> {
+        entry.kept.then(|| self.kept.remove(&slot)).flatten()
+    }
+
+    /// Every live entry with its slot and generation, or those of tier
+    /// `tier` only: the tier is checked first, so that a scan of a small
+    /// tier reads no generation of another tier's pages.
+    pub(crate) fn live(&mut self, tier: Option<u8>) -> impl Iterator<Item = (u32, u32, &mut Entry)> + '_ {
         let slots = &self.slots;
-        self.entries.iter_mut().enumerate().filter_map(|(slot, entry)| {
+        self.entries.iter_mut().enumerate().filter_map(move |(slot, entry)| {
+            let entry = entry.as_mut().filter(|e| tier.is_none_or(|t| e.tier == t))?;
             let slot = slot as u32;
-            Some((slot, slots.live_generation(slot)?, entry.as_mut()?))
+            Some((slot, slots.live_generation(slot)?, entry))
         })
     }
 
@@ -113,7 +164,9 @@ impl Table {
 
     /// Bytes of heap the table uses.
     pub(crate) fn metadata_bytes(&self) -> u64 {
-        self.slots.metadata_bytes() + (self.entries.capacity() * size_of::<Option<Entry>>()) as u64
+        // A hash map's slot: the key, the value and a control byte.
+        let kept = self.kept.capacity() * (size_of::<(u32, Kept)>() + 1);
+        self.slots.metadata_bytes() + (self.entries.capacity() * size_of::<Option<Entry>>() + kept) as u64
     }
 }
 
@@ -152,6 +205,7 @@ mod tests {
             since: 0,
             main: false,
             dropping: false,
+            kept: false,
         }
     }
 
@@ -167,13 +221,31 @@ mod tests {
         assert_eq!(t.get(slot, generation).map(|e| e.inner), Handle::from_raw(1));
         assert_eq!(t.get(slot, generation + 1), None);
         assert_eq!(t.get(slot, 0), None);
-        assert_eq!(t.live().count(), 1);
-        assert_eq!(t.remove(slot, generation), Some(entry(1)));
+        assert_eq!(t.live(None).count(), 1);
+        assert_eq!(t.live(Some(1)).count(), 0);
+        assert_eq!(t.remove(slot, generation), Some((entry(1), None)));
         assert_eq!(t.remove(slot, generation), None);
         let (again, next) = t.insert(entry(2)).unwrap();
         assert_eq!(again, slot);
         assert_ne!(next, generation);
         assert_eq!(t.get(slot, generation), None, "the old generation names nothing");
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_kept_copy_follows_its_entry_out() {
+        let mut t = Table::new(4);
+        let (slot, generation) = t.insert(Entry { kept: true, ..entry(1) }).unwrap();
+        let kept = Kept {
+            inner: Handle::from_raw(9).unwrap(),
+            tier: 1,
+            cost: 700,
+        };
+        t.keep(slot, kept);
+        let e = *t.get(slot, generation).unwrap();
+        assert_eq!(t.kept(slot, &e), Some(kept));
+        assert_eq!(t.kept(slot, &Entry { kept: false, ..e }), None, "no flag, no copy");
+        assert_eq!(t.remove(slot, generation), Some((e, Some(kept))));
+        assert_eq!(t.kept(slot, &e), None, "the copy left with its entry");
     }
 }

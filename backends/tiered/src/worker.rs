@@ -57,6 +57,7 @@ pub(crate) fn spawn_task(
     runtime: &tokio::runtime::Handle,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    shared.deferred.store(true, std::sync::atomic::Ordering::Relaxed);
     let weak = Arc::downgrade(shared);
     let notify = Arc::clone(&shared.wake.notify);
     runtime.spawn(async move {

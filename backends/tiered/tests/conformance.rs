@@ -19,17 +19,20 @@ const BUDGET: u64 = 16 * PAGE;
 
 /// A stack with the automatic policy running every millisecond and pages
 /// restored twice below promoted, or with neither (`auto` off).
+/// Promoted pages keep their copy below under `keep_lower`.
 fn stack(
     upper: Box<dyn BackupBackend>,
     lower: Box<dyn BackupBackend>,
     budget: u64,
     auto: bool,
     policy: Policy,
+    keep_lower: bool,
 ) -> Tiered {
     let config = TieredConfig::new()
         .with_auto(auto.then_some(Duration::from_millis(1)))
         .with_policy(policy)
-        .with_promote(auto);
+        .with_promote(auto)
+        .with_keep_lower(keep_lower);
     Tiered::new(vec![Tier::new(upper).with_budget(budget), Tier::new(lower)], config).unwrap()
 }
 
@@ -76,11 +79,17 @@ type Make = fn(Option<u64>) -> Box<dyn BackupBackend>;
 /// tier's limit counts 64 KiB chunks and its fixed part, so a page dropped
 /// from a full one gives back no room until compaction frees a chunk; its
 /// own suite checks its limit.)
-fn subject(name: &str, upper: Make, lower: Make, policy: Policy) -> (Subject, Arc<Mutex<Vec<Arc<Tiered>>>>) {
+fn subject(
+    name: &str,
+    upper: Make,
+    lower: Make,
+    policy: Policy,
+    keep_lower: bool,
+) -> (Subject, Arc<Mutex<Vec<Arc<Tiered>>>>) {
     let made = Arc::new(Mutex::new(Vec::new()));
     let keep = Arc::clone(&made);
     let subject = Subject::new(name, move || {
-        let tiered = Arc::new(stack(upper(None), lower(None), BUDGET, true, policy));
+        let tiered = Arc::new(stack(upper(None), lower(None), BUDGET, true, policy, keep_lower));
         keep.lock().unwrap().push(Arc::clone(&tiered));
         Box::new(tiered)
     })
@@ -92,6 +101,7 @@ fn subject(name: &str, upper: Make, lower: Make, policy: Policy) -> (Subject, Ar
                 bytes / 4,
                 false,
                 policy,
+                keep_lower,
             ))
         },
         false,
@@ -100,7 +110,7 @@ fn subject(name: &str, upper: Make, lower: Make, policy: Policy) -> (Subject, Ar
 }
 
 fn run(check: Check, name: &str, upper: Make, lower: Make) {
-    let (subject, _) = subject(name, upper, lower, Policy::Lfu);
+    let (subject, _) = subject(name, upper, lower, Policy::Lfu, true);
     check.run(&subject);
 }
 
@@ -121,7 +131,14 @@ fn memory_over_shmem(#[case] check: Check) {
 
 #[apply(conformance)]
 fn lz4_over_zstd_s3fifo(#[case] check: Check) {
-    let (subject, _) = subject("tiered lz4 over zstd, S3-FIFO", lz4, zstd, Policy::S3Fifo);
+    let (subject, _) = subject("tiered lz4 over zstd, S3-FIFO", lz4, zstd, Policy::S3Fifo, true);
+    check.run(&subject);
+}
+
+/// Promoted pages release their copy below, and moves down copy again.
+#[apply(conformance)]
+fn lz4_over_zstd_copying_down(#[case] check: Check) {
+    let (subject, _) = subject("tiered lz4 over zstd, keep_lower off", lz4, zstd, Policy::Lfu, false);
     check.run(&subject);
 }
 
@@ -134,14 +151,15 @@ fn pages_move_during_the_suite() {
         ("lz4 over zstd", lz4, zstd),
         ("memory over shmem", memory, shmem),
     ] {
-        let (subject, made) = subject(name, upper, lower, Policy::Lfu);
+        let (subject, made) = subject(name, upper, lower, Policy::Lfu, true);
         for check in [Check::ExactBytes, Check::ModelSequence, Check::Threads] {
             check.run(&subject);
         }
         let made = made.lock().unwrap();
         let moved: u64 = made.iter().map(|t| t.tier_stats()[0].moved_down).sum();
         let direct: u64 = made.iter().map(|t| t.tier_stats()[1].direct_backups).sum();
-        println!("{name}: {moved} pages moved down, {direct} backed up below directly");
+        let to_kept: u64 = made.iter().map(|t| t.tier_stats()[0].moved_down_to_kept).sum();
+        println!("{name}: {moved} pages moved down ({to_kept} to their kept copy), {direct} backed up below directly");
         assert!(moved > 0, "{name}: no page moved during the suite");
     }
 }

@@ -163,11 +163,20 @@ fn a_full_tier_everywhere_gives_no_space_and_holds_nothing_for_it() {
     drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
 }
 
-/// A memory backend whose drops fail with `Io` while `failing` is set.
+/// A memory backend whose drops fail with `Io` while `failing` is set,
+/// and its restores while `failing_restores` is.
 #[derive(Debug, Default)]
 struct FailingDrops {
     inner: MemoryBackend,
     failing: AtomicBool,
+    failing_restores: AtomicBool,
+}
+
+fn injected(op: Operation) -> BackupError {
+    BackupError::Io {
+        origin: Origin::new("failing-drops", op),
+        source: std::io::Error::other("injected failure"),
+    }
 }
 
 impl BackupBackend for FailingDrops {
@@ -180,15 +189,15 @@ impl BackupBackend for FailingDrops {
     }
 
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        if self.failing_restores.load(Ordering::Relaxed) {
+            return Err(injected(Operation::CopyPage));
+        }
         self.inner.copy_page(dst, handle, intr)
     }
 
     fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
         if self.failing.load(Ordering::Relaxed) {
-            return Err(BackupError::Io {
-                origin: Origin::new("failing-drops", Operation::DropHandle),
-                source: std::io::Error::other("injected drop failure"),
-            });
+            return Err(injected(Operation::DropHandle));
         }
         self.inner.drop_handle(handle)
     }
@@ -268,4 +277,68 @@ fn a_cold_tier_failing_writes_does_not_fail_backups_another_tier_can_hold() {
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert_eq!(t2.stats().stored_pages, 0);
     drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
+}
+
+#[test]
+fn a_promoted_page_is_restored_from_its_kept_copy_while_the_tier_above_fails() {
+    let upper = Arc::new(FailingDrops::default());
+    let lower = faulty(FaultConfig::none(13), None);
+    let t = Tiered::new(
+        vec![
+            Tier::new(Arc::clone(&upper)).with_budget(64 * PAGE),
+            Tier::new(Arc::clone(&lower)),
+        ],
+        TieredConfig::new().with_auto(None).with_promote(true),
+    )
+    .unwrap();
+    let mut pages = backup_all(&t, 14, 2);
+    t.writeback(WritebackFilter::All);
+    verify_all(&t, &pages[..1]);
+    verify_all(&t, &pages[..1]);
+    assert_eq!((t.tier_of(pages[0].0), t.tier_stats()[1].kept_pages), (Some(0), 1));
+    pages.extend(backup_all(&t, 15, 1));
+    assert_eq!(t.tier_of(pages[2].0), Some(0));
+    upper.failing_restores.store(true, Ordering::Relaxed);
+    // The promoted page comes from its copy below; the page with no copy
+    // below fails with the upper tier's error, and stays live.
+    verify_all(&t, &pages[..2]);
+    let err = t.copy_page(&mut Page::new_boxed(), pages[2].0, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    upper.failing_restores.store(false, Ordering::Relaxed);
+    verify_all(&t, &pages);
+    for &(h, _) in &pages {
+        t.drop_handle(h).unwrap();
+    }
+    assert_eq!((upper.stats().stored_pages, lower.inner().stats().stored_pages), (0, 0));
+}
+
+#[test]
+fn a_full_lower_tier_still_takes_promoted_pages_back_to_their_kept_copies() {
+    let upper = faulty(FaultConfig::none(16), None);
+    let lower = faulty(FaultConfig::none(17), Some(4 * PAGE));
+    let t = Tiered::new(
+        vec![
+            Tier::new(Arc::clone(&upper)).with_budget(64 * PAGE),
+            Tier::new(Arc::clone(&lower)),
+        ],
+        TieredConfig::new().with_auto(None).with_promote(true),
+    )
+    .unwrap();
+    let pages = backup_all(&t, 18, 4);
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 4);
+    verify_all(&t, &pages[..2]);
+    verify_all(&t, &pages[..2]);
+    // Idle longer than the new pages, so they are tried first.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let more = backup_all(&t, 19, 2);
+    // Below is full (its four copies, two kept): the new pages cannot go
+    // down, the promoted ones can.
+    let report = t.writeback(WritebackFilter::All);
+    assert_eq!(report.moved_pages, 2, "{report:?}");
+    assert_eq!(report.stopped, Some(Stop::NoSpaceBelow));
+    assert_eq!(t.tier_stats()[0].moved_down_to_kept, 2);
+    assert!(more.iter().all(|&(h, _)| t.tier_of(h) == Some(0)));
+    verify_all(&t, &pages);
+    verify_all(&t, &more);
+    drop_all_and_check_empty(&t, &[pages, more].concat(), [&upper, &lower]);
 }

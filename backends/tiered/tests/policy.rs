@@ -164,6 +164,162 @@ fn promotion_is_off_by_default_and_brings_pages_restored_twice_up_when_on() {
     }
 }
 
+#[test]
+fn a_promoted_page_keeps_its_copy_below_and_moves_down_again_by_a_drop() {
+    let t = two_memory(100, manual().with_promote(true));
+    let pages = backup_n(&t, 12, 4);
+    t.writeback(WritebackFilter::All);
+    assert_eq!(t.tier_stats()[1].written_back_bytes, 4 * PAGE);
+    restore_times(&t, &pages[..2], 2);
+    let s = t.tier_stats();
+    assert_eq!((t.tier_of(pages[0].0), t.tier_of(pages[1].0)), (Some(0), Some(0)));
+    // Both promoted pages are served from above and still held below.
+    assert_eq!((s[0].pages, s[1].pages, s[1].kept_pages), (2, 2, 2));
+    assert_eq!((s[0].backend.stored_pages, s[1].backend.stored_pages), (2, 4));
+    assert_eq!(
+        s[1].held_bytes,
+        4 * PAGE,
+        "the kept copies still take their tier's space"
+    );
+    // The tiered backend holds four pages, whatever copies they have.
+    let stats = t.stats();
+    assert_eq!((stats.stored_pages, stats.original_bytes), (4, 4 * PAGE));
+    // Moving them down again copies nothing: their kept copies serve them.
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 2);
+    let s = t.tier_stats();
+    assert_eq!((s[0].moved_down, s[0].moved_down_to_kept), (6, 2));
+    assert_eq!(s[1].written_back_bytes, 4 * PAGE, "no page was written below again");
+    assert_eq!((s[0].pages, s[1].pages, s[1].kept_pages), (0, 4, 0));
+    assert_eq!((s[0].backend.stored_pages, s[1].backend.stored_pages), (0, 4));
+    verify(&t, &pages);
+    // Up again and dropped there: both copies go.
+    restore_times(&t, &pages[2..], 2);
+    assert_eq!(t.tier_stats()[1].kept_pages, 2);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn a_promoted_page_restored_often_settles_and_its_kept_copy_is_released() {
+    let t = two_memory(2, manual().with_promote(true));
+    let pages = backup_n(&t, 18, 3);
+    t.writeback(WritebackFilter::All);
+    restore_times(&t, &pages[..2], 2);
+    assert_eq!(t.tier_stats()[1].kept_pages, 2);
+    // Page 0 restored six more times (eight lately): settled above. The
+    // run over the full tier releases its copy below and moves page 1
+    // down to its own.
+    restore_times(&t, &pages[..1], 6);
+    assert_eq!(t.run_policy_step().moved_pages, 1);
+    let s = t.tier_stats();
+    assert_eq!((s[0].moved_down, s[0].moved_down_to_kept), (3, 1), "{s:?}");
+    assert_eq!(
+        (s[1].kept_pages, s[1].pages, s[1].backend.stored_pages),
+        (0, 2, 2),
+        "{s:?}"
+    );
+    assert_eq!(s[1].held_bytes, 2 * PAGE);
+    assert_eq!(t.tier_of(pages[0].0), Some(0));
+    // Moved down again, the settled page is copied (two pages were before).
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 1);
+    assert_eq!(t.tier_stats()[1].written_back_bytes, 3 * PAGE);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn without_keep_lower_a_promotion_releases_the_copy_below_and_a_move_down_copies_again() {
+    let t = two_memory(100, manual().with_promote(true).with_keep_lower(false));
+    let pages = backup_n(&t, 13, 4);
+    t.writeback(WritebackFilter::All);
+    restore_times(&t, &pages[..2], 2);
+    let s = t.tier_stats();
+    assert_eq!((s[0].pages, s[1].pages, s[1].kept_pages), (2, 2, 0));
+    assert_eq!((s[0].backend.stored_pages, s[1].backend.stored_pages), (2, 2));
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 2);
+    let s = t.tier_stats();
+    assert_eq!(s[0].moved_down_to_kept, 0);
+    assert_eq!(
+        s[1].written_back_bytes,
+        6 * PAGE,
+        "the two pages were copied down again"
+    );
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+#[test]
+fn a_page_with_a_kept_copy_dropped_while_above_frees_both_copies_and_its_handle() {
+    let t = two_memory(100, manual().with_promote(true));
+    let pages = backup_n(&t, 14, 3);
+    t.writeback(WritebackFilter::All);
+    restore_times(&t, &pages[..1], 2);
+    let (h, _) = pages[0];
+    assert_eq!((t.tier_of(h), t.tier_stats()[1].kept_pages), (Some(0), 1));
+    t.drop_handle(h).unwrap();
+    let s = t.tier_stats();
+    assert_eq!((s[0].backend.stored_pages, s[1].backend.stored_pages), (0, 2));
+    assert_eq!((s[1].pages, s[1].kept_pages, s[1].held_bytes), (2, 0, 2 * PAGE));
+    let mut dst = Page::new_boxed();
+    assert_eq!(
+        t.copy_page(&mut dst, h, None).unwrap_err().kind(),
+        ErrorKind::InvalidHandle
+    );
+    assert_eq!(t.drop_handle(h).unwrap_err().kind(), ErrorKind::InvalidHandle);
+    verify(&t, &pages[1..]);
+    drop_all_and_check_empty(&t, &pages[1..]);
+}
+
+#[test]
+fn the_policy_moves_a_promoted_page_down_to_its_kept_copy_when_it_cools() {
+    let t = two_memory(8, manual().with_promote(true));
+    let hot = backup_n(&t, 15, 8);
+    let cold = backup_n(&t, 16, 8);
+    // The first eight cool down below; the last eight come up, hot.
+    assert_eq!(t.run_policy_step().moved_pages, 3);
+    t.writeback(WritebackFilter::All);
+    // Every page has been copied down once; each copy up keeps its copy below.
+    let written = t.tier_stats()[1].written_back_bytes;
+    assert_eq!(written, 8 * PAGE);
+    restore_times(&t, &cold[..6], 4);
+    assert_eq!(t.tier_stats()[0].pages, 6);
+    // Now the first eight turn hot and the promoted ones cold (the hot
+    // ones restored under eight times lately, so none settles and drops
+    // its copy below).
+    restore_times(&t, &hot, 5);
+    for _ in 0..2 {
+        t.run_policy_step();
+        restore_times(&t, &hot, 1);
+    }
+    let s = t.tier_stats();
+    assert!(s[0].moved_down_to_kept > 0, "{s:?}");
+    assert_eq!(s[0].moved_down - s[0].moved_down_to_kept, 8, "{s:?}");
+    assert_eq!(
+        s[1].written_back_bytes, written,
+        "no promoted page was copied down again: {s:?}"
+    );
+    verify(&t, &hot);
+    verify(&t, &cold);
+    drop_all_and_check_empty(&t, &[hot, cold].concat());
+}
+
+#[test]
+fn with_a_policy_thread_promotions_are_left_to_it() {
+    let t = two_memory(100, TieredConfig::new().with_promote(true));
+    let pages = backup_n(&t, 17, 4);
+    t.writeback(WritebackFilter::All);
+    restore_times(&t, &pages[..2], 2);
+    // The policy thread copies them up on its wake-up, not the restore.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.tier_stats()[1].moved_up < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let s = t.tier_stats();
+    assert_eq!((s[1].moved_up, s[0].pages, s[1].kept_pages), (2, 2, 2), "{s:?}");
+    assert!(pages[..2].iter().all(|&(h, _)| t.tier_of(h) == Some(0)));
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
 /// A memory backend that says pages starting with 0xff cost a whole page
 /// and others a quarter: a stand-in for a compressing tier.
 #[derive(Debug)]

@@ -78,7 +78,10 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "the same ticker's 99th-percentile lateness on the idle runtime",
     ),
     ("hot/cold GB/s", "restores of hot pages and of cold pages, GB/s"),
-    ("restores/s", "restores per second, hot and cold together"),
+    (
+        "restores/s",
+        "restores per second, hot and cold together (restores during which the thread was preempted left out)",
+    ),
     ("accesses/s", "page accesses per second on the offload region"),
     (
         "fault p50/p99 µs",
@@ -126,8 +129,14 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "ratio",
         "the effective ratio: original bytes / bytes used in RAM and storage",
     ),
-    ("hot GB/s", "restores of hot pages, GB/s"),
-    ("cold GB/s", "restores of cold pages, GB/s"),
+    (
+        "hot GB/s",
+        "restores of hot pages, GB/s (restores during which the thread was preempted left out)",
+    ),
+    (
+        "cold GB/s",
+        "restores of cold pages, GB/s (restores during which the thread was preempted left out)",
+    ),
     (
         "RAM MiB per tier",
         "MiB of RAM each tier used at the end, first tier first",
@@ -144,6 +153,14 @@ pub const COLUMNS: &[(&str, &str)] = &[
     (
         "restores vs 1st",
         "restores/s over that of the stack's first tier alone on the same trace",
+    ),
+    (
+        "ideal hot vs 1st",
+        "the hot vs 1st a two-tier stack would reach if each hot restore cost what it costs in its tier alone, at the stack's measured split: the bound its policy's hit split sets",
+    ),
+    (
+        "ideal restores vs 1st",
+        "the same bound for restores vs 1st, at the measured split of all restores",
     ),
     (
         "RAM vs last",

@@ -137,6 +137,12 @@ const COLUMNS: &[Column] = &[
     ("restores vs 1st", true, |r| {
         r.restores_vs_first.map(|v| format!("{v:.2}x"))
     }),
+    ("ideal hot vs 1st", true, |r| {
+        r.ideal_hot_vs_first.map(|v| format!("{v:.2}x"))
+    }),
+    ("ideal restores vs 1st", true, |r| {
+        r.ideal_restores_vs_first.map(|v| format!("{v:.2}x"))
+    }),
     ("RAM vs last", true, |r| r.ram_vs_last.map(|v| format!("{v:.2}x"))),
     ("policy CPU", true, |r| r.policy_cpu_percent.map(|v| format!("{v:.1}%"))),
 ];
@@ -474,6 +480,8 @@ fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
         ("hot up", true),
         ("hot vs 1st", true),
         ("restores vs 1st", true),
+        ("ideal hot vs 1st", true),
+        ("ideal restores vs 1st", true),
         ("RAM vs last", true),
         ("policy CPU", true),
     ]);
@@ -509,6 +517,8 @@ fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
             r.hot_from_first.map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
             times(r.hot_vs_first),
             times(r.restores_vs_first),
+            times(r.ideal_hot_vs_first),
+            times(r.ideal_restores_vs_first),
             times(r.ram_vs_last),
             r.policy_cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
         ]);

@@ -136,6 +136,10 @@ pub struct TierSplit {
     /// The share of the measured restores the tier served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restores: Option<f64>,
+    /// The mean time of a measured restore the tier served, µs (a restore
+    /// that promotes its page includes the promotion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_us: Option<f64>,
 }
 
 /// One result: an adapter, a mode, and (for most modes) an operation and
@@ -243,6 +247,10 @@ pub struct Row {
     /// Pages moved up a tier during the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_up: Option<u64>,
+    /// Measured restores during which another process ran (the thread was
+    /// preempted): left out of the restore times and throughputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_restores: Option<u64>,
     /// The share of measured hot restores served by the first tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_from_first: Option<f64>,
@@ -255,6 +263,16 @@ pub struct Row {
     /// A tiered stack's restores/s over its first tier's alone on the same trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restores_vs_first: Option<f64>,
+    /// The `hot_vs_first` a two-tier stack would reach if each hot restore
+    /// cost what it costs in its tier alone, at the stack's measured split
+    /// of hot restores between its tiers: the bound its policy sets, with
+    /// no cost of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ideal_hot_vs_first: Option<f64>,
+    /// The same bound for `restores_vs_first`, at the measured split of
+    /// all restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ideal_restores_vs_first: Option<f64>,
     /// A tiered stack's RAM over its last tier's alone holding the same pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram_vs_last: Option<f64>,
@@ -321,10 +339,13 @@ impl Row {
             restores_per_s: None,
             moved_down: None,
             moved_up: None,
+            preempted_restores: None,
             hot_from_first: None,
             tiers: None,
             hot_vs_first: None,
             restores_vs_first: None,
+            ideal_hot_vs_first: None,
+            ideal_restores_vs_first: None,
             ram_vs_last: None,
             policy_cpu_percent: None,
             workload: None,

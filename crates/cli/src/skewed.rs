@@ -225,11 +225,18 @@ pub struct SkewRun {
     pub tier_ram_bytes: Vec<u64>,
     /// The share of the measured restores each tier served (tiered specs only).
     pub tier_restores: Vec<f64>,
+    /// The mean time of a measured restore each tier served, µs (tiered
+    /// specs only).
+    pub tier_restore_us: Vec<f64>,
     /// The share of measured hot restores served by the first tier
     /// (tiered specs only).
     pub hot_from_first: Option<f64>,
     /// Restores per second in the measured pass, hot and cold together.
     pub restores_per_s: f64,
+    /// Measured restores during which the thread was preempted (another
+    /// process ran): left out of the times, so that a loaded machine's
+    /// other work is not counted as the backend's.
+    pub preempted_restores: u64,
     /// CPU time of the tiered policy thread during the measured pass, in
     /// percent of one core over the pass (tiered specs only, where
     /// `/proc/self/task/*/schedstat` tells it).
@@ -282,6 +289,18 @@ pub fn rows(runs: &[SkewRun], skew: &Skew) -> Vec<Row> {
                     row.hot_vs_first = over(run.hot_gbps, first.hot_gbps);
                     row.restores_vs_first = over(run.restores_per_s, first.restores_per_s);
                 }
+                if let (Some(first), Some(last), [from_first, from_last]) =
+                    (alone(first), alone(last), run.tier_restores.as_slice())
+                {
+                    // Time per restore at the split, over the first tier's alone.
+                    let ideal = |split: f64, first: f64, last: f64| {
+                        (first > 0.0 && last > 0.0).then(|| round_to(1.0 / (split + (1.0 - split) * first / last), 3))
+                    };
+                    let hot = run.hot_from_first.unwrap_or(0.0);
+                    row.ideal_hot_vs_first = ideal(hot, first.hot_gbps, last.hot_gbps);
+                    let split = from_first / (from_first + from_last).max(f64::MIN_POSITIVE);
+                    row.ideal_restores_vs_first = ideal(split, first.restores_per_s, last.restores_per_s);
+                }
                 if let Some(last) = alone(last) {
                     row.ram_vs_last = over(run.ram_bytes as f64, last.ram_bytes as f64);
                 }
@@ -322,29 +341,47 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     let mut verified = 0;
     let mut times = [Duration::ZERO; 2];
     let mut counts = [0u64; 2];
+    let mut timed = [0u64; 2];
+    let mut preempted_restores = 0;
     let mut hot_from_first = 0u64;
-    let mut served = vec![0u64; tiered.as_ref().map_or(0, |t| t.tiers().len())];
+    let tier_count = tiered.as_ref().map_or(0, |t| t.tiers().len());
+    let mut served = vec![0u64; tier_count];
+    let mut tier_times = vec![Duration::ZERO; tier_count];
+    let mut tier_timed = vec![0u64; tier_count];
     let mut policy_cpu = None;
     for pass in 0..2 {
         let sequence = skew.sequence(&order, seed * 2 + pass);
         let pass_start = (Instant::now(), policy_thread_cpu());
         for (n, (k, hot)) in sequence.into_iter().enumerate() {
+            let tier = tiered.as_ref().and_then(|t| t.tier_of(handles[k]));
             if pass == 1
-                && let Some(tier) = tiered.as_ref().and_then(|t| t.tier_of(handles[k]))
+                && let Some(tier) = tier
             {
                 served[tier] += 1;
                 hot_from_first += u64::from(hot && tier == 0);
             }
+            let switches = involuntary_switches();
             let start = Instant::now();
             backend.copy_page(&mut dst, handles[k], None)?;
             let took = start.elapsed();
+            let preempted = involuntary_switches() != switches;
             if dst.0 != page(k).0 {
                 return Err(format!("page {k} restored wrong bytes").into());
             }
             verified += 1;
             if pass == 1 {
-                times[usize::from(hot)] += took;
                 counts[usize::from(hot)] += 1;
+                if preempted {
+                    // The time another process ran is not the backend's.
+                    preempted_restores += 1;
+                } else {
+                    times[usize::from(hot)] += took;
+                    timed[usize::from(hot)] += 1;
+                    if let Some(tier) = tier {
+                        tier_times[tier] += took;
+                        tier_timed[tier] += 1;
+                    }
+                }
             }
             if n % 4096 == 0 {
                 peak = peak.max(backend.stats().memory_used);
@@ -366,7 +403,7 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     let stats = backend.stats();
     peak = peak.max(stats.memory_used);
     let original = (skew.working_set * PAGE_SIZE) as f64;
-    let gbps = |i: usize| (counts[i] * PAGE_SIZE as u64) as f64 / times[i].as_secs_f64().max(1e-9) / 1e9;
+    let gbps = |i: usize| (timed[i] * PAGE_SIZE as u64) as f64 / times[i].as_secs_f64().max(1e-9) / 1e9;
     let tier_stats = tiered.as_ref().map(|t| t.tier_stats()).unwrap_or_default();
     let run = SkewRun {
         backend: spec.to_string(),
@@ -392,10 +429,16 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
             .iter()
             .map(|&n| n as f64 / (counts[0] + counts[1]).max(1) as f64)
             .collect(),
+        tier_restore_us: tier_times
+            .iter()
+            .zip(&tier_timed)
+            .map(|(t, &n)| t.as_secs_f64() * 1e6 / n.max(1) as f64)
+            .collect(),
         hot_from_first: tiered
             .is_some()
             .then(|| hot_from_first as f64 / counts[1].max(1) as f64),
-        restores_per_s: (counts[0] + counts[1]) as f64 / (times[0] + times[1]).as_secs_f64().max(1e-9),
+        restores_per_s: (timed[0] + timed[1]) as f64 / (times[0] + times[1]).as_secs_f64().max(1e-9),
+        preempted_restores,
         policy_cpu_percent: policy_cpu,
         verified,
     };
@@ -405,6 +448,16 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
         return Err(format!("{left} pages held after every drop").into());
     }
     Ok(run)
+}
+
+/// Times the calling thread was preempted so far (involuntary context
+/// switches), 0 where the kernel does not tell.
+fn involuntary_switches() -> u64 {
+    // SAFETY: rusage is plain integers and timevals, for which all zeroes is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage for the call to fill.
+    let filled = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0;
+    if filled { usage.ru_nivcsw as u64 } else { 0 }
 }
 
 /// Nanoseconds the tiered policy threads of this process (named
@@ -444,6 +497,7 @@ impl SkewRun {
         row.hot_gbps = Some(round_to(self.hot_gbps, 3));
         row.cold_gbps = Some(round_to(self.cold_gbps, 3));
         row.restores_per_s = Some(self.restores_per_s.round());
+        row.preempted_restores = Some(self.preempted_restores);
         row.moved_down = self.moved.map(|m| m.0);
         row.moved_up = self.moved.map(|m| m.1);
         row.hot_from_first = self.hot_from_first.map(|f| round_to(f, 3));
@@ -453,10 +507,12 @@ impl SkewRun {
                 .iter()
                 .zip(&self.tier_ram_bytes)
                 .zip(&self.tier_restores)
-                .map(|((&pages, &ram_bytes), &restores)| TierSplit {
+                .zip(&self.tier_restore_us)
+                .map(|(((&pages, &ram_bytes), &restores), &us)| TierSplit {
                     pages,
                     ram_bytes,
                     restores: Some(round_to(restores, 4)),
+                    restore_us: Some(round_to(us, 3)),
                 })
                 .collect()
         });

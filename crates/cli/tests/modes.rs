@@ -272,8 +272,15 @@ fn working_set_json_holds_the_stack_beside_its_tiers_alone() {
             compressed.ram_bytes.unwrap() as f64
         ))
     );
+    // The bound at the measured split: each hot restore at its tier's own speed.
+    let first_share = stack.hot_from_first.unwrap();
+    let per_restore = first_share + (1.0 - first_share) * memory.hot_gbps.unwrap() / compressed.hot_gbps.unwrap();
+    let ideal = stack.ideal_hot_vs_first.unwrap();
+    assert!((ideal - 1.0 / per_restore).abs() < 0.01, "{ideal} {per_restore}");
+    assert!(stack.ideal_restores_vs_first.is_some_and(|v| v > 0.0), "{stack:?}");
     for alone in [memory, compressed] {
         assert!(alone.tiers.is_none() && alone.budget_bytes.is_none() && alone.hot_vs_first.is_none());
+        assert!(alone.ideal_hot_vs_first.is_none());
     }
     assert!(stdout.contains("skewed replay: 256 pages"), "{stdout}");
     assert!(stdout.contains("RAM vs last"), "{stdout}");

@@ -155,6 +155,9 @@ fn fixture() -> Report {
             row.hot_from_first = Some(0.9);
             row.hot_vs_first = Some(2.0);
             row.restores_vs_first = Some(1.0);
+            row.ideal_hot_vs_first = Some(2.5);
+            row.ideal_restores_vs_first = Some(1.25);
+            row.preempted_restores = Some(3);
             row.ram_vs_last = Some(0.833);
             row.policy_cpu_percent = Some(1.5);
             row.tiers = Some(vec![
@@ -162,11 +165,13 @@ fn fixture() -> Report {
                     pages: 1000,
                     ram_bytes: 4 << 20,
                     restores: Some(0.8),
+                    restore_us: Some(1.0),
                 },
                 TierSplit {
                     pages: 3096,
                     ram_bytes: 1 << 20,
                     restores: Some(0.2),
+                    restore_us: Some(4.0),
                 },
             ]);
         }
