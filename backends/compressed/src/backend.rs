@@ -367,13 +367,20 @@ impl CompressedBackend {
         };
         let (a, b) = shard.arena.object(loc);
         if let Some(seal) = &shard.seal {
-            // Opened in a buffer of this thread's, joined from its pieces:
-            // `dst` gets nothing of an object that fails authentication.
+            // Opened into a buffer of this thread's (from the arena where
+            // the object is in one piece, else joined there and opened in
+            // place): `dst` gets nothing of an object that fails
+            // authentication.
             return SCRATCH.with_borrow_mut(|scratch| {
-                let object = &mut scratch[..a.len() + b.len()];
-                object[..a.len()].copy_from_slice(a);
-                object[a.len()..].copy_from_slice(b);
-                match seal.open(local, object) {
+                let opened = if b.is_empty() {
+                    seal.open_into(local, a, &mut scratch[..])
+                } else {
+                    let object = &mut scratch[..a.len() + b.len()];
+                    object[..a.len()].copy_from_slice(a);
+                    object[a.len()..].copy_from_slice(b);
+                    seal.open(local, object)
+                };
+                match opened {
                     Some(payload) => self.decode((payload, &[]), dst, handle),
                     None => Err(self.corrupt(
                         handle,

@@ -2,15 +2,11 @@
 //! cache, timed on the same pages in the same run, against the plain path:
 //!
 //! - restore: `pread` into the caller's pages, then open in place (the
-//!   path the file backend takes), or a copy from a read-only shared
-//!   mapping of the file, then open in place;
-//! - backup: copy into a buffer, seal in place, then one `pwrite` (the
-//!   backend's path), or copy into a writable shared mapping of the file
-//!   and seal in place there (no system call; the faults allocate the
-//!   page cache).
-//!
-//! `ring` opens and seals in place only, so every path makes one copy and
-//! one cipher pass; what differs is how the copy reaches the page cache.
+//!   path of `direct=on`), or open from a read-only shared mapping of the
+//!   file straight into the caller's pages (the backend's path otherwise);
+//! - backup: seal from the caller's page into a buffer, then one `pwrite`
+//!   (the backend's path), or seal straight into a writable shared mapping
+//!   of the file (no system call; the faults allocate the page cache).
 //!
 //! `cargo run --release -p pagebackup-file --features seal --example seal_paths [MiB] [rounds]`
 
@@ -126,73 +122,60 @@ fn main() {
     let plain_file = open("plain");
     plain_file.write_all_at(as_bytes(&corpus), 0).unwrap();
     let ro = Mapping::new(&sealed_file, len, false);
-    let ro_plain = Mapping::new(&plain_file, len, false);
     let backup_file = open("backup");
     let mut rw = Mapping::new(&backup_file, len, true);
 
     let mut dst = Page::new_boxed_slice(RUN);
     let mut bounce = Page::new_boxed_slice(RUN);
-    let open_run = |dst: &mut [Page], first: usize| {
-        for (k, p) in dst.iter_mut().enumerate() {
-            let id = Identity {
-                slot: (first + k) as u32,
-                generation: 1,
-            };
-            assert!(sealer.open(id, p.as_bytes_mut(), &tags[first + k]));
-        }
+    let id = |slot: usize, generation: u64| Identity {
+        slot: slot as u32,
+        generation,
     };
     let names = [
         "restore plain: pread",
         "restore sealed: pread, open in place",
-        "restore plain: copy from a shared mapping",
-        "restore sealed: copy from a shared mapping, open in place",
+        "restore sealed: open from a shared mapping",
         "backup plain: pwrite",
-        "backup sealed: copy, seal, pwrite",
-        "backup sealed: copy into a shared mapping, seal there",
+        "backup sealed: seal into a buffer, pwrite",
+        "backup sealed: seal into a shared mapping",
     ];
-    let mut times = [Duration::ZERO; 7];
+    let mut times = [Duration::ZERO; 6];
     for round in 0..rounds {
         for (v, time) in times.iter_mut().enumerate() {
-            if v >= 4 {
+            if v >= 3 {
                 punch(&backup_file, len);
             }
+            let generation = round as u64 + 2;
             let t = Instant::now();
             for first in (0..pages).step_by(RUN) {
-                let at = (first * PAGE_SIZE) as u64;
+                let at = first * PAGE_SIZE;
                 let run = &corpus[first..first + RUN];
                 match v {
-                    0 => plain_file.read_exact_at(as_bytes_mut(&mut dst), at).unwrap(),
+                    0 => plain_file.read_exact_at(as_bytes_mut(&mut dst), at as u64).unwrap(),
                     1 => {
-                        sealed_file.read_exact_at(as_bytes_mut(&mut dst), at).unwrap();
-                        open_run(&mut dst, first);
-                    }
-                    2 => as_bytes_mut(&mut dst)
-                        .copy_from_slice(&ro_plain.bytes()[at as usize..at as usize + RUN * PAGE_SIZE]),
-                    3 => {
-                        as_bytes_mut(&mut dst).copy_from_slice(&ro.bytes()[at as usize..at as usize + RUN * PAGE_SIZE]);
-                        open_run(&mut dst, first);
-                    }
-                    4 => backup_file.write_all_at(as_bytes(run), at).unwrap(),
-                    5 => {
-                        for (k, (b, p)) in bounce.iter_mut().zip(run).enumerate() {
-                            b.as_bytes_mut().copy_from_slice(p.as_bytes());
-                            let id = Identity {
-                                slot: (first + k) as u32,
-                                generation: round as u64 + 2,
-                            };
-                            std::hint::black_box(sealer.seal(id, b.as_bytes_mut()));
+                        sealed_file.read_exact_at(as_bytes_mut(&mut dst), at as u64).unwrap();
+                        for (k, p) in dst.iter_mut().enumerate() {
+                            assert!(sealer.open(id(first + k, 1), p.as_bytes_mut(), &tags[first + k]));
                         }
-                        backup_file.write_all_at(as_bytes(&bounce), at).unwrap();
+                    }
+                    2 => {
+                        let stored = ro.bytes()[at..at + RUN * PAGE_SIZE].chunks_exact(PAGE_SIZE);
+                        for (k, (p, s)) in dst.iter_mut().zip(stored).enumerate() {
+                            assert!(sealer.open_into(id(first + k, 1), s, p.as_bytes_mut(), &tags[first + k]));
+                        }
+                    }
+                    3 => backup_file.write_all_at(as_bytes(run), at as u64).unwrap(),
+                    4 => {
+                        for (k, (b, p)) in bounce.iter_mut().zip(run).enumerate() {
+                            let tag = sealer.seal_into(id(first + k, generation), p.as_bytes(), b.as_bytes_mut());
+                            std::hint::black_box(tag);
+                        }
+                        backup_file.write_all_at(as_bytes(&bounce), at as u64).unwrap();
                     }
                     _ => {
-                        let out = &mut rw.bytes_mut()[at as usize..at as usize + RUN * PAGE_SIZE];
+                        let out = &mut rw.bytes_mut()[at..at + RUN * PAGE_SIZE];
                         for (k, (o, p)) in out.chunks_exact_mut(PAGE_SIZE).zip(run).enumerate() {
-                            o.copy_from_slice(p.as_bytes());
-                            let id = Identity {
-                                slot: (first + k) as u32,
-                                generation: round as u64 + 2,
-                            };
-                            std::hint::black_box(sealer.seal(id, o));
+                            std::hint::black_box(sealer.seal_into(id(first + k, generation), p.as_bytes(), o));
                         }
                     }
                 }
@@ -207,7 +190,7 @@ fn main() {
         len >> 20
     );
     for (v, name) in names.iter().enumerate() {
-        let base = if v < 4 { times[0] } else { times[4] };
+        let base = if v < 3 { times[0] } else { times[3] };
         println!(
             "  {name:<58} {:>6.2} GB/s  {:.2}x plain pread/pwrite",
             gbs(times[v]),

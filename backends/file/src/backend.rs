@@ -56,7 +56,12 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   and write ([`raw::seal`](pagebackup_core::raw::seal)): the file holds
 ///   no plaintext, and a page changed, moved, replayed or taken from
 ///   another backend restores as `Corrupt`. The key is random and held in
-///   memory unless `seal_key` names one.
+///   memory unless `seal_key` names one. Pages are sealed from the caller's
+///   page straight into the write buffer, and (without `direct`) restores
+///   decrypt from a read-only shared mapping of the file, that is from the
+///   page cache, straight into the caller's page: no copy beside the
+///   cipher's pass. With `direct`, a restore reads the page and decrypts it
+///   in place.
 /// - **fork()**: a child that uses the backend gets `Unsupported`; the
 ///   parent's pages stay intact.
 ///

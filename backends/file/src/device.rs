@@ -3,10 +3,11 @@
 use std::os::fd::BorrowedFd;
 
 use pagebackup_core::raw::{Device, ReadRun, RunError, WriteRun};
-use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE};
+use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Page};
 
 use crate::file::BackingFile;
 use crate::io::Io;
+use crate::mapping::FileMap;
 use crate::staging::{STAGE_FLUSH, Staging};
 use crate::uring::Ring;
 use crate::{FileConfig, IoMode};
@@ -17,7 +18,10 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// single-page writes staged in memory: the staged pages are written (runs
 /// of contiguous slots coalesced) when a single page arrives with 64
 /// already staged, at writeback and at flush. Reads of staged slots copy
-/// from memory.
+/// from memory. Without `direct`, it lends its pages
+/// ([`Device::lend`]) through a shared mapping of the file (made at the
+/// first lend), so that a sealing layer decrypts from the page cache
+/// straight into the caller's page.
 #[derive(Debug)]
 pub struct FileDevice {
     pub(crate) file: BackingFile,
@@ -25,6 +29,9 @@ pub struct FileDevice {
     /// Why io_uring is not used, when it is not.
     pub(crate) fallback: Option<String>,
     staging: Staging,
+    /// The file's mapping, for lending; `None` with `direct`, whose pages
+    /// are not meant to stay in the page cache.
+    map: Option<FileMap>,
 }
 
 impl FileDevice {
@@ -54,6 +61,7 @@ impl FileDevice {
             io,
             fallback,
             staging: Staging::default(),
+            map: (!config.direct).then(FileMap::default),
         })
     }
 
@@ -72,8 +80,20 @@ impl FileDevice {
                     start = end;
                 }
             }
-            self.io.write(self.fd(), &runs).map_err(|e| e.error)
+            self.write_runs(&runs).map_err(|e| e.error)
         })
+    }
+
+    /// Writes `runs` to the file; the pages written are populated into the
+    /// file's mapping, if there is one, for the reads lent from it.
+    fn write_runs(&self, runs: &[crate::runs::WriteRun<'_>]) -> Result<(), RunError> {
+        self.io.write(self.fd(), runs)?;
+        if let Some(map) = &self.map {
+            for &(offset, pages) in runs {
+                map.populate(offset, pages.len() * PAGE_SIZE);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -98,7 +118,7 @@ unsafe impl Device for FileDevice {
             return Ok(());
         }
         let runs: Vec<crate::runs::WriteRun<'_>> = runs.iter().map(|r| (u64::from(r.slot) * PAGE, r.pages)).collect();
-        self.io.write(self.fd(), &runs)
+        self.write_runs(&runs)
     }
 
     unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
@@ -132,6 +152,28 @@ unsafe impl Device for FileDevice {
             }
         }
         Ok(())
+    }
+
+    /// Staged pages from memory, the others through the file's mapping
+    /// (mapped anew if the file grew past it); nothing without a mapping
+    /// (`direct`), or where the file cannot be mapped.
+    unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> std::io::Result<bool> {
+        let Some(map) = &self.map else { return Ok(false) };
+        let end = (slot as usize + count) * PAGE_SIZE;
+        let Ok(mapped) = map.covering(self.fd(), end) else {
+            return Ok(false);
+        };
+        for (page, slot) in (slot..).take(count).enumerate() {
+            match self.staging.staged(slot) {
+                Some(staged) => visit(page, &staged),
+                // SAFETY: not staged, so written to the file (a staged page
+                // leaves staging once its write has completed), within the
+                // mapping (`covering`), and neither written nor released
+                // meanwhile (the caller's promise).
+                None => visit(page, unsafe { mapped.page(slot) }),
+            }
+        }
+        Ok(true)
     }
 
     unsafe fn release(&self, slot: u32, count: u32) -> std::io::Result<()> {

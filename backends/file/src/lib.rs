@@ -25,6 +25,7 @@ mod config;
 mod device;
 mod file;
 mod io;
+mod mapping;
 #[cfg(feature = "async")]
 mod native;
 mod runs;

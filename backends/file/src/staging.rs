@@ -55,18 +55,17 @@ impl Staging {
         pages.values().filter(|s| !s.in_flight).count()
     }
 
+    /// The staged page of `slot`, if one is staged.
+    pub(crate) fn staged(&self, slot: u32) -> Option<Arc<Page>> {
+        if self.len() == 0 {
+            return None;
+        }
+        self.lock().get(&slot).map(|staged| Arc::clone(&staged.page))
+    }
+
     /// Copies the staged page of `slot` into `dst`; `false` if none is staged.
     pub(crate) fn copy_out(&self, slot: u32, dst: &mut Page) -> bool {
-        if self.len() == 0 {
-            return false;
-        }
-        match self.lock().get(&slot) {
-            Some(staged) => {
-                dst.clone_from(&staged.page);
-                true
-            }
-            None => false,
-        }
+        self.staged(slot).map(|page| dst.clone_from(&page)).is_some()
     }
 
     /// Forgets the staged pages of `slots`; returns whether any of them

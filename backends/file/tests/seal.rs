@@ -262,3 +262,134 @@ fn stats_count_the_seals_in_metadata_and_no_crc() {
     // A counter and a tag per slot: 24 bytes, in a vector that may hold spare room.
     assert!((64 * 24..=128 * 24).contains(&extra), "{extra}");
 }
+
+/// Restores decrypt from the file's mapping: one made at the first
+/// restore (1 MiB), which later backups outgrow, so that a restore of a
+/// page past it maps the file anew; every page, old and new, written in
+/// batches or staged one at a time, restores exactly, and a page changed
+/// in the file after it was mapped is still `Corrupt`.
+#[test]
+fn restores_through_the_mapping_after_the_file_grew_past_it() {
+    let path = Temp::new("grown");
+    let b = sealed_at(&path.0, SealKeySource::Random);
+    let first: Vec<Page> = (0..8).map(|i| page(i as u8)).collect();
+    let mut handles = backup(&b, &first);
+    for (h, p) in handles.iter().zip(&first) {
+        assert_eq!(&restore(&b, *h).unwrap(), p);
+    }
+    // 600 more pages (2.4 MiB of file) in batches, and 100 one at a time
+    // (staged, then written by the batches of 64 behind them).
+    let mut pages = first;
+    for batch in 0..10u8 {
+        let more: Vec<Page> = (0..60).map(|i| page(batch.wrapping_mul(61).wrapping_add(i))).collect();
+        let refs: Vec<&Page> = more.iter().collect();
+        b.backup_pages(&refs, 1000 * u64::from(batch + 1), BackupFlags::NONE, &mut handles)
+            .unwrap();
+        pages.extend(more);
+    }
+    for i in 0..100u8 {
+        let p = page(i ^ 0xa5);
+        handles.push(b.backup_page(&p, 20_000 + u64::from(i), BackupFlags::NONE).unwrap());
+        pages.push(p);
+    }
+    assert!(
+        std::fs::metadata(&path.0).unwrap().len() > 2 << 20,
+        "the file grew past the first mapping"
+    );
+    for (h, p) in handles.iter().zip(&pages).rev() {
+        assert_eq!(&restore(&b, *h).unwrap(), p);
+    }
+    b.flush().unwrap();
+    for (h, p) in handles.iter().zip(&pages) {
+        assert_eq!(&restore(&b, *h).unwrap(), p);
+    }
+    // A page changed in the file under the mapping.
+    let mut bytes = slot_bytes(&path.0, 500);
+    bytes[17] ^= 0x40;
+    put_slot(&path.0, 500, &bytes);
+    let changed = (0..handles.len())
+        .find(|&i| restore(&b, handles[i]).is_err())
+        .expect("the changed slot fails");
+    assert_corrupt(&b, handles[changed]);
+}
+
+/// Backups that grow the file (so that the mapping is remapped) run while
+/// other threads restore, and drop and restore again: every restore gives
+/// its own page's bytes.
+#[test]
+fn concurrent_backups_growing_the_file_while_restores_read() {
+    use std::sync::Mutex;
+    let b = FileBackend::new(
+        FileConfig::new()
+            .with_shards(1)
+            .with_io(IoMode::Sync)
+            .with_seal(Some(SealKeySource::Random)),
+    )
+    .unwrap();
+    let live: Mutex<Vec<(Handle, u8)>> = Mutex::new(Vec::new());
+    let verified = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for writer in 0..2u64 {
+            let (b, live) = (&b, &live);
+            s.spawn(move || {
+                for round in 0..40u64 {
+                    let fills: Vec<u8> = (0..16).map(|i| (writer * 97 + round * 16 + i) as u8).collect();
+                    let pages: Vec<Page> = fills.iter().map(|&f| page(f)).collect();
+                    let refs: Vec<&Page> = pages.iter().collect();
+                    let mut handles = Vec::new();
+                    if round % 2 == 0 {
+                        b.backup_pages(&refs, (writer << 20) + round * 16, BackupFlags::NONE, &mut handles)
+                            .unwrap();
+                    } else {
+                        for (i, p) in pages.iter().enumerate() {
+                            handles.push(
+                                b.backup_page(p, (writer << 20) + round * 16 + i as u64, BackupFlags::NONE)
+                                    .unwrap(),
+                            );
+                        }
+                    }
+                    live.lock().unwrap().extend(handles.into_iter().zip(fills));
+                }
+            });
+        }
+        for reader in 0..2usize {
+            let (b, live, verified) = (&b, &live, &verified);
+            s.spawn(move || {
+                for i in 0..3000usize {
+                    let picked = {
+                        let mut live = live.lock().unwrap();
+                        if live.is_empty() {
+                            None
+                        } else {
+                            let at = (i * 7919 + reader) % live.len();
+                            // A quarter of the picks are dropped after the restore.
+                            Some((live[at], (i % 4 == 0).then(|| live.swap_remove(at))))
+                        }
+                    };
+                    let Some(((h, fill), dropped)) = picked else {
+                        std::thread::yield_now();
+                        continue;
+                    };
+                    match restore(b, h) {
+                        Ok(out) => {
+                            assert_eq!(out, page(fill), "handle {h:?}");
+                            verified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        // Dropped meanwhile by the other reader: never bytes.
+                        Err(e) => {
+                            assert_eq!(e.kind(), ErrorKind::InvalidHandle, "{e}");
+                            assert!(!live.lock().unwrap().iter().any(|&(l, _)| l == h));
+                        }
+                    }
+                    if dropped.is_some() {
+                        b.drop_handle(h).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    assert!(verified.load(std::sync::atomic::Ordering::Relaxed) > 1000);
+    for (h, fill) in live.into_inner().unwrap() {
+        assert_eq!(restore(&b, h).unwrap(), page(fill));
+    }
+}

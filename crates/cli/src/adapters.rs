@@ -72,6 +72,8 @@ pub struct Backend {
     name: String,
     backend: Box<dyn BackupBackend>,
     baselines: [Option<String>; 2],
+    /// `seal=on`: [`CIPHER`] runs beside it, the cipher's own speed.
+    sealed: bool,
 }
 
 impl Backend {
@@ -104,14 +106,17 @@ impl Backend {
             name: crate::report::shown(spec),
             backend,
             baselines,
+            sealed: spec_param(spec, "seal") == Some("on"),
         })
     }
 
-    /// The baselines this backend is compared with, without repeats.
+    /// The baselines this backend is compared with, without repeats, and
+    /// [`CIPHER`] beside a sealed one.
     pub fn baselines(&self) -> impl Iterator<Item = &str> {
         let [backup, restore] = &self.baselines;
         let restore = restore.as_ref().filter(|r| Some(*r) != backup.as_ref());
-        backup.iter().chain(restore).map(String::as_str)
+        let cipher = self.sealed.then_some(CIPHER);
+        backup.iter().chain(restore).map(String::as_str).chain(cipher)
     }
 }
 
@@ -122,10 +127,14 @@ pub const REDIS_PER_PAGE: &str = "baseline:redis-per-page";
 /// The name of [`Prefaulted`], the physical limit of a copy.
 pub const PREFAULTED: &str = "baseline:copy-prefaulted";
 
+/// The name of [`Cipher`], the sealing cipher's own speed.
+pub const CIPHER: &str = "baseline:cipher";
+
 /// Every baseline `--baselines all` runs, besides the codec of each
 /// compressed spec.
 pub const ALL_BASELINES: [&str; 8] = [
     PREFAULTED,
+    CIPHER,
     "baseline:pwrite-memfd",
     "baseline:pwrite-file",
     "baseline:uring-file",
@@ -143,6 +152,7 @@ pub const LZ4_C: &str = "baseline:lz4-c";
 pub fn baseline(name: &str, pages: usize) -> Result<Box<dyn Adapter>, Error> {
     Ok(match name {
         PREFAULTED => Box::new(Prefaulted::new(pages)),
+        CIPHER => Box::new(Cipher::new(pages)?),
         "baseline:pwrite-memfd" => Box::new(PerPage::memfd(pages)?),
         "baseline:pwrite-file" => Box::new(PerPage::file(pages, false)?),
         "baseline:uring-file" => Box::new(PerPage::file(pages, true)?),
@@ -189,6 +199,15 @@ impl Prefaulted {
         }
     }
 
+    /// Counts `count` pages stored from `first_idx` as held: their batch.
+    fn backup_count(&self, count: usize, first_idx: u64) -> Result<Stored, Error> {
+        self.held.fetch_add(count as u64, Ordering::Relaxed);
+        Ok(Stored::Slots {
+            first: first_idx,
+            count,
+        })
+    }
+
     /// Runs `f` on page `idx` of the store and the page of the batch at `k`.
     fn each(&self, first_idx: u64, count: usize, mut f: impl FnMut(usize, &mut Page)) -> Result<(), Error> {
         let mut k = 0;
@@ -223,11 +242,7 @@ impl Adapter for Prefaulted {
     }
     fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error> {
         self.each(first_idx, pages.len(), |k, slot| slot.clone_from(pages[k]))?;
-        self.held.fetch_add(pages.len() as u64, Ordering::Relaxed);
-        Ok(Stored::Slots {
-            first: first_idx,
-            count: pages.len(),
-        })
+        self.backup_count(pages.len(), first_idx)
     }
     fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
         let &Stored::Slots { first, count } = stored else {
@@ -245,6 +260,80 @@ impl Adapter for Prefaulted {
     }
     fn footprint(&self) -> Option<u64> {
         Some(self.held.load(Ordering::Relaxed) * PAGE_SIZE as u64)
+    }
+}
+
+/// `baseline:cipher`: each page sealed (AES-256-GCM, or ChaCha20-Poly1305
+/// where the CPU has no AES instructions: the cipher `seal=on` uses) from
+/// the caller's page into a pre-faulted store, and opened from there into
+/// the destination — the cipher's own speed on 4 KiB pages, out of place,
+/// with no I/O: the limit of a sealed backend.
+pub struct Cipher {
+    store: Prefaulted,
+    sealer: pagebackup::raw::seal::Sealer,
+    /// Each stored page's write counter (its nonce) and tag.
+    tags: Mutex<Vec<(u64, pagebackup::raw::seal::Tag)>>,
+}
+
+impl Cipher {
+    /// A store of `pages` sealed pages under a random key.
+    pub fn new(pages: usize) -> Result<Cipher, Error> {
+        use pagebackup::raw::seal::{SealKey, Sealer};
+        Ok(Cipher {
+            store: Prefaulted::new(pages),
+            sealer: Sealer::new(&SealKey::random()?)?,
+            tags: Mutex::new(vec![(0, [0; 16]); pages]),
+        })
+    }
+}
+
+impl Adapter for Cipher {
+    fn name(&self) -> &str {
+        CIPHER
+    }
+    fn baseline(&self, _: Op) -> Option<String> {
+        None
+    }
+    fn backup(&self, pages: &[&Page], first_idx: u64) -> Result<Stored, Error> {
+        let mut tags = self.tags.lock().map_err(|_| "tag lock poisoned")?;
+        self.store.each(first_idx, pages.len(), |k, slot| {
+            let idx = first_idx as usize + k;
+            let (counter, tag) = &mut tags[idx];
+            *counter += 1;
+            let id = pagebackup::raw::seal::Identity {
+                slot: idx as u32,
+                generation: *counter,
+            };
+            *tag = self.sealer.seal_into(id, pages[k].as_bytes(), slot.as_bytes_mut());
+        })?;
+        drop(tags);
+        self.store.backup_count(pages.len(), first_idx)
+    }
+    fn restore(&self, stored: &Stored, dsts: &mut [&mut Page]) -> Result<(), Error> {
+        let &Stored::Slots { first, count } = stored else {
+            return Err("not a sealed batch".into());
+        };
+        let tags = self.tags.lock().map_err(|_| "tag lock poisoned")?;
+        let mut failed = false;
+        self.store.each(first, count.min(dsts.len()), |k, slot| {
+            let idx = first as usize + k;
+            let (generation, tag) = tags[idx];
+            let id = pagebackup::raw::seal::Identity {
+                slot: idx as u32,
+                generation,
+            };
+            failed |= !self.sealer.open_into(id, slot.as_bytes(), dsts[k].as_bytes_mut(), &tag);
+        })?;
+        if failed {
+            return Err("a sealed page failed authentication".into());
+        }
+        Ok(())
+    }
+    fn release(&self, stored: Stored) -> Result<(), Error> {
+        self.store.release(stored)
+    }
+    fn footprint(&self) -> Option<u64> {
+        self.store.footprint()
     }
 }
 
@@ -691,6 +780,7 @@ mod tests {
         assert_eq!(names("shmem:reuse=0"), ["baseline:pwrite-memfd", PREFAULTED]);
         assert_eq!(names("file:direct=on"), [DD_DIRECT]);
         assert_eq!(names("file"), ["baseline:pwrite-file"]);
+        assert_eq!(names("file:seal=on"), ["baseline:pwrite-file", CIPHER]);
         assert_eq!(names("compressed:algo=zstd,level=3"), ["baseline:zstd-3"]);
         for name in ALL_BASELINES {
             assert_eq!(baseline(name, 8).unwrap().name(), name);
@@ -721,6 +811,34 @@ mod tests {
             store.backup(&refs, 2 * CHUNK as u64).is_err(),
             "20 pages from 128 overrun 138"
         );
+    }
+
+    #[test]
+    fn the_cipher_baseline_gives_pages_back_and_stores_ciphertext() {
+        let cipher = Cipher::new(CHUNK + 4).unwrap();
+        let pages: Vec<Box<Page>> = (0..8u8)
+            .map(|i| {
+                let mut p = Page::new_boxed();
+                p.as_bytes_mut().fill(i + 1);
+                p
+            })
+            .collect();
+        let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+        for _round in 0..2 {
+            let stored = cipher.backup(&refs, CHUNK as u64 - 4).unwrap();
+            let mut held = Vec::new();
+            cipher
+                .store
+                .each(CHUNK as u64 - 4, 8, |_, slot| held.push(slot.clone()))
+                .unwrap();
+            assert!(held.iter().zip(&pages).all(|(h, p)| h != &**p), "ciphertext is stored");
+            let mut out = Page::new_boxed_slice(8);
+            let mut dsts: Vec<&mut Page> = out.iter_mut().collect();
+            cipher.restore(&stored, &mut dsts).unwrap();
+            assert!(out.iter().zip(&pages).all(|(o, p)| o == &**p));
+            cipher.release(stored).unwrap();
+        }
+        assert_eq!(cipher.footprint(), Some(0));
     }
 
     #[test]

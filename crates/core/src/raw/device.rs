@@ -105,6 +105,23 @@ pub unsafe trait Device: Send + Sync + Debug {
     /// No `write` or `read` of those slots runs at the same time.
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()>;
 
+    /// Hands the stored bytes of `count` slots from `slot` to `visit`
+    /// where they lie (a mapping of the storage, a staged copy), one page
+    /// at a time in order with its position in the run, instead of copying
+    /// them into a page: for a layer that transforms pages on their way out
+    /// (sealing decrypts from the storage straight into the caller's page).
+    /// Returns `Ok(false)`, having called `visit` for none, where the device
+    /// cannot lend its storage (the default): the caller reads instead.
+    ///
+    /// # Safety
+    ///
+    /// As [`read`](Self::read): every slot was written and is neither
+    /// written nor released until this returns.
+    unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> io::Result<bool> {
+        let _ = (slot, count, visit);
+        Ok(false)
+    }
+
     /// Allocates the storage of `count` free slots from `slot` ahead of
     /// their writes (its contents are unspecified until written), so that a
     /// later write of them, marked [`WriteRun::resident`], allocates
@@ -244,6 +261,16 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
         unsafe { self.inner().release(slot, count) }
     }
 
+    /// [`Device::lend`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::lend`].
+    unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> io::Result<bool> {
+        // SAFETY: the caller's slots, under the caller's promise, which reaches the inner device (the trait's contract).
+        unsafe { self.inner().lend(slot, count, visit) }
+    }
+
     /// [`Device::preallocate`].
     ///
     /// # Safety
@@ -300,6 +327,10 @@ unsafe impl<L: DeviceLayer> Device for L {
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         // SAFETY: the caller's promise is the layer's method's.
         unsafe { DeviceLayer::release(self, slot, count) }
+    }
+    unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> io::Result<bool> {
+        // SAFETY: the caller's promise is the layer's method's.
+        unsafe { DeviceLayer::lend(self, slot, count, visit) }
     }
     unsafe fn preallocate(&self, slot: u32, count: u32) -> io::Result<()> {
         // SAFETY: the caller's promise is the layer's method's.

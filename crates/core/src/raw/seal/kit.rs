@@ -7,9 +7,9 @@ use std::fmt;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-use ring::hkdf;
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::hkdf;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use super::{SealKeySource, Unauthentic};
@@ -226,16 +226,57 @@ impl Sealer {
         out
     }
 
+    /// Encrypts `value` into `sealed` (of the same length: a shorter or
+    /// longer one panics), bound to `id`, leaving `value` as it is; returns
+    /// its tag. One pass over the bytes, where copying then sealing in place
+    /// takes two.
+    pub fn seal_into(&self, id: Identity, value: &[u8], sealed: &mut [u8]) -> Tag {
+        assert_eq!(value.len(), sealed.len(), "a value is sealed into as many bytes");
+        let mut tag = [0; 16];
+        self.key
+            .seal_out_of_place_scatter(
+                Nonce::assume_unique_for_key(id.nonce()),
+                Aad::from(self.aad(id)),
+                value,
+                sealed,
+                &[],
+                &mut tag,
+            )
+            .expect("lengths checked, and a page is far below the cipher's length limit");
+        tag
+    }
+
     /// Decrypts `value` in place if it is the value sealed as `id` with
     /// `tag`, under this instance; otherwise zeroes it and returns `false`.
     #[must_use = "a value that fails authentication must not be used"]
     pub fn open(&self, id: Identity, value: &mut [u8], tag: &Tag) -> bool {
         let nonce = Nonce::assume_unique_for_key(id.nonce());
-        let tag = ring::aead::Tag::from(*tag);
         let ok = self
             .key
-            .open_in_place_separate_tag(nonce, Aad::from(self.aad(id)), tag, value, 0..)
+            .open_in_place_separate_tag(nonce, Aad::from(self.aad(id)), tag, value)
             .is_ok();
+        if !ok {
+            value.fill(0);
+        }
+        ok
+    }
+
+    /// Decrypts `sealed` into `value` (of the same length) if it is the
+    /// value sealed as `id` with `tag`, under this instance; otherwise
+    /// zeroes `value` and returns `false`. `sealed` is not changed.
+    #[must_use = "a value that fails authentication must not be used"]
+    pub fn open_into(&self, id: Identity, sealed: &[u8], value: &mut [u8], tag: &Tag) -> bool {
+        let ok = sealed.len() == value.len()
+            && self
+                .key
+                .open_separate_gather(
+                    Nonce::assume_unique_for_key(id.nonce()),
+                    Aad::from(self.aad(id)),
+                    sealed,
+                    tag,
+                    value,
+                )
+                .is_ok();
         if !ok {
             value.fill(0);
         }
@@ -313,6 +354,49 @@ impl<D: Device> SealedDevice<D> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Opens the page of `slot` sealed as `seal` into `dst`: from `stored`,
+    /// or in place where `stored` is `None`; `false`, with `dst` zeroed, if
+    /// it fails authentication. A slot never written has counter 0, which
+    /// no write uses.
+    fn open_page(&self, slot: u32, seal: SlotSeal, stored: Option<&Page>, dst: &mut Page) -> bool {
+        let id = Identity {
+            slot,
+            generation: seal.counter,
+        };
+        let ok = seal.counter != 0
+            && match stored {
+                Some(stored) => self
+                    .sealer
+                    .open_into(id, stored.as_bytes(), dst.as_bytes_mut(), &seal.tag),
+                None => self.sealer.open(id, dst.as_bytes_mut(), &seal.tag),
+            };
+        if !ok {
+            dst.as_bytes_mut().fill(0);
+        }
+        ok
+    }
+
+    /// Reads `runs` (sealed as `seals`, page by page) into the caller's
+    /// pages and opens them in place.
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::read`].
+    unsafe fn read_in_place(&self, runs: &mut [ReadRun<'_, '_>], seals: &[SlotSeal]) -> Result<(), RunError> {
+        // SAFETY: the caller's runs, under the caller's promise.
+        unsafe { self.inner.read(runs) }?;
+        let mut seals = seals.iter();
+        for (done, run) in runs.iter_mut().enumerate() {
+            for (page, ((slot, dst), seal)) in (run.slot..).zip(run.pages.iter_mut()).zip(&mut seals).enumerate() {
+                if !self.open_page(slot, *seal, None, dst) {
+                    let error = io::Error::new(io::ErrorKind::InvalidData, Unauthentic { page, slot });
+                    return Err(RunError { done, error });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Takes the next counter of every slot of `runs`, in order, or fails
     /// on the first run with a worn slot (taking none of it or later).
     fn take_counters(&self, runs: &[WriteRun<'_>]) -> (Vec<u64>, Option<RunError>) {
@@ -365,8 +449,10 @@ unsafe impl<D: Device> DeviceLayer for SealedDevice<D> {
         let ids = runs.iter().flat_map(|r| (r.slot..).take(r.pages.len()));
         let pages = runs.iter().flat_map(|r| r.pages.iter());
         for (((out, page), slot), &generation) in bounce.iter_mut().zip(pages).zip(ids).zip(&counters) {
-            out.as_bytes_mut().copy_from_slice(page.as_bytes());
-            tags.push(self.sealer.seal(Identity { slot, generation }, out.as_bytes_mut()));
+            tags.push(
+                self.sealer
+                    .seal_into(Identity { slot, generation }, page.as_bytes(), out.as_bytes_mut()),
+            );
         }
         let mut at = 0;
         let sealed: Vec<&Page> = bounce[..counters.len()].iter().collect();
@@ -400,30 +486,50 @@ unsafe impl<D: Device> DeviceLayer for SealedDevice<D> {
         worn.map_or(Ok(()), Err)
     }
 
+    /// Each page is decrypted from where the device holds it straight into
+    /// the caller's page, where the device lends its storage
+    /// ([`Device::lend`]); otherwise the device reads the runs into the
+    /// caller's pages and they are decrypted in place.
     unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        // SAFETY: the caller's runs, under the caller's promise.
-        unsafe { self.inner.read(runs) }?;
-        let seals: Vec<SlotSeal> = {
+        let all: Vec<SlotSeal> = {
             let slots = self.slots();
             runs.iter()
                 .flat_map(|r| r.slot as usize..r.slot as usize + r.pages.len())
                 .map(|s| slots.get(s).copied().unwrap_or_default())
                 .collect()
         };
-        let mut seals = seals.into_iter();
-        for (done, run) in runs.iter_mut().enumerate() {
-            for (page, ((slot, dst), seal)) in (run.slot..).zip(run.pages.iter_mut()).zip(&mut seals).enumerate() {
-                let id = Identity {
-                    slot,
-                    generation: seal.counter,
-                };
-                // A slot never written has counter 0, which no write uses.
-                let ok = seal.counter != 0 && self.sealer.open(id, dst.as_bytes_mut(), &seal.tag);
-                if !ok {
-                    dst.as_bytes_mut().fill(0);
-                    let error = io::Error::new(io::ErrorKind::InvalidData, Unauthentic { page, slot });
-                    return Err(RunError { done, error });
+        let mut at = 0;
+        for done in 0..runs.len() {
+            let run = &mut runs[done];
+            let seals = &all[at..at + run.pages.len()];
+            at += run.pages.len();
+            let mut failed = None;
+            let (slot, pages) = (run.slot, &mut *run.pages);
+            let mut open = |page: usize, stored: &Page| {
+                if failed.is_none() && !self.open_page(slot + page as u32, seals[page], Some(stored), pages[page]) {
+                    failed = Some(page);
                 }
+            };
+            // SAFETY: the caller's slots, under the caller's promise.
+            match unsafe { self.inner.lend(slot, seals.len(), &mut open) } {
+                Ok(true) => {}
+                // A device that lends nothing: every run is read and opened
+                // in place, in one call that the device may batch.
+                Ok(false) if done == 0 => {
+                    // SAFETY: the caller's runs, under the caller's promise.
+                    return unsafe { self.read_in_place(runs, &all) };
+                }
+                Ok(false) => {
+                    // SAFETY: as above, for this run.
+                    unsafe { self.read_in_place(std::slice::from_mut(&mut runs[done]), seals) }
+                        .map_err(|e| RunError { done, error: e.error })?;
+                }
+                Err(error) => return Err(RunError { done, error }),
+            }
+            if let Some(page) = failed {
+                let slot = slot + page as u32;
+                let error = io::Error::new(io::ErrorKind::InvalidData, Unauthentic { page, slot });
+                return Err(RunError { done, error });
             }
         }
         Ok(())
@@ -475,11 +581,13 @@ mod tests {
 
     impl<D: Device> TestCalls for D {}
 
-    /// Slots in memory; every page written is also kept in `log`.
+    /// Slots in memory; every page written is also kept in `log`. It lends
+    /// its slots if `lends`, so that reads open from them out of place.
     #[derive(Debug, Default)]
     struct MemDevice {
         slots: Mutex<Vec<Page>>,
         log: Arc<Mutex<Vec<Page>>>,
+        lends: bool,
     }
 
     impl MemDevice {
@@ -487,6 +595,7 @@ mod tests {
             MemDevice {
                 slots: Mutex::new(Vec::new()),
                 log: Arc::clone(log),
+                lends: false,
             }
         }
         fn stored(&self, slot: u32) -> Page {
@@ -528,6 +637,16 @@ mod tests {
             }
             Ok(())
         }
+        unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> io::Result<bool> {
+            if !self.lends {
+                return Ok(false);
+            }
+            let slots = self.slots.lock().unwrap();
+            for (page, stored) in slots[slot as usize..slot as usize + count].iter().enumerate() {
+                visit(page, stored);
+            }
+            Ok(true)
+        }
         fn resident_bytes(&self) -> u64 {
             0
         }
@@ -541,6 +660,16 @@ mod tests {
 
     fn sealed(key: &SealKey, bits: u32) -> SealedDevice<MemDevice> {
         SealedDevice::with_sealer(MemDevice::default(), Sealer::new(key).unwrap(), bits)
+    }
+
+    /// A sealed device whose reads open out of place from the lent storage
+    /// if `lends`, or read then open in place.
+    fn sealed_lending(key: &SealKey, lends: bool) -> SealedDevice<MemDevice> {
+        let device = MemDevice {
+            lends,
+            ..MemDevice::default()
+        };
+        SealedDevice::with_sealer(device, Sealer::new(key).unwrap(), 64)
     }
 
     fn write(dev: &SealedDevice<impl Device>, slot: u32, page: &Page) -> Result<(), RunError> {
@@ -579,38 +708,42 @@ mod tests {
 
     #[test]
     fn round_trip_stores_no_plaintext() {
-        let dev = sealed(&SealKey::random().unwrap(), 64);
-        write(&dev, 3, &page(0x5a)).unwrap();
-        assert_ne!(dev.inner().stored(3), page(0x5a));
-        assert_eq!(read(&dev, 3).unwrap(), page(0x5a));
+        for lends in [false, true] {
+            let dev = sealed_lending(&SealKey::random().unwrap(), lends);
+            write(&dev, 3, &page(0x5a)).unwrap();
+            assert_ne!(dev.inner().stored(3), page(0x5a));
+            assert_eq!(read(&dev, 3).unwrap(), page(0x5a));
+        }
     }
 
     #[test]
     fn changed_moved_and_replayed_values_fail() {
-        let dev = sealed(&SealKey::random().unwrap(), 64);
-        write(&dev, 0, &page(1)).unwrap();
-        write(&dev, 1, &page(2)).unwrap();
-        let old = dev.inner().stored(0);
-        // Changed: one bit.
-        let mut changed = old.clone();
-        changed.as_bytes_mut()[100] ^= 1;
-        dev.inner().put(0, &changed);
-        assert_unauthentic(&dev, 0);
-        // Replayed: slot 0 rewritten, its old value put back.
-        write(&dev, 0, &page(3)).unwrap();
-        assert_eq!(read(&dev, 0).unwrap(), page(3));
-        dev.inner().put(0, &old);
-        assert_unauthentic(&dev, 0);
-        // Moved: slot 1's value in slot 0.
-        dev.inner().put(0, &dev.inner().stored(1));
-        assert_unauthentic(&dev, 0);
-        assert_eq!(read(&dev, 1).unwrap(), page(2));
+        for lends in [false, true] {
+            let dev = sealed_lending(&SealKey::random().unwrap(), lends);
+            write(&dev, 0, &page(1)).unwrap();
+            write(&dev, 1, &page(2)).unwrap();
+            let old = dev.inner().stored(0);
+            // Changed: one bit.
+            let mut changed = old.clone();
+            changed.as_bytes_mut()[100] ^= 1;
+            dev.inner().put(0, &changed);
+            assert_unauthentic(&dev, 0);
+            // Replayed: slot 0 rewritten, its old value put back.
+            write(&dev, 0, &page(3)).unwrap();
+            assert_eq!(read(&dev, 0).unwrap(), page(3));
+            dev.inner().put(0, &old);
+            assert_unauthentic(&dev, 0);
+            // Moved: slot 1's value in slot 0.
+            dev.inner().put(0, &dev.inner().stored(1));
+            assert_unauthentic(&dev, 0);
+            assert_eq!(read(&dev, 1).unwrap(), page(2));
+        }
     }
 
     #[test]
     fn another_instance_value_fails_under_the_same_key() {
         let key = SealKey::random().unwrap();
-        let (a, b) = (sealed(&key, 64), sealed(&key, 64));
+        let (a, b) = (sealed(&key, 64), sealed_lending(&key, true));
         write(&a, 0, &page(1)).unwrap();
         write(&b, 0, &page(2)).unwrap();
         b.inner().put(0, &a.inner().stored(0));
@@ -619,30 +752,32 @@ mod tests {
 
     #[test]
     fn released_slot_fails_and_a_multi_page_run_names_its_bad_page() {
-        let dev = sealed(&SealKey::random().unwrap(), 64);
-        let pages = [page(1), page(2), page(3)];
-        let refs: Vec<&Page> = pages.iter().collect();
-        dev.test_write(&[WriteRun {
-            slot: 4,
-            pages: &refs,
-            resident: false,
-        }])
-        .unwrap();
-        let mut changed = dev.inner().stored(6);
-        changed.as_bytes_mut()[0] ^= 0x80;
-        dev.inner().put(6, &changed);
-        let mut out = [page(0), page(0), page(0)];
-        let [o0, o1, o2] = &mut out;
-        let error = dev
-            .test_read(&mut [ReadRun {
+        for lends in [false, true] {
+            let dev = sealed_lending(&SealKey::random().unwrap(), lends);
+            let pages = [page(1), page(2), page(3)];
+            let refs: Vec<&Page> = pages.iter().collect();
+            dev.test_write(&[WriteRun {
                 slot: 4,
-                pages: &mut [o0, o1, o2],
+                pages: &refs,
+                resident: false,
             }])
-            .unwrap_err();
-        assert_eq!(Unauthentic::of(&error.error), Some(Unauthentic { page: 2, slot: 6 }));
-        assert_eq!(out[..2], pages[..2]);
-        dev.test_release(4, 1).unwrap();
-        assert_unauthentic(&dev, 4);
+            .unwrap();
+            let mut changed = dev.inner().stored(6);
+            changed.as_bytes_mut()[0] ^= 0x80;
+            dev.inner().put(6, &changed);
+            let mut out = [page(0), page(0), page(0)];
+            let [o0, o1, o2] = &mut out;
+            let error = dev
+                .test_read(&mut [ReadRun {
+                    slot: 4,
+                    pages: &mut [o0, o1, o2],
+                }])
+                .unwrap_err();
+            assert_eq!(Unauthentic::of(&error.error), Some(Unauthentic { page: 2, slot: 6 }));
+            assert_eq!(out[..2], pages[..2]);
+            dev.test_release(4, 1).unwrap();
+            assert_unauthentic(&dev, 4);
+        }
     }
 
     #[test]
