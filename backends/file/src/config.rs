@@ -52,7 +52,10 @@ pub struct FileConfig {
     /// A named file to create instead (exclusively, mode 0600; an existing
     /// file is refused). It is removed when the backend is dropped — only
     /// if it is still the file the backend created (same device and inode).
-    /// A named file means one shard.
+    /// A named file means one shard. Nothing else may truncate it while
+    /// the backend is open: with `seal` (and without `direct`), restores
+    /// read it through a shared mapping, where a page cut off by a
+    /// truncation raises `SIGBUS` instead of an error.
     pub path: Option<PathBuf>,
     /// Most bytes of pages the files may hold (default: no limit but the
     /// file system's space).
