@@ -132,7 +132,7 @@ pub const CIPHER: &str = "baseline:cipher";
 
 /// Every baseline `--baselines all` runs, besides the codec of each
 /// compressed spec.
-pub const ALL_BASELINES: [&str; 8] = [
+pub const ALL_BASELINES: [&str; 9] = [
     PREFAULTED,
     CIPHER,
     "baseline:pwrite-memfd",
