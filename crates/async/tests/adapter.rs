@@ -647,3 +647,50 @@ fn gathered_cpu_bound_calls_left_waiting_for_a_slot_at_shutdown_are_served() {
         assert_eq!(backend.stats().stored_pages, 0, "multi_thread: {multi_thread}");
     }
 }
+
+#[test]
+fn inline_calls_of_a_cpu_bound_backend_compute_on_at_most_cpu_slots_workers() {
+    for cpu_bound in [true, false] {
+        let backend = Arc::new(Busy {
+            cpu_bound,
+            ..Busy::default()
+        });
+        let adapter = Arc::new(SyncAdapter::with_execution(backend.clone(), Execution::Inline));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let adapter = Arc::clone(&adapter);
+                    tokio::spawn(async move {
+                        let pages = (0..2).map(|k| page(t * 2 + k)).collect();
+                        let backed = adapter.backup_pages(pages, u64::from(t) * 2, BackupFlags::NONE).await;
+                        backed.result.unwrap();
+                        let dsts = (0..2).map(|_| page(0xff)).collect();
+                        let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
+                        restored.unwrap();
+                        for (k, dst) in dsts.iter().enumerate() {
+                            assert_eq!(dst.0, [t * 2 + k as u8; 4096]);
+                        }
+                        adapter.drop_handles(&backed.handles).await.unwrap();
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let most = backend.most.load(std::sync::atomic::Ordering::SeqCst);
+        let slots = pagebackup_async::cpu_slots();
+        match cpu_bound {
+            true => assert!(
+                (1..=slots.min(2)).contains(&most),
+                "{most} inline CPU-bound calls ran at once on {slots} slots"
+            ),
+            false => assert_eq!(most, 2, "inline calls of other backends run on every worker"),
+        }
+        assert_eq!(backend.stats().stored_pages, 0);
+    }
+}
