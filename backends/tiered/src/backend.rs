@@ -223,6 +223,12 @@ impl BackupBackend for Tiered {
         self.shared.drop_page(handle)
     }
 
+    /// Whether any tier computes (a codec): its calls, and the policy's
+    /// moves they may trigger, then spend their time computing.
+    fn cpu_bound(&self) -> bool {
+        self.shared.tiers.iter().any(|t| t.backend.cpu_bound())
+    }
+
     /// What every tier can still take, each tier with a budget counted up to it.
     fn bytes_avail(&self) -> u64 {
         self.shared
