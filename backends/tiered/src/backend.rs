@@ -71,7 +71,10 @@ const MAX_TIERS: usize = 64;
 ///
 /// **Blocking class**: may block, whatever its tiers: a call can wait for a
 /// move of its page in flight, and any tier below may do I/O, so an async
-/// adapter sends each call to the blocking pool.
+/// adapter sends each call to the blocking pool. It is CPU-bound when any
+/// tier is (a compressed tier): the adapter's jobs then wait for one of
+/// the process's CPU slots, so that many calls in flight leave a core to
+/// the runtime's workers.
 pub struct Tiered {
     shared: Arc<Shared>,
     worker: Option<Worker>,
