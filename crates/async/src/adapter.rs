@@ -19,10 +19,12 @@ use crate::{AsyncBackupBackend, BackedUp};
 pub enum Execution {
     /// On the calling task: for backends that never block
     /// ([`BackupBackend::never_blocks`]), where a thread hand-off would
-    /// cost more than the call. The backups and restores of a CPU-bound
-    /// backend ([`BackupBackend::cpu_bound`]) each hold one of the
-    /// process-wide [`cpu_slots`](crate::cpu_slots) while they compute,
-    /// waiting for one without holding a worker: however many tasks call
+    /// cost more than the call. The backups, restores and drops (which may
+    /// compact the store) of a CPU-bound backend
+    /// ([`BackupBackend::cpu_bound`]) each hold one of the process-wide
+    /// [`cpu_slots`](crate::cpu_slots) while they compute, waiting for one
+    /// without holding a worker (a drop whose future is dropped meanwhile is
+    /// carried out there): however many tasks call
     /// at once, they compute on at most that many workers, and a worker is
     /// left to the runtime's timers and other tasks. Each call spends one unit of tokio's
     /// cooperative budget per page and may yield there: a backup or restore
@@ -309,8 +311,12 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         if self.execution == Execution::Inline {
-            // After the drop, so that a drop once polled is carried out.
-            let dropped = self.backend.drop_handles(handles);
+            // Carried out when the future is dropped while it waits for a
+            // CPU slot, so that a drop once polled is carried out.
+            let guard = HandlesToDrop::new(&self.backend, handles.to_vec());
+            let slot = cpu_slot_if(self.cpu_bound).await;
+            let dropped = guard.drop_now();
+            drop(slot);
             cooperate(1).await;
             return dropped;
         }

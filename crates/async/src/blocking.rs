@@ -337,7 +337,7 @@ impl<B: BackupBackend + ?Sized> HandlesToDrop<B> {
     }
 
     /// Drops the handles now.
-    fn drop_now(self) -> Result<(), BatchError> {
+    pub(crate) fn drop_now(self) -> Result<(), BatchError> {
         let backend = Arc::clone(&self.backend);
         backend.drop_handles(&self.take())
     }
