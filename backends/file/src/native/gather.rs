@@ -1,13 +1,14 @@
 //! Single-page backups and restores of the native backend gathered while
 //! it is busy: a call that finds nothing of its kind in flight is submitted
 //! at once; those made while gathered operations are in flight wait in a
-//! queue, and each time one of them completes the queue goes out together.
+//! queue, and when the last of them completes the queue goes out together.
 //! Backups go out as one reservation, so as one `WRITEV` per run of
 //! contiguous slots; restores as one `READV` per run of contiguous slots
 //! they read, each its own operation (answered as soon as its read is in,
-//! not after the slowest of the submission), all in one system call. No
-//! timer: an idle backend adds no latency, and a busy one turns many small
-//! operations into a few large ones while keeping the device's queue full.
+//! not after the slowest of the submission, so that its caller's next call
+//! joins the next submission), all in one system call. No timer: an idle
+//! backend adds no latency, and a busy one turns many small operations
+//! into a few large ones.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -136,9 +137,11 @@ impl<T> Lane<T> {
     }
 
     /// What [`take`](Self::take) gave is submitted (each operation counted
-    /// by [`sent`]).
-    fn submitted(&self) {
-        self.lock().in_flight -= 1;
+    /// by [`sent`]); says whether operations are in flight.
+    fn submitted(&self) -> bool {
+        let mut state = self.lock();
+        state.in_flight -= 1;
+        state.in_flight > 0
     }
 
     /// Puts `items` back at the front of the queue.
@@ -161,14 +164,15 @@ pub(super) struct Gather {
     pub(super) restores: Lane<Restore>,
 }
 
-/// Serves `lane`: submits what is queued with `submit` until the queue is
-/// empty. Calls made meanwhile by others go out with the next drain: this
-/// one's if it is still running, or that of the next completion
-/// ([`completed`]), or, once nothing is in flight, their own.
+/// Serves `lane`: submits what is queued with `submit` until an operation
+/// is in flight (the completion of the last, calling [`completed`], drains
+/// again) or the queue is empty.
 fn drain<T>(inner: &Arc<Inner>, lane: fn(&Inner) -> &Lane<T>, submit: fn(&Arc<Inner>, Vec<T>)) {
     while let Some(items) = lane(inner).take() {
         submit(inner, items);
-        lane(inner).submitted();
+        if lane(inner).submitted() {
+            return;
+        }
     }
 }
 
@@ -177,11 +181,17 @@ fn sent<T>(lane: &Lane<T>) {
     lane.lock().in_flight += 1;
 }
 
-/// Counts an operation of `lane` completed, and drains the queue: what was
-/// gathered while it was in flight goes out now.
+/// Counts an operation of `lane` completed, and drains the queue if it was
+/// the last in flight: what was gathered meanwhile goes out together.
 fn completed<T>(inner: &Arc<Inner>, lane: fn(&Inner) -> &Lane<T>, submit: fn(&Arc<Inner>, Vec<T>)) {
-    lane(inner).lock().in_flight -= 1;
-    drain(inner, lane, submit);
+    let idle = {
+        let mut state = lane(inner).lock();
+        state.in_flight -= 1;
+        state.in_flight == 0
+    };
+    if idle {
+        drain(inner, lane, submit);
+    }
 }
 
 fn backups(inner: &Inner) -> &Lane<Backup> {

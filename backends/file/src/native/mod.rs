@@ -81,7 +81,7 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// Single pages are written at once (no staging), and gathered while busy:
 /// a `backup_page` or `copy_page` that finds none of its kind in flight is
 /// submitted at once; those made while others are in flight are submitted
-/// together as soon as one of those completes, backups as one reservation
+/// together when the last of those completes, backups as one reservation
 /// (one `WRITEV` per run of contiguous slots), restores as one `READV` per
 /// run of contiguous slots read, each answered when its own read is in. No
 /// timer adds latency to an idle backend.
