@@ -206,7 +206,7 @@ impl Driver {
         // What completed during the submission (reads served from the page
         // cache) is delivered here, without waking the reaper's thread first.
         if let Some(_reaping) = Reaping::enter() {
-            self.shared.reap_ready();
+            self.shared.reap_ready(false);
         }
     }
 }
@@ -320,11 +320,20 @@ impl Shared {
     /// Records the completions in the queue and delivers each operation
     /// whose entries are all in; says how many completions it saw. Any
     /// thread may call it: the queue is read under the `ops` lock.
-    fn reap_ready(&self) -> usize {
+    /// With `wait` off, it gives up (0) if another thread is reading the
+    /// queue: that one delivers what is there.
+    fn reap_ready(&self, wait: bool) -> usize {
         let mut finished = Vec::new();
         let mut seen = 0;
         {
-            let mut ops = self.lock_ops();
+            let mut ops = match wait {
+                true => self.lock_ops(),
+                false => match self.ops.try_lock() {
+                    Ok(ops) => ops,
+                    Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return 0,
+                },
+            };
             // SAFETY: the completion queue is only read under the `ops` lock, held here.
             let cq = unsafe { self.ring.completion_shared() };
             for cqe in cq {
@@ -391,7 +400,7 @@ fn reap(shared: &Shared) {
                 std::process::abort();
             }
         }
-        shared.reap_ready();
+        shared.reap_ready(true);
         // Nothing is submitted once `stopping` is set, so zero here stays zero.
         if shared.stopping.load(Ordering::SeqCst) && shared.in_flight.count() == 0 {
             return;
