@@ -116,9 +116,11 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   [`never_blocks`](BackupBackend::never_blocks) is `true` and an async
 ///   adapter runs calls on the calling task; at higher zstd levels a page
 ///   costs tens to hundreds of microseconds of CPU, which would hold a
-///   runtime worker, so calls go to the blocking pool; being
-///   [`cpu_bound`](BackupBackend::cpu_bound), they run there on all cores
-///   but one at a time (at least one), however many are in flight.
+///   runtime worker, so calls go to the blocking pool. Being
+///   [`cpu_bound`](BackupBackend::cpu_bound), its calls compute on all
+///   cores but one at a time (at least one), on the calling tasks or on
+///   the blocking pool, however many are in flight: a worker stays free
+///   for the runtime's timers.
 pub struct CompressedBackend {
     codec: Codec,
     checksum: bool,
@@ -526,8 +528,8 @@ impl BackupBackend for CompressedBackend {
         }
     }
 
-    /// Every call is codec work and copies: on the blocking pool (zstd
-    /// above level 1), its jobs leave a core to the runtime.
+    /// Every call is codec work and copies: inline or on the blocking pool
+    /// (zstd above level 1), its calls leave a core to the runtime.
     fn cpu_bound(&self) -> bool {
         true
     }

@@ -79,7 +79,10 @@ const MAX_TIERS: usize = 64;
 ///
 /// **Blocking class**: may block, whatever its tiers: a call can wait for a
 /// move of its page in flight, and any tier below may do I/O, so an async
-/// adapter sends each call to the blocking pool.
+/// adapter sends each call to the blocking pool. It is CPU-bound when any
+/// tier is (a compressed tier): the adapter's jobs then wait for one of
+/// the process's CPU slots, so that many calls in flight leave a core to
+/// the runtime's workers.
 pub struct Tiered {
     shared: Arc<Shared>,
     worker: Option<Worker>,
@@ -231,6 +234,12 @@ impl BackupBackend for Tiered {
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
         self.shared.drop_page(handle)
+    }
+
+    /// Whether any tier computes (a codec): its calls, and the policy's
+    /// moves they may trigger, then spend their time computing.
+    fn cpu_bound(&self) -> bool {
+        self.shared.tiers.iter().any(|t| t.backend.cpu_bound())
     }
 
     /// What every tier can still take, each tier with a budget counted up to it.

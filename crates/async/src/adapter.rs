@@ -19,7 +19,14 @@ use crate::{AsyncBackupBackend, BackedUp};
 pub enum Execution {
     /// On the calling task: for backends that never block
     /// ([`BackupBackend::never_blocks`]), where a thread hand-off would
-    /// cost more than the call. Each call spends one unit of tokio's
+    /// cost more than the call. The backups, restores and drops (which may
+    /// compact the store) of a CPU-bound backend
+    /// ([`BackupBackend::cpu_bound`]) each hold one of the process-wide
+    /// [`cpu_slots`](crate::cpu_slots) while they compute, waiting for one
+    /// without holding a worker (a drop whose future is dropped meanwhile is
+    /// carried out there): however many tasks call
+    /// at once, they compute on at most that many workers, and a worker is
+    /// left to the runtime's timers and other tasks. Each call spends one unit of tokio's
     /// cooperative budget per page and may yield there: a backup or restore
     /// before anything is done, a drop after the drop. A batch runs in
     /// slices of pages, one sync batch call each, and yields between two
@@ -129,10 +136,7 @@ impl<B: BackupBackend + ?Sized + 'static> SyncAdapter<B> {
     /// holds it until it ends. A future dropped while it waits has started
     /// nothing.
     async fn compute<T: Send + 'static>(&self, job: impl FnOnce(&Arc<B>) -> T + Send + 'static) -> T {
-        let slot = match self.cpu_bound {
-            true => Some(cpu_slot().await),
-            false => None,
-        };
+        let slot = cpu_slot_if(self.cpu_bound).await;
         self.on_blocking_thread(move |backend| {
             let out = job(backend);
             drop(slot);
@@ -151,13 +155,21 @@ pub const INLINE_SLICE: Duration = Duration::from_micros(100);
 /// the runtime between two slices once the batch has run for
 /// [`INLINE_SLICE`] since it started or last yielded. Stops at the first
 /// failure, with `completed` counted over the whole batch.
-async fn sliced(len: usize, mut step: impl FnMut(Range<usize>) -> Result<(), BatchError>) -> Result<(), BatchError> {
+/// Each slice of a CPU-bound backend's batch holds a CPU slot.
+async fn sliced(
+    len: usize,
+    cpu_bound: bool,
+    mut step: impl FnMut(Range<usize>) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
     cooperate(len).await;
     let (mut done, mut slice, mut since) = (0, 1, Instant::now());
     while done < len {
         let end = len.min(done + slice);
+        let slot = cpu_slot_if(cpu_bound).await;
         let started = Instant::now();
-        step(done..end).map_err(|e| BatchError {
+        let stepped = step(done..end);
+        drop(slot);
+        stepped.map_err(|e| BatchError {
             completed: done + e.completed,
             error: e.error,
         })?;
@@ -171,6 +183,15 @@ async fn sliced(len: usize, mut step: impl FnMut(Range<usize>) -> Result<(), Bat
         }
     }
     Ok(())
+}
+
+/// A CPU slot if `cpu_bound` (waited for without holding a worker),
+/// nothing otherwise.
+async fn cpu_slot_if(cpu_bound: bool) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match cpu_bound {
+        true => Some(cpu_slot().await),
+        false => None,
+    }
 }
 
 /// Spends `units` of the task's cooperative budget (one per page) around an
@@ -227,7 +248,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
             // dropped between two slices, or the backend panics.
             let mut made = HandlesToDrop::new(&self.backend, Vec::with_capacity(pages.len()));
             let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
-            let result = sliced(pages.len(), |range| {
+            let result = sliced(pages.len(), self.cpu_bound, |range| {
                 let idx = first_idx.wrapping_add(range.start as u64);
                 self.backend.backup_pages(&refs[range], idx, flags, made.handles_mut())
             })
@@ -265,7 +286,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
                 Err(e) => Err(e),
                 Ok(()) => {
                     let mut refs: Vec<&mut Page> = dsts.iter_mut().map(|p| &mut **p).collect();
-                    sliced(handles.len(), |range| {
+                    sliced(handles.len(), self.cpu_bound, |range| {
                         self.backend
                             .copy_pages(&handles[range.clone()], &mut refs[range], intr.as_ref())
                     })
@@ -290,8 +311,12 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
 
     async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
         if self.execution == Execution::Inline {
-            // After the drop, so that a drop once polled is carried out.
-            let dropped = self.backend.drop_handles(handles);
+            // Carried out when the future is dropped while it waits for a
+            // CPU slot, so that a drop once polled is carried out.
+            let guard = HandlesToDrop::new(&self.backend, handles.to_vec());
+            let slot = cpu_slot_if(self.cpu_bound).await;
+            let dropped = guard.drop_now();
+            drop(slot);
             cooperate(1).await;
             return dropped;
         }
@@ -325,6 +350,7 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
     async fn backup_page(&self, page: Box<Page>, idx: u64, flags: BackupFlags) -> (Result<Handle>, Box<Page>) {
         if self.execution == Execution::Inline {
             cooperate(1).await;
+            let _slot = cpu_slot_if(self.cpu_bound).await;
             return (self.backend.backup_page(&page, idx, flags), page);
         }
         let (issued, page) = self.gather.backup(page, idx, flags).await;
@@ -335,7 +361,9 @@ impl<B: BackupBackend + ?Sized + 'static> AsyncBackupBackend for SyncAdapter<B> 
         if self.execution == Execution::Inline {
             let on_drop = InterruptOnDrop::new(intr.clone());
             cooperate(1).await;
+            let slot = cpu_slot_if(self.cpu_bound).await;
             let result = self.backend.copy_page(&mut dst, handle, intr.as_ref());
+            drop(slot);
             on_drop.disarm();
             return (result, dst);
         }

@@ -4,14 +4,14 @@
 //! none to be left.
 
 use std::future::Future;
-use std::panic::resume_unwind;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
 
 use pagebackup_core::{BackupBackend, BatchError, Handle};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 /// A count of operations in flight that can be waited on until it is zero,
 /// from any runtime or several.
@@ -71,12 +71,90 @@ impl Outstanding {
 ///   itself when dropped (handles to drop) is undone there. A job the pool
 ///   drops unstarted (runtime shut down) is dropped whole, so a job that
 ///   must happen puts its work in a value whose `Drop` does it.
+/// - [`drop_handles`](Self::drop_handles) queues its drop for one blocking
+///   job that carries out every drop queued meanwhile, one after another:
+///   however many drops are in flight, they take one blocking thread, not
+///   one each (a thread per drop left the runtime's workers a small share
+///   of two cores while each punched its hole).
 /// - [`settle`](Self::settle) returns once every orphaned job has ended and
-///   its output is dropped: this is how a backend's `flush` knows that
-///   cancelled work is undone, even after the runtime that ran it shut down.
+///   its output is dropped, and every queued drop is carried out: this is
+///   how a backend's `flush` knows that cancelled work is undone, even
+///   after the runtime that ran it shut down.
 #[derive(Debug, Default)]
 pub struct BlockingJobs {
     orphans: Arc<Outstanding>,
+    drops: Arc<DropQueue>,
+}
+
+/// A drop to carry out, and where its outcome goes (a panic of the backend
+/// as the panic's payload).
+struct QueuedDrop {
+    job: Box<dyn FnOnce() -> Result<(), BatchError> + Send>,
+    reply: oneshot::Sender<std::thread::Result<Result<(), BatchError>>>,
+}
+
+/// Drops waiting for the blocking job that carries them out, and whether
+/// that job runs or is due to.
+#[derive(Default)]
+struct DropQueue {
+    waiting: Mutex<(Vec<QueuedDrop>, bool)>,
+    /// One while the job runs or is due to.
+    busy: Outstanding,
+}
+
+impl std::fmt::Debug for DropQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DropQueue")
+            .field("busy", &self.busy.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DropQueue {
+    /// Queues `drop`; says whether the caller is to start the job.
+    fn push(&self, drop: QueuedDrop) -> bool {
+        let start = {
+            let mut waiting = lock(&self.waiting);
+            waiting.0.push(drop);
+            !std::mem::replace(&mut waiting.1, true)
+        };
+        if start {
+            self.busy.add();
+        }
+        start
+    }
+
+    /// Carries out every queued drop, those queued meanwhile included, then
+    /// marks the queue idle.
+    fn drain(&self) {
+        loop {
+            let drops = {
+                let mut waiting = lock(&self.waiting);
+                if waiting.0.is_empty() {
+                    waiting.1 = false;
+                    drop(waiting);
+                    self.busy.remove();
+                    return;
+                }
+                std::mem::take(&mut waiting.0)
+            };
+            for QueuedDrop { job, reply } in drops {
+                // A caller gone has its drop carried out all the same.
+                let _ = reply.send(catch_unwind(AssertUnwindSafe(job)));
+            }
+        }
+    }
+}
+
+/// The job draining a [`DropQueue`]: it drains the queue where it is
+/// dropped, run by the blocking pool or dropped unstarted by a runtime
+/// shutting down, so that a queued drop is always carried out.
+struct Drainer(Arc<DropQueue>);
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        self.0.drain();
+    }
 }
 
 impl BlockingJobs {
@@ -126,16 +204,36 @@ impl BlockingJobs {
     }
 
     /// Drops `handles` from `backend` on the blocking pool (a drop can wait
-    /// on storage). Once this future is polled the drop is carried out,
-    /// whatever happens to the future or its runtime: on the pool, on the
-    /// awaiting thread, or where the pool drops the unstarted job.
+    /// on storage), in the one job that carries out, each with its own
+    /// outcome, the drops queued while it runs. Once this future is polled
+    /// the drop is carried out, whatever happens to the future or its
+    /// runtime: on the pool, where the pool drops the unstarted job, or on
+    /// the calling thread outside a runtime. A panic of the backend is
+    /// resumed in the awaiting task.
     pub async fn drop_handles<B: BackupBackend + ?Sized + 'static>(
         &self,
         backend: &Arc<B>,
         handles: &[Handle],
     ) -> Result<(), BatchError> {
         let job = HandlesToDrop::new(backend, handles.to_vec());
-        self.run(move || job.drop_now()).await
+        let (reply, answer) = oneshot::channel();
+        let queued = QueuedDrop {
+            job: Box::new(move || job.drop_now()),
+            reply,
+        };
+        if self.drops.push(queued) {
+            let drainer = Drainer(Arc::clone(&self.drops));
+            match tokio::runtime::Handle::try_current() {
+                // A runtime shutting down drops the job here, which drains then.
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(drainer))),
+                Err(_) => drop(drainer),
+            }
+        }
+        match answer.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => resume_unwind(panic),
+            Err(_) => unreachable!("every queued drop is answered before the queue lets it go"),
+        }
     }
 
     /// How many jobs are orphaned and not yet ended.
@@ -143,9 +241,11 @@ impl BlockingJobs {
         self.orphans.count()
     }
 
-    /// Returns once no orphaned job is left (see the type).
+    /// Returns once no orphaned job is left and every queued drop is
+    /// carried out (see the type).
     pub async fn settle(&self) {
         self.orphans.settle().await;
+        self.drops.busy.settle().await;
     }
 }
 
@@ -237,7 +337,7 @@ impl<B: BackupBackend + ?Sized> HandlesToDrop<B> {
     }
 
     /// Drops the handles now.
-    fn drop_now(self) -> Result<(), BatchError> {
+    pub(crate) fn drop_now(self) -> Result<(), BatchError> {
         let backend = Arc::clone(&self.backend);
         backend.drop_handles(&self.take())
     }

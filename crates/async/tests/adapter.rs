@@ -647,3 +647,137 @@ fn gathered_cpu_bound_calls_left_waiting_for_a_slot_at_shutdown_are_served() {
         assert_eq!(backend.stats().stored_pages, 0, "multi_thread: {multi_thread}");
     }
 }
+
+#[test]
+fn inline_calls_of_a_cpu_bound_backend_compute_on_at_most_cpu_slots_workers() {
+    for cpu_bound in [true, false] {
+        let backend = Arc::new(Busy {
+            cpu_bound,
+            ..Busy::default()
+        });
+        let adapter = Arc::new(SyncAdapter::with_execution(backend.clone(), Execution::Inline));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let adapter = Arc::clone(&adapter);
+                    tokio::spawn(async move {
+                        let pages = (0..2).map(|k| page(t * 2 + k)).collect();
+                        let backed = adapter.backup_pages(pages, u64::from(t) * 2, BackupFlags::NONE).await;
+                        backed.result.unwrap();
+                        let dsts = (0..2).map(|_| page(0xff)).collect();
+                        let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
+                        restored.unwrap();
+                        for (k, dst) in dsts.iter().enumerate() {
+                            assert_eq!(dst.0, [t * 2 + k as u8; 4096]);
+                        }
+                        adapter.drop_handles(&backed.handles).await.unwrap();
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let most = backend.most.load(std::sync::atomic::Ordering::SeqCst);
+        let slots = pagebackup_async::cpu_slots();
+        match cpu_bound {
+            true => assert!(
+                (1..=slots.min(2)).contains(&most),
+                "{most} inline CPU-bound calls ran at once on {slots} slots"
+            ),
+            false => assert_eq!(most, 2, "inline calls of other backends run on every worker"),
+        }
+        assert_eq!(backend.stats().stored_pages, 0);
+    }
+}
+
+/// The memory backend, each drop taking a while; counts how many drops run
+/// at once, at most.
+#[derive(Debug, Default)]
+struct SlowDrops {
+    inner: MemoryBackend,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl BackupBackend for SlowDrops {
+    fn name(&self) -> &'static str {
+        "slow-drops"
+    }
+    fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        self.inner.backup_page(page, idx, flags)
+    }
+    fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        self.inner.copy_page(dst, handle, intr)
+    }
+    fn drop_handle(&self, handle: Handle) -> pagebackup_core::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        self.running.fetch_sub(1, SeqCst);
+        self.inner.drop_handle(handle)
+    }
+    fn bytes_avail(&self) -> u64 {
+        self.inner.bytes_avail()
+    }
+    fn stats(&self) -> pagebackup_core::BackupStats {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn concurrent_drops_share_one_blocking_job_each_with_its_own_outcome() {
+    for multi_thread in [false, true] {
+        let backend = Arc::new(SlowDrops::default());
+        let adapter = Arc::new(SyncAdapter::new(backend.clone()));
+        assert_eq!(adapter.execution(), Execution::Blocking);
+        let runtime = match multi_thread {
+            true => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap(),
+            false => tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        };
+        let handles: Vec<Handle> = (0..16u8)
+            .map(|i| backend.backup_page(&page(i), u64::from(i), BackupFlags::NONE).unwrap())
+            .collect();
+        // The last handle is dropped twice: one of its two drops fails.
+        let mut drops = handles.clone();
+        drops.push(handles[15]);
+        let outcomes: Vec<_> = runtime.block_on(async {
+            let tasks: Vec<_> = drops
+                .into_iter()
+                .map(|h| {
+                    let adapter = Arc::clone(&adapter);
+                    tokio::spawn(async move { adapter.drop_handle(h).await })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await.unwrap());
+            }
+            adapter.flush().await.unwrap();
+            outcomes
+        });
+        assert!(outcomes[..15].iter().all(Result::is_ok), "{outcomes:?}");
+        let last: Vec<_> = outcomes[15..]
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.kind()))
+            .collect();
+        assert!(
+            last.contains(&None) && last.contains(&Some(pagebackup_core::ErrorKind::InvalidHandle)),
+            "one drop of the twice-dropped handle succeeds, the other finds it invalid: {last:?}"
+        );
+        assert_eq!(backend.stats().stored_pages, 0);
+        assert_eq!(
+            backend.most.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "drops in flight at once took a blocking thread each"
+        );
+    }
+}

@@ -1,13 +1,20 @@
 //! [`Driver`]: one io_uring ring per shard, with operations submitted from
 //! any task and completed by one reaper thread, which hands each
 //! operation's results (and the buffers it kept alive) to the waiting future.
+//! A submitter first reaps what completed during its own submission (a
+//! buffered read served from the page cache), so such an operation is
+//! delivered on the submitting thread without a hop through the reaper's;
+//! only operations that wait on a device or on io_uring's workers are
+//! delivered by the reaper.
 //!
 //! **Who owns an operation's buffers.** From [`Driver::submit`] until the
 //! last of its entries' completions is reaped, the operation's buffers are
 //! owned by the driver's table of operations in flight (inside the ring's
 //! shared state), and by nothing else that could free them: not the future
 //! that submitted it (which only waits on a channel), not the backend. The
-//! reaper takes them out of the table only once every entry has completed,
+//! thread that reaps (the reaper, or a submitter right after submitting, one
+//! at a time under the table's lock) takes them out of the table only once
+//! every entry has completed,
 //! and hands them to the future, or, if the future is gone, to the
 //! operation's orphan handler. The ring's shared state (ring and table) is
 //! owned jointly by the [`Driver`] and by the reaper thread, so it lives
@@ -144,54 +151,74 @@ impl Driver {
     ) -> oneshot::Receiver<Completion> {
         let (done, receiver) = oneshot::channel();
         // SAFETY: the caller's guarantee.
-        unsafe { self.submit_inner(entries, buffers, Some(done), orphan) };
+        unsafe { self.submit_inner(std::iter::once((entries, buffers, Some(done), orphan))) };
         receiver
     }
 
-    /// Submits `entries` as [`submit`](Self::submit) does, with no future
-    /// waiting: `handler` gets the completion, on the reaper thread.
+    /// Submits operations as [`submit`](Self::submit) does, each with its
+    /// entries, buffers and handler, all in one system call, with no future
+    /// waiting: each handler gets its operation's completion, on the thread
+    /// that reaps it.
+    ///
+    /// # Safety
+    /// As for [`submit`](Self::submit), for each operation.
+    pub(crate) unsafe fn submit_handled(&self, ops: Vec<(Vec<squeue::Entry>, Box<dyn Any + Send>, Orphan)>) {
+        let ops = ops
+            .into_iter()
+            .map(|(entries, buffers, handler)| (entries, buffers, None, handler));
+        // SAFETY: the caller's guarantee.
+        unsafe { self.submit_inner(ops) };
+    }
+
+    /// Submits every operation of `ops` (entries, buffers, the sender of
+    /// the future waiting if any, the orphan handler) in one system call,
+    /// then delivers what completed during it.
     ///
     /// # Safety
     /// As for [`submit`](Self::submit).
-    pub(crate) unsafe fn submit_handled(
-        &self,
-        entries: Vec<squeue::Entry>,
-        buffers: Box<dyn Any + Send>,
-        handler: Orphan,
-    ) {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.submit_inner(entries, buffers, None, handler) };
-    }
-
-    /// # Safety
-    /// As for [`submit`](Self::submit).
-    unsafe fn submit_inner(
-        &self,
-        entries: Vec<squeue::Entry>,
-        buffers: Box<dyn Any + Send>,
-        done: Option<oneshot::Sender<Completion>>,
-        orphan: Orphan,
-    ) {
-        assert!(
-            !entries.is_empty() && entries.len() < 1 << INDEX_BITS,
-            "1..65536 entries per operation"
-        );
-        self.shared.in_flight.add();
-        let op = self.shared.lock_ops().insert(InFlight {
-            remaining: entries.len(),
-            results: vec![0; entries.len()],
-            buffers: Some(buffers),
-            done,
-            orphan: Some(orphan),
-        });
-        let entries = entries
-            .into_iter()
-            .enumerate()
-            .map(|(k, entry)| entry.user_data(((op as u64) << INDEX_BITS) | k as u64));
-        // SAFETY: the caller guarantees the buffers live until the completion, which the reaper delivers only after the kernel is done.
-        unsafe { self.shared.push_and_submit(entries) };
+    unsafe fn submit_inner(&self, ops: impl Iterator<Item = Submission>) {
+        let mut tagged = Vec::new();
+        {
+            let mut table = self.shared.lock_ops();
+            for (entries, buffers, done, orphan) in ops {
+                assert!(
+                    !entries.is_empty() && entries.len() < 1 << INDEX_BITS,
+                    "1..65536 entries per operation"
+                );
+                self.shared.in_flight.add();
+                let op = table.insert(InFlight {
+                    remaining: entries.len(),
+                    results: vec![0; entries.len()],
+                    buffers: Some(buffers),
+                    done,
+                    orphan: Some(orphan),
+                });
+                tagged.extend(
+                    entries
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, entry)| entry.user_data(((op as u64) << INDEX_BITS) | k as u64)),
+                );
+            }
+        }
+        // SAFETY: the caller guarantees the buffers live until the completion, which is delivered only after the kernel is done.
+        unsafe { self.shared.push_and_submit(tagged.into_iter()) };
+        // What completed during the submission (reads served from the page
+        // cache) is delivered here, without waking the reaper's thread first.
+        if let Some(_reaping) = Reaping::enter() {
+            self.shared.reap_ready(false);
+        }
     }
 }
+
+/// An operation to submit: its entries, its buffers, the sender of the
+/// future waiting for it (if any) and its orphan handler.
+type Submission = (
+    Vec<squeue::Entry>,
+    Box<dyn Any + Send>,
+    Option<oneshot::Sender<Completion>>,
+    Orphan,
+);
 
 /// Submits what is queued. Failing to submit would leave futures waiting
 /// forever and buffers pinned: transient errors are retried, anything else aborts.
@@ -265,34 +292,52 @@ impl Shared {
     }
 }
 
-/// The reaper: waits for completions, records them, and delivers each
-/// operation once all its entries are in, until the driver is dropped and
-/// nothing is in flight.
-fn reap(shared: &Shared) {
-    loop {
-        match shared.ring.submitter().submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)
-                ) =>
-            {
-                // Go on to reap what is there: EBUSY can mean completions
-                // wait for room in the completion queue, which only
-                // reaping makes.
-            }
-            Err(e) => {
-                eprintln!("pagebackup-file: waiting for io_uring completions failed: {e}; aborting");
-                std::process::abort();
-            }
-        }
+thread_local! {
+    /// Set while this thread reaps (the reaper always; a submitter while it
+    /// reaps after its submission): a handler that submits from there
+    /// leaves the reaping to the loop already running, so handlers never
+    /// nest.
+    static REAPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as reaping until dropped.
+struct Reaping;
+
+impl Reaping {
+    /// `None` if this thread is already reaping.
+    fn enter() -> Option<Reaping> {
+        (!REAPING.replace(true)).then_some(Reaping)
+    }
+}
+
+impl Drop for Reaping {
+    fn drop(&mut self) {
+        REAPING.set(false);
+    }
+}
+
+impl Shared {
+    /// Records the completions in the queue and delivers each operation
+    /// whose entries are all in; says how many completions it saw. Any
+    /// thread may call it: the queue is read under the `ops` lock.
+    /// With `wait` off, it gives up (0) if another thread is reading the
+    /// queue: that one delivers what is there.
+    fn reap_ready(&self, wait: bool) -> usize {
         let mut finished = Vec::new();
+        let mut seen = 0;
         {
-            // SAFETY: the reaper is the only user of the completion queue.
-            let cq = unsafe { shared.ring.completion_shared() };
-            let mut ops = shared.lock_ops();
+            let mut ops = match wait {
+                true => self.lock_ops(),
+                false => match self.ops.try_lock() {
+                    Ok(ops) => ops,
+                    Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return 0,
+                },
+            };
+            // SAFETY: the completion queue is only read under the `ops` lock, held here.
+            let cq = unsafe { self.ring.completion_shared() };
             for cqe in cq {
+                seen += 1;
                 if cqe.user_data() == WAKE {
                     continue;
                 }
@@ -323,10 +368,40 @@ fn reap(shared: &Shared) {
             if let Some(completion) = undelivered {
                 (op.orphan.take().expect("delivered once"))(completion);
             }
-            shared.in_flight.remove();
+            self.in_flight.remove();
         }
-        // Only this thread lowers the count and nothing is submitted once
-        // `stopping` is set, so zero here stays zero.
+        seen
+    }
+}
+
+/// The reaper: waits for completions, records them, and delivers each
+/// operation once all its entries are in, until the driver is dropped and
+/// nothing is in flight. Completions that a submitter finds at once (a
+/// buffered read served from the page cache completes during its
+/// submission) are delivered by that submitter, and the reaper finds
+/// nothing to do for them.
+fn reap(shared: &Shared) {
+    let _reaping = Reaping::enter();
+    loop {
+        match shared.ring.submitter().submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc_errno::EINTR | libc_errno::EAGAIN | libc_errno::EBUSY)
+                ) =>
+            {
+                // Go on to reap what is there: EBUSY can mean completions
+                // wait for room in the completion queue, which only
+                // reaping makes.
+            }
+            Err(e) => {
+                eprintln!("pagebackup-file: waiting for io_uring completions failed: {e}; aborting");
+                std::process::abort();
+            }
+        }
+        shared.reap_ready(true);
+        // Nothing is submitted once `stopping` is set, so zero here stays zero.
         if shared.stopping.load(Ordering::SeqCst) && shared.in_flight.count() == 0 {
             return;
         }

@@ -1,11 +1,14 @@
 //! Single-page backups and restores of the native backend gathered while
 //! it is busy: a call that finds nothing of its kind in flight is submitted
-//! at once; those made while a gathered operation is in flight wait in a
-//! queue, and when it completes the queue goes out together. Backups go out
-//! as one reservation, so as one `WRITEV` per run of contiguous slots;
-//! restores as one `READV` per run of contiguous slots they read, in one
-//! submission. No timer: an idle backend adds no latency, and a busy one
-//! turns many small operations into a few large ones.
+//! at once; those made while gathered operations are in flight wait in a
+//! queue, and when the last of them completes the queue goes out together.
+//! Backups go out as one reservation, so as one `WRITEV` per run of
+//! contiguous slots; restores as one `READV` per run of contiguous slots
+//! they read, each its own operation (answered as soon as its read is in,
+//! not after the slowest of the submission, so that its caller's next call
+//! joins the next submission), all in one system call. No timer: an idle
+//! backend adds no latency, and a busy one turns many small operations
+//! into a few large ones.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -14,7 +17,7 @@ use pagebackup_core::raw::ReadPlan;
 use pagebackup_core::{BackupBackend, BackupFlags, BatchError, Handle, Interrupt, Operation, PAGE_SIZE, Page, Result};
 use tokio::sync::oneshot;
 
-use super::driver::{Completion, libc_iovec::Iovec, readv, result_error};
+use super::driver::{Completion, Orphan, libc_iovec::Iovec, readv, result_error};
 use super::{Inner, PAGE, WriteBufs, iovec};
 use crate::runs::read_sync;
 
@@ -70,9 +73,9 @@ pub(super) struct Restore {
 
 struct LaneState<T> {
     waiting: Vec<T>,
-    /// A drain is running or gathered operations are in flight: calls queue.
+    /// Drains are running or gathered operations are in flight: calls queue.
     busy: bool,
-    /// Gathered operations in flight.
+    /// Gathered operations in flight, and drains taking items to submit.
     in_flight: usize,
 }
 
@@ -115,16 +118,30 @@ impl<T> Lane<T> {
         start
     }
 
-    /// What is queued, or `None` (and no longer busy) if nothing is.
+    /// What is queued, counted in flight until [`submitted`](Self::submitted);
+    /// or `None` if nothing is (and no longer busy if nothing is in flight
+    /// either).
     fn take(&self) -> Option<Vec<T>> {
         let mut state = self.lock();
         if state.waiting.is_empty() {
-            state.busy = false;
+            let idle = state.busy && state.in_flight == 0;
+            state.busy &= !idle;
             drop(state);
-            self.busy.remove();
+            if idle {
+                self.busy.remove();
+            }
             return None;
         }
+        state.in_flight += 1;
         Some(std::mem::take(&mut state.waiting))
+    }
+
+    /// What [`take`](Self::take) gave is submitted (each operation counted
+    /// by [`sent`]); says whether operations are in flight.
+    fn submitted(&self) -> bool {
+        let mut state = self.lock();
+        state.in_flight -= 1;
+        state.in_flight > 0
     }
 
     /// Puts `items` back at the front of the queue.
@@ -148,11 +165,12 @@ pub(super) struct Gather {
 }
 
 /// Serves `lane`: submits what is queued with `submit` until an operation
-/// is in flight (its completion, calling [`completed`], drains again) or
-/// the queue is empty.
-fn drain<T>(inner: &Arc<Inner>, lane: fn(&Inner) -> &Lane<T>, submit: fn(&Arc<Inner>, Vec<T>) -> bool) {
+/// is in flight (the completion of the last, calling [`completed`], drains
+/// again) or the queue is empty.
+fn drain<T>(inner: &Arc<Inner>, lane: fn(&Inner) -> &Lane<T>, submit: fn(&Arc<Inner>, Vec<T>)) {
     while let Some(items) = lane(inner).take() {
-        if submit(inner, items) {
+        submit(inner, items);
+        if lane(inner).submitted() {
             return;
         }
     }
@@ -164,8 +182,8 @@ fn sent<T>(lane: &Lane<T>) {
 }
 
 /// Counts an operation of `lane` completed, and drains the queue if it was
-/// the last in flight.
-fn completed<T>(inner: &Arc<Inner>, lane: fn(&Inner) -> &Lane<T>, submit: fn(&Arc<Inner>, Vec<T>) -> bool) {
+/// the last in flight: what was gathered meanwhile goes out together.
+fn completed<T>(inner: &Arc<Inner>, lane: fn(&Inner) -> &Lane<T>, submit: fn(&Arc<Inner>, Vec<T>)) {
     let idle = {
         let mut state = lane(inner).lock();
         state.in_flight -= 1;
@@ -221,11 +239,10 @@ pub(super) async fn restore(inner: &Arc<Inner>, dst: Box<Page>, handle: Handle, 
 }
 
 /// Submits `queued` backups, one reservation and write per run of them with
-/// the same flags; says whether a write went out.
-fn submit_backups(inner: &Arc<Inner>, queued: Vec<Backup>) -> bool {
+/// the same flags.
+fn submit_backups(inner: &Arc<Inner>, queued: Vec<Backup>) {
     // A caller gone before its backup was submitted: nothing to do.
     let mut queued = queued.into_iter().filter(|b| !b.caller.reply.is_closed()).peekable();
-    let mut submitted = false;
     while let Some(first) = queued.next() {
         let mut group = vec![first];
         while let Some(next) =
@@ -233,14 +250,13 @@ fn submit_backups(inner: &Arc<Inner>, queued: Vec<Backup>) -> bool {
         {
             group.push(next);
         }
-        submitted |= write_group(inner, group);
+        write_group(inner, group);
     }
-    submitted
 }
 
 /// Reserves slots for `group` and submits its writes, or answers the
-/// callers if nothing is to be written; says whether a write went out.
-fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) -> bool {
+/// callers if nothing is to be written.
+fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) {
     const OP: Operation = Operation::BackupPage;
     let (first_idx, flags) = (group[0].caller.idx, group[0].caller.flags);
     let (pages, callers): (Vec<Box<Page>>, Vec<Caller>) = group.into_iter().map(|b| (b.page, b.caller)).unzip();
@@ -254,11 +270,11 @@ fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) -> bool {
             let mut handles = Vec::new();
             let result = inner.store.complete(r, Ok(()), flags, &mut handles, OP);
             answer_backups(inner, pages, callers, &handles, result);
-            return false;
+            return;
         }
         Err(e) => {
             answer_backups(inner, pages, callers, &[], Err(e));
-            return false;
+            return;
         }
     };
     let shard = reservation.shard();
@@ -278,8 +294,7 @@ fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) -> bool {
         completed(&owner, backups, submit_backups);
     });
     // SAFETY: every entry points into `bufs` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
-    unsafe { inner.drivers[shard].submit_handled(sqes, Box::new((bufs, callers)), done) };
-    true
+    unsafe { inner.drivers[shard].submit_handled(vec![(sqes, Box::new((bufs, callers)), done)]) };
 }
 
 /// Answers the callers of a group whose backup ended with `result`: those
@@ -326,14 +341,12 @@ struct Reading {
     reply: Option<oneshot::Sender<RestoreReply>>,
 }
 
-/// The restores of one gathered read and their iovecs, held by the ring's
-/// driver until the reads complete.
+/// The restores of one gathered `READV` (a run of contiguous slots) and
+/// their iovecs, held by the ring's driver until the read completes.
 struct Reads {
     items: Vec<Reading>,
-    #[allow(dead_code, reason = "the kernel writes through it, by the entries' pointers")]
+    #[allow(dead_code, reason = "the kernel writes through it, by the entry's pointer")]
     iovecs: Vec<Iovec>,
-    /// Per entry: its first item and item count.
-    entries: Vec<(usize, usize)>,
     inner: Arc<Inner>,
 }
 
@@ -353,9 +366,9 @@ impl Drop for Reads {
 }
 
 /// Plans `queued` restores, one pin each, and submits them to each shard's
-/// ring as one `READV` per run of contiguous slots; says whether a read
-/// went out.
-fn submit_restores(inner: &Arc<Inner>, queued: Vec<Restore>) -> bool {
+/// ring as one `READV` per run of contiguous slots, each its own operation,
+/// a shard's all in one system call.
+fn submit_restores(inner: &Arc<Inner>, queued: Vec<Restore>) {
     const OP: Operation = Operation::CopyPage;
     let mut shards: Vec<Vec<Reading>> = (0..inner.drivers.len()).map(|_| Vec::new()).collect();
     for r in queued {
@@ -388,76 +401,69 @@ fn submit_restores(inner: &Arc<Inner>, queued: Vec<Restore>) -> bool {
             reply: Some(r.reply),
         });
     }
-    let mut submitted = false;
     for (shard, mut items) in shards.into_iter().enumerate() {
-        if items.is_empty() {
-            continue;
-        }
         items.sort_by_key(|r| r.slot);
-        let iovecs: Vec<Iovec> = items.iter().map(|r| iovec(r.dst)).collect();
-        let (mut sqes, mut entries) = (Vec::new(), Vec::new());
-        let mut first = 0;
-        while first < items.len() {
-            let mut end = first + 1;
-            while end < items.len()
-                && end - first < inner.op_pages
-                && items[end - 1].slot.checked_add(1) == Some(items[end].slot)
+        let mut ops = Vec::new();
+        while !items.is_empty() {
+            let mut len = 1;
+            while len < items.len()
+                && len < inner.op_pages
+                && items[len - 1].slot.checked_add(1) == Some(items[len].slot)
             {
-                end += 1;
+                len += 1;
             }
-            sqes.push(readv(&iovecs[first..end], u64::from(items[first].slot) * PAGE));
-            entries.push((first, end - first));
-            first = end;
+            let rest = items.split_off(len);
+            let run = std::mem::replace(&mut items, rest);
+            let iovecs: Vec<Iovec> = run.iter().map(|r| iovec(r.dst)).collect();
+            let sqe = readv(&iovecs, u64::from(run[0].slot) * PAGE);
+            let reads = Box::new(Reads {
+                items: run,
+                iovecs,
+                inner: Arc::clone(inner),
+            });
+            sent(restores(inner));
+            let done: Orphan = Box::new(move |c: Completion| {
+                let reads = c.buffers.downcast::<Reads>().expect("a gathered restore's buffers");
+                finish_reads(*reads, shard, c.results[0]);
+            });
+            ops.push((vec![sqe], reads as Box<dyn std::any::Any + Send>, done));
         }
-        let reads = Box::new(Reads {
-            items,
-            iovecs,
-            entries,
-            inner: Arc::clone(inner),
-        });
-        sent(restores(inner));
-        let done = Box::new(move |c: Completion| {
-            let reads = c.buffers.downcast::<Reads>().expect("a gathered restore's buffers");
-            finish_reads(*reads, shard, &c.results);
-        });
-        // SAFETY: every entry points into `reads` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
-        unsafe { inner.drivers[shard].submit_handled(sqes, reads, done) };
-        submitted = true;
+        if !ops.is_empty() {
+            // SAFETY: every entry points into its operation's `Reads` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
+            unsafe { inner.drivers[shard].submit_handled(ops) };
+        }
     }
-    submitted
 }
 
 /// Checks and answers each restore of a completed gathered read (short
 /// reads finished with `preadv`), then serves the queue.
-fn finish_reads(mut reads: Reads, shard: usize, results: &[i32]) {
+fn finish_reads(mut reads: Reads, shard: usize, result: i32) {
     const OP: Operation = Operation::CopyPage;
     let inner = Arc::clone(&reads.inner);
     let fd = inner.store.device(shard).base().file.fd();
     let mut items = std::mem::take(&mut reads.items);
-    for (&(first, count), &result) in reads.entries.iter().zip(results) {
-        for (at, item) in items[first..first + count].iter_mut().enumerate() {
-            // SAFETY: this entry's read completed; the page is ours alone now, and `items` no longer frees it.
-            let mut dst = unsafe { Box::from_raw(item.dst) };
-            let read = match usize::try_from(result) {
-                Ok(done) if done >= (at + 1) * PAGE_SIZE => Ok(()),
-                Ok(done) => read_sync(
-                    fd,
-                    u64::from(item.slot) * PAGE,
-                    &mut [&mut *dst],
-                    done.saturating_sub(at * PAGE_SIZE),
-                ),
-                Err(_) => Err(result_error(result)),
-            };
-            let stop = read.err().map(|e| BatchError {
-                completed: 0,
-                error: inner.store.io_error(OP, e),
-            });
-            let plan = item.plan.take().expect("each restore finishes once");
-            let result = inner.store.finish_read(plan, stop, &[item.handle], |_| &*dst, OP);
-            let reply = item.reply.take().expect("each restore is answered once");
-            // A caller gone frees its page here, its slot already unpinned.
-            let _ = reply.send((result.map_err(|e| e.error), dst));
-        }
+    for (at, item) in items.iter_mut().enumerate() {
+        // SAFETY: this entry's read completed; the page is ours alone now, and `items` no longer frees it.
+        let mut dst = unsafe { Box::from_raw(item.dst) };
+        let read = match usize::try_from(result) {
+            Ok(done) if done >= (at + 1) * PAGE_SIZE => Ok(()),
+            Ok(done) => read_sync(
+                fd,
+                u64::from(item.slot) * PAGE,
+                &mut [&mut *dst],
+                done.saturating_sub(at * PAGE_SIZE),
+            ),
+            Err(_) => Err(result_error(result)),
+        };
+        let stop = read.err().map(|e| BatchError {
+            completed: 0,
+            error: inner.store.io_error(OP, e),
+        });
+        let plan = item.plan.take().expect("each restore finishes once");
+        let restored = inner.store.finish_read(plan, stop, &[item.handle], |_| &*dst, OP);
+        let reply = item.reply.take().expect("each restore is answered once");
+        // A caller gone frees its page here, its slot already unpinned.
+        let _ = reply.send((restored.map_err(|e| e.error), dst));
     }
     // Every item is answered: nothing is left for `Drop` to free.
     items.clear();

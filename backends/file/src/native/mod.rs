@@ -33,15 +33,19 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///
 /// - **Many operations in flight**: a call reserves its slots, submits one
 ///   `WRITEV`/`READV` per run of contiguous slots to its shard's ring, and
-///   awaits the completion; many calls keep many operations in flight. One reaper thread per shard waits on the ring
-///   and wakes the calls whose operations completed: no thread is parked per
-///   operation, and the calls may come from any runtime (current-thread
-///   ones included) or several.
+///   awaits the completion; many calls keep many operations in flight. What
+///   completes during the submission itself (a buffered read served from
+///   the page cache) is reaped there by the submitting task, which then
+///   needs no wake-up; for the rest, one reaper thread per shard waits on
+///   the ring and wakes the calls whose operations completed: no thread is
+///   parked per operation, and the calls may come from any runtime
+///   (current-thread ones included) or several.
 /// - **Owned buffers**: the pages move into the in-flight operation, which
 ///   holds them until the kernel is done with them, whatever happens to the
 ///   call's future, and then gives them back.
-/// - **Cancellation**: a backup whose future is dropped completes in the
-///   reaper, which drops the handles it made (nothing is left held); a
+/// - **Cancellation**: a backup whose future is dropped completes on the
+///   thread that reaps it, which drops the handles it made (nothing is left
+///   held); a
 ///   dropped restore sets its interrupt, and its pages are freed once read
 ///   (and only then are the slots it read unpinned, so that a slot dropped
 ///   meanwhile is reused or released only after the kernel is done).
@@ -63,7 +67,14 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// - **`direct=on`** suits it best: `O_DIRECT` writes are issued by the
 ///   kernel inline at submission, without io_uring's worker threads, and
 ///   leave no page cache behind. Buffered writes through io_uring go to its
-///   worker threads.
+///   worker threads whenever the file system cannot write without
+///   blocking (ext4, which refuses `RWF_NOWAIT` buffered writes with
+///   `EOPNOTSUPP`): each then costs a hand-off to an io_uring worker and a
+///   wake-up by the reaper, and a batch of 64 awaited alone (one call in
+///   flight) ran at 0.5–0.8x the pace of the sync backend's `pwritev` on
+///   ext4 (6.18, a loaded 2-core machine); many calls in flight overlap
+///   the hand-offs. Restores served from the page cache complete inline
+///   and match the sync backend.
 /// - Checksums, placement, bounded space, failure rules and `fork()` are the
 ///   slot store's, as for the sync backend; [`blocking`](Self::blocking)
 ///   gives the same store through the sync trait, so handles from one are
@@ -71,14 +82,15 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///
 /// Single pages are written at once (no staging), and gathered while busy:
 /// a `backup_page` or `copy_page` that finds none of its kind in flight is
-/// submitted at once; those made while one is in flight are submitted
-/// together when it completes, backups as one reservation (one `WRITEV`
-/// per run of contiguous slots), restores as one `READV` per run of
-/// contiguous slots read. No timer adds latency to an idle backend.
+/// submitted at once; those made while others are in flight are submitted
+/// together when the last of those completes, backups as one reservation
+/// (one `WRITEV` per run of contiguous slots), restores as one `READV` per
+/// run of contiguous slots read, each answered when its own read is in. No
+/// timer adds latency to an idle backend.
 ///
 /// **Blocking class**: natively async. Backups and restores submit on the
-/// calling task and await completions delivered by the reapers; only hole
-/// punches (drops) run on the blocking pool.
+/// calling task and await completions delivered there or by the reapers;
+/// only hole punches (drops) run on the blocking pool.
 pub struct AsyncFileBackend {
     inner: Arc<Inner>,
 }
