@@ -77,7 +77,12 @@ pub struct FileConfig {
     pub shards: Option<usize>,
     /// Seal every page (encrypt and authenticate it, bound to its slot and
     /// write) with a key from this source; `None` (the default) stores
-    /// pages as they are. Needs the crate's `seal` feature.
+    /// pages as they are. Needs the crate's `seal` feature. Without
+    /// `direct`, sealed restores decrypt straight from a shared mapping of
+    /// the file: a page the disk fails to read back (once the page cache
+    /// has let it go) then raises `SIGBUS` in the restoring thread instead
+    /// of an `Io` error. Where the disk's read errors must come back as
+    /// errors, use `direct` (whose restores read into the caller's page).
     pub seal: Option<SealKeySource>,
 }
 

@@ -140,12 +140,6 @@ unsafe impl<D: Device> raw::DeviceLayer for FailingDevice<D> {
         done.map_or(Ok(()), |(done, error)| Err(RunError { done, error }))
     }
 
-    /// Lends nothing: a layer above reads through [`read`](Self::read),
-    /// where the plan's read failures are injected.
-    unsafe fn lend(&self, _: u32, _: usize, _: &mut dyn FnMut(usize, &pagebackup_core::Page)) -> io::Result<bool> {
-        Ok(false)
-    }
-
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         match self.plan.fails_next(DeviceOp::Release) {
             Some(error) => Err(error),

@@ -261,14 +261,17 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
         unsafe { self.inner().release(slot, count) }
     }
 
-    /// [`Device::lend`].
+    /// [`Device::lend`]: lends nothing unless the layer says otherwise,
+    /// since the inner device's stored bytes are not what a layer that
+    /// changes reads (sealing, fault injection) would give. A layer that
+    /// reads its inner device's bytes unchanged may forward it.
     ///
     /// # Safety
     ///
     /// As [`Device::lend`].
     unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> io::Result<bool> {
-        // SAFETY: the caller's slots, under the caller's promise, which reaches the inner device (the trait's contract).
-        unsafe { self.inner().lend(slot, count, visit) }
+        let _ = (slot, count, visit);
+        Ok(false)
     }
 
     /// [`Device::preallocate`].

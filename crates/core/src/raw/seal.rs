@@ -216,6 +216,22 @@ unsafe impl<D: Device + 'static> DeviceLayer for MaybeSealed<D> {
             MaybeSealed::Sealed(s) => &**s,
         }
     }
+
+    /// A plain device's storage as it lies; a sealed one's is ciphertext,
+    /// so it lends nothing.
+    unsafe fn lend(
+        &self,
+        slot: u32,
+        count: usize,
+        visit: &mut dyn FnMut(usize, &crate::Page),
+    ) -> std::io::Result<bool> {
+        match self {
+            // SAFETY: the caller's slots, under the caller's promise, passed on unchanged.
+            MaybeSealed::Plain(d) => unsafe { d.lend(slot, count, visit) },
+            #[cfg(feature = "seal")]
+            MaybeSealed::Sealed(_) => Ok(false),
+        }
+    }
 }
 
 /// The error a device read gives for a page that fails authentication

@@ -427,9 +427,9 @@ impl<D: Device> SealedDevice<D> {
 }
 
 // SAFETY: a sealed device owns its inner device, writes the same slots the
-// caller gave, through its own bounce buffer, and reads into the caller's
-// pages only after the inner device filled them: it passes the caller's
-// promises on unchanged. Its own state (counters, tags) is behind a lock.
+// caller gave, through its own bounce buffer, and fills the caller's pages
+// only from what the inner device read into them or lent: it passes the
+// caller's promises on unchanged. Its own state (counters, tags) is behind a lock.
 unsafe impl<D: Device> DeviceLayer for SealedDevice<D> {
     type Inner = D;
 
@@ -504,15 +504,29 @@ unsafe impl<D: Device> DeviceLayer for SealedDevice<D> {
             let seals = &all[at..at + run.pages.len()];
             at += run.pages.len();
             let mut failed = None;
+            let mut visited = 0;
             let (slot, pages) = (run.slot, &mut *run.pages);
             let mut open = |page: usize, stored: &Page| {
+                visited += 1;
                 if failed.is_none() && !self.open_page(slot + page as u32, seals[page], Some(stored), pages[page]) {
                     failed = Some(page);
                 }
             };
             // SAFETY: the caller's slots, under the caller's promise.
             match unsafe { self.inner.lend(slot, seals.len(), &mut open) } {
-                Ok(true) => {}
+                Ok(true) if visited == seals.len() => {}
+                Ok(true) => {
+                    // A device that lent part of the run: the pages it did
+                    // not lend must not keep what the caller's buffers held.
+                    for page in pages.iter_mut() {
+                        page.as_bytes_mut().fill(0);
+                    }
+                    let error = io::Error::other(format!(
+                        "the device lent {visited} of the {} pages of the run at slot {slot}",
+                        seals.len()
+                    ));
+                    return Err(RunError { done, error });
+                }
                 // A device that lends nothing: every run is read and opened
                 // in place, in one call that the device may batch.
                 Ok(false) if done == 0 => {
@@ -588,6 +602,8 @@ mod tests {
         slots: Mutex<Vec<Page>>,
         log: Arc<Mutex<Vec<Page>>>,
         lends: bool,
+        /// Lends all but the last page of a run, and says it lent them all.
+        lends_short: bool,
     }
 
     impl MemDevice {
@@ -596,6 +612,7 @@ mod tests {
                 slots: Mutex::new(Vec::new()),
                 log: Arc::clone(log),
                 lends: false,
+                lends_short: false,
             }
         }
         fn stored(&self, slot: u32) -> Page {
@@ -642,6 +659,7 @@ mod tests {
                 return Ok(false);
             }
             let slots = self.slots.lock().unwrap();
+            let count = if self.lends_short { count - 1 } else { count };
             for (page, stored) in slots[slot as usize..slot as usize + count].iter().enumerate() {
                 visit(page, stored);
             }
@@ -778,6 +796,73 @@ mod tests {
             dev.test_release(4, 1).unwrap();
             assert_unauthentic(&dev, 4);
         }
+    }
+
+    #[test]
+    fn a_device_that_lends_part_of_a_run_fails_it_and_leaves_none_of_the_old_bytes() {
+        let dev = SealedDevice::with_sealer(
+            MemDevice {
+                lends: true,
+                lends_short: true,
+                ..MemDevice::default()
+            },
+            Sealer::new(&SealKey::random().unwrap()).unwrap(),
+            64,
+        );
+        let pages = [page(1), page(2)];
+        let refs: Vec<&Page> = pages.iter().collect();
+        dev.test_write(&[WriteRun {
+            slot: 0,
+            pages: &refs,
+            resident: false,
+        }])
+        .unwrap();
+        let mut out = [page(0xee), page(0xee)];
+        let [o0, o1] = &mut out;
+        let error = dev
+            .test_read(&mut [ReadRun {
+                slot: 0,
+                pages: &mut [o0, o1],
+            }])
+            .unwrap_err();
+        assert_eq!(error.done, 0);
+        assert!(
+            error.error.to_string().contains("lent 1 of the 2 pages"),
+            "{}",
+            error.error
+        );
+        assert_eq!(out, [page(0), page(0)]);
+    }
+
+    /// A layer that changes what its device reads (as sealing and fault
+    /// injection do) lends nothing unless it says so: its inner device's
+    /// stored bytes are not what it reads.
+    #[test]
+    fn a_device_layer_lends_nothing_by_default() {
+        #[derive(Debug)]
+        struct Flipping(MemDevice);
+        // SAFETY: every call goes to the one device inside, unchanged.
+        unsafe impl DeviceLayer for Flipping {
+            type Inner = MemDevice;
+            fn inner(&self) -> &MemDevice {
+                &self.0
+            }
+        }
+        let layer = Flipping(MemDevice {
+            lends: true,
+            ..MemDevice::default()
+        });
+        layer
+            .test_write(&[WriteRun {
+                slot: 0,
+                pages: &[&page(1)],
+                resident: false,
+            }])
+            .unwrap();
+        let mut visits = 0;
+        // SAFETY: the slot was written and the test makes one call at a time.
+        let lent = unsafe { Device::lend(&layer, 0, 1, &mut |_, _| visits += 1) }.unwrap();
+        assert!(!lent && visits == 0, "the layer lent its inner device's bytes");
     }
 
     #[test]
