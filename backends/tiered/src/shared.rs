@@ -346,6 +346,12 @@ impl Shared {
                         {
                             Ok(())
                         }
+                        // The page moved down to its kept copy meanwhile,
+                        // which now serves it: look again, once.
+                        Err(_) if tried != Some(entry.inner) => {
+                            tried = Some(entry.inner);
+                            continue;
+                        }
                         _ => Err(e),
                     };
                 }
@@ -496,13 +502,15 @@ impl Shared {
         if let Some(entry) = table.get(found.slot, found.generation) {
             *entry = to;
         }
-        drop(table);
         let from = &self.tiers[old.tier as usize];
+        if !release_old {
+            // Counted kept before the lock lets a drop see (and uncount) it.
+            from.counters.keep();
+        }
+        drop(table);
         if release_old {
             from.counters.remove(old.cost);
             self.release_inner(old.tier as usize, old.inner);
-        } else {
-            from.counters.keep();
         }
         if let Some(k) = stale {
             self.tiers[k.tier as usize].counters.remove_kept(k.cost);
@@ -540,8 +548,9 @@ impl Shared {
                 kept: false,
             };
         }
-        drop(table);
+        // Counted serving before the lock lets a drop see (and uncount) it.
         lower.counters.serve_kept();
+        drop(table);
         self.tiers[old.tier as usize].counters.remove(old.cost);
         self.release_inner(old.tier as usize, old.inner);
         Some(Moved::ToKept)

@@ -2,7 +2,8 @@
 //! the caller's tokio runtime) that runs the policy every interval, and at
 //! once when a backup takes a tier past its high watermark.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("pagebackup-tiered".into())
             .spawn(move || {
+                let _deferring = Deferring::new(&shared);
                 loop {
                     let wake = &shared.wake;
                     let state = wake.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -57,10 +59,11 @@ pub(crate) fn spawn_task(
     runtime: &tokio::runtime::Handle,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    shared.deferred.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deferring = Deferring::new(shared);
     let weak = Arc::downgrade(shared);
     let notify = Arc::clone(&shared.wake.notify);
     runtime.spawn(async move {
+        let _deferring = deferring;
         loop {
             // Woken by a kick, or the interval passed.
             let _ = tokio::time::timeout(interval, notify.notified()).await;
@@ -75,4 +78,26 @@ pub(crate) fn spawn_task(
             }
         }
     })
+}
+
+/// Promotions are left to the policy while this lives (a restore from
+/// below only notes its page for the next run). Its thread or task holds
+/// it, so that once that ends however it ends (returned, panicked, its
+/// task aborted or its runtime shut down), restores promote their pages
+/// themselves again instead of noting them for a policy that is gone.
+struct Deferring(Weak<Shared>);
+
+impl Deferring {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.deferred.store(true, Ordering::Relaxed);
+        Deferring(Arc::downgrade(shared))
+    }
+}
+
+impl Drop for Deferring {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.deferred.store(false, Ordering::Relaxed);
+        }
+    }
 }

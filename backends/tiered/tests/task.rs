@@ -75,3 +75,37 @@ fn the_task_shares_the_rate_limit_and_is_refused_beside_the_thread() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.to_string().contains("with_auto(None)"), "{e}");
 }
+
+/// Once the policy task is gone (aborted here), restores from below
+/// promote their pages themselves again: none waits on a policy that will
+/// never run.
+#[test]
+fn an_aborted_policy_task_leaves_promotions_to_restores_again() {
+    let rt = runtime();
+    let t = stack(32, TieredConfig::new().with_auto(None).with_promote(true));
+    let pages: Vec<_> = (0..4)
+        .map(|i| {
+            let spec = PageSpec::mixed(23, i);
+            (t.backup_page(&spec.page(), i, BackupFlags::NONE).unwrap(), spec)
+        })
+        .collect();
+    let task = t.spawn_policy(rt.handle(), Duration::from_secs(3600)).unwrap();
+    task.abort();
+    let ended = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await });
+    assert!(ended.expect("the aborted task ended").unwrap_err().is_cancelled());
+    t.writeback(WritebackFilter::All);
+    assert!(pages.iter().all(|&(h, _)| t.tier_of(h) == Some(1)));
+    let mut dst = pagebackup_core::Page::new_boxed();
+    for _ in 0..2 {
+        for &(h, spec) in &pages {
+            t.copy_page(&mut dst, h, None).unwrap();
+            spec.verify(&dst).unwrap();
+        }
+    }
+    let s = t.tier_stats();
+    assert_eq!(s[1].moved_up, 4, "restores promoted their pages themselves: {s:?}");
+    assert!(pages.iter().all(|&(h, _)| t.tier_of(h) == Some(0)));
+    for &(h, _) in &pages {
+        t.drop_handle(h).unwrap();
+    }
+}
