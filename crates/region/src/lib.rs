@@ -97,6 +97,7 @@
 pub mod bench;
 mod config;
 mod error;
+mod fault;
 mod region;
 mod stats;
 mod sys;

@@ -15,6 +15,7 @@ use rustix::io::Errno;
 
 use crate::config::{FaultMode, MAX_READ_AHEAD, RegionConfig};
 use crate::error::RegionError;
+use crate::fault::{Fault, SignalFaults};
 use crate::stats::{Counters, RegionStats};
 use crate::sys::{self, FaultMsg, Mapping, Registration, Releaser, Uffd};
 
@@ -55,15 +56,6 @@ const SCORE_LIMIT: i32 = 64;
 const REFAULT_CREDIT: u8 = 3;
 /// Most pages between two dirty victims that one write-protect call spans.
 const MAX_PROTECT_GAP: usize = 256;
-
-/// What the signal handler should do after the region looked at a fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// Served: return and let the access run again.
-    Served,
-    /// Not served (the page could not be restored): chain to the previous handler.
-    Failed,
-}
 
 /// Who is serving a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,24 +220,6 @@ impl Shared {
                 }
             }
             backoff.snooze();
-        }
-    }
-
-    /// Serves a fault on the faulting thread (`SIGBUS` handler).
-    pub(crate) fn on_signal(&self, addr: usize, write: Option<bool>) -> Fault {
-        let start = Instant::now();
-        let page = (addr - self.mapping.addr()) / PAGE_SIZE;
-        let result = self.serve(page, write, Ctx::Signal);
-        self.stats.faults.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .fault_ns
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        match result {
-            Ok(_) => Fault::Served,
-            Err(error) => {
-                self.record(error);
-                Fault::Failed
-            }
         }
     }
 
@@ -803,6 +777,26 @@ impl Shared {
     }
 }
 
+impl SignalFaults for Shared {
+    /// Serves a fault on the faulting thread (`SIGBUS` handler).
+    fn on_signal(&self, addr: usize, write: Option<bool>) -> Fault {
+        let start = Instant::now();
+        let page = (addr - self.mapping.addr()) / PAGE_SIZE;
+        let result = self.serve(page, write, Ctx::Signal);
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .fault_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(_) => Fault::Served,
+            Err(error) => {
+                self.record(error);
+                Fault::Failed
+            }
+        }
+    }
+}
+
 /// What one eviction batch achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Evicted {
@@ -1020,7 +1014,12 @@ impl OffloadRegion {
                 source,
             })?;
             region.registration = Some(
-                sys::register_region(&shared, shared.mapping.addr(), shared.mapping.len()).ok_or_else(|| {
+                sys::register_region(
+                    Arc::clone(&shared) as Arc<dyn SignalFaults>,
+                    shared.mapping.addr(),
+                    shared.mapping.len(),
+                )
+                .ok_or_else(|| {
                     RegionError::InvalidInput(format!(
                         "{} regions in signal mode are alive already; drop one or use the handler-thread mode",
                         sys::MAX_REGIONS
