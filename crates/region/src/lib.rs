@@ -92,7 +92,9 @@
 //!   read is mapped write-protected; evicting it while clean is a release
 //!   only, its copy kept. While restored pages are mostly written soon after
 //!   (read-then-write access), reads restore them writable instead, with one
-//!   clean probe in sixteen to notice when that changes.
+//!   clean probe in 64 to notice when that changes (each probe of a page
+//!   that is written costs a write-protect fault: one in 16 made 6 % more
+//!   faults in the random workload and 13 % in the sequential one).
 
 pub mod bench;
 mod config;

@@ -47,8 +47,10 @@ const PLACEHOLDER: Handle = match Handle::from_raw(1) {
 static ZERO_PAGE: Page = Page::zeroed();
 
 /// While reads restore pages writable, one restore in this many still
-/// restores them clean, to see whether they are still written after.
-const PROBE_EVERY: u64 = 16;
+/// restores them clean, to see whether they are still written after. Each
+/// such probe of a page that is written costs a write-protect fault; a
+/// switch to read-only access is seen after 64 probes (the score's bound).
+const PROBE_EVERY: u64 = 64;
 /// Bounds of [`Shared::write_score`].
 const SCORE_LIMIT: i32 = 64;
 /// Turns of the clock hand a page that refaulted soon after its eviction is
