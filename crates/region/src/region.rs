@@ -375,22 +375,31 @@ impl Shared {
                 completed
             }
         };
-        // A page about to be written is mapped writable at once; the rest
-        // write-protected, so that a clean page is dropped, not written
-        // again, unless restored pages are mostly written soon after.
+        // Pages are mapped write-protected (clean), so that a clean page is
+        // dropped, not written again, unless restored pages are mostly
+        // written soon after; then one restore in PROBE_EVERY still maps
+        // one page clean to see whether that holds: the faulting page when
+        // it is read, else the pages read ahead. A page about to be written
+        // is mapped writable at once.
+        let clean_mode = self.write_score.load(Ordering::Relaxed) <= 0;
         let wp = self.config.clean_tracking
-            && (self.write_score.load(Ordering::Relaxed) <= 0
-                || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY));
+            && (clean_mode || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY));
         if wp {
             self.nudge_score(-1);
         }
-        let split = if wp && write != Some(false) { 1 } else { 0 };
-        let mut result = Ok(());
-        if split == 1 {
-            result = self.uffd.copy(self.addr(page), &staging[..1], false);
-        }
+        let reading = write == Some(false);
+        // Whether the faulting page, and the pages read ahead, are protected.
+        let (first_wp, rest_wp) = match (wp, clean_mode || !reading) {
+            (false, _) => (false, false),
+            (true, true) => (reading, true),
+            (true, false) => (true, false),
+        };
+        let split = if first_wp == rest_wp { restored } else { 1 };
+        let mut result = self.uffd.copy(self.addr(page), &staging[..split], first_wp);
         if result.is_ok() && restored > split {
-            result = self.uffd.copy(self.addr(page + split), &staging[split..restored], wp);
+            result = self
+                .uffd
+                .copy(self.addr(page + split), &staging[split..restored], rest_wp);
         }
         drop(staging);
         if let Err(e) = result.or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) }) {
@@ -405,7 +414,8 @@ impl Shared {
             self.credit[page].store(REFAULT_CREDIT, Ordering::Relaxed);
         }
         for k in 0..restored {
-            self.set(page + k, if wp && k >= split { CLEAN } else { DIRTY });
+            let protected = if k < split { first_wp } else { rest_wp };
+            self.set(page + k, if protected { CLEAN } else { DIRTY });
         }
         self.stats.restores.fetch_add(1, Ordering::Relaxed);
         self.stats.restored_pages.fetch_add(restored as u64, Ordering::Relaxed);
