@@ -15,6 +15,7 @@ use rustix::io::Errno;
 
 use crate::config::{FaultMode, MAX_READ_AHEAD, RegionConfig};
 use crate::error::RegionError;
+use crate::fault::{Fault, SignalFaults};
 use crate::stats::{Counters, RegionStats};
 use crate::sys::{self, FaultMsg, Mapping, Registration, Releaser, Uffd};
 
@@ -46,8 +47,10 @@ const PLACEHOLDER: Handle = match Handle::from_raw(1) {
 static ZERO_PAGE: Page = Page::zeroed();
 
 /// While reads restore pages writable, one restore in this many still
-/// restores them clean, to see whether they are still written after.
-const PROBE_EVERY: u64 = 16;
+/// restores them clean, to see whether they are still written after. Each
+/// such probe of a page that is written costs a write-protect fault; a
+/// switch to read-only access is seen after 64 probes (the score's bound).
+const PROBE_EVERY: u64 = 64;
 /// Bounds of [`Shared::write_score`].
 const SCORE_LIMIT: i32 = 64;
 /// Turns of the clock hand a page that refaulted soon after its eviction is
@@ -55,15 +58,6 @@ const SCORE_LIMIT: i32 = 64;
 const REFAULT_CREDIT: u8 = 3;
 /// Most pages between two dirty victims that one write-protect call spans.
 const MAX_PROTECT_GAP: usize = 256;
-
-/// What the signal handler should do after the region looked at a fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// Served: return and let the access run again.
-    Served,
-    /// Not served (the page could not be restored): chain to the previous handler.
-    Failed,
-}
 
 /// Who is serving a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,24 +225,6 @@ impl Shared {
         }
     }
 
-    /// Serves a fault on the faulting thread (`SIGBUS` handler).
-    pub(crate) fn on_signal(&self, addr: usize, write: Option<bool>) -> Fault {
-        let start = Instant::now();
-        let page = (addr - self.mapping.addr()) / PAGE_SIZE;
-        let result = self.serve(page, write, Ctx::Signal);
-        self.stats.faults.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .fault_ns
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        match result {
-            Ok(_) => Fault::Served,
-            Err(error) => {
-                self.record(error);
-                Fault::Failed
-            }
-        }
-    }
-
     /// Makes `page` resident (and writable if `write` is not `Some(false)`).
     /// Returns whether an ioctl already woke the threads waiting on it.
     fn serve(&self, page: usize, write: Option<bool>, ctx: Ctx) -> Result<bool, BackupError> {
@@ -399,22 +375,31 @@ impl Shared {
                 completed
             }
         };
-        // A page about to be written is mapped writable at once; the rest
-        // write-protected, so that a clean page is dropped, not written
-        // again, unless restored pages are mostly written soon after.
+        // Pages are mapped write-protected (clean), so that a clean page is
+        // dropped, not written again, unless restored pages are mostly
+        // written soon after; then one restore in PROBE_EVERY still maps
+        // one page clean to see whether that holds: the faulting page when
+        // it is read, else the pages read ahead. A page about to be written
+        // is mapped writable at once.
+        let clean_mode = self.write_score.load(Ordering::Relaxed) <= 0;
         let wp = self.config.clean_tracking
-            && (self.write_score.load(Ordering::Relaxed) <= 0
-                || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY));
+            && (clean_mode || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY));
         if wp {
             self.nudge_score(-1);
         }
-        let split = if wp && write != Some(false) { 1 } else { 0 };
-        let mut result = Ok(());
-        if split == 1 {
-            result = self.uffd.copy(self.addr(page), &staging[..1], false);
-        }
+        let reading = write == Some(false);
+        // Whether the faulting page, and the pages read ahead, are protected.
+        let (first_wp, rest_wp) = match (wp, clean_mode || !reading) {
+            (false, _) => (false, false),
+            (true, true) => (reading, true),
+            (true, false) => (true, false),
+        };
+        let split = if first_wp == rest_wp { restored } else { 1 };
+        let mut result = self.uffd.copy(self.addr(page), &staging[..split], first_wp);
         if result.is_ok() && restored > split {
-            result = self.uffd.copy(self.addr(page + split), &staging[split..restored], wp);
+            result = self
+                .uffd
+                .copy(self.addr(page + split), &staging[split..restored], rest_wp);
         }
         drop(staging);
         if let Err(e) = result.or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) }) {
@@ -429,7 +414,8 @@ impl Shared {
             self.credit[page].store(REFAULT_CREDIT, Ordering::Relaxed);
         }
         for k in 0..restored {
-            self.set(page + k, if wp && k >= split { CLEAN } else { DIRTY });
+            let protected = if k < split { first_wp } else { rest_wp };
+            self.set(page + k, if protected { CLEAN } else { DIRTY });
         }
         self.stats.restores.fetch_add(1, Ordering::Relaxed);
         self.stats.restored_pages.fetch_add(restored as u64, Ordering::Relaxed);
@@ -803,6 +789,26 @@ impl Shared {
     }
 }
 
+impl SignalFaults for Shared {
+    /// Serves a fault on the faulting thread (`SIGBUS` handler).
+    fn on_signal(&self, addr: usize, write: Option<bool>) -> Fault {
+        let start = Instant::now();
+        let page = (addr - self.mapping.addr()) / PAGE_SIZE;
+        let result = self.serve(page, write, Ctx::Signal);
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .fault_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(_) => Fault::Served,
+            Err(error) => {
+                self.record(error);
+                Fault::Failed
+            }
+        }
+    }
+}
+
 /// What one eviction batch achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Evicted {
@@ -1020,7 +1026,12 @@ impl OffloadRegion {
                 source,
             })?;
             region.registration = Some(
-                sys::register_region(&shared, shared.mapping.addr(), shared.mapping.len()).ok_or_else(|| {
+                sys::register_region(
+                    Arc::clone(&shared) as Arc<dyn SignalFaults>,
+                    shared.mapping.addr(),
+                    shared.mapping.len(),
+                )
+                .ok_or_else(|| {
                     RegionError::InvalidInput(format!(
                         "{} regions in signal mode are alive already; drop one or use the handler-thread mode",
                         sys::MAX_REGIONS

@@ -11,8 +11,9 @@
 //! - A [`Mapping`] is private anonymous memory of its own (`MADV_DONTFORK`,
 //!   no huge pages), unmapped only when the mapping is dropped, after the
 //!   region's threads have ended and its [`Registration`] is gone.
-//! - The `SIGBUS` handler reaches a region only through [`REGIONS`], under a
-//!   per-entry count of handlers inside it; a [`Registration`] is dropped
+//! - The `SIGBUS` handler reaches a region only through [`REGIONS`], as a
+//!   [`SignalFaults`] (the module knows regions by that trait alone), under
+//!   a per-entry count of handlers inside it; a [`Registration`] is dropped
 //!   only once that count is zero, so a region is never freed under a
 //!   handler.
 //!
@@ -32,7 +33,7 @@ use pagebackup_core::{PAGE_SIZE, Page};
 use rustix::io::Errno;
 use rustix::ioctl::{Updater, ioctl, opcode};
 
-use crate::region::{Fault, Shared};
+use crate::fault::{Fault, SignalFaults};
 
 /// `UFFDIO_POISON`, which linux-raw-sys gives the structure of but not the number.
 const UFFDIO_POISON: rustix::ioctl::Opcode = opcode::read_write::<uapi::uffdio_poison>(uapi::UFFDIO as u8, 8);
@@ -415,7 +416,9 @@ struct Entry {
     claimed: AtomicBool,
     start: AtomicUsize,
     end: AtomicUsize,
-    shared: AtomicPtr<Shared>,
+    /// The region, boxed by its [`Registration`] (a thin pointer to the
+    /// `Arc` of the trait object, which the atomic cannot hold itself).
+    target: AtomicPtr<Arc<dyn SignalFaults>>,
     /// Handlers inside this entry's region right now.
     users: AtomicUsize,
 }
@@ -425,7 +428,7 @@ const EMPTY_ENTRY: Entry = Entry {
     claimed: AtomicBool::new(false),
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
-    shared: AtomicPtr::new(ptr::null_mut()),
+    target: AtomicPtr::new(ptr::null_mut()),
     users: AtomicUsize::new(0),
 };
 
@@ -435,12 +438,13 @@ static REGIONS: [Entry; MAX_REGIONS] = [EMPTY_ENTRY; MAX_REGIONS];
 #[derive(Debug)]
 pub(crate) struct Registration {
     slot: usize,
-    /// Keeps the region alive for as long as a handler may find it.
-    _shared: Arc<Shared>,
+    /// Keeps the region alive for as long as a handler may find it; the
+    /// entry points into this box.
+    _target: Box<Arc<dyn SignalFaults>>,
 }
 
-/// Makes `shared` (mapped at `[start, start + len)`) findable by the `SIGBUS` handler.
-pub(crate) fn register_region(shared: &Arc<Shared>, start: usize, len: usize) -> Option<Registration> {
+/// Makes `region` (mapped at `[start, start + len)`) findable by the `SIGBUS` handler.
+pub(crate) fn register_region(region: Arc<dyn SignalFaults>, start: usize, len: usize) -> Option<Registration> {
     let slot = REGIONS.iter().position(|e| {
         e.claimed
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
@@ -449,17 +453,15 @@ pub(crate) fn register_region(shared: &Arc<Shared>, start: usize, len: usize) ->
     let e = &REGIONS[slot];
     e.start.store(start, Ordering::SeqCst);
     e.end.store(start + len, Ordering::SeqCst);
-    e.shared.store(Arc::as_ptr(shared).cast_mut(), Ordering::SeqCst);
-    Some(Registration {
-        slot,
-        _shared: Arc::clone(shared),
-    })
+    let target = Box::new(region);
+    e.target.store(ptr::from_ref(&*target).cast_mut(), Ordering::SeqCst);
+    Some(Registration { slot, _target: target })
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let e = &REGIONS[self.slot];
-        e.shared.store(ptr::null_mut(), Ordering::SeqCst);
+        e.target.store(ptr::null_mut(), Ordering::SeqCst);
         while e.users.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
@@ -468,17 +470,17 @@ impl Drop for Registration {
 }
 
 /// Runs `f` on the region holding `addr`, if any; async-signal-safe.
-fn with_region<R>(addr: usize, f: impl Fn(&Shared) -> R) -> Option<R> {
+fn with_region<R>(addr: usize, f: impl Fn(&dyn SignalFaults) -> R) -> Option<R> {
     for e in &REGIONS {
-        if e.shared.load(Ordering::Relaxed).is_null() {
+        if e.target.load(Ordering::Relaxed).is_null() {
             continue;
         }
         e.users.fetch_add(1, Ordering::SeqCst);
-        let p = e.shared.load(Ordering::SeqCst);
+        let p = e.target.load(Ordering::SeqCst);
         let inside = !p.is_null() && (e.start.load(Ordering::SeqCst)..e.end.load(Ordering::SeqCst)).contains(&addr);
         let result = inside.then(|| {
-            // SAFETY: `p` is non-null after `users` was raised, so its Registration (which holds an Arc of it) waits for `users` to fall before letting it go.
-            f(unsafe { &*p })
+            // SAFETY: `p` is non-null after `users` was raised, so its Registration (which owns the box it points into) waits for `users` to fall before letting it go.
+            f(unsafe { &**p })
         });
         e.users.fetch_sub(1, Ordering::SeqCst);
         if result.is_some() {
@@ -544,7 +546,7 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as usize;
     let write = fault_was_write(ctx);
-    let outcome = with_region(addr, |shared| shared.on_signal(addr, write));
+    let outcome = with_region(addr, |region| region.on_signal(addr, write));
     if matches!(outcome, Some(Fault::Served)) {
         return;
     }
