@@ -14,8 +14,8 @@ use crate::Dictionary;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
-    /// LZ4: the fastest, zram's usual choice. Encoded with lz4_flex (safe
-    /// Rust); decoded by the C library with feature `lz4-c`, else by lz4_flex.
+    /// LZ4: the fastest, zram's usual choice. Encoded and decoded by the C
+    /// library with feature `lz4-c`, else by lz4_flex (safe Rust).
     #[cfg(feature = "lz4")]
     #[cfg_attr(docsrs, doc(cfg(feature = "lz4")))]
     Lz4,
@@ -70,9 +70,12 @@ impl Codec {
     /// `max_len` (the page is then stored raw) or the codec fails.
     pub(crate) fn compress(&self, page: &Page, out: &mut [u8; SCRATCH_LEN], max_len: usize) -> Option<usize> {
         let len = match self.algorithm {
-            // lz4_flex wants room for its worst case, and stops only at the end.
-            #[cfg(feature = "lz4")]
+            // lz4_flex wants room for its worst case, and stops only at the
+            // end; the C encoder gives up as soon as `max_len` is exceeded.
+            #[cfg(all(feature = "lz4", not(feature = "lz4-c")))]
             Algorithm::Lz4 => lz4::compress(page, out),
+            #[cfg(feature = "lz4-c")]
+            Algorithm::Lz4 => lz4::compress(page, &mut out[..max_len.min(SCRATCH_LEN)]),
             // zstd gives up as soon as `max_len` is exceeded.
             #[cfg(feature = "zstd")]
             Algorithm::Zstd { level } => {
@@ -168,15 +171,36 @@ impl std::error::Error for DecodeError {
 mod lz4 {
     use std::cell::RefCell;
 
+    #[cfg(not(feature = "lz4-c"))]
     use lz4_flex::block::{CompressTable, compress_into_with_table};
     use pagebackup_core::Page;
 
+    #[cfg(not(feature = "lz4-c"))]
     thread_local! {
         static TABLE: RefCell<CompressTable> = RefCell::new(CompressTable::small());
     }
 
+    /// Encodes with lz4_flex's safe encoder, its hash table kept per
+    /// thread; `out` must hold the worst case.
+    #[cfg(not(feature = "lz4-c"))]
     pub(super) fn compress(page: &Page, out: &mut [u8]) -> Option<usize> {
         TABLE.with(|t| compress_into_with_table(page.as_bytes(), out, &mut t.borrow_mut()).ok())
+    }
+
+    /// Encodes with the C library's `LZ4_compress_default` (feature
+    /// `lz4-c`), through the `lz4` crate's safe wrapper: the same block
+    /// format, a ratio as good as lz4_flex's, and faster on process memory.
+    /// `None` once the block would pass `out.len()`: the encoder stops
+    /// there rather than finish a block that would be stored raw.
+    #[cfg(feature = "lz4-c")]
+    pub(super) fn compress(page: &Page, out: &mut [u8]) -> Option<usize> {
+        ::lz4::block::compress_to_buffer(
+            page.as_bytes(),
+            Some(::lz4::block::CompressionMode::DEFAULT),
+            false,
+            out,
+        )
+        .ok()
     }
 
     /// Decodes a block stored in one piece: with the C library's
@@ -529,6 +553,58 @@ mod tests {
         assert!(Codec::lz4().decompress((short, &[]), &mut back).is_err());
         let (a, b) = short.split_at(10);
         assert!(Codec::lz4().decompress((a, b), &mut back).is_err());
+    }
+
+    /// The C encoder writes lz4's block format: lz4_flex decodes its blocks
+    /// to the page exactly, and they are no longer than lz4_flex's own
+    /// (the effective ratio is kept).
+    #[cfg(feature = "lz4-c")]
+    #[test]
+    fn c_encoded_blocks_decode_with_lz4_flex_and_are_no_longer_than_its_own() {
+        let (mut c_total, mut flex_total) = (0, 0);
+        for (i, class) in PageClass::ALL.into_iter().enumerate() {
+            for seed in 0..8 {
+                let page = PageSpec::new(seed, i as u64, class).page();
+                let block = encoded(&page);
+                let mut back = Page::new_boxed();
+                assert_eq!(
+                    lz4_flex::block::decompress_into(&block, back.as_bytes_mut()).ok(),
+                    Some(PAGE_SIZE),
+                    "{class:?} seed {seed}"
+                );
+                assert_eq!(back, page, "{class:?} seed {seed}");
+                c_total += block.len();
+                flex_total += lz4_flex::block::compress(page.as_bytes()).len();
+            }
+        }
+        assert!(
+            c_total * 100 <= flex_total * 101,
+            "C blocks {c_total} bytes, lz4_flex's {flex_total}"
+        );
+    }
+
+    /// Blocks lz4_flex encoded decode through the codec (the C decoder) too.
+    #[cfg(feature = "lz4-c")]
+    #[test]
+    fn lz4_flex_blocks_decode_through_the_codec() {
+        for (i, class) in PageClass::ALL.into_iter().enumerate() {
+            let page = PageSpec::new(13, i as u64, class).page();
+            let block = lz4_flex::block::compress(page.as_bytes());
+            let mut back = Page::new_boxed();
+            Codec::lz4().decompress((&block, &[]), &mut back).unwrap();
+            assert_eq!(back, page, "{class:?}");
+        }
+    }
+
+    /// A page that does not compress below `max_len` gives `None` (stored
+    /// raw), and the same page with room for lz4's worst case a block.
+    #[test]
+    fn a_page_that_does_not_compress_below_max_len_gives_none() {
+        let page = PageSpec::new(14, 0, PageClass::Random).page();
+        let mut out = Box::new([0u8; SCRATCH_LEN]);
+        assert_eq!(Codec::lz4().compress(&page, &mut out, 3072), None);
+        let len = Codec::lz4().compress(&page, &mut out, SCRATCH_LEN).unwrap();
+        assert!(len > PAGE_SIZE, "random bytes grow: {len}");
     }
 
     proptest! {

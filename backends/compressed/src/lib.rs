@@ -17,9 +17,9 @@
 //! ```
 //!
 //! Features: `lz4` and `zstd` (both on by default) choose the codecs built in;
-//! `lz4-c` (on by default) decodes lz4 with the C library's bounds-checked
-//! decoder, through a safe wrapper (without it, lz4_flex's safe Rust decoder
-//! decodes). This crate has no unsafe code either way.
+//! `lz4-c` (on by default) encodes and decodes lz4 with the C library (its
+//! bounds-checked decoder), through a safe wrapper (without it, lz4_flex's
+//! safe Rust code does both). This crate has no unsafe code either way.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
