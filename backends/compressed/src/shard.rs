@@ -148,32 +148,44 @@ impl Shard {
         if self.arena.garbage() > (self.arena.live() / 16).max(CHUNK as u64)
             && let Some((victim, _)) = self.arena.sparsest()
         {
-            self.evacuate(victim, budget);
+            self.evacuate(victim, 0, budget);
         }
     }
 
     /// At the limit, makes room for `need` bytes by moving the sparsest
-    /// chunk out, if it holds that much garbage: its objects go to the head
-    /// (into a new chunk from [`COMPACTION_RESERVE`] where they do not fit),
-    /// and once it is freed the head has the room.
+    /// chunk out, if what it frees leaves that room: its objects go to the
+    /// head (into a new chunk from [`COMPACTION_RESERVE`] where they do not
+    /// fit), and once it is freed the head or a new chunk has the room.
     fn make_room(&mut self, need: usize, budget: &Budget) {
-        if let Some((victim, live)) = self.arena.sparsest()
-            && CHUNK - live.min(CHUNK) >= need
-        {
-            self.evacuate(victim, budget);
+        if let Some((victim, _)) = self.arena.sparsest() {
+            self.evacuate(victim, need, budget);
         }
     }
 
     /// Moves every live object with bytes in chunk `victim` to the head of
-    /// the arena, which frees the chunk. Stops early if a new chunk is
-    /// needed and the limit refuses it (every moved object is whole in its
-    /// new place). Returns the objects moved.
-    pub(crate) fn evacuate(&mut self, victim: u32, budget: &Budget) -> u64 {
+    /// the arena, which frees the chunk, if they fit in the head's room and
+    /// one new chunk (the [`COMPACTION_RESERVE`]) with `spare` bytes left
+    /// over; else moves nothing. A move that needed a second chunk would
+    /// stop half-way with the reserve taken and the victim still held, and
+    /// from then on no move could free a chunk: the arena would stay full
+    /// whatever was dropped. Stops early only if the limit refuses the new
+    /// chunk (every moved object is whole in its new place). Returns the
+    /// objects moved.
+    pub(crate) fn evacuate(&mut self, victim: u32, spare: usize, budget: &Budget) -> u64 {
         let table = &self.table;
         let objects = self.arena.live_objects(victim, |slot| match table.get(slot) {
             Some((_, Stored::Object(loc))) => Some(loc),
             _ => None,
         });
+        // Whole objects move, also the bytes of those running on into the
+        // victim or out of it that lie in its neighbours.
+        let bytes: usize = objects
+            .iter()
+            .map(|(_, loc)| self.arena.overhead() + usize::from(loc.len))
+            .sum();
+        if bytes + spare > self.arena.head_room() + CHUNK {
+            return 0;
+        }
         let mut moved = 0;
         let mut buf = [0u8; 2 * PAGE_SIZE];
         for (slot, from) in objects {
@@ -201,9 +213,85 @@ impl Shard {
             // An earlier move may have freed it, or reused its id for a
             // full chunk or for the head.
             if self.arena.live_in(victim).is_some_and(|live| live < WORTH_MOVING) {
-                moved += self.evacuate(victim, budget);
+                moved += self.evacuate(victim, 0, budget);
             }
         }
         (moved, before.saturating_sub(self.arena.bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::{DIRECTORY_STEP_BYTES, HEADER};
+    use crate::table::{DIRECTORY_STEP_BYTES as TABLE_DIRECTORY_STEP_BYTES, SEGMENT_BYTES};
+
+    /// Fills a shard to the limit with objects of `len(i)` bytes, drops
+    /// every other one and fills again, round after round: every round
+    /// takes as many bytes again as the last one freed (within a chunk),
+    /// and after every store and drop the compaction reserve is left free.
+    fn refills(mut len: impl FnMut(usize) -> usize) {
+        let chunks = 6;
+        let limit = SEGMENT_BYTES + TABLE_DIRECTORY_STEP_BYTES + DIRECTORY_STEP_BYTES + chunks * CHUNK as u64;
+        let budget = Budget::new(Some(limit), 0);
+        let mut shard = Shard::new(1 << 20, false, None);
+        let mut live: Vec<(u32, usize)> = Vec::new();
+        let mut i = 0;
+        for round in 0..6 {
+            loop {
+                let object: Vec<u8> = (0..len(i)).map(|k| (i * 7 + k) as u8).collect();
+                i += 1;
+                let prepared = Prepared::Object {
+                    bytes: &object,
+                    raw: object.len() == PAGE_SIZE,
+                    sum: 0,
+                };
+                match shard.store(prepared, &budget) {
+                    Ok((slot, _)) => live.push((slot, object.len())),
+                    Err(refused) => {
+                        assert!(matches!(refused, Refused::Limit), "{refused:?}");
+                        break;
+                    }
+                }
+                assert!(
+                    budget.used() + COMPACTION_RESERVE <= limit,
+                    "round {round}: the compaction reserve is taken ({} of {limit} used)",
+                    budget.used()
+                );
+            }
+            let held: usize = live.iter().map(|&(_, len)| len + HEADER).sum();
+            assert!(
+                held as u64 > (chunks - 2) * CHUNK as u64,
+                "round {round}: {held} bytes held in {chunks} chunks"
+            );
+            let mut k = 0;
+            live.retain(|&(slot, _)| {
+                k += 1;
+                k % 2 == 0 || !shard.drop_slot(slot, &budget)
+            });
+            assert!(budget.used() + COMPACTION_RESERVE <= limit);
+        }
+        for (slot, len) in live {
+            let Some((_, Stored::Object(loc))) = shard.table.get(slot) else {
+                panic!("slot {slot} is not an object");
+            };
+            assert_eq!(usize::from(loc.len), len);
+        }
+    }
+
+    #[test]
+    fn a_full_shard_takes_objects_again_after_drops_whatever_their_sizes() {
+        for seed in 1..=256u64 {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            refills(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                2100 + (x % 150) as usize
+            });
+        }
+        // Objects of one size, raw pages among them.
+        refills(|_| 2171);
+        refills(|i| if i % 5 == 0 { PAGE_SIZE } else { 1500 });
     }
 }
