@@ -135,7 +135,11 @@ pub struct CompressedBackend {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8; SCRATCH_LEN]>> = RefCell::new(Box::new([0; SCRATCH_LEN]));
+    /// Where a page is compressed (and sealed), and a sealed object opened.
+    /// Const-initialised in place, never allocated: restores run in a
+    /// region's SIGBUS handler, where a first use allocating could deadlock
+    /// on a lock malloc holds in the interrupted code.
+    static SCRATCH: RefCell<[u8; SCRATCH_LEN]> = const { RefCell::new([0; SCRATCH_LEN]) };
 }
 
 impl CompressedBackend {

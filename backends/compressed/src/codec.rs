@@ -221,8 +221,11 @@ mod lz4 {
     #[cfg(feature = "lz4-c")]
     thread_local! {
         /// Where a block stored in two pieces is joined for the C decoder:
-        /// room for the longest block a page encodes to.
-        static JOINED: RefCell<Box<[u8; super::SCRATCH_LEN]>> = RefCell::new(Box::new([0; super::SCRATCH_LEN]));
+        /// room for the longest block a page encodes to. Const-initialised
+        /// in place, never allocated: restores run in a region's SIGBUS
+        /// handler, where a first use allocating could deadlock on a lock
+        /// malloc holds in the interrupted code.
+        static JOINED: RefCell<[u8; super::SCRATCH_LEN]> = const { RefCell::new([0; super::SCRATCH_LEN]) };
     }
 
     /// Decodes a block stored in two pieces: joined in a buffer of the
