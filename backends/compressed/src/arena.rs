@@ -127,9 +127,13 @@ impl Arena {
     }
 
     /// A new chunk, charged to `budget` (with directory room when it must
-    /// grow) with `keep` bytes to spare; `None` if the limit refuses.
+    /// grow) with `keep` bytes to spare; `None` if the limit refuses. One
+    /// that keeps bytes to spare (for compaction) also keeps a directory
+    /// slot free for the chunk compaction takes, so that moving a chunk out
+    /// never needs the directory to grow beyond what the limit has left.
     fn new_chunk(&mut self, budget: &Budget, keep: u64) -> Option<u32> {
-        let grow = self.vacant.is_empty() && self.chunks.len() == self.chunks.capacity();
+        let free_slots = self.vacant.len() + (self.chunks.capacity() - self.chunks.len());
+        let grow = free_slots <= usize::from(keep > 0);
         let step = if grow {
             DIRECTORY_STEP.max(self.chunks.len() / 4)
         } else {
@@ -140,7 +144,8 @@ impl Arena {
             return None;
         }
         if grow {
-            self.chunks.reserve_exact(step);
+            self.chunks
+                .reserve_exact(self.chunks.capacity() - self.chunks.len() + step);
             self.vacant.reserve_exact(self.chunks.capacity() - self.vacant.len());
             self.bytes += directory;
         }
@@ -505,6 +510,28 @@ mod tests {
             [2],
             "a dead header is skipped"
         );
+    }
+
+    #[test]
+    fn the_chunk_kept_for_compaction_has_its_directory_slot() {
+        // Room for the directory's first step and as many chunks as it has
+        // slots, plus one chunk kept for compaction; not for a second step.
+        let limit = DIRECTORY_STEP_BYTES + (DIRECTORY_STEP as u64 + 1) * CHUNK as u64 + 100;
+        let budget = Budget::new(Some(limit), 0);
+        let mut arena = Arena::new(false);
+        let mut i = 0;
+        while arena
+            .append(&object(i, 1000), i as u32, 0, &budget, CHUNK as u64)
+            .is_some()
+        {
+            i += 1;
+        }
+        assert_eq!(arena.chunks(), DIRECTORY_STEP as u64 - 1, "a slot is left free");
+        assert!(
+            arena.new_chunk(&budget, 0).is_some(),
+            "compaction gets its chunk without growing the directory"
+        );
+        assert!(budget.used() <= limit);
     }
 
     #[test]
