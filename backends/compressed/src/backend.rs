@@ -4,10 +4,10 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pagebackup_core::raw::{HandleCodec, Shards};
+use pagebackup_core::raw::{HandleCodec, Shards, check_batch_lengths};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, BackupStats, ErrorKind, Handle, Interrupt, Operation, Origin, PAGE_SIZE,
-    Page, Result,
+    BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, ErrorKind, Handle, Interrupt, Operation, Origin,
+    PAGE_SIZE, Page, Result,
 };
 
 use crate::arena::{self, CHUNK, HEADER};
@@ -359,7 +359,12 @@ impl CompressedBackend {
 
     fn restore(&self, dst: &mut Page, handle: Handle) -> Result<()> {
         let (index, local, wanted) = self.locate(handle);
-        let shard = self.shards.read(index);
+        self.restore_from(&self.shards.read(index), (local, wanted), dst, handle)
+    }
+
+    /// [`restore`](Self::restore) from `shard`, read-locked by the caller,
+    /// of the page at `local` if its generation is `wanted`.
+    fn restore_from(&self, shard: &Shard, (local, wanted): (u32, u32), dst: &mut Page, handle: Handle) -> Result<()> {
         let stored = match shard.table.get(local) {
             Some((generation, stored)) if generation != 0 && generation == wanted => stored,
             _ => return Err(self.invalid_handle(handle, Operation::CopyPage)),
@@ -429,6 +434,13 @@ impl CompressedBackend {
     }
 }
 
+/// The error of a restore whose interrupt was set before it began.
+fn interrupted() -> BackupError {
+    BackupError::Interrupted {
+        origin: Origin::new(NAME, Operation::CopyPage),
+    }
+}
+
 /// The word a same-filled page repeats, if it is one.
 fn same_word(page: &Page) -> Option<u64> {
     let mut words = page.words();
@@ -477,9 +489,7 @@ impl BackupBackend for CompressedBackend {
 
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
         let result = if intr.is_some_and(Interrupt::is_interrupted) {
-            Err(BackupError::Interrupted {
-                origin: Origin::new(NAME, Operation::CopyPage),
-            })
+            Err(interrupted())
         } else {
             self.restore(dst, handle)
         };
@@ -487,6 +497,47 @@ impl BackupBackend for CompressedBackend {
             self.failed_restores.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Restores in order, as [`copy_page`](Self::copy_page) does, but holds
+    /// a shard's read lock across consecutive pages of that shard (a
+    /// thread's backups go to one shard, so a batch is mostly one run): one
+    /// lock round trip per run instead of per page, a few percent of an lz4
+    /// restore.
+    fn copy_pages(
+        &self,
+        handles: &[Handle],
+        dsts: &mut [&mut Page],
+        intr: Option<&Interrupt>,
+    ) -> Result<(), BatchError> {
+        check_batch_lengths(NAME, handles.len(), dsts.len())?;
+        let mut held = None;
+        for (k, (dst, &handle)) in dsts.iter_mut().zip(handles).enumerate() {
+            let result = if intr.is_some_and(Interrupt::is_interrupted) {
+                Err(interrupted())
+            } else {
+                let (index, local, wanted) = self.locate(handle);
+                let shard = match held.take() {
+                    Some((i, shard)) if i == index => shard,
+                    // The lock of another shard goes before this one is taken.
+                    other => {
+                        drop(other);
+                        self.shards.read(index)
+                    }
+                };
+                let result = self.restore_from(&shard, (local, wanted), dst, handle);
+                held = Some((index, shard));
+                result
+            };
+            if let Err(error) = result {
+                self.failed_restores.fetch_add(1, Ordering::Relaxed);
+                return Err(BatchError {
+                    completed: k,
+                    error: error.in_op(Operation::CopyPages),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// What the page costs in the arena: its object with its header and
