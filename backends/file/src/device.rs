@@ -166,10 +166,7 @@ unsafe impl Device for FileDevice {
         for (page, slot) in (slot..).take(count).enumerate() {
             match self.staging.staged(slot) {
                 Some(staged) => visit(page, &staged),
-                // SAFETY: not staged, so written to the file (a staged page
-                // leaves staging once its write has completed), within the
-                // mapping (`covering`), and neither written nor released
-                // meanwhile (the caller's promise).
+                // SAFETY: not staged, so written to the file (a staged page leaves staging once its write has completed), within the mapping (`covering`), and neither written nor released meanwhile (the caller's promise).
                 None => visit(page, unsafe { mapped.page(slot) }),
             }
         }

@@ -63,8 +63,7 @@ impl FileMap {
         if offset.saturating_add(len) > mapped.len {
             return;
         }
-        // SAFETY: the range lies within the mapping, which `mapped` keeps
-        // alive; populating reads the file's pages and changes no memory.
+        // SAFETY: the range lies within the mapping, which `mapped` keeps alive; populating reads the file's pages and changes no memory.
         let _ = unsafe { rustix::mm::madvise(mapped.ptr.as_ptr().add(offset).cast(), len, Advice::LinuxPopulateRead) };
     }
 }
@@ -84,8 +83,7 @@ unsafe impl Sync for Mapped {}
 
 impl Mapped {
     fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
-        // SAFETY: a new mapping at an address the kernel picks, aliasing
-        // no Rust object; it is read only through `page`, under its rules.
+        // SAFETY: a new mapping at an address the kernel picks, aliasing no Rust object; it is read only through `page`, under its rules.
         let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ, MapFlags::SHARED, fd, 0) }?;
         let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
         Ok(Mapped { ptr, len })
@@ -101,20 +99,14 @@ impl Mapped {
     pub(crate) unsafe fn page(&self, slot: u32) -> &Page {
         let offset = slot as usize * PAGE_SIZE;
         debug_assert!(offset + PAGE_SIZE <= self.len, "slot {slot} is past the mapping");
-        // SAFETY: within the mapping (the caller's promise), page-aligned
-        // (the mapping is, and `Page` is 4096 bytes), initialised (file
-        // bytes), and not written meanwhile by this process (the caller's
-        // promise). Another process with write access to the file could
-        // change the bytes under the reference, as with any shared mapping;
-        // a sealed page changed so fails authentication.
+        // SAFETY: within the mapping (the caller's promise), page-aligned (the mapping is, and `Page` is 4096 bytes), initialised (file bytes), and not written meanwhile by this process (the caller's promise). Another process with write access to the file could change the bytes under the reference, as with any shared mapping; a sealed page changed so fails authentication.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<Page>() }
     }
 }
 
 impl Drop for Mapped {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, of this length; no reference
-        // into it outlives `self` (`page` borrows it).
+        // SAFETY: the mapping made in `new`, of this length; no reference into it outlives `self` (`page` borrows it).
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -142,8 +134,7 @@ mod tests {
         let second = map.covering(file.as_fd(), (far as usize + 1) * PAGE_SIZE).unwrap();
         assert_eq!(second.len, 2 * MIN_LEN);
         assert!(Arc::ptr_eq(&second, &map.covering(file.as_fd(), PAGE_SIZE).unwrap()));
-        // SAFETY: both slots were written, within the file and the
-        // mappings, and nothing writes them meanwhile.
+        // SAFETY: both slots were written, within the file and the mappings, and nothing writes them meanwhile.
         let (old, new) = unsafe { (first.page(0), second.page(far)) };
         assert_eq!(old.as_bytes(), &page(1));
         assert_eq!(new.as_bytes(), &page(2));
