@@ -139,8 +139,11 @@ fn a_probe_during_read_ahead_maps_one_page_clean() {
         let runs = after.restores - before.restores;
         let wp_faults = after.wp_faults - before.wp_faults;
         assert!(restored > 3 * runs, "{mode}: pages are read ahead: {after:?}");
+        // A probe in 64 restores gives a few; how the evictor's batches
+        // interleave with the pass adds some (19 in 233 under a loaded CI).
+        // Mapping every page of a probed run clean gave 64 in 231.
         assert!(
-            wp_faults * 16 <= runs,
+            wp_faults * 5 <= runs,
             "{mode}: {wp_faults} write faults on clean pages for {runs} restores of {restored} pages"
         );
         for (i, page) in words.chunks_exact(PAGE_SIZE / 8).enumerate() {
