@@ -570,33 +570,8 @@ fn cpu_bound_jobs_run_at_most_cpu_slots_at_once_and_others_all_at_once() {
         });
         let adapter = Arc::new(SyncAdapter::new(backend.clone()));
         assert_eq!(adapter.execution(), Execution::Blocking);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            // 16 batches in flight: each backed up, restored and checked.
-            let tasks: Vec<_> = (0..16u8)
-                .map(|t| {
-                    let adapter = Arc::clone(&adapter);
-                    tokio::spawn(async move {
-                        let pages = (0..4).map(|k| page(t * 4 + k)).collect();
-                        let backed = adapter.backup_pages(pages, u64::from(t) * 4, BackupFlags::NONE).await;
-                        backed.result.unwrap();
-                        let dsts = (0..4).map(|_| page(0xff)).collect();
-                        let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
-                        restored.unwrap();
-                        for (k, dst) in dsts.iter().enumerate() {
-                            assert_eq!(dst.0, [t * 4 + k as u8; 4096]);
-                        }
-                        adapter.drop_handles(&backed.handles).await.unwrap();
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-        });
+        // 16 batches in flight: each backed up, restored and checked.
+        batches_at_once(&adapter, 16, 4);
         let most = backend.most.load(std::sync::atomic::Ordering::SeqCst);
         match cpu_bound {
             true => assert!(
@@ -656,32 +631,7 @@ fn inline_calls_of_a_cpu_bound_backend_compute_on_at_most_cpu_slots_workers() {
             ..Busy::default()
         });
         let adapter = Arc::new(SyncAdapter::with_execution(backend.clone(), Execution::Inline));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let tasks: Vec<_> = (0..8u8)
-                .map(|t| {
-                    let adapter = Arc::clone(&adapter);
-                    tokio::spawn(async move {
-                        let pages = (0..2).map(|k| page(t * 2 + k)).collect();
-                        let backed = adapter.backup_pages(pages, u64::from(t) * 2, BackupFlags::NONE).await;
-                        backed.result.unwrap();
-                        let dsts = (0..2).map(|_| page(0xff)).collect();
-                        let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
-                        restored.unwrap();
-                        for (k, dst) in dsts.iter().enumerate() {
-                            assert_eq!(dst.0, [t * 2 + k as u8; 4096]);
-                        }
-                        adapter.drop_handles(&backed.handles).await.unwrap();
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-        });
+        batches_at_once(&adapter, 8, 2);
         let most = backend.most.load(std::sync::atomic::Ordering::SeqCst);
         let slots = pagebackup_async::cpu_slots();
         match cpu_bound {
@@ -780,4 +730,36 @@ fn concurrent_drops_share_one_blocking_job_each_with_its_own_outcome() {
             "drops in flight at once took a blocking thread each"
         );
     }
+}
+
+/// `tasks` tasks at once on a 2-worker runtime, each backing up `per`
+/// pages of its own, restoring them exactly and dropping them.
+fn batches_at_once<B: BackupBackend + 'static>(adapter: &Arc<SyncAdapter<B>>, tasks: u8, per: u8) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..tasks)
+            .map(|t| {
+                let adapter = Arc::clone(adapter);
+                tokio::spawn(async move {
+                    let pages = (0..per).map(|k| page(t * per + k)).collect();
+                    let first = u64::from(t) * u64::from(per);
+                    let backed = adapter.backup_pages(pages, first, BackupFlags::NONE).await;
+                    backed.result.unwrap();
+                    let dsts = (0..per).map(|_| page(0xff)).collect();
+                    let (restored, dsts) = adapter.copy_pages(&backed.handles, dsts, None).await;
+                    restored.unwrap();
+                    for (k, dst) in dsts.iter().enumerate() {
+                        assert_eq!(dst.0, [t * per + k as u8; 4096]);
+                    }
+                    adapter.drop_handles(&backed.handles).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
 }
