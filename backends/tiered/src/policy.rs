@@ -90,8 +90,7 @@ impl Shared {
             settled.extend(slots.iter().filter_map(|&slot| table.take_settled(slot)));
         }
         for kept in settled {
-            self.tiers[kept.tier as usize].counters.remove_kept(kept.cost);
-            self.release_inner(kept.tier as usize, kept.inner);
+            self.release_kept(kept);
         }
     }
 

@@ -231,8 +231,7 @@ impl Shared {
         }
         match self.store_in(below, page, idx, BackupFlags::NONE, None) {
             Ok(Some(lower)) => {
-                self.tiers[entry.tier as usize].counters.remove(entry.cost);
-                self.release_inner(entry.tier as usize, entry.inner);
+                self.release(entry.tier as usize, entry.inner, entry.cost);
                 let from = &self.tiers[entry.tier as usize].counters;
                 TierCounters::bump(&from.moved_down, 1);
                 TierCounters::bump(&self.tiers[below].counters.written_back_bytes, PAGE);
@@ -245,9 +244,24 @@ impl Shared {
         }
     }
 
+    /// Drops a copy the table no longer maps from tier `tier`, then takes
+    /// its `cost` out of the tier's counters: in that order, so that a
+    /// backup reserving the room freed never lands while the old copy is
+    /// still stored, and the tier's backend holds no more than its budget.
+    pub(crate) fn release(&self, tier: usize, inner: Handle, cost: u32) {
+        self.release_inner(tier, inner);
+        self.tiers[tier].counters.remove(cost);
+    }
+
+    /// [`release`](Self::release) for a kept copy.
+    pub(crate) fn release_kept(&self, kept: Kept) {
+        self.release_inner(kept.tier as usize, kept.inner);
+        self.tiers[kept.tier as usize].counters.remove_kept(kept.cost);
+    }
+
     /// Drops a copy the table no longer maps (after a move or a lost race);
     /// a copy whose drop fails is kept for [`retry_releases`](Self::retry_releases).
-    pub(crate) fn release_inner(&self, tier: usize, inner: Handle) {
+    fn release_inner(&self, tier: usize, inner: Handle) {
         if !self.try_release(tier, inner) {
             self.failed_releases.fetch_add(1, Ordering::Relaxed);
             lock(&self.unreleased).push((tier, inner));
@@ -285,8 +299,7 @@ impl Shared {
         let shard = self.shards.mine();
         let tier = &self.tiers[entry.tier as usize];
         let Some((slot, generation)) = self.shards.lock(shard).insert(entry) else {
-            tier.counters.remove(entry.cost);
-            self.release_inner(entry.tier as usize, entry.inner);
+            self.release(entry.tier as usize, entry.inner, entry.cost);
             self.failed_backups.fetch_add(1, Ordering::Relaxed);
             return Err(BackupError::NoSpace {
                 origin: Self::origin(Operation::BackupPage),
@@ -471,8 +484,7 @@ impl Shared {
             .filter(|e| found.still(e))
         else {
             drop(table);
-            self.tiers[to.tier as usize].counters.remove(to.cost);
-            self.release_inner(to.tier as usize, to.inner);
+            self.release(to.tier as usize, to.inner, to.cost);
             return false;
         };
         to.last_use = old.last_use;
@@ -509,12 +521,10 @@ impl Shared {
         }
         drop(table);
         if release_old {
-            from.counters.remove(old.cost);
-            self.release_inner(old.tier as usize, old.inner);
+            self.release(old.tier as usize, old.inner, old.cost);
         }
         if let Some(k) = stale {
-            self.tiers[k.tier as usize].counters.remove_kept(k.cost);
-            self.release_inner(k.tier as usize, k.inner);
+            self.release_kept(k);
         }
         true
     }
@@ -551,8 +561,7 @@ impl Shared {
         // Counted serving before the lock lets a drop see (and uncount) it.
         lower.counters.serve_kept();
         drop(table);
-        self.tiers[old.tier as usize].counters.remove(old.cost);
-        self.release_inner(old.tier as usize, old.inner);
+        self.release(old.tier as usize, old.inner, old.cost);
         Some(Moved::ToKept)
     }
 
@@ -610,8 +619,7 @@ impl Shared {
         tier.vacate();
         tier.counters.remove(entry.cost);
         if let Some(k) = kept {
-            self.tiers[k.tier as usize].counters.remove_kept(k.cost);
-            self.release_inner(k.tier as usize, k.inner);
+            self.release_kept(k);
         }
         Ok(())
     }

@@ -240,9 +240,14 @@ impl BackupBackend for MemoryBackend {
     }
 
     fn stats(&self) -> BackupStats {
-        let mut stats = BackupStats::default();
+        // One count for the whole backend, not a sum over shards: a sum
+        // taken while pages come and go in different shards can count a
+        // page twice. It includes backups in flight, never less than stored.
+        let mut stats = BackupStats {
+            stored_pages: self.stored_pages.load(Ordering::Acquire),
+            ..BackupStats::default()
+        };
         for shard in self.shards.each() {
-            stats.stored_pages += shard.table.live();
             stats.metadata_bytes += shard.table.metadata_bytes();
             stats.memory_used += shard.slab_bytes();
         }
