@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pagebackup_core::raw::{HandleCodec, Shards, check_batch_lengths};
+use pagebackup_core::raw::{HandleCodec, Shards, copy_in_order};
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, BatchError, ErrorKind, Handle, Interrupt, Operation, Origin,
     PAGE_SIZE, Page, Result,
@@ -357,6 +357,19 @@ impl CompressedBackend {
         }
     }
 
+    /// Runs `restore` unless `intr` is set, counting a failure either way.
+    fn counted_restore(&self, intr: Option<&Interrupt>, restore: impl FnOnce() -> Result<()>) -> Result<()> {
+        let result = if intr.is_some_and(Interrupt::is_interrupted) {
+            Err(interrupted())
+        } else {
+            restore()
+        };
+        if result.is_err() {
+            self.failed_restores.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
     fn restore(&self, dst: &mut Page, handle: Handle) -> Result<()> {
         let (index, local, wanted) = self.locate(handle);
         self.restore_from(&self.shards.read(index), (local, wanted), dst, handle)
@@ -488,15 +501,7 @@ impl BackupBackend for CompressedBackend {
     }
 
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> Result<()> {
-        let result = if intr.is_some_and(Interrupt::is_interrupted) {
-            Err(interrupted())
-        } else {
-            self.restore(dst, handle)
-        };
-        if result.is_err() {
-            self.failed_restores.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        self.counted_restore(intr, || self.restore(dst, handle))
     }
 
     /// Restores in order, as [`copy_page`](Self::copy_page) does, but holds
@@ -510,12 +515,9 @@ impl BackupBackend for CompressedBackend {
         dsts: &mut [&mut Page],
         intr: Option<&Interrupt>,
     ) -> Result<(), BatchError> {
-        check_batch_lengths(NAME, handles.len(), dsts.len())?;
         let mut held = None;
-        for (k, (dst, &handle)) in dsts.iter_mut().zip(handles).enumerate() {
-            let result = if intr.is_some_and(Interrupt::is_interrupted) {
-                Err(interrupted())
-            } else {
+        copy_in_order(NAME, handles, dsts, |dst, handle| {
+            self.counted_restore(intr, || {
                 let (index, local, wanted) = self.locate(handle);
                 let shard = match held.take() {
                     Some((i, shard)) if i == index => shard,
@@ -528,16 +530,8 @@ impl BackupBackend for CompressedBackend {
                 let result = self.restore_from(&shard, (local, wanted), dst, handle);
                 held = Some((index, shard));
                 result
-            };
-            if let Err(error) = result {
-                self.failed_restores.fetch_add(1, Ordering::Relaxed);
-                return Err(BatchError {
-                    completed: k,
-                    error: error.in_op(Operation::CopyPages),
-                });
-            }
-        }
-        Ok(())
+            })
+        })
     }
 
     /// What the page costs in the arena: its object with its header and

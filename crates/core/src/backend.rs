@@ -160,14 +160,9 @@ pub trait BackupBackend: Send + Sync + Debug {
         dsts: &mut [&mut Page],
         intr: Option<&Interrupt>,
     ) -> Result<(), BatchError> {
-        check_batch_lengths(self.name(), handles.len(), dsts.len())?;
-        for (k, (dst, &handle)) in dsts.iter_mut().zip(handles).enumerate() {
-            self.copy_page(dst, handle, intr).map_err(|error| BatchError {
-                completed: k,
-                error: error.in_op(Operation::CopyPages),
-            })?;
-        }
-        Ok(())
+        copy_in_order(self.name(), handles, dsts, |dst, handle| {
+            self.copy_page(dst, handle, intr)
+        })
     }
 
     /// Drops `handles` in order, stopping at the first that fails: handles
@@ -183,6 +178,28 @@ pub trait BackupBackend: Send + Sync + Debug {
         }
         Ok(())
     }
+}
+
+/// The outline of [`BackupBackend::copy_pages`]'s default, for a backend
+/// whose batch differs from it only in what `copy` keeps from one page to
+/// the next (a lock held across a run, say): checks the slices' lengths,
+/// then restores page by page in order with `copy`, stopping at the first
+/// that fails, which is reported as `copy_pages`'s error with the pages
+/// completed before it.
+pub fn copy_in_order(
+    backend: &'static str,
+    handles: &[Handle],
+    dsts: &mut [&mut Page],
+    mut copy: impl FnMut(&mut Page, Handle) -> Result<()>,
+) -> Result<(), BatchError> {
+    check_batch_lengths(backend, handles.len(), dsts.len())?;
+    for (k, (dst, &handle)) in dsts.iter_mut().zip(handles).enumerate() {
+        copy(dst, handle).map_err(|error| BatchError {
+            completed: k,
+            error: error.in_op(Operation::CopyPages),
+        })?;
+    }
+    Ok(())
 }
 
 /// The error `copy_pages` gives when its two slices differ in length.

@@ -15,6 +15,8 @@
 //! - [`Shards`], a backend's state in per-thread shards with the slot
 //!   numbering that names a slot's shard; [`thread_index`] underneath, and
 //!   [`check_batch_lengths`], the error of `copy_pages` with mismatched slices.
+//! - [`copy_in_order`], the outline of `copy_pages`' default for a backend
+//!   that keeps state from one page of a batch to the next.
 //! - [`params`]: a backend's spec parameters (`NAME:key=value,...`), one
 //!   [`ParamDoc`](params::ParamDoc) table per backend, typed getters and
 //!   the errors that say what is valid.
@@ -34,7 +36,7 @@ mod slot_runs;
 mod store;
 mod thread_index;
 
-pub use crate::backend::check_batch_lengths;
+pub use crate::backend::{check_batch_lengths, copy_in_order};
 pub use crate::slots::SlotTable;
 pub use codec::HandleCodec;
 pub use device::{Device, DeviceLayer, ReadRun, RunError, WriteRun};
