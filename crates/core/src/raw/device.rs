@@ -361,46 +361,18 @@ unsafe impl<L: DeviceLayer> Device for L {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
+    use crate::raw::test_device::VecDevice;
 
     /// A device of pages in memory whose every other method says who it is.
     #[derive(Debug, Default)]
-    struct Marked {
-        slots: Mutex<Vec<Page>>,
-    }
+    struct Marked(VecDevice);
 
-    // SAFETY: plain memory behind a lock: any call is sound.
-    unsafe impl Device for Marked {
-        unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-            let mut slots = self.slots.lock().unwrap();
-            for run in runs {
-                for (slot, page) in (run.slot as usize..).zip(run.pages) {
-                    let len = slots.len().max(slot + 1);
-                    slots.resize(len, Page::zeroed());
-                    slots[slot] = (*page).clone();
-                }
-            }
-            Ok(())
-        }
-        unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-            let slots = self.slots.lock().unwrap();
-            for run in runs {
-                for (slot, dst) in (run.slot as usize..).zip(run.pages.iter_mut()) {
-                    **dst = slots[slot].clone();
-                }
-            }
-            Ok(())
-        }
-        unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
-            let mut slots = self.slots.lock().unwrap();
-            slots
-                .iter_mut()
-                .skip(slot as usize)
-                .take(count as usize)
-                .for_each(|p| *p = Page::zeroed());
-            Ok(())
+    // SAFETY: it owns its inner device and changes no unsafe method.
+    unsafe impl DeviceLayer for Marked {
+        type Inner = VecDevice;
+        fn inner(&self) -> &VecDevice {
+            &self.0
         }
         fn writeback(&self, _: u32, count: u32) -> u64 {
             u64::from(count) * 10
@@ -464,7 +436,7 @@ mod tests {
         assert_eq!(out, page);
         // SAFETY: as above.
         unsafe { device.release(2, 1) }.unwrap();
-        assert_eq!(layer.inner().slots.lock().unwrap()[2], Page::zeroed());
+        assert_eq!(layer.inner().inner().stored(2), Page::zeroed());
         assert_eq!(device.writeback(0, 3), 30);
         assert_eq!(device.flush().unwrap_err().to_string(), "marked flush");
         assert_eq!(

@@ -34,6 +34,8 @@ pub mod seal;
 mod shards;
 mod slot_runs;
 mod store;
+#[cfg(test)]
+mod test_device;
 mod thread_index;
 
 pub use crate::backend::{check_batch_lengths, copy_in_order};

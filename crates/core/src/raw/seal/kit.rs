@@ -575,6 +575,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::raw::test_device::VecDevice;
 
     /// The device calls of these tests: one thread, slots the test owns,
     /// nothing written while it is read.
@@ -599,7 +600,7 @@ mod tests {
     /// its slots if `lends`, so that reads open from them out of place.
     #[derive(Debug, Default)]
     struct MemDevice {
-        slots: Mutex<Vec<Page>>,
+        slots: VecDevice,
         log: Arc<Mutex<Vec<Page>>>,
         lends: bool,
         /// Lends all but the last page of a run, and says it lent them all.
@@ -609,64 +610,39 @@ mod tests {
     impl MemDevice {
         fn with_log(log: &Arc<Mutex<Vec<Page>>>) -> Self {
             MemDevice {
-                slots: Mutex::new(Vec::new()),
                 log: Arc::clone(log),
-                lends: false,
-                lends_short: false,
+                ..MemDevice::default()
             }
         }
         fn stored(&self, slot: u32) -> Page {
-            self.slots.lock().unwrap()[slot as usize].clone()
+            self.slots.stored(slot)
         }
         fn put(&self, slot: u32, page: &Page) {
-            self.slots.lock().unwrap()[slot as usize] = page.clone();
+            self.slots.put(slot, page);
         }
     }
 
-    // SAFETY: a test device of plain memory behind a lock: any call is sound.
-    unsafe impl Device for MemDevice {
+    // SAFETY: it owns its inner device; what it adds (the log, lending)
+    // reads the runs' pages and the inner device's slots behind its lock.
+    unsafe impl DeviceLayer for MemDevice {
+        type Inner = VecDevice;
+        fn inner(&self) -> &VecDevice {
+            &self.slots
+        }
         unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-            let mut slots = self.slots.lock().unwrap();
-            for run in runs {
-                for (slot, page) in (run.slot as usize..).zip(run.pages) {
-                    if slots.len() <= slot {
-                        slots.resize(slot + 1, Page::zeroed());
-                    }
-                    slots[slot] = (*page).clone();
-                    self.log.lock().unwrap().push((*page).clone());
-                }
-            }
-            Ok(())
-        }
-        unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-            let slots = self.slots.lock().unwrap();
-            for run in runs {
-                for (slot, dst) in (run.slot as usize..).zip(run.pages.iter_mut()) {
-                    **dst = slots[slot].clone();
-                }
-            }
-            Ok(())
-        }
-        unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
-            let mut slots = self.slots.lock().unwrap();
-            for s in slots.iter_mut().skip(slot as usize).take(count as usize) {
-                *s = Page::zeroed();
-            }
+            // SAFETY: the caller's promise for `runs` holds for the inner device.
+            unsafe { self.slots.write(runs) }?;
+            let pages = runs.iter().flat_map(|run| run.pages.iter().map(|&page| page.clone()));
+            self.log.lock().unwrap().extend(pages);
             Ok(())
         }
         unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> io::Result<bool> {
             if !self.lends {
                 return Ok(false);
             }
-            let slots = self.slots.lock().unwrap();
             let count = if self.lends_short { count - 1 } else { count };
-            for (page, stored) in slots[slot as usize..slot as usize + count].iter().enumerate() {
-                visit(page, stored);
-            }
+            self.slots.visit(slot, count, visit);
             Ok(true)
-        }
-        fn resident_bytes(&self) -> u64 {
-            0
         }
     }
 

@@ -9,8 +9,6 @@ mod release;
 mod reserve;
 mod slot_bits;
 mod stats;
-#[cfg(test)]
-mod test_device;
 
 use std::fmt;
 use std::io;

@@ -111,8 +111,8 @@ impl<D: Device> SlotStore<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_device::VecDevice;
     use crate::raw::device::ReadRun;
+    use crate::raw::test_device::VecDevice;
     use crate::raw::{SlotStore, StoreConfig};
     use crate::{BackupBackend, BackupFlags, ErrorKind, Operation, PAGE_SIZE, Page};
 

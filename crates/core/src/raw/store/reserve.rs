@@ -122,7 +122,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use super::super::test_device::VecDevice;
+    use crate::raw::test_device::VecDevice;
     use crate::raw::{SlotStore, StoreConfig};
     use crate::{BackupBackend, BackupFlags, Page};
 

@@ -1,4 +1,5 @@
-//! A device for the store's unit tests: slots in a vector.
+//! A device for the unit tests below `raw`: slots in a vector. Tests that
+//! need more (a log, lending, marked answers) wrap it in a layer.
 
 use std::io;
 use std::sync::Mutex;
@@ -8,13 +9,34 @@ use std::time::Duration;
 use crate::Page;
 use crate::raw::device::{Device, ReadRun, RunError, WriteRun};
 
-/// Slots in a vector; a released slot reads as zeros. With `slow`, an
-/// allocation ahead says so on the sender, then takes that long.
+/// Slots in a vector; a released slot reads as zeros. With its second
+/// field, an allocation ahead says so on the sender, then takes that long.
 #[derive(Debug, Default)]
-pub(super) struct VecDevice(
-    pub(super) Mutex<Vec<Box<Page>>>,
-    pub(super) Option<(Sender<()>, Duration)>,
+pub(crate) struct VecDevice(
+    pub(crate) Mutex<Vec<Box<Page>>>,
+    pub(crate) Option<(Sender<()>, Duration)>,
 );
+
+impl VecDevice {
+    /// The page stored in `slot`.
+    pub(crate) fn stored(&self, slot: u32) -> Page {
+        (*self.0.lock().unwrap()[slot as usize]).clone()
+    }
+
+    /// Overwrites what `slot` holds with `page`, under the device's user.
+    pub(crate) fn put(&self, slot: u32, page: &Page) {
+        (*self.0.lock().unwrap()[slot as usize]).clone_from(page);
+    }
+
+    /// Hands `visit` the pages of slots `slot..slot + count`, as a lending
+    /// device would.
+    pub(crate) fn visit(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) {
+        let slots = self.0.lock().unwrap();
+        for (k, stored) in slots[slot as usize..slot as usize + count].iter().enumerate() {
+            visit(k, stored);
+        }
+    }
+}
 
 // SAFETY: every call touches only its runs' pages and the vector, behind the lock.
 unsafe impl Device for VecDevice {
