@@ -68,17 +68,25 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   device's pace). A backup in flight keeps the backend alive until it
 ///   completes; a drop that then happens on a reaper thread leaves that
 ///   reaper to finish the reaping on its own, holding the ring and buffers.
-/// - **`direct=on`** suits it best: `O_DIRECT` writes are issued by the
-///   kernel inline at submission, without io_uring's worker threads, and
-///   leave no page cache behind. Buffered writes through io_uring go to its
-///   worker threads whenever the file system cannot write without
-///   blocking (ext4, which refuses `RWF_NOWAIT` buffered writes with
-///   `EOPNOTSUPP`): each then costs a hand-off to an io_uring worker and a
-///   wake-up by the reaper, and a batch of 64 awaited alone (one call in
-///   flight) ran at 0.5–0.8x the pace of the sync backend's `pwritev` on
-///   ext4 (6.18, a loaded 2-core machine); many calls in flight overlap
-///   the hand-offs. Restores served from the page cache complete inline
-///   and match the sync backend.
+/// - **Where backups are written** ([`AsyncWrites`], `async_writes=`):
+///   with `direct=on`, through the ring: `O_DIRECT` writes are issued by
+///   the kernel inline at submission, without io_uring's worker threads,
+///   and leave no page cache behind. Buffered, through the ring only where
+///   the file system takes a write without blocking (`RWF_NOWAIT`, probed
+///   at open); where it refuses (ext4 answers `EOPNOTSUPP`), io_uring
+///   would hand every write to one of its worker threads and the reaper
+///   would wake the caller, two hand-offs per write, so backups go to
+///   `pwritev` on tokio's blocking pool instead, a shard's writes one after
+///   another in one blocking job ([`Serial`](pagebackup_async::Serial)):
+///   one hand-off to a thread that then writes what queued meanwhile. On
+///   ext4 (Linux 6.18, a loaded 2-core machine, `bench --async`), batches
+///   of 64 backed up through the pool ran at 0.45–0.87x the pace of the
+///   sync backend's `pwritev` on one thread, against 0.35–0.80x through
+///   the ring in the same runs: every such path pays a thread hand-off per
+///   write that the sync call does not. Restores stay on the ring, whose
+///   reads served from the page cache complete inline at submission and
+///   match the sync backend. [`writes_through`](Self::writes_through) says
+///   which path a backend uses.
 /// - Checksums, placement, bounded space, failure rules and `fork()` are the
 ///   slot store's, as for the sync backend; [`blocking`](Self::blocking)
 ///   gives the same store through the sync trait, so handles from one are
