@@ -408,6 +408,53 @@ mod tests {
         assert_eq!(jobs.orphans(), 0);
     }
 
+    /// Jobs queued while one runs are run by the same blocking thread, in
+    /// order; a panicking job does not stop the next; outside a runtime,
+    /// and on a runtime shut down, the queue runs where the job is queued
+    /// or dropped.
+    #[test]
+    fn serial_jobs_run_in_order_on_one_thread_wherever_the_runtime_is() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let serial = Arc::new(Serial::new());
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        runtime.block_on(async {
+            let first = Arc::clone(&ran);
+            serial.push(move || {
+                wait.recv().unwrap();
+                lock(&first).push((0, std::thread::current().id()));
+            });
+            serial.push(|| panic!("a job that panics"));
+            for k in 1..4 {
+                let ran = Arc::clone(&ran);
+                serial.push(move || lock(&ran).push((k, std::thread::current().id())));
+            }
+            go.send(()).unwrap();
+            serial.settle().await;
+        });
+        let ran = std::mem::take(&mut *lock(&ran));
+        assert_eq!(ran.iter().map(|&(k, _)| k).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert!(ran.iter().all(|&(_, thread)| thread == ran[0].1), "{ran:?}");
+        assert_ne!(ran[0].1, std::thread::current().id());
+
+        let here = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&here);
+        serial.push(move || drop(counted.fetch_add(1, Ordering::SeqCst)));
+        assert_eq!(here.load(Ordering::SeqCst), 1, "outside a runtime, run at once");
+        let handle = runtime.handle().clone();
+        runtime.shutdown_background();
+        let counted = Arc::clone(&here);
+        handle.block_on(async { serial.push(move || drop(counted.fetch_add(1, Ordering::SeqCst))) });
+        assert_eq!(
+            here.load(Ordering::SeqCst),
+            2,
+            "a runtime shut down drops the job, which runs then"
+        );
+    }
+
     #[test]
     fn an_orphaned_job_is_counted_until_its_output_is_dropped() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
