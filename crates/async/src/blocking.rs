@@ -442,12 +442,18 @@ mod tests {
 
         let here = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&here);
-        serial.push(move || drop(counted.fetch_add(1, Ordering::SeqCst)));
+        serial.push(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
         assert_eq!(here.load(Ordering::SeqCst), 1, "outside a runtime, run at once");
         let handle = runtime.handle().clone();
         runtime.shutdown_background();
         let counted = Arc::clone(&here);
-        handle.block_on(async { serial.push(move || drop(counted.fetch_add(1, Ordering::SeqCst))) });
+        handle.block_on(async {
+            serial.push(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+        });
         assert_eq!(
             here.load(Ordering::SeqCst),
             2,

@@ -79,11 +79,12 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   `pwritev` on tokio's blocking pool instead, a shard's writes one after
 ///   another in one blocking job ([`Serial`](pagebackup_async::Serial)):
 ///   one hand-off to a thread that then writes what queued meanwhile. On
-///   ext4 (Linux 6.18, a loaded 2-core machine, `bench --async`), batches
-///   of 64 backed up through the pool ran at 0.45–0.87x the pace of the
-///   sync backend's `pwritev` on one thread, against 0.35–0.80x through
-///   the ring in the same runs: every such path pays a thread hand-off per
-///   write that the sync call does not. Restores stay on the ring, whose
+///   ext4 (Linux 6.18, a loaded 2-core machine, `bench --async`, 13 runs),
+///   batches of 64 backed up through the pool ran at a median 0.72x the
+///   pace of the sync backend's `pwritev` on one thread with one call in
+///   flight and 0.75x with 64, against 0.69x and 0.63x through the ring
+///   (with its workers bounded to one, no better) in the same runs: every
+///   such path pays thread hand-offs per write that the sync call does not. Restores stay on the ring, whose
 ///   reads served from the page cache complete inline at submission and
 ///   match the sync backend. [`writes_through`](Self::writes_through) says
 ///   which path a backend uses.
