@@ -22,10 +22,30 @@ pub enum IoMode {
     Sync,
 }
 
+/// Where the native async backend
+/// ([`AsyncFileBackend`](crate::AsyncFileBackend), feature `async`) writes
+/// its backups; the sync [`FileBackend`](crate::FileBackend) ignores it.
+/// Restores always go through the native backend's io_uring rings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AsyncWrites {
+    /// The ring where the file system writes without blocking: with
+    /// `direct`, and buffered where the file accepts a `RWF_NOWAIT`
+    /// write (probed at open); elsewhere (ext4 refuses buffered
+    /// `RWF_NOWAIT` writes, so io_uring hands each to a worker thread)
+    /// the blocking pool.
+    #[default]
+    Auto,
+    /// io_uring, one `WRITEV` per run.
+    Ring,
+    /// `pwritev` on tokio's blocking pool, the writes of one shard one
+    /// after another in one blocking job.
+    Pool,
+}
+
 /// Settings of a [`FileBackend`](crate::FileBackend).
 ///
 /// Each setting is a parameter of the `file:` spec (`dir`, `path`,
-/// `max_size`, `io`, `direct`, `checksum`, `shards`), which
+/// `max_size`, `io`, `direct`, `checksum`, `shards`, `async_writes`), which
 /// [`from_params`](Self::from_params) parses:
 ///
 /// ```
@@ -84,6 +104,8 @@ pub struct FileConfig {
     /// of an `Io` error. Where the disk's read errors must come back as
     /// errors, use `direct` (whose restores read into the caller's page).
     pub seal: Option<SealKeySource>,
+    /// Where the native async backend writes its backups.
+    pub async_writes: AsyncWrites,
 }
 
 impl Default for FileConfig {
@@ -97,6 +119,7 @@ impl Default for FileConfig {
             checksum: true,
             shards: None,
             seal: None,
+            async_writes: AsyncWrites::Auto,
         }
     }
 }
@@ -146,6 +169,12 @@ impl FileConfig {
             default: "CPUs, at most 8",
             meaning: "files the pages are spread over",
         },
+        ParamDoc {
+            key: "async_writes",
+            syntax: "auto|ring|pool",
+            default: "auto",
+            meaning: "the native async backend's writes: io_uring, or pwritev on the blocking pool",
+        },
         SEAL_PARAM,
         SEAL_KEY_PARAM,
     ];
@@ -168,6 +197,11 @@ impl FileConfig {
             checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
             shards: params.count("shards")?,
             seal: SealKeySource::from_params(&params)?,
+            async_writes: match params.choice("async_writes", &["auto", "ring", "pool"])? {
+                Some("ring") => AsyncWrites::Ring,
+                Some("pool") => AsyncWrites::Pool,
+                _ => AsyncWrites::Auto,
+            },
         })
     }
 
@@ -216,6 +250,12 @@ impl FileConfig {
     /// With this many shards.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// With the native async backend's writes going where `writes` says.
+    pub fn with_async_writes(mut self, writes: AsyncWrites) -> Self {
+        self.async_writes = writes;
         self
     }
 

@@ -33,7 +33,7 @@ mod staging;
 mod uring;
 
 pub use backend::FileBackend;
-pub use config::{FileConfig, IoMode};
+pub use config::{AsyncWrites, FileConfig, IoMode};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use native::AsyncFileBackend;

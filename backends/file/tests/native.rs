@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use pagebackup_async::AsyncBackupBackend;
-use pagebackup_file::{AsyncFileBackend, FileConfig};
+use pagebackup_file::{AsyncFileBackend, AsyncWrites, FileConfig};
 use pagebackup_testkit::{AsyncCheck, AsyncSubject, async_conformance};
 use rstest::rstest;
 use rstest_reuse::apply;
@@ -27,6 +27,18 @@ fn native_buffered(#[case] check: AsyncCheck) {
 }
 
 #[apply(async_conformance)]
+fn native_buffered_ring(#[case] check: AsyncCheck) {
+    let config = FileConfig::new().with_async_writes(AsyncWrites::Ring);
+    check.run(&subject("native file async_writes=ring", config));
+}
+
+#[apply(async_conformance)]
+fn native_buffered_pool(#[case] check: AsyncCheck) {
+    let config = FileConfig::new().with_async_writes(AsyncWrites::Pool);
+    check.run(&subject("native file async_writes=pool", config));
+}
+
+#[apply(async_conformance)]
 fn native_direct(#[case] check: AsyncCheck) {
     if let Err(e) = AsyncFileBackend::new(FileConfig::new().with_direct(true)) {
         println!("SKIP: native file backend with direct=on: {e}");
@@ -38,7 +50,7 @@ fn native_direct(#[case] check: AsyncCheck) {
 #[test]
 fn open_async_gives_the_native_backend_and_its_handles_work_through_the_sync_view() {
     use pagebackup_core::{BackupBackend, BackupFlags, Page};
-    let b = AsyncFileBackend::new(FileConfig::new()).unwrap();
+    let b = AsyncFileBackend::new(FileConfig::new().with_async_writes(AsyncWrites::Ring)).unwrap();
     assert_eq!(b.stats().io_path, Some("io_uring"));
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut page = Page::new_boxed();
@@ -158,4 +170,55 @@ fn a_restore_served_from_the_page_cache_is_ready_at_its_first_poll() {
     }
     drop(batch);
     runtime.block_on(b.drop_handles(&handles)).unwrap();
+}
+
+/// Each write path, forced or chosen by the probe at open, stores what a
+/// batch and single pages give it, restored through the ring and through
+/// the sync view alike; the probe's page leaves nothing in the file.
+#[test]
+fn every_write_path_gives_the_same_bytes_back() {
+    use pagebackup_core::{BackupBackend, BackupFlags, Handle, Page};
+    use pagebackup_testkit::PageSpec;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let probed = AsyncFileBackend::new(FileConfig::new()).unwrap().writes_through();
+    println!("buffered writes probed at open go through {probed}");
+    for (writes, through) in [
+        (AsyncWrites::Ring, "io_uring"),
+        (AsyncWrites::Pool, "pwritev"),
+        (AsyncWrites::Auto, probed),
+    ] {
+        let b = AsyncFileBackend::new(FileConfig::new().with_shards(1).with_async_writes(writes)).unwrap();
+        assert_eq!(b.writes_through(), through, "{writes:?}");
+        let specs: Vec<PageSpec> = (0..80).map(|i| PageSpec::mixed(29, i)).collect();
+        let handles: Vec<Handle> = runtime.block_on(async {
+            let batch = b.backup_pages(specs[..64].iter().map(PageSpec::page).collect(), 0, BackupFlags::NONE);
+            let mut done = batch.await;
+            done.result.unwrap();
+            for (k, spec) in specs[64..].iter().enumerate() {
+                let (handle, _) = b.backup_page(spec.page(), 64 + k as u64, BackupFlags::NONE).await;
+                done.handles.push(handle.unwrap());
+            }
+            b.flush().await.unwrap();
+            let (restored, pages) = b
+                .copy_pages(&done.handles, (0..80).map(|_| Page::new_boxed()).collect(), None)
+                .await;
+            restored.unwrap();
+            for (spec, page) in specs.iter().zip(&pages) {
+                spec.verify(page).unwrap_or_else(|m| panic!("{writes:?}: {m}"));
+            }
+            done.handles
+        });
+        for (spec, &handle) in specs.iter().zip(&handles) {
+            let mut back = Page::new_boxed();
+            b.blocking().copy_page(&mut back, handle, None).unwrap();
+            spec.verify(&back)
+                .unwrap_or_else(|m| panic!("{writes:?}, sync view: {m}"));
+        }
+        b.blocking().drop_handles(&handles).unwrap();
+        assert_eq!(b.stats().stored_pages, 0, "{writes:?}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Single-page backups and restores of the native io_uring backend,
 //! gathered while others are in flight: 64 tasks at once, about half of
 //! their futures dropped at a seeded await point, on current-thread and
-//! multi-thread runtimes, buffered and `direct=on`; then a runtime shut
+//! multi-thread runtimes, buffered (backups written through the ring and
+//! on the blocking pool) and `direct=on`; then a runtime shut
 //! down with gathered calls in flight. Nothing may be lost, leaked or
 //! mixed up.
 #![cfg(feature = "async")]
@@ -10,14 +11,18 @@ use std::sync::Arc;
 
 use pagebackup_async::AsyncBackupBackend;
 use pagebackup_core::{BackupFlags, Handle, Page};
-use pagebackup_file::{AsyncFileBackend, FileConfig};
+use pagebackup_file::{AsyncFileBackend, AsyncWrites, FileConfig};
 use pagebackup_testkit::{Flavor, PageSpec, SplitMix64, within_polls};
 
 const TASKS: u64 = 64;
 const OPS: u64 = 48;
 
 fn configs() -> Vec<(&'static str, FileConfig)> {
-    let mut configs = vec![("buffered", FileConfig::new())];
+    let mut configs = vec![
+        ("buffered", FileConfig::new()),
+        ("buffered, ring", FileConfig::new().with_async_writes(AsyncWrites::Ring)),
+        ("buffered, pool", FileConfig::new().with_async_writes(AsyncWrites::Pool)),
+    ];
     match AsyncFileBackend::new(FileConfig::new().with_direct(true)) {
         Ok(_) => configs.push(("direct=on", FileConfig::new().with_direct(true))),
         Err(e) => println!("SKIP: native file backend with direct=on: {e}"),

@@ -83,52 +83,74 @@ impl Outstanding {
 #[derive(Debug, Default)]
 pub struct BlockingJobs {
     orphans: Arc<Outstanding>,
-    drops: Arc<DropQueue>,
+    drops: Arc<Serial>,
 }
 
-/// A drop to carry out, and where its outcome goes (a panic of the backend
-/// as the panic's payload).
-struct QueuedDrop {
-    job: Box<dyn FnOnce() -> Result<(), BatchError> + Send>,
-    reply: oneshot::Sender<std::thread::Result<Result<(), BatchError>>>,
-}
+/// A job of a [`Serial`] queue.
+type SerialJob = Box<dyn FnOnce() + Send>;
 
-/// Drops waiting for the blocking job that carries them out, and whether
-/// that job runs or is due to.
+/// Jobs run one after another by one blocking job: a job queued while
+/// none runs starts one at once on the blocking pool of the current
+/// runtime; those queued while it runs are run by it next, without another
+/// thread hand-off. However many jobs are in flight, they take one
+/// blocking thread, not one each.
+///
+/// A queued job is always run: by the blocking job, or, where the runtime
+/// drops that job unstarted (it shut down) or there is no runtime, on the
+/// thread that dropped it or queued the job. A job that panics does not
+/// stop the others: its panic is caught and dropped, so a job whose caller
+/// wants its outcome sends itself the outcome, panic included.
 #[derive(Default)]
-struct DropQueue {
-    waiting: Mutex<(Vec<QueuedDrop>, bool)>,
-    /// One while the job runs or is due to.
+pub struct Serial {
+    waiting: Mutex<(Vec<SerialJob>, bool)>,
+    /// One while the blocking job runs or is due to.
     busy: Outstanding,
 }
 
-impl std::fmt::Debug for DropQueue {
+impl std::fmt::Debug for Serial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DropQueue")
+        f.debug_struct("Serial")
             .field("busy", &self.busy.count())
             .finish_non_exhaustive()
     }
 }
 
-impl DropQueue {
-    /// Queues `drop`; says whether the caller is to start the job.
-    fn push(&self, drop: QueuedDrop) -> bool {
-        let start = {
-            let mut waiting = lock(&self.waiting);
-            waiting.0.push(drop);
-            !std::mem::replace(&mut waiting.1, true)
-        };
-        if start {
-            self.busy.add();
-        }
-        start
+impl Serial {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Serial::default()
     }
 
-    /// Carries out every queued drop, those queued meanwhile included, then
-    /// marks the queue idle.
+    /// Queues `job`, starting the blocking job that runs the queue if none
+    /// runs (see the type).
+    pub fn push(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
+        let start = {
+            let mut waiting = lock(&self.waiting);
+            waiting.0.push(Box::new(job));
+            !std::mem::replace(&mut waiting.1, true)
+        };
+        if !start {
+            return;
+        }
+        self.busy.add();
+        let drainer = Drainer(Arc::clone(self));
+        match tokio::runtime::Handle::try_current() {
+            // A runtime shutting down drops the job here, which drains then.
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(drainer))),
+            Err(_) => drop(drainer),
+        }
+    }
+
+    /// Returns once no job is queued or running.
+    pub async fn settle(&self) {
+        self.busy.settle().await;
+    }
+
+    /// Runs every queued job, those queued meanwhile included, then marks
+    /// the queue idle.
     fn drain(&self) {
         loop {
-            let drops = {
+            let jobs = {
                 let mut waiting = lock(&self.waiting);
                 if waiting.0.is_empty() {
                     waiting.1 = false;
@@ -138,18 +160,18 @@ impl DropQueue {
                 }
                 std::mem::take(&mut waiting.0)
             };
-            for QueuedDrop { job, reply } in drops {
-                // A caller gone has its drop carried out all the same.
-                let _ = reply.send(catch_unwind(AssertUnwindSafe(job)));
+            for job in jobs {
+                // Each job reports its own outcome; the next ones still run.
+                let _ = catch_unwind(AssertUnwindSafe(job));
             }
         }
     }
 }
 
-/// The job draining a [`DropQueue`]: it drains the queue where it is
+/// The job draining a [`Serial`] queue: it drains the queue where it is
 /// dropped, run by the blocking pool or dropped unstarted by a runtime
-/// shutting down, so that a queued drop is always carried out.
-struct Drainer(Arc<DropQueue>);
+/// shutting down, so that a queued job is always run.
+struct Drainer(Arc<Serial>);
 
 impl Drop for Drainer {
     fn drop(&mut self) {
@@ -217,18 +239,9 @@ impl BlockingJobs {
     ) -> Result<(), BatchError> {
         let job = HandlesToDrop::new(backend, handles.to_vec());
         let (reply, answer) = oneshot::channel();
-        let queued = QueuedDrop {
-            job: Box::new(move || job.drop_now()),
-            reply,
-        };
-        if self.drops.push(queued) {
-            let drainer = Drainer(Arc::clone(&self.drops));
-            match tokio::runtime::Handle::try_current() {
-                // A runtime shutting down drops the job here, which drains then.
-                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(drainer))),
-                Err(_) => drop(drainer),
-            }
-        }
+        // A caller gone has its drop carried out all the same.
+        self.drops
+            .push(move || drop(reply.send(catch_unwind(AssertUnwindSafe(|| job.drop_now())))));
         match answer.await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => resume_unwind(panic),
@@ -245,7 +258,7 @@ impl BlockingJobs {
     /// carried out (see the type).
     pub async fn settle(&self) {
         self.orphans.settle().await;
-        self.drops.busy.settle().await;
+        self.drops.settle().await;
     }
 }
 
@@ -393,6 +406,59 @@ mod tests {
         drop(runtime);
         assert_eq!(handle.block_on(jobs.run(|| 8)), 8);
         assert_eq!(jobs.orphans(), 0);
+    }
+
+    /// Jobs queued while one runs are run by the same blocking thread, in
+    /// order; a panicking job does not stop the next; outside a runtime,
+    /// and on a runtime shut down, the queue runs where the job is queued
+    /// or dropped.
+    #[test]
+    fn serial_jobs_run_in_order_on_one_thread_wherever_the_runtime_is() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let serial = Arc::new(Serial::new());
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        runtime.block_on(async {
+            let first = Arc::clone(&ran);
+            serial.push(move || {
+                wait.recv().unwrap();
+                lock(&first).push((0, std::thread::current().id()));
+            });
+            serial.push(|| panic!("a job that panics"));
+            for k in 1..4 {
+                let ran = Arc::clone(&ran);
+                serial.push(move || lock(&ran).push((k, std::thread::current().id())));
+            }
+            go.send(()).unwrap();
+            serial.settle().await;
+        });
+        let ran = std::mem::take(&mut *lock(&ran));
+        assert_eq!(ran.iter().map(|&(k, _)| k).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert!(ran.iter().all(|&(_, thread)| thread == ran[0].1), "{ran:?}");
+        assert_ne!(ran[0].1, std::thread::current().id());
+
+        let here = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&here);
+        serial.push(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(here.load(Ordering::SeqCst), 1, "outside a runtime, run at once");
+        let handle = runtime.handle().clone();
+        runtime.shutdown_background();
+        let counted = Arc::clone(&here);
+        handle.block_on(async {
+            serial.push(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        assert_eq!(
+            here.load(Ordering::SeqCst),
+            2,
+            "a runtime shut down drops the job, which runs then"
+        );
     }
 
     #[test]

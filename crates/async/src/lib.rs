@@ -36,7 +36,7 @@ mod page_array;
 
 pub use adapter::{Execution, INLINE_SLICE, SyncAdapter};
 pub use backend::{AsyncBackupBackend, BackedUp};
-pub use blocking::{BlockingJobs, Outstanding};
+pub use blocking::{BlockingJobs, Outstanding, Serial};
 pub use cancel::InterruptOnDrop;
 pub use cpu::cpu_slots;
 pub use page_array::AsyncPageArray;

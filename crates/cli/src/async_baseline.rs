@@ -1,6 +1,8 @@
-//! `baseline:spawn_blocking-pwrite`: what an async program gets from
-//! `tokio::fs`-style I/O, one `spawn_blocking` and one `pwrite` or `pread`
-//! per page, into an unlinked file at one page per slot.
+//! The async benchmark's baselines: `baseline:spawn_blocking-pwrite`, what
+//! an async program gets from `tokio::fs`-style I/O, one `spawn_blocking`
+//! and one `pwrite` or `pread` per page, into an unlinked file at one page
+//! per slot; and `baseline:memcpy`, the ticker's floor under tasks that
+//! copy pages on the runtime's workers.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -165,6 +167,110 @@ impl AsyncBackupBackend for SpawnBlockingPwrite {
     fn stats(&self) -> BackupStats {
         let mut stats = BackupStats::default();
         stats.stored_pages = self.stored.load(Ordering::Relaxed);
+        stats
+    }
+}
+
+const MEMCPY: &str = "baseline:memcpy";
+
+/// The floor of the ticker rows: pages copied into and out of boxes held
+/// under one lock, each call a plain copy on the calling task with no
+/// yield, no slicing and no CPU slot: what any backend that copies on the
+/// runtime's workers costs them at the least. Handles are the box's index
+/// + 1, unchecked: a baseline, not a backend.
+#[derive(Debug, Default)]
+pub struct Memcpy {
+    store: Mutex<Slab>,
+}
+
+/// The stored pages, and the boxes of dropped ones for reuse.
+#[derive(Debug, Default)]
+struct Slab {
+    pages: Vec<Option<Box<Page>>>,
+    free: Vec<usize>,
+    spare: Vec<Box<Page>>,
+}
+
+impl Memcpy {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slab> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl AsyncBackupBackend for Memcpy {
+    fn name(&self) -> &'static str {
+        MEMCPY
+    }
+
+    async fn backup_pages(&self, pages: Vec<Box<Page>>, _first_idx: u64, _flags: BackupFlags) -> BackedUp {
+        let mut slab = self.lock();
+        let handles = pages
+            .iter()
+            .map(|page| {
+                let mut copy = slab.spare.pop().unwrap_or_else(Page::new_boxed);
+                (*copy).clone_from(page);
+                let at = match slab.free.pop() {
+                    Some(at) => {
+                        slab.pages[at] = Some(copy);
+                        at
+                    }
+                    None => {
+                        slab.pages.push(Some(copy));
+                        slab.pages.len() - 1
+                    }
+                };
+                Handle::from_raw(at as u64 + 1).expect("index + 1 is not 0")
+            })
+            .collect();
+        BackedUp {
+            pages,
+            handles,
+            result: Ok(()),
+        }
+    }
+
+    async fn copy_pages(
+        &self,
+        handles: &[Handle],
+        mut dsts: Vec<Box<Page>>,
+        _intr: Option<Interrupt>,
+    ) -> (Result<(), BatchError>, Vec<Box<Page>>) {
+        let slab = self.lock();
+        for (k, (dst, handle)) in dsts.iter_mut().zip(handles).enumerate() {
+            match slab.pages.get(handle.to_raw() as usize - 1) {
+                Some(Some(page)) => (**dst).clone_from(page),
+                _ => {
+                    let error = BackupError::InvalidHandle {
+                        origin: Origin::new(MEMCPY, Operation::CopyPages),
+                        handle: *handle,
+                    };
+                    return (Err(BatchError { completed: k, error }), dsts);
+                }
+            }
+        }
+        (Ok(()), dsts)
+    }
+
+    async fn drop_handles(&self, handles: &[Handle]) -> Result<(), BatchError> {
+        let mut slab = self.lock();
+        for &handle in handles {
+            let at = handle.to_raw() as usize - 1;
+            if let Some(page) = slab.pages.get_mut(at).and_then(Option::take) {
+                slab.spare.push(page);
+                slab.free.push(at);
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes_avail(&self) -> u64 {
+        u64::MAX
+    }
+
+    fn stats(&self) -> BackupStats {
+        let mut stats = BackupStats::default();
+        stats.stored_pages = self.lock().pages.iter().flatten().count() as u64;
         stats
     }
 }

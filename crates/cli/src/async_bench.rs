@@ -1,7 +1,8 @@
 //! `pagebackup bench --async`: every backend through the async API
 //! (`open_async`) with N operations in flight, against the sync backend
 //! itself and `baseline:spawn_blocking-pwrite`, and the runtime's
-//! responsiveness while they work.
+//! responsiveness while they work, against its floor: `baseline:memcpy`,
+//! the same tasks copying the same bytes with no backend.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use pagebackup::{AsyncBackupBackend, BackupBackend, BackupFlags, Handle, PAGE_SIZE, Page, open_async};
 
 use crate::adapters::Error;
-use crate::async_baseline::SpawnBlockingPwrite;
+use crate::async_baseline::{Memcpy, SpawnBlockingPwrite};
 use crate::report::{AsyncSetup, Mode, Op, Role, Row, round_to, shown};
 
 /// Worker threads of the runtime every run uses: two, as on the machine the
@@ -373,8 +374,14 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// How long each responsiveness run keeps its load going, in rounds over
+/// the corpus: long enough for some 500 ticks, so that the 99th
+/// percentile is not the largest of a handful.
+const LOAD_TIME: Duration = Duration::from_millis(500);
+
 /// The ticker's lateness while `mode.depth` tasks back up and restore the
-/// corpus through `b` in calls of `mode.batch`.
+/// corpus through `b` in calls of `mode.batch`, round after round for
+/// [`LOAD_TIME`].
 fn responsiveness(
     name: &str,
     runtime: &tokio::runtime::Runtime,
@@ -382,7 +389,13 @@ fn responsiveness(
     corpus: &[Page],
     mode: AsyncMode,
 ) -> Result<Responsiveness, Error> {
-    let late = ticker_lateness(runtime, async { round(b, corpus, mode).await.map(drop) })?;
+    let late = ticker_lateness(runtime, async {
+        let start = Instant::now();
+        while start.elapsed() < LOAD_TIME {
+            round(b, corpus, mode).await?;
+        }
+        Ok(())
+    })?;
     Ok(Responsiveness {
         name: name.to_string(),
         batch: mode.batch,
@@ -433,20 +446,33 @@ fn time_to_first_byte(
     })
 }
 
+/// What a subject of the async benchmark is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// A backend, opened with `open_async` and compared with its sync self.
+    Backend,
+    /// `baseline:spawn_blocking-pwrite`: single pages, one job each.
+    SpawnBlocking,
+    /// `baseline:memcpy`: the ticker's floor, in every mode of the
+    /// backends' ticker rows, with no throughput rows.
+    Floor,
+}
+
 /// Runs the async benchmark over `corpus`.
 pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Error> {
     let runtime = runtime()?;
-    let mut subjects: Vec<(String, Arc<dyn AsyncBackupBackend>, bool)> = Vec::new();
+    let mut subjects: Vec<(String, Arc<dyn AsyncBackupBackend>, Subject)> = Vec::new();
     for spec in &bench.specs {
         let backend = open_async(spec)
             .map_err(|e| format!("--backend {}: {}", shown(spec), shown(&crate::adapters::report(&e))))?;
-        subjects.push((spec.clone(), backend, true));
+        subjects.push((spec.clone(), backend, Subject::Backend));
     }
     subjects.push((
         "baseline:spawn_blocking-pwrite".into(),
         Arc::new(SpawnBlockingPwrite::new()?),
-        false,
+        Subject::SpawnBlocking,
     ));
+    subjects.push(("baseline:memcpy".into(), Arc::new(Memcpy::default()), Subject::Floor));
     let modes = [
         AsyncMode {
             batch: 1,
@@ -464,13 +490,16 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
     let mut runs = Vec::new();
     let mut responsive = Vec::new();
     let mut ttfb_us = Vec::new();
-    for (name, backend, is_backend) in &subjects {
+    for (name, backend, subject) in &subjects {
+        let is_backend = *subject == Subject::Backend;
         let sync = match is_backend {
             true => Some(pagebackup::open(name)?),
             false => None,
         };
         for mode in modes {
-            if !is_backend && mode.batch > 1 {
+            // The floor's figure is its ticker; the spawn_blocking
+            // baseline is one job per page, so single pages.
+            if *subject == Subject::Floor || (!is_backend && mode.batch > 1) {
                 continue;
             }
             let (gbps, sync) = measure(&runtime, backend, sync.as_deref(), corpus, mode, bench.rounds)?;
@@ -483,7 +512,7 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
         }
         for batch in [1, bench.batch] {
             for depth in [1, LOAD_TASKS] {
-                if *is_backend || batch == 1 {
+                if *subject != Subject::SpawnBlocking || batch == 1 {
                     let mode = AsyncMode { batch, depth };
                     responsive.push(responsiveness(name, &runtime, backend, corpus, mode)?);
                 }
@@ -492,7 +521,7 @@ pub fn run_async(bench: &AsyncBench, corpus: &[Page]) -> Result<AsyncReport, Err
         ttfb_us.push((name.clone(), time_to_first_byte(&runtime, backend, corpus)?));
     }
     let idle = ticker_lateness(&runtime, async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(LOAD_TIME).await;
         Ok(())
     })?;
     Ok(AsyncReport {
@@ -594,7 +623,7 @@ mod tests {
             rounds: 1,
         };
         let report = run_async(&bench, &corpus.pages).unwrap();
-        // Three modes per backend, single pages for the baseline.
+        // Three modes per backend, single pages for the baseline, none for the floor.
         assert_eq!(report.runs.len(), 2 * 3 + 1);
         assert!(report.runs.iter().all(|r| r.gbps.backup > 0.0 && r.gbps.restore > 0.0));
         assert_eq!(
@@ -614,16 +643,20 @@ mod tests {
                 ("shmem", 16, LOAD_TASKS),
                 ("baseline:spawn_blocking-pwrite", 1, 1),
                 ("baseline:spawn_blocking-pwrite", 1, LOAD_TASKS),
+                ("baseline:memcpy", 1, 1),
+                ("baseline:memcpy", 1, LOAD_TASKS),
+                ("baseline:memcpy", 16, 1),
+                ("baseline:memcpy", 16, LOAD_TASKS),
             ]
         );
         assert_eq!(
             report.ttfb_us.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
-            ["memory", "shmem", "baseline:spawn_blocking-pwrite"]
+            ["memory", "shmem", "baseline:spawn_blocking-pwrite", "baseline:memcpy"]
         );
         assert!(report.ttfb_us.iter().all(|&(_, us)| us > 0.0), "{:?}", report.ttfb_us);
         let rows = report.rows();
         // Three ops per throughput run, one ticker row per responsiveness run.
-        assert_eq!(rows.len(), 7 * 3 + 10);
+        assert_eq!(rows.len(), 7 * 3 + 14);
         let memory = rows
             .iter()
             .find(|r| r.backend == "memory" && r.op == Some(Op::Restore) && r.batch == Some(1))
@@ -633,7 +666,7 @@ mod tests {
             "{memory:?}"
         );
         let tickers: Vec<&Row> = rows.iter().filter(|r| r.ticker_p99_us.is_some()).collect();
-        assert_eq!(tickers.len(), 10);
+        assert_eq!(tickers.len(), 14);
         for t in &tickers {
             assert!(t.op.is_none() && t.idle_p99_us.is_some() && t.depth.is_some(), "{t:?}");
             assert!(

@@ -171,8 +171,13 @@ fn async_json_holds_async_throughput_and_ticker_rows() {
     let tickers: Vec<_> = report.results.iter().filter(|r| r.ticker_p99_us.is_some()).collect();
     assert_eq!(
         tickers.len(),
-        6,
-        "memory at two batches, the baseline at one, each beside 1 and 64 tasks"
+        10,
+        "memory and the memcpy floor at two batches, the spawn_blocking baseline at one, each beside 1 and 64 tasks"
+    );
+    assert_eq!(
+        tickers.iter().filter(|t| t.backend == "baseline:memcpy").count(),
+        4,
+        "the floor beside every ticker row of the backends"
     );
     for t in &tickers {
         assert!(

@@ -176,7 +176,7 @@ impl Driver {
     ///
     /// # Safety
     /// As for [`submit`](Self::submit).
-    unsafe fn submit_inner(&self, ops: impl Iterator<Item = Submission>) {
+    pub(crate) unsafe fn submit_inner(&self, ops: impl Iterator<Item = Submission>) {
         let mut tagged = Vec::new();
         {
             let mut table = self.shared.lock_ops();
@@ -219,6 +219,18 @@ type Submission = (
     Option<oneshot::Sender<Completion>>,
     Orphan,
 );
+
+/// Hands `completion` to the future waiting on `done`, if any and still
+/// there, and to `orphan` otherwise.
+pub(crate) fn deliver(completion: Completion, done: Option<oneshot::Sender<Completion>>, orphan: Orphan) {
+    let undelivered = match done {
+        Some(done) => done.send(completion).err(),
+        None => Some(completion),
+    };
+    if let Some(completion) = undelivered {
+        orphan(completion);
+    }
+}
 
 /// Submits what is queued. Failing to submit would leave futures waiting
 /// forever and buffers pinned: transient errors are retried, anything else aborts.
@@ -361,13 +373,7 @@ impl Shared {
                 results: std::mem::take(&mut op.results),
                 buffers: op.buffers.take().expect("buffers stay until delivered"),
             };
-            let undelivered = match op.done.take() {
-                Some(done) => done.send(completion).err(),
-                None => Some(completion),
-            };
-            if let Some(completion) = undelivered {
-                (op.orphan.take().expect("delivered once"))(completion);
-            }
+            deliver(completion, op.done.take(), op.orphan.take().expect("delivered once"));
             self.in_flight.remove();
         }
         seen

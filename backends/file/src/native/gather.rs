@@ -18,7 +18,7 @@ use pagebackup_core::{BackupBackend, BackupFlags, BatchError, Handle, Interrupt,
 use tokio::sync::oneshot;
 
 use super::driver::{Completion, Orphan, libc_iovec::Iovec, readv, result_error};
-use super::{Inner, PAGE, WriteBufs, iovec};
+use super::{Inner, PAGE, WriteBufs, Written, iovec};
 use crate::runs::read_sync;
 
 /// What a gathered backup gives back: its handle (dropped again unless
@@ -277,8 +277,7 @@ fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) {
             return;
         }
     };
-    let shard = reservation.shard();
-    let (sqes, bufs) = inner.writes(pages, reservation, flags);
+    let bufs = inner.writes(pages, reservation, flags);
     sent(backups(inner));
     let owner = Arc::clone(inner);
     let done = Box::new(move |c: Completion| {
@@ -293,8 +292,13 @@ fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) {
         answer_backups(&owner, pages, callers, &handles, result);
         completed(&owner, backups, submit_backups);
     });
-    // SAFETY: every entry points into `bufs` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
-    unsafe { inner.drivers[shard].submit_handled(vec![(sqes, Box::new((bufs, callers)), done)]) };
+    inner.send_writes((bufs, callers), None, done);
+}
+
+impl Written for (WriteBufs, Vec<Caller>) {
+    fn bufs(&self) -> &WriteBufs {
+        &self.0
+    }
 }
 
 /// Answers the callers of a group whose backup ended with `result`: those
