@@ -605,7 +605,7 @@ fn restore_times(t: &Tiered, pages: &[(Handle, PageSpec)], times: usize) {
 }
 
 #[test]
-fn promotion_admits_only_pages_hotter_than_the_next_victim() {
+fn promotion_admits_only_pages_twice_as_hot_as_the_next_victim() {
     let t = two_memory(8, manual().with_promote(true));
     let hot = backup_n(&t, 7, 8);
     restore_times(&t, &hot, 4);
@@ -623,9 +623,12 @@ fn promotion_admits_only_pages_hotter_than_the_next_victim() {
     let up = |t: &Tiered| t.tier_stats()[1].moved_up;
     assert_eq!(up(&t), 0);
     assert!(cold.iter().all(|&(h, _)| t.tier_of(h) == Some(1)));
-    // Two restored twice more (heat 5 > 4) prove hotter and come up,
-    // within the budget.
-    restore_times(&t, &cold[5..7], 2);
+    // Hotter, but not by the margin: 9 restores against 2 * (4 + 1).
+    restore_times(&t, &cold[5..7], 6);
+    assert_eq!(up(&t), 0);
+    // Two restored once more (heat 10) prove hotter and come up, within
+    // the budget.
+    restore_times(&t, &cold[5..7], 1);
     assert_eq!(up(&t), 2);
     assert_eq!((t.tier_of(cold[5].0), t.tier_of(cold[6].0)), (Some(0), Some(0)));
     assert_eq!(t.tier_stats()[0].pages, 7);
