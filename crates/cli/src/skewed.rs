@@ -591,6 +591,59 @@ mod tests {
         assert!(sequence.iter().all(|&(k, hot)| hot == (k < 200)));
     }
 
+    fn run(backend: &str, ram_bytes: u64) -> SkewRun {
+        SkewRun {
+            backend: backend.into(),
+            role: Role::Baseline,
+            first_last: None,
+            ram_bytes,
+            budget_bytes: None,
+            peak_ram_bytes: ram_bytes,
+            ram_ratio: 1.0,
+            ratio: 1.0,
+            hot_gbps: 1.0,
+            cold_gbps: 1.0,
+            moved: None,
+            tier_pages: Vec::new(),
+            tier_ram_bytes: Vec::new(),
+            tier_kept: Vec::new(),
+            table_bytes: None,
+            tier_restores: Vec::new(),
+            tier_restore_us: Vec::new(),
+            hot_from_first: None,
+            restores_per_s: 1.0,
+            preempted_restores: 0,
+            policy_cpu_percent: None,
+            verified: 0,
+        }
+    }
+
+    #[test]
+    fn the_ram_floor_prices_each_tier_s_pages_as_that_tier_alone_plus_the_table() {
+        let skew = Skew::parse(400, "20/80", 1).unwrap();
+        // 10 bytes a page in the first tier alone, 5 in the last.
+        let (first, last) = (run("a", 4000), run("b", 2000));
+        let stack = SkewRun {
+            first_last: Some(("a".into(), "b".into())),
+            tier_pages: vec![100, 300],
+            tier_ram_bytes: vec![1000, 1600],
+            tier_restores: vec![0.8, 0.2],
+            tier_restore_us: vec![1.0, 3.0],
+            tier_kept: vec![0, 40],
+            table_bytes: Some(400),
+            ..run("tiered", 3000)
+        };
+        let rows = rows(&[first, last, stack], &skew);
+        // 100 * 10 + 300 * 5 + 400 = 2900 bytes, against 2000 for the last alone.
+        assert_eq!(
+            (rows[2].ram_vs_last, rows[2].ideal_ram_vs_last),
+            (Some(1.5), Some(1.45))
+        );
+        let kept: Vec<_> = rows[2].tiers.iter().flatten().map(|t| t.kept_pages).collect();
+        assert_eq!(kept, [Some(0), Some(40)]);
+        assert_eq!(rows[0].ideal_ram_vs_last, None, "a tier alone has no floor");
+    }
+
     #[test]
     fn a_stack_runs_beside_its_tiers_alone_at_each_budget() {
         let stack = "tiered:tiers=[compressed:algo=lz4 | compressed:algo=zstd,level=9],budget=1MiB".to_string();
