@@ -122,7 +122,7 @@ impl Tiered {
             limiter: Limiter::new(config.rate_limit),
             config,
             clock: Clock::new(),
-            mover: Mutex::new(()),
+            mover: Mutex::default(),
             wake: Wake::default(),
             runs: AtomicU64::new(0),
             last_stop: Mutex::new(None),
@@ -291,9 +291,13 @@ impl BackupBackend for Tiered {
         stats
     }
 
-    /// Waits for a policy run or writeback in flight (its moves hold pages
-    /// in two tiers for a moment), then flushes every tier: once it
-    /// returns, the tiers hold exactly the pages the handles map.
+    /// Waits for a policy run or writeback in flight (a move holds its page
+    /// in two tiers for a moment, and one whose page was dropped meanwhile
+    /// releases its copy, dropping it before uncounting it), then flushes
+    /// every tier. Once it returns, with no other call in flight, each
+    /// tier's backend holds what its [`TierStats`] count: the pages served
+    /// from it and the copies it keeps of pages promoted above
+    /// ([`TieredConfig::keep_lower`]), and no others.
     fn flush(&self) -> Result<()> {
         drop(
             self.shared

@@ -128,18 +128,20 @@ pub struct TieredConfig {
     /// (the default) treats them like any other page.
     pub huge: Option<HugePolicy>,
     /// A page restored from a lower tier is copied back to the first tier
-    /// once it proves hot: restored at least twice since it went down and,
-    /// when the first tier is past its high watermark, more often lately
-    /// than the page the policy would move out of it next (TinyLFU's
-    /// admission test, on the per-page counts the policy keeps; under
-    /// [`Policy::S3Fifo`], the two restores alone). Promotions take from
-    /// the rate limit. The first tier takes the page within its budget,
-    /// and the policy then makes room by moving the coldest pages down.
-    /// With a policy thread ([`auto`](Self::auto)) or task
-    /// (`Tiered::spawn_policy`), the restore only notes the page and wakes
-    /// the policy, which reads it again and copies it up: a restore from
-    /// below costs its tier's restore, not a compression for the first tier
-    /// too. Without either, the restore promotes the page itself.
+    /// once it proves hot: restored at least twice since it went down and
+    /// at least twice as often lately as the page the policy would move
+    /// out of the first tier next, counting one more restore for each
+    /// (TinyLFU's admission test with a margin, on the per-page counts the
+    /// policy keeps; under [`Policy::S3Fifo`], the two restores alone).
+    /// Promotions take from the rate limit. The first tier takes the page
+    /// within its budget, and the policy then makes room by moving the
+    /// coldest pages down. With a policy thread ([`auto`](Self::auto)) or
+    /// task (`Tiered::spawn_policy`), the restore only queues the page, and
+    /// the policy reads it again and copies it up at its next run (brought
+    /// forward once 64 pages wait): a restore from below costs its tier's
+    /// restore, not a compression for the first tier too, and the policy
+    /// wakes once per batch of promotions. Without either, the restore
+    /// promotes the page itself.
     /// Off by default.
     pub promote: bool,
     /// A promoted page keeps its copy in the tier it came from (the

@@ -1,10 +1,11 @@
 //! The policy: which pages move down, and when they stop moving.
 
-use std::cmp::Reverse;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
+
+use crate::table::Flag;
 
 use crate::shared::{Located, Moved, Shared};
 use crate::stats::{PolicyReport, Stop, TierCounters};
@@ -19,9 +20,9 @@ const SETTLED_HEAT: u8 = 8;
 impl Shared {
     /// See [`Tiered::run_policy_step`](crate::Tiered::run_policy_step).
     pub(crate) fn run_policy_step(&self) -> PolicyReport {
-        let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut scratch = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
         self.runs.fetch_add(1, Ordering::Relaxed);
-        self.promote_deferred();
+        self.promote_deferred(&mut scratch);
         let huge_first = self.config.huge.is_some();
         let mut report = PolicyReport::default();
         for index in 0..self.tiers.len() - 1 {
@@ -34,7 +35,15 @@ impl Shared {
             // Pages came up since the last run that moved pages out: the
             // settled ones need their copy below no longer.
             self.release_settled(index);
-            let excess = usage.saturating_sub((budget as f64 * self.config.low) as u64);
+            let target = (budget as f64 * self.config.low) as u64;
+            // Copies kept here of pages promoted above go first: dropping one
+            // loses nothing but a cheap move down later, so it comes before
+            // a page of the tier's own goes down.
+            let usage = usage.saturating_sub(self.release_kept_in(index, usage.saturating_sub(target)));
+            if usage as f64 <= budget as f64 * self.config.high {
+                continue;
+            }
+            let excess = usage.saturating_sub(target);
             let start = tier.counters.held();
             // Only the coldest pages that may be needed are kept (twice the
             // excess at the tier's average cost, and some for races), so a
@@ -48,7 +57,8 @@ impl Shared {
             };
             let before = report.moved_pages;
             let freed = || start.saturating_sub(tier.counters.held());
-            let (stopped, tried) = self.move_all(&pages, index + 1, &mut report, || freed() < excess);
+            let (stopped, tried) =
+                self.move_all(&pages, index + 1, &mut scratch.page, &mut report, || freed() < excess);
             report.stopped = stopped;
             // The next victim; past the pages kept, the warmest of them.
             let next = pages.get(tried).or(pages.last()).map_or(0, |p| p.entry.heat);
@@ -75,23 +85,45 @@ impl Shared {
             return;
         }
         let (mut settled, mut slots) = (Vec::new(), Vec::new());
-        for shard in 0..self.shards.len() {
-            let mut table = self.shards.lock(shard);
+        self.scan(|_, table, range| {
             slots.clear();
             slots.extend(
                 table
-                    .live(Some(index as u8))
-                    .filter(|(_, _, e)| e.kept && !e.dropping && e.heat >= SETTLED_HEAT)
+                    .live_in(Some(index as u8), range)
+                    .filter(|(_, _, e)| e.is(Flag::Kept) && !e.is(Flag::Dropping) && e.heat >= SETTLED_HEAT)
                     .map(|(slot, _, e)| {
-                        e.kept = false;
+                        e.set(Flag::Kept, false);
                         slot
                     }),
             );
             settled.extend(slots.iter().filter_map(|&slot| table.take_settled(slot)));
-        }
+        });
         for kept in settled {
             self.release_kept(kept);
         }
+    }
+
+    /// Releases copies kept in tier `index` (a budgeted middle tier) of
+    /// pages promoted above it, until `bytes` at least are freed: the
+    /// bytes freed.
+    fn release_kept_in(&self, index: usize, bytes: u64) -> u64 {
+        if self.tiers[index].counters.kept.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let (mut freed, mut taken) = (0, Vec::new());
+        for shard in 0..self.shards.len() {
+            if freed >= bytes {
+                break;
+            }
+            freed += self
+                .shards
+                .lock(shard)
+                .take_kept_in(index as u8, bytes - freed, &mut taken);
+        }
+        for kept in taken {
+            self.release_kept(kept);
+        }
+        freed
     }
 
     /// [`Policy::Lfu`]'s victims in tier `index`: huge pages first (under a
@@ -112,7 +144,7 @@ impl Shared {
             tier.restores_at_aging.store(restores, Ordering::Relaxed);
         }
         self.coldest_in(index, age, keep, |e| {
-            Some((!(huge_first && e.huge), e.heat, e.last_use))
+            Some((!(huge_first && e.is(Flag::Huge)), e.heat, e.last_use))
         })
     }
 
@@ -121,24 +153,27 @@ impl Shared {
     /// the main one; one of the main FIFO restored since the last run is
     /// reinserted with one restore less. Huge pages first (under a huge
     /// policy), then the small FIFO's while it holds over a tenth of the
-    /// tier's pages, then the main FIFO's; oldest (by policy run) first. (Pages enter the
+    /// tier's pages, then the main FIFO's; oldest (by the time they entered it) first. (Pages enter the
     /// main FIFO only in these runs and by promotion, so the main FIFO's
     /// size at the last run, plus promotions since, tells the small one's.)
     fn s3fifo_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
         let tier = &self.tiers[index];
         let pages = tier.counters.pages.load(Ordering::Relaxed);
         let small_first = pages.saturating_sub(tier.main_pages.load(Ordering::Relaxed)) * 10 > pages;
-        let run = self.runs.load(Ordering::Relaxed) as u16;
+        let now = self.clock.now();
         let mut main = 0;
         let victims = self.coldest_in(index, false, keep, |e| {
             if e.heat > 0 {
-                e.heat = if e.main { e.heat.min(3) - 1 } else { 0 };
-                e.main = true;
-                e.since = run;
+                e.heat = if e.is(Flag::Main) { e.heat.min(3) - 1 } else { 0 };
+                e.set(Flag::Main, true);
+                e.since = now;
             }
-            main += u64::from(e.main);
-            let age = run.wrapping_sub(e.since);
-            Some((!(huge_first && e.huge), e.main == small_first, Reverse(age)))
+            main += u64::from(e.is(Flag::Main));
+            Some((
+                !(huge_first && e.is(Flag::Huge)),
+                e.is(Flag::Main) == small_first,
+                e.since,
+            ))
         });
         tier.main_pages.store(main, Ordering::Relaxed);
         victims
@@ -146,7 +181,7 @@ impl Shared {
 
     /// See [`Tiered::writeback`](crate::Tiered::writeback).
     pub(crate) fn writeback(&self, filter: WritebackFilter) -> PolicyReport {
-        let _one = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut scratch = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
         let last = self.tiers.len() - 1;
         let mut report = PolicyReport::default();
@@ -154,12 +189,12 @@ impl Shared {
             let pages = self.coldest_in(index, false, usize::MAX, |e| {
                 let selected = match filter {
                     WritebackFilter::Idle(idle) => u128::from(now.saturating_sub(e.last_use)) >= idle.as_millis(),
-                    WritebackFilter::Huge => e.huge,
+                    WritebackFilter::Huge => e.is(Flag::Huge),
                     WritebackFilter::All => true,
                 };
                 selected.then_some(e.last_use)
             });
-            report.stopped = self.move_all(&pages, last, &mut report, || true).0;
+            report.stopped = self.move_all(&pages, last, &mut scratch.page, &mut report, || true).0;
             if report.stopped.is_some() {
                 break;
             }
@@ -191,10 +226,10 @@ impl Shared {
         &self,
         pages: &[Located],
         to: usize,
+        buf: &mut Page,
         report: &mut PolicyReport,
         more: impl Fn() -> bool,
     ) -> (Option<Stop>, usize) {
-        let mut buf = Page::new_boxed();
         for (tried, &found) in pages.iter().enumerate() {
             if !more() {
                 return (None, tried);
@@ -203,7 +238,7 @@ impl Shared {
                 return (Some(Stop::RateLimited), tried);
             }
             let from = &self.tiers[found.entry.tier as usize].counters;
-            match self.move_page(found, to, &mut buf) {
+            match self.move_page(found, to, buf) {
                 Ok(Moved::Copied) => {
                     TierCounters::bump(&from.moved_down, 1);
                     TierCounters::bump(&self.tiers[to].counters.written_back_bytes, PAGE);

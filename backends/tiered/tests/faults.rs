@@ -2,8 +2,9 @@
 //! backend: moves that fail, restores that are interrupted, a lower tier
 //! that is full or fails its writes, an upper tier whose drops fail. Every page is verified, and nothing is held after all drops.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
 
 use pagebackup_core::layers::{FaultConfig, FaultInjection};
 use pagebackup_core::{
@@ -23,12 +24,22 @@ fn faulty(config: FaultConfig, limit: Option<u64>) -> Faulty {
 }
 
 fn tiered(upper: &Faulty, lower: &Faulty, budget_pages: u64) -> Tiered {
+    stack(upper, lower, budget_pages, TieredConfig::new().with_auto(None))
+}
+
+/// `upper` with a budget of `budget_pages` over `lower`, under `config`.
+fn stack<U: BackupBackend + 'static, L: BackupBackend + 'static>(
+    upper: &Arc<U>,
+    lower: &Arc<L>,
+    budget_pages: u64,
+    config: TieredConfig,
+) -> Tiered {
     Tiered::new(
         vec![
             Tier::new(Arc::clone(upper)).with_budget(budget_pages * PAGE),
             Tier::new(Arc::clone(lower)),
         ],
-        TieredConfig::new().with_auto(None),
+        config,
     )
     .unwrap()
 }
@@ -164,12 +175,38 @@ fn a_full_tier_everywhere_gives_no_space_and_holds_nothing_for_it() {
 }
 
 /// A memory backend whose drops fail with `Io` while `failing` is set,
-/// and its restores while `failing_restores` is.
+/// and its restores while `failing_restores` is; `after_backup` and
+/// `after_drop` run once after its next backup or drop took effect.
 #[derive(Debug, Default)]
 struct FailingDrops {
     inner: MemoryBackend,
     failing: AtomicBool,
     failing_restores: AtomicBool,
+    after_backup: Hook,
+    after_drop: Hook,
+}
+
+/// Code a backend runs once, at a point of one of its calls.
+#[derive(Default)]
+struct Hook(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl Hook {
+    fn set(&self, f: impl FnOnce() + Send + 'static) {
+        *self.0.lock().unwrap() = Some(Box::new(f));
+    }
+
+    fn run(&self) {
+        let f = self.0.lock().unwrap().take();
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 fn injected(op: Operation) -> BackupError {
@@ -185,7 +222,9 @@ impl BackupBackend for FailingDrops {
     }
 
     fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
-        self.inner.backup_page(page, idx, flags)
+        let handle = self.inner.backup_page(page, idx, flags);
+        self.after_backup.run();
+        handle
     }
 
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
@@ -199,7 +238,9 @@ impl BackupBackend for FailingDrops {
         if self.failing.load(Ordering::Relaxed) {
             return Err(injected(Operation::DropHandle));
         }
-        self.inner.drop_handle(handle)
+        let dropped = self.inner.drop_handle(handle);
+        self.after_drop.run();
+        dropped
     }
 
     fn bytes_avail(&self) -> u64 {
@@ -215,14 +256,7 @@ impl BackupBackend for FailingDrops {
 fn copies_whose_release_failed_above_are_released_by_later_runs() {
     let upper = Arc::new(FailingDrops::default());
     let lower = faulty(FaultConfig::none(9), None);
-    let t = Tiered::new(
-        vec![
-            Tier::new(Arc::clone(&upper)).with_budget(64 * PAGE),
-            Tier::new(Arc::clone(&lower)),
-        ],
-        TieredConfig::new().with_auto(None),
-    )
-    .unwrap();
+    let t = stack(&upper, &lower, 64, TieredConfig::new().with_auto(None));
     let pages = backup_all(&t, 5, 8);
     upper.failing.store(true, Ordering::Relaxed);
     assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 8);
@@ -283,14 +317,12 @@ fn a_cold_tier_failing_writes_does_not_fail_backups_another_tier_can_hold() {
 fn a_promoted_page_is_restored_from_its_kept_copy_while_the_tier_above_fails() {
     let upper = Arc::new(FailingDrops::default());
     let lower = faulty(FaultConfig::none(13), None);
-    let t = Tiered::new(
-        vec![
-            Tier::new(Arc::clone(&upper)).with_budget(64 * PAGE),
-            Tier::new(Arc::clone(&lower)),
-        ],
+    let t = stack(
+        &upper,
+        &lower,
+        64,
         TieredConfig::new().with_auto(None).with_promote(true),
-    )
-    .unwrap();
+    );
     let mut pages = backup_all(&t, 14, 2);
     t.writeback(WritebackFilter::All);
     verify_all(&t, &pages[..1]);
@@ -316,14 +348,12 @@ fn a_promoted_page_is_restored_from_its_kept_copy_while_the_tier_above_fails() {
 fn a_full_lower_tier_still_takes_promoted_pages_back_to_their_kept_copies() {
     let upper = faulty(FaultConfig::none(16), None);
     let lower = faulty(FaultConfig::none(17), Some(4 * PAGE));
-    let t = Tiered::new(
-        vec![
-            Tier::new(Arc::clone(&upper)).with_budget(64 * PAGE),
-            Tier::new(Arc::clone(&lower)),
-        ],
+    let t = stack(
+        &upper,
+        &lower,
+        64,
         TieredConfig::new().with_auto(None).with_promote(true),
-    )
-    .unwrap();
+    );
     let pages = backup_all(&t, 18, 4);
     assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 4);
     verify_all(&t, &pages[..2]);
@@ -341,4 +371,47 @@ fn a_full_lower_tier_still_takes_promoted_pages_back_to_their_kept_copies() {
     verify_all(&t, &pages);
     verify_all(&t, &more);
     drop_all_and_check_empty(&t, &[pages, more].concat(), [&upper, &lower]);
+}
+
+/// A move whose page is dropped while its copy lands below releases that
+/// copy, dropping it below before uncounting it: in between, the tier's
+/// counters still hold a page its backend no longer stores. `flush` waits
+/// for the move, so that the counters and the backends agree once it returns.
+#[test]
+fn flush_waits_for_a_move_releasing_the_copy_of_a_page_dropped_meanwhile() {
+    let upper = faulty(FaultConfig::none(20), None);
+    let lower = Arc::new(FailingDrops::default());
+    let t = stack(&upper, &lower, 64, TieredConfig::new().with_auto(None));
+    let (h, _) = backup_all(&t, 21, 1)[0];
+    let (landed, on_landed) = channel();
+    let (go, on_go) = channel::<()>();
+    lower.after_backup.set(move || {
+        landed.send(()).unwrap();
+        on_go.recv().unwrap();
+    });
+    let (dropped, on_dropped) = channel();
+    let (release, on_release) = channel::<()>();
+    lower.after_drop.set(move || {
+        dropped.send(()).unwrap();
+        on_release.recv().unwrap();
+    });
+    std::thread::scope(|scope| {
+        let mover = scope.spawn(|| t.writeback(WritebackFilter::All));
+        on_landed.recv().unwrap();
+        t.drop_handle(h).unwrap();
+        go.send(()).unwrap();
+        // The move found its page gone and dropped its copy below.
+        on_dropped.recv().unwrap();
+        let s = &t.tier_stats()[1];
+        assert_eq!((s.pages, s.backend.stored_pages), (1, 0), "{s:?}");
+        let flushed = scope.spawn(|| t.flush());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!flushed.is_finished(), "flush returned with a move in flight");
+        release.send(()).unwrap();
+        flushed.join().unwrap().unwrap();
+        let report = mover.join().unwrap();
+        assert_eq!((report.moved_pages, report.raced_pages), (0, 1), "{report:?}");
+    });
+    assert!(t.tier_stats().iter().all(|s| s.pages == 0 && s.held_bytes == 0));
+    assert_eq!((upper.inner().stats().stored_pages, lower.stats().stored_pages), (0, 0));
 }

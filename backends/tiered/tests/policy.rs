@@ -605,7 +605,7 @@ fn restore_times(t: &Tiered, pages: &[(Handle, PageSpec)], times: usize) {
 }
 
 #[test]
-fn promotion_admits_only_pages_hotter_than_the_next_victim() {
+fn promotion_admits_only_pages_twice_as_hot_as_the_next_victim() {
     let t = two_memory(8, manual().with_promote(true));
     let hot = backup_n(&t, 7, 8);
     restore_times(&t, &hot, 4);
@@ -623,9 +623,12 @@ fn promotion_admits_only_pages_hotter_than_the_next_victim() {
     let up = |t: &Tiered| t.tier_stats()[1].moved_up;
     assert_eq!(up(&t), 0);
     assert!(cold.iter().all(|&(h, _)| t.tier_of(h) == Some(1)));
-    // Two restored twice more (heat 5 > 4) prove hotter and come up,
-    // within the budget.
-    restore_times(&t, &cold[5..7], 2);
+    // Hotter, but not by the margin: 9 restores against 2 * (4 + 1).
+    restore_times(&t, &cold[5..7], 6);
+    assert_eq!(up(&t), 0);
+    // Two restored once more (heat 10) prove hotter and come up, within
+    // the budget.
+    restore_times(&t, &cold[5..7], 1);
     assert_eq!(up(&t), 2);
     assert_eq!((t.tier_of(cold[5].0), t.tier_of(cold[6].0)), (Some(0), Some(0)));
     assert_eq!(t.tier_stats()[0].pages, 7);
@@ -704,9 +707,10 @@ fn zero_and_tiny_budgets_make_the_tier_a_last_resort() {
 fn s3fifo_moves_pages_never_restored_oldest_first_and_keeps_those_restored() {
     let t = two_memory(100, manual().with_policy(Policy::S3Fifo).with_promote(true));
     let old = backup_n(&t, 30, 40);
-    // FIFO order is policy-run order: a run between them (40 pages of 100
-    // moves nothing) makes the first 40 older.
+    // FIFO order is the order pages came (by the millisecond); a run
+    // between them (40 pages of 100) moves nothing.
     assert_eq!(t.run_policy_step().moved_pages, 0);
+    std::thread::sleep(Duration::from_millis(2));
     let young = backup_n(&t, 31, 60);
     // Restored once in the small FIFO: to the main one at the next run.
     verify(&t, &young[..20]);
@@ -721,6 +725,7 @@ fn s3fifo_moves_pages_never_restored_oldest_first_and_keeps_those_restored() {
     // FIFO's oldest go: the 10 old pages left, then 20 young ones never
     // restored.
     verify(&t, &young[..20]);
+    std::thread::sleep(Duration::from_millis(2));
     let new = backup_n(&t, 32, 30);
     assert_eq!(t.run_policy_step().moved_pages, 30);
     assert!(tiers(&old).iter().all(|&k| k == 1));
@@ -759,4 +764,64 @@ fn heat_halves_after_ten_restores_per_page_of_the_tier() {
     restore_times(&t, &down[..1], 1);
     assert_eq!(t.tier_of(down[0].0), Some(0), "two restores since the halving");
     drop_all_and_check_empty(&t, &[up, down].concat());
+}
+
+/// S3-FIFO's order is the time pages came, not a count of policy runs
+/// that would wrap: a page that came before 65535 runs is still the older.
+#[test]
+fn s3fifo_order_holds_past_65536_policy_runs() {
+    let t = two_memory(2, manual().with_policy(Policy::S3Fifo).with_watermarks(0.9, 0.5));
+    let first = backup_n(&t, 50, 1);
+    for _ in 0..65_535 {
+        t.run_policy_step();
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    let second = backup_n(&t, 51, 1);
+    // 2 pages of 2 is past the high watermark: the older goes down.
+    assert_eq!(t.run_policy_step().moved_pages, 1);
+    assert_eq!((t.tier_of(first[0].0), t.tier_of(second[0].0)), (Some(1), Some(0)));
+    drop_all_and_check_empty(&t, &[first, second].concat());
+}
+
+/// In a stack of three, a budgeted middle tier that holds kept copies (of
+/// pages promoted from it) releases them before it moves its own pages
+/// down: dropping a kept copy loses nothing but a cheap move down later.
+#[test]
+fn a_middle_tier_past_its_budget_releases_kept_copies_before_moving_pages_down() {
+    let t = Tiered::new(
+        vec![
+            Tier::new(MemoryBackend::new()).with_budget(64 * PAGE),
+            Tier::new(MemoryBackend::new()).with_budget(8 * PAGE),
+            Tier::new(MemoryBackend::new()),
+        ],
+        manual().with_promote(true).with_watermarks(0.9, 0.5),
+    )
+    .unwrap();
+    let top = backup_n(&t, 60, 64);
+    let middle = backup_n(&t, 61, 8);
+    assert!(middle.iter().all(|&(h, _)| t.tier_of(h) == Some(1)));
+    for &(h, _) in &top[..12] {
+        t.drop_handle(h).unwrap();
+    }
+    restore_times(&t, &middle[..4], 2);
+    let s = t.tier_stats();
+    assert_eq!((s[0].pages, s[1].pages, s[1].kept_pages), (56, 4, 4), "{s:?}");
+    // The middle tier holds 8 pages' bytes of 8, 4 of them kept copies:
+    // past its high watermark, down to its low one (4 pages).
+    let report = t.run_policy_step();
+    let s = t.tier_stats();
+    assert_eq!(
+        (
+            s[1].pages,
+            s[1].kept_pages,
+            s[1].held_bytes,
+            s[1].moved_down,
+            report.moved_pages
+        ),
+        (4, 0, 4 * PAGE, 0, 0),
+        "{s:?}"
+    );
+    let all = [&top[12..], &middle[..]].concat();
+    verify(&t, &all);
+    drop_all_and_check_empty(&t, &all);
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind};
+use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Page};
 use pagebackup_testkit::PageSpec;
 use pagebackup_tiered::{RateLimit, Stop, TieredConfig, WritebackFilter};
 
@@ -108,4 +108,38 @@ fn an_aborted_policy_task_leaves_promotions_to_restores_again() {
     for &(h, _) in &pages {
         t.drop_handle(h).unwrap();
     }
+}
+
+/// A page restored again and again while its promotion waits for the
+/// policy task is queued once, so the queue keeps room for the other pages
+/// proving hot meanwhile.
+#[test]
+fn a_page_waiting_for_its_promotion_is_queued_once() {
+    // A runtime that no thread drives: the task never runs, and the
+    // promotions wait for `run_policy_step`.
+    let idle = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let t = stack(64, TieredConfig::new().with_auto(None).with_promote(true));
+    let _task = t.spawn_policy(idle.handle(), Duration::from_secs(3600)).unwrap();
+    let pages: Vec<_> = (0..2)
+        .map(|i| {
+            let spec = PageSpec::mixed(70, i);
+            (t.backup_page(&spec.page(), i, BackupFlags::NONE).unwrap(), spec)
+        })
+        .collect();
+    t.writeback(WritebackFilter::All);
+    let mut dst = Page::new_boxed();
+    for &(h, spec) in std::iter::repeat_n(&pages[0], 1100).chain([&pages[1]; 2]) {
+        t.copy_page(&mut dst, h, None).unwrap();
+        spec.verify(&dst).unwrap();
+    }
+    assert!(
+        pages.iter().all(|&(h, _)| t.tier_of(h) == Some(1)),
+        "left to the policy"
+    );
+    t.run_policy_step();
+    assert!(pages.iter().all(|&(h, _)| t.tier_of(h) == Some(0)), "both promoted");
+    assert_eq!(t.tier_stats()[1].moved_up, 2);
 }

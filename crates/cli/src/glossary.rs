@@ -95,7 +95,10 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("memory MiB", "MiB the stored pages take (RAM and storage)"),
     ("RAM MiB", "MiB of RAM the backend used at the end of the run"),
     ("budget MiB", "the RAM budget: the sum of the upper tiers' budgets"),
-    ("moved dn/up", "pages moved down a tier / up a tier during the run"),
+    (
+        "moved dn/up",
+        "pages moved down a tier / up a tier during the measured pass",
+    ),
     (
         "pages per tier",
         "pages in each tier at the end, first (fastest) tier first",
@@ -165,6 +168,10 @@ pub const COLUMNS: &[(&str, &str)] = &[
     (
         "RAM vs last",
         "RAM used over that of the stack's last tier alone on the same trace (1.00x: no more RAM than the densest tier)",
+    ),
+    (
+        "ideal RAM vs last",
+        "the RAM vs last a two-tier stack would use at its measured split of pages if each page cost what it costs in its tier alone, plus the stack's own table, with no kept copies: the floor its split sets",
     ),
     (
         "policy CPU",

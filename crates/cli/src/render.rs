@@ -144,6 +144,9 @@ const COLUMNS: &[Column] = &[
         r.ideal_restores_vs_first.map(|v| format!("{v:.2}x"))
     }),
     ("RAM vs last", true, |r| r.ram_vs_last.map(|v| format!("{v:.2}x"))),
+    ("ideal RAM vs last", true, |r| {
+        r.ideal_ram_vs_last.map(|v| format!("{v:.2}x"))
+    }),
     ("policy CPU", true, |r| r.policy_cpu_percent.map(|v| format!("{v:.1}%"))),
 ];
 
@@ -483,6 +486,7 @@ fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
         ("ideal hot vs 1st", true),
         ("ideal restores vs 1st", true),
         ("RAM vs last", true),
+        ("ideal RAM vs last", true),
         ("policy CPU", true),
     ]);
     let mibs = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1}", mib(b)));
@@ -520,6 +524,7 @@ fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
             times(r.ideal_hot_vs_first),
             times(r.ideal_restores_vs_first),
             times(r.ram_vs_last),
+            times(r.ideal_ram_vs_last),
             r.policy_cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
         ]);
     }

@@ -133,6 +133,10 @@ pub struct TierSplit {
     pub pages: u64,
     /// Bytes of RAM the tier uses.
     pub ram_bytes: u64,
+    /// Copies the tier keeps of pages promoted above it (in `ram_bytes`,
+    /// not in `pages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_pages: Option<u64>,
     /// The share of the measured restores the tier served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restores: Option<f64>,
@@ -241,10 +245,10 @@ pub struct Row {
     /// Restores per second, hot and cold together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restores_per_s: Option<f64>,
-    /// Pages moved down a tier during the run.
+    /// Pages moved down a tier during the measured pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_down: Option<u64>,
-    /// Pages moved up a tier during the run.
+    /// Pages moved up a tier during the measured pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_up: Option<u64>,
     /// Measured restores during which another process ran (the thread was
@@ -276,6 +280,12 @@ pub struct Row {
     /// A tiered stack's RAM over its last tier's alone holding the same pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram_vs_last: Option<f64>,
+    /// The `ram_vs_last` floor of a two-tier stack at its measured split of
+    /// pages: each tier's pages at what a page costs in that tier alone on
+    /// the same trace, plus the stack's own table, with no kept copies and
+    /// no more slack than each tier alone has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ideal_ram_vs_last: Option<f64>,
     /// CPU of a tiered stack's policy thread during the measured pass, in
     /// percent of one core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,6 +357,7 @@ impl Row {
             ideal_hot_vs_first: None,
             ideal_restores_vs_first: None,
             ram_vs_last: None,
+            ideal_ram_vs_last: None,
             policy_cpu_percent: None,
             workload: None,
             accesses_per_s: None,

@@ -217,12 +217,18 @@ pub struct SkewRun {
     pub hot_gbps: f64,
     /// Cold-page restores, GB/s of pages.
     pub cold_gbps: f64,
-    /// Pages moved down and up during the whole run (tiered specs only).
+    /// Pages moved down and up during the measured pass (tiered specs
+    /// only): the moves the policy CPU went to.
     pub moved: Option<(u64, u64)>,
     /// Pages per tier at the end (tiered specs only).
     pub tier_pages: Vec<u64>,
     /// Bytes of RAM per tier at the end (tiered specs only).
     pub tier_ram_bytes: Vec<u64>,
+    /// Copies each tier keeps of pages promoted above it, at the end
+    /// (tiered specs only).
+    pub tier_kept: Vec<u64>,
+    /// Bytes of the tiered stack's own table at the end (tiered specs only).
+    pub table_bytes: Option<u64>,
     /// The share of the measured restores each tier served (tiered specs only).
     pub tier_restores: Vec<f64>,
     /// The mean time of a measured restore each tier served, µs (tiered
@@ -304,6 +310,14 @@ pub fn rows(runs: &[SkewRun], skew: &Skew) -> Vec<Row> {
                 if let Some(last) = alone(last) {
                     row.ram_vs_last = over(run.ram_bytes as f64, last.ram_bytes as f64);
                 }
+                if let (Some(first), Some(last), [in_first, in_last], Some(table)) =
+                    (alone(first), alone(last), run.tier_pages.as_slice(), run.table_bytes)
+                {
+                    // Each page at its cost in its tier alone, plus the table.
+                    let per_page = |r: &SkewRun| r.ram_bytes as f64 / skew.working_set.max(1) as f64;
+                    let floor = *in_first as f64 * per_page(first) + *in_last as f64 * per_page(last) + table as f64;
+                    row.ideal_ram_vs_last = over(floor, last.ram_bytes as f64);
+                }
             }
             row
         })
@@ -349,7 +363,16 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
     let mut tier_times = vec![Duration::ZERO; tier_count];
     let mut tier_timed = vec![0u64; tier_count];
     let mut policy_cpu = None;
+    let moved = || {
+        tiered.as_ref().map(|t| {
+            let s = t.tier_stats();
+            let down: u64 = s.iter().map(|s| s.moved_down).sum();
+            (down, s.iter().map(|s| s.moved_up).sum::<u64>())
+        })
+    };
+    let mut moved_in_pass = None;
     for pass in 0..2 {
+        let moved_before = moved();
         let sequence = skew.sequence(&order, seed * 2 + pass);
         let pass_start = (Instant::now(), policy_thread_cpu());
         for (n, (k, hot)) in sequence.into_iter().enumerate() {
@@ -388,6 +411,9 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
             }
         }
         if pass == 1 && tiered.is_some() {
+            moved_in_pass = moved_before
+                .zip(moved())
+                .map(|(before, after)| (after.0 - before.0, after.1 - before.1));
             let wall = pass_start.0.elapsed().as_nanos().max(1) as f64;
             policy_cpu = pass_start
                 .1
@@ -418,13 +444,14 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
         ratio: original / stats.memory_used.max(stats.stored_bytes).max(1) as f64,
         hot_gbps: gbps(1),
         cold_gbps: gbps(0),
-        moved: tiered.is_some().then(|| {
-            let down = tier_stats.iter().map(|s| s.moved_down).sum();
-            let up = tier_stats.iter().map(|s| s.moved_up).sum();
-            (down, up)
-        }),
+        moved: moved_in_pass,
         tier_pages: tier_stats.iter().map(|s| s.pages).collect(),
         tier_ram_bytes: tier_stats.iter().map(|s| s.backend.memory_used).collect(),
+        tier_kept: tier_stats.iter().map(|s| s.kept_pages).collect(),
+        table_bytes: tiered.is_some().then(|| {
+            let tiers: u64 = tier_stats.iter().map(|s| s.backend.metadata_bytes).sum();
+            stats.metadata_bytes.saturating_sub(tiers)
+        }),
         tier_restores: served
             .iter()
             .map(|&n| n as f64 / (counts[0] + counts[1]).max(1) as f64)
@@ -508,9 +535,11 @@ impl SkewRun {
                 .zip(&self.tier_ram_bytes)
                 .zip(&self.tier_restores)
                 .zip(&self.tier_restore_us)
-                .map(|(((&pages, &ram_bytes), &restores), &us)| TierSplit {
+                .zip(&self.tier_kept)
+                .map(|((((&pages, &ram_bytes), &restores), &us), &kept)| TierSplit {
                     pages,
                     ram_bytes,
+                    kept_pages: Some(kept),
                     restores: Some(round_to(restores, 4)),
                     restore_us: Some(round_to(us, 3)),
                 })
@@ -560,6 +589,59 @@ mod tests {
         let hot = sequence.iter().filter(|(_, hot)| *hot).count() as f64 / 50_000.0;
         assert!((hot - skew.hot_restores).abs() < 0.02, "{hot}");
         assert!(sequence.iter().all(|&(k, hot)| hot == (k < 200)));
+    }
+
+    fn run(backend: &str, ram_bytes: u64) -> SkewRun {
+        SkewRun {
+            backend: backend.into(),
+            role: Role::Baseline,
+            first_last: None,
+            ram_bytes,
+            budget_bytes: None,
+            peak_ram_bytes: ram_bytes,
+            ram_ratio: 1.0,
+            ratio: 1.0,
+            hot_gbps: 1.0,
+            cold_gbps: 1.0,
+            moved: None,
+            tier_pages: Vec::new(),
+            tier_ram_bytes: Vec::new(),
+            tier_kept: Vec::new(),
+            table_bytes: None,
+            tier_restores: Vec::new(),
+            tier_restore_us: Vec::new(),
+            hot_from_first: None,
+            restores_per_s: 1.0,
+            preempted_restores: 0,
+            policy_cpu_percent: None,
+            verified: 0,
+        }
+    }
+
+    #[test]
+    fn the_ram_floor_prices_each_tier_s_pages_as_that_tier_alone_plus_the_table() {
+        let skew = Skew::parse(400, "20/80", 1).unwrap();
+        // 10 bytes a page in the first tier alone, 5 in the last.
+        let (first, last) = (run("a", 4000), run("b", 2000));
+        let stack = SkewRun {
+            first_last: Some(("a".into(), "b".into())),
+            tier_pages: vec![100, 300],
+            tier_ram_bytes: vec![1000, 1600],
+            tier_restores: vec![0.8, 0.2],
+            tier_restore_us: vec![1.0, 3.0],
+            tier_kept: vec![0, 40],
+            table_bytes: Some(400),
+            ..run("tiered", 3000)
+        };
+        let rows = rows(&[first, last, stack], &skew);
+        // 100 * 10 + 300 * 5 + 400 = 2900 bytes, against 2000 for the last alone.
+        assert_eq!(
+            (rows[2].ram_vs_last, rows[2].ideal_ram_vs_last),
+            (Some(1.5), Some(1.45))
+        );
+        let kept: Vec<_> = rows[2].tiers.iter().flatten().map(|t| t.kept_pages).collect();
+        assert_eq!(kept, [Some(0), Some(40)]);
+        assert_eq!(rows[0].ideal_ram_vs_last, None, "a tier alone has no floor");
     }
 
     #[test]

@@ -159,17 +159,20 @@ fn fixture() -> Report {
             row.ideal_restores_vs_first = Some(1.25);
             row.preempted_restores = Some(3);
             row.ram_vs_last = Some(0.833);
+            row.ideal_ram_vs_last = Some(0.8);
             row.policy_cpu_percent = Some(1.5);
             row.tiers = Some(vec![
                 TierSplit {
                     pages: 1000,
                     ram_bytes: 4 << 20,
+                    kept_pages: Some(200),
                     restores: Some(0.8),
                     restore_us: Some(1.0),
                 },
                 TierSplit {
                     pages: 3096,
                     ram_bytes: 1 << 20,
+                    kept_pages: None,
                     restores: Some(0.2),
                     restore_us: Some(4.0),
                 },

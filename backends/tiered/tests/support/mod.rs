@@ -35,6 +35,9 @@ pub fn eight_threads_while_the_policy_moves(t: &Tiered, seed: u64, label: &str) 
         },
     )
     .unwrap_or_else(|e| panic!("{label}: {e}"));
+    // A move in flight may still be releasing the copy of a page dropped
+    // meanwhile (dropped below, not yet uncounted): flush waits for it.
+    t.flush().unwrap_or_else(|e| panic!("{label}: {e}"));
     let s = t.tier_stats();
     println!(
         "{label}: {report}; moved down {}, up {}",
