@@ -427,3 +427,35 @@ impl<D: Device> fmt::Debug for SlotStore<D> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::checksum;
+    use crate::Page;
+
+    /// A page whose byte `i` is `byte(i)`.
+    fn page(byte: impl Fn(usize) -> u8) -> Page {
+        let mut page = Page::zeroed();
+        for (i, b) in page.as_bytes_mut().iter_mut().enumerate() {
+            *b = byte(i);
+        }
+        page
+    }
+
+    /// The checksum is the standard CRC-32 (ISO-HDLC, as zlib, gzip and
+    /// PNG compute it) of the page's 4096 bytes, whatever code computes
+    /// it: the values below are zlib's, so a checksum kept by any build
+    /// verifies with any other.
+    #[test]
+    fn the_checksum_is_the_standard_crc32_of_the_page() {
+        let cases: [(Page, u32); 4] = [
+            (page(|_| 0), 0xc71c_0011),
+            (page(|_| 0xff), 0xf154_670a),
+            (page(|i| i as u8), 0xa291_2082),
+            (page(|i| ((i * 7 + 3) % 251) as u8), 0x80e3_a247),
+        ];
+        for (page, crc) in &cases {
+            assert_eq!(checksum(page), *crc, "{:02x?}", &page.as_bytes()[..8]);
+        }
+    }
+}
