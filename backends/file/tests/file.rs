@@ -352,14 +352,22 @@ fn an_unsealed_buffered_backend_never_maps_its_file() {
 }
 
 /// A byte changed on the disk under `direct=on` and buffered, in a batch
-/// or a single page, gives `Corrupt` naming that page: the pages before it
-/// in a batch restore exactly, and the one after it stays live. The byte
-/// is changed through a second, buffered descriptor (whose write the
-/// `O_DIRECT` read sees, as the kernel writes it back before reading).
+/// or a single page, gives `Corrupt` naming the first changed page: the
+/// pages before it in a batch restore exactly, and an unchanged one after
+/// it stays restorable. A batch of 100 reads in parts under `direct=on`,
+/// each checked as it arrives, with changes in two of them, the later
+/// part's page first. The bytes are changed through a second, buffered
+/// descriptor (whose write the `O_DIRECT` read sees, as the kernel writes
+/// it back before reading).
 #[test]
 fn a_byte_changed_on_the_disk_is_corrupt_with_or_without_direct() {
-    for direct in [false, true] {
-        let dir = TempDir::new(&format!("rot-{direct}"));
+    for (direct, count, changed) in [
+        (false, 4, &[2][..]),
+        (true, 4, &[2][..]),
+        (false, 100, &[70, 40][..]),
+        (true, 100, &[70, 40][..]),
+    ] {
+        let dir = TempDir::new(&format!("rot-{direct}-{count}"));
         let path = dir.0.join("pages");
         let b = match FileBackend::new(FileConfig::new().with_path(&path).with_direct(direct)) {
             Ok(b) => b,
@@ -369,34 +377,34 @@ fn a_byte_changed_on_the_disk_is_corrupt_with_or_without_direct() {
             }
             Err(e) => panic!("{e}"),
         };
-        let specs: Vec<PageSpec> = (0..4).map(|i| PageSpec::new(11, i, PageClass::Heap)).collect();
+        let specs: Vec<PageSpec> = (0..count).map(|i| PageSpec::new(11, i, PageClass::Heap)).collect();
         let pages: Vec<Box<Page>> = specs.iter().map(PageSpec::page).collect();
         let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
         let mut handles = Vec::new();
         b.backup_pages(&refs, 0, BackupFlags::NONE, &mut handles).unwrap();
-        // Slots 0..4 of the one file: flip a byte of slot 2.
+        // Slots 0..count of the one file: flip a byte of each changed slot.
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        let at = 2 * PAGE + 4000;
-        let mut byte = [0u8];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0x20], at).unwrap();
+        for &slot in changed {
+            let at = slot * PAGE + 4000;
+            let mut byte = [0u8];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0x20], at).unwrap();
+        }
         file.sync_data().unwrap();
-        let mut out: Vec<Box<Page>> = (0..4).map(|_| Page::new_boxed()).collect();
+        let first = *changed.iter().min().unwrap() as usize;
+        let mut out: Vec<Box<Page>> = (0..count).map(|_| Page::new_boxed()).collect();
         let mut dsts: Vec<&mut Page> = out.iter_mut().map(|p| &mut **p).collect();
         let err = b.copy_pages(&handles, &mut dsts, None).unwrap_err();
-        assert_eq!(
-            (err.kind(), err.completed),
-            (ErrorKind::Corrupt, 2),
-            "direct={direct}: {err}"
-        );
-        for (page, spec) in out[..2].iter().zip(&specs) {
+        let what = format!("direct={direct}, {count} pages: {err}");
+        assert_eq!((err.kind(), err.completed), (ErrorKind::Corrupt, first), "{what}");
+        for (page, spec) in out[..first].iter().zip(&specs) {
             spec.verify(page).unwrap();
         }
         let mut one = Page::new_boxed();
-        let err = b.copy_page(&mut one, handles[2], None).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Corrupt, "direct={direct}: {err}");
-        b.copy_page(&mut one, handles[3], None).unwrap();
-        specs[3].verify(&one).unwrap();
+        let err = b.copy_page(&mut one, handles[first], None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}");
+        b.copy_page(&mut one, handles[first + 1], None).unwrap();
+        specs[first + 1].verify(&one).unwrap();
         b.drop_handles(&handles).unwrap();
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLockWriteGuard};
 
 use self::pins::Pins;
 use self::slot_bits::SlotBits;
-use super::device::{Device, ReadRun, RunError, WriteRun};
+use super::device::{Arrived, Device, ReadRun, RunError, WriteRun};
 use super::{FreeExtents, Generations, HandleCodec, ProcessEpoch, Shards, check_batch_lengths};
 use crate::error::{BackupError, BatchError, Operation, Origin, Result};
 use crate::{BackupBackend, BackupFlags, BackupStats, Handle, Interrupt, PAGE_SIZE, Page};
@@ -292,9 +292,19 @@ impl<D: Device> SlotStore<D> {
 
     /// Reads `runs`, slots a read plan validated and pinned, from shard
     /// `shard`'s device.
-    pub(super) fn read_pinned(&self, shard: usize, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        // SAFETY: the plan pinned every slot after checking its handle live (so written): a pinned slot is neither reused (written) nor released until the plan gives its pins up, after this read.
-        unsafe { self.devices[shard].read(runs) }
+    pub(super) fn read_pinned(
+        &self,
+        shard: usize,
+        runs: &mut [ReadRun<'_, '_>],
+        arrived: Option<&mut Arrived<'_>>,
+    ) -> Result<(), RunError> {
+        let device = &self.devices[shard];
+        match arrived {
+            // SAFETY: the plan pinned every slot after checking its handle live (so written): a pinned slot is neither reused (written) nor released until the plan gives its pins up, after this read.
+            Some(arrived) => unsafe { device.read_arriving(runs, arrived) },
+            // SAFETY: as above.
+            None => unsafe { device.read(runs) },
+        }
     }
 
     /// Releases `count` slots from `slot` on shard `shard`'s device, slots
