@@ -492,6 +492,37 @@ mod tests {
         }
     }
 
+    /// After a read that failed at a run, the runs before it are handed
+    /// over whole and nothing after; after one that succeeded, every run.
+    #[test]
+    fn hand_over_gives_every_run_read_whole() {
+        let (mut a, mut b, mut c) = (Page::zeroed(), Page::zeroed(), Page::zeroed());
+        let (mut first, mut second) = ([&mut a, &mut b], [&mut c]);
+        let runs = [
+            ReadRun {
+                slot: 0,
+                pages: &mut first,
+            },
+            ReadRun {
+                slot: 9,
+                pages: &mut second,
+            },
+        ];
+        let mut seen = Vec::new();
+        let failed = RunError {
+            done: 1,
+            error: io::Error::other("second run"),
+        };
+        let result = hand_over(&runs, Err(failed), &mut |run, at, pages| {
+            seen.push((run, at, pages.len()))
+        });
+        assert_eq!(result.unwrap_err().done, 1);
+        assert_eq!(seen, [(0, 0, 2)]);
+        seen.clear();
+        hand_over(&runs, Ok(()), &mut |run, at, pages| seen.push((run, at, pages.len()))).unwrap();
+        assert_eq!(seen, [(0, 0, 2), (1, 0, 1)]);
+    }
+
     #[test]
     fn a_layer_forwards_what_it_does_not_write() {
         let layer = Renamed(Marked::default());
