@@ -2,7 +2,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use pagebackup_core::raw::{Device, ReadRun, RunError, WriteRun};
+use pagebackup_core::raw::{Arrived, Device, ReadRun, RunError, WriteRun, hand_over};
 use pagebackup_core::{BackupError, Operation, Origin, PAGE_SIZE, Page};
 
 use crate::file::BackingFile;
@@ -14,14 +14,21 @@ use crate::{FileConfig, IoMode};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// The most pages of a run read by one operation when the reader checks
+/// each part as it arrives ([`Device::read_arriving`]): a batch of 64
+/// goes out in two halves, so the first half's checksums are computed
+/// while the second half is read.
+const ARRIVING_PART: usize = 32;
+
 /// One file of page slots, written through `pwritev` or io_uring, with
 /// single-page writes staged in memory: the staged pages are written (runs
 /// of contiguous slots coalesced) when a single page arrives with 64
 /// already staged, at writeback and at flush. Reads of staged slots copy
-/// from memory. Without `direct`, it lends its pages
+/// from memory. Sealed and without `direct`, it lends its pages
 /// ([`Device::lend`]) through a shared mapping of the file (made at the
-/// first lend), so that a sealing layer decrypts from the page cache
-/// straight into the caller's page.
+/// first lend), so that the sealing layer decrypts from the page cache
+/// straight into the caller's page; unsealed, nothing would borrow them,
+/// so it keeps no mapping and its writes populate none.
 #[derive(Debug)]
 pub struct FileDevice {
     pub(crate) file: BackingFile,
@@ -29,14 +36,17 @@ pub struct FileDevice {
     /// Why io_uring is not used, when it is not.
     pub(crate) fallback: Option<String>,
     staging: Staging,
-    /// The file's mapping, for lending; `None` with `direct`, whose pages
-    /// are not meant to stay in the page cache.
+    /// The file's mapping, for lending to the sealing layer; `None`
+    /// unsealed, and with `direct`, whose pages are not meant to stay in
+    /// the page cache.
     map: Option<FileMap>,
 }
 
 impl FileDevice {
     /// A new backing file as `config` says (its directory or path, the I/O
-    /// path, `direct`); `max_size`, `checksum` and `shards` are the store's.
+    /// path, `direct`, and `seal` for whether to lend through a mapping);
+    /// `max_size`, `checksum` and `shards` are the store's, and sealing is
+    /// the layer's above.
     pub fn open(config: &FileConfig) -> pagebackup_core::Result<Self> {
         let origin = Origin::new(crate::NAME, Operation::Open);
         let file = BackingFile::create(config).map_err(|source| BackupError::Io { origin, source })?;
@@ -61,7 +71,7 @@ impl FileDevice {
             io,
             fallback,
             staging: Staging::default(),
-            map: (!config.direct).then(FileMap::default),
+            map: (!config.direct && config.seal.is_some()).then(FileMap::default),
         })
     }
 
@@ -154,9 +164,32 @@ unsafe impl Device for FileDevice {
         Ok(())
     }
 
+    /// Through io_uring (and nothing staged), each run in parts of at most
+    /// [`ARRIVING_PART`] pages, all in flight at once, each handed over as
+    /// it completes: the store checks a part's checksums while the device
+    /// reads the next. Otherwise as [`read`](Device::read), then handed
+    /// over.
+    unsafe fn read_arriving(&self, runs: &mut [ReadRun<'_, '_>], arrived: &mut Arrived<'_>) -> Result<(), RunError> {
+        match &self.io {
+            // Nothing staged: every slot of the runs is on the file (see `read`).
+            Io::Uring(ring, ..) if self.staging.len() == 0 => {
+                let mut file_runs: Vec<crate::runs::ReadRun<'_, '_>> = runs
+                    .iter_mut()
+                    .map(|r| (u64::from(r.slot) * PAGE, &mut *r.pages))
+                    .collect();
+                ring.read_arriving(self.fd(), &mut file_runs, ARRIVING_PART, arrived)
+            }
+            _ => {
+                // SAFETY: the caller's runs, under the caller's promise.
+                let result = unsafe { self.read(runs) };
+                hand_over(runs, result, arrived)
+            }
+        }
+    }
+
     /// Staged pages from memory, the others through the file's mapping
     /// (mapped anew if the file grew past it); nothing without a mapping
-    /// (`direct`), or where the file cannot be mapped.
+    /// (unsealed, `direct`), or where the file cannot be mapped.
     unsafe fn lend(&self, slot: u32, count: usize, visit: &mut dyn FnMut(usize, &Page)) -> std::io::Result<bool> {
         let Some(map) = &self.map else { return Ok(false) };
         let end = (slot as usize + count) * PAGE_SIZE;

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Mutex, PoisonError};
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
-use pagebackup_core::raw::RunError;
+use pagebackup_core::raw::{Arrived, RunError};
 use pagebackup_core::{PAGE_SIZE, Page};
 use rustix::io::Errno;
 
@@ -195,6 +195,81 @@ impl Ring {
             (run, finish(done, count, |done| read_sync(fd, offset, pages, done)))
         });
         first_failed_run(outcomes)
+    }
+
+    /// Reads every run, one `READV` per `part_pages` pages of a run, and
+    /// hands each part to `arrived` as soon as it is in (a short read
+    /// finished with `preadv` first), while the later parts are still in
+    /// flight; returns the first run with a failed part.
+    pub(crate) fn read_arriving(
+        &self,
+        fd: BorrowedFd<'_>,
+        runs: &mut [ReadRun<'_, '_>],
+        part_pages: usize,
+        arrived: &mut Arrived<'_>,
+    ) -> Result<(), RunError> {
+        let part_pages = part_pages.clamp(1, IOV_MAX);
+        // (run, first page within the run, offset, pages) per operation.
+        let mut ops: Vec<(usize, usize, u64, &mut [&mut Page])> = Vec::new();
+        for (run, (offset, pages)) in runs.iter_mut().enumerate() {
+            for (k, part) in pages.chunks_mut(part_pages).enumerate() {
+                let first = k * part_pages;
+                ops.push((run, first, *offset + (first * PAGE_SIZE) as u64, part));
+            }
+        }
+        // Plain iovecs, holding no borrow of the pages, so that a part that
+        // is in can be handed over while the kernel fills the others.
+        let iovs: Vec<Vec<libc::iovec>> = ops
+            .iter_mut()
+            .map(|(.., pages)| {
+                pages
+                    .iter_mut()
+                    .map(|p| libc::iovec {
+                        iov_base: p.as_bytes_mut().as_mut_ptr().cast(),
+                        iov_len: PAGE_SIZE,
+                    })
+                    .collect()
+            })
+            .collect();
+        let target = self.target(fd);
+        let mut first: Option<RunError> = None;
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        for (group, chunk) in iovs.chunks(ENTRIES as usize).enumerate() {
+            let base = group * ENTRIES as usize;
+            for (k, iov) in chunk.iter().enumerate() {
+                let op = match target {
+                    Target::Fixed => opcode::Readv::new(types::Fixed(0), iov.as_ptr(), iov.len() as u32),
+                    Target::Fd(raw) => opcode::Readv::new(types::Fd(raw), iov.as_ptr(), iov.len() as u32),
+                };
+                let entry = op.offset(ops[base + k].2).build().user_data((base + k) as u64);
+                // This function waits below for every entry it submitted
+                // before returning; the queue has room (at most ENTRIES per
+                // group, all reaped).
+                // SAFETY: the iovecs point into the caller's pages, which outlive this call, and are neither read nor written here until their operation has completed.
+                unsafe { ring.submission().push(&entry) }.expect("the submission queue has room for a group");
+            }
+            let mut left = chunk.len();
+            while left > 0 {
+                wait_all(&mut ring, 1);
+                let completed: Vec<(usize, i32)> = ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data() as usize, cqe.result()))
+                    .collect();
+                left -= completed.len();
+                for (op, result) in completed {
+                    let (run, at, offset, pages) = &mut ops[op];
+                    let count = pages.len();
+                    match finish(result, count, |done| read_sync(fd, *offset, pages, done)) {
+                        Ok(()) => arrived(*run, *at, pages),
+                        Err(error) if first.as_ref().is_none_or(|f| *run < f.done) => {
+                            first = Some(RunError { done: *run, error });
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Submits `entries` (whose buffers the caller keeps alive) in groups of

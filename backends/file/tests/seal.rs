@@ -277,6 +277,11 @@ fn restores_through_the_mapping_after_the_file_grew_past_it() {
     for (h, p) in handles.iter().zip(&first) {
         assert_eq!(&restore(&b, *h).unwrap(), p);
     }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        maps.contains(path.0.to_str().unwrap()),
+        "sealed restores read through a mapping"
+    );
     // 600 more pages (2.4 MiB of file) in batches, and 100 one at a time
     // (staged, then written by the batches of 64 behind them).
     let mut pages = first;

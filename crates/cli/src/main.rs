@@ -114,6 +114,14 @@ struct BenchArgs {
     /// A page file to run on instead of the built-in corpus.
     #[arg(long)]
     corpus: Option<PathBuf>,
+    /// Back up the corpus this many times over, so that the store holds
+    /// more than memory (or a memory cgroup's page cache) would, while the
+    /// bench itself holds only the corpus and one restore buffer as long
+    /// as it. Restores wrap around that buffer, so only the last pass over
+    /// each place is checked against its original. Plain mode only;
+    /// baselines are sized to all the pages.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Run the region mode instead: the random, hot, seq and scan workloads
     /// over an offload region for each backend (default: compressed:algo=lz4).
     #[arg(long)]
@@ -387,8 +395,9 @@ fn mode(args: &BenchArgs) -> Mode {
         [(_, _, mode)] => *mode,
         [(_, a, _), (_, b, _), ..] => usage(&format!("{a} and {b} are separate modes; run them one at a time")),
     };
-    let flags: [(&str, bool, &[Mode]); 12] = [
+    let flags: [(&str, bool, &[Mode]); 13] = [
         ("--baselines", args.baselines.is_some(), &[Mode::Plain]),
+        ("--repeat", args.repeat != 1, &[Mode::Plain]),
         ("--threads", args.threads.is_some(), &[Mode::Plain, Mode::Region]),
         ("--kernel-zram", args.kernel_zram, &[Mode::Plain]),
         ("--batch", args.batch.is_some(), &[Mode::Plain, Mode::Async]),
@@ -433,8 +442,8 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
     }
     let mode = mode(&args);
     let batch = args.batch.unwrap_or(64);
-    if batch == 0 || args.pages == 0 || args.rounds == 0 || args.depth == Some(0) {
-        return Err("--batch, --depth, --pages and --rounds must be at least 1".into());
+    if batch == 0 || args.pages == 0 || args.rounds == 0 || args.depth == Some(0) || args.repeat == 0 {
+        return Err("--batch, --depth, --pages, --repeat and --rounds must be at least 1".into());
     }
     let corpus = match &args.corpus {
         Some(path) => Corpus::from_file(path)?,
@@ -495,7 +504,11 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
 /// The plain mode: every adapter in every way of handing pages over, then
 /// the redis backends against `redis-benchmark`.
 fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -> Result<(), Error> {
-    let n = corpus.pages.len();
+    let pages = measure::Repeated {
+        corpus: &corpus.pages,
+        times: args.repeat,
+    };
+    let n = pages.len();
     let (specs, mut skipped) = default_specs(args, n);
     let adapters = adapters(args, &specs, n, &mut skipped)?;
     report.skipped = skipped;
@@ -520,7 +533,7 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
         },
     );
     progress.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}").expect("a valid template"));
-    let mut out = measure::restore_buffer(n);
+    let mut out = measure::restore_buffer(corpus.pages.len());
     let start = std::time::Instant::now();
     let mut runs = Vec::new();
     for adapter in &adapters {
@@ -532,18 +545,10 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
                 mode.threads
             ));
             let checks = measure::Checks { index, of: modes.len() };
-            runs.push(run(
-                &**adapter,
-                &corpus.pages,
-                &mut out,
-                mode,
-                args.rounds,
-                checks,
-                &|k| {
-                    progress.inc(k);
-                    stop::check()
-                },
-            )?);
+            runs.push(run(&**adapter, pages, &mut out, mode, args.rounds, checks, &|k| {
+                progress.inc(k);
+                stop::check()
+            })?);
         }
     }
     report.timing = Some(Timing {

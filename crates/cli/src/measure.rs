@@ -133,6 +133,40 @@ pub fn restore_buffer(pages: usize) -> Box<[Page]> {
     out
 }
 
+/// The pages a run backs up: the corpus, `times` times over, so that the
+/// store holds more than memory would (page `i` is the corpus's page
+/// `i % corpus.len()`). Restores go into a buffer as long as the corpus,
+/// each thread's batches wrapping around its own stretch of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Repeated<'a> {
+    /// The corpus.
+    pub corpus: &'a [Page],
+    /// How many times over (at least 1).
+    pub times: usize,
+}
+
+impl<'a> Repeated<'a> {
+    /// The corpus once.
+    pub fn once(corpus: &'a [Page]) -> Self {
+        Repeated { corpus, times: 1 }
+    }
+
+    /// Pages backed up in all.
+    pub fn len(&self) -> usize {
+        self.corpus.len() * self.times.max(1)
+    }
+
+    /// Whether there is nothing to back up.
+    pub fn is_empty(&self) -> bool {
+        self.corpus.is_empty()
+    }
+
+    /// Page `i`.
+    fn page(&self, i: usize) -> &'a Page {
+        &self.corpus[i % self.corpus.len()]
+    }
+}
+
 /// Which restored pages a run verifies: the `index`-th of an adapter's `of`
 /// runs (one per mode) checks a different `1/of` of the pages, so that
 /// every page is verified once per adapter, over all its modes, and every
@@ -153,7 +187,7 @@ impl Checks {
     pub const ALL: Checks = Checks { index: 0, of: 1 };
 }
 
-/// Runs `adapter` over `corpus` in `mode`, `rounds` times, restoring into
+/// Runs `adapter` over `pages` in `mode`, `rounds` times, restoring into
 /// `out` (a [`restore_buffer`] as long as the corpus), and keeps each
 /// operation's best round. The restored pages `checks` gives this run are
 /// verified against the corpus, each once (each round a different
@@ -162,15 +196,20 @@ impl Checks {
 /// stop) ends the run with that error.
 pub fn run(
     adapter: &dyn Adapter,
-    corpus: &[Page],
+    pages: Repeated<'_>,
     out: &mut [Page],
     mode: Mode,
     rounds: usize,
     checks: Checks,
     tick: &Tick<'_>,
 ) -> Result<Run, Error> {
-    if out.len() < corpus.len() {
-        return Err(format!("a restore buffer of {} pages for {} pages", out.len(), corpus.len()).into());
+    if out.len() < pages.corpus.len() {
+        return Err(format!(
+            "a restore buffer of {} pages for {} pages",
+            out.len(),
+            pages.corpus.len()
+        )
+        .into());
     }
     let rounds = rounds.max(1);
     let mut best: Option<(Run, Vec<Vec<Duration>>)> = None;
@@ -179,7 +218,7 @@ pub fn run(
             index: checks.index * rounds + n,
             of: checks.of.max(1) * rounds,
         };
-        let (run, times) = round(adapter, corpus, out, mode, n, verify, tick)?;
+        let (run, times) = round(adapter, pages, out, mode, n, verify, tick)?;
         best = Some(match best {
             None => (run, times),
             Some((mut b, mut kept_times)) => {
@@ -274,22 +313,35 @@ fn timed<T: Send>(
 /// operation's per-page times.
 fn round(
     adapter: &dyn Adapter,
-    corpus: &[Page],
+    pages: Repeated<'_>,
     out: &mut [Page],
     mode: Mode,
     n: usize,
     verify: Checks,
     tick: &Tick<'_>,
 ) -> Result<(Run, Vec<Vec<Duration>>), Error> {
-    let bytes = corpus.len() * PAGE_SIZE;
+    let corpus = pages.corpus;
+    let bytes = pages.len() * PAGE_SIZE;
     let batch = mode.batch.max(1);
-    let (mut backed, mut wall) = timed(shares(corpus.len(), mode.threads), |share| {
+    // Thread t backs up `share` of the pages and restores them into
+    // `stretch` of `out`, wrapping (the same ranges when not repeated).
+    let stretches = shares(corpus.len(), mode.threads);
+    // A batch wraps at most once, onto pages of its own thread's stretch.
+    if pages.times > 1 && corpus.len() < mode.threads * batch {
+        return Err(format!(
+            "a corpus repeated needs at least {batch} pages per thread ({} threads), not {}",
+            mode.threads,
+            corpus.len()
+        )
+        .into());
+    }
+    let (mut backed, mut wall) = timed(shares(pages.len(), mode.threads), |share| {
         let mut part = Part::with_calls(share.len().div_ceil(batch));
         let mut refs: Vec<&Page> = Vec::with_capacity(batch);
         for start in share.clone().step_by(batch) {
             let end = (start + batch).min(share.end);
             refs.clear();
-            refs.extend(&corpus[start..end]);
+            refs.extend((start..end).map(|i| pages.page(i)));
             let t = Instant::now();
             let stored = adapter.backup(&refs, start as u64)?;
             part.record(t.elapsed(), end - start, tick)?;
@@ -313,30 +365,32 @@ fn round(
     // Each thread restores its own batches into its own stretch of `out`.
     let mut rest = &mut out[..];
     let mut jobs = Vec::new();
-    let mut offset = 0;
-    for part in &backed {
-        let len = part.stored.iter().map(|(_, s)| stored_len(s)).sum::<usize>();
-        let (mine, tail) = rest.split_at_mut(len);
-        jobs.push((offset, mine, part));
+    for (part, stretch) in backed.iter().zip(&stretches) {
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(stretch.len());
+        let base = part.stored.first().map_or(0, |(start, _)| *start);
+        jobs.push((base, mine, part));
         rest = tail;
-        offset += len;
     }
-    let (mut restored, wall) = timed(jobs, |(base, dsts, part)| {
+    let (mut restored, wall) = timed(jobs, |(base, stretch, part)| {
         let mut timing = Part::with_calls(part.stored.len());
+        let wrap = stretch.len();
         for (start, stored) in &part.stored {
             let len = stored_len(stored);
-            let dsts = &mut dsts[start - base..start - base + len];
+            let at = (start - base) % wrap;
+            // A batch that passes the stretch's end goes on from its start.
+            let (head, tail) = stretch.split_at_mut(at);
+            let first = len.min(wrap - at);
             // A single page goes as a slice of one on the stack: no
             // allocation per call in single-page runs.
             let mut one: [&mut Page; 1];
             let mut many: Vec<&mut Page>;
-            let refs: &mut [&mut Page] = match dsts {
-                [page] => {
+            let refs: &mut [&mut Page] = match &mut tail[..first] {
+                [page] if len == 1 => {
                     one = [page];
                     &mut one
                 }
-                _ => {
-                    many = dsts.iter_mut().collect();
+                dsts => {
+                    many = dsts.iter_mut().chain(&mut head[..len - first]).collect();
                     &mut many
                 }
             };
@@ -353,11 +407,17 @@ fn round(
     // Verified outside the timed window, so that checking never disturbs
     // what is timed: this round's share of the pages (`Checks`).
     let checking = Instant::now();
+    let last = last_restored(&shares(pages.len(), mode.threads), &stretches);
     if let Some(i) = (verify.index..corpus.len())
         .step_by(verify.of)
-        .find(|&i| out[i] != corpus[i])
+        .find(|&i| out[i] != *pages.page(last(i)))
     {
-        return Err(format!("{}: restored page {i} differs from the original", adapter.name()).into());
+        return Err(format!(
+            "{}: restored page {} differs from the original",
+            adapter.name(),
+            last(i)
+        )
+        .into());
     }
     let verifying = checking.elapsed();
 
@@ -380,13 +440,28 @@ fn round(
         mode,
         ops: vec![backup, restore, drop],
         footprint,
-        pages: corpus.len(),
+        pages: pages.len(),
         windows,
         in_calls: calls,
         verifying,
         stats,
     };
     Ok((run, vec![backup_times, restore_times, drop_times]))
+}
+
+/// Which page each place of the restore buffer holds after a round: the
+/// last of its thread's `share` that wrapped onto it in the thread's
+/// `stretch` (the place itself when not repeated).
+fn last_restored(shares: &[Range<usize>], stretches: &[Range<usize>]) -> impl Fn(usize) -> usize + use<> {
+    let pairs: Vec<(Range<usize>, Range<usize>)> = shares.iter().cloned().zip(stretches.iter().cloned()).collect();
+    move |place| {
+        let (share, stretch) = pairs
+            .iter()
+            .find(|(_, stretch)| stretch.contains(&place))
+            .expect("the stretches cover the buffer");
+        let (j, wrap) = (place - stretch.start, stretch.len());
+        share.start + j + wrap * ((share.len() - 1 - j) / wrap)
+    }
 }
 
 /// The report rows of `runs`: one per adapter, mode and operation.
@@ -457,7 +532,16 @@ mod tests {
                 Mode { batch: 7, threads: 3 },
             ] {
                 let mut out = restore_buffer(256);
-                let run = run(&*adapter, &corpus.pages, &mut out, mode, 3, Checks::ALL, &|_| Ok(())).unwrap();
+                let run = run(
+                    &*adapter,
+                    Repeated::once(&corpus.pages),
+                    &mut out,
+                    mode,
+                    3,
+                    Checks::ALL,
+                    &|_| Ok(()),
+                )
+                .unwrap();
                 assert_eq!(run.ops.len(), 3);
                 for f in &run.ops {
                     assert!(f.gbps > 0.0 && f.p99_us >= f.p50_us, "{f:?}");
@@ -518,7 +602,7 @@ mod tests {
                         let mode = Mode { batch: 8, threads: 1 };
                         run(
                             &adapter,
-                            &corpus.pages,
+                            Repeated::once(&corpus.pages),
                             &mut out,
                             mode,
                             rounds,
@@ -536,6 +620,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A corpus repeated is backed up whole (three times its pages), and
+    /// each place of the restore buffer is checked against the page last
+    /// restored into it: a page changed in the last pass is caught by its
+    /// index among all the pages.
+    #[test]
+    fn a_repeated_corpus_is_backed_up_whole_and_its_last_pass_verified() {
+        let corpus = crate::corpus::Corpus::built_in(256);
+        let pages = Repeated {
+            corpus: &corpus.pages,
+            times: 3,
+        };
+        for mode in [
+            Mode { batch: 64, threads: 1 },
+            Mode { batch: 1, threads: 2 },
+            Mode { batch: 7, threads: 3 },
+        ] {
+            let mut out = restore_buffer(256);
+            let run = run(
+                &Prefaulted::new(768),
+                pages,
+                &mut out,
+                mode,
+                2,
+                Checks::ALL,
+                &|_| Ok(()),
+            )
+            .unwrap();
+            assert_eq!(run.pages, 768);
+        }
+        let adapter = Corrupting {
+            store: Prefaulted::new(768),
+            bad: 700,
+        };
+        let mut out = restore_buffer(256);
+        let mode = Mode { batch: 8, threads: 1 };
+        let error = run(&adapter, pages, &mut out, mode, 1, Checks::ALL, &|_| Ok(())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "corrupting: restored page 700 differs from the original"
+        );
+        let mode = Mode { batch: 64, threads: 5 };
+        let error = run(
+            &Prefaulted::new(768),
+            pages,
+            &mut out,
+            mode,
+            1,
+            Checks::ALL,
+            &|_| Ok(()),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a corpus repeated needs at least 64 pages per thread (5 threads), not 256"
+        );
     }
 
     #[test]

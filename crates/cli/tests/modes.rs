@@ -138,6 +138,31 @@ fn plain_json_holds_plain_rows_and_the_bench_overhead() {
     assert!(chart.contains(">memory</text>"), "{chart}");
 }
 
+/// `--repeat 4` backs up four times the corpus's pages, and every row
+/// counts them all.
+#[test]
+fn plain_json_with_a_repeated_corpus_counts_every_page() {
+    let (_, report, _) = bench_json(
+        "repeat",
+        &[
+            "--pages",
+            "256",
+            "--repeat",
+            "4",
+            "--rounds",
+            "1",
+            "--threads",
+            "2",
+            "--backend",
+            "memory",
+        ],
+    );
+    assert_eq!(report.corpus.pages, 256);
+    let memory: Vec<_> = report.results.iter().filter(|r| r.backend == "memory").collect();
+    assert_eq!(memory.len(), 3 * 3, "three ways of handing pages over, three ops");
+    assert!(memory.iter().all(|r| r.pages == Some(1024)), "{memory:?}");
+}
+
 #[test]
 fn async_json_holds_async_throughput_and_ticker_rows() {
     let (stdout, report, chart) = bench_json(
@@ -457,7 +482,7 @@ fn a_password_in_a_failing_spec_stays_out_of_the_error() {
 
 #[test]
 fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
-    let cases: [(&[&str], &str); 18] = [
+    let cases: [(&[&str], &str); 19] = [
         (
             &["--async", "--threads", "2"],
             "--threads applies to the plain and region mode only, not to the async mode",
@@ -512,6 +537,7 @@ fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
             &["--working-set", "64", "--accesses", "10"],
             "--accesses applies to the region mode only",
         ),
+        (&["--async", "--repeat", "4"], "--repeat applies to the plain mode only"),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["bench", "--pages", "16", "--rounds", "1", "--backend", "memory"];

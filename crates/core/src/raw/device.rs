@@ -28,6 +28,25 @@ pub struct ReadRun<'a, 'p> {
     pub pages: &'a mut [&'p mut Page],
 }
 
+/// What [`Device::read_arriving`] calls with each part of a run once it is
+/// in: the run's index, the part's first page within the run, its pages.
+pub type Arrived<'a> = dyn FnMut(usize, usize, &[&mut Page]) + 'a;
+
+/// The outcome of a read of `runs` that is over, handed to `arrived` as
+/// [`Device::read_arriving`] does once everything is in: each run that
+/// completed, whole.
+pub fn hand_over(
+    runs: &[ReadRun<'_, '_>],
+    result: Result<(), RunError>,
+    arrived: &mut Arrived<'_>,
+) -> Result<(), RunError> {
+    let done = result.as_ref().map_or_else(|e| e.done, |()| runs.len());
+    for (k, run) in runs.iter().enumerate().take(done) {
+        arrived(k, 0, run.pages);
+    }
+    result
+}
+
 /// A failed [`Device::write`] or [`Device::read`]: the first `done` runs
 /// completed whole; the others may have completed in part or not at all.
 #[derive(Debug)]
@@ -96,6 +115,23 @@ pub unsafe trait Device: Send + Sync + Debug {
     /// is neither written nor released until this returns; reads of the
     /// same slots may run at the same time.
     unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError>;
+
+    /// Reads every run as [`read`](Self::read) does, handing each part of
+    /// a run to `arrived` once it is in (parts in any order), while later
+    /// parts may still be in flight: so that the caller checks what has
+    /// arrived while the device reads the rest. Every page of the runs
+    /// before the first that failed (all of them on `Ok`) is handed over
+    /// once. The default reads everything, then hands over each run
+    /// ([`hand_over`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`read`](Self::read).
+    unsafe fn read_arriving(&self, runs: &mut [ReadRun<'_, '_>], arrived: &mut Arrived<'_>) -> Result<(), RunError> {
+        // SAFETY: the caller's runs, under the caller's promise.
+        let result = unsafe { self.read(runs) };
+        hand_over(runs, result, arrived)
+    }
 
     /// Frees the storage behind `count` slots from `slot` (punches a hole):
     /// their data is gone, their space given back.
@@ -251,6 +287,21 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
         unsafe { self.inner().read(runs) }
     }
 
+    /// [`Device::read_arriving`]: the layer's own [`read`](Self::read),
+    /// then each run handed over, unless the layer says otherwise (the
+    /// inner device's parts are not what a layer that changes reads would
+    /// give). A layer that reads its inner device's bytes unchanged may
+    /// forward it.
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::read_arriving`].
+    unsafe fn read_arriving(&self, runs: &mut [ReadRun<'_, '_>], arrived: &mut Arrived<'_>) -> Result<(), RunError> {
+        // SAFETY: the caller's runs, under the caller's promise.
+        let result = unsafe { DeviceLayer::read(self, runs) };
+        hand_over(runs, result, arrived)
+    }
+
     /// [`Device::release`].
     ///
     /// # Safety
@@ -326,6 +377,10 @@ unsafe impl<L: DeviceLayer> Device for L {
     unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         // SAFETY: the caller's promise is the layer's method's.
         unsafe { DeviceLayer::read(self, runs) }
+    }
+    unsafe fn read_arriving(&self, runs: &mut [ReadRun<'_, '_>], arrived: &mut Arrived<'_>) -> Result<(), RunError> {
+        // SAFETY: the caller's promise is the layer's method's.
+        unsafe { DeviceLayer::read_arriving(self, runs, arrived) }
     }
     unsafe fn release(&self, slot: u32, count: u32) -> io::Result<()> {
         // SAFETY: the caller's promise is the layer's method's.
@@ -407,6 +462,37 @@ mod tests {
         fn io_path(&self) -> Option<&'static str> {
             Some("renamed")
         }
+    }
+
+    /// After a read that failed at a run, the runs before it are handed
+    /// over whole and nothing after; after one that succeeded, every run.
+    #[test]
+    fn hand_over_gives_every_run_read_whole() {
+        let (mut a, mut b, mut c) = (Page::zeroed(), Page::zeroed(), Page::zeroed());
+        let (mut first, mut second) = ([&mut a, &mut b], [&mut c]);
+        let runs = [
+            ReadRun {
+                slot: 0,
+                pages: &mut first,
+            },
+            ReadRun {
+                slot: 9,
+                pages: &mut second,
+            },
+        ];
+        let mut seen = Vec::new();
+        let failed = RunError {
+            done: 1,
+            error: io::Error::other("second run"),
+        };
+        let result = hand_over(&runs, Err(failed), &mut |run, at, pages| {
+            seen.push((run, at, pages.len()))
+        });
+        assert_eq!(result.unwrap_err().done, 1);
+        assert_eq!(seen, [(0, 0, 2)]);
+        seen.clear();
+        hand_over(&runs, Ok(()), &mut |run, at, pages| seen.push((run, at, pages.len()))).unwrap();
+        assert_eq!(seen, [(0, 0, 2), (1, 0, 1)]);
     }
 
     #[test]

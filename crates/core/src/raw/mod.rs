@@ -41,7 +41,7 @@ mod thread_index;
 pub use crate::backend::{check_batch_lengths, copy_in_order};
 pub use crate::slots::SlotTable;
 pub use codec::HandleCodec;
-pub use device::{Device, DeviceLayer, ReadRun, RunError, WriteRun};
+pub use device::{Arrived, Device, DeviceLayer, ReadRun, RunError, WriteRun, hand_over};
 pub use epoch::ProcessEpoch;
 pub use extents::FreeExtents;
 pub use generations::Generations;

@@ -232,6 +232,25 @@ unsafe impl<D: Device + 'static> DeviceLayer for MaybeSealed<D> {
             MaybeSealed::Sealed(_) => Ok(false),
         }
     }
+
+    /// A plain device's reads part by part as they arrive; a sealed one's
+    /// whole, opened, then handed over.
+    unsafe fn read_arriving(
+        &self,
+        runs: &mut [super::ReadRun<'_, '_>],
+        arrived: &mut super::Arrived<'_>,
+    ) -> Result<(), super::RunError> {
+        match self {
+            // SAFETY: the caller's runs, under the caller's promise, passed on unchanged.
+            MaybeSealed::Plain(d) => unsafe { d.read_arriving(runs, arrived) },
+            #[cfg(feature = "seal")]
+            MaybeSealed::Sealed(s) => {
+                // SAFETY: as above, to the sealing device, whose reads open the pages.
+                let result = unsafe { Device::read(&**s, runs) };
+                super::hand_over(runs, result, arrived)
+            }
+        }
+    }
 }
 
 /// The error a device read gives for a page that fails authentication

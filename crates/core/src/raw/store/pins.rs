@@ -158,6 +158,7 @@ mod tests {
                     slot: 0,
                     pages: &mut refs,
                 }],
+                None,
             )
             .unwrap();
         store.finish_read(plan, None, &[h], |_| &*pages[0], op).unwrap();

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{ShardLocks, SlotStore, checksum};
 use crate::error::{BackupError, BatchError, Operation};
-use crate::raw::device::{Device, ReadRun, RunError};
+use crate::raw::device::{Arrived, Device, ReadRun, RunError};
 use crate::{Handle, Interrupt, Page};
 
 /// The reads of a restore, from [`SlotStore::plan_read`], to be done and
@@ -85,6 +85,12 @@ impl ReadPlan {
         }
         segments
     }
+}
+
+/// How many pages of `plan` were read: all, or those before `stop`.
+fn read_to(plan: &ReadPlan, stop: &Option<BatchError>) -> usize {
+    stop.as_ref()
+        .map_or(plan.entries.len(), |s| s.completed.min(plan.entries.len()))
 }
 
 /// A validated page of a batch: its position, shard and local slot; for a
@@ -170,6 +176,8 @@ impl<D: Device> SlotStore<D> {
         let plan = self.plan_read(handles, op)?;
         let mut rest = &mut dsts[..plan.len()];
         let mut stop = None;
+        // The first page read that does not match its checksum.
+        let mut corrupt: Option<usize> = None;
         for segment in plan.segments() {
             if intr.is_some_and(Interrupt::is_interrupted) {
                 stop = Some(self.interrupted(segment.start, op));
@@ -186,7 +194,19 @@ impl<D: Device> SlotStore<D> {
                     pages: these,
                 });
             }
-            if let Err(RunError { done, error }) = self.read_pinned(segment.shard, &mut runs) {
+            // With checksums, each part of a run is checked as it arrives,
+            // while the device reads the rest.
+            let mut check = |run: usize, first: usize, pages: &[&mut Page]| {
+                let start = segment.runs[run].start + first;
+                if let Some((k, _)) = (start..)
+                    .zip(pages)
+                    .find(|(k, page)| plan.entries[*k].sum != checksum(page))
+                {
+                    corrupt = Some(corrupt.map_or(k, |c| c.min(k)));
+                }
+            };
+            let arrived = self.config.checksum.then_some(&mut check as &mut Arrived<'_>);
+            if let Err(RunError { done, error }) = self.read_pinned(segment.shard, &mut runs, arrived) {
                 // A sealed page that fails authentication names itself.
                 let bad = crate::raw::seal::Unauthentic::of(&error);
                 let completed = segment.runs[done].start + bad.map_or(0, |b| b.page);
@@ -202,7 +222,7 @@ impl<D: Device> SlotStore<D> {
                 break;
             }
         }
-        self.finish_read(plan, stop, handles, |k| &*dsts[k], op)
+        self.conclude(plan, stop, corrupt, handles, op)
     }
 
     /// The error of a restore interrupted before item `k`.
@@ -239,26 +259,37 @@ impl<D: Device> SlotStore<D> {
         page: impl Fn(usize) -> &'p Page,
         op: Operation,
     ) -> Result<(), BatchError> {
-        let read_to = stop
-            .as_ref()
-            .map_or(plan.entries.len(), |s| s.completed.min(plan.entries.len()));
-        let corrupt = if self.config.checksum {
-            plan.entries[..read_to]
+        let corrupt = match self.config.checksum {
+            true => plan.entries[..read_to(&plan, &stop)]
                 .iter()
                 .find(|e| e.sum != checksum(page(e.k)))
-                .map(|e| BatchError {
-                    completed: e.k,
-                    error: BackupError::Corrupt {
-                        origin: self.origin(op),
-                        handle: handles[e.k],
-                        detail: "the page read back does not match its checksum (the storage changed under the \
-                                 backend); the backup is unusable, drop it"
-                            .to_string(),
-                    },
-                })
-        } else {
-            None
+                .map(|e| e.k),
+            false => None,
         };
+        self.conclude(plan, stop, corrupt, handles, op)
+    }
+
+    /// [`finish_read`](Self::finish_read) with the first page read that
+    /// does not match its checksum already found (`corrupt`; pages past
+    /// where reading stopped do not count).
+    fn conclude(
+        &self,
+        plan: ReadPlan,
+        stop: Option<BatchError>,
+        corrupt: Option<usize>,
+        handles: &[Handle],
+        op: Operation,
+    ) -> Result<(), BatchError> {
+        let corrupt = corrupt.filter(|&k| k < read_to(&plan, &stop)).map(|k| BatchError {
+            completed: k,
+            error: BackupError::Corrupt {
+                origin: self.origin(op),
+                handle: handles[k],
+                detail: "the page read back does not match its checksum (the storage changed under the backend); \
+                         the backup is unusable, drop it"
+                    .to_string(),
+            },
+        });
         let ReadPlan { entries, stopped } = plan;
         self.unpin(&entries);
         match corrupt.or(stop).or(stopped) {
