@@ -31,6 +31,9 @@ const CHECKSUM: usize = 4;
 const DEAD: u32 = 1 << 31;
 /// No chunk.
 const NONE: u32 = u32::MAX;
+/// Chunks one scan of the directory keeps as compaction victims
+/// ([`Arena::sparse_victim`]).
+const CANDIDATES: usize = 16;
 
 struct Chunk {
     data: Box<[u8]>,
@@ -62,6 +65,10 @@ pub(crate) struct Arena {
     /// Bytes of live objects, headers included.
     live: u64,
     chunk_count: u64,
+    /// Victims for compaction from the last scan, `(chunk, live bytes
+    /// then)`, the sparsest last; the first `candidate_count` are valid.
+    candidates: [(u32, u32); CANDIDATES],
+    candidate_count: usize,
 }
 
 impl Arena {
@@ -76,6 +83,8 @@ impl Arena {
             bytes: 0,
             live: 0,
             chunk_count: 0,
+            candidates: [(NONE, 0); CANDIDATES],
+            candidate_count: 0,
         }
     }
 
@@ -372,6 +381,56 @@ impl Arena {
             .min_by_key(|&(_, live)| live)
     }
 
+    /// One of the sparsest chunks but the head, for the compaction every
+    /// backup and drop may do: amortised, so that it costs no scan of the
+    /// directory per call. One scan keeps the [`CANDIDATES`] sparsest
+    /// chunks, and later calls take them in turn, sparsest first, while
+    /// they hold no more live bytes than when they were found: a chunk other
+    /// than the head only loses live bytes, unless it is freed and its id
+    /// reused. A chunk that became sparser since the scan waits for the
+    /// next one.
+    pub(crate) fn sparse_victim(&mut self) -> Option<u32> {
+        for scanned in [false, true] {
+            while self.candidate_count > 0 {
+                self.candidate_count -= 1;
+                let (id, then) = self.candidates[self.candidate_count];
+                if self.live_in(id).is_some_and(|now| now <= then as usize) {
+                    return Some(id);
+                }
+            }
+            if !scanned {
+                self.scan_candidates();
+            }
+        }
+        None
+    }
+
+    /// Keeps the [`CANDIDATES`] sparsest chunks but the head, the sparsest last.
+    fn scan_candidates(&mut self) {
+        let mut kept = [(NONE, 0u32); CANDIDATES];
+        let mut count = 0;
+        for (id, chunk) in self.chunks.iter().enumerate() {
+            let Some(chunk) = chunk.as_ref().filter(|_| id as u32 != self.head) else {
+                continue;
+            };
+            // `kept[..count]` is ordered from the fullest to the sparsest.
+            if count == CANDIDATES && chunk.live >= kept[0].1 {
+                continue;
+            }
+            let at = kept[..count].partition_point(|&(_, live)| live > chunk.live);
+            if count == CANDIDATES {
+                kept.copy_within(1..at, 0);
+                kept[at - 1] = (id as u32, chunk.live);
+            } else {
+                kept.copy_within(at..count, at + 1);
+                kept[at] = (id as u32, chunk.live);
+                count += 1;
+            }
+        }
+        self.candidates = kept;
+        self.candidate_count = count;
+    }
+
     /// Every chunk but the head with fewer than `below` live bytes.
     pub(crate) fn sparse(&self, below: usize) -> Vec<u32> {
         let mut ids: Vec<(u32, u32)> = self
@@ -546,5 +605,48 @@ mod tests {
             "what fits still goes in"
         );
         assert_eq!(joined(arena.object(loc)), object(0, CHUNK - 100));
+    }
+
+    /// Compaction victims come sparsest first, the head left out, as an
+    /// exact scan would order them, until the kept candidates run out; a
+    /// chunk freed since the scan is passed over.
+    #[test]
+    fn sparse_victims_come_sparsest_first_without_the_head() {
+        let budget = Budget::new(None, 0);
+        let mut arena = Arena::new(false);
+        // 24 chunks of 1000-byte objects; chunk k keeps k + 1 of its objects.
+        let locs: Vec<Location> = (0..24 * 65)
+            .map(|i| arena.append(&object(i, 1000), i as u32, 0, &budget, 0).unwrap())
+            .collect();
+        let mut kept = vec![0usize; 64];
+        let mut live = Vec::new();
+        for loc in &locs {
+            let whole = usize::from(loc.offset) + HEADER + 1000 <= CHUNK;
+            if loc.chunk != arena.head && whole && kept[loc.chunk as usize] > loc.chunk as usize {
+                arena.free(*loc, &budget);
+            } else {
+                kept[loc.chunk as usize] += usize::from(whole);
+                live.push(*loc);
+            }
+        }
+        let mut order: Vec<(usize, u32)> = (0..arena.chunks.len() as u32)
+            .filter_map(|id| arena.live_in(id).map(|live| (live, id)))
+            .collect();
+        order.sort_unstable();
+        let freed = order[3].1;
+        let taken: Vec<u32> = (0..CANDIDATES).map(|_| arena.sparse_victim().unwrap()).collect();
+        let expected: Vec<u32> = order.iter().take(CANDIDATES).map(|&(_, id)| id).collect();
+        assert_eq!(taken, expected);
+        assert!(!taken.contains(&arena.head));
+        // A new scan; a chunk emptied since is passed over.
+        let first = arena.sparse_victim().unwrap();
+        assert_eq!(first, order[0].1);
+        let runs_on = |l: &&Location| l.chunk + 1 == freed && usize::from(l.offset) + HEADER + 1000 > CHUNK;
+        for loc in live.iter().filter(|l| l.chunk == freed || runs_on(l)) {
+            arena.free(*loc, &budget);
+        }
+        assert_eq!(arena.live_in(freed), None, "chunk {freed} is freed");
+        let next: Vec<u32> = (0..3).map(|_| arena.sparse_victim().unwrap()).collect();
+        assert_eq!(next, [order[1].1, order[2].1, order[4].1]);
     }
 }

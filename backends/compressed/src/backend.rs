@@ -78,8 +78,14 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   4-byte header where the previous one ended, in 64 KiB chunks, running
 ///   on into the next chunk where it does not fit, so nothing is lost to
 ///   size classes or part-filled slabs. An object in two pieces is decoded
-///   from them in place by zstd and by lz4_flex, and joined in a per-thread
-///   buffer for the C lz4 decoder (feature `lz4-c`, the default).
+///   from them in place by lz4_flex, and joined first for the C lz4
+///   decoder (feature `lz4-c`, the default; in a per-thread buffer) and for
+///   zstd (in its decoder's buffer).
+/// - **Restores allocate nothing**, not even on a thread's first restore
+///   (they may run in a region's `SIGBUS` handler): zstd's decoding
+///   contexts are made with the backend, one per CPU (2 to 16, about
+///   100 KiB each, outside [`memory_used`](BackupStats::memory_used)), and
+///   a restore takes one that no other thread holds.
 ///   A chunk is freed when nothing in it is live.
 /// - **Compaction** runs by itself: a backup or drop that leaves more than a
 ///   chunk and 1/16 of the live bytes reclaimable moves the live objects of
@@ -213,6 +219,10 @@ impl CompressedBackend {
         };
         #[cfg(not(feature = "zstd"))]
         let codec = Codec::new(config.algorithm);
+        let codec = codec.map_err(|source| BackupError::Io {
+            origin: Origin::new(NAME, Operation::Open),
+            source,
+        })?;
         let fixed = Self::fixed_bytes();
         Ok(CompressedBackend {
             codec,

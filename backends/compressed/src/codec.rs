@@ -1,7 +1,8 @@
-//! The codecs, with contexts kept per thread: lz4 (lz4_flex's block format,
-//! its hash table reused) and zstd (bulk API, frame header trimmed, one
-//! context per level and dictionary identity; an object stored in two
-//! pieces is decoded by streaming them in turn).
+//! The codecs: lz4 (lz4_flex's block format, its hash table reused per
+//! thread) and zstd (bulk API, frame header trimmed; encoders kept per
+//! thread, one per level and dictionary identity; decoders made with the
+//! backend, so that a restore never allocates, and an object stored in two
+//! pieces joined in the decoder's own buffer).
 
 use std::fmt;
 
@@ -43,23 +44,38 @@ impl fmt::Display for Algorithm {
 /// lz4's worst case (`lz4_flex::block::get_maximum_output_size(4096)`).
 pub(crate) const SCRATCH_LEN: usize = 2 * PAGE_SIZE;
 
-/// An algorithm with its dictionary: what encodes and decodes one backend's pages.
-#[derive(Debug, Clone)]
+/// An algorithm with its dictionary: what encodes and decodes one backend's
+/// pages (with zstd, its decoders).
+#[derive(Debug)]
 pub(crate) struct Codec {
     algorithm: Algorithm,
     #[cfg(feature = "zstd")]
     dictionary: Option<Dictionary>,
+    #[cfg(feature = "zstd")]
+    decoders: Option<zstd_codec::Decoders>,
 }
 
 impl Codec {
+    /// The codec of `algorithm`; for zstd, with its decoders made now
+    /// (libzstd failing to make one is the error).
     #[cfg(feature = "zstd")]
-    pub(crate) fn new(algorithm: Algorithm, dictionary: Option<Dictionary>) -> Self {
-        Codec { algorithm, dictionary }
+    pub(crate) fn new(algorithm: Algorithm, dictionary: Option<Dictionary>) -> std::io::Result<Self> {
+        #[allow(irrefutable_let_patterns, reason = "zstd is the only algorithm when lz4 is left out")]
+        let decoders = if let Algorithm::Zstd { .. } = algorithm {
+            Some(zstd_codec::Decoders::new(dictionary.as_ref())?)
+        } else {
+            None
+        };
+        Ok(Codec {
+            algorithm,
+            dictionary,
+            decoders,
+        })
     }
 
     #[cfg(not(feature = "zstd"))]
-    pub(crate) fn new(algorithm: Algorithm) -> Self {
-        Codec { algorithm }
+    pub(crate) fn new(algorithm: Algorithm) -> std::io::Result<Self> {
+        Ok(Codec { algorithm })
     }
 
     pub(crate) fn algorithm(&self) -> Algorithm {
@@ -86,10 +102,11 @@ impl Codec {
     }
 
     /// Decompresses `src`, stored in one piece or in two (`src.1` empty
-    /// when in one), into `dst`, which it must fill exactly. zstd reads two
-    /// pieces as they are; lz4 decodes them where they lie without `lz4-c`,
-    /// and with it joins them in a per-thread buffer for the C decoder
-    /// (a copy of less than a page, cheaper than decoding piecewise).
+    /// when in one), into `dst`, which it must fill exactly. lz4 decodes two
+    /// pieces where they lie without `lz4-c`, and with it joins them in a
+    /// per-thread buffer for the C decoder; zstd joins them in its decoder's
+    /// buffer (a copy of less than a page, cheaper than decoding piecewise).
+    /// Allocates nothing: restores run in a region's `SIGBUS` handler.
     pub(crate) fn decompress(&self, src: (&[u8], &[u8]), dst: &mut Page) -> Result<(), DecodeError> {
         let len = match self.algorithm {
             #[cfg(feature = "lz4")]
@@ -101,7 +118,10 @@ impl Codec {
                 }
             }
             #[cfg(feature = "zstd")]
-            Algorithm::Zstd { .. } => zstd_codec::decompress(self.dictionary.as_ref(), src, dst),
+            Algorithm::Zstd { .. } => match &self.decoders {
+                Some(decoders) => decoders.decompress(src, dst),
+                None => unreachable!("a zstd codec is made with its decoders"),
+            },
         }?;
         if len != PAGE_SIZE {
             return Err(DecodeError::Length(len));
@@ -127,10 +147,11 @@ pub(crate) enum DecodeError {
     /// zstd refused the object (its error name as an `io::Error`).
     #[cfg(feature = "zstd")]
     Zstd(std::io::Error),
-    /// The object decoded to this many bytes, not to a page; for zstd, a
-    /// frame that ends early, or decodes to more than a page.
+    /// The object decoded to this many bytes, not to a page (for zstd, a
+    /// frame that ends early; one that decodes to more than a page is
+    /// zstd's own error).
     Length(usize),
-    /// A zstd frame that would decode to more than a page.
+    /// A zstd object in two pieces longer than any page encodes to.
     #[cfg(feature = "zstd")]
     Overlong,
 }
@@ -148,7 +169,7 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Zstd(_) => f.write_str("zstd cannot decode the object"),
             DecodeError::Length(len) => write!(f, "the object decoded to {len} bytes instead of a page"),
             #[cfg(feature = "zstd")]
-            DecodeError::Overlong => f.write_str("the zstd frame decodes to more than a page"),
+            DecodeError::Overlong => f.write_str("the zstd object is longer than any page encodes to"),
         }
     }
 }
@@ -364,45 +385,23 @@ mod lz4 {
 #[cfg(feature = "zstd")]
 mod zstd_codec {
     use std::cell::RefCell;
+    use std::fmt;
     use std::io;
+    use std::sync::{Mutex, TryLockError};
 
     use pagebackup_core::Page;
     use zstd::bulk::Compressor;
-    use zstd::zstd_safe::{CParameter, DCtx, InBuffer, OutBuffer, ResetDirective};
+    use zstd::zstd_safe::{CParameter, DCtx};
 
-    use super::DecodeError;
+    use super::{DecodeError, SCRATCH_LEN};
     use crate::Dictionary;
 
-    /// Contexts kept per thread; a few, for the few level and dictionary
+    /// Encoders kept per thread; a few, for the few level and dictionary
     /// combinations one program uses.
     const KEPT: usize = 8;
 
-    #[derive(Default)]
-    struct Contexts {
-        compressors: Vec<((i32, u64), Compressor<'static>)>,
-        decompressors: Vec<(u64, DCtx<'static>)>,
-    }
-
     thread_local! {
-        static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
-    }
-
-    fn keep<K: PartialEq, V>(
-        list: &mut Vec<(K, V)>,
-        key: K,
-        make: impl FnOnce() -> io::Result<V>,
-    ) -> io::Result<&mut V> {
-        let pos = match list.iter().position(|(k, _)| *k == key) {
-            Some(pos) => pos,
-            None => {
-                if list.len() == KEPT {
-                    list.remove(0);
-                }
-                list.push((key, make()?));
-                list.len() - 1
-            }
-        };
-        Ok(&mut list[pos].1)
+        static COMPRESSORS: RefCell<Vec<((i32, u64), Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
     }
 
     fn compressor(level: i32, dict: Option<&Dictionary>) -> io::Result<Compressor<'static>> {
@@ -419,68 +418,107 @@ mod zstd_codec {
     }
 
     pub(super) fn compress(level: i32, dict: Option<&Dictionary>, page: &Page, out: &mut [u8]) -> Option<usize> {
-        CONTEXTS.with(|ctx| {
-            let mut ctx = ctx.borrow_mut();
+        COMPRESSORS.with_borrow_mut(|list| {
             let key = (level, dict.map_or(0, Dictionary::id));
-            let c = keep(&mut ctx.compressors, key, || compressor(level, dict)).ok()?;
-            c.compress_to_buffer(page.as_bytes().as_slice(), out).ok()
+            let pos = match list.iter().position(|(k, _)| *k == key) {
+                Some(pos) => pos,
+                None => {
+                    if list.len() == KEPT {
+                        list.remove(0);
+                    }
+                    list.push((key, compressor(level, dict).ok()?));
+                    list.len() - 1
+                }
+            };
+            list[pos].1.compress_to_buffer(page.as_bytes().as_slice(), out).ok()
         })
     }
 
-    fn decompressor(dict: Option<&Dictionary>) -> io::Result<DCtx<'static>> {
-        let mut d = DCtx::try_create().ok_or_else(|| io::Error::other("zstd cannot make a context"))?;
-        if let Some(dict) = dict {
-            d.load_dictionary(dict.bytes()).map_err(zstd_error)?;
+    /// A decoding context with its dictionary loaded, and a buffer to join
+    /// an object stored in two pieces.
+    struct Decoder {
+        context: DCtx<'static>,
+        joined: Box<[u8; SCRATCH_LEN]>,
+    }
+
+    /// A backend's zstd decoders, all made with the backend: a restore
+    /// takes one that no other thread holds, without blocking, and
+    /// allocates nothing, not even on a thread's first restore. Restores
+    /// run in a region's `SIGBUS` handler, where allocating (libzstd makes
+    /// a context with `malloc`) could deadlock on a lock the interrupted
+    /// code holds. One decoder per CPU (2 to 16): more threads than that
+    /// restoring at once wait for one in turn, a page's decode each.
+    pub(super) struct Decoders {
+        slots: Box<[Mutex<Decoder>]>,
+    }
+
+    impl fmt::Debug for Decoders {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Decoders").field("slots", &self.slots.len()).finish()
         }
-        Ok(d)
+    }
+
+    impl Decoders {
+        pub(super) fn new(dict: Option<&Dictionary>) -> io::Result<Decoders> {
+            let count = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16);
+            let slots = (0..count)
+                .map(|_| {
+                    let mut context =
+                        DCtx::try_create().ok_or_else(|| io::Error::other("zstd cannot make a decoding context"))?;
+                    if let Some(dict) = dict {
+                        context.load_dictionary(dict.bytes()).map_err(zstd_error)?;
+                    }
+                    Ok(Mutex::new(Decoder {
+                        context,
+                        joined: Box::new([0; SCRATCH_LEN]),
+                    }))
+                })
+                .collect::<io::Result<_>>()?;
+            Ok(Decoders { slots })
+        }
+
+        /// Runs `f` with a decoder no other thread holds, trying each in
+        /// turn from one that depends on the thread (its stack address),
+        /// and again while all are held.
+        fn with<R>(&self, f: impl FnOnce(&mut Decoder) -> R) -> R {
+            let marker = 0u8;
+            let start = (&marker as *const u8 as usize) >> 16;
+            let n = self.slots.len();
+            loop {
+                for k in 0..n {
+                    match self.slots[(start + k) % n].try_lock() {
+                        Ok(mut d) => return f(&mut d),
+                        Err(TryLockError::Poisoned(p)) => return f(&mut p.into_inner()),
+                        Err(TryLockError::WouldBlock) => {}
+                    }
+                }
+                std::hint::spin_loop();
+            }
+        }
+
+        /// Decodes a frame stored in one piece (`src.1` empty) or two.
+        pub(super) fn decompress(&self, src: (&[u8], &[u8]), dst: &mut Page) -> Result<usize, DecodeError> {
+            self.with(|d| {
+                let out = dst.as_bytes_mut().as_mut_slice();
+                let frame = if src.1.is_empty() {
+                    src.0
+                } else {
+                    let len = src.0.len() + src.1.len();
+                    let joined = d.joined.get_mut(..len).ok_or(DecodeError::Overlong)?;
+                    let (a, b) = joined.split_at_mut(src.0.len());
+                    a.copy_from_slice(src.0);
+                    b.copy_from_slice(src.1);
+                    joined
+                };
+                d.context
+                    .decompress(out, frame)
+                    .map_err(|e| DecodeError::Zstd(zstd_error(e)))
+            })
+        }
     }
 
     fn zstd_error(code: usize) -> io::Error {
         io::Error::other(zstd::zstd_safe::get_error_name(code))
-    }
-
-    /// Decodes a frame stored in one piece (`src.1` empty) or two.
-    pub(super) fn decompress(
-        dict: Option<&Dictionary>,
-        src: (&[u8], &[u8]),
-        dst: &mut Page,
-    ) -> Result<usize, DecodeError> {
-        CONTEXTS.with(|ctx| {
-            let mut ctx = ctx.borrow_mut();
-            let d = keep(&mut ctx.decompressors, dict.map_or(0, Dictionary::id), || {
-                decompressor(dict)
-            })
-            .map_err(DecodeError::Zstd)?;
-            let out = dst.as_bytes_mut().as_mut_slice();
-            if src.1.is_empty() {
-                return d.decompress(out, src.0).map_err(|e| DecodeError::Zstd(zstd_error(e)));
-            }
-            // Read the two pieces in turn, with no copy to join them.
-            d.reset(ResetDirective::SessionOnly)
-                .map_err(|e| DecodeError::Zstd(zstd_error(e)))?;
-            let mut output = OutBuffer::around(out);
-            let mut left = usize::MAX;
-            // The empty piece last lets zstd flush what it holds.
-            for piece in [src.0, src.1, &[]] {
-                let mut input = InBuffer::around(piece);
-                while left != 0 {
-                    let before = (input.pos(), output.pos());
-                    left = d
-                        .decompress_stream(&mut output, &mut input)
-                        .map_err(|e| DecodeError::Zstd(zstd_error(e)))?;
-                    if (input.pos(), output.pos()) == before {
-                        if input.pos() < piece.len() {
-                            return Err(DecodeError::Overlong);
-                        }
-                        break;
-                    }
-                }
-            }
-            if left != 0 {
-                return Err(DecodeError::Length(output.pos()));
-            }
-            Ok(output.pos())
-        })
     }
 }
 
@@ -505,6 +543,8 @@ mod tests {
                 algorithm: Algorithm::Lz4,
                 #[cfg(feature = "zstd")]
                 dictionary: None,
+                #[cfg(feature = "zstd")]
+                decoders: None,
             }
         }
     }

@@ -141,12 +141,13 @@ impl Shard {
     }
 
     /// The compaction every backup and drop does: when more than a chunk
-    /// and more than 1/16 of the live bytes could be given back, the
-    /// sparsest chunk is moved out — one chunk at most, so that no single
+    /// and more than 1/16 of the live bytes could be given back, one of the
+    /// sparsest chunks ([`Arena::sparse_victim`], with no scan per call) is
+    /// moved out — one chunk at most, so that no single
     /// operation does much more work than another.
     fn tidy(&mut self, budget: &Budget) {
         if self.arena.garbage() > (self.arena.live() / 16).max(CHUNK as u64)
-            && let Some((victim, _)) = self.arena.sparsest()
+            && let Some(victim) = self.arena.sparse_victim()
         {
             self.evacuate(victim, 0, budget);
         }

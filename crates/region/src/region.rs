@@ -496,7 +496,13 @@ impl Shared {
                 continue;
             }
             while self.resident.load(Ordering::Relaxed) > self.low && !self.stop.load(Ordering::Acquire) {
-                match self.evict_batch(&mut work) {
+                let evicted = self.evict_batch(&mut work);
+                // Counted per batch: under faults that keep it busy, the
+                // evictor may not leave this loop for a whole workload.
+                self.stats
+                    .evictor_cpu_ns
+                    .store(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
+                match evicted {
                     Evicted::Some => self.stalled.store(false, Ordering::Relaxed),
                     Evicted::Nothing => {
                         // Every resident page is pinned or in use: wait for one.
@@ -512,13 +518,7 @@ impl Shared {
                     }
                 }
             }
-            self.stats
-                .evictor_cpu_ns
-                .store(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
         }
-        self.stats
-            .evictor_cpu_ns
-            .store(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
     }
 
     /// Picks up to `want` victims in address order and owns them: the clock

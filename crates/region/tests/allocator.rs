@@ -1,13 +1,16 @@
 //! A fault taken inside the allocator, with its lock held: the fault
-//! service must neither allocate (which would deadlock) nor corrupt.
+//! service must neither allocate (which would deadlock) nor corrupt, also
+//! when it is the thread's first restore from a backend whose decoder
+//! keeps state (zstd).
 
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use pagebackup_core::{MemoryBackend, PAGE_SIZE};
+use pagebackup_core::{BackupBackend, MemoryBackend, PAGE_SIZE};
 use pagebackup_region::RegionConfig;
 use support::{MODES, region};
 
@@ -67,10 +70,26 @@ static ALLOCATOR: LockedAllocator = LockedAllocator;
 
 #[test]
 fn a_fault_inside_the_allocator_neither_deadlocks_nor_allocates() {
+    fault_inside_the_allocator(|| Box::new(MemoryBackend::new()));
+}
+
+/// The fault inside the allocator is the first restore of its thread (the
+/// test's in signal mode, a new handler thread's otherwise) from zstd,
+/// whose decoding context is made before any restore.
+#[test]
+fn a_first_zstd_restore_inside_the_allocator_neither_deadlocks_nor_allocates() {
+    fault_inside_the_allocator(|| pagebackup::open("compressed:algo=zstd").expect("a zstd backend"));
+}
+
+/// The tests arm one allocator: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn fault_inside_the_allocator(backend: impl Fn() -> Box<dyn BackupBackend>) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     for mode in MODES {
         let budget = 64 * PAGE_SIZE;
         let config = RegionConfig::new().with_mode(mode);
-        let Some(r) = region(8 * budget, budget, Box::new(MemoryBackend::new()), config) else {
+        let Some(r) = region(8 * budget, budget, backend(), config) else {
             return;
         };
         let words = r.words();

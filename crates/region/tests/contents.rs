@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use pagebackup_core::{MemoryBackend, PAGE_SIZE};
 use pagebackup_region::RegionConfig;
-use support::{BUDGET, LEN, MODES, Rng, region};
+use support::{BUDGET, LEN, MODES, Rng, filled, region};
 
 #[test]
 fn random_reads_and_writes_read_back_exactly_in_both_modes() {
@@ -72,18 +72,10 @@ fn settings_it_cannot_work_with_are_refused_with_the_bound() {
 #[test]
 fn pages_read_then_written_are_restored_writable_bar_one_probe_in_64() {
     for mode in MODES {
-        let Some(r) = region(
-            LEN,
-            BUDGET,
-            Box::new(MemoryBackend::new()),
-            RegionConfig::new().with_mode(mode),
-        ) else {
+        let Some(r) = filled(mode) else {
             return;
         };
         let words = r.words();
-        for (i, w) in words.iter().enumerate() {
-            w.store(i as u64, Ordering::Relaxed);
-        }
         let before = r.stats();
         let mut rng = Rng(0xC0DE);
         for _ in 0..6_000 {
@@ -111,18 +103,10 @@ fn pages_read_then_written_are_restored_writable_bar_one_probe_in_64() {
 #[test]
 fn a_probe_during_read_ahead_maps_one_page_clean() {
     for mode in MODES {
-        let Some(r) = region(
-            LEN,
-            BUDGET,
-            Box::new(MemoryBackend::new()),
-            RegionConfig::new().with_mode(mode),
-        ) else {
+        let Some(r) = filled(mode) else {
             return;
         };
         let words = r.words();
-        for (i, w) in words.iter().enumerate() {
-            w.store(i as u64, Ordering::Relaxed);
-        }
         // The first pass shows the region that restored pages are written.
         let mut before = r.stats();
         for pass in 0..8u64 {

@@ -52,6 +52,17 @@ pub fn memory_region(mode: FaultMode) -> Option<OffloadRegion> {
     )
 }
 
+/// A [`memory_region`] in `mode` whose 64-bit words hold their own index,
+/// written through the region (so that its first pages are evicted by the
+/// end), or `None` after printing why this kernel cannot make one.
+pub fn filled(mode: FaultMode) -> Option<OffloadRegion> {
+    let r = memory_region(mode)?;
+    for (i, w) in r.words().iter().enumerate() {
+        w.store(i as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    Some(r)
+}
+
 /// Fills page `i` with the byte `i as u8 | 1`, page after page, so that the
 /// first pages are evicted by the end.
 pub fn fill(bytes: &mut [u8]) {
