@@ -167,12 +167,14 @@ unsafe impl Device for FileDevice {
     /// Through io_uring (and nothing staged), each run in parts of at most
     /// [`ARRIVING_PART`] pages, all in flight at once, each handed over as
     /// it completes: the store checks a part's checksums while the device
-    /// reads the next. Otherwise as [`read`](Device::read), then handed
-    /// over.
+    /// reads the next. Otherwise (or for one run of one part, where a ring
+    /// that sends one run through the syscall would do so: there is
+    /// nothing to overlap) as [`read`](Device::read), then handed over.
     unsafe fn read_arriving(&self, runs: &mut [ReadRun<'_, '_>], arrived: &mut Arrived<'_>) -> Result<(), RunError> {
+        let one_part = |runs: &[ReadRun<'_, '_>]| runs.len() == 1 && runs[0].pages.len() <= ARRIVING_PART;
         match &self.io {
             // Nothing staged: every slot of the runs is on the file (see `read`).
-            Io::Uring(ring, ..) if self.staging.len() == 0 => {
+            Io::Uring(ring, _, one_sync) if self.staging.len() == 0 && !(*one_sync && one_part(runs)) => {
                 let mut file_runs: Vec<crate::runs::ReadRun<'_, '_>> = runs
                     .iter_mut()
                     .map(|r| (u64::from(r.slot) * PAGE, &mut *r.pages))

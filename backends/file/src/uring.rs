@@ -248,6 +248,11 @@ impl Ring {
                 // SAFETY: the iovecs point into the caller's pages, which outlive this call, and are neither read nor written here until their operation has completed.
                 unsafe { ring.submission().push(&entry) }.expect("the submission queue has room for a group");
             }
+            // `arrived` is the caller's code, run while the kernel still
+            // fills the group's other pages: should it panic, unwinding
+            // would free pages under the kernel's writes and leave their
+            // completions in the ring, so the process aborts instead.
+            let _in_flight = AbortOnUnwind;
             let mut left = chunk.len();
             while left > 0 {
                 wait_all(&mut ring, 1);
@@ -307,6 +312,19 @@ impl Drop for Ring {
         if self.registered {
             let ring = self.ring.get_mut().unwrap_or_else(PoisonError::into_inner);
             let _ = ring.submitter().unregister_files();
+        }
+    }
+}
+
+/// Aborts the process when dropped during a panic: held while operations
+/// are in flight into memory that unwinding would free.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("pagebackup-file: a panic while reads were in flight into its pages; aborting");
+            std::process::abort();
         }
     }
 }
