@@ -209,6 +209,13 @@ impl<D: Device> SlotStore<D> {
             if let Err(RunError { done, error }) = self.read_pinned(segment.shard, &mut runs, arrived) {
                 // A sealed page that fails authentication names itself.
                 let bad = crate::raw::seal::Unauthentic::of(&error);
+                // The pages of the failed run before the unauthentic one
+                // were read but not handed over: check them too.
+                if let Some(b) = bad
+                    && self.config.checksum
+                {
+                    check(done, 0, &runs[done].pages[..b.page]);
+                }
                 let completed = segment.runs[done].start + bad.map_or(0, |b| b.page);
                 let error = match bad {
                     Some(_) => BackupError::Corrupt {
