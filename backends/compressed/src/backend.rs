@@ -81,11 +81,13 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   from them in place by lz4_flex, and joined first for the C lz4
 ///   decoder (feature `lz4-c`, the default; in a per-thread buffer) and for
 ///   zstd (in its decoder's buffer).
-/// - **Restores allocate nothing**, not even on a thread's first restore
-///   (they may run in a region's `SIGBUS` handler): zstd's decoding
+/// - **Restores allocate nothing** when they succeed, not even on a
+///   thread's first restore (they may run in a region's `SIGBUS` handler;
+///   the error of a corrupt page is built on the heap): zstd's decoding
 ///   contexts are made with the backend, one per CPU (2 to 16, about
-///   100 KiB each, outside [`memory_used`](BackupStats::memory_used)), and
-///   a restore takes one that no other thread holds.
+///   100 KiB each plus a copy of the dictionary, if any, outside
+///   [`memory_used`](BackupStats::memory_used)), and a restore takes one
+///   that no other thread holds.
 ///   A chunk is freed when nothing in it is live.
 /// - **Compaction** runs by itself: a backup or drop that leaves more than a
 ///   chunk and 1/16 of the live bytes reclaimable moves the live objects of

@@ -384,9 +384,10 @@ mod lz4 {
 
 #[cfg(feature = "zstd")]
 mod zstd_codec {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::fmt;
     use std::io;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Mutex, TryLockError};
 
     use pagebackup_core::Page;
@@ -449,7 +450,29 @@ mod zstd_codec {
     /// code holds. One decoder per CPU (2 to 16): more threads than that
     /// restoring at once wait for one in turn, a page's decode each.
     pub(super) struct Decoders {
-        slots: Box<[Mutex<Decoder>]>,
+        slots: Box<[Slot]>,
+    }
+
+    /// A decoder on a cache line of its own, so that threads taking
+    /// neighbouring decoders do not contend for one line.
+    #[repr(align(64))]
+    struct Slot(Mutex<Decoder>);
+
+    /// The decoder a thread tries first: threads numbered in the order of
+    /// their first restore, so that as many threads as decoders start on
+    /// different ones. Const-initialised, without a destructor: reading it
+    /// in a `SIGBUS` handler allocates nothing.
+    fn thread_start() -> usize {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static START: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        START.with(|start| {
+            if start.get() == usize::MAX {
+                start.set(NEXT.fetch_add(1, Ordering::Relaxed) % (usize::MAX / 2));
+            }
+            start.get()
+        })
     }
 
     impl fmt::Debug for Decoders {
@@ -468,31 +491,31 @@ mod zstd_codec {
                     if let Some(dict) = dict {
                         context.load_dictionary(dict.bytes()).map_err(zstd_error)?;
                     }
-                    Ok(Mutex::new(Decoder {
+                    Ok(Slot(Mutex::new(Decoder {
                         context,
                         joined: Box::new([0; SCRATCH_LEN]),
-                    }))
+                    })))
                 })
                 .collect::<io::Result<_>>()?;
             Ok(Decoders { slots })
         }
 
         /// Runs `f` with a decoder no other thread holds, trying each in
-        /// turn from one that depends on the thread (its stack address),
-        /// and again while all are held.
+        /// turn from the thread's own starting place, and again, after
+        /// yielding the CPU (a holder may have been preempted), while all
+        /// are held. A holder only decodes one page, waiting on nothing.
         fn with<R>(&self, f: impl FnOnce(&mut Decoder) -> R) -> R {
-            let marker = 0u8;
-            let start = (&marker as *const u8 as usize) >> 16;
+            let start = thread_start();
             let n = self.slots.len();
             loop {
                 for k in 0..n {
-                    match self.slots[(start + k) % n].try_lock() {
+                    match self.slots[(start + k) % n].0.try_lock() {
                         Ok(mut d) => return f(&mut d),
                         Err(TryLockError::Poisoned(p)) => return f(&mut p.into_inner()),
                         Err(TryLockError::WouldBlock) => {}
                     }
                 }
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
         }
 
