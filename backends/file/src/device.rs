@@ -165,7 +165,7 @@ unsafe impl Device for FileDevice {
     }
 
     /// Through io_uring (and nothing staged), each run in parts of at most
-    /// [`ARRIVING_PART`] pages, all in flight at once, each handed over as
+    /// `ARRIVING_PART` (32) pages, all in flight at once, each handed over as
     /// it completes: the store checks a part's checksums while the device
     /// reads the next. Otherwise (or for one run of one part, where a ring
     /// that sends one run through the syscall would do so: there is
