@@ -132,10 +132,11 @@ pub const CIPHER: &str = "baseline:cipher";
 
 /// Every baseline `--baselines all` runs, besides the codec of each
 /// compressed spec.
-pub const ALL_BASELINES: [&str; 9] = [
+pub const ALL_BASELINES: [&str; 10] = [
     PREFAULTED,
     CIPHER,
     "baseline:pwrite-memfd",
+    PWRITEV_MEMFD,
     "baseline:pwrite-file",
     "baseline:uring-file",
     DD_DIRECT,
@@ -156,7 +157,8 @@ pub fn baseline(name: &str, pages: usize) -> Result<Box<dyn Adapter>, Error> {
         "baseline:pwrite-memfd" => Box::new(PerPage::memfd(pages)?),
         "baseline:pwrite-file" => Box::new(PerPage::file(pages, false)?),
         "baseline:uring-file" => Box::new(PerPage::file(pages, true)?),
-        DD_DIRECT => Box::new(DirectFile::new(pages)?),
+        DD_DIRECT => Box::new(PerBatch::direct_file(pages)?),
+        PWRITEV_MEMFD => Box::new(PerBatch::memfd(pages)?),
         "baseline:lz4_flex" => Box::new(RawCodec::lz4()),
         LZ4_C => Box::new(RawCodec::lz4_c()),
         _ => match name.strip_prefix("baseline:zstd-") {
@@ -337,32 +339,50 @@ impl Adapter for Cipher {
     }
 }
 
-/// The name of [`DirectFile`], the device's sequential limit.
+/// The name of [`PerBatch::direct_file`], the device's sequential limit.
 pub const DD_DIRECT: &str = "baseline:dd-direct";
 
-/// `baseline:dd-direct`: what `dd oflag=direct` (and `iflag=direct`) does,
-/// one `O_DIRECT` write (read) of the whole batch per call, at the batch's
-/// place in an unlinked file in the temporary directory (where the file
-/// backend puts its own); with the default batch of 64 pages, `bs=256K`. The
-/// sequential limit of the device, which the page cache does not blur.
-pub struct DirectFile {
+/// The name of [`PerBatch::memfd`], the fastest way pages enter new shmem.
+pub const PWRITEV_MEMFD: &str = "baseline:pwritev-memfd";
+
+/// One positioned vectored write (read) of the whole batch per call, at the
+/// batch's place in a file.
+pub struct PerBatch {
+    name: &'static str,
     fd: OwnedFd,
     len: u64,
 }
 
-impl DirectFile {
-    /// A file of `pages` pages (sparse), opened `O_DIRECT`.
-    pub fn new(pages: usize) -> Result<DirectFile, Error> {
-        let fd = unlinked_file(rustix::fs::OFlags::DIRECT)?;
+impl PerBatch {
+    /// `baseline:dd-direct`: what `dd oflag=direct` (and `iflag=direct`)
+    /// does, in an unlinked file in the temporary directory (where the file
+    /// backend puts its own) opened `O_DIRECT`; with the default batch of
+    /// 64 pages, `bs=256K`. The sequential limit of the device, which the
+    /// page cache does not blur.
+    pub fn direct_file(pages: usize) -> Result<PerBatch, Error> {
+        Self::sized(DD_DIRECT, unlinked_file(rustix::fs::OFlags::DIRECT)?, pages)
+    }
+
+    /// `baseline:pwritev-memfd`: one `pwritev` per batch into a memfd, each
+    /// backup into pages the kernel allocates and fills in one call (the
+    /// floor of a backup into new shmem memory, one syscall per batch
+    /// instead of `baseline:pwrite-memfd`'s one per page).
+    pub fn memfd(pages: usize) -> Result<PerBatch, Error> {
+        let fd = rustix::fs::memfd_create("pagebackup-baseline", rustix::fs::MemfdFlags::CLOEXEC)?;
+        Self::sized(PWRITEV_MEMFD, fd, pages)
+    }
+
+    /// A file of `pages` pages (sparse).
+    fn sized(name: &'static str, fd: OwnedFd, pages: usize) -> Result<PerBatch, Error> {
         let len = (pages * PAGE_SIZE) as u64;
         rustix::fs::ftruncate(&fd, len)?;
-        Ok(DirectFile { fd, len })
+        Ok(PerBatch { name, fd, len })
     }
 }
 
-impl Adapter for DirectFile {
+impl Adapter for PerBatch {
     fn name(&self) -> &str {
-        DD_DIRECT
+        self.name
     }
     fn baseline(&self, _: Op) -> Option<String> {
         None
@@ -375,7 +395,7 @@ impl Adapter for DirectFile {
             let iov: Vec<IoSlice<'_>> = pages[done..].iter().map(|p| IoSlice::new(p.as_bytes())).collect();
             let written = rustix::io::pwritev(&self.fd, &iov, offset)?;
             if written == 0 || written % PAGE_SIZE != 0 {
-                return Err(format!("{DD_DIRECT}: a write of {written} bytes").into());
+                return Err(format!("{}: a write of {written} bytes", self.name).into());
             }
             done += written / PAGE_SIZE;
             offset += written as u64;
@@ -398,7 +418,7 @@ impl Adapter for DirectFile {
                 .collect();
             let read = rustix::io::preadv(&self.fd, &mut iov, offset)?;
             if read == 0 || read % PAGE_SIZE != 0 {
-                return Err(format!("{DD_DIRECT}: a read of {read} bytes").into());
+                return Err(format!("{}: a read of {read} bytes", self.name).into());
             }
             done += read / PAGE_SIZE;
             offset += read as u64;

@@ -266,6 +266,7 @@ fn the_full_table_in_markdown_and_every_baseline_on_request() {
     for name in [
         "baseline:copy-prefaulted",
         "baseline:pwrite-memfd",
+        "baseline:pwritev-memfd",
         "baseline:pwrite-file",
         "baseline:lz4_flex",
         "baseline:zstd-1",
