@@ -3,7 +3,8 @@
 //! tier above, `backup_pages` into the tier below, `drop_handles` of the
 //! copies left above), so that a tier that does better with batches (an
 //! io_uring write of many pages, a lock held across a run of restores)
-//! does so for moves too.
+//! does so for moves too. Promotions left to the policy read their pages
+//! from below in batches the same way.
 
 use std::sync::{Condvar, Mutex, PoisonError};
 
@@ -115,7 +116,7 @@ impl Shared {
                 None => s.copying.push(k),
             }
         }
-        self.copy_batch(batch, to, s, report);
+        self.copy_batch(batch, s, |found, moved| self.count(found, to, moved, report));
         let no_space = self.store_batch(batch, to, s, report);
         self.switch_batch(batch, to, s, report);
         for &found in batch {
@@ -136,12 +137,26 @@ impl Shared {
             .is_some()
     }
 
+    /// Promotes `batch`, pages of one lower tier that restores left to the
+    /// policy: reads them in one batch, then copies each read whole up
+    /// ([`promote`](Self::promote)). A page that fails to read stays where
+    /// it is, for a restore to retry.
+    pub(crate) fn promote_batch(&self, batch: &[Located], s: &mut Batch) {
+        s.copying.clear();
+        s.copying.extend(0..batch.len());
+        self.copy_batch(batch, s, |_, _| {});
+        for &p in &s.copied {
+            self.promote(batch[s.copying[p]], &s.pages[p]);
+        }
+    }
+
     /// Reads the pages of `s.copying` from their tier into `s.pages` in one
     /// `copy_pages`, and past a page that fails, the rest in another: leaves
-    /// in `s.copied` those read whole. A page whose handle is no longer
-    /// valid there was dropped or moved since it was found (raced); one
-    /// that fails to read otherwise (interrupted, failing storage) failed.
-    fn copy_batch(&self, batch: &[Located], to: usize, s: &mut Batch, report: &mut PolicyReport) {
+    /// in `s.copied` those read whole, and tells `failed` of the others: a
+    /// page whose handle is no longer valid there was dropped or moved
+    /// since it was found (raced); one that fails to read otherwise
+    /// (interrupted, failing storage) failed.
+    fn copy_batch(&self, batch: &[Located], s: &mut Batch, mut failed: impl FnMut(Located, Moved)) {
         s.copied.clear();
         let Some(&first) = s.copying.first() else { return };
         let from = &self.tiers[batch[first].entry.tier as usize].backend;
@@ -168,7 +183,7 @@ impl Shared {
                 } else {
                     Moved::Failed
                 };
-                self.count(batch[s.copying[start]], to, moved, report);
+                failed(batch[s.copying[start]], moved);
                 start += 1;
             }
         }

@@ -12,7 +12,7 @@ use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BatchError, ErrorKind, Handle, Interrupt, Operation, Origin, Page, Result,
 };
 
-use crate::batch::{Batch, InFlight};
+use crate::batch::{Batch, InFlight, batch_len};
 use crate::rate::Limiter;
 use crate::stats::{TierCounters, TierStats};
 use crate::table::{Clock, Entry, Flag, Kept, Table};
@@ -102,24 +102,14 @@ impl<K: Ord> Ord for Ranked<K> {
 }
 
 /// What a policy run or writeback reuses from one run to the next, held
-/// with [`Shared::mover`]: the page that promoted pages pass through, the
-/// list that deferred promotions are taken into, and what batches of moves
-/// reuse.
-#[derive(Debug)]
+/// with [`Shared::mover`]: the list that deferred promotions are taken
+/// into, where their pages were found, and what batches of moves and
+/// promotions reuse.
+#[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    pub(crate) page: Box<Page>,
     pub(crate) handles: Vec<Handle>,
+    pub(crate) waiting: Vec<Located>,
     pub(crate) batch: Batch,
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            page: Page::new_boxed(),
-            handles: Vec::new(),
-            batch: Batch::default(),
-        }
-    }
 }
 
 /// The state the backend and its policy thread share.
@@ -421,7 +411,7 @@ impl Shared {
                         if self.deferred.load(Ordering::Relaxed) {
                             self.defer_promotion(handle);
                         } else {
-                            self.promote(handle, entry, dst);
+                            self.promote(self.located(handle, entry), dst);
                         }
                     }
                     return Ok(());
@@ -529,13 +519,15 @@ impl Shared {
         let _ = queued(false);
     }
 
-    /// Promotes the pages restores left to the policy: each still below is
-    /// read again from its tier and copied up, within the first tier's
-    /// budget and the rate limit.
+    /// Promotes the pages restores left to the policy: those still below
+    /// are read again from their tier, in batches of one tier
+    /// ([`promote_batch`](Self::promote_batch)), and copied up, within the
+    /// first tier's budget and the rate limit.
     pub(crate) fn promote_deferred(&self, scratch: &mut Scratch) {
         // The queue and the scratch list trade places, so that neither is
         // allocated again once both have grown.
         std::mem::swap(&mut *lock(&self.promotions), &mut scratch.handles);
+        scratch.waiting.clear();
         for &handle in &scratch.handles {
             let Ok(entry) = self.with_entry(handle, Operation::Maintenance, |e| {
                 e.set(Flag::Queued, false);
@@ -543,44 +535,49 @@ impl Shared {
             }) else {
                 continue;
             };
-            if entry.tier == 0 || entry.is(Flag::Dropping) {
-                continue;
-            }
-            // A failed read leaves the page where it is; a restore retries.
-            if self.tiers[entry.tier as usize]
-                .backend
-                .copy_page(&mut scratch.page, entry.inner, None)
-                .is_ok()
-            {
-                self.promote(handle, entry, &scratch.page);
+            if entry.tier != 0 && !entry.is(Flag::Dropping) {
+                scratch.waiting.push(self.located(handle, entry));
             }
         }
         scratch.handles.clear();
+        // Pages of one tier together, each tier's in the order they came.
+        scratch.waiting.sort_by_key(|found| found.entry.tier);
+        let mut rest = &scratch.waiting[..];
+        while !rest.is_empty() {
+            let (batch, after) = rest.split_at(batch_len(rest, u64::MAX));
+            self.promote_batch(batch, &mut scratch.batch);
+            rest = after;
+        }
     }
 
     /// Copies a page just restored from a lower tier back to the first tier,
     /// if that stays within its budget and the rate limit; past the high
     /// watermark, the policy then moves the first tier's coldest pages down.
-    fn promote(&self, handle: Handle, entry: Entry, page: &Page) {
+    pub(crate) fn promote(&self, found: Located, page: &Page) {
         if !self.limiter.take(PAGE) {
             return;
         }
-        let (shard, slot, generation) = self.locate(handle);
-        let Ok(Some(upper)) = self.store_in(0, page, u64::from(slot), BackupFlags::NONE, Some(1.0)) else {
+        let idx = u64::from(found.slot);
+        let Ok(Some(upper)) = self.store_in(0, page, idx, BackupFlags::NONE, Some(1.0)) else {
             return;
         };
         if self.tiers[0].above(self.config.high) {
             self.wake.kick();
         }
-        let found = Located {
+        if self.switch(found, upper) {
+            TierCounters::bump(&self.tiers[found.entry.tier as usize].counters.moved_up, 1);
+            TierCounters::bump(&self.tiers[0].main_pages, 1);
+        }
+    }
+
+    /// Where the page of `handle`, whose entry is `entry`, is.
+    fn located(&self, handle: Handle, entry: Entry) -> Located {
+        let (shard, slot, generation) = self.locate(handle);
+        Located {
             shard,
             slot,
             generation,
             entry,
-        };
-        if self.switch(found, upper) {
-            TierCounters::bump(&self.tiers[entry.tier as usize].counters.moved_up, 1);
-            TierCounters::bump(&self.tiers[0].main_pages, 1);
         }
     }
 
