@@ -9,6 +9,7 @@ use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, Handle, Interrupt, Operation, Origin, Page, Result,
 };
 
+use crate::batch::InFlight;
 use crate::rate::Limiter;
 use crate::shared::{NAME, Shared, Wake};
 use crate::stats::{PolicyReport, PolicyState, TierStats};
@@ -56,7 +57,17 @@ const MAX_TIERS: usize = 64;
 ///   the mapping if the page is still where it was copied from, then drops
 ///   the upper copy. A failure at any step leaves the page where it was,
 ///   readable; a restore racing a move retries on the new mapping, a drop
-///   racing a move makes the move discard its copy.
+///   racing a move makes the move discard its copy, and returns once the
+///   move has (a drop of a page in a batch of moves in flight waits for
+///   the batch to end), so that no copy of a dropped page is left in any
+///   tier.
+/// - **Moves in batches**: the policy moves up to 64 pages of one tier at
+///   a time, with one batch call per step ([`copy_pages`](BackupBackend::copy_pages)
+///   above, [`backup_pages`](BackupBackend::backup_pages) below,
+///   [`drop_handles`](BackupBackend::drop_handles) of the copies left
+///   above), so that tiers with real batches (io_uring writes, a lock held
+///   across a run) serve moves with them. Each page of a batch still moves,
+///   races or fails on its own, and is counted so.
 /// - **No tier I/O under the table's locks**: a restore looks its page up
 ///   and releases the shard lock before its tier's restore; a drop marks
 ///   its page, drops it in its tier outside the lock (a move meanwhile
@@ -131,6 +142,7 @@ impl Tiered {
             failed_releases: AtomicU64::new(0),
             writeback_pages: AtomicU64::new(0),
             promotions: Mutex::new(Vec::new()),
+            in_flight: InFlight::default(),
             deferred: std::sync::atomic::AtomicBool::new(auto.is_some()),
             unreleased: std::sync::Mutex::new(Vec::new()),
         });

@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod batch;
 mod config;
 mod policy;
 mod rate;

@@ -3,12 +3,13 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use pagebackup_core::{BackupBackend, ErrorKind, PAGE_SIZE, Page};
+use pagebackup_core::{BackupBackend, PAGE_SIZE};
 
 use crate::table::Flag;
 
-use crate::shared::{Located, Moved, Shared};
-use crate::stats::{PolicyReport, Stop, TierCounters};
+use crate::batch::{Batch, batch_len};
+use crate::shared::{Located, Shared};
+use crate::stats::{PolicyReport, Stop};
 use crate::tier::Tier;
 use crate::{Policy, WritebackFilter};
 
@@ -56,9 +57,8 @@ impl Shared {
                 Policy::S3Fifo => self.s3fifo_victims(index, huge_first, keep),
             };
             let before = report.moved_pages;
-            let freed = || start.saturating_sub(tier.counters.held());
-            let (stopped, tried) =
-                self.move_all(&pages, index + 1, &mut scratch.page, &mut report, || freed() < excess);
+            let wanted = || excess.saturating_sub(start.saturating_sub(tier.counters.held()));
+            let (stopped, tried) = self.move_all(&pages, index + 1, &mut scratch.batch, &mut report, wanted);
             report.stopped = stopped;
             // The next victim; past the pages kept, the warmest of them.
             let next = pages.get(tried).or(pages.last()).map_or(0, |p| p.entry.heat);
@@ -194,7 +194,9 @@ impl Shared {
                 };
                 selected.then_some(e.last_use)
             });
-            report.stopped = self.move_all(&pages, last, &mut scratch.page, &mut report, || true).0;
+            report.stopped = self
+                .move_all(&pages, last, &mut scratch.batch, &mut report, || u64::MAX)
+                .0;
             if report.stopped.is_some() {
                 break;
             }
@@ -218,46 +220,33 @@ impl Shared {
         report
     }
 
-    /// Moves `pages` to tier `to`, in order, while `more` says so. A page
-    /// whose move fails stays where it is and the next is tried; the rate
-    /// limit and `NoSpace` below stop the moves. Returns why it stopped
-    /// early and how many pages it went through (moved, raced or failed).
+    /// Moves `pages` to tier `to`, in order, in batches ([`batch_len`]),
+    /// while `wanted` says bytes are still to be freed. A page whose move
+    /// fails stays where it is and the next is tried; the rate limit and
+    /// `NoSpace` below stop the moves. Returns why it stopped early and how
+    /// many pages it went through (moved, raced or failed).
     fn move_all(
         &self,
         pages: &[Located],
         to: usize,
-        buf: &mut Page,
+        batch: &mut Batch,
         report: &mut PolicyReport,
-        more: impl Fn() -> bool,
+        wanted: impl Fn() -> u64,
     ) -> (Option<Stop>, usize) {
-        for (tried, &found) in pages.iter().enumerate() {
-            if !more() {
-                return (None, tried);
+        let mut next = 0;
+        while next < pages.len() {
+            let len = batch_len(&pages[next..], wanted());
+            if len == 0 {
+                return (None, next);
             }
-            if !self.limiter.take(PAGE) {
-                return (Some(Stop::RateLimited), tried);
+            let allowed = self.limiter.take_up_to(PAGE, len);
+            if allowed == 0 {
+                return (Some(Stop::RateLimited), next);
             }
-            let from = &self.tiers[found.entry.tier as usize].counters;
-            match self.move_page(found, to, buf) {
-                Ok(Moved::Copied) => {
-                    TierCounters::bump(&from.moved_down, 1);
-                    TierCounters::bump(&self.tiers[to].counters.written_back_bytes, PAGE);
-                    report.moved_pages += 1;
-                }
-                Ok(Moved::ToKept) => {
-                    TierCounters::bump(&from.moved_down, 1);
-                    TierCounters::bump(&from.moved_down_to_kept, 1);
-                    report.moved_pages += 1;
-                }
-                Ok(Moved::Raced) => report.raced_pages += 1,
-                Err(e) => {
-                    TierCounters::bump(&from.failed_moves, 1);
-                    report.failed_pages += 1;
-                    if e.kind() == ErrorKind::NoSpace {
-                        return (Some(Stop::NoSpaceBelow), tried + 1);
-                    }
-                }
+            if let Some(at) = self.move_batch(&pages[next..next + allowed], to, batch, report) {
+                return (Some(Stop::NoSpaceBelow), next + at + 1);
             }
+            next += allowed;
         }
         (None, pages.len())
     }

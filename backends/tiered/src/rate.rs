@@ -24,16 +24,24 @@ impl Limiter {
     /// Takes `bytes` from this period's allowance; `false` (taking nothing)
     /// if they do not fit.
     pub(crate) fn take(&self, bytes: u64) -> bool {
-        let Some(limit) = self.limit else { return true };
+        self.take_up_to(bytes, 1) == 1
+    }
+
+    /// Takes `bytes` for each of up to `count` items (a batch of pages)
+    /// from this period's allowance, in one hold of its lock: how many of
+    /// them fit, which are taken (none, and nothing taken, if not one fits).
+    pub(crate) fn take_up_to(&self, bytes: u64, count: usize) -> usize {
+        let Some(limit) = self.limit else { return count };
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if window.0.elapsed() >= limit.period {
             *window = (Instant::now(), 0);
         }
-        if window.1 + bytes > limit.bytes {
-            return false;
-        }
-        window.1 += bytes;
-        true
+        let left = limit.bytes.saturating_sub(window.1);
+        let fit = left
+            .checked_div(bytes)
+            .map_or(count, |fit| usize::try_from(fit).unwrap_or(usize::MAX).min(count));
+        window.1 += fit as u64 * bytes;
+        fit
     }
 
     /// Bytes left in this period, `None` without a limit.
@@ -67,5 +75,18 @@ mod tests {
         assert_eq!(l.remaining(), Some(8192));
         assert!(l.take(4096));
         assert!(Limiter::new(None).take(u64::MAX));
+    }
+
+    #[test]
+    fn a_batch_takes_as_many_items_as_the_period_allows() {
+        let l = Limiter::new(Some(RateLimit {
+            bytes: 10 * 4096,
+            period: Duration::from_secs(3600),
+        }));
+        assert_eq!(l.take_up_to(4096, 4), 4);
+        assert_eq!(l.take_up_to(4096, 64), 6, "the rest of the period's bytes");
+        assert_eq!(l.take_up_to(4096, 64), 0);
+        assert_eq!(l.remaining(), Some(0));
+        assert_eq!(Limiter::new(None).take_up_to(4096, 64), 64);
     }
 }

@@ -9,9 +9,10 @@ use std::sync::{Condvar, Mutex, PoisonError};
 
 use pagebackup_core::raw::{HandleCodec, Shards};
 use pagebackup_core::{
-    BackupBackend, BackupError, BackupFlags, ErrorKind, Handle, Interrupt, Operation, Origin, Page, Result,
+    BackupBackend, BackupError, BackupFlags, BatchError, ErrorKind, Handle, Interrupt, Operation, Origin, Page, Result,
 };
 
+use crate::batch::{Batch, InFlight, batch_len};
 use crate::rate::Limiter;
 use crate::stats::{TierCounters, TierStats};
 use crate::table::{Clock, Entry, Flag, Kept, Table};
@@ -43,9 +44,20 @@ pub(crate) struct Located {
 impl Located {
     /// Whether `entry` (the page's entry now) is still the one found: not
     /// being dropped, in the same tier under the same handle there.
-    fn still(&self, entry: &Entry) -> bool {
+    pub(crate) fn still(&self, entry: &Entry) -> bool {
         !entry.is(Flag::Dropping) && entry.tier == self.entry.tier && entry.inner == self.entry.inner
     }
+}
+
+/// The copies a [`Shared::remap`] left unmapped, to release outside the
+/// table's lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unmapped {
+    /// The copy the page was served from (its handle and cost in the tier
+    /// it was found in); `None` when it stays, kept below a promoted page.
+    pub(crate) old: Option<(Handle, u32)>,
+    /// A copy the page kept below that is no longer below it.
+    pub(crate) stale: Option<Kept>,
 }
 
 /// How a move ended.
@@ -57,6 +69,9 @@ pub(crate) enum Moved {
     ToKept,
     /// The page was dropped or moved by someone else meanwhile; nothing moved.
     Raced,
+    /// The page could not be read from its tier or stored in the other; it
+    /// stays where it was.
+    Failed,
 }
 
 /// A page found by the policy and its rank (lower goes first).
@@ -87,21 +102,14 @@ impl<K: Ord> Ord for Ranked<K> {
 }
 
 /// What a policy run or writeback reuses from one run to the next, held
-/// with [`Shared::mover`]: the page that moved pages pass through, and the
-/// list that deferred promotions are taken into.
-#[derive(Debug)]
+/// with [`Shared::mover`]: the list that deferred promotions are taken
+/// into, where their pages were found, and what batches of moves and
+/// promotions reuse.
+#[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    pub(crate) page: Box<Page>,
     pub(crate) handles: Vec<Handle>,
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            page: Page::new_boxed(),
-            handles: Vec::new(),
-        }
-    }
+    pub(crate) waiting: Vec<Located>,
+    pub(crate) batch: Batch,
 }
 
 /// The state the backend and its policy thread share.
@@ -130,6 +138,8 @@ pub(crate) struct Shared {
     /// Copies the table no longer maps whose release failed, by tier:
     /// retried after every policy run and writeback until they are freed.
     pub(crate) unreleased: Mutex<Vec<(usize, Handle)>>,
+    /// The batch of moves in flight, which drops of its pages wait for.
+    pub(crate) in_flight: InFlight,
 }
 
 impl Shared {
@@ -181,21 +191,54 @@ impl Shared {
         within: Option<f64>,
     ) -> Result<Option<Entry>> {
         let tier = &self.tiers[index];
-        let estimate = tier.average_cost.load(Ordering::Relaxed) as u32;
+        let estimate = tier.average_cost.load(Ordering::Relaxed);
         if !tier.counters.reserve(estimate, within.and_then(|f| tier.mark(f))) {
             return Ok(None);
         }
-        let inner = match tier.backend.backup_page(page, idx, flags) {
-            Ok(inner) => inner,
+        match tier.backend.backup_page(page, idx, flags) {
+            Ok(inner) => Ok(Some(self.stored(index, inner, estimate))),
             Err(e) => {
                 tier.counters.cancel(estimate);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// [`store_in`](Self::store_in) for a batch, with no bound (a move's
+    /// stores): stores `pages` in tier `index` in one
+    /// [`backup_pages`](BackupBackend::backup_pages), page `k` at index
+    /// `first_idx + k`, and appends the entry of each page stored to
+    /// `entries` (`inners` is the batch's scratch). On error, by the batch
+    /// rule, the pages before the failing one are stored, counted and in
+    /// `entries`, and the others hold nothing, not even a reservation.
+    pub(crate) fn store_all_in(
+        &self,
+        index: usize,
+        pages: &[&Page],
+        first_idx: u64,
+        inners: &mut Vec<Handle>,
+        entries: &mut Vec<Entry>,
+    ) -> Result<(), BatchError> {
+        let tier = &self.tiers[index];
+        let estimate = tier.average_cost.load(Ordering::Relaxed);
+        // Without a bound the reservation always succeeds.
+        tier.counters.reserve(estimate * pages.len() as u64, None);
+        inners.clear();
+        let stored = tier.backend.backup_pages(pages, first_idx, BackupFlags::NONE, inners);
+        entries.extend(inners.iter().map(|&inner| self.stored(index, inner, estimate)));
+        let unused = pages.len().saturating_sub(inners.len());
+        tier.counters.cancel(estimate * unused as u64);
+        stored
+    }
+
+    /// Counts `inner`, a page just stored in tier `index`, there in place
+    /// of its reservation of `estimate` bytes: its entry.
+    fn stored(&self, index: usize, inner: Handle, estimate: u64) -> Entry {
+        let tier = &self.tiers[index];
         let (cost, known) = tier.cost_of(inner);
         tier.counters.commit(estimate, cost);
         let huge = known && self.config.huge.is_some_and(|h| u64::from(cost) > h.threshold);
-        Ok(Some(Entry::new(inner, index as u8, cost, huge, self.clock.now())))
+        Entry::new(inner, index as u8, cost, huge, self.clock.now())
     }
 
     /// Places a backup: the last tier first for `writeback`, else the first
@@ -263,33 +306,54 @@ impl Shared {
     /// backup reserving the room freed never lands while the old copy is
     /// still stored, and the tier's backend holds no more than its budget.
     pub(crate) fn release(&self, tier: usize, inner: Handle, cost: u32) {
-        self.release_inner(tier, inner);
-        self.tiers[tier].counters.remove(cost);
+        self.release_all(tier, &[inner], u64::from(cost));
+    }
+
+    /// [`release`](Self::release) for many copies of tier `tier`, `bytes`
+    /// in all: one [`drop_handles`](BackupBackend::drop_handles), then the
+    /// counters.
+    pub(crate) fn release_all(&self, tier: usize, inners: &[Handle], bytes: u64) {
+        if inners.is_empty() {
+            return;
+        }
+        self.drop_copies(tier, inners);
+        self.tiers[tier].counters.remove(inners.len() as u64, bytes);
     }
 
     /// [`release`](Self::release) for a kept copy.
     pub(crate) fn release_kept(&self, kept: Kept) {
-        self.release_inner(kept.tier as usize, kept.inner);
+        self.drop_copies(kept.tier as usize, &[kept.inner]);
         self.tiers[kept.tier as usize].counters.remove_kept(kept.cost);
     }
 
-    /// Drops a copy the table no longer maps (after a move or a lost race);
-    /// a copy whose drop fails is kept for [`retry_releases`](Self::retry_releases).
-    fn release_inner(&self, tier: usize, inner: Handle) {
-        if !self.try_release(tier, inner) {
-            self.failed_releases.fetch_add(1, Ordering::Relaxed);
-            lock(&self.unreleased).push((tier, inner));
+    /// Drops copies of tier `tier` the table no longer maps (after moves or
+    /// lost races), in one batch; past a copy whose drop fails, the rest
+    /// are dropped in another, and the failed one is kept for
+    /// [`retry_releases`](Self::retry_releases).
+    fn drop_copies(&self, tier: usize, inners: &[Handle]) {
+        self.tiers[tier].vacate();
+        let mut rest = inners;
+        while let Err(e) = self.tiers[tier].backend.drop_handles(rest) {
+            let Some((&failed, after)) = rest.get(e.completed..).and_then(<[Handle]>::split_first) else {
+                break;
+            };
+            if !gone(&e.error) {
+                self.failed_releases.fetch_add(1, Ordering::Relaxed);
+                lock(&self.unreleased).push((tier, failed));
+            }
+            rest = after;
         }
     }
 
     /// Drops the copy `inner` of tier `tier`: whether it is gone (dropped
-    /// now, or already, which `InvalidHandle` says).
+    /// now, or already).
     fn try_release(&self, tier: usize, inner: Handle) -> bool {
         self.tiers[tier].vacate();
-        match self.tiers[tier].backend.drop_handle(inner) {
-            Ok(()) => true,
-            Err(e) => e.kind() == ErrorKind::InvalidHandle,
-        }
+        self.tiers[tier]
+            .backend
+            .drop_handle(inner)
+            .err()
+            .is_none_or(|e| gone(&e))
     }
 
     /// Drops again the copies whose release failed; those that fail again
@@ -347,7 +411,7 @@ impl Shared {
                         if self.deferred.load(Ordering::Relaxed) {
                             self.defer_promotion(handle);
                         } else {
-                            self.promote(handle, entry, dst);
+                            self.promote(self.located(handle, entry), dst);
                         }
                     }
                     return Ok(());
@@ -455,13 +519,15 @@ impl Shared {
         let _ = queued(false);
     }
 
-    /// Promotes the pages restores left to the policy: each still below is
-    /// read again from its tier and copied up, within the first tier's
-    /// budget and the rate limit.
+    /// Promotes the pages restores left to the policy: those still below
+    /// are read again from their tier, in batches of one tier
+    /// ([`promote_batch`](Self::promote_batch)), and copied up, within the
+    /// first tier's budget and the rate limit.
     pub(crate) fn promote_deferred(&self, scratch: &mut Scratch) {
         // The queue and the scratch list trade places, so that neither is
         // allocated again once both have grown.
         std::mem::swap(&mut *lock(&self.promotions), &mut scratch.handles);
+        scratch.waiting.clear();
         for &handle in &scratch.handles {
             let Ok(entry) = self.with_entry(handle, Operation::Maintenance, |e| {
                 e.set(Flag::Queued, false);
@@ -469,44 +535,49 @@ impl Shared {
             }) else {
                 continue;
             };
-            if entry.tier == 0 || entry.is(Flag::Dropping) {
-                continue;
-            }
-            // A failed read leaves the page where it is; a restore retries.
-            if self.tiers[entry.tier as usize]
-                .backend
-                .copy_page(&mut scratch.page, entry.inner, None)
-                .is_ok()
-            {
-                self.promote(handle, entry, &scratch.page);
+            if entry.tier != 0 && !entry.is(Flag::Dropping) {
+                scratch.waiting.push(self.located(handle, entry));
             }
         }
         scratch.handles.clear();
+        // Pages of one tier together, each tier's in the order they came.
+        scratch.waiting.sort_by_key(|found| found.entry.tier);
+        let mut rest = &scratch.waiting[..];
+        while !rest.is_empty() {
+            let (batch, after) = rest.split_at(batch_len(rest, u64::MAX));
+            self.promote_batch(batch, &mut scratch.batch);
+            rest = after;
+        }
     }
 
     /// Copies a page just restored from a lower tier back to the first tier,
     /// if that stays within its budget and the rate limit; past the high
     /// watermark, the policy then moves the first tier's coldest pages down.
-    fn promote(&self, handle: Handle, entry: Entry, page: &Page) {
+    pub(crate) fn promote(&self, found: Located, page: &Page) {
         if !self.limiter.take(PAGE) {
             return;
         }
-        let (shard, slot, generation) = self.locate(handle);
-        let Ok(Some(upper)) = self.store_in(0, page, u64::from(slot), BackupFlags::NONE, Some(1.0)) else {
+        let idx = u64::from(found.slot);
+        let Ok(Some(upper)) = self.store_in(0, page, idx, BackupFlags::NONE, Some(1.0)) else {
             return;
         };
         if self.tiers[0].above(self.config.high) {
             self.wake.kick();
         }
-        let found = Located {
+        if self.switch(found, upper) {
+            TierCounters::bump(&self.tiers[found.entry.tier as usize].counters.moved_up, 1);
+            TierCounters::bump(&self.tiers[0].main_pages, 1);
+        }
+    }
+
+    /// Where the page of `handle`, whose entry is `entry`, is.
+    fn located(&self, handle: Handle, entry: Entry) -> Located {
+        let (shard, slot, generation) = self.locate(handle);
+        Located {
             shard,
             slot,
             generation,
             entry,
-        };
-        if self.switch(found, upper) {
-            TierCounters::bump(&self.tiers[entry.tier as usize].counters.moved_up, 1);
-            TierCounters::bump(&self.tiers[0].main_pages, 1);
         }
     }
 
@@ -516,32 +587,47 @@ impl Shared {
     /// [`TieredConfig::keep_lower`]); else drops `to`. A kept copy below
     /// stays while it is below the page's new tier. Returns whether it
     /// switched.
-    pub(crate) fn switch(&self, found: Located, mut to: Entry) -> bool {
-        let mut table = self.shards.lock(found.shard);
-        let Some(old) = table
-            .get(found.slot, found.generation)
-            .map(|e| *e)
-            .filter(|e| found.still(e))
-        else {
-            drop(table);
+    pub(crate) fn switch(&self, found: Located, to: Entry) -> bool {
+        let Some(unmapped) = self.remap(found, to) else {
             self.release(to.tier as usize, to.inner, to.cost);
             return false;
         };
+        if let Some((inner, cost)) = unmapped.old {
+            self.release(found.entry.tier as usize, inner, cost);
+        }
+        if let Some(k) = unmapped.stale {
+            self.release_kept(k);
+        }
+        true
+    }
+
+    /// The table's part of [`switch`](Self::switch), under the shard's
+    /// lock: points the page at `to` if it is still where it was found,
+    /// and returns the copies that then need releasing (outside the lock,
+    /// by the caller); `None` if the page was dropped or moved meanwhile,
+    /// `to` then left to the caller to release.
+    pub(crate) fn remap(&self, found: Located, mut to: Entry) -> Option<Unmapped> {
+        let mut table = self.shards.lock(found.shard);
+        let old = table
+            .get(found.slot, found.generation)
+            .map(|e| *e)
+            .filter(|e| found.still(e))?;
         to.last_use = old.last_use;
         // A page moved down starts cold there, in its small FIFO; one moved
         // up keeps its heat and goes to the main FIFO.
         let up = to.tier < old.tier;
         to.heat = if up { old.heat } else { 0 };
         to.set(Flag::Main, up);
+        to.set(Flag::Moving, old.is(Flag::Moving));
         let mut kept = table.take_kept(found.slot, &old);
-        let mut release_old = true;
-        if up && self.config.keep_lower && kept.is_none() {
+        // A promotion keeps the copy it came from, unless it kept one already.
+        let keep_old = up && self.config.keep_lower && kept.is_none();
+        if keep_old {
             kept = Some(Kept {
                 inner: old.inner,
                 tier: old.tier,
                 cost: old.cost,
             });
-            release_old = false;
         }
         let stale = kept.filter(|k| k.tier <= to.tier);
         if stale.is_some() {
@@ -554,26 +640,21 @@ impl Shared {
         if let Some(entry) = table.get(found.slot, found.generation) {
             *entry = to;
         }
-        let from = &self.tiers[old.tier as usize];
-        if !release_old {
+        if keep_old {
             // Counted kept before the lock lets a drop see (and uncount) it.
-            from.counters.keep();
+            self.tiers[old.tier as usize].counters.keep();
         }
-        drop(table);
-        if release_old {
-            self.release(old.tier as usize, old.inner, old.cost);
-        }
-        if let Some(k) = stale {
-            self.release_kept(k);
-        }
-        true
+        Some(Unmapped {
+            old: (!keep_old).then_some((old.inner, old.cost)),
+            stale,
+        })
     }
 
     /// Moves the page at `found` down to its kept copy in tier `to`, if it
     /// has one there: the kept copy serves it again and the upper copy is
     /// dropped. `None` if it has no kept copy in `to` (the page must be
     /// copied down).
-    fn fall_back(&self, found: Located, to: usize) -> Option<Moved> {
+    pub(crate) fn fall_back(&self, found: Located, to: usize) -> Option<Moved> {
         let mut table = self.shards.lock(found.shard);
         let old = table.get(found.slot, found.generation).map(|e| *e);
         let Some(old) = old.filter(|e| found.still(e)) else {
@@ -587,38 +668,13 @@ impl Shared {
         if let Some(entry) = table.get(found.slot, found.generation) {
             *entry = Entry::new(kept.inner, kept.tier, kept.cost, huge, self.clock.now());
             entry.last_use = old.last_use;
+            entry.set(Flag::Moving, old.is(Flag::Moving));
         }
         // Counted serving before the lock lets a drop see (and uncount) it.
         lower.counters.serve_kept();
         drop(table);
         self.release(old.tier as usize, old.inner, old.cost);
         Some(Moved::ToKept)
-    }
-
-    /// Moves the page at `found` to tier `to`: down to its kept copy there
-    /// if it has one, else through `buf`: copy, switch, drop above.
-    pub(crate) fn move_page(&self, found: Located, to: usize, buf: &mut Page) -> Result<Moved> {
-        if found.entry.is(Flag::Kept)
-            && let Some(moved) = self.fall_back(found, to)
-        {
-            return Ok(moved);
-        }
-        let from = &self.tiers[found.entry.tier as usize];
-        match from.backend.copy_page(buf, found.entry.inner, None) {
-            Ok(()) => {}
-            // Dropped or moved since it was found.
-            Err(e) if e.kind() == ErrorKind::InvalidHandle => return Ok(Moved::Raced),
-            Err(e) => return Err(e),
-        }
-        let global = self.shards.slot(found.shard, found.slot);
-        let lower = self
-            .store_in(to, buf, u64::from(global), BackupFlags::NONE, None)?
-            .expect("a store without a bound always has room");
-        Ok(if self.switch(found, lower) {
-            Moved::Copied
-        } else {
-            Moved::Raced
-        })
     }
 
     pub(crate) fn drop_page(&self, handle: Handle) -> Result<()> {
@@ -647,9 +703,15 @@ impl Shared {
         let kept = table.remove(slot, generation).and_then(|(_, kept)| kept);
         drop(table);
         tier.vacate();
-        tier.counters.remove(entry.cost);
+        tier.counters.remove(1, u64::from(entry.cost));
         if let Some(k) = kept {
             self.release_kept(k);
+        }
+        // A batch of moves may hold a copy of the page it made below, or
+        // one it has yet to release above: the drop returns once it has
+        // released them.
+        if entry.is(Flag::Moving) {
+            self.in_flight.wait();
         }
         Ok(())
     }
@@ -742,6 +804,12 @@ impl Shared {
 /// server) does not fail a backup that another tier can hold.
 fn falls_through(e: &BackupError) -> bool {
     matches!(e.kind(), ErrorKind::NoSpace | ErrorKind::Io)
+}
+
+/// Whether a copy whose drop failed with `e` is gone all the same: its
+/// tier knows its handle no more (it was dropped already).
+fn gone(e: &BackupError) -> bool {
+    e.kind() == ErrorKind::InvalidHandle
 }
 
 /// Locks `m`, a list that stays consistent whatever panicked while holding it.

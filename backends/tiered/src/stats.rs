@@ -99,8 +99,7 @@ pub(crate) struct TierCounters {
 impl TierCounters {
     /// Reserves `estimate` bytes, if the tier then holds at most `limit`
     /// (always, without a limit).
-    pub(crate) fn reserve(&self, estimate: u32, limit: Option<u64>) -> bool {
-        let estimate = u64::from(estimate);
+    pub(crate) fn reserve(&self, estimate: u64, limit: Option<u64>) -> bool {
         self.held_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 limit.is_none_or(|l| held + estimate <= l).then_some(held + estimate)
@@ -109,21 +108,21 @@ impl TierCounters {
     }
 
     /// Turns a reservation of `estimate` into a page of `cost` bytes.
-    pub(crate) fn commit(&self, estimate: u32, cost: u32) {
+    pub(crate) fn commit(&self, estimate: u64, cost: u32) {
         self.pages.fetch_add(1, Ordering::Relaxed);
         self.held_bytes.fetch_add(u64::from(cost), Ordering::AcqRel);
         self.cancel(estimate);
     }
 
     /// Gives a reservation of `estimate` back.
-    pub(crate) fn cancel(&self, estimate: u32) {
-        self.held_bytes.fetch_sub(u64::from(estimate), Ordering::AcqRel);
+    pub(crate) fn cancel(&self, estimate: u64) {
+        self.held_bytes.fetch_sub(estimate, Ordering::AcqRel);
     }
 
-    /// Counts a page of `cost` bytes out.
-    pub(crate) fn remove(&self, cost: u32) {
-        self.pages.fetch_sub(1, Ordering::Relaxed);
-        self.held_bytes.fetch_sub(u64::from(cost), Ordering::Relaxed);
+    /// Counts `pages` pages of `bytes` in all out.
+    pub(crate) fn remove(&self, pages: u64, bytes: u64) {
+        self.pages.fetch_sub(pages, Ordering::Relaxed);
+        self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// A page of this tier, promoted, keeps its copy here: it leaves the

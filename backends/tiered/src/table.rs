@@ -52,6 +52,10 @@ pub(crate) enum Flag {
     /// Its promotion waits for the policy thread or task: a restore does
     /// not queue it again.
     Queued = 16,
+    /// It is in a batch of moves in flight (`Shared::move_batch`): a drop
+    /// of it waits for the batch to end, so that no copy the batch made or
+    /// has yet to release outlives the drop.
+    Moving = 32,
 }
 
 impl Entry {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
-use pagebackup_core::layers::{FaultConfig, FaultInjection};
+use pagebackup_core::layers::{FaultConfig, FaultInjection, Instrumented};
 use pagebackup_core::{
     BackupBackend, BackupError, BackupFlags, BackupStats, ErrorKind, Handle, Interrupt, MemoryBackend, Operation,
     Origin, PAGE_SIZE, Page,
@@ -175,15 +175,19 @@ fn a_full_tier_everywhere_gives_no_space_and_holds_nothing_for_it() {
 }
 
 /// A memory backend whose drops fail with `Io` while `failing` is set,
-/// and its restores while `failing_restores` is; `after_backup` and
-/// `after_drop` run once after its next backup or drop took effect.
+/// its restores while `failing_restores` is, and its backups while
+/// `failing_backups` is; `after_backup` and `after_drop` run once after its
+/// next backup or drop took effect, `before_copy` once before its next
+/// restore starts. Its batches are the trait's loops over single pages.
 #[derive(Debug, Default)]
 struct FailingDrops {
     inner: MemoryBackend,
     failing: AtomicBool,
     failing_restores: AtomicBool,
+    failing_backups: AtomicBool,
     after_backup: Hook,
     after_drop: Hook,
+    before_copy: Hook,
 }
 
 /// Code a backend runs once, at a point of one of its calls.
@@ -222,12 +226,16 @@ impl BackupBackend for FailingDrops {
     }
 
     fn backup_page(&self, page: &Page, idx: u64, flags: BackupFlags) -> pagebackup_core::Result<Handle> {
+        if self.failing_backups.load(Ordering::Relaxed) {
+            return Err(injected(Operation::BackupPage));
+        }
         let handle = self.inner.backup_page(page, idx, flags);
         self.after_backup.run();
         handle
     }
 
     fn copy_page(&self, dst: &mut Page, handle: Handle, intr: Option<&Interrupt>) -> pagebackup_core::Result<()> {
+        self.before_copy.run();
         if self.failing_restores.load(Ordering::Relaxed) {
             return Err(injected(Operation::CopyPage));
         }
@@ -376,7 +384,8 @@ fn a_full_lower_tier_still_takes_promoted_pages_back_to_their_kept_copies() {
 /// A move whose page is dropped while its copy lands below releases that
 /// copy, dropping it below before uncounting it: in between, the tier's
 /// counters still hold a page its backend no longer stores. `flush` waits
-/// for the move, so that the counters and the backends agree once it returns.
+/// for the move, so that the counters and the backends agree once it
+/// returns; so does the drop, its page being in the move's batch.
 #[test]
 fn flush_waits_for_a_move_releasing_the_copy_of_a_page_dropped_meanwhile() {
     let upper = faulty(FaultConfig::none(20), None);
@@ -398,7 +407,11 @@ fn flush_waits_for_a_move_releasing_the_copy_of_a_page_dropped_meanwhile() {
     std::thread::scope(|scope| {
         let mover = scope.spawn(|| t.writeback(WritebackFilter::All));
         on_landed.recv().unwrap();
-        t.drop_handle(h).unwrap();
+        let dropper = scope.spawn(|| t.drop_handle(h));
+        // The drop took the page out of the table (and its copy above).
+        while t.tier_stats()[0].pages > 0 {
+            std::thread::yield_now();
+        }
         go.send(()).unwrap();
         // The move found its page gone and dropped its copy below.
         on_dropped.recv().unwrap();
@@ -407,11 +420,199 @@ fn flush_waits_for_a_move_releasing_the_copy_of_a_page_dropped_meanwhile() {
         let flushed = scope.spawn(|| t.flush());
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(!flushed.is_finished(), "flush returned with a move in flight");
+        assert!(
+            !dropper.is_finished(),
+            "the drop returned with its page's move in flight"
+        );
         release.send(()).unwrap();
         flushed.join().unwrap().unwrap();
+        dropper.join().unwrap().unwrap();
         let report = mover.join().unwrap();
         assert_eq!((report.moved_pages, report.raced_pages), (0, 1), "{report:?}");
     });
     assert!(t.tier_stats().iter().all(|s| s.pages == 0 && s.held_bytes == 0));
     assert_eq!((upper.inner().stats().stored_pages, lower.stats().stored_pages), (0, 0));
+}
+
+/// Backs up `n` pages a few milliseconds apart, so that the policy finds
+/// them coldest first in the order they came.
+fn backup_apart(t: &Tiered, seed: u64, n: u64) -> Vec<(Handle, PageSpec)> {
+    (0..n)
+        .map(|i| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            backup_all(t, seed ^ (i << 32), 1)[0]
+        })
+        .collect()
+}
+
+/// The tiers' figures against what their backends hold: `above` pages in
+/// the first tier, `below` in the second, each counted exactly once.
+fn assert_holds(t: &Tiered, stored: [u64; 2], above: u64, below: u64) {
+    let s = t.tier_stats();
+    assert_eq!((s[0].pages, s[1].pages), (above, below), "{s:?}");
+    assert_eq!(
+        stored,
+        [above, below],
+        "the tiers' backends hold other pages than counted"
+    );
+    assert_eq!(t.stats().stored_pages, above + below);
+    assert_eq!(
+        (s[0].held_bytes, s[1].held_bytes),
+        (above * PAGE, below * PAGE),
+        "a reservation was left behind"
+    );
+}
+
+/// A page dropped between being found by a move and being read for it is
+/// raced; the pages before and after it in its batch move, read in two
+/// batch calls (before and after it) and stored in one. The drop returns
+/// once the batch has ended.
+#[test]
+fn a_page_dropped_before_its_batch_is_read_races_and_the_rest_of_the_batch_moves() {
+    let upper = Arc::new(FailingDrops::default());
+    let counted_upper = Arc::new(Instrumented::new(Arc::clone(&upper)));
+    let lower = faulty(FaultConfig::none(22), None);
+    let counted_lower = Arc::new(Instrumented::new(Arc::clone(&lower)));
+    let t = stack(&counted_upper, &counted_lower, 64, TieredConfig::new().with_auto(None));
+    let pages = backup_apart(&t, 23, 10);
+    let raced = pages[4].0;
+    let (reading, on_reading) = channel();
+    let (go, on_go) = channel::<()>();
+    upper.before_copy.set(move || {
+        reading.send(()).unwrap();
+        on_go.recv().unwrap();
+    });
+    let (dropped, on_dropped) = channel();
+    upper.after_drop.set(move || dropped.send(()).unwrap());
+    let report = std::thread::scope(|scope| {
+        let mover = scope.spawn(|| t.writeback(WritebackFilter::All));
+        on_reading.recv().unwrap();
+        let dropper = scope.spawn(|| t.drop_handle(raced));
+        on_dropped.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            !dropper.is_finished(),
+            "the drop returned with its page's batch in flight"
+        );
+        go.send(()).unwrap();
+        dropper.join().unwrap().unwrap();
+        mover.join().unwrap()
+    });
+    assert_eq!(
+        (report.moved_pages, report.raced_pages, report.failed_pages),
+        (9, 1, 0),
+        "{report:?}"
+    );
+    let (read, stored) = (counted_upper.op_stats().restore, counted_lower.op_stats().backup);
+    assert_eq!(
+        (read.calls, read.pages),
+        (2, 15),
+        "one read of the batch, another past the raced page"
+    );
+    assert_eq!((stored.calls, stored.pages), (1, 9), "one store of the pages read");
+    assert_eq!(
+        counted_upper.op_stats().drop.calls,
+        2,
+        "the raced page's drop, then the batch's release"
+    );
+    assert_holds(
+        &t,
+        [upper.stats().stored_pages, lower.inner().stats().stored_pages],
+        0,
+        9,
+    );
+    let err = t.copy_page(&mut Page::new_boxed(), raced, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidHandle);
+    let rest: Vec<_> = pages.iter().filter(|&&(h, _)| h != raced).copied().collect();
+    verify_all(&t, &rest);
+    for &(h, _) in &rest {
+        t.drop_handle(h).unwrap();
+    }
+    assert_holds(
+        &t,
+        [upper.stats().stored_pages, lower.inner().stats().stored_pages],
+        0,
+        0,
+    );
+}
+
+/// A lower tier whose writes start failing in the middle of a batch: the
+/// pages stored before stay moved, each page after fails its move and stays
+/// above, and every page is held exactly once; once the tier heals, the
+/// pages left above move.
+#[test]
+fn a_lower_tier_failing_mid_batch_leaves_the_rest_above_and_loses_nothing() {
+    let upper = faulty(FaultConfig::none(24), None);
+    let lower = Arc::new(FailingDrops::default());
+    let t = stack(&upper, &lower, 64, TieredConfig::new().with_auto(None));
+    let pages = backup_apart(&t, 25, 20);
+    let breaks = Arc::clone(&lower);
+    lower
+        .after_backup
+        .set(move || breaks.failing_backups.store(true, Ordering::Relaxed));
+    let report = t.writeback(WritebackFilter::All);
+    assert_eq!(
+        (
+            report.moved_pages,
+            report.failed_pages,
+            report.raced_pages,
+            report.stopped
+        ),
+        (1, 19, 0, None),
+        "{report:?}"
+    );
+    assert_eq!(t.tier_stats()[0].failed_moves, 19);
+    assert_eq!(
+        t.tier_of(pages[0].0),
+        Some(1),
+        "the coldest page moved before the tier failed"
+    );
+    let held = || [upper.inner().stats().stored_pages, lower.stats().stored_pages];
+    assert_holds(&t, held(), 19, 1);
+    verify_all(&t, &pages);
+    lower.failing_backups.store(false, Ordering::Relaxed);
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 19);
+    assert_holds(&t, held(), 0, 20);
+    verify_all(&t, &pages);
+    for &(h, _) in &pages {
+        t.drop_handle(h).unwrap();
+    }
+    assert_holds(&t, held(), 0, 0);
+}
+
+/// A lower tier that runs out of space in the middle of a batch (the
+/// kernel's fault knob: a batch stores its first half, then `NoSpace`):
+/// the half stored moves, the page that found no space fails, the moves
+/// stop there, and the pages after it stay above, untried.
+#[test]
+fn a_lower_tier_full_mid_batch_stops_moves_and_keeps_the_rest_above() {
+    let upper = faulty(FaultConfig::none(26), None);
+    let mut config = FaultConfig::none(27);
+    config.half_batches = true;
+    let lower = faulty(config, None);
+    let t = tiered(&upper, &lower, 64);
+    let pages = backup_apart(&t, 28, 20);
+    let report = t.writeback(WritebackFilter::All);
+    assert_eq!(
+        (report.moved_pages, report.failed_pages, report.stopped),
+        (10, 1, Some(Stop::NoSpaceBelow)),
+        "{report:?}"
+    );
+    assert_eq!(lower.counts().halved_batches, 1, "the pages went down in one batch");
+    for (k, &(h, _)) in pages.iter().enumerate() {
+        assert_eq!(t.tier_of(h), Some(usize::from(k < 10)), "page {k}");
+    }
+    let s = t.tier_stats();
+    assert_eq!(
+        (s[0].failed_moves, s[0].moved_down, s[1].written_back_bytes),
+        (1, 10, 10 * PAGE)
+    );
+    assert_holds(
+        &t,
+        [upper.inner().stats().stored_pages, lower.inner().stats().stored_pages],
+        10,
+        10,
+    );
+    verify_all(&t, &pages);
+    drop_all_and_check_empty(&t, &pages, [&upper, &lower]);
 }

@@ -2,8 +2,10 @@
 //! watermarks and coldest first, huge pages, writeback, the rate limit,
 //! promotion, drops, and the per-page cost of the slot-store backends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pagebackup_core::layers::Instrumented;
 use pagebackup_core::{BackupBackend, BackupFlags, ErrorKind, Handle, MemoryBackend, PAGE_SIZE, Page};
 use pagebackup_testkit::{PageClass, PageSpec};
 use pagebackup_tiered::{HugePolicy, Policy, RateLimit, Stop, Tier, Tiered, TieredConfig, WritebackFilter};
@@ -316,6 +318,39 @@ fn with_a_policy_thread_promotions_are_left_to_it() {
     let s = t.tier_stats();
     assert_eq!((s[1].moved_up, s[0].pages, s[1].kept_pages), (2, 2, 2), "{s:?}");
     assert!(pages[..2].iter().all(|&(h, _)| t.tier_of(h) == Some(0)));
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
+/// Promotions left to the policy thread are read from below in one batch:
+/// the 64th page waiting wakes the thread, which reads the 64 with one call.
+#[test]
+fn deferred_promotions_are_read_from_below_in_one_batch() {
+    let lower = Arc::new(Instrumented::new(MemoryBackend::new()));
+    let t = Tiered::new(
+        vec![
+            Tier::new(MemoryBackend::new()).with_budget(200 * PAGE),
+            Tier::new(Arc::clone(&lower)),
+        ],
+        TieredConfig::new()
+            .with_promote(true)
+            .with_auto(Some(Duration::from_secs(3600))),
+    )
+    .unwrap();
+    let pages = backup_n(&t, 18, 64);
+    assert_eq!(t.writeback(WritebackFilter::All).moved_pages, 64);
+    restore_times(&t, &pages, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.tier_stats()[1].moved_up < 64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(t.tier_stats()[1].moved_up, 64);
+    let read = lower.op_stats().restore;
+    assert_eq!(
+        (read.calls, read.pages),
+        (2 * 64 + 1, 3 * 64),
+        "the restores one by one, then the promotions' one read"
+    );
     verify(&t, &pages);
     drop_all_and_check_empty(&t, &pages);
 }
