@@ -633,23 +633,25 @@ mod tests {
             corpus: &corpus.pages,
             times: 3,
         };
+        // The repeated corpus through a store of all its pages.
+        let run_prefaulted = |mode, rounds| {
+            let mut out = restore_buffer(256);
+            run(
+                &Prefaulted::new(768),
+                pages,
+                &mut out,
+                mode,
+                rounds,
+                Checks::ALL,
+                &|_| Ok(()),
+            )
+        };
         for mode in [
             Mode { batch: 64, threads: 1 },
             Mode { batch: 1, threads: 2 },
             Mode { batch: 7, threads: 3 },
         ] {
-            let mut out = restore_buffer(256);
-            let run = run(
-                &Prefaulted::new(768),
-                pages,
-                &mut out,
-                mode,
-                2,
-                Checks::ALL,
-                &|_| Ok(()),
-            )
-            .unwrap();
-            assert_eq!(run.pages, 768);
+            assert_eq!(run_prefaulted(mode, 2).unwrap().pages, 768);
         }
         let adapter = Corrupting {
             store: Prefaulted::new(768),
@@ -662,17 +664,7 @@ mod tests {
             error.to_string(),
             "corrupting: restored page 700 differs from the original"
         );
-        let mode = Mode { batch: 64, threads: 5 };
-        let error = run(
-            &Prefaulted::new(768),
-            pages,
-            &mut out,
-            mode,
-            1,
-            Checks::ALL,
-            &|_| Ok(()),
-        )
-        .unwrap_err();
+        let error = run_prefaulted(Mode { batch: 64, threads: 5 }, 1).unwrap_err();
         assert_eq!(
             error.to_string(),
             "a corpus repeated needs at least 64 pages per thread (5 threads), not 256"
