@@ -3,8 +3,8 @@
 //! in chunks of [`CHUNK`] bytes; one that does not fit runs on into the
 //! next chunk. So a 1.1 KiB object takes 1.1 KiB and 4 bytes, whatever its
 //! neighbours. Each chunk counts its live bytes and is freed when none are
-//! left; [`evacuate`](Arena::evacuate) re-appends the live objects of a
-//! sparse chunk, so that it can be freed.
+//! left; the shard's compaction ([`Shard`](crate::shard::Shard)) re-appends
+//! the live objects of a sparse chunk, so that it can be freed.
 //!
 //! A header is the object's slot while the object is live, and [`DEAD`]
 //! with the object's length once it is freed, so a chunk can be walked

@@ -90,15 +90,20 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   that no other thread holds.
 ///   A chunk is freed when nothing in it is live.
 /// - **Compaction** runs by itself: a backup or drop that leaves more than a
-///   chunk and 1/16 of the live bytes reclaimable moves the live objects of
-///   the sparsest chunk to the head (one chunk per operation at most) and
-///   frees it. [`compact`](Self::compact) moves every chunk under 15/16 live.
+///   chunk and 1/16 of the live bytes reclaimable moves up to 8 live
+///   objects of one of the sparsest chunks to the head, and the operations
+///   after it go on with that chunk until it is free: no operation holds a
+///   shard for more than a few microseconds of compaction, so restores of
+///   the shard are not held up. [`compact`](Self::compact) moves every
+///   chunk under 15/16 live.
 /// - **Metadata** per stored page is [`METADATA_BYTES_PER_PAGE`] (16)
 ///   bytes; tables grow and shrink in segments of 1024 entries.
 /// - **Concurrency**: 8 shards, each an arena and a handle table behind its
 ///   own lock. A thread writes to the shard it used last unless another
 ///   thread holds it, so only as many shards fill as threads write at once;
-///   a restore reads its shard under a shared lock.
+///   a restore reads its shard under a shared lock, and waits for a
+///   writer by spinning and yielding, not by sleeping (writers hold a
+///   shard for microseconds; a sleeper is woken tens of them later).
 /// - **Limit**: everything the backend allocates (chunks, tables, its fixed
 ///   part) is charged before it is allocated and refused past
 ///   [`CompressedConfig::limit`], so `memory_used` never exceeds it; a
@@ -384,7 +389,7 @@ impl CompressedBackend {
 
     fn restore(&self, dst: &mut Page, handle: Handle) -> Result<()> {
         let (index, local, wanted) = self.locate(handle);
-        self.restore_from(&self.shards.read(index), (local, wanted), dst, handle)
+        self.restore_from(&self.shards.read_spinning(index), (local, wanted), dst, handle)
     }
 
     /// [`restore`](Self::restore) from `shard`, read-locked by the caller,
@@ -536,7 +541,7 @@ impl BackupBackend for CompressedBackend {
                     // The lock of another shard goes before this one is taken.
                     other => {
                         drop(other);
-                        self.shards.read(index)
+                        self.shards.read_spinning(index)
                     }
                 };
                 let result = self.restore_from(&shard, (local, wanted), dst, handle);
@@ -568,7 +573,9 @@ impl BackupBackend for CompressedBackend {
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {
         let (index, local, wanted) = self.locate(handle);
-        let mut shard = self.shards.lock(index);
+        // Restores of the shard wait for this drop spinning: it must not
+        // sleep on the lock either (see `Shards::lock_spinning`).
+        let mut shard = self.shards.lock_spinning(index);
         match shard.table.get(local) {
             Some((generation, _)) if generation != 0 && generation == wanted => {
                 shard.drop_slot(local, &self.budget);

@@ -15,6 +15,13 @@ use crate::table::{Refused, Table};
 /// stack's lower tier 7% over its live bytes after pages moved up out of it).
 pub(crate) const WORTH_MOVING: usize = CHUNK * 15 / 16;
 
+/// Most objects the compaction of a backup or drop moves
+/// ([`Shard::tidy`]): a chunk is moved out over several operations, so
+/// that none holds the shard's lock for long. Moving a whole chunk at once
+/// (some 45 objects of a process heap) held it 20 µs and more, and every
+/// restore of the shard waited; 8 objects are a few microseconds.
+pub(crate) const TIDY_STEP: usize = 8;
+
 /// Bytes new pages leave unused under the limit, for compaction: moving a
 /// chunk out may need a new chunk before the old one is freed.
 pub(crate) const COMPACTION_RESERVE: u64 = CHUNK as u64;
@@ -54,6 +61,8 @@ pub(crate) struct Shard {
     pub(crate) compacted: u64,
     /// The sealing of the shard's objects, with `seal=on`.
     pub(crate) seal: Option<ObjectSeal>,
+    /// The chunk [`tidy`](Self::tidy) is moving out, if any.
+    tidying: Option<u32>,
 }
 
 impl Shard {
@@ -68,6 +77,7 @@ impl Shard {
             raw: 0,
             compacted: 0,
             seal,
+            tidying: None,
         }
     }
 
@@ -141,16 +151,32 @@ impl Shard {
     }
 
     /// The compaction every backup and drop does: when more than a chunk
-    /// and more than 1/16 of the live bytes could be given back, one of the
-    /// sparsest chunks ([`Arena::sparse_victim`], with no scan per call) is
-    /// moved out — one chunk at most, so that no single
-    /// operation does much more work than another.
+    /// and more than 1/16 of the live bytes could be given back, up to
+    /// [`TIDY_STEP`] objects of one of the sparsest chunks
+    /// ([`Arena::sparse_victim`], with no scan per call) move to the head;
+    /// the next operations go on with the same chunk until it is free
+    /// (whatever the garbage left by then: a chunk half moved out holds the
+    /// room of the objects gone as well as those left). A
+    /// step takes a new chunk only if the [`COMPACTION_RESERVE`] stays
+    /// free: at the limit, moving a chunk out is the backup's
+    /// ([`make_room`](Self::make_room)), which frees it in one go.
     fn tidy(&mut self, budget: &Budget) {
-        if self.arena.garbage() > (self.arena.live() / 16).max(CHUNK as u64)
-            && let Some(victim) = self.arena.sparse_victim()
+        // The chunk under way, unless it was freed (its id may have been
+        // given to a new chunk since, which is full or the head); else a
+        // new one if there is garbage enough.
+        let victim = match self
+            .tidying
+            .filter(|&v| self.arena.live_in(v).is_some_and(|l| l < WORTH_MOVING))
         {
-            self.evacuate(victim, 0, budget);
-        }
+            Some(victim) => victim,
+            None if self.arena.garbage() <= (self.arena.live() / 16).max(CHUNK as u64) => return,
+            None => match self.arena.sparse_victim() {
+                Some(victim) => victim,
+                None => return,
+            },
+        };
+        let left = self.move_out(victim, TIDY_STEP, COMPACTION_RESERVE, budget);
+        self.tidying = (left > 0).then_some(victim);
     }
 
     /// At the limit, makes room for `need` bytes by moving the sparsest
@@ -173,37 +199,52 @@ impl Shard {
     /// chunk (every moved object is whole in its new place). Returns the
     /// objects moved.
     pub(crate) fn evacuate(&mut self, victim: u32, spare: usize, budget: &Budget) -> u64 {
-        let table = &self.table;
-        let objects = self.arena.live_objects(victim, |slot| match table.get(slot) {
-            Some((_, Stored::Object(loc))) => Some(loc),
-            _ => None,
-        });
-        // Whole objects move, also the bytes of those running on into the
-        // victim or out of it that lie in its neighbours.
-        let bytes: usize = objects
+        let bytes: usize = self
+            .live_objects(victim)
             .iter()
             .map(|(_, loc)| self.arena.overhead() + usize::from(loc.len))
             .sum();
         if bytes + spare > self.arena.head_room() + CHUNK {
             return 0;
         }
+        let before = self.compacted;
+        self.move_out(victim, usize::MAX, 0, budget);
+        self.compacted - before
+    }
+
+    /// The live objects with bytes in chunk `victim`: also those running
+    /// on into it or out of it, whose other bytes lie in its neighbours.
+    fn live_objects(&self, victim: u32) -> Vec<(u32, Location)> {
+        let table = &self.table;
+        self.arena.live_objects(victim, |slot| match table.get(slot) {
+            Some((_, Stored::Object(loc))) => Some(loc),
+            _ => None,
+        })
+    }
+
+    /// Moves up to `most` live objects with bytes in chunk `victim` to the
+    /// head, whole, taking new chunks only while `keep` bytes stay under
+    /// the limit. Stops early where the limit refuses. Returns the live
+    /// objects left in the victim.
+    fn move_out(&mut self, victim: u32, most: usize, keep: u64, budget: &Budget) -> usize {
+        let objects = self.live_objects(victim);
         let mut moved = 0;
         let mut buf = [0u8; 2 * PAGE_SIZE];
-        for (slot, from) in objects {
+        for &(slot, from) in objects.iter().take(most) {
             let len = usize::from(from.len);
             let (a, b) = self.arena.object(from);
             buf[..a.len()].copy_from_slice(a);
             buf[a.len()..len].copy_from_slice(b);
             let sum = self.arena.checksum(from).unwrap_or(0);
-            let Some(to) = self.arena.append(&buf[..len], slot, sum, budget, 0) else {
+            let Some(to) = self.arena.append(&buf[..len], slot, sum, budget, keep) else {
                 break;
             };
             self.table.moved(slot, Stored::Object(to));
             self.arena.free(from, budget);
             moved += 1;
         }
-        self.compacted += moved;
-        moved
+        self.compacted += moved as u64;
+        objects.len() - moved
     }
 
     /// Moves out every chunk worth moving ([`WORTH_MOVING`]), sparsest
@@ -294,5 +335,50 @@ mod tests {
         // Objects of one size, raw pages among them.
         refills(|_| 2171);
         refills(|i| if i % 5 == 0 { PAGE_SIZE } else { 1500 });
+    }
+
+    /// Drops of three objects in four leave chunks sparse: each drop moves
+    /// at most [`TIDY_STEP`] objects, yet over the drops the chunks are
+    /// moved out until the garbage is within a chunk or two of the
+    /// threshold, and every kept object keeps its bytes.
+    #[test]
+    fn compaction_moves_a_few_objects_per_operation_and_frees_chunks_over_many() {
+        let budget = Budget::new(None, 0);
+        let mut shard = Shard::new(1 << 20, false, None);
+        let object = |i: usize| -> Vec<u8> { (0..1500).map(|k| (i * 13 + k) as u8).collect() };
+        let slots: Vec<u32> = (0..4000)
+            .map(|i| {
+                let bytes = object(i);
+                let prepared = Prepared::Object {
+                    bytes: &bytes,
+                    raw: false,
+                    sum: 0,
+                };
+                shard.store(prepared, &budget).unwrap().0
+            })
+            .collect();
+        let mut most = 0;
+        for (i, &slot) in slots.iter().enumerate() {
+            if i % 4 != 0 {
+                let before = shard.compacted;
+                assert!(shard.drop_slot(slot, &budget));
+                most = most.max(shard.compacted - before);
+            }
+        }
+        assert!(shard.compacted > 0);
+        assert!(most <= TIDY_STEP as u64, "one drop moved {most} objects");
+        let live_chunks = shard.arena.live().div_ceil(CHUNK as u64);
+        assert!(
+            shard.arena.chunks() <= live_chunks + 3,
+            "{} chunks for {live_chunks} chunks of live objects",
+            shard.arena.chunks()
+        );
+        for (i, &slot) in slots.iter().enumerate().step_by(4) {
+            let Some((_, Stored::Object(loc))) = shard.table.get(slot) else {
+                panic!("slot {slot} is not an object");
+            };
+            let (a, b) = shard.arena.object(loc);
+            assert_eq!([a, b].concat(), object(i), "object {i}");
+        }
     }
 }

@@ -108,8 +108,10 @@ fn compaction_returns_memory_by_itself_and_keeps_every_page() {
         after.memory_used, after.stored_bytes, after.compacted_pages
     );
     assert!(after.compacted_pages > 0, "{after:?}");
+    // Left over: garbage under the threshold (a chunk here), the head's
+    // room, and the chunk the last drop was moving out, half moved.
     assert!(
-        after.memory_used * 100 <= needed(&b) * 110 + 2 * CHUNK_BYTES * 100,
+        after.memory_used * 100 <= needed(&b) * 110 + 3 * CHUNK_BYTES * 100,
         "{after:?}"
     );
     let kept_handles: Vec<Handle> = keep.iter().map(|&i| handles[i]).collect();

@@ -63,9 +63,13 @@
 //!   lz4) found no waits for room (the evictor keeps ahead of one faulting
 //!   thread) and the slow faults in the restore itself: a restore reads its
 //!   page under a shard's shared lock, and the evictor's backups and drops
-//!   (with the compaction a drop may do) hold that lock exclusively for a
-//!   while. A waiter that gives up spinning sleeps, and is woken tens of
-//!   microseconds later. Every dirty page evicted is one backup and one
+//!   (with the compaction a drop may do) hold that lock exclusively. The
+//!   compressed backend keeps those holds to microseconds (its compaction
+//!   moves a few objects per operation) and its restores and drops wait
+//!   for each other spinning, not sleeping; a fault still waits for the
+//!   hold it meets, and for the kernel's own work (`UFFDIO_COPY` beside
+//!   the evictor's write-protect and release calls, and their TLB
+//!   flushes). Every dirty page evicted is one backup and one
 //!   drop of its stale copy, so the evictor's CPU per page (compression,
 //!   the backend's bookkeeping, write-protect and release) also bounds how
 //!   two faulting threads scale on two CPUs: their faults and the evictor
