@@ -171,10 +171,10 @@ unsafe impl Device for FileDevice {
     /// that sends one run through the syscall would do so: there is
     /// nothing to overlap) as [`read`](Device::read), then handed over.
     unsafe fn read_arriving(&self, runs: &mut [ReadRun<'_, '_>], arrived: &mut Arrived<'_>) -> Result<(), RunError> {
-        let one_part = |runs: &[ReadRun<'_, '_>]| runs.len() == 1 && runs[0].pages.len() <= ARRIVING_PART;
-        match &self.io {
+        let one_part = runs.len() == 1 && runs[0].pages.len() <= ARRIVING_PART;
+        match self.io.ring(one_part) {
             // Nothing staged: every slot of the runs is on the file (see `read`).
-            Io::Uring(ring, _, one_sync) if self.staging.len() == 0 && !(*one_sync && one_part(runs)) => {
+            Some((ring, _)) if self.staging.len() == 0 => {
                 let mut file_runs: Vec<crate::runs::ReadRun<'_, '_>> = runs
                     .iter_mut()
                     .map(|r| (u64::from(r.slot) * PAGE, &mut *r.pages))

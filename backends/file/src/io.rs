@@ -32,11 +32,22 @@ impl Io {
         }
     }
 
+    /// The ring and the most pages one of its operations carries, for a
+    /// call that goes through it: any call on a ring, but a call that is
+    /// `single` (one run, one operation's worth) on a ring that sends
+    /// those through the syscall.
+    pub(crate) fn ring(&self, single: bool) -> Option<(&Ring, usize)> {
+        match self {
+            Io::Uring(ring, op_pages, one_sync) if !(*one_sync && single) => Some((ring, *op_pages)),
+            _ => None,
+        }
+    }
+
     /// Writes every run whole.
     pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
-        match self {
-            Io::Uring(ring, op_pages, one_sync) if !(*one_sync && runs.len() == 1) => ring.write(fd, runs, *op_pages),
-            _ => runs.iter().enumerate().try_for_each(|(done, &(offset, pages))| {
+        match self.ring(runs.len() == 1) {
+            Some((ring, op_pages)) => ring.write(fd, runs, op_pages),
+            None => runs.iter().enumerate().try_for_each(|(done, &(offset, pages))| {
                 write_sync(fd, offset, pages, 0).map_err(|error| RunError { done, error })
             }),
         }
@@ -44,9 +55,9 @@ impl Io {
 
     /// Fills every run's pages.
     pub(crate) fn read(&self, fd: BorrowedFd<'_>, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
-        match self {
-            Io::Uring(ring, op_pages, one_sync) if !(*one_sync && runs.len() == 1) => ring.read(fd, runs, *op_pages),
-            _ => runs.iter_mut().enumerate().try_for_each(|(done, (offset, pages))| {
+        match self.ring(runs.len() == 1) {
+            Some((ring, op_pages)) => ring.read(fd, runs, op_pages),
+            None => runs.iter_mut().enumerate().try_for_each(|(done, (offset, pages))| {
                 read_sync(fd, *offset, pages, 0).map_err(|error| RunError { done, error })
             }),
         }
