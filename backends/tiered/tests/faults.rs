@@ -3,7 +3,7 @@
 //! that is full or fails its writes, an upper tier whose drops fail. Every page is verified, and nothing is held after all drops.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use pagebackup_core::layers::{FaultConfig, FaultInjection, Instrumented};
@@ -199,6 +199,18 @@ impl Hook {
         *self.0.lock().unwrap() = Some(Box::new(f));
     }
 
+    /// Makes the hook stop its caller until told: the receiver hears that
+    /// the caller reached it, and a send on the sender lets the caller go on.
+    fn pause(&self) -> (Receiver<()>, Sender<()>) {
+        let (reached, on_reached) = channel();
+        let (go, on_go) = channel::<()>();
+        self.set(move || {
+            reached.send(()).unwrap();
+            on_go.recv().unwrap();
+        });
+        (on_reached, go)
+    }
+
     fn run(&self) {
         let f = self.0.lock().unwrap().take();
         if let Some(f) = f {
@@ -392,18 +404,8 @@ fn flush_waits_for_a_move_releasing_the_copy_of_a_page_dropped_meanwhile() {
     let lower = Arc::new(FailingDrops::default());
     let t = stack(&upper, &lower, 64, TieredConfig::new().with_auto(None));
     let (h, _) = backup_all(&t, 21, 1)[0];
-    let (landed, on_landed) = channel();
-    let (go, on_go) = channel::<()>();
-    lower.after_backup.set(move || {
-        landed.send(()).unwrap();
-        on_go.recv().unwrap();
-    });
-    let (dropped, on_dropped) = channel();
-    let (release, on_release) = channel::<()>();
-    lower.after_drop.set(move || {
-        dropped.send(()).unwrap();
-        on_release.recv().unwrap();
-    });
+    let (on_landed, go) = lower.after_backup.pause();
+    let (on_dropped, release) = lower.after_drop.pause();
     std::thread::scope(|scope| {
         let mover = scope.spawn(|| t.writeback(WritebackFilter::All));
         on_landed.recv().unwrap();
@@ -476,12 +478,7 @@ fn a_page_dropped_before_its_batch_is_read_races_and_the_rest_of_the_batch_moves
     let t = stack(&counted_upper, &counted_lower, 64, TieredConfig::new().with_auto(None));
     let pages = backup_apart(&t, 23, 10);
     let raced = pages[4].0;
-    let (reading, on_reading) = channel();
-    let (go, on_go) = channel::<()>();
-    upper.before_copy.set(move || {
-        reading.send(()).unwrap();
-        on_go.recv().unwrap();
-    });
+    let (on_reading, go) = upper.before_copy.pause();
     let (dropped, on_dropped) = channel();
     upper.after_drop.set(move || dropped.send(()).unwrap());
     let report = std::thread::scope(|scope| {
