@@ -175,8 +175,9 @@ impl Shard {
                 None => return,
             },
         };
-        let left = self.move_out(victim, TIDY_STEP, COMPACTION_RESERVE, budget);
-        self.tidying = (left > 0).then_some(victim);
+        let objects = self.live_objects(victim);
+        let moved = self.move_out(&objects, TIDY_STEP, COMPACTION_RESERVE, budget);
+        self.tidying = (moved < objects.len()).then_some(victim);
     }
 
     /// At the limit, makes room for `need` bytes by moving the sparsest
@@ -199,17 +200,15 @@ impl Shard {
     /// chunk (every moved object is whole in its new place). Returns the
     /// objects moved.
     pub(crate) fn evacuate(&mut self, victim: u32, spare: usize, budget: &Budget) -> u64 {
-        let bytes: usize = self
-            .live_objects(victim)
+        let objects = self.live_objects(victim);
+        let bytes: usize = objects
             .iter()
             .map(|(_, loc)| self.arena.overhead() + usize::from(loc.len))
             .sum();
         if bytes + spare > self.arena.head_room() + CHUNK {
             return 0;
         }
-        let before = self.compacted;
-        self.move_out(victim, usize::MAX, 0, budget);
-        self.compacted - before
+        self.move_out(&objects, usize::MAX, 0, budget) as u64
     }
 
     /// The live objects with bytes in chunk `victim`: also those running
@@ -222,12 +221,11 @@ impl Shard {
         })
     }
 
-    /// Moves up to `most` live objects with bytes in chunk `victim` to the
-    /// head, whole, taking new chunks only while `keep` bytes stay under
-    /// the limit. Stops early where the limit refuses. Returns the live
-    /// objects left in the victim.
-    fn move_out(&mut self, victim: u32, most: usize, keep: u64, budget: &Budget) -> usize {
-        let objects = self.live_objects(victim);
+    /// Moves up to `most` of `objects` (a chunk's [`live_objects`](Self::live_objects))
+    /// to the head, whole, taking new chunks only while `keep` bytes stay
+    /// under the limit. Stops early where the limit refuses. Returns the
+    /// objects moved.
+    fn move_out(&mut self, objects: &[(u32, Location)], most: usize, keep: u64, budget: &Budget) -> usize {
         let mut moved = 0;
         let mut buf = [0u8; 2 * PAGE_SIZE];
         for &(slot, from) in objects.iter().take(most) {
@@ -244,7 +242,7 @@ impl Shard {
             moved += 1;
         }
         self.compacted += moved as u64;
-        objects.len() - moved
+        moved
     }
 
     /// Moves out every chunk worth moving ([`WORTH_MOVING`]), sparsest
