@@ -10,6 +10,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use linux_raw_sys::general as uapi;
+use pagebackup_core::raw::Backoff;
 use pagebackup_core::{BackupBackend, BackupError, BackupFlags, BatchError, Handle, PAGE_SIZE, Page};
 use rustix::io::Errno;
 
@@ -68,20 +69,6 @@ enum Ctx {
     Handler,
     /// A call of the region's API (prefault, pin) on the calling thread.
     Api,
-}
-
-/// Spins, then yields: for waits on another thread that is running.
-struct Backoff(u32);
-
-impl Backoff {
-    fn snooze(&mut self) {
-        if self.0 < 64 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-        self.0 = self.0.saturating_add(1);
-    }
 }
 
 /// The state shared by the region, its threads and the signal handler.
@@ -173,7 +160,7 @@ impl Shared {
     /// Counts `pages` as resident, waiting (spinning, then yielding) while
     /// that would pass the budget and the evictor makes progress.
     fn reserve(&self, pages: usize) {
-        let mut backoff = Backoff(0);
+        let mut backoff = Backoff::new();
         let mut since: Option<Instant> = None;
         loop {
             let r = self.resident.load(Ordering::Relaxed);
@@ -212,7 +199,7 @@ impl Shared {
         // Threads start at different buffers: their stacks lie apart.
         let marker = 0u8;
         let start = (&marker as *const u8 as usize) >> 16;
-        let mut backoff = Backoff(0);
+        let mut backoff = Backoff::new();
         loop {
             for k in 0..n {
                 match self.staging[(start + k) % n].try_lock() {
@@ -229,7 +216,7 @@ impl Shared {
     /// Returns whether an ioctl already woke the threads waiting on it.
     fn serve(&self, page: usize, write: Option<bool>, ctx: Ctx) -> Result<bool, BackupError> {
         let writing = write != Some(false);
-        let mut backoff = Backoff(0);
+        let mut backoff = Backoff::new();
         loop {
             match self.state[page].load(Ordering::Acquire) {
                 EMPTY if self.claim(page, EMPTY) => return self.fill_zero(page, writing),

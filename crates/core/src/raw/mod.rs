@@ -17,6 +17,8 @@
 //!   [`check_batch_lengths`], the error of `copy_pages` with mismatched slices.
 //! - [`copy_in_order`], the outline of `copy_pages`' default for a backend
 //!   that keeps state from one page of a batch to the next.
+//! - [`Backoff`], how a thread waits for another that is running: spin,
+//!   then yield.
 //! - [`params`]: a backend's spec parameters (`NAME:key=value,...`), one
 //!   [`ParamDoc`](params::ParamDoc) table per backend, typed getters and
 //!   the errors that say what is valid.
@@ -24,6 +26,7 @@
 //!   a device, for backends whose bytes leave the process (feature `seal`
 //!   for the cipher).
 
+mod backoff;
 mod codec;
 mod device;
 mod epoch;
@@ -40,6 +43,7 @@ mod thread_index;
 
 pub use crate::backend::{check_batch_lengths, copy_in_order};
 pub use crate::slots::SlotTable;
+pub use backoff::Backoff;
 pub use codec::HandleCodec;
 pub use device::{Arrived, Device, DeviceLayer, ReadRun, RunError, WriteRun, hand_over};
 pub use epoch::ProcessEpoch;

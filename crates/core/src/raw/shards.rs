@@ -5,27 +5,27 @@
 use std::cell::Cell;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError, TryLockResult};
 
-use super::{HandleCodec, thread_index};
+use super::{Backoff, HandleCodec, thread_index};
 
 thread_local! {
     /// The shard this thread last took with [`Shards::pick`].
     static HINT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Tries of [`spin`] before a wait goes to sleep on the lock: the first
-/// half spin (a few microseconds in all), the second half yield the CPU
-/// (to the holder, if it shares this one).
+/// Snoozes of [`spin`] before a wait goes to sleep on the lock: a few
+/// microseconds of spinning, then yields ([`Backoff`]).
 const SPINS: u32 = 256;
 
-/// A guard from `take` (a `try_` lock), tried [`SPINS`] times, the guard
-/// of a poisoned lock taken as it is; `None` if the lock stayed held.
+/// A guard from `take` (a `try_` lock), tried with a [`Backoff`] between
+/// tries, [`SPINS`] times; the guard of a poisoned lock is taken as it is.
+/// `None` if the lock stayed held.
 fn spin<G>(mut take: impl FnMut() -> TryLockResult<G>) -> Option<G> {
-    for k in 0..SPINS {
+    let mut backoff = Backoff::new();
+    while backoff.count() < SPINS {
         match take() {
             Ok(guard) => return Some(guard),
             Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) if k < SPINS / 2 => std::hint::spin_loop(),
-            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            Err(TryLockError::WouldBlock) => backoff.snooze(),
         }
     }
     None
