@@ -12,12 +12,13 @@
 //! header.
 
 use crate::budget::Budget;
-use crate::entry::Location;
+use crate::entry::{Location, MAX_CHUNKS};
 
 /// Bytes of a chunk.
 pub(crate) const CHUNK: usize = 64 << 10;
-/// Chunks the directory grows by at least (and by a quarter of its size
-/// beyond that, so that growing stays linear in time).
+/// Chunks the directory grows by at least (and by an eighth of its size
+/// beyond that, so that growing stays linear in time and leaves at most an
+/// eighth unused).
 const DIRECTORY_STEP: usize = 16;
 /// Bytes of the directory per chunk: its slot and its place on the vacant list.
 const DIRECTORY_BYTES_PER_CHUNK: usize = std::mem::size_of::<Option<Chunk>>() + std::mem::size_of::<u32>();
@@ -36,18 +37,75 @@ const NONE: u32 = u32::MAX;
 const CANDIDATES: usize = 16;
 
 struct Chunk {
-    data: Box<[u8]>,
+    data: Box<[u8; CHUNK]>,
     /// Bytes of live objects (headers included) in this chunk.
     live: u32,
-    /// Offset of the first header that starts here: the bytes before it
-    /// are the end of the last object of `prev`.
-    first: u32,
     /// Offset of the last header that starts here, or [`NONE`].
     last: u32,
+    /// Packed, from the low bits: the chunk whose last object runs on into
+    /// this one and the chunk this one's last object runs on into (21 bits
+    /// each, [`NO_LINK`] for none), then the offset of the first header
+    /// that starts here (13 bits: the bytes before it are the end of the
+    /// last object of the previous chunk). The directory's entry for a
+    /// chunk is 24 bytes.
+    links: u64,
+}
+
+const LINK_BITS: u32 = 21;
+/// A link to no chunk.
+const NO_LINK: u64 = (1 << LINK_BITS) - 1;
+const FIRST_SHIFT: u32 = 2 * LINK_BITS;
+const _: () = assert!(MAX_CHUNKS as u64 <= NO_LINK && std::mem::size_of::<Option<Chunk>>() == 24);
+
+impl Chunk {
+    fn new() -> Self {
+        Chunk {
+            data: vec![0; CHUNK].into_boxed_slice().try_into().expect("CHUNK bytes"),
+            live: 0,
+            last: NONE,
+            links: NO_LINK | NO_LINK << LINK_BITS,
+        }
+    }
+
+    fn link(&self, shift: u32) -> u32 {
+        match self.links >> shift & NO_LINK {
+            NO_LINK => NONE,
+            id => id as u32,
+        }
+    }
+
+    fn set_link(&mut self, shift: u32, id: u32) {
+        let bits = if id == NONE { NO_LINK } else { u64::from(id) };
+        self.links = self.links & !(NO_LINK << shift) | bits << shift;
+    }
+
     /// The chunk whose last object runs on into this one, or [`NONE`].
-    prev: u32,
+    fn prev(&self) -> u32 {
+        self.link(0)
+    }
+
+    fn set_prev(&mut self, id: u32) {
+        self.set_link(0, id);
+    }
+
     /// The chunk this one's last object runs on into, or [`NONE`].
-    next: u32,
+    fn next(&self) -> u32 {
+        self.link(LINK_BITS)
+    }
+
+    fn set_next(&mut self, id: u32) {
+        self.set_link(LINK_BITS, id);
+    }
+
+    /// Offset of the first header that starts here.
+    fn first(&self) -> usize {
+        (self.links >> FIRST_SHIFT) as usize
+    }
+
+    fn set_first(&mut self, offset: usize) {
+        debug_assert!(offset < 1 << (64 - FIRST_SHIFT), "an object is shorter than 8 KiB");
+        self.links = self.links & ((1 << FIRST_SHIFT) - 1) | (offset as u64) << FIRST_SHIFT;
+    }
 }
 
 /// One shard's objects.
@@ -88,6 +146,11 @@ impl Arena {
         }
     }
 
+    /// Whether each object carries a CRC-32.
+    pub(crate) fn keeps_checksums(&self) -> bool {
+        self.checksums
+    }
+
     /// Bytes in front of each object: header, and checksum when kept.
     pub(crate) fn overhead(&self) -> usize {
         HEADER + if self.checksums { CHECKSUM } else { 0 }
@@ -119,6 +182,11 @@ impl Arena {
         if self.head == NONE { 0 } else { CHUNK - self.head_end }
     }
 
+    /// Whether every chunk number an entry can address is in use.
+    pub(crate) fn numbers_used_up(&self) -> bool {
+        self.vacant.is_empty() && self.chunks.len() >= MAX_CHUNKS as usize
+    }
+
     /// Live bytes of chunk `id`, if it is allocated and not the head.
     pub(crate) fn live_in(&self, id: u32) -> Option<usize> {
         if id == self.head {
@@ -141,10 +209,13 @@ impl Arena {
     /// slot free for the chunk compaction takes, so that moving a chunk out
     /// never needs the directory to grow beyond what the limit has left.
     fn new_chunk(&mut self, budget: &Budget, keep: u64) -> Option<u32> {
+        if self.numbers_used_up() {
+            return None;
+        }
         let free_slots = self.vacant.len() + (self.chunks.capacity() - self.chunks.len());
         let grow = free_slots <= usize::from(keep > 0);
         let step = if grow {
-            DIRECTORY_STEP.max(self.chunks.len() / 4)
+            DIRECTORY_STEP.max(self.chunks.len() / 8)
         } else {
             0
         };
@@ -160,14 +231,7 @@ impl Arena {
         }
         self.bytes += CHUNK as u64;
         self.chunk_count += 1;
-        let chunk = Chunk {
-            data: vec![0; CHUNK].into_boxed_slice(),
-            live: 0,
-            first: 0,
-            last: NONE,
-            prev: NONE,
-            next: NONE,
-        };
+        let chunk = Chunk::new();
         Some(match self.vacant.pop() {
             Some(id) => {
                 self.chunks[id as usize] = Some(chunk);
@@ -187,11 +251,11 @@ impl Arena {
             return 0;
         }
         let chunk = self.chunks[id as usize].take().expect("a live chunk");
-        if chunk.prev != NONE {
-            self.chunk_mut(chunk.prev).next = NONE;
+        if chunk.prev() != NONE {
+            self.chunk_mut(chunk.prev()).set_next(NONE);
         }
-        if chunk.next != NONE {
-            self.chunk_mut(chunk.next).prev = NONE;
+        if chunk.next() != NONE {
+            self.chunk_mut(chunk.next()).set_prev(NONE);
         }
         if id == self.head {
             self.head = NONE;
@@ -208,20 +272,20 @@ impl Arena {
     fn span(&self, id: u32, offset: usize, len: usize) -> (&[u8], &[u8]) {
         let chunk = self.chunk(id);
         if offset >= CHUNK {
-            let next = self.chunk(chunk.next);
+            let next = self.chunk(chunk.next());
             return (&next.data[offset - CHUNK..offset - CHUNK + len], &[]);
         }
         let here = len.min(CHUNK - offset);
         let rest = match len - here {
             0 => &[][..],
-            more => &self.chunk(chunk.next).data[..more],
+            more => &self.chunk(chunk.next()).data[..more],
         };
         (&chunk.data[offset..offset + here], rest)
     }
 
     fn put(&mut self, id: u32, offset: usize, bytes: &[u8]) {
         let (id, offset) = if offset >= CHUNK {
-            (self.chunk(id).next, offset - CHUNK)
+            (self.chunk(id).next(), offset - CHUNK)
         } else {
             (id, offset)
         };
@@ -229,7 +293,7 @@ impl Arena {
         let chunk = self.chunk_mut(id);
         chunk.data[offset..offset + here].copy_from_slice(&bytes[..here]);
         if here < bytes.len() {
-            let next = chunk.next;
+            let next = chunk.next();
             self.chunk_mut(next).data[..bytes.len() - here].copy_from_slice(&bytes[here..]);
         }
     }
@@ -238,7 +302,7 @@ impl Arena {
     /// chunk if need be; `None` if they would run on into a chunk that was
     /// freed (they are then the header of a dead object).
     fn word(&self, id: u32, offset: usize) -> Option<u32> {
-        if offset + 4 > CHUNK && self.chunk(id).next == NONE {
+        if offset + 4 > CHUNK && self.chunk(id).next() == NONE {
             return None;
         }
         let (a, b) = self.span(id, offset, 4);
@@ -268,11 +332,11 @@ impl Arena {
         } else if self.head_end + total > CHUNK {
             let next = self.new_chunk(budget, keep)?;
             let head = self.head;
-            self.chunk_mut(head).next = next;
+            self.chunk_mut(head).set_next(next);
             let run_on = self.head_end + total - CHUNK;
             let chunk = self.chunk_mut(next);
-            chunk.prev = head;
-            chunk.first = run_on as u32;
+            chunk.set_prev(head);
+            chunk.set_first(run_on);
         }
         let (id, offset) = (self.head, self.head_end);
         self.put(id, offset, &slot.to_le_bytes());
@@ -283,7 +347,7 @@ impl Arena {
         self.count(id, offset, total, true);
         self.chunk_mut(id).last = offset as u32;
         if offset + total > CHUNK {
-            self.head = self.chunk(id).next;
+            self.head = self.chunk(id).next();
             self.head_end = offset + total - CHUNK;
         } else {
             self.head_end = offset + total;
@@ -300,7 +364,7 @@ impl Arena {
     /// live count and, where they run on, the next chunk's.
     fn count(&mut self, id: u32, offset: usize, total: usize, add: bool) {
         let here = total.min(CHUNK - offset);
-        let next = self.chunk(id).next;
+        let next = self.chunk(id).next();
         for (id, bytes) in [(id, here), (next, total - here)] {
             if bytes > 0 {
                 let live = &mut self.chunk_mut(id).live;
@@ -333,7 +397,7 @@ impl Arena {
     pub(crate) fn xor(&mut self, loc: Location, pos: usize, mask: u8) {
         let offset = usize::from(loc.offset) + self.overhead() + pos;
         let (id, offset) = if offset >= CHUNK {
-            (self.chunk(loc.chunk).next, offset - CHUNK)
+            (self.chunk(loc.chunk).next(), offset - CHUNK)
         } else {
             (loc.chunk, offset)
         };
@@ -354,7 +418,7 @@ impl Arena {
         let total = self.overhead() + usize::from(loc.len);
         self.put(id, offset, &(DEAD | u32::from(loc.len)).to_le_bytes());
         let next = if offset + total > CHUNK {
-            self.chunk(id).next
+            self.chunk(id).next()
         } else {
             NONE
         };
@@ -465,14 +529,14 @@ impl Arena {
             found.push((header, loc));
             Some(self.overhead() + usize::from(loc.len))
         };
-        if chunk.prev != NONE {
-            let last = self.chunk(chunk.prev).last;
+        if chunk.prev() != NONE {
+            let last = self.chunk(chunk.prev()).last;
             if last != NONE {
-                visit(chunk.prev, last as usize, &mut found);
+                visit(chunk.prev(), last as usize, &mut found);
             }
         }
         let end = if id == self.head { self.head_end } else { CHUNK };
-        let mut offset = chunk.first as usize;
+        let mut offset = chunk.first();
         while offset < end {
             match visit(id, offset, &mut found) {
                 Some(step) => offset += step,

@@ -14,7 +14,7 @@ use crate::arena::{self, CHUNK, HEADER};
 use crate::budget::Budget;
 use crate::codec::{Codec, SCRATCH_LEN};
 use crate::config::HUGE_THRESHOLDS;
-use crate::entry::{ENTRY_BYTES, Stored};
+use crate::entry::{self, ENTRY_BYTES, Stored};
 use crate::seal::ObjectSeal;
 use crate::shard::{COMPACTION_RESERVE, Prepared, Shard};
 use crate::table::{self, Refused};
@@ -25,8 +25,8 @@ const SHARDS: usize = 1 << SHARD_BITS;
 const MAX_SLOTS_PER_SHARD: u32 = (HandleCodec::MAX_SLOTS >> SHARD_BITS) as u32;
 const PAGE: u64 = PAGE_SIZE as u64;
 
-/// Bytes of metadata per stored page: a 12-byte handle-table entry (the
-/// slot's generation, and where and how the page is stored) and, for a
+/// Bytes of metadata per stored page: an 8-byte handle-table entry (the
+/// slot's allocation count, and where and how the page is stored) and, for a
 /// page in the arena, its object's 4-byte header (the page's slot while
 /// it is live, so that compaction can find the entry to update). Checksums
 /// add 4 bytes per object; a same-filled page has no header.
@@ -96,8 +96,16 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   shard for more than a few microseconds of compaction, so restores of
 ///   the shard are not held up. [`compact`](Self::compact) moves every
 ///   chunk under 15/16 live.
-/// - **Metadata** per stored page is [`METADATA_BYTES_PER_PAGE`] (16)
-///   bytes; tables grow and shrink in segments of 1024 entries.
+/// - **Metadata** per stored page is [`METADATA_BYTES_PER_PAGE`] (12)
+///   bytes; tables grow and shrink in segments of 256 entries. An entry
+///   addresses 2^20 chunks (64 GiB of arena) per shard; a slot is retired
+///   after 8191 backups into it and comes back when its segment's last
+///   page is dropped (a segment of 2 KiB kept by one long-lived page while
+///   the others churn is what that costs, once per two million backups).
+///   Same-filled pages are kept as their word when it is a sign-extended
+///   48-bit value (zero, small integers, pointers, all ones) or two equal
+///   32-bit halves (any repeated byte); other same-filled pages are
+///   compressed.
 /// - **Concurrency**: 8 shards, each an arena and a handle table behind its
 ///   own lock. A thread writes to the shard it used last unless another
 ///   thread holds it, so only as many shards fill as threads write at once;
@@ -330,6 +338,10 @@ impl CompressedBackend {
                 self.budget.limit().unwrap_or(u64::MAX),
                 self.budget.used()
             ))),
+            Err(Refused::Chunks) => Err(self.no_space(format!(
+                "shard {index} holds {} chunks of {CHUNK} bytes, the most its handle table can address",
+                entry::MAX_CHUNKS
+            ))),
             Err(Refused::Worn) => Err(self.no_space(format!(
                 "a slot of shard {index} was sealed as many times as its nonce counter allows; sealing it again \
                  would repeat a nonce"
@@ -399,15 +411,16 @@ impl CompressedBackend {
             Some((generation, stored)) if generation != 0 && generation == wanted => stored,
             _ => return Err(self.invalid_handle(handle, Operation::CopyPage)),
         };
-        let loc = match stored {
+        let (loc, word) = match stored {
             Stored::Same(word) => {
                 fill_words(dst, word);
                 return Ok(());
             }
-            Stored::Object(loc) => loc,
+            Stored::Object(loc) => (loc, false),
+            Stored::Word(loc) => (loc, true),
         };
         let (a, b) = shard.arena.object(loc);
-        if let Some(seal) = &shard.seal {
+        if let (Some(seal), false) = (&shard.seal, word) {
             // Opened into a buffer of this thread's (from the arena where
             // the object is in one piece, else joined there and opened in
             // place): `dst` gets nothing of an object that fails
@@ -445,6 +458,13 @@ impl CompressedBackend {
                     None,
                 ));
             }
+        }
+        if word {
+            let mut bytes = [0; 8];
+            bytes[..a.len()].copy_from_slice(a);
+            bytes[a.len()..].copy_from_slice(b);
+            fill_words(dst, u64::from_ne_bytes(bytes));
+            return Ok(());
         }
         self.decode((a, b), dst, handle)
     }
@@ -559,7 +579,7 @@ impl BackupBackend for CompressedBackend {
         match shard.table.get(local) {
             Some((generation, stored)) if generation != 0 && generation == wanted => Some(match stored {
                 Stored::Same(_) => ENTRY_BYTES as u64,
-                Stored::Object(at) => (ENTRY_BYTES + HEADER) as u64 + u64::from(at.len),
+                Stored::Object(at) | Stored::Word(at) => (ENTRY_BYTES + HEADER) as u64 + u64::from(at.len),
             }),
             _ => None,
         }
@@ -735,13 +755,13 @@ mod tests {
                     len: loc.len / 2,
                     ..loc
                 };
-                b.shards.lock(shard).table.moved(local, Stored::Object(cut));
+                b.shards.lock(shard).table.moved(local, cut);
                 let result = b.copy_page(&mut dst, h, None);
                 assert!(result.is_err() || !checksum, "a checksum missed a truncated object");
                 if let Err(e) = result {
                     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
                 }
-                b.shards.lock(shard).table.moved(local, Stored::Object(loc));
+                b.shards.lock(shard).table.moved(local, loc);
             }
             b.copy_page(&mut dst, h, None).unwrap();
             assert_eq!(dst, *original);

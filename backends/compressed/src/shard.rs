@@ -5,7 +5,7 @@ use pagebackup_core::PAGE_SIZE;
 
 use crate::arena::{Arena, CHUNK};
 use crate::budget::Budget;
-use crate::entry::{Location, Stored};
+use crate::entry::{self, Location, Stored};
 use crate::seal::ObjectSeal;
 use crate::table::{Refused, Table};
 
@@ -29,7 +29,8 @@ pub(crate) const COMPACTION_RESERVE: u64 = CHUNK as u64;
 /// What a backup stores, worked out before the shard is locked.
 #[derive(Debug)]
 pub(crate) enum Prepared<'a> {
-    /// A same-filled page's word.
+    /// A same-filled page's word: kept in the table entry if it can hold
+    /// it, else as an 8-byte object.
     Same(u64),
     /// Compressed bytes, or the page itself (`raw`), with their checksum.
     Object {
@@ -89,20 +90,37 @@ impl Shard {
     /// Stores a page: its slot and generation. On `Refused`, nothing is
     /// stored and nothing is charged that was not charged before.
     pub(crate) fn store(&mut self, prepared: Prepared<'_>, budget: &Budget) -> Result<(u32, u32), Refused> {
-        let (object, raw, sum) = match prepared {
-            Prepared::Same(word) => {
+        let word_bytes;
+        let (object, raw, sum, word) = match prepared {
+            Prepared::Same(word) if entry::holds_word(word) => {
                 let done = self.table.alloc(Stored::Same(word), budget, COMPACTION_RESERVE)?;
                 self.same_filled += 1;
                 return Ok(done);
             }
-            Prepared::Object { bytes, raw, sum } => (Err(bytes), raw, sum),
-            Prepared::Sealed { object, raw } => (Ok(object), raw, 0),
+            Prepared::Same(word) => {
+                word_bytes = word.to_ne_bytes();
+                let sum = if self.arena.keeps_checksums() {
+                    crc32fast::hash(&word_bytes)
+                } else {
+                    0
+                };
+                (Err(&word_bytes[..]), false, sum, true)
+            }
+            Prepared::Object { bytes, raw, sum } => (Err(bytes), raw, sum, false),
+            Prepared::Sealed { object, raw } => (Ok(object), raw, 0, false),
         };
-        let placeholder = Stored::Object(Location {
-            chunk: u32::MAX,
+        // No header names the slot until the object is appended, so no
+        // compaction meanwhile looks at where the placeholder points.
+        let nowhere = Location {
+            chunk: 0,
             offset: 0,
             len: 0,
-        });
+        };
+        let placeholder = if word {
+            Stored::Word(nowhere)
+        } else {
+            Stored::Object(nowhere)
+        };
         let (slot, generation) = self.table.alloc(placeholder, budget, COMPACTION_RESERVE)?;
         let bytes: &[u8] = match (object, &mut self.seal) {
             (Err(bytes), _) => bytes,
@@ -123,14 +141,19 @@ impl Shard {
                     Some(loc) => loc,
                     None => {
                         self.table.release(slot, budget);
-                        return Err(Refused::Limit);
+                        return Err(if self.arena.numbers_used_up() {
+                            Refused::Chunks
+                        } else {
+                            Refused::Limit
+                        });
                     }
                 }
             }
         };
-        self.table.moved(slot, Stored::Object(loc));
+        self.table.moved(slot, loc);
         self.object_bytes += bytes.len() as u64;
         self.raw += u64::from(raw);
+        self.same_filled += u64::from(word);
         self.tidy(budget);
         Ok((slot, generation))
     }
@@ -144,6 +167,12 @@ impl Shard {
                 self.arena.free(loc, budget);
                 self.object_bytes -= u64::from(loc.len);
                 self.raw -= u64::from(usize::from(loc.len) == self.raw_len());
+                self.tidy(budget);
+            }
+            Some(Stored::Word(loc)) => {
+                self.arena.free(loc, budget);
+                self.object_bytes -= u64::from(loc.len);
+                self.same_filled -= 1;
                 self.tidy(budget);
             }
         }
@@ -215,10 +244,8 @@ impl Shard {
     /// on into it or out of it, whose other bytes lie in its neighbours.
     fn live_objects(&self, victim: u32) -> Vec<(u32, Location)> {
         let table = &self.table;
-        self.arena.live_objects(victim, |slot| match table.get(slot) {
-            Some((_, Stored::Object(loc))) => Some(loc),
-            _ => None,
-        })
+        self.arena
+            .live_objects(victim, |slot| table.get(slot).and_then(|(_, stored)| stored.location()))
     }
 
     /// Moves up to `most` of `objects` (a chunk's [`live_objects`](Self::live_objects))
@@ -237,7 +264,7 @@ impl Shard {
             let Some(to) = self.arena.append(&buf[..len], slot, sum, budget, keep) else {
                 break;
             };
-            self.table.moved(slot, Stored::Object(to));
+            self.table.moved(slot, to);
             self.arena.free(from, budget);
             moved += 1;
         }
@@ -249,11 +276,21 @@ impl Shard {
     /// first. Returns (objects moved, bytes of memory released).
     pub(crate) fn compact(&mut self, budget: &Budget) -> (u64, u64) {
         let (before, mut moved) = (self.arena.bytes(), 0);
-        for victim in self.arena.sparse(WORTH_MOVING) {
-            // An earlier move may have freed it, or reused its id for a
-            // full chunk or for the head.
-            if self.arena.live_in(victim).is_some_and(|live| live < WORTH_MOVING) {
-                moved += self.evacuate(victim, 0, budget);
+        // Moving a chunk out moves the objects running on into or out of
+        // it too, which can leave a neighbour sparse: passes go on while
+        // they give memory back.
+        loop {
+            let (start, mut pass) = (self.arena.bytes(), 0);
+            for victim in self.arena.sparse(WORTH_MOVING) {
+                // An earlier move may have freed it, or reused its id for a
+                // full chunk or for the head.
+                if self.arena.live_in(victim).is_some_and(|live| live < WORTH_MOVING) {
+                    pass += self.evacuate(victim, 0, budget);
+                }
+            }
+            moved += pass;
+            if pass == 0 || self.arena.bytes() >= start {
+                break;
             }
         }
         (moved, before.saturating_sub(self.arena.bytes()))

@@ -4,14 +4,16 @@
 //! rather than the most it ever held.
 
 use crate::budget::Budget;
-use crate::entry::{ENTRY_BYTES, Entry, Stored};
+use crate::entry::{ENTRY_BYTES, Entry, GENERATION_COUNTS, Location, Stored};
 
-/// Entries per segment.
-pub(crate) const SEGMENT_SLOTS: usize = 1024;
+/// Entries per segment: a small segment keeps little room unused at the
+/// end of a shard's table.
+pub(crate) const SEGMENT_SLOTS: usize = 256;
 /// Bytes of one segment's entries.
 pub(crate) const SEGMENT_BYTES: u64 = (SEGMENT_SLOTS * ENTRY_BYTES) as u64;
-/// Segments the directory grows by at least (and by a quarter of its size
-/// beyond that, so that growing stays linear in time).
+/// Segments the directory grows by at least (and by an eighth of its size
+/// beyond that, so that growing stays linear in time and leaves at most an
+/// eighth unused).
 const DIRECTORY_STEP: usize = 16;
 /// Bytes of the directory's first step.
 pub(crate) const DIRECTORY_STEP_BYTES: u64 = (DIRECTORY_STEP * std::mem::size_of::<Segment>()) as u64;
@@ -23,8 +25,10 @@ const NONE: u32 = u32::MAX;
 pub(crate) enum Refused {
     /// Every slot the shard can address is live.
     Full,
-    /// A new segment would pass the memory limit.
+    /// A new segment or chunk would pass the memory limit.
     Limit,
+    /// The shard's arena has as many chunks as an entry can address.
+    Chunks,
     /// The slot's sealing counter is spent (`seal=on`): sealing it again
     /// would repeat a nonce.
     #[cfg_attr(not(feature = "seal"), expect(dead_code, reason = "only sealing wears slots out"))]
@@ -34,12 +38,14 @@ pub(crate) enum Refused {
 struct Segment {
     entries: Option<Box<[Entry]>>,
     live: u32,
-    /// The first free entry (freed entries, last freed first).
+    /// The first free entry (freed entries, last freed first; a spent
+    /// entry is never on the list).
     free: u32,
     /// Entries from here on were never used since the segment was made.
     fresh: u32,
-    /// The allocation count a new incarnation of the segment starts from:
-    /// above every count its entries reached, so no old handle matches.
+    /// The generation count its entries' counts add to: for a new
+    /// incarnation of the segment, above every count the last one reached,
+    /// so no old handle matches.
     base: u32,
 }
 
@@ -84,7 +90,7 @@ impl Table {
                 return Err(Refused::Full);
             }
             if self.segments.len() == self.segments.capacity() {
-                let step = DIRECTORY_STEP.max(self.segments.len() / 4);
+                let step = DIRECTORY_STEP.max(self.segments.len() / 8);
                 let bytes = (step * std::mem::size_of::<Segment>()) as u64;
                 if !budget.reserve(bytes, keep) {
                     return Err(Refused::Limit);
@@ -113,7 +119,7 @@ impl Table {
                 segment.free = NONE;
                 segment
                     .entries
-                    .insert(vec![Entry::free(segment.base, NONE); SEGMENT_SLOTS].into_boxed_slice())
+                    .insert(vec![Entry::free(0, NONE); SEGMENT_SLOTS].into_boxed_slice())
             }
         };
         let i = if segment.free != NONE {
@@ -128,43 +134,44 @@ impl Table {
         entries[i as usize] = entry;
         segment.live += 1;
         self.live += 1;
-        let generation = entry.live_generation().expect("a filled entry is live");
+        let generation = entry.live_generation(segment.base).expect("a filled entry is live");
         Ok(((s * SEGMENT_SLOTS) as u32 + i, generation))
-    }
-
-    fn entry(&self, slot: u32) -> Option<Entry> {
-        let (s, i) = (slot as usize / SEGMENT_SLOTS, slot as usize % SEGMENT_SLOTS);
-        self.segments.get(s)?.entries.as_ref().map(|e| e[i])
     }
 
     /// The generation and contents of a live slot.
     pub(crate) fn get(&self, slot: u32) -> Option<(u32, Stored)> {
-        let entry = self.entry(slot)?;
-        Some((entry.live_generation()?, entry.stored()?))
+        let (s, i) = (slot as usize / SEGMENT_SLOTS, slot as usize % SEGMENT_SLOTS);
+        let segment = self.segments.get(s)?;
+        let entry = segment.entries.as_ref()?[i];
+        Some((entry.live_generation(segment.base)?, entry.stored()?))
     }
 
     /// Points a live slot at the new place of its object.
-    pub(crate) fn moved(&mut self, slot: u32, stored: Stored) {
+    pub(crate) fn moved(&mut self, slot: u32, to: Location) {
         let (s, i) = (slot as usize / SEGMENT_SLOTS, slot as usize % SEGMENT_SLOTS);
         if let Some(entries) = self.segments.get_mut(s).and_then(|s| s.entries.as_mut()) {
-            entries[i] = entries[i].moved(stored);
+            entries[i] = entries[i].moved(to);
         }
     }
 
-    /// Frees a live slot; its segment goes when it was the last. Returns
-    /// what the slot held, `None` (changing nothing) if it was not live.
+    /// Frees a live slot; its segment goes when it was the last. A slot
+    /// whose count is spent is retired rather than put on the free list
+    /// (until its segment goes). Returns what the slot held, `None`
+    /// (changing nothing) if it was not live.
     pub(crate) fn release(&mut self, slot: u32, budget: &Budget) -> Option<Stored> {
         let (s, i) = (slot as usize / SEGMENT_SLOTS, slot as usize % SEGMENT_SLOTS);
         let segment = self.segments.get_mut(s)?;
         let entries = segment.entries.as_mut()?;
         let stored = entries[i].stored()?;
         entries[i] = entries[i].release(segment.free);
-        segment.free = i as u32;
+        if !entries[i].spent() {
+            segment.free = i as u32;
+        }
         segment.live -= 1;
         self.live -= 1;
         if segment.live == 0 {
-            let top = entries.iter().map(|e| e.counter()).max().unwrap_or(0);
-            segment.base = top.wrapping_add(1) & (u32::MAX >> 2);
+            let top = entries.iter().map(|e| e.count()).max().unwrap_or(0);
+            segment.base = segment.base.wrapping_add(top + 1) & GENERATION_COUNTS;
             segment.entries = None;
             budget.release(SEGMENT_BYTES);
             self.bytes -= SEGMENT_BYTES;
@@ -187,6 +194,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::COUNT_MAX;
 
     #[test]
     fn segments_come_and_go_with_their_pages_and_generations_never_repeat() {
@@ -197,7 +205,10 @@ mod tests {
             .collect();
         assert_eq!(slots[0].0, 0);
         assert_eq!(slots[2999].0, 2999, "slots are dense from 0");
-        assert_eq!(table.bytes(), 3 * SEGMENT_BYTES + DIRECTORY_STEP_BYTES);
+        assert_eq!(
+            table.bytes(),
+            3000u64.div_ceil(SEGMENT_SLOTS as u64) * SEGMENT_BYTES + DIRECTORY_STEP_BYTES
+        );
         assert_eq!(table.get(5).unwrap(), (slots[5].1, Stored::Same(5)));
         for &(slot, _) in &slots {
             assert!(table.release(slot, &budget).is_some());
@@ -211,6 +222,46 @@ mod tests {
             assert_eq!(again, slot);
             assert_ne!(generation, old);
             assert_eq!(table.get(slot).map(|g| g.0), Some(generation));
+        }
+    }
+
+    #[test]
+    fn a_spent_slot_is_retired_until_its_segment_comes_back() {
+        let budget = Budget::new(None, 0);
+        let mut table = Table::new(1 << 20);
+        let (kept, kept_generation) = table.alloc(Stored::Same(1), &budget, 0).unwrap();
+        let mut seen = std::collections::HashSet::from([(kept, kept_generation)]);
+        let mut churned = None;
+        for _ in 0..COUNT_MAX {
+            let (slot, generation) = table.alloc(Stored::Same(2), &budget, 0).unwrap();
+            assert!(
+                seen.insert((slot, generation)),
+                "a slot's generation is never given twice"
+            );
+            assert_eq!(*churned.get_or_insert(slot), slot, "the freed slot is reused first");
+            table.release(slot, &budget).unwrap();
+        }
+        let churned = churned.unwrap();
+        let (next, generation) = table.alloc(Stored::Same(2), &budget, 0).unwrap();
+        assert_ne!(next, churned, "a spent slot is not allocated again");
+        assert!(seen.insert((next, generation)));
+        assert_eq!(table.get(churned), None);
+        assert_eq!(
+            table.get(kept),
+            Some((kept_generation, Stored::Same(1))),
+            "its neighbours are untouched"
+        );
+        // With its last page gone the segment is made anew, and the spent
+        // slot is given out again under a generation above all those before.
+        table.release(next, &budget).unwrap();
+        table.release(kept, &budget).unwrap();
+        assert_eq!(table.bytes(), DIRECTORY_STEP_BYTES);
+        let slots: Vec<(u32, u32)> = (0..3)
+            .map(|_| table.alloc(Stored::Same(3), &budget, 0).unwrap())
+            .collect();
+        assert!(slots.iter().any(|&(slot, _)| slot == churned), "{slots:?}");
+        for pair in slots {
+            assert!(seen.insert(pair), "no old handle matches the new incarnation");
         }
     }
 

@@ -49,12 +49,13 @@ fn same_filled_and_incompressible_pages_take_their_paths() {
         "{s:?}"
     );
     // Raw pages take a page each; text compresses (to about half, with
-    // lz4); same-filled pages take nothing.
-    let text_bytes = s.stored_bytes - 10 * PAGE;
+    // lz4); zero pages take nothing, pages filled with a random word that
+    // word.
+    let text_bytes = s.stored_bytes - 10 * PAGE - 10 * 8;
     assert!(text_bytes > 0 && text_bytes < 10 * PAGE * 3 / 4, "{s:?}");
     let arena = b.arena_stats();
     assert_eq!((arena.raw_pages, arena.raw_bytes), (10, 10 * (PAGE + 4)), "{arena:?}");
-    assert_eq!(arena.live_bytes, s.stored_bytes + 20 * 4, "objects and their headers");
+    assert_eq!(arena.live_bytes, s.stored_bytes + 30 * 4, "objects and their headers");
     assert_eq!(
         s.memory_used,
         arena.fixed_bytes + arena.table_bytes + arena.chunks * CHUNK_BYTES,
@@ -94,7 +95,16 @@ fn needed(b: &CompressedBackend) -> u64 {
 #[test]
 fn compaction_returns_memory_by_itself_and_keeps_every_page() {
     let b = lz4();
-    let specs: Vec<PageSpec> = (0..4000).map(|i| PageSpec::new(6, i, PageClass::Heap)).collect();
+    // One page in twenty (a quarter of those kept) is filled with a random
+    // word, kept as an 8-byte object that compaction moves like the others.
+    let class = |i| {
+        if i % 20 == 3 {
+            PageClass::SameFilled
+        } else {
+            PageClass::Heap
+        }
+    };
+    let specs: Vec<PageSpec> = (0..4000).map(|i| PageSpec::new(6, i, class(i))).collect();
     let handles = backup_all(&b, &specs);
     let full = b.stats().memory_used;
     // Drop nine pages of every ten: the chunks are left sparse, and the
@@ -322,19 +332,23 @@ fn stored_size_is_what_a_page_costs_in_the_arena() {
     let random = b
         .backup_page(&PageSpec::new(1, 2, PageClass::Random).page(), 2, BackupFlags::NONE)
         .unwrap();
+    assert_eq!(b.stored_size(zero), Some(8), "a zero page costs its table entry");
+    let word = b
+        .backup_page(&PageSpec::new(1, 3, PageClass::SameFilled).page(), 3, BackupFlags::NONE)
+        .unwrap();
     assert_eq!(
-        b.stored_size(zero),
-        Some(12),
-        "a same-filled page costs its table entry"
+        b.stored_size(word),
+        Some(8 + 4 + 8),
+        "a page of a random word costs its entry, and the word behind a header"
     );
     let text_cost = b.stored_size(text).unwrap();
-    assert!(text_cost > 16 && text_cost < 4096, "{text_cost}");
+    assert!(text_cost > 12 && text_cost < 4096, "{text_cost}");
     assert_eq!(
         b.stored_size(random),
-        Some(4096 + 16),
+        Some(4096 + 12),
         "a raw page, its header and entry"
     );
-    b.drop_handles(&[zero, text, random]).unwrap();
+    b.drop_handles(&[zero, word, text, random]).unwrap();
     assert_eq!(b.stored_size(text), None, "a dropped handle");
 }
 
