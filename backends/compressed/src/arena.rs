@@ -45,8 +45,8 @@ struct Chunk {
     /// Packed, from the low bits: the chunk whose last object runs on into
     /// this one and the chunk this one's last object runs on into (21 bits
     /// each, [`NO_LINK`] for none), then the offset of the first header
-    /// that starts here (13 bits: the bytes before it are the end of the
-    /// last object of the previous chunk). The directory's entry for a
+    /// that starts here (the bits above: the bytes before it are the end
+    /// of the last object of the previous chunk, less than a chunk). The directory's entry for a
     /// chunk is 24 bytes.
     links: u64,
 }
@@ -103,7 +103,7 @@ impl Chunk {
     }
 
     fn set_first(&mut self, offset: usize) {
-        debug_assert!(offset < 1 << (64 - FIRST_SHIFT), "an object is shorter than 8 KiB");
+        debug_assert!(offset < CHUNK, "an object is shorter than a chunk");
         self.links = self.links & ((1 << FIRST_SHIFT) - 1) | (offset as u64) << FIRST_SHIFT;
     }
 }
@@ -118,6 +118,8 @@ pub(crate) struct Arena {
     /// Bytes of the head chunk in use.
     head_end: usize,
     checksums: bool,
+    /// Chunk numbers an entry can address.
+    max_chunks: usize,
     /// Bytes charged: chunks and directory.
     bytes: u64,
     /// Bytes of live objects, headers included.
@@ -138,6 +140,7 @@ impl Arena {
             head: NONE,
             head_end: 0,
             checksums,
+            max_chunks: MAX_CHUNKS as usize,
             bytes: 0,
             live: 0,
             chunk_count: 0,
@@ -182,9 +185,16 @@ impl Arena {
         if self.head == NONE { 0 } else { CHUNK - self.head_end }
     }
 
-    /// Whether every chunk number an entry can address is in use.
-    pub(crate) fn numbers_used_up(&self) -> bool {
-        self.vacant.is_empty() && self.chunks.len() >= MAX_CHUNKS as usize
+    /// Chunk numbers not in use: an entry addresses [`MAX_CHUNKS`] (fewer
+    /// when a test caps them).
+    pub(crate) fn free_numbers(&self) -> usize {
+        self.vacant.len() + self.max_chunks - self.chunks.len()
+    }
+
+    /// Caps the chunk numbers, so that a test reaches the cap.
+    #[cfg(test)]
+    pub(crate) fn cap_numbers(&mut self, max_chunks: usize) {
+        self.max_chunks = max_chunks;
     }
 
     /// Live bytes of chunk `id`, if it is allocated and not the head.
@@ -209,7 +219,8 @@ impl Arena {
     /// slot free for the chunk compaction takes, so that moving a chunk out
     /// never needs the directory to grow beyond what the limit has left.
     fn new_chunk(&mut self, budget: &Budget, keep: u64) -> Option<u32> {
-        if self.numbers_used_up() {
+        // Like the bytes, one chunk number is kept for compaction.
+        if self.free_numbers() <= usize::from(keep > 0) {
             return None;
         }
         let free_slots = self.vacant.len() + (self.chunks.capacity() - self.chunks.len());

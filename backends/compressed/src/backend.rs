@@ -29,7 +29,8 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// slot's allocation count, and where and how the page is stored) and, for a
 /// page in the arena, its object's 4-byte header (the page's slot while
 /// it is live, so that compaction can find the entry to update). Checksums
-/// add 4 bytes per object; a same-filled page has no header.
+/// add 4 bytes per object; a same-filled page whose word the entry holds
+/// has no header.
 pub const METADATA_BYTES_PER_PAGE: u64 = (ENTRY_BYTES + HEADER) as u64;
 
 /// What [`CompressedBackend::compact`] did.
@@ -69,8 +70,11 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 /// Pages compressed into a packed arena in process memory.
 ///
 /// - **Same-filled pages** (one 8-byte word repeated, zero pages included)
-///   are kept as that word, in their handle-table entry, with no arena space
-///   (zram's `same_pages`).
+///   are kept as that word (zram's `same_pages`): in their handle-table
+///   entry, with no arena space, when it is a sign-extended 48-bit value
+///   (zero, small integers, pointers, all ones) or two equal 32-bit halves
+///   (any repeated byte), else as an 8-byte arena object. With `seal=on`
+///   a word the entry cannot hold is compressed and sealed like any page.
 /// - **Other pages** are compressed (lz4 or zstd, per-thread contexts, outside
 ///   any lock); if the result is larger than the huge threshold the page is
 ///   stored raw (zram's `huge_pages`).
@@ -102,10 +106,6 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   after 8191 backups into it and comes back when its segment's last
 ///   page is dropped (a segment of 2 KiB kept by one long-lived page while
 ///   the others churn is what that costs, once per two million backups).
-///   Same-filled pages are kept as their word when it is a sign-extended
-///   48-bit value (zero, small integers, pointers, all ones) or two equal
-///   32-bit halves (any repeated byte); other same-filled pages are
-///   compressed.
 /// - **Concurrency**: 8 shards, each an arena and a handle table behind its
 ///   own lock. A thread writes to the shard it used last unless another
 ///   thread holds it, so only as many shards fill as threads write at once;
@@ -510,7 +510,8 @@ impl BackupBackend for CompressedBackend {
     }
 
     fn backup_page(&self, page: &Page, _idx: u64, _flags: BackupFlags) -> Result<Handle> {
-        if let Some(word) = same_word(page) {
+        // A sealed shard keeps no word of a page in the arena unsealed.
+        if let Some(word) = same_word(page).filter(|&word| !self.sealed || entry::holds_word(word)) {
             return self.store(Prepared::Same(word));
         }
         SCRATCH.with_borrow_mut(|scratch| {
@@ -572,7 +573,8 @@ impl BackupBackend for CompressedBackend {
     }
 
     /// What the page costs in the arena: its object with its header and
-    /// table entry, or only the entry for a same-filled page.
+    /// table entry, or only the entry for a same-filled page whose word the
+    /// entry holds.
     fn stored_size(&self, handle: Handle) -> Option<u64> {
         let (index, local, wanted) = self.locate(handle);
         let shard = self.shards.read(index);
@@ -893,6 +895,44 @@ mod tests {
                 // One step of counters, 8 bytes per slot, is metadata.
                 assert_eq!(ss.metadata_bytes, ps.metadata_bytes + 1024 * 8, "{algorithm}");
             }
+        }
+
+        #[test]
+        fn a_sealed_shard_keeps_no_page_word_in_the_clear() {
+            let (plain, sealed) = (
+                CompressedBackend::new(CompressedConfig::new(Algorithm::Lz4)).unwrap(),
+                backend(Algorithm::Lz4, SealKeySource::Random),
+            );
+            // A word the entry holds stays there; one it cannot hold is an
+            // 8-byte object unsealed, so a sealed shard compresses and
+            // seals that page instead.
+            for (word, in_entry) in [(0u64, true), (0x3ff0_0000_0000_0000, false)] {
+                let mut p = Page::new_boxed();
+                fill_words(&mut p, word);
+                let (hp, hs) = (
+                    plain.backup_page(&p, 0, BackupFlags::NONE).unwrap(),
+                    sealed.backup_page(&p, 0, BackupFlags::NONE).unwrap(),
+                );
+                let expected = if in_entry { 8 } else { 8 + 4 + 8 };
+                assert_eq!(plain.stored_size(hp), Some(expected), "{word:#x}");
+                if in_entry {
+                    assert_eq!(sealed.stored_size(hs), Some(8));
+                } else {
+                    let secret = object(&sealed, hs);
+                    assert!(secret.len() > 16, "compressed and tagged: {}", secret.len());
+                    assert!(
+                        !secret.windows(8).any(|w| w == word.to_ne_bytes()),
+                        "the word is not in the clear"
+                    );
+                }
+                let mut dst = Page::new_boxed();
+                sealed.copy_page(&mut dst, hs, None).unwrap();
+                assert_eq!(dst, p);
+            }
+            assert_eq!(
+                (plain.stats().same_filled_pages, sealed.stats().same_filled_pages),
+                (2, 1)
+            );
         }
 
         #[test]

@@ -141,7 +141,7 @@ impl Shard {
                     Some(loc) => loc,
                     None => {
                         self.table.release(slot, budget);
-                        return Err(if self.arena.numbers_used_up() {
+                        return Err(if self.arena.free_numbers() <= 1 {
                             Refused::Chunks
                         } else {
                             Refused::Limit
@@ -303,15 +303,38 @@ mod tests {
     use crate::arena::{DIRECTORY_STEP_BYTES, HEADER};
     use crate::table::{DIRECTORY_STEP_BYTES as TABLE_DIRECTORY_STEP_BYTES, SEGMENT_BYTES};
 
-    /// Fills a shard to the limit with objects of `len(i)` bytes, drops
-    /// every other one and fills again, round after round: every round
-    /// takes as many bytes again as the last one freed (within a chunk),
-    /// and after every store and drop the compaction reserve is left free.
-    fn refills(mut len: impl FnMut(usize) -> usize) {
+    /// What stops a shard from taking more.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Cap {
+        /// The memory limit.
+        Bytes,
+        /// The chunk numbers an entry can address.
+        Numbers,
+    }
+
+    /// Fills a shard until `cap` stops it with objects of `len(i)` bytes,
+    /// drops every other one and fills again, round after round: every
+    /// round takes as many bytes again as the last one freed (within a
+    /// chunk), and after every store and drop the compaction reserve (a
+    /// chunk's bytes, and a chunk number) is left free.
+    fn refills_to(cap: Cap, mut len: impl FnMut(usize) -> usize) {
         let chunks = 6;
-        let limit = SEGMENT_BYTES + TABLE_DIRECTORY_STEP_BYTES + DIRECTORY_STEP_BYTES + chunks * CHUNK as u64;
-        let budget = Budget::new(Some(limit), 0);
+        let bound = SEGMENT_BYTES + TABLE_DIRECTORY_STEP_BYTES + DIRECTORY_STEP_BYTES + chunks * CHUNK as u64;
+        let limit = if cap == Cap::Bytes { bound } else { u64::MAX };
+        let budget = Budget::new((cap == Cap::Bytes).then_some(limit), 0);
         let mut shard = Shard::new(1 << 20, false, None);
+        if cap == Cap::Numbers {
+            shard.arena.cap_numbers(chunks as usize);
+        }
+        let expected = if cap == Cap::Bytes {
+            Refused::Limit
+        } else {
+            Refused::Chunks
+        };
+        let reserve_free = |shard: &Shard, budget: &Budget| match cap {
+            Cap::Bytes => budget.used() + COMPACTION_RESERVE <= limit,
+            Cap::Numbers => shard.arena.free_numbers() >= 1,
+        };
         let mut live: Vec<(u32, usize)> = Vec::new();
         let mut i = 0;
         for round in 0..6 {
@@ -326,14 +349,15 @@ mod tests {
                 match shard.store(prepared, &budget) {
                     Ok((slot, _)) => live.push((slot, object.len())),
                     Err(refused) => {
-                        assert!(matches!(refused, Refused::Limit), "{refused:?}");
+                        assert_eq!(refused, expected);
                         break;
                     }
                 }
                 assert!(
-                    budget.used() + COMPACTION_RESERVE <= limit,
-                    "round {round}: the compaction reserve is taken ({} of {limit} used)",
-                    budget.used()
+                    reserve_free(&shard, &budget),
+                    "round {round}: the compaction reserve is taken ({} of {limit} used, {} numbers free)",
+                    budget.used(),
+                    shard.arena.free_numbers()
                 );
             }
             let held: usize = live.iter().map(|&(_, len)| len + HEADER).sum();
@@ -346,7 +370,7 @@ mod tests {
                 k += 1;
                 k % 2 == 0 || !shard.drop_slot(slot, &budget)
             });
-            assert!(budget.used() + COMPACTION_RESERVE <= limit);
+            assert!(reserve_free(&shard, &budget));
         }
         for (slot, len) in live {
             let Some((_, Stored::Object(loc))) = shard.table.get(slot) else {
@@ -358,18 +382,22 @@ mod tests {
 
     #[test]
     fn a_full_shard_takes_objects_again_after_drops_whatever_their_sizes() {
-        for seed in 1..=256u64 {
-            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            refills(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                2100 + (x % 150) as usize
-            });
+        // Full by the memory limit, or by the chunk numbers an entry can
+        // address: either way one chunk is kept for compaction.
+        for cap in [Cap::Bytes, Cap::Numbers] {
+            for seed in 1..=256u64 {
+                let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                refills_to(cap, |_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    2100 + (x % 150) as usize
+                });
+            }
+            // Objects of one size, raw pages among them.
+            refills_to(cap, |_| 2171);
+            refills_to(cap, |i| if i % 5 == 0 { PAGE_SIZE } else { 1500 });
         }
-        // Objects of one size, raw pages among them.
-        refills(|_| 2171);
-        refills(|i| if i % 5 == 0 { PAGE_SIZE } else { 1500 });
     }
 
     /// Drops of three objects in four leave chunks sparse: each drop moves

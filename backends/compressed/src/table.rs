@@ -23,7 +23,7 @@ const NONE: u32 = u32::MAX;
 /// Why an allocation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// Every slot the shard can address is live.
+    /// Every slot the shard can address is live (or retired).
     Full,
     /// A new segment or chunk would pass the memory limit.
     Limit,
@@ -167,16 +167,20 @@ impl Table {
         if !entries[i].spent() {
             segment.free = i as u32;
         }
+        let mut room = !entries[i].spent();
         segment.live -= 1;
         self.live -= 1;
         if segment.live == 0 {
+            room = true;
             let top = entries.iter().map(|e| e.count()).max().unwrap_or(0);
             segment.base = segment.base.wrapping_add(top + 1) & GENERATION_COUNTS;
             segment.entries = None;
             budget.release(SEGMENT_BYTES);
             self.bytes -= SEGMENT_BYTES;
         }
-        self.open = self.open.min(s);
+        if room {
+            self.open = self.open.min(s);
+        }
         Some(stored)
     }
 
