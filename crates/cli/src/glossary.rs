@@ -92,6 +92,10 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "accesses per second over the kernel's (swap on zram in a memory cgroup) on the same workload",
     ),
     ("CPU s", "CPU seconds, user and system, the run took"),
+    (
+        "evictor/faults s",
+        "of a region's run: CPU seconds of its evictor thread / seconds spent serving faults",
+    ),
     ("memory MiB", "MiB the stored pages take (RAM and storage)"),
     ("RAM MiB", "MiB of RAM the backend used at the end of the run"),
     ("budget MiB", "the RAM budget: the sum of the upper tiers' budgets"),

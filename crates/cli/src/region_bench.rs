@@ -14,7 +14,9 @@
 //! region several times its budget most random accesses fault, so they are
 //! fault latencies there; in hot, the median is a resident access.
 //! `cpu_s` is the whole process's CPU time during the workload (the
-//! region's evictor included; for the kernel, reclaim done in the process).
+//! region's evictor included; for the kernel, reclaim done in the process);
+//! a region's rows split out its evictor's CPU time (`evictor_cpu_s`) and
+//! the time spent serving faults (`fault_service_s`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,6 +79,12 @@ pub struct Figures {
     pub effective_ratio: Option<f64>,
     /// CPU seconds of the whole process during the workload (every thread).
     pub cpu_s: f64,
+    /// Of those, the region's evictor's (absent for the kernel).
+    #[serde(default)]
+    pub evictor_cpu_s: Option<f64>,
+    /// Seconds the region spent serving faults (absent for the kernel).
+    #[serde(default)]
+    pub fault_service_s: Option<f64>,
 }
 
 impl Figures {
@@ -90,6 +98,8 @@ impl Figures {
             ram_bytes,
             effective_ratio,
             cpu_s,
+            evictor_cpu_s: None,
+            fault_service_s: None,
         }
     }
 
@@ -110,6 +120,8 @@ impl Figures {
         row.ram_bytes = Some(self.ram_bytes);
         row.effective_ratio = self.effective_ratio.map(|r| round_to(r, 3));
         row.cpu_s = Some(round_to(self.cpu_s, 3));
+        row.evictor_cpu_s = self.evictor_cpu_s.map(|s| round_to(s, 3));
+        row.fault_service_s = self.fault_service_s.map(|s| round_to(s, 3));
         row.vs_kernel = kernel
             .map(Figures::speed)
             .filter(|&k| k > 0.0)
@@ -159,7 +171,11 @@ fn region_round(
     }
     let s = &r.stats;
     let ratio = (s.backend_bytes > 0).then(|| s.backend_original_bytes as f64 / s.backend_bytes as f64);
-    Ok(Figures::new(&r.replay(), r.ram_bytes, ratio, cpu_s))
+    Ok(Figures {
+        evictor_cpu_s: Some(r.evictor_cpu_s),
+        fault_service_s: Some(r.fault_service_s),
+        ..Figures::new(&r.replay(), r.ram_bytes, ratio, cpu_s)
+    })
 }
 
 /// Runs the region mode; `corpus_args` are the arguments that give the
@@ -430,6 +446,8 @@ mod tests {
             ram_bytes: 4096,
             effective_ratio: None,
             cpu_s: 0.5,
+            evictor_cpu_s: None,
+            fault_service_s: None,
         }
     }
 

@@ -114,6 +114,9 @@ const COLUMNS: &[Column] = &[
     }),
     ("vs kernel", true, |r| r.vs_kernel.map(|v| format!("{v:.2}x"))),
     ("CPU s", true, |r| r.cpu_s.map(|v| format!("{v:.2}"))),
+    ("evictor/faults s", true, |r| {
+        Some(format!("{:.2} / {:.2}", r.evictor_cpu_s?, r.fault_service_s?))
+    }),
     ("effective ratio", true, |r| {
         r.effective_ratio.map(|v| format!("{v:.2}"))
     }),

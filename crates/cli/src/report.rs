@@ -310,6 +310,13 @@ pub struct Row {
     /// CPU seconds (user and system) the run took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_s: Option<f64>,
+    /// Region mode: CPU seconds of the region's evictor, of `cpu_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evictor_cpu_s: Option<f64>,
+    /// Region mode: seconds spent serving faults, of the workload's time
+    /// (on the faulting threads in signal mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_service_s: Option<f64>,
 }
 
 impl Row {
@@ -365,6 +372,8 @@ impl Row {
             fault_p99_us: None,
             vs_kernel: None,
             cpu_s: None,
+            evictor_cpu_s: None,
+            fault_service_s: None,
         }
     }
 
