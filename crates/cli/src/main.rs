@@ -11,7 +11,7 @@ use pagebackup::region::bench::Workload;
 use pagebackup_cli::adapters::{ALL_BASELINES, Adapter, Backend, Error, REDIS_PER_PAGE, baseline};
 use pagebackup_cli::capture::capture;
 use pagebackup_cli::corpus::{Corpus, classify};
-use pagebackup_cli::measure::{self, run};
+use pagebackup_cli::measure;
 use pagebackup_cli::output::NewFile;
 use pagebackup_cli::redis_bench::{self, RedisPerPage};
 use pagebackup_cli::report::{CorpusInfo, Machine, Mode, Report, Skew, Skipped, Timing, shown};
@@ -535,22 +535,33 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
     progress.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}").expect("a valid template"));
     let mut out = measure::restore_buffer(corpus.pages.len());
     let start = std::time::Instant::now();
-    let mut runs = Vec::new();
-    for adapter in &adapters {
-        for (index, &mode) in modes.iter().enumerate() {
-            progress.set_message(format!(
-                "{} (batch {}, {} threads)",
-                adapter.name(),
-                mode.batch,
-                mode.threads
-            ));
-            let checks = measure::Checks { index, of: modes.len() };
-            runs.push(run(&**adapter, pages, &mut out, mode, args.rounds, checks, &|k| {
-                progress.inc(k);
-                stop::check()
-            })?);
+    // Round by round over every adapter and mode, so that a slow spell
+    // of the machine falls on one round of each rather than on every round
+    // of one; each operation keeps its best round.
+    let mut best: Vec<measure::Best> = std::iter::repeat_with(measure::Best::default)
+        .take(adapters.len() * modes.len())
+        .collect();
+    for n in 0..args.rounds {
+        for (a, adapter) in adapters.iter().enumerate() {
+            for (index, &mode) in modes.iter().enumerate() {
+                progress.set_message(format!(
+                    "{} (batch {}, {} threads, round {})",
+                    adapter.name(),
+                    mode.batch,
+                    mode.threads,
+                    n + 1
+                ));
+                let checks = measure::Checks { index, of: modes.len() };
+                let tick = |k| {
+                    progress.inc(k);
+                    stop::check()
+                };
+                let round = measure::round_of(&**adapter, pages, &mut out, mode, n, args.rounds, checks, &tick)?;
+                best[a * modes.len() + index].add(round);
+            }
         }
     }
+    let runs: Vec<measure::Run> = best.into_iter().map(measure::Best::finish).collect();
     report.timing = Some(Timing {
         run_s: start.elapsed().as_secs_f64(),
         windows_s: runs.iter().map(|r| r.windows.as_secs_f64()).sum(),

@@ -203,6 +203,27 @@ pub fn run(
     checks: Checks,
     tick: &Tick<'_>,
 ) -> Result<Run, Error> {
+    let mut best = Best::default();
+    for n in 0..rounds.max(1) {
+        best.add(round_of(adapter, pages, out, mode, n, rounds, checks, tick)?);
+    }
+    Ok(best.finish())
+}
+
+/// Round `n` of `rounds` of [`run`], on its own: the bench interleaves the
+/// rounds of every adapter, so that a slow spell of the machine falls on
+/// one round of each rather than on every round of one.
+#[expect(clippy::too_many_arguments, reason = "run's arguments and the round's place")]
+pub fn round_of(
+    adapter: &dyn Adapter,
+    pages: Repeated<'_>,
+    out: &mut [Page],
+    mode: Mode,
+    n: usize,
+    rounds: usize,
+    checks: Checks,
+    tick: &Tick<'_>,
+) -> Result<Round, Error> {
     if out.len() < pages.corpus.len() {
         return Err(format!(
             "a restore buffer of {} pages for {} pages",
@@ -212,40 +233,63 @@ pub fn run(
         .into());
     }
     let rounds = rounds.max(1);
-    let mut best: Option<(Run, Vec<Vec<Duration>>)> = None;
-    for n in 0..rounds {
-        let verify = Checks {
-            index: checks.index * rounds + n,
-            of: checks.of.max(1) * rounds,
+    let verify = Checks {
+        index: checks.index * rounds + n,
+        of: checks.of.max(1) * rounds,
+    };
+    let (run, times) = round(adapter, pages, out, mode, n, verify, tick)?;
+    Ok(Round { run, times })
+}
+
+/// One round's figures and per-page times.
+pub struct Round {
+    run: Run,
+    times: Vec<Vec<Duration>>,
+}
+
+/// The best round of each operation over the rounds added.
+#[derive(Default)]
+pub struct Best {
+    best: Option<Round>,
+}
+
+impl Best {
+    /// Keeps the operations of `round` that beat those kept.
+    pub fn add(&mut self, round: Round) {
+        let Some(kept) = &mut self.best else {
+            self.best = Some(round);
+            return;
         };
-        let (run, times) = round(adapter, pages, out, mode, n, verify, tick)?;
-        best = Some(match best {
-            None => (run, times),
-            Some((mut b, mut kept_times)) => {
-                for ((kept, kept_t), (new, new_t)) in b
-                    .ops
-                    .iter_mut()
-                    .zip(&mut kept_times)
-                    .zip(run.ops.into_iter().zip(times))
-                {
-                    if new.gbps > kept.gbps {
-                        (*kept, *kept_t) = (new, new_t);
-                    }
-                }
-                b.windows += run.windows;
-                b.in_calls += run.in_calls;
-                b.verifying += run.verifying;
-                b.stats += run.stats;
-                (b, kept_times)
+        let Round { run, times } = round;
+        for ((op, op_times), (new, new_times)) in kept
+            .run
+            .ops
+            .iter_mut()
+            .zip(&mut kept.times)
+            .zip(run.ops.into_iter().zip(times))
+        {
+            if new.gbps > op.gbps {
+                (*op, *op_times) = (new, new_times);
             }
-        });
+        }
+        kept.run.windows += run.windows;
+        kept.run.in_calls += run.in_calls;
+        kept.run.verifying += run.verifying;
+        kept.run.stats += run.stats;
     }
-    let (mut run, times) = best.expect("at least one round");
-    // Percentiles of the kept rounds only: the bench's own time stays small.
-    for (f, mut t) in run.ops.iter_mut().zip(times) {
-        (f.p50_us, f.p99_us) = percentiles(&mut t);
+
+    /// The run of the best rounds, with the percentiles of those rounds
+    /// (of the kept rounds only: the bench's own time stays small).
+    ///
+    /// # Panics
+    /// If no round was added.
+    pub fn finish(self) -> Run {
+        let Round { mut run, times } = self.best.expect("at least one round");
+        for (f, mut t) in run.ops.iter_mut().zip(times) {
+            (f.p50_us, f.p99_us) = percentiles(&mut t);
+        }
+        run
     }
-    Ok(run)
 }
 
 fn shares(n: usize, threads: usize) -> Vec<Range<usize>> {
