@@ -633,8 +633,11 @@ impl Shared {
 
     /// Evicts one batch.
     fn evict_batch(&self, w: &mut EvictScratch) -> Evicted {
-        let excess = self.resident.load(Ordering::Relaxed).saturating_sub(self.low);
-        self.pick_victims(excess.clamp(1, self.config.evict_batch), w);
+        // Whole batches, whatever the excess over the low mark: faults go on
+        // while a batch is evicted, and a batch of just the excess would
+        // keep the evictor at the mark, a few pages (and two TLB flushes)
+        // a batch.
+        self.pick_victims(self.config.evict_batch, w);
         if w.victims.is_empty() && w.probes.is_empty() {
             return Evicted::Nothing;
         }
