@@ -558,10 +558,6 @@ fn plain(args: &BenchArgs, corpus: &Corpus, batch: usize, report: &mut Report) -
                 };
                 let round = measure::round_of(&**adapter, pages, &mut out, mode, n, args.rounds, checks, &tick)?;
                 best[a * modes.len() + index].add(round);
-                // Writes a round left dirty in the page cache (the file
-                // baselines and backends) are written back now, untimed,
-                // rather than by the kernel's flusher during a later round.
-                rustix::fs::sync();
             }
         }
     }

@@ -187,32 +187,18 @@ impl Checks {
     pub const ALL: Checks = Checks { index: 0, of: 1 };
 }
 
-/// Runs `adapter` over `pages` in `mode`, `rounds` times, restoring into
-/// `out` (a [`restore_buffer`] as long as the corpus), and keeps each
-/// operation's best round. The restored pages `checks` gives this run are
-/// verified against the corpus, each once (each round a different
-/// `1/rounds` of them); the first round takes the footprint.
-/// `tick` is told of every batch done; an error from it (a request to
-/// stop) ends the run with that error.
-pub fn run(
-    adapter: &dyn Adapter,
-    pages: Repeated<'_>,
-    out: &mut [Page],
-    mode: Mode,
-    rounds: usize,
-    checks: Checks,
-    tick: &Tick<'_>,
-) -> Result<Run, Error> {
-    let mut best = Best::default();
-    for n in 0..rounds.max(1) {
-        best.add(round_of(adapter, pages, out, mode, n, rounds, checks, tick)?);
-    }
-    Ok(best.finish())
-}
-
-/// Round `n` of `rounds` of [`run`], on its own: the bench interleaves the
-/// rounds of every adapter, so that a slow spell of the machine falls on
-/// one round of each rather than on every round of one.
+/// Round `n` of `rounds` of `adapter` over `pages` in `mode`, restoring
+/// into `out` (a [`restore_buffer`] as long as the corpus); [`Best`] keeps
+/// each operation's best round. The restored pages `checks` gives the
+/// adapter's run in this mode are verified against the corpus, each once
+/// over the rounds (each round a different `1/rounds` of them); round 0
+/// takes the footprint. `tick` is told of every batch done; an error from
+/// it (a request to stop) ends the round with that error. The bench
+/// interleaves the rounds of every adapter, so that a slow spell of the
+/// machine falls on one round of each rather than on every round of one;
+/// writes the round left dirty in the page cache (file baselines and
+/// backends) are written back before it returns, untimed, rather than by
+/// the kernel's flusher during a later round.
 #[expect(clippy::too_many_arguments, reason = "run's arguments and the round's place")]
 pub fn round_of(
     adapter: &dyn Adapter,
@@ -238,6 +224,7 @@ pub fn round_of(
         of: checks.of.max(1) * rounds,
     };
     let (run, times) = round(adapter, pages, out, mode, n, verify, tick)?;
+    rustix::fs::sync();
     Ok(Round { run, times })
 }
 
@@ -562,6 +549,24 @@ fn stored_len(stored: &Stored) -> usize {
 mod tests {
     use super::*;
     use crate::adapters::{Prefaulted, RawCodec};
+
+    /// All `rounds` rounds of `adapter`, one after the other, each
+    /// operation's best kept.
+    fn run(
+        adapter: &dyn Adapter,
+        pages: Repeated<'_>,
+        out: &mut [Page],
+        mode: Mode,
+        rounds: usize,
+        checks: Checks,
+        tick: &Tick<'_>,
+    ) -> Result<Run, Error> {
+        let mut best = Best::default();
+        for n in 0..rounds.max(1) {
+            best.add(round_of(adapter, pages, out, mode, n, rounds, checks, tick)?);
+        }
+        Ok(best.finish())
+    }
 
     #[test]
     fn every_op_is_timed_and_every_page_verified() {
