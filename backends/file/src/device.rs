@@ -107,6 +107,11 @@ impl FileDevice {
     }
 }
 
+/// The file's runs (byte offsets) of the device's `runs` (slots).
+fn file_runs<'a>(runs: &[WriteRun<'a>]) -> Vec<crate::runs::WriteRun<'a>> {
+    runs.iter().map(|r| (u64::from(r.slot) * PAGE, r.pages)).collect()
+}
+
 // SAFETY: a call touches only its runs' pages (through positioned syscalls
 // or io_uring operations it waits for before returning) and the file's and
 // staging buffer's slots it is given; a staged page is copied in and out
@@ -127,8 +132,26 @@ unsafe impl Device for FileDevice {
             self.staging.stage(run.slot, page);
             return Ok(());
         }
-        let runs: Vec<crate::runs::WriteRun<'_>> = runs.iter().map(|r| (u64::from(r.slot) * PAGE, r.pages)).collect();
-        self.write_runs(&runs)
+        self.write_runs(&file_runs(runs))
+    }
+
+    /// As [`write`](Device::write), with `meanwhile` run while the ring
+    /// writes: a batch's checksums are computed during its transfer (one
+    /// run included, which `write` sends through the syscall where the
+    /// ring would only add its cost). A single page is staged, and without
+    /// a ring (or with a mapping to populate) `meanwhile` runs first.
+    unsafe fn write_overlapped(&self, runs: &[WriteRun<'_>], meanwhile: &mut dyn FnMut()) -> Result<(), RunError> {
+        let one_page = matches!(runs, [run] if run.pages.len() == 1);
+        match self.io.ring(false) {
+            Some((ring, op_pages)) if !one_page && self.map.is_none() => {
+                ring.write(self.fd(), &file_runs(runs), op_pages, meanwhile)
+            }
+            _ => {
+                meanwhile();
+                // SAFETY: the caller's runs, under the caller's promise.
+                unsafe { self.write(runs) }
+            }
+        }
     }
 
     unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {

@@ -46,7 +46,7 @@ impl Io {
     /// Writes every run whole.
     pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         match self.ring(runs.len() == 1) {
-            Some((ring, op_pages)) => ring.write(fd, runs, op_pages),
+            Some((ring, op_pages)) => ring.write(fd, runs, op_pages, &mut || {}),
             None => runs.iter().enumerate().try_for_each(|(done, &(offset, pages))| {
                 write_sync(fd, offset, pages, 0).map_err(|error| RunError { done, error })
             }),

@@ -123,8 +123,15 @@ impl Ring {
     }
 
     /// Writes every run, one `WRITEV` per `op_pages` pages of a run, all in
-    /// flight at once; a short write is finished with `pwritev`.
-    pub(crate) fn write(&self, fd: BorrowedFd<'_>, runs: &[WriteRun<'_>], op_pages: usize) -> Result<(), RunError> {
+    /// flight at once, calling `meanwhile` once they are submitted; a short
+    /// write is finished with `pwritev`.
+    pub(crate) fn write(
+        &self,
+        fd: BorrowedFd<'_>,
+        runs: &[WriteRun<'_>],
+        op_pages: usize,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<(), RunError> {
         let op_pages = op_pages.min(IOV_MAX);
         // (run, offset, pages) per operation.
         let ops: Vec<(usize, u64, &[&Page])> = runs
@@ -149,7 +156,7 @@ impl Ring {
             };
             op.offset(offset).build()
         });
-        let results = self.run(entries.collect());
+        let results = self.run(entries.collect(), meanwhile);
         let outcomes = ops.into_iter().zip(results).map(|((run, offset, pages), done)| {
             (
                 run,
@@ -188,7 +195,7 @@ impl Ring {
             };
             op.offset(offset).build()
         });
-        let results = self.run(entries.collect());
+        let results = self.run(entries.collect(), &mut || {});
         drop(iovs);
         let outcomes = ops.into_iter().zip(results).map(|((run, offset, pages), done)| {
             let count = pages.len();
@@ -278,12 +285,15 @@ impl Ring {
     }
 
     /// Submits `entries` (whose buffers the caller keeps alive) in groups of
-    /// at most `ENTRIES` and waits for each group's completions; returns each
-    /// entry's result.
-    fn run(&self, entries: Vec<squeue::Entry>) -> Vec<i32> {
+    /// at most `ENTRIES` and waits for each group's completions, calling
+    /// `meanwhile` once the first group is submitted; returns each entry's
+    /// result.
+    fn run(&self, entries: Vec<squeue::Entry>, meanwhile: &mut dyn FnMut()) -> Vec<i32> {
         let mut results = vec![0; entries.len()];
+        let mut meanwhile = Some(meanwhile);
         // A ring is only used between a submission and its completions, all
-        // inside this call: a panic in between cannot leave work behind.
+        // inside this call: a panic in between (`meanwhile`'s is caught and
+        // resumed once the group is in) cannot leave work behind.
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         for (group, chunk) in entries.chunks(ENTRIES as usize).enumerate() {
             let base = group * ENTRIES as usize;
@@ -295,9 +305,17 @@ impl Ring {
                 // SAFETY: the entry's iovecs and their pages are the caller's and outlive this call.
                 unsafe { ring.submission().push(&entry) }.expect("the submission queue has room for a group");
             }
+            let panicked = meanwhile.take().and_then(|work| {
+                wait_all(&mut ring, 0);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).err()
+            });
             wait_all(&mut ring, chunk.len());
             for cqe in ring.completion() {
                 results[cqe.user_data() as usize] = cqe.result();
+            }
+            // Resumed with the ring drained: its next user reaps only its own.
+            if let Some(panic) = panicked {
+                std::panic::resume_unwind(panic);
             }
         }
         results
@@ -349,10 +367,10 @@ fn first_failed_run(outcomes: impl Iterator<Item = (usize, io::Result<()>)>) -> 
     first.map_or(Ok(()), Err)
 }
 
-/// Submits what is queued and waits for `count` completions. io_uring_enter
-/// failing with operations in flight would leave the kernel writing into
-/// memory the caller is about to free: transient errors are retried, and
-/// anything else aborts rather than return.
+/// Submits what is queued and waits until `count` completions are in (0:
+/// submits only). io_uring_enter failing with operations in flight would
+/// leave the kernel writing into memory the caller is about to free:
+/// transient errors are retried, and anything else aborts rather than return.
 fn wait_all(ring: &mut IoUring, count: usize) {
     loop {
         match ring.submit_and_wait(count) {

@@ -107,6 +107,20 @@ pub unsafe trait Device: Send + Sync + Debug {
     /// no other `write`, `read` or `release` of them runs at the same time.
     unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError>;
 
+    /// Writes every run as [`write`](Self::write) does, calling `meanwhile`
+    /// once while the writes may be in flight: so that the caller's own
+    /// work on the pages (their checksums) overlaps the device's. The
+    /// default calls `meanwhile`, then writes.
+    ///
+    /// # Safety
+    ///
+    /// As [`write`](Self::write); `meanwhile` only reads the runs' pages.
+    unsafe fn write_overlapped(&self, runs: &[WriteRun<'_>], meanwhile: &mut dyn FnMut()) -> Result<(), RunError> {
+        meanwhile();
+        // SAFETY: the caller's runs, under the caller's promise.
+        unsafe { self.write(runs) }
+    }
+
     /// Fills every run's pages from its slots.
     ///
     /// # Safety
@@ -277,6 +291,20 @@ pub unsafe trait DeviceLayer: Send + Sync + Debug {
         unsafe { self.inner().write(runs) }
     }
 
+    /// [`Device::write_overlapped`]: `meanwhile`, then the layer's own
+    /// [`write`](Self::write), unless the layer says otherwise (the inner
+    /// device's write is not what a layer that changes writes would do). A
+    /// layer that writes the pages unchanged may forward it.
+    ///
+    /// # Safety
+    ///
+    /// As [`Device::write_overlapped`].
+    unsafe fn write_overlapped(&self, runs: &[WriteRun<'_>], meanwhile: &mut dyn FnMut()) -> Result<(), RunError> {
+        meanwhile();
+        // SAFETY: the caller's runs, under the caller's promise.
+        unsafe { DeviceLayer::write(self, runs) }
+    }
+
     /// [`Device::read`].
     ///
     /// # Safety
@@ -373,6 +401,10 @@ unsafe impl<L: DeviceLayer> Device for L {
     unsafe fn write(&self, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
         // SAFETY: the caller's promise is the layer's method's.
         unsafe { DeviceLayer::write(self, runs) }
+    }
+    unsafe fn write_overlapped(&self, runs: &[WriteRun<'_>], meanwhile: &mut dyn FnMut()) -> Result<(), RunError> {
+        // SAFETY: the caller's promise is the layer's method's.
+        unsafe { DeviceLayer::write_overlapped(self, runs, meanwhile) }
     }
     unsafe fn read(&self, runs: &mut [ReadRun<'_, '_>]) -> Result<(), RunError> {
         // SAFETY: the caller's promise is the layer's method's.

@@ -217,6 +217,16 @@ unsafe impl<D: Device + 'static> DeviceLayer for MaybeSealed<D> {
         }
     }
 
+    /// Passed on: the device inside writes (sealing first, if it seals).
+    unsafe fn write_overlapped(
+        &self,
+        runs: &[super::WriteRun<'_>],
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<(), super::RunError> {
+        // SAFETY: the caller's runs, under the caller's promise, passed on unchanged.
+        unsafe { self.inner().write_overlapped(runs, meanwhile) }
+    }
+
     /// A plain device's storage as it lies; a sealed one's is ciphertext,
     /// so it lends nothing.
     unsafe fn lend(

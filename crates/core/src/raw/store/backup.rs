@@ -66,13 +66,20 @@ impl<D: Device> SlotStore<D> {
         handles: &mut Vec<Handle>,
         op: Operation,
     ) -> Result<(), BatchError> {
-        let reservation = self.reserve(pages, first_idx, op)?;
+        let mut reservation = self.reserve_slots(pages, first_idx, op)?;
         let writes = reservation.writes(pages);
+        // The checksums are taken while the device writes the pages.
+        let placed = &pages[..writes.iter().map(|w| w.pages.len()).sum()];
+        let mut checksums = None;
         let outcome = if writes.is_empty() {
             Ok(())
         } else {
-            self.write_reserved(reservation.shard, &writes)
+            self.write_reserved(reservation.shard, &writes, &mut || {
+                checksums = Some(self.checksums(placed));
+            })
         };
+        drop(writes);
+        reservation.checksums = checksums.unwrap_or_else(|| self.checksums(placed));
         self.complete(reservation, outcome, flags, handles, op)
     }
 
@@ -85,6 +92,23 @@ impl<D: Device> SlotStore<D> {
     /// be completed (with the write's outcome, or a failure): until then its
     /// slots stay taken.
     pub fn reserve(&self, pages: &[&Page], first_idx: u64, op: Operation) -> Result<Reservation, BatchError> {
+        let mut reservation = self.reserve_slots(pages, first_idx, op)?;
+        let placed = reservation.runs.iter().map(|r| (r.end - r.start) as usize).sum();
+        reservation.checksums = self.checksums(&pages[..placed]);
+        Ok(reservation)
+    }
+
+    /// The checksums of `pages` if the store keeps them, else none.
+    fn checksums(&self, pages: &[&Page]) -> Vec<u32> {
+        if self.config.checksum {
+            pages.iter().map(|p| checksum(p)).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// [`reserve`](Self::reserve) without the checksums.
+    fn reserve_slots(&self, pages: &[&Page], first_idx: u64, op: Operation) -> Result<Reservation, BatchError> {
         self.check_process(op)
             .map_err(|error| BatchError { completed: 0, error })?;
         let shard = self.shards.mine();
@@ -115,16 +139,11 @@ impl<D: Device> SlotStore<D> {
             }
         }
         self.unreserve(reserved - placed);
-        let checksums: Vec<u32> = if self.config.checksum {
-            pages[..placed as usize].iter().map(|p| checksum(p)).collect()
-        } else {
-            Vec::new()
-        };
         Ok(Reservation {
             shard,
             runs,
             resident,
-            checksums,
+            checksums: Vec::new(),
             wanted: pages.len(),
         })
     }
@@ -250,5 +269,94 @@ impl ShardState {
             self.checksums.resize(len, 0);
         }
         self.checksums[index] = sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use crate::raw::device::{DeviceLayer, RunError, WriteRun};
+    use crate::raw::test_device::VecDevice;
+    use crate::raw::{SlotStore, StoreConfig};
+    use crate::{BackupBackend, BackupFlags, ErrorKind, Page};
+
+    /// A device that writes first and then runs the caller's work, as a
+    /// device with the write in flight would, or (`skip`) never runs it;
+    /// it logs what it did.
+    #[derive(Debug, Default)]
+    struct Overlapping {
+        inner: VecDevice,
+        skip: bool,
+        log: Mutex<Vec<&'static str>>,
+    }
+
+    // SAFETY: it owns its inner device and writes through it unchanged.
+    unsafe impl DeviceLayer for Overlapping {
+        type Inner = VecDevice;
+        fn inner(&self) -> &VecDevice {
+            &self.inner
+        }
+        unsafe fn write_overlapped(&self, runs: &[WriteRun<'_>], meanwhile: &mut dyn FnMut()) -> Result<(), RunError> {
+            // SAFETY: the caller's runs, under the caller's promise.
+            let result = unsafe { crate::raw::Device::write(&self.inner, runs) };
+            self.log.lock().unwrap().push("write");
+            if !self.skip {
+                meanwhile();
+                self.log.lock().unwrap().push("meanwhile");
+            }
+            result
+        }
+    }
+
+    fn pages(n: u8) -> Vec<Box<Page>> {
+        (0..n)
+            .map(|k| {
+                let mut page = Page::new_boxed();
+                page.0.fill(k + 1);
+                page
+            })
+            .collect()
+    }
+
+    /// A batch's checksums are taken once, during the device's write when
+    /// it runs the work, after it when the device does not: either way
+    /// every page restores, and a slot changed underneath is caught.
+    fn checksums_with(skip: bool) {
+        let config = StoreConfig::new("vec", 16).with_checksum(true);
+        let device = Overlapping {
+            skip,
+            ..Default::default()
+        };
+        let store = SlotStore::new(config, vec![device]);
+        let batch = pages(4);
+        let refs: Vec<&Page> = batch.iter().map(|p| &**p).collect();
+        let mut handles = Vec::new();
+        store
+            .backup(&refs, 0, BackupFlags::NONE, &mut handles, crate::Operation::BackupPages)
+            .unwrap();
+        let expected: &[&str] = if skip { &["write"] } else { &["write", "meanwhile"] };
+        assert_eq!(*store.device(0).log.lock().unwrap(), expected);
+        let mut out = Page::new_boxed();
+        for (h, page) in handles.iter().zip(&batch) {
+            store.copy_page(&mut out, *h, None).unwrap();
+            assert_eq!(out.0, page.0);
+        }
+        let mut changed = Page::new_boxed();
+        changed.0.fill(0xaa);
+        store.device(0).inner.put(2, &changed);
+        let corrupt = store.copy_page(&mut out, handles[2], None).unwrap_err();
+        assert_eq!(corrupt.kind(), ErrorKind::Corrupt);
+        store.drop_handles(&handles).unwrap();
+    }
+
+    #[test]
+    fn checksums_are_taken_while_the_device_writes() {
+        checksums_with(false);
+    }
+
+    #[test]
+    fn checksums_are_taken_after_a_device_that_skips_the_work() {
+        checksums_with(true);
     }
 }

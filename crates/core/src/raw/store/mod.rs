@@ -282,10 +282,16 @@ impl<D: Device> SlotStore<D> {
 /// that no read pins (one that a read pins is quarantined, and released
 /// when its last pin is given up), and free slots kept for reuse.
 impl<D: Device> SlotStore<D> {
-    /// Writes `runs`, the slots of a reservation, to shard `shard`'s device.
-    pub(super) fn write_reserved(&self, shard: usize, runs: &[WriteRun<'_>]) -> Result<(), RunError> {
+    /// Writes `runs`, the slots of a reservation, to shard `shard`'s device,
+    /// calling `meanwhile` while the writes may be in flight.
+    pub(super) fn write_reserved(
+        &self,
+        shard: usize,
+        runs: &[WriteRun<'_>],
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<(), RunError> {
         // SAFETY: the runs' slots were taken from the free slots under the shard lock for this backup alone and have no handle yet: nothing else reads, writes or releases them until it completes.
-        unsafe { self.devices[shard].write(runs) }
+        unsafe { self.devices[shard].write_overlapped(runs, meanwhile) }
     }
 
     /// Reads `runs`, slots a read plan validated and pinned, from shard
