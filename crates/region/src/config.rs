@@ -43,7 +43,9 @@ pub struct RegionConfig {
     /// Pages restored by one fault when faults run sequentially, 1 to
     /// [`MAX_READ_AHEAD`].
     pub read_ahead: usize,
-    /// Most pages evicted by one batch (one backend batch call, one release call).
+    /// Victims the clock hand picks for one batch (one backend batch call,
+    /// one release call); the batch also takes the dirty pages between them
+    /// that its write-protect spans cover.
     pub evict_batch: usize,
     /// How long the handler thread spins for the next fault before sleeping
     /// ([`FaultMode::HandlerThread`]).

@@ -52,6 +52,12 @@ static ZERO_PAGE: Page = Page::zeroed();
 /// such probe of a page that is written costs a write-protect fault; a
 /// switch to read-only access is seen after 64 probes (the score's bound).
 const PROBE_EVERY: u64 = 64;
+/// One restore in this many is a probe while the score is at its bound
+/// (the last probes were all written): a written probe's write-protect
+/// fault costs a TLB flush on every CPU running the program, and at one
+/// restore in 64 those faults were a random workload's slowest 1.5 %. A
+/// switch to read-only access is then seen a probe later, then as above.
+const PROBE_EVERY_SETTLED: u64 = 1024;
 /// Bounds of [`Shared::write_score`].
 const SCORE_LIMIT: i32 = 64;
 /// Turns of the clock hand a page that refaulted soon after its eviction is
@@ -364,13 +370,20 @@ impl Shared {
         };
         // Pages are mapped write-protected (clean), so that a clean page is
         // dropped, not written again, unless restored pages are mostly
-        // written soon after; then one restore in PROBE_EVERY still maps
-        // one page clean to see whether that holds: the faulting page when
-        // it is read, else the pages read ahead. A page about to be written
-        // is mapped writable at once.
-        let clean_mode = self.write_score.load(Ordering::Relaxed) <= 0;
+        // written soon after; then one restore in PROBE_EVERY (in
+        // PROBE_EVERY_SETTLED while that has held for the last probes)
+        // still maps one page clean to see whether that holds: the
+        // faulting page when it is read, else the pages read ahead. A page
+        // about to be written is mapped writable at once.
+        let score = self.write_score.load(Ordering::Relaxed);
+        let clean_mode = score <= 0;
+        let every = if score >= SCORE_LIMIT {
+            PROBE_EVERY_SETTLED
+        } else {
+            PROBE_EVERY
+        };
         let wp = self.config.clean_tracking
-            && (clean_mode || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(PROBE_EVERY));
+            && (clean_mode || self.stats.restores.load(Ordering::Relaxed).is_multiple_of(every));
         if wp {
             self.nudge_score(-1);
         }
@@ -549,9 +562,11 @@ impl Shared {
     /// `UFFDIO_WRITEPROTECT` calls: one call covers a span from one to the
     /// next when every page between them is a victim too, or an unpinned
     /// page the evictor can own for the call: write-protection leaves one
-    /// not resident or clean as it is, and makes a dirty one (kept for its
-    /// credit) a probe. A page in use or pinned ends the span. Dirty victims
-    /// of a failed call go to `w.failed`.
+    /// not resident or clean as it is, and a dirty one (kept for its
+    /// credit) joins the victims, since a write to it would now cost a
+    /// write-protect fault, dearer than the refault its eviction may cost.
+    /// A page in use or pinned ends the span. Dirty victims of a failed
+    /// call go to `w.failed`.
     fn protect_dirty(&self, w: &mut EvictScratch) {
         w.protect.clear();
         w.held.clear();
@@ -605,6 +620,7 @@ impl Shared {
                     .extend(w.targets.iter().copied().filter(|p| (first..first + len).contains(p)));
             }
         }
+        let mut joined = false;
         for &(g, was) in &w.held {
             if was != DIRTY {
                 self.set(g, was);
@@ -612,9 +628,13 @@ impl Shared {
                 let _ = self.uffd.write_protect(self.addr(g), PAGE_SIZE, false);
                 self.set(g, DIRTY);
             } else {
-                // A dirty page kept becomes a sample of its use.
-                self.set(g, PROBED);
+                // Protected with the span: evicted with the batch.
+                w.victims.push((g, DIRTY));
+                joined = true;
             }
+        }
+        if joined {
+            w.victims.sort_unstable();
         }
         // Probes are sampled now; one the kernel did not protect stays dirty.
         for &page in &w.probes {
