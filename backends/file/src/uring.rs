@@ -123,8 +123,8 @@ impl Ring {
     }
 
     /// Writes every run, one `WRITEV` per `op_pages` pages of a run, all in
-    /// flight at once, calling `meanwhile` once they are submitted; a short
-    /// write is finished with `pwritev`.
+    /// flight at once (in groups of `ENTRIES`), calling `meanwhile` once the
+    /// first group is submitted; a short write is finished with `pwritev`.
     pub(crate) fn write(
         &self,
         fd: BorrowedFd<'_>,

@@ -45,7 +45,7 @@ pub struct RegionConfig {
     pub read_ahead: usize,
     /// Victims the clock hand picks for one batch (one backend batch call,
     /// one release call); the batch also takes the dirty pages between them
-    /// that its write-protect spans cover.
+    /// that its write-protect spans cover, at most as many again.
     pub evict_batch: usize,
     /// How long the handler thread spins for the next fault before sleeping
     /// ([`FaultMode::HandlerThread`]).

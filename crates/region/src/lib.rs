@@ -49,13 +49,13 @@
 //!   mode, which serves a worker's fault on that worker, or the handler
 //!   thread, which no task can starve.
 //! - **Eviction runs ahead of the budget on its own thread**, in batches of
-//!   128 victims picked in address order by a clock hand over the page
-//!   indices: dirty pages are write-protected (so what is copied is what
-//!   stays) with one `UFFDIO_WRITEPROTECT` per span of victims (a span runs
-//!   across pages between them that are not resident, clean, or dirty and
-//!   kept for their credit, which then join the batch: see the policy below),
-//!   backed up with one batch call, and all released with one
-//!   `process_madvise`. Each of those calls flushes the TLB of every CPU
+//!   up to 128 victims picked in address order by a clock hand over the
+//!   page indices: dirty pages are write-protected (so what is copied is
+//!   what stays) with one `UFFDIO_WRITEPROTECT` per span of victims (a span
+//!   runs across pages between them that are not resident, clean, sampled,
+//!   or dirty and kept for their credit, which then join the batch, at
+//!   most as many as its victims: see the policy below), backed up with
+//!   one batch call, and all released with one `process_madvise`. Each of those calls flushes the TLB of every CPU
 //!   running the program, so the fewer, the better two faulting threads
 //!   scale. The faulting thread waits only when the budget is full, and
 //!   never compresses.
@@ -113,7 +113,7 @@
 //!   only, its copy kept. While restored pages are mostly written soon after
 //!   (read-then-write access), reads restore them writable instead, with one
 //!   clean probe in 64 restores to notice when that changes, one in 1024
-//!   while the last 64 probes were all written. A probe maps
+//!   while the writes to clean pages keep the score at its bound. A probe maps
 //!   one page clean (the faulting one when it is read, not every page read
 //!   ahead with it), since each probed page that is written costs a
 //!   write-protect fault: probing every page of one restore in 16 had made

@@ -53,10 +53,11 @@ static ZERO_PAGE: Page = Page::zeroed();
 /// switch to read-only access is seen after 64 probes (the score's bound).
 const PROBE_EVERY: u64 = 64;
 /// One restore in this many is a probe while the score is at its bound
-/// (the last probes were all written): a written probe's write-protect
-/// fault costs a TLB flush on every CPU running the program, and at one
-/// restore in 64 those faults were a random workload's slowest 1.5 %. A
-/// switch to read-only access is then seen a probe later, then as above.
+/// (writes to clean pages, probes among them, have outweighed the probes
+/// left clean): a written probe's write-protect fault costs a TLB flush on
+/// every CPU running the program, and at one restore in 64 those faults
+/// were a random workload's slowest 1.5 %. A switch to read-only access is
+/// then seen a probe later, then as above.
 const PROBE_EVERY_SETTLED: u64 = 1024;
 /// Bounds of [`Shared::write_score`].
 const SCORE_LIMIT: i32 = 64;
@@ -371,7 +372,7 @@ impl Shared {
         // Pages are mapped write-protected (clean), so that a clean page is
         // dropped, not written again, unless restored pages are mostly
         // written soon after; then one restore in PROBE_EVERY (in
-        // PROBE_EVERY_SETTLED while that has held for the last probes)
+        // PROBE_EVERY_SETTLED while the score is at its bound)
         // still maps one page clean to see whether that holds: the
         // faulting page when it is read, else the pages read ahead. A page
         // about to be written is mapped writable at once.
@@ -575,15 +576,25 @@ impl Shared {
         w.targets.extend(w.victims.iter().filter(|v| v.1 == DIRTY).map(|v| v.0));
         w.targets.extend_from_slice(&w.probes);
         w.targets.sort_unstable();
+        // Dirty pages held, which join the victims: at most as many as
+        // the victims, so that a batch stays within twice `evict_batch`.
+        let mut joining = 0;
         for &page in &w.targets {
             let joined = match w.protect.last() {
                 Some(&(first, len)) if page - (first + len) <= MAX_PROTECT_GAP => {
                     let mark = w.held.len();
+                    let joining_before = joining;
                     let owned = (first + len..page).all(|g| {
                         if w.victims.binary_search_by_key(&g, |v| v.0).is_ok() {
                             return true;
                         }
                         let gs = self.state[g].load(Ordering::Acquire);
+                        if gs == DIRTY {
+                            if joining == w.victims.len() {
+                                return false;
+                            }
+                            joining += 1;
+                        }
                         let own = matches!(gs, EMPTY | BACKED | CLEAN | PROBED | DIRTY)
                             && self.pins[g].load(Ordering::SeqCst) == 0
                             && self.claim(g, gs);
@@ -601,6 +612,7 @@ impl Shared {
                             self.set(g, gs);
                         }
                         w.held.truncate(mark);
+                        joining = joining_before;
                     }
                     owned
                 }
@@ -628,7 +640,9 @@ impl Shared {
                 let _ = self.uffd.write_protect(self.addr(g), PAGE_SIZE, false);
                 self.set(g, DIRTY);
             } else {
-                // Protected with the span: evicted with the batch.
+                // Protected with the span: evicted with the batch, its
+                // credit spent (a refault earns it anew).
+                self.credit[g].store(0, Ordering::Relaxed);
                 w.victims.push((g, DIRTY));
                 joined = true;
             }

@@ -114,7 +114,9 @@ pub unsafe trait Device: Send + Sync + Debug {
     ///
     /// # Safety
     ///
-    /// As [`write`](Self::write); `meanwhile` only reads the runs' pages.
+    /// As [`write`](Self::write); `meanwhile` only reads the runs' pages
+    /// and does not call into this device (which may hold its own locks
+    /// while it runs).
     unsafe fn write_overlapped(&self, runs: &[WriteRun<'_>], meanwhile: &mut dyn FnMut()) -> Result<(), RunError> {
         meanwhile();
         // SAFETY: the caller's runs, under the caller's promise.

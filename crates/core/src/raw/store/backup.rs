@@ -56,7 +56,8 @@ impl Reservation {
 impl<D: Device> SlotStore<D> {
     /// Backs up `pages` at `first_idx, first_idx + 1, ...` (the batch rule
     /// of [`BackupBackend::backup_pages`](crate::BackupBackend::backup_pages)), reporting errors as `op`:
-    /// [`reserve`](Self::reserve), the device's write, then
+    /// [`reserve`](Self::reserve) (its checksums taken while the device
+    /// writes: [`Device::write_overlapped`]), the device's write, then
     /// [`complete`](Self::complete).
     pub fn backup(
         &self,
