@@ -123,6 +123,12 @@ impl FileBackend {
         self.store.devices().map(|d| d.base().file.fd())
     }
 
+    /// Releases the blocks of every dropped page kept for reuse
+    /// ([`FileConfig::reuse`]).
+    pub fn release_unused(&self) {
+        self.store.release_deferred();
+    }
+
     fn first(&self) -> &FileDevice {
         self.store
             .devices()
@@ -163,7 +169,9 @@ pub(crate) fn open_store(config: &FileConfig) -> Result<SlotStore<MaybeSealed<Fi
         .collect::<Result<Vec<_>>>()?;
     let devices = MaybeSealed::wrap(devices, config.seal.as_ref(), origin)?;
     // A sealed page's tag authenticates it: a CRC beside it checks nothing more.
-    let store = StoreConfig::new(NAME, capacity_pages).with_checksum(config.checksum && config.seal.is_none());
+    let store = StoreConfig::new(NAME, capacity_pages)
+        .with_checksum(config.checksum && config.seal.is_none())
+        .with_deferred_release(config.reuse / PAGE);
     Ok(SlotStore::new(store, devices))
 }
 

@@ -91,6 +91,17 @@ pub struct FileConfig {
     /// little beside the I/O). With `seal`, the seal's tag is the check and
     /// no CRC is kept.
     pub checksum: bool,
+    /// Bytes of dropped pages whose blocks are kept for reuse instead of
+    /// released at once (default 0: every drop punches its hole). Backups
+    /// into them overwrite blocks the file already has, as `dd` rewriting
+    /// a file does, instead of making the file system allocate new ones:
+    /// with `direct`, allocating writes cost the file system's allocation
+    /// and journal on each, and a block newly allocated may lie where the
+    /// disk below is slower than where the pages were. Past the budget the
+    /// highest are released, down to half of it;
+    /// [`FileBackend::release_unused`](crate::FileBackend::release_unused)
+    /// releases them all.
+    pub reuse: u64,
     /// Files the pages are spread over, one per shard, so that threads
     /// writing at once do not serialise on one inode's lock; rounded down to
     /// a power of two. Default: the number of CPUs, at most 8.
@@ -117,6 +128,7 @@ impl Default for FileConfig {
             io: IoMode::Auto,
             direct: false,
             checksum: true,
+            reuse: 0,
             shards: None,
             seal: None,
             async_writes: AsyncWrites::Auto,
@@ -164,6 +176,12 @@ impl FileConfig {
             meaning: "a CRC-32 per page, checked on restore",
         },
         ParamDoc {
+            key: "reuse",
+            syntax: "SIZE",
+            default: "0",
+            meaning: "dropped pages' blocks kept for reuse",
+        },
+        ParamDoc {
             key: "shards",
             syntax: "N",
             default: "CPUs, at most 8",
@@ -195,6 +213,7 @@ impl FileConfig {
             },
             direct: params.flag("direct")?.unwrap_or(defaults.direct),
             checksum: params.flag("checksum")?.unwrap_or(defaults.checksum),
+            reuse: params.size("reuse")?.unwrap_or(defaults.reuse),
             shards: params.count("shards")?,
             seal: SealKeySource::from_params(&params)?,
             async_writes: match params.choice("async_writes", &["auto", "ring", "pool"])? {
@@ -244,6 +263,12 @@ impl FileConfig {
     /// With checksums on or off.
     pub fn with_checksum(mut self, on: bool) -> Self {
         self.checksum = on;
+        self
+    }
+
+    /// With a reuse budget in bytes (0 releases blocks at every drop).
+    pub fn with_reuse(mut self, bytes: u64) -> Self {
+        self.reuse = bytes;
         self
     }
 

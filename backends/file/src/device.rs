@@ -94,6 +94,16 @@ impl FileDevice {
         })
     }
 
+    /// Forgets the staged pages of the slots of `runs`, about to be written
+    /// straight to the file: a slot kept for reuse (never released) may
+    /// still have an older page staged, which reads would otherwise prefer
+    /// and a flush would write over the new one.
+    fn unstage(&self, runs: &[WriteRun<'_>]) {
+        for run in runs {
+            self.staging.discard(run.slot..run.slot + run.pages.len() as u32);
+        }
+    }
+
     /// Writes `runs` to the file; the pages written are populated into the
     /// file's mapping, if there is one, for the reads lent from it.
     fn write_runs(&self, runs: &[crate::runs::WriteRun<'_>]) -> Result<(), RunError> {
@@ -132,6 +142,7 @@ unsafe impl Device for FileDevice {
             self.staging.stage(run.slot, page);
             return Ok(());
         }
+        self.unstage(runs);
         self.write_runs(&file_runs(runs))
     }
 
@@ -144,6 +155,7 @@ unsafe impl Device for FileDevice {
         let one_page = matches!(runs, [run] if run.pages.len() == 1);
         match self.io.ring(false) {
             Some((ring, op_pages)) if !one_page && self.map.is_none() => {
+                self.unstage(runs);
                 ring.write(self.fd(), &file_runs(runs), op_pages, meanwhile)
             }
             _ => {

@@ -112,10 +112,15 @@ impl Staging {
         let pages: Vec<&Page> = batch.iter().map(|(_, p)| &**p).collect();
         let written = write(&slots, &pages);
         let mut map = self.lock();
-        for slot in &slots {
+        for (slot, page) in &batch {
+            // A slot staged again while its page was written keeps its
+            // newer page, for the next flush.
+            let Some(staged) = map.get_mut(slot).filter(|s| Arc::ptr_eq(&s.page, page)) else {
+                continue;
+            };
             if written.is_ok() {
                 map.remove(slot);
-            } else if let Some(staged) = map.get_mut(slot) {
+            } else {
                 staged.in_flight = false;
             }
         }
@@ -126,5 +131,46 @@ impl Staging {
     /// Bytes of memory the staged pages take.
     pub(crate) fn bytes(&self) -> u64 {
         (self.len() * std::mem::size_of::<Page>()) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(byte: u8) -> Page {
+        let mut p = Page::zeroed();
+        p.0.fill(byte);
+        p
+    }
+
+    /// A slot staged again while a flush writes its older page keeps the
+    /// newer one, for the next flush; the written one leaves.
+    #[test]
+    fn a_page_staged_during_its_flush_stays_for_the_next() {
+        let staging = Staging::default();
+        staging.stage(1, &page(0xa));
+        staging.stage(2, &page(0xb));
+        staging
+            .flush(|slots, pages| {
+                assert_eq!(slots, &[1, 2]);
+                assert_eq!(pages[0].0[0], 0xa);
+                staging.stage(1, &page(0xc));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        let mut out = page(0);
+        assert!(staging.copy_out(1, &mut out));
+        assert_eq!(out.0[0], 0xc, "the newer page stays staged");
+        assert!(!staging.copy_out(2, &mut out), "the written page left");
+        let mut seen = Vec::new();
+        staging
+            .flush(|slots, pages| {
+                seen.extend(slots.iter().zip(pages).map(|(&s, p)| (s, p.0[0])));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(seen, [(1, 0xc)]);
+        assert_eq!(staging.len(), 0);
     }
 }

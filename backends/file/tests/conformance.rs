@@ -1,6 +1,7 @@
 //! The conformance suite on the file backend: io_uring and `pwritev` paths,
 //! each with `writeback` as the caller passes it and forced on for every
-//! backup; `O_DIRECT`; checksums off; sealing on, buffered and `O_DIRECT`.
+//! backup; `O_DIRECT`, with and without blocks kept for reuse; checksums
+//! off; sealing on, buffered and `O_DIRECT`.
 
 use pagebackup_core::{BackupBackend, BackupFlags, BatchError, Handle, Page, Result};
 use pagebackup_file::{FileBackend, FileConfig, IoMode};
@@ -89,6 +90,15 @@ fn direct_writeback(#[case] check: Check) {
         return;
     }
     check.run(&subject_with(IoMode::Auto, true, FileConfig::new().with_direct(true)));
+}
+
+#[apply(conformance)]
+fn direct_reuse(#[case] check: Check) {
+    if !direct_supported() {
+        return;
+    }
+    let config = FileConfig::new().with_direct(true).with_reuse(64 * 4096);
+    check.run(&subject_with(IoMode::Auto, false, config));
 }
 
 #[apply(conformance)]

@@ -154,3 +154,38 @@ fn a_changed_file_gives_corrupt_with_checksums() {
         b.drop_handles(&handles).unwrap();
     }
 }
+
+/// With `reuse`, dropped pages keep their blocks up to the budget (the next
+/// backups rewrite them, the file allocating nothing more), past it the
+/// highest go down to half the budget, and `release_unused` gives back
+/// the rest.
+#[test]
+fn blocks_kept_for_reuse_stay_within_the_budget_until_released() {
+    let reuse = 256 * PAGE;
+    let b = FileBackend::new(FileConfig::new().with_shards(1).with_reuse(reuse)).unwrap();
+    let page = PageSpec::new(1, 0, PageClass::Random).page();
+    let pages: Vec<&Page> = vec![&*page; 128];
+    let mut handles: Vec<Handle> = Vec::new();
+    b.backup_pages(&pages, 0, BackupFlags::NONE, &mut handles).unwrap();
+    let full = allocated(&b);
+    assert!(full >= 128 * PAGE, "{full} bytes allocated for 128 pages");
+    b.drop_handles(&handles).unwrap();
+    assert_eq!(allocated(&b), full, "dropped pages within the budget keep their blocks");
+    assert_eq!(b.stats().unreleased_bytes, 128 * PAGE);
+    for round in 0..4 {
+        handles.clear();
+        b.backup_pages(&pages, round, BackupFlags::NONE, &mut handles).unwrap();
+        assert_eq!(allocated(&b), full, "a backup into kept blocks allocates nothing");
+        b.drop_handles(&handles).unwrap();
+    }
+    // 384 pages dropped at once pass the budget of 256: down to 128 kept.
+    let more: Vec<&Page> = vec![&*page; 384];
+    handles.clear();
+    b.backup_pages(&more, 0, BackupFlags::NONE, &mut handles).unwrap();
+    b.drop_handles(&handles).unwrap();
+    assert!(b.stats().unreleased_bytes <= reuse, "{:?}", b.stats());
+    assert!(allocated(&b) <= reuse + full, "{} bytes allocated", allocated(&b));
+    b.release_unused();
+    assert_eq!(b.stats().unreleased_bytes, 0);
+    assert_eq!(allocated(&b), 0, "every kept block released");
+}
