@@ -17,7 +17,9 @@ pub(crate) enum Io {
     /// to overlap, and measured about twice as fast with `O_DIRECT` on
     /// ext4 over virtio: 0.96-1.16x `dd oflag=direct bs=256K` against
     /// 0.45-0.51x through the ring, whose allocating writes are handed to
-    /// a worker thread).
+    /// a worker thread). The store's backups use the ring for one run
+    /// as well, to take their checksums during the write
+    /// (`FileDevice::write_overlapped`).
     Uring(Box<Ring>, usize, bool),
     /// Positioned vectored syscalls.
     Sync,
