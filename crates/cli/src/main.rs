@@ -108,8 +108,9 @@ struct BenchArgs {
     /// How to print the summary and the table.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Pages in the built-in corpus.
-    #[arg(long, default_value_t = 16384)]
+    /// Pages in the built-in corpus (a corpus file is used whole: cut it,
+    /// or capture with --max-pages, for fewer pages).
+    #[arg(long, default_value_t = 16384, conflicts_with = "corpus")]
     pages: usize,
     /// A page file to run on instead of the built-in corpus.
     #[arg(long)]

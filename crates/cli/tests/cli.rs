@@ -347,7 +347,7 @@ fn a_captured_process_becomes_a_corpus() {
 fn bad_input_gets_a_message_and_a_failing_status() {
     let odd = temp("odd.pages");
     std::fs::write(&odd, vec![1u8; 5000]).unwrap();
-    let cases: [(Vec<&str>, &str); 6] = [
+    let cases: [(Vec<&str>, &str); 7] = [
         (
             vec!["bench", "--backend", "tape", "--pages", "64"],
             "--backend tape: unknown backend 'tape'",
@@ -369,6 +369,10 @@ fn bad_input_gets_a_message_and_a_failing_status() {
             "no process 999999999",
         ),
         (vec!["bench", "--batch", "0"], "must be at least 1"),
+        (
+            vec!["bench", "--corpus", odd.to_str().unwrap(), "--pages", "64"],
+            "the argument '--corpus <CORPUS>' cannot be used with '--pages <PAGES>'",
+        ),
     ];
     for (args, expected) in cases {
         let out = pagebackup(&args);
