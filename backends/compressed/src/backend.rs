@@ -94,7 +94,7 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   that no other thread holds.
 ///   A chunk is freed when nothing in it is live.
 /// - **Compaction** runs by itself: a backup or drop that leaves more than a
-///   chunk and 1/16 of the live bytes reclaimable moves up to 8 live
+///   chunk and 1/64 of the live bytes reclaimable moves up to 8 live
 ///   objects of one of the sparsest chunks to the head, and the operations
 ///   after it go on with that chunk until it is free: no operation holds a
 ///   shard for more than a few microseconds of compaction, so restores of
