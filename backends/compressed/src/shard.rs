@@ -191,7 +191,7 @@ impl Shard {
     }
 
     /// The compaction every backup and drop does: when more than a chunk
-    /// and more than [`GARBAGE_SHARE`] of the live bytes could be given back, up to
+    /// and more than 1/[`GARBAGE_SHARE`] of the live bytes could be given back, up to
     /// [`TIDY_STEP`] objects of one of the sparsest chunks
     /// ([`Arena::sparse_victim`], with no scan per call) move to the head;
     /// the next operations go on with the same chunk until it is free
