@@ -16,7 +16,7 @@ use crate::codec::{Codec, SCRATCH_LEN};
 use crate::config::HUGE_THRESHOLDS;
 use crate::entry::{self, ENTRY_BYTES, Stored};
 use crate::seal::ObjectSeal;
-use crate::shard::{COMPACTION_RESERVE, Prepared, Shard};
+use crate::shard::{COMPACTION_RESERVE, Prepared, Readers, Shard};
 use crate::table::{self, Refused};
 use crate::{Algorithm, CompressedConfig, NAME};
 
@@ -328,7 +328,8 @@ impl CompressedBackend {
     /// Stores a prepared page in a shard no other thread is writing to.
     fn store(&self, prepared: Prepared<'_>) -> Result<Handle> {
         let (index, mut shard) = self.shards.pick();
-        match shard.store(prepared, &self.budget) {
+        let readers = Readers::of(self.shards.readers_waiting(index));
+        match shard.store(prepared, &self.budget, readers) {
             Ok((local, generation)) => Ok(self.handles.encode(self.shards.slot(index, local), generation)),
             Err(Refused::Full) => {
                 Err(self.no_space(format!("all {MAX_SLOTS_PER_SHARD} slots of shard {index} are in use")))
@@ -600,7 +601,7 @@ impl BackupBackend for CompressedBackend {
         let mut shard = self.shards.lock_spinning(index);
         match shard.table.get(local) {
             Some((generation, _)) if generation != 0 && generation == wanted => {
-                shard.drop_slot(local, &self.budget);
+                shard.drop_slot(local, &self.budget, Readers::of(self.shards.readers_waiting(index)));
                 Ok(())
             }
             _ => Err(self.invalid_handle(handle, Operation::DropHandle)),

@@ -3,6 +3,7 @@
 //! shard a thread writes new state into.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError, TryLockResult};
 
 use super::{Backoff, HandleCodec, thread_index};
@@ -46,6 +47,9 @@ fn spin<G>(mut take: impl FnMut() -> TryLockResult<G>) -> Option<G> {
 #[derive(Debug)]
 pub struct Shards<T> {
     shards: Box<[RwLock<T>]>,
+    /// Per shard, the threads in [`read_spinning`](Self::read_spinning)
+    /// waiting for a writer.
+    waiting: Box<[AtomicU32]>,
     bits: u32,
 }
 
@@ -56,6 +60,7 @@ impl<T> Shards<T> {
         let count = 1usize << count.max(1).ilog2();
         Shards {
             shards: (0..count).map(make).map(RwLock::new).collect(),
+            waiting: (0..count).map(|_| AtomicU32::new(0)).collect(),
             bits: count.trailing_zeros(),
         }
     }
@@ -98,8 +103,28 @@ impl<T> Shards<T> {
     /// hold a shard for microseconds: a reader that sleeps on the lock is
     /// woken tens of microseconds after the writer is done, many times
     /// the writer's own hold.
+    ///
+    /// While it waits, [`readers_waiting`](Self::readers_waiting) says so to
+    /// the writer, which can leave work that may wait for later.
     pub fn read_spinning(&self, index: usize) -> RwLockReadGuard<'_, T> {
-        spin(|| self.shards[index].try_read()).unwrap_or_else(|| self.read(index))
+        match self.shards[index].try_read() {
+            Ok(guard) => return guard,
+            Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {}
+        }
+        let waiting = &self.waiting[index];
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let guard = spin(|| self.shards[index].try_read()).unwrap_or_else(|| self.read(index));
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        guard
+    }
+
+    /// Whether a reader waits for shard `index` in
+    /// [`read_spinning`](Self::read_spinning): a writer holding the shard
+    /// can cut its hold short by leaving deferrable work (a compaction
+    /// step) to a later hold.
+    pub fn readers_waiting(&self, index: usize) -> bool {
+        self.waiting[index].load(Ordering::Relaxed) != 0
     }
 
     /// Shard `index`, locked to write, waiting as
@@ -108,7 +133,16 @@ impl<T> Shards<T> {
     /// new reader out until it is woken and done (the standard lock lets
     /// no reader in while a writer waits), so its wake-up would be the
     /// readers' wait.
+    ///
+    /// Readers spinning for the shard go first (for up to [`SPINS`]
+    /// snoozes): a writer that takes the shard back the moment it is free,
+    /// as a batch of drops does, one lock per handle, would keep a spinning
+    /// reader out until the batch is done.
     pub fn lock_spinning(&self, index: usize) -> RwLockWriteGuard<'_, T> {
+        let mut backoff = Backoff::new();
+        while self.readers_waiting(index) && backoff.count() < SPINS {
+            backoff.snooze();
+        }
         spin(|| self.shards[index].try_write()).unwrap_or_else(|| self.lock(index))
     }
 
@@ -244,5 +278,30 @@ mod tests {
         assert!(poisoned.is_err());
         *shards.lock_spinning(0) += 1;
         assert_eq!(*shards.read_spinning(0), 5);
+    }
+
+    /// The writer of a shard sees a reader spinning for it, and only while
+    /// it spins: neither before, nor once it has the shard, nor for a
+    /// reader of another shard.
+    #[test]
+    fn a_writer_sees_the_readers_spinning_for_its_shard() {
+        use std::time::{Duration, Instant};
+        let shards = Shards::new(2, |i| i as u32);
+        assert!(!shards.readers_waiting(0));
+        let held = shards.lock(0);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| *shards.read_spinning(0));
+            let other = *shards.read_spinning(1);
+            assert_eq!(other, 1);
+            assert!(!shards.readers_waiting(1));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !shards.readers_waiting(0) {
+                assert!(Instant::now() < deadline, "the spinning reader was never seen");
+                std::hint::spin_loop();
+            }
+            drop(held);
+            assert_eq!(reader.join().unwrap(), 0);
+        });
+        assert!(!shards.readers_waiting(0), "the reader has the shard and is gone");
     }
 }
