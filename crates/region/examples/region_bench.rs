@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use pagebackup_cli::corpus::Corpus;
+use pagebackup_core::BackupBackend;
 use pagebackup_region::bench::{self, Workload};
 use pagebackup_region::{FaultMode, OffloadRegion, RegionConfig};
 
@@ -90,12 +91,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 });
                 let r = bench::run(&region, workload, accesses, threads);
                 let s = &r.stats;
+                let backend_stats = region.backend().stats();
                 println!(
                     "corpus={corpus_name} run={run} spec={spec} mode={} clean={} sampling={} workload={} threads={} \
                      maccess_per_s={:.4} gbps={:.3} p50_us={:.2} p99_us={:.2} fill_s={:.2} \
                      evictor_cpu_s={:.2} fault_service_s={:.2} seconds={:.2} ram_mib={} \
                      backend_ratio={:.3} faults={} restored={} wp_faults={} probe_hits={} protect_calls={} evicted={} written={} clean_drops={} \
-                     zero_drops={} batches={} release_calls={} over_budget={} errors={}",
+                     zero_drops={} batches={} release_calls={} over_budget={} errors={} \
+                     backend_pages={} compacted={}",
                     config.mode,
                     config.clean_tracking,
                     config.access_sampling,
@@ -124,6 +127,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     s.release_calls,
                     s.over_budget,
                     s.errors,
+                    backend_stats.stored_pages,
+                    backend_stats.compacted_pages,
                 );
             }
         }
