@@ -134,13 +134,15 @@ impl<T> Shards<T> {
     /// no reader in while a writer waits), so its wake-up would be the
     /// readers' wait.
     ///
-    /// Readers spinning for the shard go first (for up to [`SPINS`]
-    /// snoozes): a writer that takes the shard back the moment it is free,
-    /// as a batch of drops does, one lock per handle, would keep a spinning
-    /// reader out until the batch is done.
+    /// Readers spinning for the shard go first, for as long as a
+    /// [`Backoff`] spins before it yields: a writer that takes the shard
+    /// back the moment it is free, as a batch of drops does, one lock per
+    /// handle, would keep a spinning reader out until the batch is done.
+    /// No longer: where readers keep coming (two threads faulting on a
+    /// region), a writer that yielded to each would starve.
     pub fn lock_spinning(&self, index: usize) -> RwLockWriteGuard<'_, T> {
         let mut backoff = Backoff::new();
-        while self.readers_waiting(index) && backoff.count() < SPINS {
+        while self.readers_waiting(index) && backoff.count() < Backoff::SPINS {
             backoff.snooze();
         }
         spin(|| self.shards[index].try_write()).unwrap_or_else(|| self.lock(index))
