@@ -138,8 +138,8 @@ impl<T> Shards<T> {
     /// [`Backoff`] spins before it yields: a writer that takes the shard
     /// back the moment it is free, as a batch of drops does, one lock per
     /// handle, would keep a spinning reader out until the batch is done.
-    /// No longer: where readers keep coming (two threads faulting on a
-    /// region), a writer that yielded to each would starve.
+    /// Only that long: where readers keep coming (two threads faulting on
+    /// a region), a writer that yielded to each of them would starve.
     pub fn lock_spinning(&self, index: usize) -> RwLockWriteGuard<'_, T> {
         let mut backoff = Backoff::new();
         while self.readers_waiting(index) && backoff.count() < Backoff::SPINS {
