@@ -229,7 +229,7 @@ impl Shard {
     /// restores wait for the shard ([`Readers::Waiting`]), no step is taken
     /// until the garbage passes twice that share.
     fn tidy(&mut self, budget: &Budget, readers: Readers) {
-        let share = (self.arena.live() / GARBAGE_SHARE).max(CHUNK as u64);
+        let share = self.garbage_share();
         if readers == Readers::Waiting && self.arena.garbage() <= 2 * share {
             return;
         }
@@ -250,6 +250,12 @@ impl Shard {
         let objects = self.live_objects(victim);
         let moved = self.move_out(&objects, TIDY_STEP, COMPACTION_RESERVE, budget);
         self.tidying = (moved < objects.len()).then_some(victim);
+    }
+
+    /// The garbage compaction leaves: 1/[`GARBAGE_SHARE`] of the live
+    /// bytes, and at least a chunk.
+    fn garbage_share(&self) -> u64 {
+        (self.arena.live() / GARBAGE_SHARE).max(CHUNK as u64)
     }
 
     /// At the limit, makes room for `need` bytes by moving the sparsest
@@ -461,7 +467,7 @@ mod tests {
                 shard.store(prepared, &budget, Readers::Waiting).unwrap().0
             })
             .collect();
-        let share = |shard: &Shard| (shard.arena.live() / GARBAGE_SHARE).max(CHUNK as u64);
+        let share = Shard::garbage_share;
         let mut kept = Vec::new();
         for (i, &slot) in slots.iter().enumerate() {
             if i % 4 == 0 {
