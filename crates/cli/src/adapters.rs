@@ -74,12 +74,16 @@ pub struct Backend {
     baselines: [Option<String>; 2],
     /// `seal=on`: [`CIPHER`] runs beside it, the cipher's own speed.
     sealed: bool,
+    /// shmem's `reuse`: the bytes of dropped pages it keeps resident for
+    /// the next backups.
+    reuse: Option<u64>,
 }
 
 impl Backend {
     /// The backend `spec` opens, compared with the baseline that fits it.
     pub fn open(spec: &str) -> Result<Backend, Error> {
         let backend = pagebackup::open(spec)?;
+        let mut reuse = None;
         let baselines = match backend.name() {
             "memory" => [Some(PREFAULTED.into()), Some(PREFAULTED.into())],
             // With reuse (the default), backups after the first round go
@@ -88,8 +92,9 @@ impl Backend {
             // their limit. Without it every backup allocates, as one
             // pwrite per page into a memfd does.
             "shmem" => {
-                let reuse = ShmemConfig::from_params(&Spec::parse(spec)?.params)?.reuse;
-                let backup = if reuse > 0 { PREFAULTED } else { "baseline:pwrite-memfd" };
+                let kept = ShmemConfig::from_params(&Spec::parse(spec)?.params)?.reuse;
+                reuse = Some(kept);
+                let backup = if kept > 0 { PREFAULTED } else { "baseline:pwrite-memfd" };
                 [Some(backup.into()), Some(PREFAULTED.into())]
             }
             "file" if spec_param(spec, "direct") == Some("on") => [Some(DD_DIRECT.into()), Some(DD_DIRECT.into())],
@@ -107,7 +112,27 @@ impl Backend {
             backend,
             baselines,
             sealed: spec_param(spec, "seal") == Some("on"),
+            reuse,
         })
+    }
+
+    /// What a reader of the figures should know before comparing them,
+    /// when the bench backs up `pages` a round: a shmem whose `reuse`
+    /// bound is below that keeps only part of a round's memory for the
+    /// next, so its backups are measured mostly cold, not in the steady
+    /// state its baseline (`baseline:copy-prefaulted`) stands for.
+    pub fn notice(&self, pages: usize) -> Option<String> {
+        let bytes = (pages * PAGE_SIZE) as u64;
+        let reuse = self.reuse.filter(|&r| r > 0 && r < bytes)?;
+        Some(format!(
+            "{}: its reuse bound ({} KiB) is below the {} KiB a round backs up, so after the first round the \
+             backups beyond it take new memory as cold ones do; for the steady state its baseline stands for, \
+             give it reuse={}KiB or more",
+            self.name,
+            reuse >> 10,
+            bytes >> 10,
+            bytes.div_ceil(1024)
+        ))
     }
 
     /// The baselines this backend is compared with, without repeats, and
@@ -873,5 +898,19 @@ mod tests {
         assert_eq!(codec("compressed:algo=lz4,limit=1MiB"), "baseline:lz4_flex");
         assert_eq!(codec("compressed:algo=zstd"), "baseline:zstd-1");
         assert_eq!(codec("compressed:level=7, algo = zstd"), "baseline:zstd-7");
+    }
+
+    #[test]
+    fn a_shmem_whose_reuse_bound_is_below_a_round_is_noticed() {
+        let open = |spec: &str| Backend::open(spec).unwrap();
+        let notice = open("shmem:reuse=1MiB").notice(512).expect("2 MiB a round, 1 MiB kept");
+        assert!(
+            notice.starts_with("shmem:reuse=1MiB: its reuse bound (1024 KiB) is below the 2048 KiB"),
+            "{notice}"
+        );
+        assert!(notice.ends_with("give it reuse=2048KiB or more"), "{notice}");
+        assert_eq!(open("shmem:reuse=1MiB").notice(256), None, "a round fits the bound");
+        assert_eq!(open("shmem:reuse=0").notice(512), None, "cold on purpose");
+        assert_eq!(open("memory").notice(1 << 20), None);
     }
 }

@@ -247,7 +247,12 @@ fn adapters(
     let mut backends = Vec::new();
     for spec in specs {
         match Backend::open(spec) {
-            Ok(backend) => backends.push(backend),
+            Ok(backend) => {
+                if let Some(notice) = backend.notice(pages) {
+                    eprintln!("pagebackup: {notice}");
+                }
+                backends.push(backend)
+            }
             Err(e) if args.backends.is_empty() => skipped.push(Skipped {
                 backend: shown(spec),
                 reason: format!("cannot open it here: {}", shown(&pagebackup_cli::adapters::report(&*e))),

@@ -584,3 +584,33 @@ fn sigterm_during_a_kernel_zram_bench_resets_zram0() {
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     assert_eq!(initstate().unwrap(), "0", "zram0 was left initialised");
 }
+
+#[test]
+fn a_shmem_reuse_bound_below_a_round_is_said_before_the_figures() {
+    let out = pagebackup(&[
+        "bench",
+        "--pages",
+        "512",
+        "--rounds",
+        "1",
+        "--backend",
+        "shmem:reuse=1MiB",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pagebackup: shmem:reuse=1MiB: its reuse bound (1024 KiB) is below the 2048 KiB"),
+        "{}",
+        stderr(&out)
+    );
+    let fits = pagebackup(&[
+        "bench",
+        "--pages",
+        "128",
+        "--rounds",
+        "1",
+        "--backend",
+        "shmem:reuse=1MiB",
+    ]);
+    assert!(fits.status.success(), "{}", stderr(&fits));
+    assert!(!stderr(&fits).contains("reuse bound"), "{}", stderr(&fits));
+}
