@@ -17,6 +17,7 @@ use rustix::io::Errno;
 use crate::config::{FaultMode, MAX_READ_AHEAD, RegionConfig};
 use crate::error::RegionError;
 use crate::fault::{Fault, SignalFaults};
+use crate::room::Room;
 use crate::stats::{Counters, RegionStats};
 use crate::sys::{self, FaultMsg, Mapping, Registration, Releaser, Uffd};
 
@@ -52,6 +53,10 @@ static ZERO_PAGE: Page = Page::zeroed();
 /// such probe of a page that is written costs a write-protect fault; a
 /// switch to read-only access is seen after 64 probes (the score's bound).
 const PROBE_EVERY: u64 = 64;
+/// The longest a faulting thread sleeps for room before it looks again
+/// (the evictor wakes it as soon as it frees pages; this bounds a wake-up
+/// lost to a page freed elsewhere, such as a failed restore's).
+const ROOM_NAP: Duration = Duration::from_millis(1);
 /// One restore in this many is a probe while the score is at its bound
 /// (writes to clean pages, probes among them, have outweighed the probes
 /// left clean): a written probe's write-protect fault costs a TLB flush on
@@ -113,6 +118,8 @@ pub(crate) struct Shared {
     /// The evictor could not make progress (backend full, failing): faults
     /// go over the budget instead of waiting.
     stalled: AtomicBool,
+    /// Where faulting threads sleep while the budget is full.
+    room: Room,
     error: Mutex<Option<BackupError>>,
     /// Whether pages restored clean tend to be written soon after: raised by
     /// a write to a clean page, lowered by each clean restore. Above zero,
@@ -164,8 +171,9 @@ impl Shared {
         }
     }
 
-    /// Counts `pages` as resident, waiting (spinning, then yielding) while
-    /// that would pass the budget and the evictor makes progress.
+    /// Counts `pages` as resident, waiting (spinning a little, then asleep
+    /// until the evictor frees pages: see [`Room`]) while that would pass
+    /// the budget and the evictor makes progress.
     fn reserve(&self, pages: usize) {
         let mut backoff = Backoff::new();
         let mut since: Option<Instant> = None;
@@ -195,7 +203,14 @@ impl Shared {
                 self.stats.over_budget.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            backoff.snooze();
+            if backoff.count() < Backoff::SPINS {
+                backoff.snooze();
+            } else {
+                let full = || {
+                    self.resident.load(Ordering::SeqCst) + pages > self.budget && !self.stalled.load(Ordering::SeqCst)
+                };
+                self.room.wait(full, ROOM_NAP);
+            }
         }
         // (unreachable)
     }
@@ -514,6 +529,7 @@ impl Shared {
                         // The backend refuses pages: let faults pass the budget
                         // rather than wait, and try again shortly.
                         self.stalled.store(true, Ordering::Relaxed);
+                        self.room.freed();
                         std::thread::park_timeout(Duration::from_millis(10));
                         break;
                     }
@@ -774,6 +790,7 @@ impl Shared {
         }
         if released {
             self.resident.fetch_sub(w.done.len(), Ordering::AcqRel);
+            self.room.freed();
             self.stats
                 .evicted_pages
                 .fetch_add(w.done.len() as u64, Ordering::Relaxed);
@@ -1034,6 +1051,7 @@ impl OffloadRegion {
             stop: AtomicBool::new(false),
             last_end: AtomicUsize::new(usize::MAX),
             stalled: AtomicBool::new(false),
+            room: Room::default(),
             error: Mutex::new(None),
             write_score: AtomicI32::new(0),
             poison,
