@@ -85,7 +85,11 @@
 //!   than the budget holds pages would have stayed under an LRU: it is in
 //!   use, and the hand passes it over for its next three turns (it does
 //!   not count towards a batch's victims), unless it is dirty and lies
-//!   inside a span the hand write-protects for its victims. Protected
+//!   inside a span the hand write-protects for its victims. A dirty page
+//!   passed over loses its copy in the backend then (stale: the page is
+//!   written back whole at its eviction) rather than at that eviction:
+//!   on the 1 GiB heap's hot workload that took the backend from 259k
+//!   pages to 233k and the region from 673–678 MiB to 629–633. Protected
 //!   already, such a page is evicted with them: a write to it would now
 //!   cost a write-protect fault, whose TLB flush waits on the evictor's
 //!   CPU, and that costs the faulting thread more than the refault its

@@ -540,7 +540,8 @@ impl Shared {
 
     /// Picks up to `want` victims in address order and owns them: the clock
     /// hand sweeps the page indices from where it stopped, spends one credit
-    /// of each resident page that has some, and takes every other resident
+    /// of each resident page that has some (and collects the stale copy of
+    /// such a page that is dirty in `w.stale`), and takes every other resident
     /// page it can own (unpinned, not in use); with access sampling, a dirty
     /// page it takes is a probe (to write-protect) rather than a victim the
     /// first time. It stops at the end of the region, so that a batch's
@@ -557,8 +558,17 @@ impl Shared {
             if matches!(s, CLEAN | DIRTY | PROBED) {
                 let credit = self.credit[page].load(Ordering::Relaxed);
                 if credit > 0 {
-                    // In use lately: another turn, one credit spent.
+                    // In use lately: another turn, one credit spent. A dirty
+                    // page's copy is stale (the page is written back whole
+                    // at its eviction): it goes now, not at that eviction.
+                    // Only this thread touches a dirty page's handle word.
                     self.credit[page].store(credit - 1, Ordering::Relaxed);
+                    if s == DIRTY {
+                        match self.handle[page].swap(0, Ordering::Relaxed) {
+                            0 => {}
+                            old => w.stale.push(old),
+                        }
+                    }
                 } else if self.pins[page].load(Ordering::SeqCst) == 0 && self.claim(page, s) {
                     if self.pins[page].load(Ordering::SeqCst) != 0 {
                         self.set(page, s);
@@ -687,7 +697,15 @@ impl Shared {
         // while a batch is evicted, and a batch of just the excess would
         // keep the evictor at the mark, a few pages (and two TLB flushes)
         // a batch.
+        w.stale.clear();
         self.pick_victims(self.config.evict_batch, w);
+        if !w.stale.is_empty() {
+            self.drop_raw_handles(&w.stale);
+            self.stats
+                .stale_drops
+                .fetch_add(w.stale.len() as u64, Ordering::Relaxed);
+            w.stale.clear();
+        }
         if w.victims.is_empty() && w.probes.is_empty() {
             return Evicted::Nothing;
         }

@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     pub(crate) written_back: AtomicU64,
     pub(crate) clean_drops: AtomicU64,
     pub(crate) zero_drops: AtomicU64,
+    pub(crate) stale_drops: AtomicU64,
     pub(crate) evict_batches: AtomicU64,
     pub(crate) release_calls: AtomicU64,
     pub(crate) protect_calls: AtomicU64,
@@ -55,6 +56,10 @@ pub struct RegionStats {
     pub clean_drops: u64,
     /// Evicted pages that were all zeros: dropped, no storage.
     pub zero_drops: u64,
+    /// Stale copies dropped while their page stays resident: the copies of
+    /// written pages in use, dropped as the evictor's hand passes them
+    /// rather than at their next eviction.
+    pub stale_drops: u64,
     /// Eviction batches.
     pub evict_batches: u64,
     /// Release system calls (`process_madvise` or `madvise`).
@@ -104,6 +109,7 @@ impl Counters {
             written_back: g(&self.written_back),
             clean_drops: g(&self.clean_drops),
             zero_drops: g(&self.zero_drops),
+            stale_drops: g(&self.stale_drops),
             evict_batches: g(&self.evict_batches),
             release_calls: g(&self.release_calls),
             protect_calls: g(&self.protect_calls),
