@@ -16,6 +16,10 @@ use pagebackup_core::BackupBackend;
 use pagebackup_region::bench::{self, Workload};
 use pagebackup_region::{FaultMode, OffloadRegion, RegionConfig};
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("error: {e}");
@@ -98,7 +102,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                      evictor_cpu_s={:.2} fault_service_s={:.2} seconds={:.2} ram_mib={} \
                      backend_ratio={:.3} faults={} restored={} wp_faults={} probe_hits={} protect_calls={} evicted={} written={} clean_drops={} \
                      zero_drops={} stale_drops={} batches={} release_calls={} over_budget={} errors={} \
-                     backend_pages={} compacted={}",
+                     backend_pages={} compacted={} backend_stored_mib={:.1} backend_metadata_mib={:.1} backend_other_mib={:.1}",
                     config.mode,
                     config.clean_tracking,
                     config.access_sampling,
@@ -130,6 +134,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     s.errors,
                     backend_stats.stored_pages,
                     backend_stats.compacted_pages,
+                    mib(backend_stats.stored_bytes),
+                    mib(backend_stats.metadata_bytes),
+                    mib(backend_stats
+                        .memory_used
+                        .saturating_sub(backend_stats.stored_bytes + backend_stats.metadata_bytes)),
                 );
             }
         }
