@@ -177,10 +177,12 @@ impl Shared {
     fn reserve(&self, pages: usize) {
         let mut backoff = Backoff::new();
         let mut since: Option<Instant> = None;
+        let over = |r: usize| r + pages > self.budget;
+        // Over the budget while the evictor makes progress.
+        let must_wait = |r: usize| over(r) && !self.stalled.load(Ordering::SeqCst);
         loop {
             let r = self.resident.load(Ordering::Relaxed);
-            let over = r + pages > self.budget;
-            if !over || self.stalled.load(Ordering::Relaxed) {
+            if !must_wait(r) {
                 if self
                     .resident
                     .compare_exchange_weak(r, r + pages, Ordering::AcqRel, Ordering::Relaxed)
@@ -189,7 +191,7 @@ impl Shared {
                     if r + pages > self.high {
                         self.wake_evictor();
                     }
-                    if over {
+                    if over(r) {
                         self.stats.over_budget.fetch_add(1, Ordering::Relaxed);
                     }
                     return;
@@ -206,10 +208,8 @@ impl Shared {
             if backoff.count() < Backoff::SPINS {
                 backoff.snooze();
             } else {
-                let full = || {
-                    self.resident.load(Ordering::SeqCst) + pages > self.budget && !self.stalled.load(Ordering::SeqCst)
-                };
-                self.room.wait(full, ROOM_NAP);
+                self.room
+                    .wait(|| must_wait(self.resident.load(Ordering::SeqCst)), ROOM_NAP);
             }
         }
         // (unreachable)
@@ -697,15 +697,9 @@ impl Shared {
         // while a batch is evicted, and a batch of just the excess would
         // keep the evictor at the mark, a few pages (and two TLB flushes)
         // a batch.
-        w.stale.clear();
         self.pick_victims(self.config.evict_batch, w);
-        if !w.stale.is_empty() {
-            self.drop_raw_handles(&w.stale);
-            self.stats
-                .stale_drops
-                .fetch_add(w.stale.len() as u64, Ordering::Relaxed);
-            w.stale.clear();
-        }
+        let stale = self.drop_raw_handles(&mut w.stale);
+        self.stats.stale_drops.fetch_add(stale as u64, Ordering::Relaxed);
         if w.victims.is_empty() && w.probes.is_empty() {
             return Evicted::Nothing;
         }
@@ -770,7 +764,6 @@ impl Shared {
                 false
             }
         };
-        w.stale.clear();
         let mut next_handle = w.handles.iter();
         for &(page, s) in &w.victims {
             if w.failed.contains(&page) {
@@ -821,7 +814,7 @@ impl Shared {
         self.stats
             .written_back
             .fetch_add(w.write.len() as u64, Ordering::Relaxed);
-        self.drop_raw_handles(&w.stale);
+        self.drop_raw_handles(&mut w.stale);
         if released && !w.done.is_empty() {
             Evicted::Some
         } else {
@@ -829,14 +822,16 @@ impl Shared {
         }
     }
 
-    fn drop_raw_handles(&self, raw: &[u64]) {
-        let handles: Vec<Handle> = raw.iter().filter_map(|&h| Handle::from_raw(h)).collect();
-        if handles.is_empty() {
-            return;
-        }
-        if let Err(e) = self.backend.drop_handles(&handles) {
+    /// Drops the handles whose raw values `raw` holds, emptying it (so that
+    /// the evictor's list is empty again for its next use); returns how many.
+    fn drop_raw_handles(&self, raw: &mut Vec<u64>) -> usize {
+        let handles: Vec<Handle> = raw.drain(..).filter_map(Handle::from_raw).collect();
+        if !handles.is_empty()
+            && let Err(e) = self.backend.drop_handles(&handles)
+        {
             self.record(e.error);
         }
+        handles.len()
     }
 
     /// Brings the pages of `pages` in (writable if `write`), on this thread.
@@ -1257,12 +1252,12 @@ impl Drop for OffloadRegion {
         }
         // Waits for signal handlers inside the region to return.
         self.registration = None;
-        let live: Vec<u64> = (0..s.pages)
+        let mut live: Vec<u64> = (0..s.pages)
             .filter(|&p| s.state[p].load(Ordering::Acquire) != EMPTY)
             .map(|p| s.handle[p].load(Ordering::Relaxed))
             .filter(|&h| h != 0)
             .collect();
-        s.drop_raw_handles(&live);
+        s.drop_raw_handles(&mut live);
     }
 }
 
