@@ -99,7 +99,8 @@ pub const CHUNK_BYTES: u64 = CHUNK as u64;
 ///   after it go on with that chunk until it is free: no operation holds a
 ///   shard for more than a few microseconds of compaction, so restores of
 ///   the shard are not held up. [`compact`](Self::compact) moves every
-///   chunk under 15/16 live.
+///   chunk under 15/16 live; [`maintain_step`](BackupBackend::maintain_step)
+///   does one such step toward 1/256, for a caller with idle time.
 /// - **Metadata** per stored page is [`METADATA_BYTES_PER_PAGE`] (12)
 ///   bytes; tables grow and shrink in segments of 256 entries. An entry
 ///   addresses 2^20 chunks (64 GiB of arena) per shard; a slot is retired
@@ -592,6 +593,14 @@ impl BackupBackend for CompressedBackend {
     fn maintain(&self) -> Result<()> {
         self.compact();
         Ok(())
+    }
+
+    /// One compaction step (up to 8 objects moved) in the first shard whose
+    /// garbage is over 1/256 of its live bytes (the share operations keep is
+    /// 1/64). The shard is taken as a drop takes it: restores waiting for it
+    /// go first.
+    fn maintain_step(&self) -> Result<bool> {
+        Ok((0..self.shards.len()).any(|index| self.shards.lock_spinning(index).tidy_idle(&self.budget)))
     }
 
     fn drop_handle(&self, handle: Handle) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig, METADATA_BYTES_PER_PAGE};
+use pagebackup_compressed::{Algorithm, CHUNK_BYTES, CompressedBackend, CompressedConfig, METADATA_BYTES_PER_PAGE};
 use pagebackup_core::{BackupBackend, BackupFlags, Handle, Page};
 use pagebackup_testkit::{PageClass, PageSpec};
 
@@ -230,5 +230,53 @@ fn four_threads_churn_under_a_limit_and_every_page_comes_back() {
         );
         assert_eq!((s.stored_pages, s.stored_bytes), (0, 0), "{s:?}");
         assert!(s.compacted_pages > 0, "{s:?}");
+    }
+}
+
+/// Idle steps (`maintain_step`) take the garbage that operations leave
+/// (up to 1/64 of the live bytes) down to 1/256, a bounded step per call,
+/// then report nothing left; memory goes down and every page comes back.
+#[test]
+fn idle_steps_give_back_the_garbage_operations_leave() {
+    const PAGES: u64 = 40_000;
+    let b = CompressedBackend::new(CompressedConfig::new(Algorithm::Lz4)).unwrap();
+    let handles: Vec<Handle> = (0..PAGES)
+        .map(|i| b.backup_page(&spec(i).page(), i, BackupFlags::NONE).unwrap())
+        .collect();
+    let mut kept = Vec::new();
+    for (i, &h) in handles.iter().enumerate() {
+        if i % 8 == 3 {
+            b.drop_handle(h).unwrap();
+        } else {
+            kept.push((h, spec(i as u64)));
+        }
+    }
+    let (before, used) = (b.arena_stats(), b.stats().memory_used);
+    let idle_share = before.live_bytes / 256;
+    assert!(
+        before.garbage_bytes > idle_share + 2 * CHUNK_BYTES,
+        "the drops leave {} bytes of garbage for {} live",
+        before.garbage_bytes,
+        before.live_bytes
+    );
+    let mut steps = 0;
+    while b.maintain_step().unwrap() {
+        steps += 1;
+        assert!(steps < 1_000_000, "idle steps do not end");
+    }
+    let after = b.arena_stats();
+    println!(
+        "{steps} idle steps: garbage {} -> {} bytes, memory used {used} -> {}",
+        before.garbage_bytes,
+        after.garbage_bytes,
+        b.stats().memory_used
+    );
+    assert!(after.garbage_bytes <= idle_share + CHUNK_BYTES, "{after:?}");
+    assert!(b.stats().memory_used < used);
+    assert!(!b.maintain_step().unwrap());
+    let mut page = Page::new_boxed();
+    for &(h, s) in &kept {
+        b.copy_page(&mut page, h, None).unwrap();
+        s.verify(&page).unwrap();
     }
 }

@@ -77,6 +77,18 @@ pub trait BackupBackend: Send + Sync + Debug {
         Ok(())
     }
 
+    /// Does a small, bounded piece of upkeep (a few objects of a packed
+    /// arena moved, microseconds), toward a tighter target than the
+    /// backend keeps while busy, for a caller with time to spare between
+    /// its own calls: a region's evictor while the region is under its
+    /// watermark. Returns whether a piece was done (call again while there
+    /// is time); `false` once there is nothing worth doing, or the part with
+    /// work is busy. Every live handle stays valid. The default does
+    /// nothing and returns `false`.
+    fn maintain_step(&self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Whether every call returns without waiting: no I/O, no sleeping, no
     /// lock held across either, only copies and short critical sections. An
     /// async adapter runs such a backend on the calling task instead of

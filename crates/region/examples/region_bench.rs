@@ -101,7 +101,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                      maccess_per_s={:.4} gbps={:.3} p50_us={:.2} p99_us={:.2} fill_s={:.2} \
                      evictor_cpu_s={:.2} fault_service_s={:.2} seconds={:.2} ram_mib={} \
                      backend_ratio={:.3} faults={} restored={} wp_faults={} probe_hits={} protect_calls={} evicted={} written={} clean_drops={} \
-                     zero_drops={} stale_drops={} batches={} release_calls={} over_budget={} errors={} \
+                     zero_drops={} stale_drops={} upkeep_steps={} batches={} release_calls={} over_budget={} errors={} \
                      backend_pages={} compacted={} backend_stored_mib={:.1} backend_metadata_mib={:.1} backend_other_mib={:.1}",
                     config.mode,
                     config.clean_tracking,
@@ -128,6 +128,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     s.clean_drops,
                     s.zero_drops,
                     s.stale_drops,
+                    s.upkeep_steps,
                     s.evict_batches,
                     s.release_calls,
                     s.over_budget,

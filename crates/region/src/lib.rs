@@ -63,6 +63,14 @@
 //!   CPUs, a waiter that yielded instead kept the evictor it waited for
 //!   off the CPU (two faulting threads on two CPUs, random workload over
 //!   the 1 GiB heap: 116–121 k accesses/s yielding, 131–147 k asleep).
+//!   Between its batches, while the region is under its high watermark,
+//!   the evictor does the backend's upkeep a bounded step at a time
+//!   ([`BackupBackend::maintain_step`](pagebackup_core::BackupBackend::maintain_step), checking the watermark between
+//!   steps): the compressed backend's arena, which operations keep within
+//!   1/64 of its live bytes as garbage, goes down to 1/256 in that time.
+//!   On the 1 GiB heap's hot workload its garbage went from 6.6 MiB to 2.0
+//!   and the backend's ratio from 2.285 to 2.312 at the same accesses a
+//!   second.
 //! - **What a fault still waits on is the backend.** Timing each step of
 //!   the faults of the random workload (1 GiB Python heap, 256 MiB budget,
 //!   lz4) found no waits for room (the evictor keeps ahead of one faulting

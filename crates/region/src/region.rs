@@ -508,7 +508,13 @@ impl Shared {
         let mut work = EvictScratch::default();
         while !self.stop.load(Ordering::Acquire) {
             if self.resident.load(Ordering::Relaxed) <= self.high {
-                std::thread::park_timeout(Duration::from_millis(50));
+                // Time to spare: the backend's upkeep, a bounded step at a
+                // time, checking the watermark between steps; then sleep.
+                if matches!(self.backend.maintain_step(), Ok(true)) {
+                    self.stats.upkeep_steps.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    std::thread::park_timeout(Duration::from_millis(50));
+                }
                 continue;
             }
             while self.resident.load(Ordering::Relaxed) > self.low && !self.stop.load(Ordering::Acquire) {
@@ -1358,6 +1364,12 @@ impl BackupBackend for RegionBackend<'_> {
     }
     fn flush(&self) -> pagebackup_core::Result<()> {
         self.inner().flush()
+    }
+    fn maintain(&self) -> pagebackup_core::Result<()> {
+        self.inner().maintain()
+    }
+    fn maintain_step(&self) -> pagebackup_core::Result<bool> {
+        self.inner().maintain_step()
     }
 }
 

@@ -17,6 +17,7 @@ pub(crate) struct Counters {
     pub(crate) clean_drops: AtomicU64,
     pub(crate) zero_drops: AtomicU64,
     pub(crate) stale_drops: AtomicU64,
+    pub(crate) upkeep_steps: AtomicU64,
     pub(crate) evict_batches: AtomicU64,
     pub(crate) release_calls: AtomicU64,
     pub(crate) protect_calls: AtomicU64,
@@ -60,6 +61,11 @@ pub struct RegionStats {
     /// written pages in use, dropped as the evictor's hand passes them
     /// rather than at their next eviction.
     pub stale_drops: u64,
+    /// Pieces of the backend's upkeep the evictor did while the region was
+    /// under its watermark ([`BackupBackend::maintain_step`]).
+    ///
+    /// [`BackupBackend::maintain_step`]: pagebackup_core::BackupBackend::maintain_step
+    pub upkeep_steps: u64,
     /// Eviction batches.
     pub evict_batches: u64,
     /// Release system calls (`process_madvise` or `madvise`).
@@ -110,6 +116,7 @@ impl Counters {
             clean_drops: g(&self.clean_drops),
             zero_drops: g(&self.zero_drops),
             stale_drops: g(&self.stale_drops),
+            upkeep_steps: g(&self.upkeep_steps),
             evict_batches: g(&self.evict_batches),
             release_calls: g(&self.release_calls),
             protect_calls: g(&self.protect_calls),

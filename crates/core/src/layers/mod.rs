@@ -112,6 +112,11 @@ pub trait Layer: Send + Sync + Debug {
         self.inner().maintain()
     }
 
+    /// [`BackupBackend::maintain_step`].
+    fn maintain_step(&self) -> Result<bool> {
+        self.inner().maintain_step()
+    }
+
     /// [`BackupBackend::never_blocks`]: a layer that only counts and
     /// decides blocks where its inner backend does.
     fn never_blocks(&self) -> bool {
@@ -185,6 +190,9 @@ impl<L: Layer> BackupBackend for L {
     }
     fn maintain(&self) -> Result<()> {
         Layer::maintain(self)
+    }
+    fn maintain_step(&self) -> Result<bool> {
+        Layer::maintain_step(self)
     }
     fn never_blocks(&self) -> bool {
         Layer::never_blocks(self)
