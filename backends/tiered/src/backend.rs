@@ -16,7 +16,7 @@ use crate::stats::{PolicyReport, PolicyState, TierStats};
 use crate::table::{Clock, Table};
 use crate::tier::{PAGE, Tier};
 use crate::worker::Worker;
-use crate::{TieredConfig, WritebackFilter};
+use crate::{Policy, TieredConfig, WritebackFilter};
 
 const SHARDS: usize = 16;
 const MAX_TIERS: usize = 64;
@@ -103,7 +103,8 @@ impl Tiered {
     /// A tiered backend over `tiers` (at least two, first the fastest).
     ///
     /// Fails with [`BackupError::InvalidInput`] for fewer than two or more
-    /// than 64 tiers, or watermarks outside `0 <= low <= high <= 1`.
+    /// than 64 tiers, watermarks outside `0 <= low <= high <= 1`, or
+    /// [`trim`](TieredConfig::trim) with a policy other than [`Policy::Lfu`].
     pub fn new(mut tiers: Vec<Tier>, config: TieredConfig) -> Result<Self> {
         let invalid = |detail: String| BackupError::InvalidInput {
             origin: Origin::new(NAME, Operation::Open),
@@ -119,6 +120,12 @@ impl Tiered {
             return Err(invalid(format!(
                 "watermarks high={} low={}: need 0 <= low <= high <= 1",
                 config.high, config.low
+            )));
+        }
+        if config.trim == Some(true) && config.policy != Policy::Lfu {
+            return Err(invalid(format!(
+                "trim with policy {}: trimming is the lfu policy's (S3-FIFO's queues decide what goes down)",
+                config.policy.name()
             )));
         }
         if let Some(last) = tiers.last_mut() {

@@ -31,6 +31,12 @@ impl Shared {
             let Some(budget) = tier.budget else { continue };
             let usage = self.usage(tier);
             if usage as f64 <= budget as f64 * self.config.high {
+                if self.config.trims() {
+                    self.trim(index, &mut scratch.batch, &mut report);
+                    if report.stopped.is_some() {
+                        break;
+                    }
+                }
                 continue;
             }
             // Pages came up since the last run that moved pages out: the
@@ -133,6 +139,16 @@ impl Shared {
     /// window), so that it counts recent restores, not all: a page of a
     /// long tail restored twice in a long while does not pass for hot.
     fn lfu_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
+        let age = self.aging_due(index);
+        self.coldest_in(index, age, keep, |e| {
+            Some((!(huge_first && e.is(Flag::Huge)), e.heat, e.last_use))
+        })
+    }
+
+    /// Whether tier `index`'s heat is to be halved now, and if so, starts
+    /// its next window: the tier has turned over (as many pages moved out
+    /// as it holds) or ten restores per page of the tier have passed.
+    fn aging_due(&self, index: usize) -> bool {
         let tier = &self.tiers[index];
         let pages = tier.counters.pages.load(Ordering::Relaxed);
         let restores: u64 = self.shards.each().map(|t| t.restores).sum();
@@ -143,9 +159,36 @@ impl Shared {
             tier.moved_since_aging.store(0, Ordering::Relaxed);
             tier.restores_at_aging.store(restores, Ordering::Relaxed);
         }
-        self.coldest_in(index, age, keep, |e| {
-            Some((!(huge_first && e.is(Flag::Huge)), e.heat, e.last_use))
-        })
+        age
+    }
+
+    /// [`TieredConfig::trim`](crate::TieredConfig::trim) for tier `index`,
+    /// under its high watermark: once its window has passed, its pages
+    /// restored at most once in it move down, coldest first, and the
+    /// coldest page left sets the bar for promotions. Ages the heat of
+    /// every tier's pages on the way (those below too, so that a page
+    /// below needs its restores within a window or two to come up).
+    fn trim(&self, index: usize, batch: &mut Batch, report: &mut PolicyReport) {
+        if !self.aging_due(index) {
+            return;
+        }
+        // Heat as it is after this halving.
+        let mut coldest_left: Option<u8> = None;
+        let pages = self.coldest_in(index, true, usize::MAX, |e| {
+            if e.heat <= 1 {
+                Some((e.heat, e.last_use))
+            } else {
+                coldest_left = Some(coldest_left.map_or(e.heat / 2, |c| c.min(e.heat / 2)));
+                None
+            }
+        });
+        let (stopped, tried) = self.move_all(&pages, index + 1, batch, report, || u64::MAX);
+        report.stopped = stopped;
+        // A page stopped short of moving is the coldest left.
+        let next = pages.get(tried).map(|p| p.entry.heat / 2).or(coldest_left);
+        self.tiers[index]
+            .victim_heat
+            .store(next.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// [`Policy::S3Fifo`]'s victims in tier `index`, its FIFOs updated on

@@ -860,3 +860,48 @@ fn a_middle_tier_past_its_budget_releases_kept_copies_before_moving_pages_down()
     verify(&t, &all);
     drop_all_and_check_empty(&t, &all);
 }
+
+/// With `trim`, a tier under its watermark keeps only what its last window
+/// restored more than once: the rest moves down, and a page below must
+/// then be clearly hotter than the coldest page left above to come up.
+/// Without it, nothing moves under the watermark and a page restored
+/// twice below comes up.
+#[test]
+fn trim_keeps_a_tier_under_its_watermark_to_its_hot_pages() {
+    for trim in [false, true] {
+        let t = two_memory(100, manual().with_trim(trim).with_promote(true));
+        let pages = backup_n(&t, 12, 40);
+        // A window of 400 restores (ten per page above): ten pages hot, ten
+        // restored once, twenty never.
+        for _ in 0..39 {
+            verify(&t, &pages[..10]);
+        }
+        verify(&t, &pages[10..20]);
+        let report = t.run_policy_step();
+        let below: Vec<usize> = (0..40).filter(|&k| t.tier_of(pages[k].0) == Some(1)).collect();
+        if trim {
+            assert_eq!(report.moved_pages, 30, "trim: {report:?}");
+            assert_eq!(below, (10..40).collect::<Vec<_>>(), "trim");
+        } else {
+            assert_eq!((report.moved_pages, below.len()), (0, 0), "no trim: {report:?}");
+            t.writeback(WritebackFilter::Idle(Duration::ZERO));
+        }
+        // Page 20, restored twice below: up without trim, where nothing above
+        // is restored more than once a window; with trim it stays down, the
+        // coldest page above having been restored 39 times.
+        verify(&t, &pages[20..21]);
+        verify(&t, &pages[20..21]);
+        let expected = if trim { 1 } else { 0 };
+        assert_eq!(t.tier_of(pages[20].0), Some(expected), "trim={trim}");
+        verify(&t, &pages);
+        drop_all_and_check_empty(&t, &pages);
+    }
+}
+
+#[test]
+fn trim_is_refused_beside_s3fifo() {
+    let tiers = || vec![Tier::new(MemoryBackend::new()), Tier::new(MemoryBackend::new())];
+    let e = Tiered::new(tiers(), manual().with_trim(true).with_policy(Policy::S3Fifo)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("trim with policy s3fifo"), "{e}");
+}
