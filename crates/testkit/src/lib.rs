@@ -93,7 +93,7 @@ pub use suite::{
     Check, LIMIT_PAGES, batch_matches_single, batch_stops_at_failure, caller_page_reusable, conformance,
     drop_releases_storage, dropped_handles_invalid, errors_name_backend_and_operation, exact_bytes,
     foreign_handles_invalid, forged_handles_invalid, idx_never_aliases, interrupt_and_resume, model_sequence, no_space,
-    racing_restores, run_all, threads, writeback_and_flush,
+    racing_restores, run_all, threads, upkeep_keeps_every_page, writeback_and_flush,
 };
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
