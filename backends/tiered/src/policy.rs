@@ -139,22 +139,23 @@ impl Shared {
     /// window), so that it counts recent restores, not all: a page of a
     /// long tail restored twice in a long while does not pass for hot.
     fn lfu_victims(&self, index: usize, huge_first: bool, keep: usize) -> Vec<Located> {
-        let age = self.aging_due(index);
+        let age = self.aging_due(index, true);
         self.coldest_in(index, age, keep, |e| {
             Some((!(huge_first && e.is(Flag::Huge)), e.heat, e.last_use))
         })
     }
 
     /// Whether tier `index`'s heat is to be halved now, and if so, starts
-    /// its next window: the tier has turned over (as many pages moved out
-    /// as it holds) or ten restores per page of the tier have passed.
-    fn aging_due(&self, index: usize) -> bool {
+    /// its next window: ten restores per page of the tier have passed (and
+    /// some page is there), or, with `turnover`, the tier has turned over
+    /// (as many pages moved out as it holds).
+    fn aging_due(&self, index: usize, turnover: bool) -> bool {
         let tier = &self.tiers[index];
         let pages = tier.counters.pages.load(Ordering::Relaxed);
         let restores: u64 = self.shards.each().map(|t| t.restores).sum();
-        let window =
-            restores.saturating_sub(tier.restores_at_aging.load(Ordering::Relaxed)) >= pages.saturating_mul(10);
-        let age = window || tier.moved_since_aging.load(Ordering::Relaxed) >= pages;
+        let window = pages > 0
+            && restores.saturating_sub(tier.restores_at_aging.load(Ordering::Relaxed)) >= pages.saturating_mul(10);
+        let age = window || (turnover && tier.moved_since_aging.load(Ordering::Relaxed) >= pages);
         if age {
             tier.moved_since_aging.store(0, Ordering::Relaxed);
             tier.restores_at_aging.store(restores, Ordering::Relaxed);
@@ -169,7 +170,7 @@ impl Shared {
     /// every tier's pages on the way (those below too, so that a page
     /// below needs its restores within a window or two to come up).
     fn trim(&self, index: usize, batch: &mut Batch, report: &mut PolicyReport) {
-        if !self.aging_due(index) {
+        if !self.aging_due(index, false) {
             return;
         }
         // Heat as it is after this halving.

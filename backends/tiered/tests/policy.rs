@@ -898,6 +898,20 @@ fn trim_keeps_a_tier_under_its_watermark_to_its_hot_pages() {
     }
 }
 
+/// A trim waits for a window of restores: a run over the watermark that
+/// turned the tier over (as many pages moved out as are left) does not
+/// make the next run take the pages left, which nothing has restored.
+#[test]
+fn trim_waits_for_restores_not_for_the_tier_to_turn_over() {
+    let t = two_memory(4, manual());
+    let pages = backup_n(&t, 13, 4);
+    assert_eq!(t.run_policy_step().moved_pages, 2);
+    assert_eq!(t.run_policy_step().moved_pages, 0);
+    assert_eq!(t.tier_stats()[0].pages, 2);
+    verify(&t, &pages);
+    drop_all_and_check_empty(&t, &pages);
+}
+
 #[test]
 fn trim_is_refused_beside_s3fifo() {
     let tiers = || vec![Tier::new(MemoryBackend::new()), Tier::new(MemoryBackend::new())];
