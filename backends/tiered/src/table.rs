@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::time::Instant;
 
 use pagebackup_core::Handle;
 use pagebackup_core::raw::SlotTable;
@@ -253,20 +252,31 @@ impl Table {
 /// The idle clock: milliseconds since the backend was made, read once per
 /// backup and restore (a vDSO clock read, no shared write) and stored per
 /// page, so that finding cold pages needs no list kept on the hot path.
+///
+/// The clock is the kernel's coarse monotonic one (`CLOCK_MONOTONIC_COARSE`,
+/// a tick's resolution, 1–4 ms): read on every restore, the precise clock
+/// cost 25–30 ns of a 700 ns restore from an lz4 tier, a third of what the
+/// tiered layer adds to it.
 #[derive(Debug)]
 pub(crate) struct Clock {
-    start: Instant,
+    start_ms: u64,
+}
+
+/// The coarse monotonic clock, in milliseconds.
+fn coarse_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1000 + u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000_000
 }
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        Clock { start: Instant::now() }
+        Clock { start_ms: coarse_ms() }
     }
 
     /// Now, in milliseconds (saturating after 49 days: pages then all look
     /// equally recent, which costs ordering, never correctness).
     pub(crate) fn now(&self) -> u32 {
-        u32::try_from(self.start.elapsed().as_millis()).unwrap_or(u32::MAX)
+        u32::try_from(coarse_ms().saturating_sub(self.start_ms)).unwrap_or(u32::MAX)
     }
 }
 

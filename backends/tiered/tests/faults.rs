@@ -2,6 +2,8 @@
 //! backend: moves that fail, restores that are interrupted, a lower tier
 //! that is full or fails its writes, an upper tier whose drops fail. Every page is verified, and nothing is held after all drops.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -379,7 +381,7 @@ fn a_full_lower_tier_still_takes_promoted_pages_back_to_their_kept_copies() {
     verify_all(&t, &pages[..2]);
     verify_all(&t, &pages[..2]);
     // Idle longer than the new pages, so they are tried first.
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    support::tick();
     let more = backup_all(&t, 19, 2);
     // Below is full (its four copies, two kept): the new pages cannot go
     // down, the promoted ones can.
@@ -441,7 +443,7 @@ fn flush_waits_for_a_move_releasing_the_copy_of_a_page_dropped_meanwhile() {
 fn backup_apart(t: &Tiered, seed: u64, n: u64) -> Vec<(Handle, PageSpec)> {
     (0..n)
         .map(|i| {
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            support::tick();
             backup_all(t, seed ^ (i << 32), 1)[0]
         })
         .collect()

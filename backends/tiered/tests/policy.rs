@@ -2,6 +2,8 @@
 //! watermarks and coldest first, huge pages, writeback, the rate limit,
 //! promotion, drops, and the per-page cost of the slot-store backends.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +77,7 @@ fn backups_past_the_budget_go_below_and_the_policy_moves_coldest_first_from_high
     let s = t.tier_stats();
     assert_eq!((s[0].pages, s[1].pages, s[1].direct_backups), (100, 20, 20));
     // The first 25 pages upstairs become hot; the rest stay cold.
-    std::thread::sleep(Duration::from_millis(5));
+    support::tick();
     verify(&t, &pages[..25]);
     let report = t.run_policy_step();
     let s = t.tier_stats();
@@ -538,7 +540,7 @@ fn pages_restored_often_outrank_pages_restored_once_lately() {
     for _ in 0..3 {
         verify(&t, &pages[..25]);
     }
-    std::thread::sleep(Duration::from_millis(5));
+    support::tick();
     verify(&t, &pages[25..]);
     assert_eq!(t.run_policy_step().moved_pages, 30);
     for (k, &(h, _)) in pages.iter().enumerate().take(25) {
@@ -745,7 +747,7 @@ fn s3fifo_moves_pages_never_restored_oldest_first_and_keeps_those_restored() {
     // FIFO order is the order pages came (by the millisecond); a run
     // between them (40 pages of 100) moves nothing.
     assert_eq!(t.run_policy_step().moved_pages, 0);
-    std::thread::sleep(Duration::from_millis(2));
+    support::tick();
     let young = backup_n(&t, 31, 60);
     // Restored once in the small FIFO: to the main one at the next run.
     verify(&t, &young[..20]);
@@ -760,7 +762,7 @@ fn s3fifo_moves_pages_never_restored_oldest_first_and_keeps_those_restored() {
     // FIFO's oldest go: the 10 old pages left, then 20 young ones never
     // restored.
     verify(&t, &young[..20]);
-    std::thread::sleep(Duration::from_millis(2));
+    support::tick();
     let new = backup_n(&t, 32, 30);
     assert_eq!(t.run_policy_step().moved_pages, 30);
     assert!(tiers(&old).iter().all(|&k| k == 1));
@@ -810,7 +812,7 @@ fn s3fifo_order_holds_past_65536_policy_runs() {
     for _ in 0..65_535 {
         t.run_policy_step();
     }
-    std::thread::sleep(Duration::from_millis(2));
+    support::tick();
     let second = backup_n(&t, 51, 1);
     // 2 pages of 2 is past the high watermark: the older goes down.
     assert_eq!(t.run_policy_step().moved_pages, 1);

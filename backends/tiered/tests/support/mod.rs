@@ -2,6 +2,8 @@
 //! of 8 threads backing up, restoring and dropping while the policy (a
 //! thread or a task) moves pages, checked page by page.
 
+#![allow(dead_code)] // each test binary uses a part
+
 use pagebackup_core::{BackupBackend, MemoryBackend, PAGE_SIZE};
 use pagebackup_shmem::ShmemBackend;
 use pagebackup_testkit::{ConcurrentConfig, check_concurrent};
@@ -50,4 +52,16 @@ pub fn eight_threads_while_the_policy_moves(t: &Tiered, seed: u64, label: &str) 
         s.iter().all(|s| s.pages == 0 && s.backend.stored_pages == 0),
         "{label}: {s:?}"
     );
+}
+
+/// Returns once the tiered backend's clock (the coarse monotonic clock,
+/// which moves a kernel tick at a time, 1-10 ms) has moved on: a page used
+/// after it is younger, to the millisecond a page's last use holds, than
+/// every page used before it.
+pub fn tick() {
+    let coarse = || rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    let start = coarse();
+    while coarse() == start {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
