@@ -327,6 +327,18 @@ impl BackupBackend for Tiered {
         self.shared.tiers.iter().try_for_each(|t| t.backend.flush())
     }
 
+    /// A step of the upkeep of the first tier that has some (a compressed
+    /// tier's compaction in idle time, for one), for a caller with time to
+    /// spare, such as a region's evictor.
+    fn maintain_step(&self) -> Result<bool> {
+        for tier in self.shared.tiers.iter() {
+            if tier.backend.maintain_step()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The page's size in the tier that holds it.
     fn stored_size(&self, handle: Handle) -> Option<u64> {
         let entry = self.shared.with_entry(handle, Operation::Maintenance, |e| *e).ok()?;

@@ -921,3 +921,45 @@ fn trim_is_refused_beside_s3fifo() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.to_string().contains("trim with policy s3fifo"), "{e}");
 }
+
+/// A tiered stack passes a caller's idle-time upkeep to its tiers: over a
+/// compressed first tier left with garbage by drops, `maintain_step`
+/// works until that tier's arena is compact, then says there is nothing
+/// left, and every page comes back.
+#[test]
+fn idle_upkeep_reaches_a_compressed_tier() {
+    use pagebackup_compressed::{Algorithm, CompressedBackend, CompressedConfig};
+    let compressed = CompressedBackend::new(CompressedConfig::new(Algorithm::Lz4)).unwrap();
+    let t = Tiered::new(
+        vec![
+            Tier::new(compressed).with_budget(1 << 30),
+            Tier::new(MemoryBackend::new()),
+        ],
+        manual(),
+    )
+    .unwrap();
+    let pages = backup_n(&t, 41, 40_000);
+    let kept: Vec<_> = pages
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &(h, spec))| {
+            if k % 8 == 3 {
+                t.drop_handle(h).unwrap();
+                None
+            } else {
+                Some((h, spec))
+            }
+        })
+        .collect();
+    let before = t.tier_stats()[0].backend.memory_used;
+    let mut steps = 0;
+    while t.maintain_step().unwrap() {
+        steps += 1;
+        assert!(steps < 1_000_000, "upkeep does not end");
+    }
+    let after = t.tier_stats()[0].backend.memory_used;
+    assert!(steps > 0 && after < before, "{steps} steps: {before} -> {after} bytes");
+    assert!(!t.maintain_step().unwrap());
+    verify(&t, &kept);
+    drop_all_and_check_empty(&t, &kept);
+}
