@@ -529,6 +529,36 @@ mod tests {
         assert!(shard.arena.garbage() <= share(&shard) + 2 * CHUNK as u64);
     }
 
+    /// Stores `object(i)` for `i` in `0..count` in `shard`: their slots.
+    fn store_objects(shard: &mut Shard, budget: &Budget, count: usize, object: impl Fn(usize) -> Vec<u8>) -> Vec<u32> {
+        (0..count)
+            .map(|i| {
+                let bytes = object(i);
+                let prepared = Prepared::Object {
+                    bytes: &bytes,
+                    raw: false,
+                    sum: 0,
+                };
+                shard.store(prepared, budget, Readers::Away).unwrap().0
+            })
+            .collect()
+    }
+
+    /// Checks that the slot of each `(i, slot)` holds `object(i)`.
+    fn assert_objects<'a>(
+        shard: &Shard,
+        slots: impl Iterator<Item = (usize, &'a u32)>,
+        object: impl Fn(usize) -> Vec<u8>,
+    ) {
+        for (i, &slot) in slots {
+            let Some((_, Stored::Object(loc))) = shard.table.get(slot) else {
+                panic!("slot {slot} is not an object");
+            };
+            let (a, b) = shard.arena.object(loc);
+            assert_eq!([a, b].concat(), object(i), "object {i}");
+        }
+    }
+
     /// The garbage operations leave (1/[`GARBAGE_SHARE`] of the live
     /// bytes) goes down to 1/[`IDLE_GARBAGE_SHARE`] in idle steps of at
     /// most [`TIDY_STEP`] objects each, which then say there is nothing
@@ -538,17 +568,7 @@ mod tests {
         let budget = Budget::new(None, 0);
         let mut shard = Shard::new(1 << 20, false, None);
         let object = |i: usize| -> Vec<u8> { (0..3000).map(|k| (i * 7 + k / 3) as u8).collect() };
-        let slots: Vec<u32> = (0..16_000)
-            .map(|i| {
-                let bytes = object(i);
-                let prepared = Prepared::Object {
-                    bytes: &bytes,
-                    raw: false,
-                    sum: 0,
-                };
-                shard.store(prepared, &budget, Readers::Away).unwrap().0
-            })
-            .collect();
+        let slots = store_objects(&mut shard, &budget, 16_000, object);
         for (i, &slot) in slots.iter().enumerate() {
             if i % 8 == 3 {
                 assert!(shard.drop_slot(slot, &budget, Readers::Away));
@@ -581,13 +601,7 @@ mod tests {
             shard.arena.garbage()
         );
         assert!(!shard.tidy_idle(&budget), "nothing is left to do");
-        for (i, &slot) in slots.iter().enumerate().filter(|(i, _)| i % 8 != 3) {
-            let Some((_, Stored::Object(loc))) = shard.table.get(slot) else {
-                panic!("slot {slot} is not an object");
-            };
-            let (a, b) = shard.arena.object(loc);
-            assert_eq!([a, b].concat(), object(i), "object {i}");
-        }
+        assert_objects(&shard, slots.iter().enumerate().filter(|(i, _)| i % 8 != 3), object);
     }
 
     /// Drops of three objects in four leave chunks sparse: each drop moves
@@ -599,17 +613,7 @@ mod tests {
         let budget = Budget::new(None, 0);
         let mut shard = Shard::new(1 << 20, false, None);
         let object = |i: usize| -> Vec<u8> { (0..1500).map(|k| (i * 13 + k) as u8).collect() };
-        let slots: Vec<u32> = (0..4000)
-            .map(|i| {
-                let bytes = object(i);
-                let prepared = Prepared::Object {
-                    bytes: &bytes,
-                    raw: false,
-                    sum: 0,
-                };
-                shard.store(prepared, &budget, Readers::Away).unwrap().0
-            })
-            .collect();
+        let slots = store_objects(&mut shard, &budget, 4000, object);
         let mut most = 0;
         for (i, &slot) in slots.iter().enumerate() {
             if i % 4 != 0 {
@@ -626,12 +630,6 @@ mod tests {
             "{} chunks for {live_chunks} chunks of live objects",
             shard.arena.chunks()
         );
-        for (i, &slot) in slots.iter().enumerate().step_by(4) {
-            let Some((_, Stored::Object(loc))) = shard.table.get(slot) else {
-                panic!("slot {slot} is not an object");
-            };
-            let (a, b) = shard.arena.object(loc);
-            assert_eq!([a, b].concat(), object(i), "object {i}");
-        }
+        assert_objects(&shard, slots.iter().enumerate().step_by(4), object);
     }
 }
