@@ -82,9 +82,8 @@ pub trait BackupBackend: Send + Sync + Debug {
     /// backend keeps while busy, for a caller with time to spare between
     /// its own calls: a region's evictor while the region is under its
     /// watermark. Returns whether a piece was done (call again while there
-    /// is time); `false` once there is nothing worth doing, or the part with
-    /// work is busy. Every live handle stays valid. The default does
-    /// nothing and returns `false`.
+    /// is time); `false` once there is nothing worth doing. Every live
+    /// handle stays valid. The default does nothing and returns `false`.
     fn maintain_step(&self) -> Result<bool> {
         Ok(false)
     }

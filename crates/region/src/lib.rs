@@ -63,8 +63,8 @@
 //!   CPUs, a waiter that yielded instead kept the evictor it waited for
 //!   off the CPU (two faulting threads on two CPUs, random workload over
 //!   the 1 GiB heap: 116–121 k accesses/s yielding, 131–147 k asleep).
-//!   Between its batches, while the region is under its high watermark,
-//!   the evictor does the backend's upkeep a bounded step at a time
+//!   Between its bursts of eviction, while the region is under its high
+//!   watermark, the evictor does the backend's upkeep a bounded step at a time
 //!   ([`BackupBackend::maintain_step`](pagebackup_core::BackupBackend::maintain_step), checking the watermark between
 //!   steps): the compressed backend's arena, which operations keep within
 //!   1/64 of its live bytes as garbage, goes down to 1/256 in that time.
