@@ -510,6 +510,9 @@ impl Shared {
             if self.resident.load(Ordering::Relaxed) <= self.high {
                 // Time to spare: the backend's upkeep, a bounded step at a
                 // time, checking the watermark between steps; then sleep.
+                // An upkeep error is not an access's: stepping stops until
+                // the next idle time, and the backend's own calls report
+                // what is wrong with it.
                 if matches!(self.backend.maintain_step(), Ok(true)) {
                     self.stats.upkeep_steps.fetch_add(1, Ordering::Relaxed);
                 } else {
