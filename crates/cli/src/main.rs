@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every backend and the baselines over a corpus and compare them.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Write a live process's private anonymous memory to a page file.
     Capture {
         /// The process.
@@ -183,6 +183,10 @@ struct BenchArgs {
     /// (--working-set only; not with --hot).
     #[arg(long)]
     zipf: Option<f64>,
+    /// Passes of the restore sequence before the measured one, so that a
+    /// tiered stack's policy has settled (default 1; --working-set only).
+    #[arg(long, value_name = "PASSES")]
+    warmup: Option<usize>,
     /// Run each tiered stack at each of these budgets of its first tier
     /// (such as 1MiB,4MiB,16MiB), for the chart of throughput against
     /// budget (--working-set only).
@@ -202,7 +206,7 @@ enum Baselines {
 fn main() -> ExitCode {
     stop::install();
     let result = match Cli::parse().command {
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
         Command::Capture {
             pid,
             out,
@@ -401,7 +405,7 @@ fn mode(args: &BenchArgs) -> Mode {
         [(_, _, mode)] => *mode,
         [(_, a, _), (_, b, _), ..] => usage(&format!("{a} and {b} are separate modes; run them one at a time")),
     };
-    let flags: [(&str, bool, &[Mode]); 13] = [
+    let flags: [(&str, bool, &[Mode]); 14] = [
         ("--baselines", args.baselines.is_some(), &[Mode::Plain]),
         ("--repeat", args.repeat != 1, &[Mode::Plain]),
         ("--threads", args.threads.is_some(), &[Mode::Plain, Mode::Region]),
@@ -411,6 +415,7 @@ fn mode(args: &BenchArgs) -> Mode {
         ("--hot", args.hot.is_some(), &[Mode::WorkingSet]),
         ("--zipf", args.zipf.is_some(), &[Mode::WorkingSet]),
         ("--budgets", !args.budgets.is_empty(), &[Mode::WorkingSet]),
+        ("--warmup", args.warmup.is_some(), &[Mode::WorkingSet]),
         ("--region-mib", args.region_mib.is_some(), &[Mode::Region]),
         ("--budget-mib", args.budget_mib.is_some(), &[Mode::Region]),
         ("--accesses", args.accesses.is_some(), &[Mode::Region]),
@@ -477,10 +482,11 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
             if working_set == 0 {
                 return Err("--working-set must be at least 1 page".into());
             }
-            let skew = match args.zipf {
+            let mut skew = match args.zipf {
                 Some(exponent) => Skew::zipf(working_set, exponent, working_set * 4)?,
                 None => Skew::parse(working_set, args.hot.as_deref().unwrap_or("20/80"), working_set * 4)?,
             };
+            skew.warmup_passes = args.warmup.unwrap_or(1);
             let budgets = args
                 .budgets
                 .iter()

@@ -459,13 +459,15 @@ fn groups<'a>(rows: &[&'a Row]) -> Vec<(&'a str, usize, usize)> {
 fn working_set(report: &Report, rows: &[&Row], format: Format) -> String {
     let mut out = match &report.skew {
         Some(s) => format!(
-            "skewed replay: {} pages ({:.0} MiB), {}{:.0}% of pages take {:.0}% of {} restores; every restore verified\n\n",
+            "skewed replay: {} pages ({:.0} MiB), {}{:.0}% of pages take {:.0}% of {} restores after {} warm-up {} of as many; every restore verified\n\n",
             s.working_set,
             mib((s.working_set * PAGE_SIZE) as u64),
             s.zipf.map_or(String::new(), |z| format!("Zipf {z}: ")),
             s.hot_pages * 100.0,
             s.hot_restores * 100.0,
-            s.restores
+            s.restores,
+            s.warmup_passes,
+            if s.warmup_passes == 1 { "pass" } else { "passes" }
         ),
         None => "skewed replay:\n\n".into(),
     };

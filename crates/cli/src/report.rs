@@ -394,12 +394,21 @@ pub struct Skew {
     /// The share of restores that go to hot pages (with `zipf`: their
     /// probability mass).
     pub hot_restores: f64,
-    /// Restores measured (after as many to warm up).
+    /// Restores measured, and in each warm-up pass before them.
     pub restores: usize,
+    /// Passes of the restore sequence (each of `restores`) run before the
+    /// measured one, so that a tiered policy has settled when it is timed.
+    #[serde(default = "one_pass")]
+    pub warmup_passes: usize,
     /// The Zipf exponent when restores follow a Zipf law over the pages'
     /// popularity ranks instead of two classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zipf: Option<f64>,
+}
+
+/// The warm-up of a report that predates [`Skew::warmup_passes`].
+fn one_pass() -> usize {
+    1
 }
 
 /// How the async mode ran.

@@ -34,6 +34,7 @@ impl Skew {
             hot_pages: percent(pages).ok_or_else(bad)?,
             hot_restores: percent(share).ok_or_else(bad)?,
             restores,
+            warmup_passes: 1,
             zipf: None,
         })
     }
@@ -51,6 +52,7 @@ impl Skew {
             hot_pages: 0.2,
             hot_restores: 0.0,
             restores,
+            warmup_passes: 1,
             zipf: Some(exponent),
         };
         let cdf = skew.zipf_cdf(exponent);
@@ -325,7 +327,8 @@ pub fn rows(runs: &[SkewRun], skew: &Skew) -> Vec<Row> {
 }
 
 /// The replay on one fresh backend: back up the working set, warm up with
-/// one pass of the sequence, let the policy settle, then time a second pass,
+/// `skew.warmup_passes` passes of the sequence (each followed by a policy
+/// run and a pause, so that the policy settles), then time one more pass,
 /// hot and cold restores apart. Every restore is verified; every page is
 /// dropped in the end and the backend must hold nothing.
 pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<SkewRun, Error> {
@@ -371,15 +374,15 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
         })
     };
     let mut moved_in_pass = None;
-    for pass in 0..2 {
+    let measured = skew.warmup_passes as u64;
+    for pass in 0..=measured {
+        let measured_pass = pass == measured;
         let moved_before = moved();
-        let sequence = skew.sequence(&order, seed * 2 + pass);
+        let sequence = skew.sequence(&order, (seed << 32) + pass);
         let pass_start = (Instant::now(), policy_thread_cpu());
         for (n, (k, hot)) in sequence.into_iter().enumerate() {
             let tier = tiered.as_ref().and_then(|t| t.tier_of(handles[k]));
-            if pass == 1
-                && let Some(tier) = tier
-            {
+            if measured_pass && let Some(tier) = tier {
                 served[tier] += 1;
                 hot_from_first += u64::from(hot && tier == 0);
             }
@@ -392,7 +395,7 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
                 return Err(format!("page {k} restored wrong bytes").into());
             }
             verified += 1;
-            if pass == 1 {
+            if measured_pass {
                 counts[usize::from(hot)] += 1;
                 if preempted {
                     // The time another process ran is not the backend's.
@@ -410,7 +413,7 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
                 peak = peak.max(backend.stats().memory_used);
             }
         }
-        if pass == 1 && tiered.is_some() {
+        if measured_pass && tiered.is_some() {
             moved_in_pass = moved_before
                 .zip(moved())
                 .map(|(before, after)| (after.0 - before.0, after.1 - before.1));
@@ -420,7 +423,7 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
                 .zip(policy_thread_cpu())
                 .map(|(before, after)| round_to(after.saturating_sub(before) as f64 / wall * 100.0, 2));
         }
-        if let Some(t) = &tiered {
+        if let Some(t) = tiered.as_ref().filter(|_| !measured_pass) {
             // Let the policy act on what the pass made hot and cold.
             t.run_policy_step();
             std::thread::sleep(Duration::from_millis(100));
@@ -670,5 +673,25 @@ mod tests {
                 "tiered:tiers=[compressed:algo=lz4 | compressed:algo=zstd,level=9],budget=3000",
             ]
         );
+    }
+
+    #[test]
+    fn each_warm_up_pass_replays_the_sequence_before_the_measured_one() {
+        let corpus: Vec<Page> = (0..8u8)
+            .map(|i| {
+                let mut p = Page::zeroed();
+                p.0.iter_mut().enumerate().for_each(|(k, b)| *b = i ^ k as u8);
+                p
+            })
+            .collect();
+        let stack = "tiered:tiers=[memory|memory],budget=64KiB";
+        for warmup_passes in [0, 1, 3] {
+            let skew = Skew {
+                warmup_passes,
+                ..Skew::parse(64, "20/80", 500).unwrap()
+            };
+            let run = replay(stack, &corpus, skew, 0).unwrap();
+            assert_eq!(run.verified, 500 * (warmup_passes as u64 + 1), "{warmup_passes}");
+        }
     }
 }

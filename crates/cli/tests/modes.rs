@@ -329,6 +329,8 @@ fn working_set_zipf_runs_each_budget_of_the_stack() {
             "0.99",
             "--budgets",
             "128KiB,256KiB",
+            "--warmup",
+            "2",
             "--pages",
             "64",
             "--rounds",
@@ -338,7 +340,7 @@ fn working_set_zipf_runs_each_budget_of_the_stack() {
         ],
     );
     let skew = report.skew.unwrap();
-    assert_eq!((skew.zipf, skew.hot_pages), (Some(0.99), 0.2));
+    assert_eq!((skew.zipf, skew.hot_pages, skew.warmup_passes), (Some(0.99), 0.2, 2));
     assert!((0.5..0.9).contains(&skew.hot_restores), "{skew:?}");
     let budgets: Vec<_> = report.results.iter().map(|r| (r.role, r.budget_bytes)).collect();
     assert_eq!(
@@ -360,6 +362,10 @@ fn working_set_zipf_runs_each_budget_of_the_stack() {
             .all(|r| r.hot_vs_first.is_some() && r.ram_vs_last.is_some())
     );
     assert!(stdout.contains("Zipf 0.99: 20% of pages take"), "{stdout}");
+    assert!(
+        stdout.contains("restores after 2 warm-up passes of as many"),
+        "{stdout}"
+    );
     assert!(chart.contains("Zipf 0.99"), "{chart}");
 }
 
@@ -482,7 +488,7 @@ fn a_password_in_a_failing_spec_stays_out_of_the_error() {
 
 #[test]
 fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
-    let cases: [(&[&str], &str); 19] = [
+    let cases: [(&[&str], &str); 20] = [
         (
             &["--async", "--threads", "2"],
             "--threads applies to the plain and region mode only, not to the async mode",
@@ -510,6 +516,7 @@ fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
         ),
         (&["--hot", "20/80"], "--hot applies to the working-set mode only"),
         (&["--zipf", "0.99"], "--zipf applies to the working-set mode only"),
+        (&["--warmup", "2"], "--warmup applies to the working-set mode only"),
         (
             &["--async", "--budgets", "1MiB"],
             "--budgets applies to the working-set mode only",

@@ -130,6 +130,7 @@ fn fixture() -> Report {
         hot_pages: 0.2,
         hot_restores: 0.8,
         restores: 16384,
+        warmup_passes: 1,
         zipf: None,
     });
     let tiered = format!("tiered:tiers=[memory|budget=4MiB ; {secret}]");
