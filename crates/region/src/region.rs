@@ -107,7 +107,15 @@ pub(crate) struct Shared {
     resident: AtomicUsize,
     budget: usize,
     high: usize,
+    /// Where a burst of evictions stops when the evictor had work left
+    /// since the last one (no idle time): a sixteenth of the budget below
+    /// `high`, so that a busy evictor starts few bursts.
     low: usize,
+    /// Where a burst stops when the evictor was idle before it: a
+    /// sixty-fourth of the budget below `high`. Each eviction leaves the
+    /// backend a copy to drop (garbage for a compressing one, taken back in
+    /// the idle time after); shorter bursts leave less of it at any time.
+    low_after_idle: usize,
     config: RegionConfig,
     staging: Box<[Mutex<Box<[Page]>>]>,
     stats: Counters,
@@ -506,6 +514,9 @@ impl Shared {
     fn evictor_main(&self) {
         let cpu0 = sys::thread_cpu_ns();
         let mut work = EvictScratch::default();
+        // Whether the evictor ran out of work (upkeep included) since its
+        // last burst: the next one is then a short one.
+        let mut idled = true;
         while !self.stop.load(Ordering::Acquire) {
             if self.resident.load(Ordering::Relaxed) <= self.high {
                 // Time to spare: the backend's upkeep, a bounded step at a
@@ -516,11 +527,17 @@ impl Shared {
                 if matches!(self.backend.maintain_step(), Ok(true)) {
                     self.stats.upkeep_steps.fetch_add(1, Ordering::Relaxed);
                 } else {
+                    idled = true;
                     std::thread::park_timeout(Duration::from_millis(50));
                 }
                 continue;
             }
-            while self.resident.load(Ordering::Relaxed) > self.low && !self.stop.load(Ordering::Acquire) {
+            let low = if std::mem::take(&mut idled) {
+                self.low_after_idle
+            } else {
+                self.low
+            };
+            while self.resident.load(Ordering::Relaxed) > low && !self.stop.load(Ordering::Acquire) {
                 let evicted = self.evict_batch(&mut work);
                 // Counted per batch: under faults that keep it busy, the
                 // evictor may not leave this loop for a whole workload.
@@ -1048,6 +1065,7 @@ impl OffloadRegion {
         let headroom = (budget_pages / 16).max(config.read_ahead * 2);
         let high = budget_pages.saturating_sub(headroom);
         let low = high.saturating_sub(config.evict_batch.max(budget_pages / 16));
+        let low_after_idle = high.saturating_sub(config.evict_batch.max(budget_pages / 64));
         let threads_hint = std::thread::available_parallelism().map_or(2, |n| n.get());
         let shared = Arc::new(Shared {
             uffd,
@@ -1064,6 +1082,7 @@ impl OffloadRegion {
             budget: budget_pages,
             high,
             low,
+            low_after_idle,
             config: config.clone(),
             staging: (0..(4 * threads_hint).max(16))
                 .map(|_| Mutex::new(Page::new_boxed_slice(MAX_READ_AHEAD)))
