@@ -33,7 +33,9 @@ pub(crate) struct Counters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RegionStats {
-    /// Faults served (missing pages and writes to clean pages).
+    /// Faults served (missing pages and writes to clean pages), each
+    /// counted once served: by a handler thread after its copy has woken
+    /// the faulting thread, so that thread may read the count just before.
     pub faults: u64,
     /// Time spent serving them, in nanoseconds (on the faulting thread in
     /// signal mode, on the handler thread otherwise).

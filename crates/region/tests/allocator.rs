@@ -128,6 +128,12 @@ fn fault_inside_the_allocator(backend: impl Fn() -> Box<dyn BackupBackend>) {
             "{mode}: the word read inside the allocator"
         );
         assert!(!REENTERED.load(Ordering::SeqCst), "{mode}: the fault service allocated");
+        // A handler thread counts the fault once it has served it, after
+        // its copy has woken this thread: wait for the count a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r.stats().faults == faults_before && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert!(
             r.stats().faults > faults_before,
             "{mode}: the access inside the allocator took no fault"
