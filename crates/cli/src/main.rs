@@ -187,6 +187,10 @@ struct BenchArgs {
     /// tiered stack's policy has settled (default 1; --working-set only).
     #[arg(long, value_name = "PASSES")]
     warmup: Option<usize>,
+    /// Restores in each pass, the measured one and each warm-up pass
+    /// (default four per page of the working set; --working-set only).
+    #[arg(long)]
+    restores: Option<usize>,
     /// Run each tiered stack at each of these budgets of its first tier
     /// (such as 1MiB,4MiB,16MiB), for the chart of throughput against
     /// budget (--working-set only).
@@ -405,7 +409,7 @@ fn mode(args: &BenchArgs) -> Mode {
         [(_, _, mode)] => *mode,
         [(_, a, _), (_, b, _), ..] => usage(&format!("{a} and {b} are separate modes; run them one at a time")),
     };
-    let flags: [(&str, bool, &[Mode]); 14] = [
+    let flags: [(&str, bool, &[Mode]); 15] = [
         ("--baselines", args.baselines.is_some(), &[Mode::Plain]),
         ("--repeat", args.repeat != 1, &[Mode::Plain]),
         ("--threads", args.threads.is_some(), &[Mode::Plain, Mode::Region]),
@@ -416,6 +420,7 @@ fn mode(args: &BenchArgs) -> Mode {
         ("--zipf", args.zipf.is_some(), &[Mode::WorkingSet]),
         ("--budgets", !args.budgets.is_empty(), &[Mode::WorkingSet]),
         ("--warmup", args.warmup.is_some(), &[Mode::WorkingSet]),
+        ("--restores", args.restores.is_some(), &[Mode::WorkingSet]),
         ("--region-mib", args.region_mib.is_some(), &[Mode::Region]),
         ("--budget-mib", args.budget_mib.is_some(), &[Mode::Region]),
         ("--accesses", args.accesses.is_some(), &[Mode::Region]),
@@ -482,9 +487,13 @@ fn bench(args: BenchArgs) -> Result<(), Error> {
             if working_set == 0 {
                 return Err("--working-set must be at least 1 page".into());
             }
+            let restores = args.restores.unwrap_or(working_set.saturating_mul(4));
+            if restores == 0 {
+                return Err("--restores must be at least 1".into());
+            }
             let mut skew = match args.zipf {
-                Some(exponent) => Skew::zipf(working_set, exponent, working_set * 4)?,
-                None => Skew::parse(working_set, args.hot.as_deref().unwrap_or("20/80"), working_set * 4)?,
+                Some(exponent) => Skew::zipf(working_set, exponent, restores)?,
+                None => Skew::parse(working_set, args.hot.as_deref().unwrap_or("20/80"), restores)?,
             };
             skew.warmup_passes = args.warmup.unwrap_or(1);
             let budgets = args

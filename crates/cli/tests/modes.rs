@@ -331,6 +331,8 @@ fn working_set_zipf_runs_each_budget_of_the_stack() {
             "128KiB,256KiB",
             "--warmup",
             "2",
+            "--restores",
+            "300",
             "--pages",
             "64",
             "--rounds",
@@ -363,7 +365,7 @@ fn working_set_zipf_runs_each_budget_of_the_stack() {
     );
     assert!(stdout.contains("Zipf 0.99: 20% of pages take"), "{stdout}");
     assert!(
-        stdout.contains("restores after 2 warm-up passes of as many"),
+        stdout.contains("of 300 restores after 2 warm-up passes of as many"),
         "{stdout}"
     );
     assert!(chart.contains("Zipf 0.99"), "{chart}");
@@ -488,7 +490,7 @@ fn a_password_in_a_failing_spec_stays_out_of_the_error() {
 
 #[test]
 fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
-    let cases: [(&[&str], &str); 20] = [
+    let cases: [(&[&str], &str); 21] = [
         (
             &["--async", "--threads", "2"],
             "--threads applies to the plain and region mode only, not to the async mode",
@@ -517,6 +519,10 @@ fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
         (&["--hot", "20/80"], "--hot applies to the working-set mode only"),
         (&["--zipf", "0.99"], "--zipf applies to the working-set mode only"),
         (&["--warmup", "2"], "--warmup applies to the working-set mode only"),
+        (
+            &["--restores", "100"],
+            "--restores applies to the working-set mode only",
+        ),
         (
             &["--async", "--budgets", "1MiB"],
             "--budgets applies to the working-set mode only",
@@ -554,5 +560,23 @@ fn a_flag_a_mode_cannot_honour_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
         assert!(err.contains(expected), "{flags:?}: {err}");
         assert!(out.stdout.is_empty(), "{flags:?}: nothing measured");
+    }
+}
+
+#[test]
+fn a_working_set_of_no_pages_or_a_pass_of_no_restores_is_refused() {
+    for (flags, expected) in [
+        (&["--working-set", "0"][..], "--working-set must be at least 1 page"),
+        (
+            &["--working-set", "64", "--restores", "0"][..],
+            "--restores must be at least 1",
+        ),
+    ] {
+        let mut args = vec!["bench", "--rounds", "1", "--backend", "memory"];
+        args.extend(flags);
+        let out = pagebackup(&args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{flags:?}: {err}");
+        assert!(err.contains(expected), "{flags:?}: {err}");
     }
 }
