@@ -79,31 +79,31 @@ impl Skew {
 
     /// The restore sequence: page indices (`order[rank]`), hot for ranks
     /// below `hot_count`: with probability `hot_restores` a hot one for two
-    /// classes, or a rank drawn by the Zipf law.
-    fn sequence(&self, order: &[usize], seed: u64) -> Vec<(usize, bool)> {
+    /// classes, or a rank drawn by the Zipf law. Drawn as it is consumed,
+    /// so that a long pass takes no memory.
+    fn sequence<'a>(&self, order: &'a [usize], seed: u64) -> impl Iterator<Item = (usize, bool)> + 'a {
         let hot = self.hot_count();
         let cold = self.working_set - hot;
+        let (working_set, hot_restores) = (self.working_set, self.hot_restores);
         let mut rng = SplitMix64::new(seed);
         let cdf = self.zipf.map(|s| self.zipf_cdf(s));
-        (0..self.restores)
-            .map(|_| {
-                let rank = match &cdf {
-                    Some(cdf) => {
-                        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                        cdf.partition_point(|&c| c < u).min(self.working_set - 1)
+        (0..self.restores).map(move |_| {
+            let rank = match &cdf {
+                Some(cdf) => {
+                    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    cdf.partition_point(|&c| c < u).min(working_set - 1)
+                }
+                None => {
+                    let is_hot = cold == 0 || (rng.next_u64() % 10_000) as f64 / 10_000.0 < hot_restores;
+                    if is_hot {
+                        rng.next_u64() as usize % hot
+                    } else {
+                        hot + rng.next_u64() as usize % cold
                     }
-                    None => {
-                        let is_hot = cold == 0 || (rng.next_u64() % 10_000) as f64 / 10_000.0 < self.hot_restores;
-                        if is_hot {
-                            rng.next_u64() as usize % hot
-                        } else {
-                            hot + rng.next_u64() as usize % cold
-                        }
-                    }
-                };
-                (order[rank], rank < hot)
-            })
-            .collect()
+                }
+            };
+            (order[rank], rank < hot)
+        })
     }
 }
 
@@ -380,7 +380,7 @@ pub fn replay(spec: &str, corpus: &[Page], skew: Skew, seed: u64) -> Result<Skew
         let moved_before = moved();
         let sequence = skew.sequence(&order, (seed << 32) + pass);
         let pass_start = (Instant::now(), policy_thread_cpu());
-        for (n, (k, hot)) in sequence.into_iter().enumerate() {
+        for (n, (k, hot)) in sequence.enumerate() {
             let tier = tiered.as_ref().and_then(|t| t.tier_of(handles[k]));
             if measured_pass && let Some(tier) = tier {
                 served[tier] += 1;
@@ -564,7 +564,7 @@ mod tests {
             assert!(Skew::parse(1000, bad, 1).is_err(), "{bad}");
         }
         let order: Vec<usize> = (0..1000).rev().collect();
-        let sequence = skew.sequence(&order, 1);
+        let sequence: Vec<_> = skew.sequence(&order, 1).collect();
         assert_eq!(sequence.len(), 20_000);
         let hot = sequence.iter().filter(|(_, hot)| *hot).count() as f64 / 20_000.0;
         assert!((0.78..0.82).contains(&hot), "{hot}");
@@ -583,7 +583,7 @@ mod tests {
             assert!(Skew::zipf(1000, bad, 1).is_err(), "{bad}");
         }
         let order: Vec<usize> = (0..1000).collect();
-        let sequence = skew.sequence(&order, 3);
+        let sequence: Vec<_> = skew.sequence(&order, 3).collect();
         let count = |k: usize| sequence.iter().filter(|&&(p, _)| p == k).count() as f64;
         // Rank 0 takes 1/mass(1000) of restores, rank 1 about half as many.
         let top = count(0) / 50_000.0;
