@@ -73,7 +73,7 @@ fn the_evictor_steps_the_backends_upkeep_while_idle_and_stops_when_it_is_done() 
 
 /// Writes a word into each page of `pages` (each a first touch, so one
 /// resident page more), then waits until the evictor has taken the region
-/// back to or under `high` and `settle` has passed; the pages resident.
+/// back to or under `high`, and 100 ms more; the pages resident then.
 fn touch_and_settle(r: &pagebackup_region::OffloadRegion, pages: std::ops::Range<usize>, high: u64) -> u64 {
     let words = r.words();
     for p in pages {
