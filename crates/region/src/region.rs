@@ -108,11 +108,12 @@ pub(crate) struct Shared {
     budget: usize,
     high: usize,
     /// Where a burst of evictions stops when the evictor had work left
-    /// since the last one (no idle time): a sixteenth of the budget below
-    /// `high`, so that a busy evictor starts few bursts.
+    /// since the last one (no idle time): a sixteenth of the budget (and
+    /// at least a batch) below `high`, so that a busy evictor starts few
+    /// bursts.
     low: usize,
     /// Where a burst stops when the evictor was idle before it: a
-    /// sixty-fourth of the budget below `high`. Each eviction leaves the
+    /// sixty-fourth of the budget (and at least a batch) below `high`. Each eviction leaves the
     /// backend a copy to drop (garbage for a compressing one, taken back in
     /// the idle time after); shorter bursts leave less of it at any time.
     low_after_idle: usize,
