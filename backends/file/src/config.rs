@@ -37,8 +37,10 @@ pub enum AsyncWrites {
     Auto,
     /// io_uring, one `WRITEV` per run.
     Ring,
-    /// `pwritev` on tokio's blocking pool, the writes of one shard one
-    /// after another in one blocking job.
+    /// Written behind: a backup stages its pages in memory and returns,
+    /// and `pwritev` jobs on tokio's blocking pool write them, a shard's
+    /// one after another in one blocking job (see
+    /// [`AsyncFileBackend`](crate::AsyncFileBackend)).
     Pool,
 }
 

@@ -79,8 +79,14 @@ impl FileDevice {
         self.file.fd()
     }
 
+    /// The pages staged until they are written: single pages of the sync
+    /// backend, and the native backend's write-behind.
+    pub(crate) fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
     /// Writes the staged pages, runs of contiguous slots coalesced.
-    fn flush_staged(&self) -> std::io::Result<()> {
+    pub(crate) fn flush_staged(&self) -> std::io::Result<()> {
         self.staging.flush(|slots, pages| {
             let mut runs: Vec<crate::runs::WriteRun<'_>> = Vec::new();
             let mut start = 0;
@@ -270,7 +276,7 @@ unsafe impl Device for FileDevice {
     }
 
     fn buffered_bytes(&self) -> u64 {
-        self.staging.bytes()
+        self.staging.bytes() + self.staging.spare_bytes()
     }
 
     fn space_avail(&self) -> u64 {

@@ -222,3 +222,44 @@ fn every_write_path_gives_the_same_bytes_back() {
         assert_eq!(b.stats().stored_pages, 0, "{writes:?}");
     }
 }
+
+/// A page staged by a single-page backup of the sync view, its handle then
+/// dropped with its slot kept for reuse, does not shadow what the native
+/// backend writes into that slot next: every write path and every restore
+/// path gives the new page back, before and after a flush.
+#[test]
+fn a_stale_staged_page_never_shadows_a_reused_slot() {
+    use pagebackup_core::{BackupBackend, BackupFlags, Page};
+    use pagebackup_testkit::{PageClass, PageSpec};
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for writes in [AsyncWrites::Ring, AsyncWrites::Pool] {
+        let config = FileConfig::new()
+            .with_shards(1)
+            .with_reuse(1 << 20)
+            .with_async_writes(writes);
+        let b = AsyncFileBackend::new(config).unwrap();
+        let old = PageSpec::new(31, 0, PageClass::Random).page();
+        let stale = b.blocking().backup_page(&old, 0, BackupFlags::NONE).unwrap();
+        b.blocking().drop_handle(stale).unwrap();
+        let new = PageSpec::new(31, 1, PageClass::Random).page();
+        runtime.block_on(async {
+            let (handle, _) = b.backup_page(new.clone(), 0, BackupFlags::NONE).await;
+            let handle = handle.unwrap();
+            for flushed in [false, true] {
+                let (restored, got) = b.copy_page(Page::new_boxed(), handle, None).await;
+                restored.unwrap_or_else(|e| panic!("{writes:?}, flushed {flushed}: {e}"));
+                assert!(got.0 == new.0, "{writes:?}, flushed {flushed}: copy_page");
+                let (restored, got) = b.copy_pages(&[handle], vec![Page::new_boxed()], None).await;
+                restored.unwrap_or_else(|e| panic!("{writes:?}, flushed {flushed}: {e:?}"));
+                assert!(got[0].0 == new.0, "{writes:?}, flushed {flushed}: copy_pages");
+                let mut got = Page::new_boxed();
+                b.blocking().copy_page(&mut got, handle, None).unwrap();
+                assert!(got.0 == new.0, "{writes:?}, flushed {flushed}: sync view");
+                b.flush().await.unwrap();
+            }
+            b.drop_handle(handle).await.unwrap();
+        });
+        assert_eq!(b.stats().stored_pages, 0, "{writes:?}");
+    }
+}

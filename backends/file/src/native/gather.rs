@@ -397,9 +397,23 @@ fn submit_restores(inner: &Arc<Inner>, queued: Vec<Restore>) {
             let _ = r.reply.send((result.map_err(|e| e.error), r.dst));
             continue;
         };
+        let slot = segment.runs[0].slot;
+        let mut dst = r.dst;
+        if inner
+            .store
+            .device(segment.shard)
+            .base()
+            .staging()
+            .copy_out(slot, &mut dst)
+        {
+            // Staged, not written yet: served from memory.
+            let result = inner.store.finish_read(plan, None, &[r.handle], |_| &*dst, OP);
+            let _ = r.reply.send((result.map_err(|e| e.error), dst));
+            continue;
+        }
         shards[segment.shard].push(Reading {
-            slot: segment.runs[0].slot,
-            dst: Box::into_raw(r.dst),
+            slot,
+            dst: Box::into_raw(dst),
             plan: Some(plan),
             handle: r.handle,
             reply: Some(r.reply),
