@@ -53,3 +53,18 @@ pub(crate) fn read_sync(fd: BorrowedFd<'_>, offset: u64, pages: &mut [&mut Page]
     }
     Ok(())
 }
+
+/// Reads what of `pages` (from `offset`) the page cache holds, without
+/// waiting for the device (`preadv2` with `RWF_NOWAIT`): the number of
+/// whole pages read from the first; those after are to be read otherwise
+/// (0 where the first page is not cached, or on any error).
+#[cfg(feature = "async")]
+pub(crate) fn read_cached(fd: BorrowedFd<'_>, offset: u64, pages: &mut [&mut Page]) -> usize {
+    let mut iov: Vec<IoSliceMut<'_>> = pages
+        .iter_mut()
+        .take(IOV_MAX)
+        .map(|p| IoSliceMut::new(p.as_bytes_mut()))
+        .collect();
+    rustix::io::preadv2(fd, &mut iov, offset, rustix::io::ReadWriteFlags::NOWAIT)
+        .map_or(0, |n| n / pagebackup_core::PAGE_SIZE)
+}

@@ -263,3 +263,56 @@ fn a_stale_staged_page_never_shadows_a_reused_slot() {
         assert_eq!(b.stats().stored_pages, 0, "{writes:?}");
     }
 }
+
+/// Buffered restores copy what the page cache holds on the calling task
+/// and read the rest through the ring: with every other 64 KiB of the file
+/// in the page cache (the first or the second, no read-ahead), batches and
+/// single pages come back exact.
+#[test]
+fn restores_of_pages_partly_in_the_page_cache_are_exact() {
+    use pagebackup_core::{BackupFlags, Page};
+    use pagebackup_testkit::PageSpec;
+    use rustix::fs::{Advice, fadvise};
+
+    /// Drops the file from the page cache, then reads back every other
+    /// 64 KiB from `first` on.
+    fn cache_every_other(fd: std::os::fd::BorrowedFd<'_>, first: u64) {
+        let len = rustix::fs::fstat(fd).unwrap().st_size as u64;
+        fadvise(fd, 0, None, Advice::DontNeed).unwrap();
+        let mut buf = vec![0; 64 << 10];
+        for offset in (first..len).step_by(128 << 10) {
+            rustix::io::pread(fd, &mut buf, offset).unwrap();
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for (writes, first) in [(AsyncWrites::Ring, 0), (AsyncWrites::Pool, 64 << 10)] {
+        let b = AsyncFileBackend::new(FileConfig::new().with_shards(1).with_async_writes(writes)).unwrap();
+        let specs: Vec<PageSpec> = (0..256).map(|i| PageSpec::mixed(37, i)).collect();
+        runtime.block_on(async {
+            let backed = b
+                .backup_pages(specs.iter().map(PageSpec::page).collect(), 0, BackupFlags::NONE)
+                .await;
+            backed.result.unwrap();
+            b.flush().await.unwrap();
+            let fd = b.fds().next().unwrap();
+            rustix::fs::fdatasync(fd).unwrap();
+            fadvise(fd, 0, None, Advice::Random).unwrap();
+            cache_every_other(fd, first);
+            let dsts = (0..256).map(|_| Page::new_boxed()).collect();
+            let (restored, pages) = b.copy_pages(&backed.handles, dsts, None).await;
+            restored.unwrap();
+            for (spec, page) in specs.iter().zip(&pages) {
+                spec.verify(page).unwrap_or_else(|m| panic!("{writes:?}, batch: {m}"));
+            }
+            cache_every_other(fd, first);
+            for (spec, &handle) in specs.iter().zip(&backed.handles) {
+                let (restored, page) = b.copy_page(Page::new_boxed(), handle, None).await;
+                restored.unwrap();
+                spec.verify(&page).unwrap_or_else(|m| panic!("{writes:?}, single: {m}"));
+            }
+            b.drop_handles(&backed.handles).await.unwrap();
+        });
+        assert_eq!(b.stats().stored_pages, 0, "{writes:?}");
+    }
+}

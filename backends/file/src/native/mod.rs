@@ -25,7 +25,7 @@ use self::driver::{Completion, Driver, Orphan, libc_iovec::Iovec, readv, result_
 use crate::backend::open_store;
 use crate::device::FileDevice;
 use crate::file::BackingFile;
-use crate::runs::{IOV_MAX, read_sync, write_sync};
+use crate::runs::{IOV_MAX, read_cached, read_sync, write_sync};
 use crate::{AsyncWrites, FileConfig};
 use pagebackup_core::raw::seal::MaybeSealed;
 
@@ -98,8 +98,14 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   flight 0.95–1.03x and 0.83–1.22x.
 ///   [`writes_through`](Self::writes_through) says which path a backend
 ///   uses.
-/// - **Where restores are read**: first from the staging buffer, the rest
-///   through the ring.
+/// - **Where restores are read**: first from the staging buffer, then,
+///   buffered, what the page cache holds is copied on the calling task
+///   (`preadv2` with `RWF_NOWAIT`, which never waits for the device), and
+///   only the rest is read through the ring. A single page served so needs
+///   no submission at all. In the same runs, batches of 64 restored at
+///   0.79–1.14x the sync backend with one call in flight (0.79–1.12x
+///   through the ring) and 1.09–1.83x with 64 (0.65–0.86x), and single
+///   pages with 64 in flight at 1.14–1.62x (0.65–0.84x).
 /// - Checksums, placement, bounded space, failure rules and `fork()` are the
 ///   slot store's, as for the sync backend; [`blocking`](Self::blocking)
 ///   gives the same store through the sync trait, so handles from one are
@@ -129,6 +135,9 @@ struct Inner {
     /// The writers of staged backups, when backups go to the blocking pool.
     behind: behind::WriteBehind,
     op_pages: usize,
+    /// Not `direct`: a restore first reads what the page cache holds on
+    /// the calling task (`RWF_NOWAIT`), and only the rest through the ring.
+    buffered: bool,
     /// Drops on the blocking pool, so that `flush` waits for orphaned ones.
     drops: BlockingJobs,
     /// Single-page calls gathered while gathered ones are in flight.
@@ -171,6 +180,7 @@ impl AsyncFileBackend {
                 drivers: drivers.into_boxed_slice(),
                 route,
                 op_pages: IOV_MAX,
+                buffered: !config.direct,
                 drops: BlockingJobs::new(),
                 gather: gather::Gather::default(),
             }),
@@ -181,6 +191,12 @@ impl AsyncFileBackend {
     /// blocking pool (see [`AsyncWrites`]).
     pub fn writes_through(&self) -> &'static str {
         self.inner.route.name()
+    }
+
+    /// The files' descriptors, one per shard, for inspection (`fstat`,
+    /// `fadvise`).
+    pub fn fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
+        self.inner.store.devices().map(|d| d.base().file.fd())
     }
 
     /// The same backend through the sync trait: the same store, so handles
@@ -353,6 +369,34 @@ impl Inner {
 }
 
 impl Inner {
+    /// A restore of one page served on the calling task, where that needs
+    /// no wait: from the staging buffer, or (buffered) from the page cache
+    /// (`RWF_NOWAIT`); `Err(dst)` where neither holds the page.
+    fn restore_at_once(
+        &self,
+        mut dst: Box<Page>,
+        handle: Handle,
+    ) -> std::result::Result<gather::RestoreReply, Box<Page>> {
+        const OP: Operation = Operation::CopyPage;
+        let plan = match self.store.plan_read(&[handle], OP) {
+            Ok(plan) => plan,
+            Err(e) => return Ok((Err(e.error), dst)),
+        };
+        if let Some(segment) = plan.segments().into_iter().next() {
+            let device = self.store.device(segment.shard).base();
+            let slot = segment.runs[0].slot;
+            let served = device.staging().copy_out(slot, &mut dst)
+                || (self.buffered && read_cached(device.file.fd(), u64::from(slot) * PAGE, &mut [&mut *dst]) == 1);
+            if !served {
+                self.store.abandon_read(plan);
+                return Err(dst);
+            }
+        }
+        // Read, or not live: finishing the plan checks it or says why.
+        let result = self.store.finish_read(plan, None, &[handle], |_| &*dst, OP);
+        Ok((result.map_err(|e| e.error), dst))
+    }
+
     /// The buffers of a backup of `pages` into `reservation`'s runs: one
     /// write per run, split at `op_pages`, to keep until the writes
     /// complete.
@@ -512,7 +556,17 @@ impl AsyncBackupBackend for AsyncFileBackend {
                     let dsts = &bufs.pages[run.start..run.start + run.len];
                     // SAFETY: the restore's own pages, no read into them submitted yet.
                     for part in unsafe { behind::copy_staged(device, run.slot, dsts) } {
-                        for start in part.clone().step_by(inner.op_pages) {
+                        let cached = match inner.buffered {
+                            true => {
+                                // SAFETY: as above; each page once.
+                                let mut pages: Vec<&mut Page> =
+                                    dsts[part.clone()].iter().map(|&p| unsafe { &mut *p }).collect();
+                                let offset = (u64::from(run.slot) + part.start as u64) * PAGE;
+                                read_cached(device.file.fd(), offset, &mut pages)
+                            }
+                            false => 0,
+                        };
+                        for start in (part.start + cached..part.end).step_by(inner.op_pages) {
                             let count = inner.op_pages.min(part.end - start);
                             let offset = (u64::from(run.slot) + start as u64) * PAGE;
                             let first = run.start + start;
@@ -580,6 +634,13 @@ impl AsyncBackupBackend for AsyncFileBackend {
 
     async fn copy_page(&self, dst: Box<Page>, handle: Handle, intr: Option<Interrupt>) -> (Result<()>, Box<Page>) {
         let intr = intr.unwrap_or_default();
+        let dst = match intr.is_interrupted() {
+            false => match self.inner.restore_at_once(dst, handle) {
+                Ok(restored) => return restored,
+                Err(dst) => dst,
+            },
+            true => dst,
+        };
         let on_drop = InterruptOnDrop::new(Some(intr.clone()));
         let out = gather::restore(&self.inner, dst, handle, intr).await;
         on_drop.disarm();
