@@ -316,3 +316,45 @@ fn restores_of_pages_partly_in_the_page_cache_are_exact() {
         assert_eq!(b.stats().stored_pages, 0, "{writes:?}");
     }
 }
+
+/// Backups written behind and restores served on the calling task never
+/// await anything of tokio's: they spend the task's cooperative budget, so
+/// a task making many of them still lets the runtime's other tasks run.
+#[test]
+fn inline_backups_and_restores_yield_to_other_tasks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pagebackup_core::{BackupFlags, Page};
+    use pagebackup_testkit::{PageClass, PageSpec};
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let b = AsyncFileBackend::new(FileConfig::new().with_async_writes(AsyncWrites::Pool)).unwrap();
+    let page = PageSpec::new(41, 0, PageClass::Random).page();
+    runtime.block_on(async {
+        let mut handles = Vec::new();
+        for restores in [false, true] {
+            let other = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&other);
+            tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+            let mut calls = 0;
+            while !other.load(Ordering::Relaxed) {
+                assert!(calls < 1024, "restores {restores}: 1024 calls without a yield");
+                if restores {
+                    let k = calls % handles.len();
+                    let (restored, got) = b.copy_page(Page::new_boxed(), handles[k], None).await;
+                    restored.unwrap();
+                    assert!(got.0 == page.0);
+                } else {
+                    let (handle, _) = b.backup_page(page.clone(), calls as u64, BackupFlags::NONE).await;
+                    handles.push(handle.unwrap());
+                }
+                calls += 1;
+            }
+            if !restores {
+                b.flush().await.unwrap();
+            }
+        }
+        b.drop_handles(&handles).await.unwrap();
+    });
+    assert_eq!(b.stats().stored_pages, 0);
+}

@@ -197,8 +197,10 @@ async fn cpu_slot_if(cpu_bound: bool) -> Option<tokio::sync::OwnedSemaphorePermi
 /// Spends `units` of the task's cooperative budget (one per page) around an
 /// inline call, yielding to the runtime if it runs out: a task that copies
 /// inline then yields as often as one doing tokio I/O (every 128 units by
-/// default), and a worker is never held by one task for long.
-async fn cooperate(units: usize) {
+/// default), and a worker is never held by one task for long. For
+/// backends whose calls complete without awaiting anything of tokio's
+/// (they would otherwise never yield); outside a runtime it does nothing.
+pub async fn cooperate(units: usize) {
     for _ in 0..units {
         tokio::task::coop::consume_budget().await;
     }

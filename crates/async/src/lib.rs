@@ -34,7 +34,7 @@ mod cpu;
 mod gather;
 mod page_array;
 
-pub use adapter::{Execution, INLINE_SLICE, SyncAdapter};
+pub use adapter::{Execution, INLINE_SLICE, SyncAdapter, cooperate};
 pub use backend::{AsyncBackupBackend, BackedUp};
 pub use blocking::{BlockingJobs, Outstanding, Serial};
 pub use cancel::InterruptOnDrop;

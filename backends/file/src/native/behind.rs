@@ -147,6 +147,8 @@ pub(super) async fn backup(
     handles: &mut Vec<Handle>,
     op: Operation,
 ) -> std::result::Result<(), pagebackup_core::BatchError> {
+    // Staging is a copy on this task: it yields as inline copies do.
+    pagebackup_async::cooperate(pages.len()).await;
     let no_room = |error: std::io::Error| pagebackup_core::BatchError {
         completed: 0,
         error: inner.store.io_error(op, error),

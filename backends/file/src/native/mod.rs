@@ -522,6 +522,10 @@ impl AsyncBackupBackend for AsyncFileBackend {
         if let Err(e) = check_batch_lengths("file", handles.len(), dsts.len()) {
             return (Err(e), dsts);
         }
+        if inner.buffered {
+            // Cached pages are copied on this task: it yields as inline copies do.
+            pagebackup_async::cooperate(handles.len()).await;
+        }
         let plan = match inner.store.plan_read(handles, op) {
             Ok(plan) => plan,
             Err(e) => return (Err(e), dsts),
@@ -634,6 +638,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
 
     async fn copy_page(&self, dst: Box<Page>, handle: Handle, intr: Option<Interrupt>) -> (Result<()>, Box<Page>) {
         let intr = intr.unwrap_or_default();
+        pagebackup_async::cooperate(1).await;
         let dst = match intr.is_interrupted() {
             false => match self.inner.restore_at_once(dst, handle) {
                 Ok(restored) => return restored,
