@@ -23,8 +23,10 @@ const ARRIVING_PART: usize = 32;
 /// One file of page slots, written through `pwritev` or io_uring, with
 /// single-page writes staged in memory: the staged pages are written (runs
 /// of contiguous slots coalesced) when a single page arrives with 64
-/// already staged, at writeback and at flush. Reads of staged slots copy
-/// from memory. Sealed and without `direct`, it lends its pages
+/// already staged, at writeback and at flush. The native async backend
+/// stages its buffered backups here too, and its writers write them
+/// ([`AsyncFileBackend`](crate::AsyncFileBackend), feature `async`). Reads
+/// of staged slots copy from memory. Sealed and without `direct`, it lends its pages
 /// ([`Device::lend`]) through a shared mapping of the file (made at the
 /// first lend), so that the sealing layer decrypts from the page cache
 /// straight into the caller's page; unsealed, nothing would borrow them,

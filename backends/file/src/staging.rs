@@ -1,5 +1,6 @@
-//! [`Staging`]: single pages held in memory until enough of them gather for
-//! one coalesced write.
+//! [`Staging`]: pages held in memory until they are written together:
+//! the sync backend's single pages, and the native backend's backups
+//! written behind.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,9 @@ use pagebackup_core::Page;
 /// Staged pages gathered before they are written together: 64 pages, 256 KiB.
 pub(crate) const STAGE_FLUSH: usize = 64;
 
-/// Pages backed up one at a time, by slot, until they are written.
+/// Pages backed up, by slot, until they are written: single pages of the
+/// sync backend (until 64 gather), and every backup of the native backend
+/// that writes behind (until its writer takes them).
 ///
 /// A page stays here until its write has completed, so a restore that
 /// finds no staged copy finds the page on the file. One flush runs at a
@@ -63,11 +66,12 @@ impl Staging {
 
     /// Stages a copy of `page` for `slot`; returns how many pages wait for a write.
     pub(crate) fn stage(&self, slot: u32, page: &Page) -> usize {
+        let copy = self.copies(&[page]).pop().expect("one copy");
         let mut pages = self.lock();
         pages.insert(
             slot,
             Staged {
-                page: Arc::new(page.clone()),
+                page: copy,
                 in_flight: false,
             },
         );
@@ -79,6 +83,16 @@ impl Staging {
     /// lock.
     #[cfg(feature = "async")]
     pub(crate) fn stage_run(&self, slot: u32, pages: &[&Page]) {
+        let copies = self.copies(pages);
+        let mut staged = self.lock();
+        for (slot, page) in (slot..).zip(copies) {
+            staged.insert(slot, Staged { page, in_flight: false });
+        }
+        self.count.store(staged.len(), Ordering::Relaxed);
+    }
+
+    /// Copies of `pages` in spare buffers, or new ones where none is spare.
+    fn copies(&self, pages: &[&Page]) -> Vec<Arc<Page>> {
         let mut copies: Vec<Arc<Page>> = {
             let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
             let keep = spare.len().saturating_sub(pages.len());
@@ -93,11 +107,7 @@ impl Staging {
                 None => copies.push(Arc::new(page.clone())),
             }
         }
-        let mut staged = self.lock();
-        for (slot, page) in (slot..).zip(copies) {
-            staged.insert(slot, Staged { page, in_flight: false });
-        }
-        self.count.store(staged.len(), Ordering::Relaxed);
+        copies
     }
 
     /// The staged page of `slot`, if one is staged.
@@ -119,18 +129,24 @@ impl Staging {
         if self.len() == 0 {
             return false;
         }
-        let in_flight = {
-            let pages = self.lock();
-            slots.clone().any(|s| pages.get(&s).is_some_and(|p| p.in_flight))
-        };
-        let _flushing = in_flight.then(|| self.flushing.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut pages = self.lock();
-        let mut any = false;
-        for slot in slots {
-            any |= pages.remove(&slot).is_some();
+        let mut flushing = None;
+        loop {
+            let mut pages = self.lock();
+            // A flush may have taken a slot since the last look: a slot in
+            // flight leaves only once its write is done, under the flush
+            // lock (with it held, no flush runs, so none is in flight).
+            if flushing.is_none() && slots.clone().any(|s| pages.get(&s).is_some_and(|p| p.in_flight)) {
+                drop(pages);
+                flushing = Some(self.flushing.lock().unwrap_or_else(PoisonError::into_inner));
+                continue;
+            }
+            let mut any = false;
+            for slot in slots {
+                any |= pages.remove(&slot).is_some();
+            }
+            self.count.store(pages.len(), Ordering::Relaxed);
+            return any;
         }
-        self.count.store(pages.len(), Ordering::Relaxed);
-        any
     }
 
     /// Writes every staged page not in flight with `write` (given the slots
@@ -242,5 +258,54 @@ mod tests {
             .unwrap();
         assert_eq!(seen, [(1, 0xc)]);
         assert_eq!(staging.len(), 0);
+    }
+
+    /// A discard of a slot whose page a flush is writing returns only once
+    /// that write is done: the slot is then free to reuse with no old
+    /// write left to land on it.
+    #[test]
+    fn a_discard_waits_for_the_write_of_its_slot_in_flight() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Barrier, mpsc};
+
+        for round in 0..200 {
+            let staging = Arc::new(Staging::default());
+            staging.stage(7, &page(0xa));
+            let written = Arc::new(AtomicBool::new(false));
+            let started = Arc::new(Barrier::new(2));
+            let (go, wait) = mpsc::channel::<()>();
+            let flusher = {
+                let (staging, written, started) = (Arc::clone(&staging), Arc::clone(&written), Arc::clone(&started));
+                std::thread::spawn(move || {
+                    staging
+                        .flush(|slots, _| {
+                            assert_eq!(slots, &[7]);
+                            started.wait();
+                            wait.recv().unwrap();
+                            written.store(true, Ordering::SeqCst);
+                            Ok::<(), ()>(())
+                        })
+                        .unwrap();
+                })
+            };
+            started.wait();
+            let discarder = {
+                let (staging, written) = (Arc::clone(&staging), Arc::clone(&written));
+                std::thread::spawn(move || {
+                    assert!(staging.discard(7..8) || written.load(Ordering::SeqCst));
+                    assert!(
+                        written.load(Ordering::SeqCst),
+                        "round {round}: discarded under its write"
+                    );
+                })
+            };
+            if round % 2 == 1 {
+                std::thread::yield_now();
+            }
+            go.send(()).unwrap();
+            flusher.join().unwrap();
+            discarder.join().unwrap();
+            assert_eq!(staging.len(), 0);
+        }
     }
 }

@@ -14,12 +14,13 @@
 //! The staging buffer's rules keep what a backup returned readable and
 //! its slot safe to reuse: a page leaves it only once its write has
 //! completed, so a restore that finds no staged copy finds the page on the
-//! file (restores look in the buffer first); a drop waits for a write of
-//! its slot in flight before releasing it; a failed write leaves its pages
-//! staged, in memory, for the next flush to write again and report.
-//! Staged pages are bounded: a backup that finds more than
-//! [`WRITE_BEHIND_PAGES`] staged waits for the writers, or fails with the
-//! writers' error if a write fails meanwhile (before it reserved anything).
+//! file (restores look in the buffer first); a release of a slot waits for
+//! a write of it in flight; a failed write leaves its pages staged, in
+//! memory, for the next flush to write again and report. Staged pages are
+//! bounded: a backup that finds [`WRITE_BEHIND_PAGES`] or more staged waits
+//! for the writers, or fails with the writers' error if a write fails
+//! meanwhile (before it reserved anything), so at most that many and one
+//! batch per caller are staged.
 //!
 //! [`Route::Pool`]: super::Route::Pool
 

@@ -84,12 +84,18 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   contiguous slots in one call, while the caller goes on. A page leaves
 ///   the buffer only once its write has completed, so restores (which look
 ///   there first) and the sync view read every page whatever its write's
-///   state; a drop waits for a write of its slot in flight. At most 2048
-///   pages (8 MiB) are staged across the shards: a backup that finds more
-///   waits for the writers, or fails with their error (nothing stored) if a
-///   write fails meanwhile. A write that fails leaves its pages staged, in
-///   memory, restorable; [`flush`](AsyncBackupBackend::flush) writes them
-///   again and reports the failure (`NoSpace` for `ENOSPC`/`EFBIG`). On
+///   state; a release of a slot (a drop, or later the trim of a slot kept
+///   for reuse) waits for a write of its slot in flight, at most one write
+///   job's. A backup waits while 2048 pages (8 MiB) or more are staged
+///   across the shards, so at most that and one batch per caller are, or
+///   fails with the writers' error (nothing stored) if a write fails
+///   meanwhile. Written buffers are kept for the next backups, up to as
+///   many across the shards, and counted with the staged pages in
+///   `memory_used`. `writeback` queues the write at once, as every backup
+///   does, and is not counted in `writeback_pages`. A write that fails
+///   leaves its pages staged, in memory, restorable;
+///   [`flush`](AsyncBackupBackend::flush) writes them again and reports the
+///   failure (`NoSpace` for `ENOSPC`/`EFBIG`). On
 ///   ext4 (Linux 6.18, a 2-core machine, `bench --async --pages 4096`, 5
 ///   runs each, alternating), batches of 64 with one call in flight ran at
 ///   0.48–0.80x the sync backend's `pwritev` when each backup waited for
@@ -122,7 +128,11 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// **Blocking class**: natively async. Backups and restores submit on the
 /// calling task (or stage and copy there, which never waits on the device)
 /// and await completions delivered there or by the reapers; buffered writes
-/// behind and hole punches (drops) run on the blocking pool.
+/// behind and hole punches (drops) run on the blocking pool. A release
+/// that a restore or a backup makes on the calling task (the trim of slots
+/// kept for reuse, a restore that was the last pin of a dropped slot)
+/// punches its hole there, and waits there for a write behind of that slot
+/// in flight.
 pub struct AsyncFileBackend {
     inner: Arc<Inner>,
 }
@@ -369,9 +379,9 @@ impl Inner {
 }
 
 impl Inner {
-    /// A restore of one page served on the calling task, where that needs
-    /// no wait: from the staging buffer, or (buffered) from the page cache
-    /// (`RWF_NOWAIT`); `Err(dst)` where neither holds the page.
+    /// A restore of one page of a buffered backend served on the calling
+    /// task, where that needs no wait: from the staging buffer, or from the
+    /// page cache (`RWF_NOWAIT`); `Err(dst)` where neither holds the page.
     fn restore_at_once(
         &self,
         mut dst: Box<Page>,
@@ -386,7 +396,7 @@ impl Inner {
             let device = self.store.device(segment.shard).base();
             let slot = segment.runs[0].slot;
             let served = device.staging().copy_out(slot, &mut dst)
-                || (self.buffered && read_cached(device.file.fd(), u64::from(slot) * PAGE, &mut [&mut *dst]) == 1);
+                || read_cached(device.file.fd(), u64::from(slot) * PAGE, &mut [&mut *dst]) == 1;
             if !served {
                 self.store.abandon_read(plan);
                 return Err(dst);
@@ -638,13 +648,15 @@ impl AsyncBackupBackend for AsyncFileBackend {
 
     async fn copy_page(&self, dst: Box<Page>, handle: Handle, intr: Option<Interrupt>) -> (Result<()>, Box<Page>) {
         let intr = intr.unwrap_or_default();
-        pagebackup_async::cooperate(1).await;
-        let dst = match intr.is_interrupted() {
-            false => match self.inner.restore_at_once(dst, handle) {
-                Ok(restored) => return restored,
-                Err(dst) => dst,
-            },
-            true => dst,
+        let dst = match self.inner.buffered && !intr.is_interrupted() {
+            true => {
+                pagebackup_async::cooperate(1).await;
+                match self.inner.restore_at_once(dst, handle) {
+                    Ok(restored) => return restored,
+                    Err(dst) => dst,
+                }
+            }
+            false => dst,
         };
         let on_drop = InterruptOnDrop::new(Some(intr.clone()));
         let out = gather::restore(&self.inner, dst, handle, intr).await;
@@ -669,11 +681,13 @@ impl AsyncBackupBackend for AsyncFileBackend {
         stats
     }
 
-    /// Every write completed before its call returned; this waits for the
-    /// operations still in flight whose futures were dropped, and for the
-    /// drops whose futures were dropped, so that after it the backend holds
-    /// exactly what its callers hold (also after the runtime that ran them
-    /// shut down: they end on the reaper and the blocking pool).
+    /// Writes what is written behind (again, where a write failed: its
+    /// error is returned) and waits for the operations still in flight
+    /// whose futures were dropped, and for the drops whose futures were
+    /// dropped, so that after it every backup made so far is on the file
+    /// and the backend holds exactly what its callers hold (also after the
+    /// runtime that ran them shut down: they end on the reaper and the
+    /// blocking pool).
     async fn flush(&self) -> Result<()> {
         // Gathered backups first: their completions may submit to any ring.
         self.inner.gather.backups.settle().await;
