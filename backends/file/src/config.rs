@@ -193,7 +193,7 @@ impl FileConfig {
             key: "async_writes",
             syntax: "auto|ring|pool",
             default: "auto",
-            meaning: "the native async backend's writes: io_uring, or pwritev on the blocking pool",
+            meaning: "the native async backend's writes: io_uring, or staged and written behind by pwritev on the blocking pool",
         },
         SEAL_PARAM,
         SEAL_KEY_PARAM,
