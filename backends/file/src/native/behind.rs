@@ -16,31 +16,36 @@
 //! completed, so a restore that finds no staged copy finds the page on the
 //! file (restores look in the buffer first); a release of a slot waits for
 //! a write of it in flight; a failed write leaves its pages staged, in
-//! memory, for the next flush to write again and report. Staged pages are
-//! bounded: a backup that finds [`WRITE_BEHIND_PAGES`] or more staged waits
-//! for the writers, or fails with the writers' error if a write fails
-//! meanwhile (before it reserved anything), so at most that many and one
-//! batch per caller are staged.
+//! memory, for the next flush to write again and report.
+//!
+//! Staged pages are bounded: a backup that finds [`HAND_OFF_PAGES`] or
+//! more staged (the writers are behind: many callers, or writes failing)
+//! hands its own pages to its shard's writer instead, without a copy, and
+//! waits for its write, as a backup without write-behind does; so at most
+//! that many and one batch per caller are staged, and when writes fail,
+//! such a backup fails with their error, nothing stored.
 //!
 //! [`Route::Pool`]: super::Route::Pool
 
+use std::any::Any;
+use std::io::IoSlice;
 use std::ops::Range;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pagebackup_async::Serial;
 use pagebackup_core::raw::seal::MaybeSealed;
 use pagebackup_core::raw::{Reservation, SlotStore};
 use pagebackup_core::{BackupError, BackupFlags, Handle, Operation, Page, Result};
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
-use super::Inner;
+use super::driver::{Completion, Orphan, deliver};
+use super::{Inner, WriteBufs, Written};
 use crate::device::FileDevice;
 
-/// The most pages staged across the shards before backups wait for the
-/// writers: 8 MiB.
-pub(crate) const WRITE_BEHIND_PAGES: usize = 2048;
+/// The pages staged across the shards from which backups hand their pages
+/// to the writers instead of staging them: 2 MiB.
+pub(crate) const HAND_OFF_PAGES: usize = 512;
 
 /// The writers of a backend's staged pages, one [`Serial`] queue per shard.
 #[derive(Debug)]
@@ -49,13 +54,6 @@ pub(super) struct WriteBehind {
     writers: Box<[Arc<Serial>]>,
     /// Per shard: a write job is queued that has not started yet.
     queued: Box<[AtomicBool]>,
-
-    /// Woken after every write job.
-    written: Notify,
-    /// Write jobs that failed so far.
-    failures: AtomicU64,
-    /// The error of the last write job that failed.
-    last_error: Mutex<Option<std::io::Error>>,
 }
 
 impl WriteBehind {
@@ -64,15 +62,11 @@ impl WriteBehind {
     pub(super) fn new(store: &SlotStore<MaybeSealed<FileDevice>>) -> Self {
         let shards = store.devices().count();
         for device in store.devices() {
-            device.base().staging().keep_spares(WRITE_BEHIND_PAGES.div_ceil(shards));
+            device.base().staging().keep_spares(HAND_OFF_PAGES.div_ceil(shards));
         }
         WriteBehind {
             writers: (0..shards).map(|_| Arc::new(Serial::new())).collect(),
             queued: (0..shards).map(|_| AtomicBool::new(false)).collect(),
-
-            written: Notify::new(),
-            failures: AtomicU64::new(0),
-            last_error: Mutex::new(None),
         }
     }
 
@@ -83,52 +77,63 @@ impl WriteBehind {
         }
     }
 
+    /// Whether the writers are behind: a backup then hands its pages over
+    /// ([`hand_off`]) instead of staging them.
+    pub(super) fn behind(&self, inner: &Inner) -> bool {
+        staged(inner) >= HAND_OFF_PAGES
+    }
+
     /// Queues a write job for `shard` unless one is queued that has not
-    /// started: a job writes everything staged when it starts.
+    /// started: a job writes everything staged when it starts (a failed
+    /// write leaves its pages staged, for the next job or flush).
     fn schedule(&self, inner: &Arc<Inner>, shard: usize) {
         if self.queued[shard].swap(true, Ordering::AcqRel) {
             return;
         }
         let owner = Arc::clone(inner);
         self.writers[shard].push(move || {
-            let behind = &owner.behind;
-            behind.queued[shard].store(false, Ordering::Release);
-            if let Err(error) = owner.store.device(shard).base().flush_staged() {
-                *behind.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-                behind.failures.fetch_add(1, Ordering::AcqRel);
-            }
-            behind.written.notify_waiters();
+            owner.behind.queued[shard].store(false, Ordering::Release);
+            let _ = owner.store.device(shard).base().flush_staged();
         });
     }
+}
 
-    /// Returns once fewer than [`WRITE_BEHIND_PAGES`] pages are staged, or
-    /// the error of a write job that failed while this waited.
-    pub(super) async fn room(&self, inner: &Arc<Inner>) -> std::io::Result<()> {
-        let failures = self.failures.load(Ordering::Acquire);
-        loop {
-            let mut written = pin!(self.written.notified());
-            written.as_mut().enable();
-            if staged(inner) < WRITE_BEHIND_PAGES {
-                return Ok(());
+/// Queues the writes of `buffers` (a backup's own pages) on their shard's
+/// writer, after what is staged there, with `pwritev`; the completion goes
+/// to `done` if given and still awaited, to `orphan` otherwise.
+pub(super) fn hand_off<T: Written>(
+    inner: &Arc<Inner>,
+    buffers: T,
+    done: Option<oneshot::Sender<Completion>>,
+    orphan: Orphan,
+) {
+    let shard = buffers.bufs().reservation.shard();
+    let owner = Arc::clone(inner);
+    inner.behind.writers[shard].push(move || {
+        let results = pwrite(&owner, buffers.bufs());
+        let buffers: Box<dyn Any + Send> = Box::new(buffers);
+        deliver(Completion { results, buffers }, done, orphan);
+    });
+}
+
+/// Writes `bufs`' entries with `pwritev`, one call each, and gives their
+/// results as io_uring would: bytes written or `-errno`.
+fn pwrite(inner: &Inner, bufs: &WriteBufs) -> Vec<i32> {
+    let fd = inner.store.device(bufs.reservation.shard()).base().file.fd();
+    bufs.entries
+        .iter()
+        .map(|e| {
+            let slices: Vec<IoSlice<'_>> = bufs.pages[e.first..e.first + e.count]
+                .iter()
+                .map(|p| IoSlice::new(p.as_bytes()))
+                .collect();
+            match rustix::io::pwritev(fd, &slices, e.offset) {
+                // At most `op_pages` pages: far below 2 GiB.
+                Ok(written) => i32::try_from(written).unwrap_or(i32::MAX),
+                Err(errno) => -errno.raw_os_error(),
             }
-            if self.failures.load(Ordering::Acquire) != failures {
-                let last = self.last_error.lock().unwrap_or_else(PoisonError::into_inner);
-                return Err(last.as_ref().map_or_else(
-                    || std::io::Error::other("a staged write failed"),
-                    |e| match e.raw_os_error() {
-                        Some(errno) => std::io::Error::from_raw_os_error(errno),
-                        None => std::io::Error::new(e.kind(), e.to_string()),
-                    },
-                ));
-            }
-            for (shard, device) in inner.store.devices().enumerate() {
-                if device.base().staging().len() > 0 {
-                    self.schedule(inner, shard);
-                }
-            }
-            written.await;
-        }
-    }
+        })
+        .collect()
 }
 
 /// Pages staged across the shards.
@@ -136,9 +141,8 @@ fn staged(inner: &Inner) -> usize {
     inner.store.devices().map(|d| d.base().staging().len()).sum()
 }
 
-/// Backs up `pages` through the write-behind: waits for room, reserves,
-/// stages the pages of the runs reserved, issues their handles and queues
-/// their write. `writeback` queues the write as every backup does; it is
+/// Backs up `pages` through the write-behind: reserves, stages the pages
+/// of the runs reserved, issues their handles and queues their write. `writeback` queues the write as every backup does; it is
 /// not run on the caller's thread.
 pub(super) async fn backup(
     inner: &Arc<Inner>,
@@ -150,11 +154,6 @@ pub(super) async fn backup(
 ) -> std::result::Result<(), pagebackup_core::BatchError> {
     // Staging is a copy on this task: it yields as inline copies do.
     pagebackup_async::cooperate(pages.len()).await;
-    let no_room = |error: std::io::Error| pagebackup_core::BatchError {
-        completed: 0,
-        error: inner.store.io_error(op, error),
-    };
-    inner.behind.room(inner).await.map_err(no_room)?;
     let reservation = inner.store.reserve(pages, first_idx, op)?;
     let shard = reservation.shard();
     stage(inner.store.device(shard).base(), &reservation, pages);

@@ -86,22 +86,23 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   there first) and the sync view read every page whatever its write's
 ///   state; a release of a slot (a drop, or later the trim of a slot kept
 ///   for reuse) waits for a write of its slot in flight, at most one write
-///   job's. A backup waits while 2048 pages (8 MiB) or more are staged
-///   across the shards, so at most that and one batch per caller are, or
-///   fails with the writers' error (nothing stored) if a write fails
-///   meanwhile. Written buffers are kept for the next backups, up to as
-///   many across the shards, and counted with the staged pages in
-///   `memory_used`. `writeback` queues the write at once, as every backup
+///   job's. A backup that finds 512 pages (2 MiB) or more staged across the
+///   shards (the writers are behind: many callers, or writes failing)
+///   hands its own pages to its shard's writer instead, with no copy, and
+///   waits for its write, so at most that many and one batch per caller
+///   are staged, and a backup whose write fails fails, nothing stored.
+///   Written buffers are kept for the next backups, up to as many across
+///   the shards, and counted with the staged pages in `memory_used`. `writeback` queues the write at once, as every backup
 ///   does, and is not counted in `writeback_pages`. A write that fails
 ///   leaves its pages staged, in memory, restorable;
 ///   [`flush`](AsyncBackupBackend::flush) writes them again and reports the
 ///   failure (`NoSpace` for `ENOSPC`/`EFBIG`). On
 ///   ext4 (Linux 6.18, a 2-core machine, `bench --async --pages 4096`, 5
 ///   runs each, alternating), batches of 64 with one call in flight ran at
-///   0.48–0.80x the sync backend's `pwritev` when each backup waited for
-///   its write on the pool, and at 0.57–1.17x written behind (median 0.90x
-///   over 9 runs, two of them near 0.6x throughout); with 64 calls in
-///   flight 0.95–1.03x and 0.83–1.22x.
+///   0.51–0.73x the sync backend's `pwritev` (median 0.63x) when each
+///   backup waited for its write on the pool, and at 0.58–1.21x (median
+///   1.01x) written behind; with 64 calls in flight 0.94–1.21x (1.00x)
+///   and 0.79–1.29x (1.09x).
 ///   [`writes_through`](Self::writes_through) says which path a backend
 ///   uses.
 /// - **Where restores are read**: first from the staging buffer, then,
@@ -109,9 +110,9 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   (`preadv2` with `RWF_NOWAIT`, which never waits for the device), and
 ///   only the rest is read through the ring. A single page served so needs
 ///   no submission at all. In the same runs, batches of 64 restored at
-///   0.79–1.14x the sync backend with one call in flight (0.79–1.12x
-///   through the ring) and 1.09–1.83x with 64 (0.65–0.86x), and single
-///   pages with 64 in flight at 1.14–1.62x (0.65–0.84x).
+///   0.73–0.93x the sync backend with one call in flight (0.52–1.00x
+///   through the ring) and 1.26–1.74x with 64 (0.80–0.91x), and single
+///   pages with 64 in flight at 1.43–1.66x (0.80–0.96x).
 /// - Checksums, placement, bounded space, failure rules and `fork()` are the
 ///   slot store's, as for the sync backend; [`blocking`](Self::blocking)
 ///   gives the same store through the sync trait, so handles from one are
@@ -444,20 +445,27 @@ impl Inner {
         }
     }
 
-    /// Submits the writes of `buffers` to their shard's ring. The
-    /// completion goes to `done` if given and still awaited, to `orphan`
-    /// otherwise, on the thread that reaps it.
+    /// Sends the writes of `buffers` down the backend's write path
+    /// ([`Route`]): its shard's ring, or (the writers being behind) its
+    /// shard's writer on the blocking pool. The completion goes to `done`
+    /// if given and still awaited, to `orphan` otherwise, on the thread
+    /// that completes the writes.
     fn send_writes<T: Written>(
         self: &Arc<Self>,
         buffers: T,
         done: Option<oneshot::Sender<Completion>>,
         orphan: Orphan,
     ) {
-        let shard = buffers.bufs().reservation.shard();
-        let sqes = buffers.bufs().sqes();
-        let op = std::iter::once((sqes, Box::new(buffers) as Box<dyn Any + Send>, done, orphan));
-        // SAFETY: every entry points into `buffers` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
-        unsafe { self.drivers[shard].submit_inner(op) };
+        match self.route {
+            Route::Ring => {
+                let shard = buffers.bufs().reservation.shard();
+                let sqes = buffers.bufs().sqes();
+                let op = std::iter::once((sqes, Box::new(buffers) as Box<dyn Any + Send>, done, orphan));
+                // SAFETY: every entry points into `buffers` (boxed pages and the iovec vector's heap buffer), which the driver keeps until completion.
+                unsafe { self.drivers[shard].submit_inner(op) };
+            }
+            Route::Pool => behind::hand_off(self, buffers, done, orphan),
+        }
     }
 }
 
@@ -471,7 +479,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
         let op = Operation::BackupPages;
         let inner = &self.inner;
         let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
-        if inner.route == Route::Pool {
+        if inner.route == Route::Pool && !inner.behind.behind(inner) {
             let mut handles = Vec::new();
             let result = behind::backup(inner, &refs, first_idx, flags, &mut handles, op).await;
             drop(refs);
@@ -638,7 +646,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
 
     async fn backup_page(&self, page: Box<Page>, idx: u64, flags: BackupFlags) -> (Result<Handle>, Box<Page>) {
         let inner = &self.inner;
-        if inner.route == Route::Pool {
+        if inner.route == Route::Pool && !inner.behind.behind(inner) {
             let mut handles = Vec::with_capacity(1);
             let result = behind::backup(inner, &[&*page], idx, flags, &mut handles, Operation::BackupPage).await;
             return (result.map(|()| handles[0]).map_err(|e| e.error), page);
