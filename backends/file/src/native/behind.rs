@@ -29,7 +29,6 @@
 
 use std::any::Any;
 use std::io::IoSlice;
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -197,31 +196,4 @@ pub(super) async fn flush(inner: &Arc<Inner>) -> Result<()> {
         }
     }
     failed.map_or(Ok(()), Err)
-}
-
-/// Copies the pages of the `dsts.len()` slots from `slot` that `device`
-/// has staged into `dsts`, and gives the parts of the run (page ranges)
-/// that are not staged, to be read from the file: a page leaves the
-/// staging buffer only once its write has completed, so those are there.
-///
-/// # Safety
-/// Each pointer of `dsts` is a page the caller owns, which nothing else
-/// reads or writes during the call (no read into it is in flight).
-pub(super) unsafe fn copy_staged(device: &FileDevice, slot: u32, dsts: &[*mut Page]) -> Vec<Range<usize>> {
-    let staging = device.staging();
-    if staging.len() == 0 {
-        return std::iter::once(0..dsts.len()).collect();
-    }
-    let mut parts: Vec<Range<usize>> = Vec::new();
-    for (k, (slot, &dst)) in (slot..).zip(dsts).enumerate() {
-        // SAFETY: the caller's page, as the caller promises.
-        if staging.copy_out(slot, unsafe { &mut *dst }) {
-            continue;
-        }
-        match parts.last_mut() {
-            Some(part) if part.end == k => part.end = k + 1,
-            _ => parts.push(k..k + 1),
-        }
-    }
-    parts
 }

@@ -8,6 +8,7 @@ mod gather;
 use std::any::Any;
 use std::fmt;
 use std::io::IoSlice;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -339,6 +340,44 @@ impl ReadBufs {
     }
 }
 
+/// Serves what it can of a restore of the `dsts.len()` slots from `slot`
+/// on `device` at once, on the calling task: the pages staged (copied from
+/// memory), then, if `cached`, each remaining part's first pages that the
+/// page cache holds (`RWF_NOWAIT`). Gives the parts (page ranges) left to
+/// read from the file, where they are: a page leaves the staging buffer
+/// only once its write has completed.
+///
+/// # Safety
+/// Each pointer of `dsts` is a page the caller owns, which nothing else
+/// reads or writes during the call (no read into it is in flight).
+unsafe fn serve_at_once(device: &FileDevice, slot: u32, dsts: &[*mut Page], cached: bool) -> Vec<Range<usize>> {
+    let staging = device.staging();
+    let mut parts: Vec<Range<usize>> = Vec::new();
+    for (k, (slot, &dst)) in (slot..).zip(dsts).enumerate() {
+        // SAFETY: the caller's page, as the caller promises.
+        if staging.len() > 0 && staging.copy_out(slot, unsafe { &mut *dst }) {
+            continue;
+        }
+        match parts.last_mut() {
+            Some(part) if part.end == k => part.end = k + 1,
+            _ => parts.push(k..k + 1),
+        }
+    }
+    if cached {
+        for part in &mut parts {
+            let mut pages: Vec<&mut Page> = dsts[part.clone()]
+                .iter()
+                // SAFETY: as above; each page once.
+                .map(|&p| unsafe { &mut *p })
+                .collect();
+            let offset = (u64::from(slot) + part.start as u64) * PAGE;
+            part.start += read_cached(device.file.fd(), offset, &mut pages);
+        }
+        parts.retain(|part| !part.is_empty());
+    }
+    parts
+}
+
 fn iovec(page: *const Page) -> Iovec {
     Iovec {
         base: page.cast_mut().cast(),
@@ -397,9 +436,9 @@ impl Inner {
         if let Some(segment) = plan.segments().into_iter().next() {
             let device = self.store.device(segment.shard).base();
             let slot = segment.runs[0].slot;
-            let served = device.staging().copy_out(slot, &mut dst)
-                || read_cached(device.file.fd(), u64::from(slot) * PAGE, &mut [&mut *dst]) == 1;
-            if !served {
+            // SAFETY: the restore's own page, no read into it submitted.
+            let left = unsafe { serve_at_once(device, slot, &[&raw mut *dst], true) };
+            if !left.is_empty() {
                 self.store.abandon_read(plan);
                 return Err(dst);
             }
@@ -578,18 +617,8 @@ impl AsyncBackupBackend for AsyncFileBackend {
                 for run in &segment.runs {
                     let dsts = &bufs.pages[run.start..run.start + run.len];
                     // SAFETY: the restore's own pages, no read into them submitted yet.
-                    for part in unsafe { behind::copy_staged(device, run.slot, dsts) } {
-                        let cached = match inner.buffered {
-                            true => {
-                                // SAFETY: as above; each page once.
-                                let mut pages: Vec<&mut Page> =
-                                    dsts[part.clone()].iter().map(|&p| unsafe { &mut *p }).collect();
-                                let offset = (u64::from(run.slot) + part.start as u64) * PAGE;
-                                read_cached(device.file.fd(), offset, &mut pages)
-                            }
-                            false => 0,
-                        };
-                        for start in (part.start + cached..part.end).step_by(inner.op_pages) {
+                    for part in unsafe { serve_at_once(device, run.slot, dsts, inner.buffered) } {
+                        for start in part.clone().step_by(inner.op_pages) {
                             let count = inner.op_pages.min(part.end - start);
                             let offset = (u64::from(run.slot) + start as u64) * PAGE;
                             let first = run.start + start;
