@@ -22,8 +22,9 @@
 //! more staged (the writers are behind: many callers, or writes failing)
 //! hands its own pages to its shard's writer instead, without a copy, and
 //! waits for its write, as a backup without write-behind does; so at most
-//! that many and one batch per caller are staged, and when writes fail,
-//! such a backup fails with their error, nothing stored.
+//! that many and one batch per caller are staged, and such a backup fails
+//! if its own write does (the runs written before the failed one keep
+//! their handles, the batch rule).
 //!
 //! [`Route::Pool`]: super::Route::Pool
 
@@ -44,7 +45,13 @@ use crate::device::FileDevice;
 
 /// The pages staged across the shards from which backups hand their pages
 /// to the writers instead of staging them: 2 MiB.
-pub(crate) const HAND_OFF_PAGES: usize = 512;
+const HAND_OFF_PAGES: usize = 512;
+
+/// Whether the writers are behind: a backup then hands its pages over
+/// ([`hand_off`]) instead of staging them.
+pub(super) fn writers_behind(inner: &Inner) -> bool {
+    staged(inner) >= HAND_OFF_PAGES
+}
 
 /// The writers of a backend's staged pages, one [`Serial`] queue per shard.
 #[derive(Debug)]
@@ -76,12 +83,6 @@ impl WriteBehind {
         }
     }
 
-    /// Whether the writers are behind: a backup then hands its pages over
-    /// ([`hand_off`]) instead of staging them.
-    pub(super) fn behind(&self, inner: &Inner) -> bool {
-        staged(inner) >= HAND_OFF_PAGES
-    }
-
     /// Queues a write job for `shard` unless one is queued that has not
     /// started: a job writes everything staged when it starts (a failed
     /// write leaves its pages staged, for the next job or flush).
@@ -98,8 +99,9 @@ impl WriteBehind {
 }
 
 /// Queues the writes of `buffers` (a backup's own pages) on their shard's
-/// writer, after what is staged there, with `pwritev`; the completion goes
-/// to `done` if given and still awaited, to `orphan` otherwise.
+/// writer with `pwritev`, after a write job of what is staged there (pages
+/// whose write failed are tried again); the completion goes to `done` if
+/// given and still awaited, to `orphan` otherwise.
 pub(super) fn hand_off<T: Written>(
     inner: &Arc<Inner>,
     buffers: T,
@@ -107,12 +109,30 @@ pub(super) fn hand_off<T: Written>(
     orphan: Orphan,
 ) {
     let shard = buffers.bufs().reservation.shard();
+    if inner.store.device(shard).base().staging().len() > 0 {
+        inner.behind.schedule(inner, shard);
+    }
     let owner = Arc::clone(inner);
     inner.behind.writers[shard].push(move || {
+        // No handle of these slots exists yet: the wait for an old page of
+        // them in flight is the writer's, not the caller's.
+        forget_staged(&owner, &buffers.bufs().reservation);
         let results = pwrite(&owner, buffers.bufs());
         let buffers: Box<dyn Any + Send> = Box::new(buffers);
         deliver(Completion { results, buffers }, done, orphan);
     });
+}
+
+/// Forgets the pages staged for the slots of `reservation`, about to be
+/// written straight to the file: a slot kept for reuse may still have its
+/// old page staged (written behind, or a single page of the sync view),
+/// which restores would read instead of the file and a flush would write
+/// over the new one. Waits for a write of one of them in flight.
+pub(super) fn forget_staged(inner: &Inner, reservation: &Reservation) {
+    let staging = inner.store.device(reservation.shard()).base().staging();
+    for run in reservation.runs() {
+        staging.discard(run.clone());
+    }
 }
 
 /// Writes `bufs`' entries with `pwritev`, one call each, and gives their
@@ -181,7 +201,7 @@ pub(super) async fn flush(inner: &Arc<Inner>) -> Result<()> {
         if device.base().staging().len() == 0 {
             continue;
         }
-        let (done, outcome) = tokio::sync::oneshot::channel();
+        let (done, outcome) = oneshot::channel();
         let owner = Arc::clone(inner);
         inner.behind.writers[shard].push(move || {
             let _ = done.send(owner.store.device(shard).base().flush_staged());

@@ -286,7 +286,12 @@ fn write_group(inner: &Arc<Inner>, group: Vec<Backup>) {
             .downcast::<(WriteBufs, Vec<Caller>)>()
             .expect("a gathered backup's buffers");
         let outcome = owner.write_outcome(&bufs, &c.results, true);
-        let WriteBufs { pages, reservation, .. } = bufs;
+        let WriteBufs {
+            pages,
+            reservation,
+            flags,
+            ..
+        } = bufs;
         let mut handles = Vec::new();
         let result = owner.store.complete(reservation, outcome, flags, &mut handles, OP);
         answer_backups(&owner, pages, callers, &handles, result);

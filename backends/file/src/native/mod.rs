@@ -50,8 +50,8 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   holds them until the kernel is done with them, whatever happens to the
 ///   call's future, and then gives them back.
 /// - **Cancellation**: a backup whose future is dropped completes on the
-///   thread that reaps it, which drops the handles it made (nothing is left
-///   held); a
+///   thread that reaps it (or that wrote it, on the blocking pool), which
+///   drops the handles it made (nothing is left held); a
 ///   dropped restore sets its interrupt, and its pages are freed once read
 ///   (and only then are the slots it read unpinned, so that a slot dropped
 ///   meanwhile is reused or released only after the kernel is done).
@@ -60,8 +60,8 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   and on the awaiting thread outside a runtime or when the runtime has
 ///   shut down.
 /// - **Ownership and drop**: an operation's buffers belong to its shard's
-///   ring driver from submission until every completion of the operation is
-///   reaped, never to the future. Dropping the backend cancels every
+///   ring driver (or writer, on the blocking pool) from submission until
+///   every completion of the operation is reaped, never to the future. Dropping the backend cancels every
 ///   operation still in flight (`IORING_OP_ASYNC_CANCEL`), waits until the
 ///   reaper threads have reaped them all and exited, and only then lets the
 ///   rings and buffers go: after the drop, the kernel touches no memory of
@@ -91,7 +91,7 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   shards (the writers are behind: many callers, or writes failing)
 ///   hands its own pages to its shard's writer instead, with no copy, and
 ///   waits for its write, so at most that many and one batch per caller
-///   are staged, and a backup whose write fails fails, nothing stored.
+///   are staged, and such a backup fails if its own write does.
 ///   Written buffers are kept for the next backups, up to as many across
 ///   the shards, and counted with the staged pages in `memory_used`. `writeback` queues the write at once, as every backup
 ///   does, and is not counted in `writeback_pages`. A write that fails
@@ -129,8 +129,8 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///
 /// **Blocking class**: natively async. Backups and restores submit on the
 /// calling task (or stage and copy there, which never waits on the device)
-/// and await completions delivered there or by the reapers; buffered writes
-/// behind and hole punches (drops) run on the blocking pool. A release
+/// and await completions delivered there, by the reapers or by the writers;
+/// buffered writes and hole punches (drops) run on the blocking pool. A release
 /// that a restore or a backup makes on the calling task (the trim of slots
 /// kept for reuse, a restore that was the last pin of a dropped slot)
 /// punches its hole there, and it, like a backup into a reused slot whose
@@ -451,14 +451,18 @@ impl Inner {
     /// The buffers of a backup of `pages` into `reservation`'s runs: one
     /// write per run, split at `op_pages`, to keep until the writes
     /// complete.
+    ///
+    /// On the pool route the writer's job writes them, and `writeback`
+    /// is left to it: completing the backup never writes on the caller's
+    /// task what is staged.
     fn writes(&self, pages: Vec<Box<Page>>, reservation: Reservation, flags: BackupFlags) -> WriteBufs {
-        // A slot kept for reuse may still have an older page staged (by a
-        // single-page backup of the sync view), which restores would read
-        // instead of the file: it goes.
-        let staging = self.store.device(reservation.shard()).base().staging();
-        for run in reservation.runs() {
-            staging.discard(run.clone());
-        }
+        let flags = match self.route {
+            Route::Ring => {
+                behind::forget_staged(self, &reservation);
+                flags
+            }
+            Route::Pool => flags.with_writeback(false),
+        };
         let iovecs: Vec<Iovec> = pages.iter().map(|p| iovec(&**p)).collect();
         let mut entries = Vec::new();
         let mut at = 0;
@@ -519,7 +523,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
         let op = Operation::BackupPages;
         let inner = &self.inner;
         let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
-        if inner.route == Route::Pool && !inner.behind.behind(inner) {
+        if inner.route == Route::Pool && !behind::writers_behind(inner) {
             let mut handles = Vec::new();
             let result = behind::backup(inner, &refs, first_idx, flags, &mut handles, op).await;
             drop(refs);
@@ -676,7 +680,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
 
     async fn backup_page(&self, page: Box<Page>, idx: u64, flags: BackupFlags) -> (Result<Handle>, Box<Page>) {
         let inner = &self.inner;
-        if inner.route == Route::Pool && !inner.behind.behind(inner) {
+        if inner.route == Route::Pool && !behind::writers_behind(inner) {
             let mut handles = Vec::with_capacity(1);
             let result = behind::backup(inner, &[&*page], idx, flags, &mut handles, Operation::BackupPage).await;
             return (result.map(|()| handles[0]).map_err(|e| e.error), page);
