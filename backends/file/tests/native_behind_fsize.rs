@@ -3,10 +3,12 @@
 //! behind them (`EFBIG`), and nothing is lost: every page restores from
 //! memory, `flush` reports the failure, a backup that finds the writers
 //! that far behind writes its own pages, gets the error and stores
-//! nothing, and once the writes can go through, `flush` writes what was
-//! kept. (A binary of its own: the
-//! limit applies to the whole process; nothing is printed while it holds.)
+//! nothing, a handed-over backup whose future is dropped leaves nothing
+//! stored, and once the writes can go through, `flush` writes what was
+//! kept. (A binary of its own: the limit applies to the whole process;
+//! nothing is printed while it holds.)
 
+use std::future::Future;
 use std::sync::Arc;
 
 use pagebackup_async::AsyncBackupBackend;
@@ -138,6 +140,32 @@ fn writes_that_fail_behind_their_backups_lose_nothing_and_flush_says_so() {
         );
         assert_eq!(b.stats().stored_pages, stored + more_handles.len() as u64);
         check(&b, &more_handles, &more[..more_handles.len()]).await;
+
+        // A handed-over backup whose future is dropped once its write is
+        // queued (into slots below the limit, freed by dropping filler, or
+        // past it) leaves nothing stored once its write is done, whether
+        // the write went through or not.
+        b.drop_handles(&held.split_off(held.len() - 128)).await.unwrap();
+        let stored = b.stats().stored_pages;
+        let mut finished = Vec::new();
+        for (call, chunk) in pages(4, 128).chunks(64).enumerate() {
+            let mut backup = Box::pin(b.backup_pages(chunk.to_vec(), 3 << 20 | (call as u64 * 64), BackupFlags::NONE));
+            std::future::poll_fn(|cx| {
+                // A write done before the first poll ends finishes the call.
+                if let std::task::Poll::Ready(backed) = backup.as_mut().poll(cx) {
+                    finished.extend(backed.handles);
+                }
+                std::task::Poll::Ready(())
+            })
+            .await;
+        }
+        let _ = b.flush().await;
+        assert_eq!(
+            b.stats().stored_pages,
+            stored + finished.len() as u64,
+            "the dropped backups left handles behind"
+        );
+        b.drop_handles(&finished).await.unwrap();
 
         // The writes can go through again: flush writes what was kept.
         drop(limited);
