@@ -38,6 +38,16 @@ fn native_buffered_pool(#[case] check: AsyncCheck) {
     check.run(&subject("native file async_writes=pool", config));
 }
 
+/// Written behind, with dropped slots kept for reuse: a reused slot may
+/// still have its old page staged or in flight.
+#[apply(async_conformance)]
+fn native_buffered_pool_reuse(#[case] check: AsyncCheck) {
+    let config = FileConfig::new()
+        .with_async_writes(AsyncWrites::Pool)
+        .with_reuse(1 << 20);
+    check.run(&subject("native file async_writes=pool,reuse=1MiB", config));
+}
+
 #[apply(async_conformance)]
 fn native_direct(#[case] check: AsyncCheck) {
     if let Err(e) = AsyncFileBackend::new(FileConfig::new().with_direct(true)) {
@@ -355,6 +365,102 @@ fn inline_backups_and_restores_yield_to_other_tasks() {
             }
         }
         b.drop_handles(&handles).await.unwrap();
+    });
+    assert_eq!(b.stats().stored_pages, 0);
+}
+
+/// Backups written behind, drops (whose slots are kept for reuse and
+/// reused), restores, and multi-page backups of the sync view writing
+/// straight to the file, all at once: every restore gives its page back,
+/// and nothing is left once every handle is dropped.
+#[test]
+fn writes_behind_drops_reuse_and_sync_writes_race_without_losing_a_page() {
+    use pagebackup_core::{BackupBackend, BackupFlags, Handle, Page};
+    use pagebackup_testkit::{PageSpec, SplitMix64};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let config = FileConfig::new()
+        .with_shards(1)
+        .with_async_writes(AsyncWrites::Pool)
+        .with_reuse(256 << 10);
+    let b = Arc::new(AsyncFileBackend::new(config).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sync_writer = {
+        let (b, stop) = (Arc::clone(&b), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let specs: Vec<PageSpec> = (0..4).map(|i| PageSpec::mixed(53, round * 4 + i)).collect();
+                let pages: Vec<Box<Page>> = specs.iter().map(PageSpec::page).collect();
+                let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+                let mut handles = Vec::new();
+                b.blocking()
+                    .backup_pages(&refs, (1 << 30) | (round * 4), BackupFlags::NONE, &mut handles)
+                    .unwrap();
+                for (spec, &handle) in specs.iter().zip(&handles) {
+                    let mut back = Page::new_boxed();
+                    b.blocking().copy_page(&mut back, handle, None).unwrap();
+                    spec.verify(&back)
+                        .unwrap_or_else(|m| panic!("sync view, round {round}: {m}"));
+                }
+                b.blocking().drop_handles(&handles).unwrap();
+                round += 1;
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..4u64)
+        .map(|t| {
+            let b = Arc::clone(&b);
+            runtime.spawn(async move {
+                let mut rng = SplitMix64::new(t);
+                let mut kept: Vec<(Handle, PageSpec)> = Vec::new();
+                for call in 0..300u64 {
+                    let specs: Vec<PageSpec> = (0..8).map(|i| PageSpec::mixed(59 + t, call * 8 + i)).collect();
+                    let idx = (t << 32) | (call * 8);
+                    let backed = b
+                        .backup_pages(specs.iter().map(PageSpec::page).collect(), idx, BackupFlags::NONE)
+                        .await;
+                    backed.result.unwrap();
+                    kept.extend(backed.handles.into_iter().zip(specs));
+                    // Drop about half of what is kept, at random.
+                    while kept.len() > 16 {
+                        let (handle, _) = kept.swap_remove(rng.below(kept.len() as u64) as usize);
+                        b.drop_handle(handle).await.unwrap();
+                    }
+                    let (handle, spec) = &kept[rng.below(kept.len() as u64) as usize];
+                    let (restored, page) = b.copy_page(Page::new_boxed(), *handle, None).await;
+                    restored.unwrap_or_else(|e| panic!("task {t}, call {call}: {e}"));
+                    spec.verify(&page)
+                        .unwrap_or_else(|m| panic!("task {t}, call {call}: {m}"));
+                }
+                kept
+            })
+        })
+        .collect();
+    let kept: Vec<(Handle, PageSpec)> = runtime.block_on(async {
+        let mut kept = Vec::new();
+        for task in tasks {
+            kept.extend(task.await.unwrap());
+        }
+        kept
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sync_writer.join().unwrap();
+    runtime.block_on(async {
+        b.flush().await.unwrap();
+        let handles: Vec<Handle> = kept.iter().map(|(h, _)| *h).collect();
+        let (restored, pages) = b
+            .copy_pages(&handles, handles.iter().map(|_| Page::new_boxed()).collect(), None)
+            .await;
+        restored.unwrap();
+        for ((_, spec), page) in kept.iter().zip(&pages) {
+            spec.verify(page).unwrap();
+        }
+        b.drop_handles(&handles).await.unwrap();
+        b.flush().await.unwrap();
     });
     assert_eq!(b.stats().stored_pages, 0);
 }
