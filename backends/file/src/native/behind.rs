@@ -7,7 +7,7 @@
 //! Why: where the file system refuses buffered writes without blocking
 //! (ext4), every write is handed to a thread, and a backup that waits for
 //! its write pays two thread hand-offs; with one backup in flight, batches
-//! of 64 ran at 0.54–0.77x the sync backend. A backup that returns once
+//! of 64 ran at 0.51–0.73x the sync backend. A backup that returns once
 //! its pages are staged pays a copy instead, and its write runs beside the
 //! caller's next backup.
 //!
@@ -161,8 +161,9 @@ fn staged(inner: &Inner) -> usize {
 }
 
 /// Backs up `pages` through the write-behind: reserves, stages the pages
-/// of the runs reserved, issues their handles and queues their write. `writeback` queues the write as every backup does; it is
-/// not run on the caller's thread.
+/// of the runs reserved, issues their handles and queues their write.
+/// `writeback` queues the write as every backup does; it is not run on
+/// the caller's task.
 pub(super) async fn backup(
     inner: &Arc<Inner>,
     pages: &[&Page],
