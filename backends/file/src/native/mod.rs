@@ -133,9 +133,9 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// buffered writes and hole punches (drops) run on the blocking pool. A release
 /// that a restore or a backup makes on the calling task (the trim of slots
 /// kept for reuse, a restore that was the last pin of a dropped slot)
-/// punches its hole there, and it, like a backup into a reused slot whose
-/// old page is still staged, waits there for a write behind of that slot in
-/// flight.
+/// punches its hole there, and it, like a ring backup into a reused slot
+/// whose old page is still staged, waits there for a write of that slot in
+/// flight (a handed-over backup waits for it on its writer).
 pub struct AsyncFileBackend {
     inner: Arc<Inner>,
 }
