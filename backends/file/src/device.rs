@@ -277,8 +277,11 @@ unsafe impl Device for FileDevice {
         self.staging.bytes()
     }
 
+    /// The staging buffer's spare buffers: its staged pages are the
+    /// storage held in RAM ([`resident_bytes`](Device::resident_bytes)),
+    /// counted once.
     fn buffered_bytes(&self) -> u64 {
-        self.staging.bytes() + self.staging.spare_bytes()
+        self.staging.spare_bytes()
     }
 
     fn space_avail(&self) -> u64 {

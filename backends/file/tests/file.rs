@@ -408,3 +408,31 @@ fn a_byte_changed_on_the_disk_is_corrupt_with_or_without_direct() {
         b.drop_handles(&handles).unwrap();
     }
 }
+
+/// Staged pages are the store's pages held in RAM: `memory_used` counts
+/// each once (as resident), not again as metadata; written buffers kept as
+/// spares for the next staged pages count as metadata.
+#[test]
+fn staged_pages_are_counted_once_in_memory_used() {
+    let b = FileBackend::new(FileConfig::new().with_shards(1)).unwrap();
+    let before = b.stats();
+    let page = PageSpec::new(61, 0, PageClass::Random).page();
+    let handles: Vec<Handle> = (0..3)
+        .map(|idx| b.backup_page(&page, idx, BackupFlags::NONE).unwrap())
+        .collect();
+    let staged = b.stats();
+    assert_eq!(staged.resident_bytes, 3 * PAGE, "{staged:?}");
+    assert!(
+        staged.metadata_bytes < before.metadata_bytes + PAGE,
+        "staged pages counted as metadata too: {before:?} then {staged:?}"
+    );
+    assert_eq!(staged.memory_used, staged.resident_bytes + staged.metadata_bytes);
+    b.flush().unwrap();
+    let written = b.stats();
+    assert_eq!(written.resident_bytes, 0, "{written:?}");
+    assert!(
+        written.metadata_bytes >= before.metadata_bytes + 3 * PAGE,
+        "the spare buffers are not counted: {written:?}"
+    );
+    b.drop_handles(&handles).unwrap();
+}
