@@ -63,12 +63,15 @@ pub(super) struct WriteBehind {
 }
 
 impl WriteBehind {
-    /// The writers of `store`'s shards, whose staging buffers keep as many
-    /// spare buffers as they stage at most, between them.
+    /// The writers of `store`'s shards, whose staging buffers each keep as
+    /// many spare buffers as may be staged: one thread's backups all go to
+    /// one shard, and with the spares split between the shards half of its
+    /// staged pages were fresh memory (0.56–0.89x the sync backend per
+    /// round, one caller, batches of 64, against 1.15–1.4x).
     pub(super) fn new(store: &SlotStore<MaybeSealed<FileDevice>>) -> Self {
         let shards = store.devices().count();
         for device in store.devices() {
-            device.base().staging().keep_spares(HAND_OFF_PAGES.div_ceil(shards));
+            device.base().staging().keep_spares(HAND_OFF_PAGES);
         }
         WriteBehind {
             writers: (0..shards).map(|_| Arc::new(Serial::new())).collect(),

@@ -92,9 +92,10 @@ const PAGE: u64 = PAGE_SIZE as u64;
 ///   hands its own pages to its shard's writer instead, with no copy, and
 ///   waits for its write, so at most that many and one batch per caller
 ///   are staged, and such a backup fails if its own write does.
-///   Written buffers are kept for the next backups, up to as many across
-///   the shards, and counted with the staged pages in `memory_used`. `writeback` queues the write at once, as every backup
-///   does, and is not counted in `writeback_pages`. A write that fails
+///   Written buffers are kept for the next backups, up to as many per
+///   file (2 MiB each), and counted in `memory_used`. `writeback` queues
+///   the write at once, as every backup does, and is not counted in
+///   `writeback_pages`. A write that fails
 ///   leaves its pages staged, in memory, restorable;
 ///   [`flush`](AsyncBackupBackend::flush) writes them again and reports the
 ///   failure (`NoSpace` for `ENOSPC`/`EFBIG`). On
