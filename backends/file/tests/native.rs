@@ -21,6 +21,22 @@ fn subject(name: &str, base: FileConfig) -> AsyncSubject {
     )
 }
 
+/// Restores each of `handles` through the sync view and checks it is its
+/// spec's page.
+fn verify_through_sync_view(
+    b: &AsyncFileBackend,
+    specs: &[pagebackup_testkit::PageSpec],
+    handles: &[pagebackup_core::Handle],
+    what: &str,
+) {
+    use pagebackup_core::{BackupBackend, Page};
+    for (spec, &handle) in specs.iter().zip(handles) {
+        let mut back = Page::new_boxed();
+        b.blocking().copy_page(&mut back, handle, None).unwrap();
+        spec.verify(&back).unwrap_or_else(|m| panic!("{what}, sync view: {m}"));
+    }
+}
+
 #[apply(async_conformance)]
 fn native_buffered(#[case] check: AsyncCheck) {
     check.run(&subject("native file", FileConfig::new()));
@@ -222,12 +238,7 @@ fn every_write_path_gives_the_same_bytes_back() {
             }
             done.handles
         });
-        for (spec, &handle) in specs.iter().zip(&handles) {
-            let mut back = Page::new_boxed();
-            b.blocking().copy_page(&mut back, handle, None).unwrap();
-            spec.verify(&back)
-                .unwrap_or_else(|m| panic!("{writes:?}, sync view: {m}"));
-        }
+        verify_through_sync_view(&b, &specs, &handles, &format!("{writes:?}"));
         b.blocking().drop_handles(&handles).unwrap();
         assert_eq!(b.stats().stored_pages, 0, "{writes:?}");
     }
@@ -400,12 +411,7 @@ fn writes_behind_drops_reuse_and_sync_writes_race_without_losing_a_page() {
                 b.blocking()
                     .backup_pages(&refs, (1 << 30) | (round * 4), BackupFlags::NONE, &mut handles)
                     .unwrap();
-                for (spec, &handle) in specs.iter().zip(&handles) {
-                    let mut back = Page::new_boxed();
-                    b.blocking().copy_page(&mut back, handle, None).unwrap();
-                    spec.verify(&back)
-                        .unwrap_or_else(|m| panic!("sync view, round {round}: {m}"));
-                }
+                verify_through_sync_view(&b, &specs, &handles, &format!("round {round}"));
                 b.blocking().drop_handles(&handles).unwrap();
                 round += 1;
             }

@@ -421,6 +421,12 @@ impl Inner {
 }
 
 impl Inner {
+    /// Whether a backup is staged and written behind now: on the pool
+    /// route, unless the writers are behind (then it is handed over).
+    fn stages_backups(&self) -> bool {
+        self.route == Route::Pool && !behind::writers_behind(self)
+    }
+
     /// A restore of one page of a buffered backend served on the calling
     /// task, where that needs no wait: from the staging buffer, or from the
     /// page cache (`RWF_NOWAIT`); `Err(dst)` where neither holds the page.
@@ -524,7 +530,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
         let op = Operation::BackupPages;
         let inner = &self.inner;
         let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
-        if inner.route == Route::Pool && !behind::writers_behind(inner) {
+        if inner.stages_backups() {
             let mut handles = Vec::new();
             let result = behind::backup(inner, &refs, first_idx, flags, &mut handles, op).await;
             drop(refs);
@@ -634,7 +640,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
                 }
             }
             if sqes.is_empty() {
-                // Every page of the segment was staged.
+                // Every page of the segment was served at once.
                 continue;
             }
             let keep = Arc::clone(&shared);
@@ -681,7 +687,7 @@ impl AsyncBackupBackend for AsyncFileBackend {
 
     async fn backup_page(&self, page: Box<Page>, idx: u64, flags: BackupFlags) -> (Result<Handle>, Box<Page>) {
         let inner = &self.inner;
-        if inner.route == Route::Pool && !behind::writers_behind(inner) {
+        if inner.stages_backups() {
             let mut handles = Vec::with_capacity(1);
             let result = behind::backup(inner, &[&*page], idx, flags, &mut handles, Operation::BackupPage).await;
             return (result.map(|()| handles[0]).map_err(|e| e.error), page);
